@@ -1,0 +1,122 @@
+// Package vfs is the only seam between KayaDB's storage code and the
+// operating system's file system.
+//
+// It owns three implementations of FS:
+//
+//   - Default: the OS file system. Sync is fdatasync(2) on Linux, directory
+//     syncs are fsync(2) on the directory, Preallocate is
+//     fallocate(FALLOC_FL_KEEP_SIZE), Lock is flock(LOCK_EX|LOCK_NB). New
+//     files are created 0600 and directories 0700.
+//   - MemFS: an in-memory file system that remembers what has been synced.
+//     CrashClone returns the file system as it could look after a power cut
+//     at that instant: only synced file data and synced directory entries
+//     survive (optionally plus a random part of the unsynced data).
+//   - errorfs (NewErrorFS): a wrapper that calls an Injector before every
+//     operation so tests can fail or "crash" at a chosen operation.
+//
+// The package must never import other packages of this module, and must
+// never hide an error: every failed system call surfaces to the caller.
+package vfs
+
+import (
+	"io"
+	"os"
+)
+
+// File is an open file. Implementations are safe for concurrent ReadAt calls;
+// other methods must not race with each other.
+type File interface {
+	io.Reader
+	io.ReaderAt
+	io.Writer
+	io.Closer
+	// Sync makes the file's data durable (fdatasync). On a directory handle
+	// it makes the directory's entries durable.
+	Sync() error
+	// Stat returns the file's metadata.
+	Stat() (os.FileInfo, error)
+	// Preallocate reserves space for [offset, offset+length) without
+	// changing the file size. It is a hint: implementations may do nothing.
+	Preallocate(offset, length int64) error
+	// Truncate changes the file's size.
+	Truncate(size int64) error
+}
+
+// FS is a file system.
+type FS interface {
+	// Create creates (or truncates) a file for reading and writing.
+	Create(name string) (File, error)
+	// Open opens an existing file for reading.
+	Open(name string) (File, error)
+	// OpenReadWrite opens an existing file for reading and writing, with the
+	// write offset at the start of the file.
+	OpenReadWrite(name string) (File, error)
+	// OpenDir opens a directory so it can be synced.
+	OpenDir(name string) (File, error)
+	// Remove removes a file or an empty directory.
+	Remove(name string) error
+	// RemoveAll removes a path and everything under it.
+	RemoveAll(name string) error
+	// Rename atomically renames oldname to newname, replacing newname if it
+	// exists. The change is durable only after the directory is synced.
+	Rename(oldname, newname string) error
+	// Link creates newname as a hard link to oldname.
+	Link(oldname, newname string) error
+	// MkdirAll creates a directory and its parents.
+	MkdirAll(dir string, perm os.FileMode) error
+	// List returns the names of a directory's entries (not sorted).
+	List(dir string) ([]string, error)
+	// Stat returns a path's metadata.
+	Stat(name string) (os.FileInfo, error)
+	// Lock takes an exclusive lock on the named file, creating it if needed.
+	// It fails at once (it never waits) if the lock is held, with an error
+	// matching ErrLocked. Closing the returned Closer releases the lock.
+	Lock(name string) (io.Closer, error)
+}
+
+// ErrLocked is returned (wrapped) by FS.Lock when another holder has the lock.
+var ErrLocked = errLocked{}
+
+type errLocked struct{}
+
+func (errLocked) Error() string { return "file is locked by another process" }
+
+// SyncDir opens dir, syncs it and closes it.
+func SyncDir(fs FS, dir string) error {
+	d, err := fs.OpenDir(dir)
+	if err != nil {
+		return err
+	}
+	if err := d.Sync(); err != nil {
+		_ = d.Close()
+		return err
+	}
+	return d.Close()
+}
+
+// WriteFileSync writes data to the file at path name (a full path inside
+// dir) through a temporary file, syncs it, renames it into place and syncs
+// dir, so that after a crash name holds either its old content or data,
+// never a mix.
+func WriteFileSync(fs FS, dir, name string, data []byte) error {
+	tmp := name + ".tmp"
+	f, err := fs.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := fs.Rename(tmp, name); err != nil {
+		return err
+	}
+	return SyncDir(fs, dir)
+}
