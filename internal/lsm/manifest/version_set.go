@@ -1,0 +1,433 @@
+package manifest
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/kayadb/kayadb/internal/lsm/base"
+	"github.com/kayadb/kayadb/internal/lsm/record"
+	"github.com/kayadb/kayadb/internal/vfs"
+)
+
+// Options configures a VersionSet.
+type Options struct {
+	FS  vfs.FS
+	Dir string
+	// MaxManifestBytes: when the MANIFEST grows past this size, the next
+	// edit starts a new MANIFEST holding a snapshot.
+	MaxManifestBytes int64
+	// OnObsolete receives tables that no Version references any more.
+	OnObsolete func([]*FileMetadata)
+}
+
+// VersionSet owns the current Version and the MANIFEST that records it.
+//
+// Locking: logMu serializes LogAndApply (it is held across the MANIFEST write
+// and sync, which is its purpose); mu guards current and is never held
+// across I/O. Lock order: logMu before mu.
+type VersionSet struct {
+	opts Options
+
+	nextFileNum atomic.Uint64
+
+	logMu          sync.Mutex
+	manifest       vfs.File
+	manifestW      *record.Writer
+	manifestNum    base.FileNum
+	logNum         base.FileNum
+	lastSeq        base.SeqNum
+	err            error // sticky: after a failed MANIFEST write the set refuses edits
+	manifestWrites int64
+
+	mu struct {
+		sync.Mutex
+		current *Version
+	}
+}
+
+// LoadReport describes what Load found.
+type LoadReport struct {
+	// Manifest is the MANIFEST file name CURRENT pointed to.
+	Manifest string
+	// Records is the number of edits replayed.
+	Records int
+	// TornTail is non-nil when the MANIFEST ended in a partial record (an
+	// edit that was never acknowledged); the bytes are ignored.
+	TornTail *record.TornTailError
+}
+
+// Create initializes a VersionSet for an empty directory and writes its first
+// MANIFEST and CURRENT.
+func Create(opts Options) (*VersionSet, error) {
+	vs := newVersionSet(opts)
+	v, err := Apply(nil, opts.OnObsolete)
+	if err != nil {
+		return nil, err
+	}
+	vs.nextFileNum.Store(1)
+	vs.install(v)
+	if err := vs.LogAndApply(&VersionEdit{}); err != nil {
+		return nil, err
+	}
+	return vs, nil
+}
+
+func newVersionSet(opts Options) *VersionSet {
+	if opts.MaxManifestBytes <= 0 {
+		opts.MaxManifestBytes = 64 << 20
+	}
+	return &VersionSet{opts: opts}
+}
+
+// ReadCurrent returns the MANIFEST file name that CURRENT names.
+func ReadCurrent(fs vfs.FS, dir string) (string, error) {
+	path := filepath.Join(dir, base.CurrentFileName)
+	f, err := fs.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 4096))
+	if err != nil {
+		return "", fmt.Errorf("manifest: reading %s: %w", path, err)
+	}
+	s := string(b)
+	if !strings.HasSuffix(s, "\n") {
+		return "", base.CorruptionErrorf(path, 0, "CURRENT does not end with a newline (content %q)", s)
+	}
+	name := strings.TrimSuffix(s, "\n")
+	if ft, _, ok := base.ParseFilename(name); !ok || ft != base.FileTypeManifest {
+		return "", base.CorruptionErrorf(path, 0, "CURRENT names %q, which is not a MANIFEST file name", name)
+	}
+	return name, nil
+}
+
+// ReplayManifest reads every edit of a MANIFEST file, calling fn for each.
+// A torn tail is returned in the report, not as an error.
+func ReplayManifest(fs vfs.FS, path string, fn func(*VersionEdit) error) (records int, torn *record.TornTailError, err error) {
+	_, num, ok := base.ParseFilename(filepath.Base(path))
+	if !ok {
+		num = 0
+	}
+	f, err := fs.Open(path)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer f.Close()
+	r := record.NewReader(f, num, path)
+	for {
+		rec, err := r.Next()
+		if err == io.EOF {
+			return records, nil, nil
+		}
+		if errors.As(err, &torn) {
+			return records, torn, nil
+		}
+		if err != nil {
+			return records, nil, err
+		}
+		var e VersionEdit
+		if err := e.Decode(rec); err != nil {
+			return records, nil, base.WithFile(err, path, r.LastRecordOffset())
+		}
+		if err := fn(&e); err != nil {
+			return records, nil, err
+		}
+		records++
+	}
+}
+
+// Load reads CURRENT and replays the MANIFEST it names. The returned set has
+// no MANIFEST open for writing: the first LogAndApply starts a new one, so a
+// damaged tail of the old file is never appended to.
+func Load(opts Options) (*VersionSet, *LoadReport, error) {
+	vs := newVersionSet(opts)
+	name, err := ReadCurrent(opts.FS, opts.Dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	path := filepath.Join(opts.Dir, name)
+	var (
+		edits       []*VersionEdit
+		haveLog     bool
+		haveNext    bool
+		nextFileNum base.FileNum
+	)
+	records, torn, err := ReplayManifest(opts.FS, path, func(e *VersionEdit) error {
+		if e.Comparator != "" && e.Comparator != ComparatorName {
+			return base.CorruptionErrorf(path, -1, "MANIFEST uses key ordering %q; this engine uses %q", e.Comparator, ComparatorName)
+		}
+		if e.HasLogNumber {
+			vs.logNum, haveLog = e.LogNumber, true
+		}
+		if e.HasNextFileNum {
+			nextFileNum, haveNext = e.NextFileNum, true
+		}
+		if e.HasLastSeq && e.LastSeq > vs.lastSeq {
+			vs.lastSeq = e.LastSeq
+		}
+		edits = append(edits, e)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if !haveLog || !haveNext {
+		return nil, nil, base.CorruptionErrorf(path, -1, "MANIFEST lacks a log number or next file number (%d records)", records)
+	}
+	v, err := Apply(nil, opts.OnObsolete, edits...)
+	if err != nil {
+		return nil, nil, base.CorruptionErrorf(path, -1, "replaying MANIFEST: %v", err)
+	}
+	for _, files := range v.Levels {
+		for _, f := range files {
+			if f.FileNum >= nextFileNum {
+				return nil, nil, base.CorruptionErrorf(path, -1, "table %s is not below the next file number %d", f.FileNum, nextFileNum)
+			}
+			if f.LargestSeq > vs.lastSeq {
+				vs.lastSeq = f.LargestSeq
+			}
+		}
+	}
+	_, vs.manifestNum, _ = base.ParseFilename(name)
+	vs.nextFileNum.Store(uint64(nextFileNum))
+	vs.install(v)
+	return vs, &LoadReport{Manifest: name, Records: records, TornTail: torn}, nil
+}
+
+// install makes v current. Called with logMu held (or before the set is
+// shared).
+func (vs *VersionSet) install(v *Version) {
+	v.Ref()
+	vs.mu.Lock()
+	old := vs.mu.current
+	vs.mu.current = v
+	vs.mu.Unlock()
+	if old != nil {
+		old.Unref()
+	}
+}
+
+// Current returns the current Version with a reference the caller must
+// release with Unref.
+func (vs *VersionSet) Current() *Version {
+	vs.mu.Lock()
+	v := vs.mu.current
+	v.Ref()
+	vs.mu.Unlock()
+	return v
+}
+
+// NewFileNum allocates a file number.
+func (vs *VersionSet) NewFileNum() base.FileNum {
+	return base.FileNum(vs.nextFileNum.Add(1) - 1)
+}
+
+// MarkFileNumUsed makes sure n is never allocated again.
+func (vs *VersionSet) MarkFileNumUsed(n base.FileNum) {
+	for {
+		cur := vs.nextFileNum.Load()
+		if uint64(n) < cur || vs.nextFileNum.CompareAndSwap(cur, uint64(n)+1) {
+			return
+		}
+	}
+}
+
+// NextFileNum returns the next file number that would be allocated.
+func (vs *VersionSet) NextFileNum() base.FileNum { return base.FileNum(vs.nextFileNum.Load()) }
+
+// LogNumber returns the oldest WAL that may hold unflushed data.
+func (vs *VersionSet) LogNumber() base.FileNum {
+	vs.logMu.Lock()
+	defer vs.logMu.Unlock()
+	return vs.logNum
+}
+
+// LastSeq returns the largest sequence number recorded in the MANIFEST.
+func (vs *VersionSet) LastSeq() base.SeqNum {
+	vs.logMu.Lock()
+	defer vs.logMu.Unlock()
+	return vs.lastSeq
+}
+
+// ManifestFileNum returns the number of the MANIFEST being written (0 before
+// the first LogAndApply after Load).
+func (vs *VersionSet) ManifestFileNum() base.FileNum {
+	vs.logMu.Lock()
+	defer vs.logMu.Unlock()
+	return vs.manifestNum
+}
+
+// LogAndApply makes edit durable in the MANIFEST and then installs the
+// resulting Version. The edit's next-file-number is filled in; its log number
+// and last sequence are kept if set. A failure to write or sync the MANIFEST
+// is sticky: the set refuses every later edit, because the durable state is
+// no longer known (the engine must be reopened).
+func (vs *VersionSet) LogAndApply(edit *VersionEdit) error {
+	vs.logMu.Lock()
+	defer vs.logMu.Unlock()
+	if vs.err != nil {
+		return vs.err
+	}
+	vs.mu.Lock()
+	cur := vs.mu.current
+	vs.mu.Unlock()
+	nv, err := Apply(cur, vs.opts.OnObsolete, edit)
+	if err != nil {
+		return fmt.Errorf("manifest: invalid edit: %w", err)
+	}
+	if edit.HasLogNumber && edit.LogNumber < vs.logNum {
+		return fmt.Errorf("manifest: invalid edit: log number %d goes back from %d", edit.LogNumber, vs.logNum)
+	}
+	edit.NextFileNum = vs.NextFileNum()
+	edit.HasNextFileNum = true
+	logNum, lastSeq := vs.logNum, vs.lastSeq
+	if edit.HasLogNumber {
+		logNum = edit.LogNumber
+	}
+	if edit.HasLastSeq && edit.LastSeq > lastSeq {
+		lastSeq = edit.LastSeq
+	}
+	if vs.manifestW == nil || vs.manifestW.Size() >= vs.opts.MaxManifestBytes {
+		if err := vs.rotate(nv, logNum, lastSeq); err != nil {
+			vs.releaseUninstalled(nv)
+			vs.err = err
+			return err
+		}
+	} else {
+		if err := vs.manifestW.WriteRecord(edit.Encode(nil)); err != nil {
+			vs.releaseUninstalled(nv)
+			vs.err = err
+			return err
+		}
+		if err := vs.manifestW.Flush(); err != nil {
+			vs.releaseUninstalled(nv)
+			vs.err = fmt.Errorf("manifest: writing %s: %w", vs.manifestName(), err)
+			return vs.err
+		}
+		if err := vs.manifest.Sync(); err != nil {
+			vs.releaseUninstalled(nv)
+			vs.err = fmt.Errorf("manifest: syncing %s: %w", vs.manifestName(), err)
+			return vs.err
+		}
+	}
+	vs.manifestWrites++
+	vs.logNum, vs.lastSeq = logNum, lastSeq
+	vs.install(nv)
+	return nil
+}
+
+// releaseUninstalled drops the table references of a Version that never
+// became current, without reporting its tables as obsolete (they may be
+// live in the current Version, or orphans that recovery will remove).
+func (vs *VersionSet) releaseUninstalled(v *Version) {
+	for _, files := range v.Levels {
+		for _, f := range files {
+			f.refs.Add(-1)
+		}
+	}
+}
+
+func (vs *VersionSet) manifestName() string {
+	return filepath.Join(vs.opts.Dir, base.MakeFilename(base.FileTypeManifest, vs.manifestNum))
+}
+
+// SnapshotEdit returns an edit that recreates v with the given counters.
+func SnapshotEdit(v *Version, logNum base.FileNum, nextFileNum base.FileNum, lastSeq base.SeqNum) *VersionEdit {
+	e := &VersionEdit{
+		Comparator: ComparatorName,
+		LogNumber:  logNum, HasLogNumber: true,
+		NextFileNum: nextFileNum, HasNextFileNum: true,
+		LastSeq: lastSeq, HasLastSeq: true,
+	}
+	for level, files := range v.Levels {
+		for _, f := range files {
+			e.NewFiles = append(e.NewFiles, NewFile{Level: level, Meta: f})
+		}
+	}
+	return e
+}
+
+// WriteManifest creates MANIFEST-<num> in dir holding a snapshot of v, syncs
+// it and the directory, then points CURRENT at it (temp file + fsync + rename
+// + directory fsync). It returns the open file and writer, positioned for
+// more edits; the caller owns them.
+func WriteManifest(fs vfs.FS, dir string, num base.FileNum, snap *VersionEdit) (vfs.File, *record.Writer, error) {
+	name := base.MakeFilename(base.FileTypeManifest, num)
+	path := filepath.Join(dir, name)
+	f, err := fs.Create(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("manifest: creating %s: %w", path, err)
+	}
+	w := record.NewWriter(f, num)
+	err = w.WriteRecord(snap.Encode(nil))
+	if err == nil {
+		err = w.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if err == nil {
+		err = vfs.SyncDir(fs, dir)
+	}
+	if err == nil {
+		err = vfs.WriteFileSync(fs, dir, filepath.Join(dir, base.CurrentFileName), []byte(name+"\n"))
+	}
+	if err != nil {
+		_ = f.Close()
+		return nil, nil, fmt.Errorf("manifest: writing %s: %w", path, err)
+	}
+	return f, w, nil
+}
+
+// rotate starts a new MANIFEST holding a snapshot of v. Called with logMu.
+func (vs *VersionSet) rotate(v *Version, logNum base.FileNum, lastSeq base.SeqNum) error {
+	num := vs.NewFileNum()
+	snap := SnapshotEdit(v, logNum, vs.NextFileNum(), lastSeq)
+	f, w, err := WriteManifest(vs.opts.FS, vs.opts.Dir, num, snap)
+	if err != nil {
+		return err
+	}
+	oldNum, oldFile := vs.manifestNum, vs.manifest
+	vs.manifest, vs.manifestW, vs.manifestNum = f, w, num
+	if oldFile != nil {
+		_ = oldFile.Close()
+	}
+	if oldNum != 0 && oldNum != num {
+		// CURRENT no longer names the old MANIFEST, durably: it can go. A
+		// failure here only leaves a stray file that the next open removes.
+		_ = vs.opts.FS.Remove(filepath.Join(vs.opts.Dir, base.MakeFilename(base.FileTypeManifest, oldNum)))
+	}
+	return nil
+}
+
+// Close closes the MANIFEST file. The current Version stays referenced by
+// the set; callers release theirs.
+func (vs *VersionSet) Close() error {
+	vs.logMu.Lock()
+	defer vs.logMu.Unlock()
+	var err error
+	if vs.manifest != nil {
+		err = vs.manifest.Close()
+		vs.manifest, vs.manifestW = nil, nil
+	}
+	if vs.err == nil {
+		vs.err = base.ErrClosed
+	}
+	return err
+}
+
+// Err returns the sticky error, if any.
+func (vs *VersionSet) Err() error {
+	vs.logMu.Lock()
+	defer vs.logMu.Unlock()
+	if vs.err == base.ErrClosed {
+		return nil
+	}
+	return vs.err
+}

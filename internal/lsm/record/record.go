@@ -1,0 +1,414 @@
+// Package record implements the chunked, checksummed log format shared by the
+// write-ahead log (WAL) and the MANIFEST.
+//
+// It owns the byte framing only: it never opens files, never syncs, and never
+// interprets payloads. It must never return a payload whose checksum failed,
+// and never panic on input bytes.
+//
+// # Format
+//
+// A log is a sequence of 32 KiB blocks. A record (one payload) is stored as
+// one or more chunks; a chunk never crosses a block boundary. When fewer than
+// HeaderSize bytes remain in a block, they are zero-filled and the next chunk
+// starts in the next block. A chunk:
+//
+//	+---------+---------+---------+------------+----------------+---------+
+//	| CRC (4) | Len (2) | Type (1)| LogNum (4) | SyncOffset (8) | Payload |
+//	+---------+---------+---------+------------+----------------+---------+
+//	 0         4         6         7            11               19
+//
+// The fields, all little-endian:
+//
+//   - CRC: masked CRC-32C (base.MaskedCRC) of bytes 6..19 and the payload.
+//   - Len: payload length in this chunk.
+//   - Type: 1 FULL (the whole record), 2 FIRST, 3 MIDDLE, 4 LAST.
+//   - LogNum: low 32 bits of the log's file number. A chunk whose LogNum does
+//     not match belongs to an earlier incarnation of a reused file.
+//   - SyncOffset: the log offset up to which the writer knew the log to be
+//     durable (synced) when it wrote this chunk.
+//
+// # Tails
+//
+// After a crash the end of the newest log may hold a partially written
+// chunk, zeros, or garbage. SyncOffset tells such a torn tail apart from real
+// corruption: when the reader meets an invalid chunk at offset X it scans the
+// rest of the file for valid chunks of the same log; if one of them claims
+// SyncOffset > X, bytes at X were once durable, so the damage is corruption.
+// Otherwise the log ends at X and the reader reports a torn tail.
+package record
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/kayadb/kayadb/internal/lsm/base"
+)
+
+const (
+	// BlockSize is the size of a log block.
+	BlockSize = 32 << 10
+	// HeaderSize is the size of a chunk header.
+	HeaderSize = 19
+	// MaxRecordSize bounds a reassembled record so that damaged input can
+	// never make the reader allocate without limit.
+	MaxRecordSize = 1 << 30
+)
+
+// Chunk types.
+const (
+	chunkFull   = 1
+	chunkFirst  = 2
+	chunkMiddle = 3
+	chunkLast   = 4
+)
+
+// Encoder lays out records as chunks for a log whose next byte is at a known
+// offset. It does no I/O: the caller decides when appended bytes reach the
+// file. It is not safe for concurrent use.
+type Encoder struct {
+	logNum uint32
+	offset int64
+}
+
+// NewEncoder returns an encoder for log logNum whose next byte goes at offset.
+func NewEncoder(logNum base.FileNum, offset int64) *Encoder {
+	return &Encoder{logNum: uint32(logNum), offset: offset}
+}
+
+// Offset returns the log offset just past everything encoded so far.
+func (e *Encoder) Offset() int64 { return e.offset }
+
+// Append encodes payload as one record and appends its chunks (and any block
+// padding in front of them) to dst. syncOffset is stamped in every chunk.
+func (e *Encoder) Append(dst []byte, payload []byte, syncOffset int64) []byte {
+	first := true
+	for {
+		left := BlockSize - int(e.offset%BlockSize)
+		if left < HeaderSize {
+			// Pad the block's tail with zeros.
+			dst = append(dst, zeros[:left]...)
+			e.offset += int64(left)
+			left = BlockSize
+		}
+		avail := left - HeaderSize
+		n := len(payload)
+		last := n <= avail
+		if !last {
+			n = avail
+		}
+		var typ byte
+		switch {
+		case first && last:
+			typ = chunkFull
+		case first:
+			typ = chunkFirst
+		case last:
+			typ = chunkLast
+		default:
+			typ = chunkMiddle
+		}
+		start := len(dst)
+		dst = append(dst, make([]byte, HeaderSize)...)
+		h := dst[start : start+HeaderSize]
+		binary.LittleEndian.PutUint16(h[4:6], uint16(n))
+		h[6] = typ
+		binary.LittleEndian.PutUint32(h[7:11], e.logNum)
+		binary.LittleEndian.PutUint64(h[11:19], uint64(syncOffset))
+		crc := base.NewCRC(h[6:19]).Update(payload[:n]).Value()
+		binary.LittleEndian.PutUint32(h[0:4], crc)
+		dst = append(dst, payload[:n]...)
+		e.offset += int64(HeaderSize + n)
+		payload = payload[n:]
+		first = false
+		if last {
+			return dst
+		}
+	}
+}
+
+var zeros [HeaderSize]byte
+
+// Writer writes records to an io.Writer, buffering them until Flush. It is
+// the simple writer used for the MANIFEST; the WAL uses Encoder directly. It
+// is not safe for concurrent use.
+type Writer struct {
+	w   io.Writer
+	enc *Encoder
+	buf []byte
+	err error
+}
+
+// NewWriter returns a Writer for log logNum starting at offset 0.
+func NewWriter(w io.Writer, logNum base.FileNum) *Writer {
+	return &Writer{w: w, enc: NewEncoder(logNum, 0)}
+}
+
+// WriteRecord buffers one record. Everything before the record is assumed
+// to be durable once the caller syncs after each Flush, so the record's
+// SyncOffset is the offset at which the record starts.
+func (w *Writer) WriteRecord(payload []byte) error {
+	if w.err != nil {
+		return w.err
+	}
+	if len(payload) > MaxRecordSize {
+		return fmt.Errorf("record: payload of %d bytes exceeds the %d-byte limit", len(payload), MaxRecordSize)
+	}
+	w.buf = w.enc.Append(w.buf, payload, w.enc.Offset())
+	return nil
+}
+
+// Flush writes buffered records to the underlying writer. An error is sticky.
+func (w *Writer) Flush() error {
+	if w.err != nil {
+		return w.err
+	}
+	if len(w.buf) == 0 {
+		return nil
+	}
+	_, err := w.w.Write(w.buf)
+	w.buf = w.buf[:0]
+	if err != nil {
+		w.err = err
+	}
+	return err
+}
+
+// Size returns the log size including buffered bytes.
+func (w *Writer) Size() int64 { return w.enc.Offset() }
+
+// TornTailError reports that a log ends in a partially written region: from
+// Offset on, the file holds no valid record that was ever durable. It is the
+// expected state of the newest log after a crash; in any older log it means
+// corruption.
+type TornTailError struct {
+	// Offset is where the last complete record ends.
+	Offset int64
+	// Size is the file size the reader saw; Size-Offset bytes are dropped.
+	Size int64
+	// Reason says what was found at Offset.
+	Reason string
+}
+
+// Error implements error.
+func (e *TornTailError) Error() string {
+	return fmt.Sprintf("torn log tail at offset %d (%d bytes dropped): %s", e.Offset, e.Size-e.Offset, e.Reason)
+}
+
+// ErrTornTail matches every *TornTailError with errors.Is.
+var ErrTornTail = errors.New("record: torn tail")
+
+// Is makes errors.Is(err, ErrTornTail) true.
+func (e *TornTailError) Is(target error) bool { return target == ErrTornTail }
+
+// Reader reads records from a log. It is not safe for concurrent use.
+type Reader struct {
+	r        io.Reader
+	fileName string
+	logNum   uint32
+
+	block    [BlockSize]byte
+	blockLen int   // valid bytes in block
+	blockOff int64 // file offset of block[0]
+	pos      int   // read position inside block
+	eof      bool  // r returned EOF; block is the last one
+
+	rec       []byte
+	recStart  int64 // offset of the current record's first chunk
+	lastEnd   int64 // offset just past the last complete record
+	err       error
+	maxRecord int
+}
+
+// NewReader returns a reader for log logNum. fileName appears in errors.
+func NewReader(r io.Reader, logNum base.FileNum, fileName string) *Reader {
+	return &Reader{r: r, fileName: fileName, logNum: uint32(logNum), maxRecord: MaxRecordSize}
+}
+
+// Offset returns the offset just past the last record returned.
+func (r *Reader) Offset() int64 { return r.lastEnd }
+
+// LastRecordOffset returns the offset of the first chunk of the last record
+// returned.
+func (r *Reader) LastRecordOffset() int64 { return r.recStart }
+
+// Next returns the next record's payload. The slice is valid until the next
+// call. At the clean end of the log it returns io.EOF; at a torn tail it
+// returns a *TornTailError; damaged data before the tail is a
+// *base.CorruptionError. Errors are sticky.
+func (r *Reader) Next() ([]byte, error) {
+	if r.err != nil {
+		return nil, r.err
+	}
+	rec, err := r.next()
+	if err != nil {
+		r.err = err
+		return nil, err
+	}
+	return rec, nil
+}
+
+func (r *Reader) next() ([]byte, error) {
+	r.rec = r.rec[:0]
+	inRecord := false
+	for {
+		if r.pos >= r.blockLen || BlockSize-r.pos < HeaderSize {
+			if !r.eof {
+				if err := r.readBlock(); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			// End of the file.
+			if r.pos < r.blockLen && r.blockLen < BlockSize {
+				return nil, r.badChunk(r.blockOff+int64(r.pos), "partial chunk header at end of log")
+			}
+			if inRecord {
+				return nil, r.badChunk(r.blockOff+int64(r.blockLen), "log ends inside a record")
+			}
+			return nil, io.EOF
+		}
+		off := r.blockOff + int64(r.pos)
+		h := r.block[r.pos:]
+		if r.blockLen-r.pos < HeaderSize {
+			return nil, r.badChunk(off, "partial chunk header at end of log")
+		}
+		n := int(binary.LittleEndian.Uint16(h[4:6]))
+		typ := h[6]
+		if r.pos+HeaderSize+n > r.blockLen {
+			if r.pos+HeaderSize+n > BlockSize {
+				return nil, r.badChunk(off, fmt.Sprintf("chunk length %d crosses the block boundary", n))
+			}
+			return nil, r.badChunk(off, "log ends inside a chunk")
+		}
+		want := binary.LittleEndian.Uint32(h[0:4])
+		got := base.NewCRC(h[6:HeaderSize]).Update(h[HeaderSize : HeaderSize+n]).Value()
+		if want != got {
+			if want == 0 && n == 0 && typ == 0 {
+				return nil, r.badChunk(off, "zeroed chunk header")
+			}
+			return nil, r.badChunk(off, fmt.Sprintf("chunk checksum mismatch: stored %#08x, computed %#08x", want, got))
+		}
+		if ln := binary.LittleEndian.Uint32(h[7:11]); ln != r.logNum {
+			// A valid chunk of an older incarnation of this file: the log
+			// ends here.
+			if inRecord {
+				return nil, r.badChunk(off, "log ends inside a record")
+			}
+			return nil, io.EOF
+		}
+		payload := h[HeaderSize : HeaderSize+n]
+		r.pos += HeaderSize + n
+		switch typ {
+		case chunkFull:
+			if inRecord {
+				return nil, r.corrupt(off, "FULL chunk inside a record")
+			}
+			r.recStart = off
+			r.lastEnd = r.blockOff + int64(r.pos)
+			return payload, nil
+		case chunkFirst:
+			if inRecord {
+				return nil, r.corrupt(off, "FIRST chunk inside a record")
+			}
+			inRecord = true
+			r.recStart = off
+			r.rec = append(r.rec, payload...)
+		case chunkMiddle, chunkLast:
+			if !inRecord {
+				return nil, r.corrupt(off, "MIDDLE or LAST chunk without a FIRST chunk")
+			}
+			if len(r.rec)+n > r.maxRecord {
+				return nil, r.corrupt(off, fmt.Sprintf("record exceeds %d bytes", r.maxRecord))
+			}
+			r.rec = append(r.rec, payload...)
+			if typ == chunkLast {
+				r.lastEnd = r.blockOff + int64(r.pos)
+				return r.rec, nil
+			}
+		default:
+			return nil, r.corrupt(off, fmt.Sprintf("unknown chunk type %d", typ))
+		}
+	}
+}
+
+func (r *Reader) readBlock() error {
+	r.blockOff += int64(r.blockLen)
+	r.pos = 0
+	n, err := io.ReadFull(r.r, r.block[:])
+	r.blockLen = n
+	switch err {
+	case nil:
+	case io.EOF, io.ErrUnexpectedEOF:
+		r.eof = true
+	default:
+		return fmt.Errorf("record: reading %s at offset %d: %w", r.fileName, r.blockOff, err)
+	}
+	return nil
+}
+
+func (r *Reader) corrupt(off int64, msg string) error {
+	return base.CorruptionErrorf(r.fileName, off, "%s", msg)
+}
+
+// badChunk decides whether an invalid chunk at off is a torn tail or
+// corruption, by looking for later valid chunks of this log that claim the
+// bytes at off were durable. The record being assembled starts at
+// recordStart; the tail begins there.
+func (r *Reader) badChunk(off int64, reason string) error {
+	tail := r.lastEnd
+	// Scan from the bad chunk to the end of the file.
+	size, evidence, err := r.scanRest(off, tail)
+	if err != nil {
+		return err
+	}
+	if evidence >= 0 {
+		return base.CorruptionErrorf(r.fileName, off,
+			"%s (the chunk at offset %d was written after offset %d had been synced)", reason, evidence, tail)
+	}
+	return &TornTailError{Offset: tail, Size: size, Reason: reason}
+}
+
+// scanRest reads the remainder of the file starting with the current block.
+// It returns the file size and the offset of the first valid chunk of this
+// log whose SyncOffset is greater than tail (or -1 if there is none).
+func (r *Reader) scanRest(from, tail int64) (size int64, evidence int64, err error) {
+	evidence = -1
+	startPos := int(from - r.blockOff)
+	for {
+		blk := r.block[:r.blockLen]
+		if evidence < 0 {
+			for p := max(startPos, 0); p+HeaderSize <= len(blk); p++ {
+				h := blk[p:]
+				if binary.LittleEndian.Uint32(h[7:11]) != r.logNum {
+					continue
+				}
+				typ := h[6]
+				if typ < chunkFull || typ > chunkLast {
+					continue
+				}
+				n := int(binary.LittleEndian.Uint16(h[4:6]))
+				if p+HeaderSize+n > len(blk) {
+					continue
+				}
+				if int64(binary.LittleEndian.Uint64(h[11:19])) <= tail {
+					continue
+				}
+				if base.NewCRC(h[6:HeaderSize]).Update(h[HeaderSize:HeaderSize+n]).Value() !=
+					binary.LittleEndian.Uint32(h[0:4]) {
+					continue
+				}
+				evidence = r.blockOff + int64(p)
+				break
+			}
+		}
+		startPos = 0
+		if r.eof {
+			return r.blockOff + int64(r.blockLen), evidence, nil
+		}
+		if err := r.readBlock(); err != nil {
+			return 0, -1, err
+		}
+	}
+}
