@@ -18,13 +18,13 @@ type FileType int
 
 // File types.
 const (
-	FileTypeUnknown FileType = iota
-	FileTypeLog              // NNNNNN.log: write-ahead log
-	FileTypeTable            // NNNNNN.sst: SSTable
-	FileTypeManifest         // MANIFEST-NNNNNN
-	FileTypeCurrent          // CURRENT: names the live MANIFEST
-	FileTypeLock             // LOCK
-	FileTypeTemp             // *.tmp: an unfinished file, removed at open
+	FileTypeUnknown  FileType = iota
+	FileTypeLog               // NNNNNN.log: write-ahead log
+	FileTypeTable             // NNNNNN.sst: SSTable
+	FileTypeManifest          // MANIFEST-NNNNNN
+	FileTypeCurrent           // CURRENT: names the live MANIFEST
+	FileTypeLock              // LOCK
+	FileTypeTemp              // *.tmp: an unfinished file, removed at open
 )
 
 // Well-known file names.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -43,6 +44,9 @@ type VersionSet struct {
 	lastSeq        base.SeqNum
 	err            error // sticky: after a failed MANIFEST write the set refuses edits
 	manifestWrites int64
+	// unproven is true while the last record of the MANIFEST has no synced
+	// record after it. See ProveDurable.
+	unproven bool
 
 	mu struct {
 		sync.Mutex
@@ -152,6 +156,10 @@ func Load(opts Options) (*VersionSet, *LoadReport, error) {
 		return nil, nil, err
 	}
 	path := filepath.Join(opts.Dir, name)
+	if _, err := opts.FS.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return nil, nil, base.CorruptionErrorf(filepath.Join(opts.Dir, base.CurrentFileName), 0,
+			"CURRENT names %s, which does not exist", name)
+	}
 	var (
 		edits       []*VersionEdit
 		haveLog     bool
@@ -299,7 +307,11 @@ func (vs *VersionSet) LogAndApply(edit *VersionEdit) error {
 			vs.err = err
 			return err
 		}
+		// The first record of a MANIFEST is durable before CURRENT names
+		// the file, and damage to it is always reported as corruption.
+		vs.unproven = false
 	} else {
+		vs.unproven = true
 		if err := vs.manifestW.WriteRecord(edit.Encode(nil)); err != nil {
 			vs.releaseUninstalled(nv)
 			vs.err = err
@@ -319,6 +331,37 @@ func (vs *VersionSet) LogAndApply(edit *VersionEdit) error {
 	vs.manifestWrites++
 	vs.logNum, vs.lastSeq = logNum, lastSeq
 	vs.install(nv)
+	return nil
+}
+
+// ProveDurable makes sure the last MANIFEST record is followed by a synced
+// record (an empty edit, if needed). A reader that meets damage in a record
+// and finds a later valid record with a higher sync offset reports
+// corruption; damage in the very last record is indistinguishable from a
+// write cut short by a crash and is dropped as a torn tail. So the engine
+// deletes files made obsolete by an edit only after ProveDurable: if that
+// edit is ever lost, the files it replaced are still there.
+func (vs *VersionSet) ProveDurable() error {
+	vs.logMu.Lock()
+	defer vs.logMu.Unlock()
+	if vs.err != nil {
+		return vs.err
+	}
+	if !vs.unproven || vs.manifestW == nil {
+		return nil
+	}
+	err := vs.manifestW.WriteRecord((&VersionEdit{}).Encode(nil))
+	if err == nil {
+		err = vs.manifestW.Flush()
+	}
+	if err == nil {
+		err = vs.manifest.Sync()
+	}
+	if err != nil {
+		vs.err = fmt.Errorf("manifest: writing %s: %w", vs.manifestName(), err)
+		return vs.err
+	}
+	vs.unproven = false
 	return nil
 }
 

@@ -87,6 +87,7 @@ func New(capacity int) *Table {
 		limit: uint32(capacity),
 		rnd:   0x9E3779B97F4A7C15,
 	}
+	adviseHugePages(t.buf)
 	// Offset 0 is the nil node: start allocation at align.
 	t.used.Store(align)
 	head, _ := t.alloc(maxHeight, 0, 0)

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package memtable
+
+func adviseHugePages(b []byte) {}
