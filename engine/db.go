@@ -1,0 +1,540 @@
+// Package engine is KayaDB's embeddable storage engine: a durable,
+// log-structured merge tree with a write-ahead log, an arena-skiplist
+// memtable, checksummed SSTables with bloom filters, a MANIFEST of version
+// edits, and leveled compaction in the background.
+//
+// Open a database with Open, write with Set, Delete or a Batch, read with Get,
+// NewIter or a Snapshot, copy it with Checkpoint, and Close it when done:
+//
+//	db, err := engine.Open("/var/lib/app/db", nil)
+//	if err != nil { ... }
+//	defer db.Close()
+//	err = db.Set([]byte("k"), []byte("v"), engine.Sync)
+//	v, err := db.Get([]byte("k"))
+//
+// # Guarantees
+//
+//   - A write made with Sync is durable when the call returns; concurrent
+//     sync writes share one fdatasync (group commit). A NoSync write can be
+//     lost in a crash, but only together with every later write: the state
+//     after recovery is always a prefix of the commit order, and a batch is
+//     applied entirely or not at all.
+//   - A write is visible to readers as soon as it is committed, which may be
+//     before its fdatasync has completed.
+//   - Reads never return data that failed a checksum: damaged files surface
+//     as errors matching ErrCorruption that name the file and offset.
+//   - A directory is used by one process at a time (a LOCK file with
+//     flock); a second Open fails with an error matching ErrLocked.
+//
+// # Concurrency
+//
+// A DB is safe for concurrent use. Iterators, Snapshots and Batches are not:
+// use each from one goroutine at a time.
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kayadb/kayadb/internal/lsm/base"
+	"github.com/kayadb/kayadb/internal/lsm/cache"
+	"github.com/kayadb/kayadb/internal/lsm/manifest"
+	"github.com/kayadb/kayadb/internal/vfs"
+)
+
+// Errors returned by the engine. Test with errors.Is.
+var (
+	// ErrNotFound: the key does not exist.
+	ErrNotFound = base.ErrNotFound
+	// ErrCorruption: stored data failed a checksum or structural check.
+	ErrCorruption = base.ErrCorruption
+	// ErrInvalidArgument: a key, value, batch or option was refused.
+	ErrInvalidArgument = base.ErrInvalidArgument
+	// ErrClosed: the DB (or iterator, snapshot) was used after Close.
+	ErrClosed = base.ErrClosed
+	// ErrLocked: another process has the directory open.
+	ErrLocked = base.ErrLocked
+)
+
+// Limits on keys and values.
+const (
+	MaxKeySize   = base.MaxKeySize
+	MaxValueSize = base.MaxValueSize
+)
+
+// DB is an open database.
+//
+// Locking: commitMu serializes the commit pipeline (sequence numbers, WAL
+// order, memtable inserts, memtable rotation). mu guards the memtable list,
+// snapshots and background state. Lock order: commitMu, then mu, then the
+// VersionSet's internal locks. mu is never held across disk I/O; commitMu is
+// held across WAL rotation (creating the next WAL), during which writes
+// cannot proceed anyway.
+type DB struct {
+	dir     string
+	opts    *Options
+	fs      vfs.FS
+	lock    io.Closer
+	vs      *manifest.VersionSet
+	cache   *cache.Cache
+	cacheID uint64
+	tables  *tableCache
+	m       *metrics
+
+	// visibleSeq: every write with a sequence number <= visibleSeq is
+	// applied to a memtable and may be read.
+	visibleSeq atomic.Uint64
+
+	commitMu sync.Mutex
+	// Guarded by commitMu:
+	lastSeq base.SeqNum
+	wal     *walWriter
+
+	rsMu sync.RWMutex
+	rs   *readState // guarded by rsMu; swapped under mu
+
+	mu struct {
+		sync.Mutex
+		mem       *memTable
+		imm       []*memTable // oldest first
+		snapshots snapshotList
+		// bgErr is the first background failure (flush, compaction, WAL).
+		// Once set, writes fail with it: the durable state is uncertain.
+		bgErr      error
+		closed     bool
+		flushing   bool
+		compacting bool
+		// manual compactions waiting for the compactor.
+		manual []*manualCompaction
+		// flushed counts memtables flushed since Open (Flush waits on it).
+		flushed uint64
+		// cond is broadcast when a flush or compaction finishes, a stall
+		// clears, or the DB closes.
+		cond sync.Cond
+	}
+
+	// obsoleteMu guards the files waiting for deletion. It is a leaf lock:
+	// Version releases (which may happen under mu) queue files here.
+	obsoleteMu     sync.Mutex
+	obsoleteTables []*manifest.FileMetadata
+	obsoleteLogs   []base.FileNum
+
+	bgWG    sync.WaitGroup
+	workCh  chan struct{} // wakes the compactor
+	flushCh chan struct{} // wakes the flusher
+	cleanCh chan struct{} // wakes the file cleaner
+	closing chan struct{}
+
+	recovery RecoveryReport
+}
+
+func (d *DB) path(ft base.FileType, n base.FileNum) string {
+	return filepath.Join(d.dir, base.MakeFilename(ft, n))
+}
+
+func validateKey(key []byte) error {
+	if len(key) > MaxKeySize {
+		return base.InvalidArgumentf("key of %d bytes exceeds the %d-byte limit", len(key), MaxKeySize)
+	}
+	return nil
+}
+
+func validateValue(value []byte) error {
+	if len(value) > MaxValueSize {
+		return base.InvalidArgumentf("value of %d bytes exceeds the %d-byte limit", len(value), MaxValueSize)
+	}
+	return nil
+}
+
+// Get returns a copy of the value stored for key, or an error matching
+// ErrNotFound.
+func (d *DB) Get(key []byte) ([]byte, error) {
+	return d.getAt(key, base.SeqNum(d.visibleSeq.Load()))
+}
+
+func (d *DB) getAt(key []byte, seq base.SeqNum) ([]byte, error) {
+	if err := validateKey(key); err != nil {
+		return nil, err
+	}
+	rs := d.loadReadState()
+	if rs == nil {
+		return nil, ErrClosed
+	}
+	defer rs.unref()
+	d.m.gets.Add(1)
+	for _, m := range rs.mems {
+		if v, kind, ok := m.t.Get(key, seq); ok {
+			if kind == base.KindDelete {
+				return nil, ErrNotFound
+			}
+			return append([]byte(nil), v...), nil
+		}
+	}
+	v := rs.version
+	for i := len(v.Levels[0]) - 1; i >= 0; i-- {
+		f := v.Levels[0][i]
+		if !overlapsKey(f, key) {
+			continue
+		}
+		val, kind, ok, err := d.tableGet(f, key, seq)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			if kind == base.KindDelete {
+				return nil, ErrNotFound
+			}
+			return val, nil
+		}
+	}
+	for level := 1; level < manifest.NumLevels; level++ {
+		files := v.Levels[level]
+		i := manifest.FindFile(files, key)
+		if i == len(files) || !overlapsKey(files[i], key) {
+			continue
+		}
+		val, kind, ok, err := d.tableGet(files[i], key, seq)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			if kind == base.KindDelete {
+				return nil, ErrNotFound
+			}
+			return val, nil
+		}
+	}
+	return nil, ErrNotFound
+}
+
+func overlapsKey(f *manifest.FileMetadata, key []byte) bool {
+	return string(f.Smallest.UserKey) <= string(key) && string(key) <= string(f.Largest.UserKey)
+}
+
+// tableGet looks key up in one table and returns a copy of the value.
+func (d *DB) tableGet(f *manifest.FileMetadata, key []byte, seq base.SeqNum) ([]byte, base.Kind, bool, error) {
+	h, err := d.tables.get(f.FileNum, f.Size)
+	if err != nil {
+		return nil, 0, false, err
+	}
+	v, kind, ok, err := h.r.Get(key, seq)
+	if ok && err == nil {
+		v = append([]byte(nil), v...)
+	}
+	h.release()
+	if err != nil {
+		return nil, 0, false, err
+	}
+	return v, kind, ok, nil
+}
+
+// Set stores value under key. A nil opts means Sync.
+func (d *DB) Set(key, value []byte, opts *WriteOptions) error {
+	b := getBatch()
+	defer putBatch(b)
+	if err := b.Set(key, value); err != nil {
+		return err
+	}
+	return d.Apply(b, opts)
+}
+
+// Put is Set.
+func (d *DB) Put(key, value []byte, opts *WriteOptions) error { return d.Set(key, value, opts) }
+
+// Delete removes key (deleting a missing key is not an error). A nil opts
+// means Sync.
+func (d *DB) Delete(key []byte, opts *WriteOptions) error {
+	b := getBatch()
+	defer putBatch(b)
+	if err := b.Delete(key); err != nil {
+		return err
+	}
+	return d.Apply(b, opts)
+}
+
+var batchPool = sync.Pool{New: func() any { return &Batch{} }}
+
+func getBatch() *Batch { return batchPool.Get().(*Batch) }
+
+func putBatch(b *Batch) {
+	if b.b.Len() > 64<<10 {
+		return
+	}
+	b.Reset()
+	batchPool.Put(b)
+}
+
+// Apply commits a batch atomically. A nil opts means Sync. The batch may be
+// reused after Apply returns.
+func (d *DB) Apply(b *Batch, opts *WriteOptions) error {
+	if b.err != nil {
+		return b.err
+	}
+	if b.b.Empty() {
+		return nil
+	}
+	sync := opts == nil || opts.Sync
+	repr := b.b.Repr()
+	if len(repr) > maxBatchSize {
+		return base.InvalidArgumentf("batch of %d bytes exceeds the %d-byte limit", len(repr), maxBatchSize)
+	}
+	count := b.b.Count()
+
+	d.commitMu.Lock()
+	mem, err := d.makeRoomForWrite(batchArenaBytes(repr, count))
+	if err != nil {
+		d.commitMu.Unlock()
+		return err
+	}
+	seq := d.lastSeq + 1
+	b.b.SetSeqNum(seq)
+	w := d.wal
+	end, err := w.append(repr)
+	if err != nil {
+		d.commitMu.Unlock()
+		d.setBackgroundError(err)
+		return err
+	}
+	if err := mem.apply(repr, seq); err != nil {
+		// The record is in the WAL but not the memtable: the in-memory state
+		// no longer matches the log. Refuse further writes.
+		d.commitMu.Unlock()
+		err = fmt.Errorf("engine: %w", err)
+		d.setBackgroundError(err)
+		return err
+	}
+	d.lastSeq += base.SeqNum(count)
+	d.visibleSeq.Store(uint64(d.lastSeq))
+	d.commitMu.Unlock()
+
+	d.m.writes.Add(uint64(count))
+	d.m.batches.Add(1)
+	d.m.bytesIn.Add(uint64(len(repr)))
+	if sync {
+		if err := w.waitSynced(end); err != nil {
+			d.setBackgroundError(err)
+			return err
+		}
+	}
+	return nil
+}
+
+// makeRoomForWrite returns the memtable to insert into, rotating it (and the
+// WAL) when the batch does not fit, and stalling while too many memtables
+// wait for flushing or L0 holds too many tables. Called with commitMu.
+func (d *DB) makeRoomForWrite(need int) (*memTable, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var stallStart time.Time
+	defer func() {
+		if !stallStart.IsZero() {
+			d.m.stallDuration.Add(uint64(time.Since(stallStart)))
+		}
+	}()
+	for {
+		if d.mu.closed {
+			return nil, ErrClosed
+		}
+		if d.mu.bgErr != nil {
+			return nil, d.mu.bgErr
+		}
+		mem := d.mu.mem
+		if mem.t.Available() >= need {
+			return mem, nil
+		}
+		if mem.t.Empty() && mem.t.Capacity() >= need {
+			return mem, nil
+		}
+		// The memtable must rotate. Stall at the hard limits.
+		if len(d.mu.imm)+1 >= d.opts.MemTableStopWritesThreshold {
+			if stallStart.IsZero() {
+				stallStart = time.Now()
+				d.m.stallsMemtable.Add(1)
+				d.opts.Logger.Warn("write stall: too many memtables waiting for flush", "memtables", len(d.mu.imm)+1)
+			}
+			d.mu.cond.Wait()
+			continue
+		}
+		if l0 := d.l0Count(); l0 >= d.opts.L0StopWritesThreshold && !d.opts.DisableAutomaticCompactions {
+			if stallStart.IsZero() {
+				stallStart = time.Now()
+				d.m.stallsL0.Add(1)
+				d.opts.Logger.Warn("write stall: too many L0 tables", "l0_tables", l0)
+			}
+			d.maybeScheduleCompactionLocked()
+			d.mu.cond.Wait()
+			continue
+		}
+		if mem.t.Empty() {
+			// An empty memtable that is too small for this batch: replace it
+			// with a larger one on the same WAL.
+			d.mu.mem = newMemTable(max(d.opts.MemTableSize, need), mem.logNum)
+			d.updateReadStateLocked(nil)
+			continue
+		}
+		if err := d.rotateLocked(max(d.opts.MemTableSize, need)); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// rotateLocked switches to a new WAL and memtable and queues the old
+// memtable for flushing. Called with commitMu and mu held; it releases mu
+// while creating the WAL file.
+func (d *DB) rotateLocked(memSize int) error {
+	num := d.vs.NewFileNum()
+	d.mu.Unlock()
+	// The old WAL must be completely durable before the next one exists:
+	// recovery treats a torn tail in any WAL but the newest as corruption,
+	// and a crash must never keep a later write while losing an earlier one.
+	err := d.wal.close()
+	var newWAL *walWriter
+	if err == nil {
+		newWAL, err = d.createWAL(num)
+	}
+	d.mu.Lock()
+	if err != nil {
+		// Writes cannot continue without a WAL.
+		if d.mu.bgErr == nil {
+			d.mu.bgErr = err
+		}
+		d.mu.cond.Broadcast()
+		return err
+	}
+	d.wal = newWAL
+	d.mu.imm = append(d.mu.imm, d.mu.mem)
+	d.mu.mem = newMemTable(memSize, num)
+	d.updateReadStateLocked(nil)
+	d.m.memtableRotations.Add(1)
+	d.maybeScheduleFlushLocked()
+	return nil
+}
+
+// createWAL creates WAL file num, reserves space for it and makes its
+// directory entry durable.
+func (d *DB) createWAL(num base.FileNum) (*walWriter, error) {
+	name := d.path(base.FileTypeLog, num)
+	f, err := d.fs.Create(name)
+	if err != nil {
+		return nil, fmt.Errorf("engine: creating WAL %s: %w", name, err)
+	}
+	if d.opts.WALPreallocateBytes > 0 {
+		_ = f.Preallocate(0, d.opts.WALPreallocateBytes)
+	}
+	if err := vfs.SyncDir(d.fs, d.dir); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("engine: syncing directory %s after creating %s: %w", d.dir, name, err)
+	}
+	return newWALWriter(f, name, num, d.m), nil
+}
+
+func (d *DB) l0Count() int {
+	return d.rs.version.NumFiles(0)
+}
+
+// loadReadState returns the current read state with a reference, or nil
+// after Close.
+func (d *DB) loadReadState() *readState {
+	d.rsMu.RLock()
+	rs := d.rs
+	if rs != nil {
+		rs.ref()
+	}
+	d.rsMu.RUnlock()
+	return rs
+}
+
+// updateReadStateLocked publishes a new read state from the memtables and v
+// (or the VersionSet's current Version when v is nil). Called with mu held.
+func (d *DB) updateReadStateLocked(v *manifest.Version) {
+	if v == nil {
+		v = d.vs.Current()
+	}
+	rs := &readState{version: v}
+	rs.refs.Store(1)
+	rs.mems = make([]*memTable, 0, len(d.mu.imm)+1)
+	rs.mems = append(rs.mems, d.mu.mem)
+	for i := len(d.mu.imm) - 1; i >= 0; i-- {
+		rs.mems = append(rs.mems, d.mu.imm[i])
+	}
+	d.rsMu.Lock()
+	old := d.rs
+	d.rs = rs
+	d.rsMu.Unlock()
+	if old != nil {
+		old.unref()
+	}
+}
+
+// setBackgroundError records the first fatal error; later writes fail with
+// it.
+func (d *DB) setBackgroundError(err error) {
+	if err == nil || errors.Is(err, ErrClosed) {
+		return
+	}
+	d.mu.Lock()
+	if d.mu.bgErr == nil {
+		d.mu.bgErr = err
+		d.opts.Logger.Error("engine stopped accepting writes after a failure", "err", err)
+	}
+	d.mu.cond.Broadcast()
+	d.mu.Unlock()
+}
+
+// Close flushes nothing (the WAL holds unflushed writes), waits for
+// background work to stop, syncs and closes the WAL, and releases the
+// directory lock. Iterators and snapshots must be closed first; using them
+// afterwards is an error.
+func (d *DB) Close() error {
+	// Mark closed first so that a writer stalled inside makeRoomForWrite
+	// (holding commitMu) wakes up and leaves.
+	d.mu.Lock()
+	if d.mu.closed {
+		d.mu.Unlock()
+		return ErrClosed
+	}
+	d.mu.closed = true
+	for _, mc := range d.mu.manual {
+		mc.done <- ErrClosed
+	}
+	d.mu.manual = nil
+	d.mu.cond.Broadcast()
+	d.mu.Unlock()
+	d.commitMu.Lock()
+	defer d.commitMu.Unlock()
+	close(d.closing)
+	d.bgWG.Wait()
+
+	var err error
+	if d.wal != nil {
+		err = d.wal.close()
+	}
+	d.mu.Lock()
+	bgErr := d.mu.bgErr
+	d.mu.Unlock()
+	d.rsMu.Lock()
+	rs := d.rs
+	d.rs = nil
+	d.rsMu.Unlock()
+	if rs != nil {
+		rs.unref()
+	}
+	// Delete what became obsolete while shutting down.
+	d.deleteObsoleteFiles()
+	if cerr := d.vs.Close(); err == nil {
+		err = cerr
+	}
+	d.tables.close()
+	if lerr := d.lock.Close(); err == nil {
+		err = lerr
+	}
+	if err == nil && bgErr != nil {
+		err = bgErr
+	}
+	return err
+}

@@ -1,0 +1,75 @@
+package engine
+
+import (
+	"fmt"
+	"sync/atomic"
+
+	"github.com/kayadb/kayadb/internal/lsm/base"
+	"github.com/kayadb/kayadb/internal/lsm/batch"
+	"github.com/kayadb/kayadb/internal/lsm/manifest"
+	"github.com/kayadb/kayadb/internal/lsm/memtable"
+)
+
+// memTable is a memtable plus the WAL that holds its data.
+type memTable struct {
+	t *memtable.Table
+	// logNum is the WAL whose records fill this memtable. The WAL can be
+	// deleted once this memtable is flushed.
+	logNum base.FileNum
+	// largestSeq is the largest sequence number applied (for metrics and
+	// flush ordering checks). Written by the committer, read after rotation.
+	largestSeq atomic.Uint64
+}
+
+func newMemTable(size int, logNum base.FileNum) *memTable {
+	return &memTable{t: memtable.New(size), logNum: logNum}
+}
+
+// batchArenaBytes is an upper bound on the arena bytes a batch needs.
+func batchArenaBytes(repr []byte, count uint32) int {
+	return int(count)*memtable.MaxEntrySize(0, 0) + len(repr)
+}
+
+// apply inserts a batch whose first record has sequence number seq. The
+// caller has checked that the arena has room (batchArenaBytes).
+func (m *memTable) apply(repr []byte, seq base.SeqNum) error {
+	r, err := batch.NewReader(repr)
+	if err != nil {
+		return err
+	}
+	for {
+		kind, key, value, ok, err := r.Next()
+		if err != nil {
+			return err
+		}
+		if !ok {
+			break
+		}
+		if err := m.t.Add(base.MakeInternalKey(key, seq, kind), value); err != nil {
+			return fmt.Errorf("engine: memtable insert of %q at seq %d: %w", key, seq, err)
+		}
+		seq++
+	}
+	m.largestSeq.Store(uint64(seq - 1))
+	return nil
+}
+
+// readState is a consistent view for readers: the memtables (newest first)
+// and the Version that, together, hold every committed write. It is swapped
+// as a whole whenever a memtable rotates or a Version is installed, so a
+// reader never sees a flushed memtable's data twice or not at all.
+type readState struct {
+	refs    atomic.Int32
+	version *manifest.Version
+	mems    []*memTable
+}
+
+func (rs *readState) ref() { rs.refs.Add(1) }
+
+func (rs *readState) unref() {
+	if n := rs.refs.Add(-1); n == 0 {
+		rs.version.Unref()
+	} else if n < 0 {
+		panic("engine: readState released more often than referenced")
+	}
+}
