@@ -347,9 +347,6 @@ func (d *DB) makeRoomForWrite(need int) (*memTable, error) {
 		if mem.t.Available() >= need {
 			return mem, nil
 		}
-		if mem.t.Empty() && mem.t.Capacity() >= need {
-			return mem, nil
-		}
 		// The memtable must rotate. Stall at the hard limits.
 		if len(d.mu.imm)+1 >= d.opts.MemTableStopWritesThreshold {
 			if stallStart.IsZero() {

@@ -46,7 +46,7 @@ func (m *memTable) apply(repr []byte, seq base.SeqNum) error {
 			break
 		}
 		if err := m.t.Add(base.MakeInternalKey(key, seq, kind), value); err != nil {
-			return fmt.Errorf("engine: memtable insert of %q at seq %d: %w", key, seq, err)
+			return fmt.Errorf("engine: memtable insert of %s at seq %d: %w", abbrev(key), seq, err)
 		}
 		seq++
 	}
@@ -72,4 +72,12 @@ func (rs *readState) unref() {
 	} else if n < 0 {
 		panic("engine: readState released more often than referenced")
 	}
+}
+
+// abbrev formats a key for error messages, shortening long keys.
+func abbrev(key []byte) string {
+	if len(key) > 64 {
+		return fmt.Sprintf("%q... (%d bytes)", key[:64], len(key))
+	}
+	return fmt.Sprintf("%q", key)
 }

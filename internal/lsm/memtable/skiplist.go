@@ -73,18 +73,23 @@ type Table struct {
 	rnd    uint64 // xorshift state, writer only
 }
 
-// New returns an empty table with an arena of capacity bytes. capacity must
-// be at least MinCapacity and below 4 GiB.
+// headSize is the arena space taken by the nil offset and the head node.
+const headSize = align + maxNodeHeaderSize
+
+// New returns an empty table whose arena has room for capacity bytes of
+// entries (Available() == capacity). capacity is raised to MinCapacity and
+// capped below 4 GiB.
 func New(capacity int) *Table {
 	if capacity < MinCapacity {
 		capacity = MinCapacity
 	}
-	if capacity > math.MaxUint32-maxNodeHeaderSize-align {
-		capacity = math.MaxUint32 - maxNodeHeaderSize - align
+	if capacity > math.MaxUint32-2*maxNodeHeaderSize-2*align {
+		capacity = math.MaxUint32 - 2*maxNodeHeaderSize - 2*align
 	}
+	limit := capacity + headSize
 	t := &Table{
-		buf:   make([]byte, capacity+maxNodeHeaderSize+align),
-		limit: uint32(capacity),
+		buf:   make([]byte, limit+maxNodeHeaderSize+align),
+		limit: uint32(limit),
 		rnd:   0x9E3779B97F4A7C15,
 	}
 	adviseHugePages(t.buf)
@@ -108,8 +113,8 @@ func MaxEntrySize(keyLen, valueLen int) int {
 // Size returns the number of arena bytes in use.
 func (t *Table) Size() int { return int(t.used.Load()) }
 
-// Capacity returns the usable arena size.
-func (t *Table) Capacity() int { return int(t.limit) }
+// Capacity returns the arena bytes available for entries when empty.
+func (t *Table) Capacity() int { return int(t.limit) - headSize }
 
 // Available returns the free arena bytes.
 func (t *Table) Available() int { return int(t.limit) - int(t.used.Load()) }
