@@ -21,6 +21,9 @@ import (
 // Checkpoint flushes the memtables first, so the copy needs no WAL. The
 // tables it links stay pinned (they cannot be deleted) until it is done.
 func (d *DB) Checkpoint(destDir string) error {
+	if d.opts.ReadOnly {
+		return ErrReadOnly
+	}
 	fs := d.fs
 	if _, err := fs.Stat(destDir); err == nil {
 		return base.InvalidArgumentf("checkpoint destination %s already exists; choose a new directory", destDir)

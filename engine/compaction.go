@@ -415,6 +415,9 @@ func (d *DB) runCompaction(c *compaction, snapshots []base.SeqNum) error {
 // needs. nil bounds are open. It flushes the memtables first and returns when
 // the work is done.
 func (d *DB) Compact(start, end []byte) error {
+	if d.opts.ReadOnly {
+		return ErrReadOnly
+	}
 	if start != nil && end != nil && bytes.Compare(start, end) > 0 {
 		return base.InvalidArgumentf("compaction range start %q is after end %q", start, end)
 	}

@@ -59,6 +59,9 @@ var (
 	ErrClosed = base.ErrClosed
 	// ErrLocked: another process has the directory open.
 	ErrLocked = base.ErrLocked
+	// ErrReadOnly: a write or maintenance call on a DB opened with
+	// Options.ReadOnly. It also matches ErrInvalidArgument.
+	ErrReadOnly = fmt.Errorf("%w: the database is open read-only", base.ErrInvalidArgument)
 )
 
 // Limits on keys and values.
@@ -340,6 +343,9 @@ func (d *DB) makeRoomForWrite(need int) (*memTable, error) {
 		if d.mu.closed {
 			return nil, ErrClosed
 		}
+		if d.opts.ReadOnly {
+			return nil, ErrReadOnly
+		}
 		if d.mu.bgErr != nil {
 			return nil, d.mu.bgErr
 		}
@@ -522,7 +528,9 @@ func (d *DB) Close() error {
 		rs.unref()
 	}
 	// Delete what became obsolete while shutting down.
-	d.deleteObsoleteFiles()
+	if !d.opts.ReadOnly {
+		d.deleteObsoleteFiles()
+	}
 	if cerr := d.vs.Close(); err == nil {
 		err = cerr
 	}

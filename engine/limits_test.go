@@ -215,3 +215,73 @@ func TestSharedCache(t *testing.T) {
 		t.Fatalf("cache metrics: %+v", m)
 	}
 }
+
+// TestReadOnly: a read-only open sees everything (including unflushed WAL
+// data), refuses writes, and leaves the directory byte-for-byte unchanged.
+func TestReadOnly(t *testing.T) {
+	fs := vfs.NewMem()
+	db, err := Open("/db", memOpts(fs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3000; i++ {
+		_ = db.Set([]byte(fmt.Sprintf("k%05d", i)), []byte(fmt.Sprintf("v%05d", i)), NoSync)
+	}
+	_ = db.Close()
+	snapshot := func() map[string]string {
+		names, _ := fs.List("/db")
+		m := map[string]string{}
+		for _, n := range names {
+			f, err := fs.Open("/db/" + n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, _ := f.Stat()
+			b := make([]byte, st.Size())
+			_, _ = f.ReadAt(b, 0)
+			_ = f.Close()
+			m[n] = string(b)
+		}
+		return m
+	}
+	before := snapshot()
+	ro, err := Open("/db", &Options{FS: fs, ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3000; i += 37 {
+		v, err := ro.Get([]byte(fmt.Sprintf("k%05d", i)))
+		if err != nil || string(v) != fmt.Sprintf("v%05d", i) {
+			t.Fatalf("read-only get %d: %q %v", i, v, err)
+		}
+	}
+	if err := ro.Set([]byte("x"), nil, Sync); !errors.Is(err, ErrReadOnly) || !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("write on read-only: %v", err)
+	}
+	for name, err := range map[string]error{"flush": ro.Flush(), "compact": ro.Compact(nil, nil), "checkpoint": ro.Checkpoint("/c")} {
+		if !errors.Is(err, ErrReadOnly) {
+			t.Fatalf("%s on read-only: %v", name, err)
+		}
+	}
+	if err := ro.Close(); err != nil {
+		t.Fatal(err)
+	}
+	after := snapshot()
+	if len(before) != len(after) {
+		t.Fatalf("files changed: %d before, %d after", len(before), len(after))
+	}
+	for n, c := range before {
+		if after[n] != c {
+			t.Fatalf("file %s changed", n)
+		}
+	}
+	// Neither a read-only open nor ErrorIfNotExists creates anything.
+	for _, o := range []*Options{{FS: fs, ReadOnly: true}, {FS: fs, ErrorIfNotExists: true}} {
+		if _, err := Open("/nothing", o); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("open of a missing db: %v", err)
+		}
+		if _, err := fs.Stat("/nothing"); err == nil {
+			t.Fatal("a failed open created the directory")
+		}
+	}
+}

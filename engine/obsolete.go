@@ -85,6 +85,9 @@ func (d *DB) removeFile(path string) {
 
 // Flush writes every memtable to L0 tables and waits until that is durable.
 func (d *DB) Flush() error {
+	if d.opts.ReadOnly {
+		return ErrReadOnly
+	}
 	d.commitMu.Lock()
 	d.mu.Lock()
 	if d.mu.closed {

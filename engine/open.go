@@ -88,10 +88,12 @@ func Open(dir string, opts *Options) (*DB, error) {
 	return d, nil
 }
 
-// lockDir creates dir if needed and takes its LOCK.
-func lockDir(fs vfs.FS, dir string) (io.Closer, error) {
-	if err := fs.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("engine: creating directory %s: %w", dir, err)
+// lockDir takes dir's LOCK, creating dir first when create is set.
+func lockDir(fs vfs.FS, dir string, create bool) (io.Closer, error) {
+	if create {
+		if err := fs.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("engine: creating directory %s: %w", dir, err)
+		}
 	}
 	lock, err := fs.Lock(filepath.Join(dir, base.LockFileName))
 	if err != nil {
@@ -106,7 +108,19 @@ func lockDir(fs vfs.FS, dir string) (io.Closer, error) {
 
 func open(dir string, o *Options) (_ *DB, retErr error) {
 	fs := o.FS
-	lock, err := lockDir(fs, dir)
+	// Decide whether a database exists before touching the directory, so
+	// that an Open that must not create one leaves no trace.
+	exists, err := dbExists(fs, dir)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case !exists && (o.ErrorIfNotExists || o.ReadOnly):
+		return nil, fmt.Errorf("%w: no database in %s (CURRENT is missing)", base.ErrNotFound, dir)
+	case exists && o.ErrorIfExists:
+		return nil, base.InvalidArgumentf("a database already exists in %s", dir)
+	}
+	lock, err := lockDir(fs, dir, !o.ReadOnly)
 	if err != nil {
 		return nil, err
 	}
@@ -135,17 +149,16 @@ func open(dir string, o *Options) (_ *DB, retErr error) {
 	d.tables = newTableCache(fs, dir, d.cache, d.cacheID, o.MaxOpenFiles, d.m)
 	mopts := manifest.Options{FS: fs, Dir: dir, MaxManifestBytes: o.MaxManifestBytes, OnObsolete: d.onObsoleteTables}
 
-	_, statErr := fs.Stat(filepath.Join(dir, base.CurrentFileName))
-	exists := statErr == nil
-	if statErr != nil && !errors.Is(statErr, os.ErrNotExist) {
-		return nil, fmt.Errorf("engine: checking %s: %w", dir, statErr)
+	// Re-check under the lock: another process may have created it.
+	if exists, err = dbExists(fs, dir); err != nil {
+		return nil, err
 	}
 	rep := &d.recovery
+	rep.TempFilesRemoved, rep.ObsoleteFilesRemoved, rep.Warnings, rep.WALs = []string{}, []string{}, []string{}, []WALReport{}
+	rep.DryRun = o.ReadOnly
 	switch {
-	case !exists && o.ErrorIfNotExists:
+	case !exists && o.ReadOnly:
 		return nil, fmt.Errorf("%w: no database in %s (CURRENT is missing)", base.ErrNotFound, dir)
-	case exists && o.ErrorIfExists:
-		return nil, base.InvalidArgumentf("a database already exists in %s", dir)
 	case !exists:
 		if err := prepareNewDir(fs, dir); err != nil {
 			return nil, err
@@ -180,6 +193,9 @@ func open(dir string, o *Options) (_ *DB, retErr error) {
 	plan, err := planRecovery(fs, dir, d.vs, rep)
 	if err != nil {
 		return nil, err
+	}
+	if o.ReadOnly {
+		return d.openReadOnly(plan)
 	}
 	// Remove unfinished and unreferenced files before writing anything new.
 	for _, p := range plan.remove {
@@ -296,6 +312,68 @@ func open(dir string, o *Options) (_ *DB, retErr error) {
 	}
 	o.Logger.Info("opened database", "dir", dir, "created", rep.Created, "wal_records_replayed", rep.RecordsReplayed,
 		"live_tables", rep.LiveTables, "last_seq", rep.LastSeq)
+	return d, nil
+}
+
+// dbExists reports whether dir holds a database (a CURRENT file).
+func dbExists(fs vfs.FS, dir string) (bool, error) {
+	_, err := fs.Stat(filepath.Join(dir, base.CurrentFileName))
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, os.ErrNotExist):
+		return false, nil
+	}
+	return false, fmt.Errorf("engine: checking %s: %w", dir, err)
+}
+
+// openReadOnly finishes an Open with ReadOnly set: WALs are replayed into
+// memtables that stay in memory; nothing is written.
+func (d *DB) openReadOnly(plan *recoveryPlan) (*DB, error) {
+	rep := &d.recovery
+	lastSeq := d.vs.LastSeq()
+	var mems []*memTable
+	mem := newMemTable(d.opts.MemTableSize, 0)
+	for i, num := range plan.logs {
+		wr, err := replayWAL(d.fs, d.path(base.FileTypeLog, num), num, i == len(plan.logs)-1,
+			func(repr []byte, seq base.SeqNum, count uint32) error {
+				need := batchArenaBytes(repr, count)
+				if mem.t.Available() < need {
+					if !mem.t.Empty() {
+						mems = append(mems, mem)
+					}
+					mem = newMemTable(max(d.opts.MemTableSize, need), 0)
+				}
+				if err := mem.apply(repr, seq); err != nil {
+					return err
+				}
+				lastSeq = max(lastSeq, seq+base.SeqNum(count)-1)
+				return nil
+			})
+		if err != nil {
+			return nil, err
+		}
+		rep.WALs = append(rep.WALs, wr)
+		rep.RecordsReplayed += wr.Records
+		if wr.Torn != nil {
+			rep.WALTruncatedBytes += wr.Torn.DroppedBytes
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("WAL %s ends in a torn write at offset %d: %d bytes not replayed (%s)",
+				wr.File, wr.Torn.Offset, wr.Torn.DroppedBytes, wr.Torn.Reason))
+		}
+	}
+	rep.LastSeq = uint64(lastSeq)
+	v := d.vs.Current()
+	for _, files := range v.Levels {
+		rep.LiveTables += len(files)
+	}
+	v.Unref()
+	d.lastSeq = lastSeq
+	d.visibleSeq.Store(uint64(lastSeq))
+	d.mu.Lock()
+	d.mu.mem = mem
+	d.mu.imm = mems
+	d.updateReadStateLocked(nil)
+	d.mu.Unlock()
 	return d, nil
 }
 
@@ -492,12 +570,12 @@ func CheckRecovery(dir string, opts *Options) (*RecoveryReport, error) {
 		}
 		return nil, err
 	}
-	lock, err := lockDir(fs, dir)
+	lock, err := lockDir(fs, dir, false)
 	if err != nil {
 		return nil, err
 	}
 	defer lock.Close()
-	rep := &RecoveryReport{DryRun: true}
+	rep := &RecoveryReport{DryRun: true, TempFilesRemoved: []string{}, ObsoleteFilesRemoved: []string{}, Warnings: []string{}, WALs: []WALReport{}}
 	vs, lr, err := manifest.Load(manifest.Options{FS: fs, Dir: dir})
 	if err != nil {
 		return nil, err

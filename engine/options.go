@@ -86,6 +86,11 @@ type Options struct {
 	ErrorIfNotExists bool
 	// ErrorIfExists makes Open fail when dir already holds a database.
 	ErrorIfExists bool
+	// ReadOnly opens an existing database without changing anything on
+	// disk: WALs are replayed into memory only, no file is created, written
+	// or deleted, and no background work runs. Writes, Flush, Compact and
+	// Checkpoint fail with ErrReadOnly. The directory lock is still taken.
+	ReadOnly bool
 
 	// FS is the file system; nil means the operating system's.
 	FS vfs.FS
@@ -181,6 +186,8 @@ func (o *Options) Validate() error {
 		return base.InvalidArgumentf("MaxOpenFiles %d is below the minimum 16", o.MaxOpenFiles)
 	case o.ErrorIfExists && o.ErrorIfNotExists:
 		return base.InvalidArgumentf("ErrorIfExists and ErrorIfNotExists are both set")
+	case o.ReadOnly && o.ErrorIfExists:
+		return base.InvalidArgumentf("ReadOnly and ErrorIfExists are both set")
 	}
 	return nil
 }

@@ -183,6 +183,8 @@ func (w *Writer) Size() int64 { return w.enc.Offset() }
 // expected state of the newest log after a crash; in any older log it means
 // corruption.
 type TornTailError struct {
+	// File names the log.
+	File string
 	// Offset is where the last complete record ends.
 	Offset int64
 	// Size is the file size the reader saw; Size-Offset bytes are dropped.
@@ -193,7 +195,7 @@ type TornTailError struct {
 
 // Error implements error.
 func (e *TornTailError) Error() string {
-	return fmt.Sprintf("torn log tail at offset %d (%d bytes dropped): %s", e.Offset, e.Size-e.Offset, e.Reason)
+	return fmt.Sprintf("torn tail in %s at offset %d (%d bytes dropped): %s", e.File, e.Offset, e.Size-e.Offset, e.Reason)
 }
 
 // ErrTornTail matches every *TornTailError with errors.Is.
@@ -367,7 +369,7 @@ func (r *Reader) badChunk(off int64, reason string) error {
 		return base.CorruptionErrorf(r.fileName, off,
 			"%s (the chunk at offset %d was written after offset %d had been synced)", reason, evidence, tail)
 	}
-	return &TornTailError{Offset: tail, Size: size, Reason: reason}
+	return &TornTailError{File: r.fileName, Offset: tail, Size: size, Reason: reason}
 }
 
 // scanRest reads the remainder of the file starting with the current block.

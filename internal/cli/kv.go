@@ -1,0 +1,239 @@
+package cli
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kayadb/kayadb/engine"
+)
+
+// exactArgs is cobra.ExactArgs with a message naming the arguments.
+func exactArgs(n int, names string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageErrorf("%s takes %s (got %d %s)", cmd.CommandPath(), names, len(args), pluralWord(len(args), "argument"))
+		}
+		return nil
+	}
+}
+
+func pluralWord(n int, word string) string {
+	if n == 1 {
+		return word
+	}
+	return word + "s"
+}
+
+// hexArgs is the --hex flag of the key-value commands.
+type hexArgs struct{ on bool }
+
+func (h *hexArgs) register(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&h.on, "hex", false, "KEY, VALUE, PREFIX (and --start/--end) arguments are hex-encoded bytes")
+}
+
+// decode turns a command-line argument into bytes.
+func (h *hexArgs) decode(what, s string) ([]byte, error) {
+	if !h.on {
+		return []byte(s), nil
+	}
+	b, err := hex.DecodeString(strings.TrimPrefix(strings.TrimPrefix(s, "0x"), "0X"))
+	if err != nil {
+		return nil, usageErrorf("%s %q is not valid hex: %v", what, s, err)
+	}
+	return b, nil
+}
+
+type okResult struct {
+	OK bool `json:"ok"`
+}
+
+type putResult struct {
+	OK       bool   `json:"ok"`
+	Sequence uint64 `json:"sequence"`
+}
+
+func (a *app) newPutCmd() *cobra.Command {
+	var h hexArgs
+	cmd := &cobra.Command{
+		Use:   "put KEY VALUE",
+		Short: "Store VALUE under KEY (creates the database if needed)",
+		Args:  exactArgs(2, "KEY and VALUE"),
+	}
+	h.register(cmd)
+	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
+		key, err := h.decode("KEY", args[0])
+		if err != nil {
+			return err
+		}
+		value, err := h.decode("VALUE", args[1])
+		if err != nil {
+			return err
+		}
+		return a.withBackend(mayCreate, func(b kvBackend) error {
+			seq, err := b.Put(key, value)
+			if err != nil {
+				return err
+			}
+			if a.json {
+				return writeJSON(a.stdout, putResult{OK: true, Sequence: seq})
+			}
+			_, err = fmt.Fprintf(a.stdout, "OK sequence=%d\n", seq)
+			return err
+		})
+	})
+	return cmd
+}
+
+type getResult struct {
+	Found bool `json:"found"`
+	keyField
+	valueField
+}
+
+func (a *app) newGetCmd() *cobra.Command {
+	var h hexArgs
+	cmd := &cobra.Command{
+		Use:   "get KEY",
+		Short: "Print the value stored under KEY (exit 2 when absent)",
+		Long: `Print the value stored under KEY: the raw bytes followed by a newline.
+A missing key prints an error on stderr and exits with status 2; with --json
+it prints {"found":false,...} on stdout and exits with status 2.`,
+		Args: exactArgs(1, "KEY"),
+	}
+	h.register(cmd)
+	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
+		key, err := h.decode("KEY", args[0])
+		if err != nil {
+			return err
+		}
+		return a.withBackend(readOnly, func(b kvBackend) error {
+			v, err := b.Get(key)
+			if errors.Is(err, engine.ErrNotFound) {
+				nf := &cliError{code: ExitNotFound, err: fmt.Errorf("key %s not found", quoteForMessage(key))}
+				if a.json {
+					nf.quiet = true
+					if werr := writeJSON(a.stdout, getResult{Found: false, keyField: makeKeyField(key)}); werr != nil {
+						return werr
+					}
+				}
+				return nf
+			}
+			if err != nil {
+				return err
+			}
+			if a.json {
+				return writeJSON(a.stdout, getResult{Found: true, keyField: makeKeyField(key), valueField: makeValueField(v)})
+			}
+			if _, err := a.stdout.Write(v); err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(a.stdout)
+			return err
+		})
+	})
+	return cmd
+}
+
+// quoteForMessage renders a key inside an error message: always quoted
+// (Go syntax), or hex when it is not valid UTF-8.
+func quoteForMessage(key []byte) string {
+	s := formatBytes(key)
+	if isPlain(key) {
+		return fmt.Sprintf("%q", s)
+	}
+	return s
+}
+
+func (a *app) newDeleteCmd() *cobra.Command {
+	var h hexArgs
+	cmd := &cobra.Command{
+		Use:     "delete KEY",
+		Aliases: []string{"del"},
+		Short:   "Delete KEY (deleting a missing key is not an error)",
+		Args:    exactArgs(1, "KEY"),
+	}
+	h.register(cmd)
+	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
+		key, err := h.decode("KEY", args[0])
+		if err != nil {
+			return err
+		}
+		return a.withBackend(mayCreate, func(b kvBackend) error {
+			if err := b.Delete(key); err != nil {
+				return err
+			}
+			if a.json {
+				return writeJSON(a.stdout, okResult{OK: true})
+			}
+			_, err := fmt.Fprintln(a.stdout, "OK")
+			return err
+		})
+	})
+	return cmd
+}
+
+type scanItem struct {
+	keyField
+	valueField
+}
+
+type scanResult struct {
+	Items []scanItem `json:"items"`
+	Count int        `json:"count"`
+	// Truncated is true when --limit stopped the scan before the last
+	// matching key.
+	Truncated bool `json:"truncated"`
+}
+
+func (a *app) newScanCmd() *cobra.Command {
+	var h hexArgs
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "scan PREFIX",
+		Short: "List the keys starting with PREFIX (\"\" for all) and their values",
+		Long: `List the keys starting with PREFIX, in key order, one "key<TAB>value" line
+each. PREFIX may be the empty string ("") to list everything. Keys and values
+that are not printable ASCII are shown Go-quoted, or as 0x-hex when they are
+not valid UTF-8.`,
+		Args: exactArgs(1, "PREFIX"),
+	}
+	h.register(cmd)
+	cmd.Flags().IntVar(&limit, "limit", 0, "print at most N keys (0 = no limit)")
+	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
+		if limit < 0 {
+			return usageErrorf("--limit must be >= 0 (got %d)", limit)
+		}
+		prefix, err := h.decode("PREFIX", args[0])
+		if err != nil {
+			return err
+		}
+		return a.withBackend(readOnly, func(b kvBackend) error {
+			res := scanResult{Items: []scanItem{}}
+			more, err := b.Scan(prefix, limit, func(k, v []byte) error {
+				res.Count++
+				if a.json {
+					res.Items = append(res.Items, scanItem{keyField: makeKeyField(k), valueField: makeValueField(v)})
+					return nil
+				}
+				_, err := fmt.Fprintf(a.stdout, "%s\t%s\n", formatBytes(k), formatBytes(v))
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			res.Truncated = more
+			if a.json {
+				return writeJSON(a.stdout, res)
+			}
+			if more {
+				fmt.Fprintf(a.stderr, "note: stopped after %d keys (--limit); more keys match\n", res.Count)
+			}
+			return nil
+		})
+	})
+	return cmd
+}
