@@ -14,7 +14,11 @@ import (
 
 // TestMain fails the package if any test leaves a goroutine running: every
 // background goroutine of a DB must end by the time Close returns.
+//
+// It also makes every DB poison recycled memtable arenas, so that a reader
+// that still used a recycled memtable would see garbage and fail.
 func TestMain(m *testing.M) {
+	debugPoisonArenas.Store(true)
 	goleak.VerifyTestMain(m)
 }
 

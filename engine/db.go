@@ -88,6 +88,7 @@ type DB struct {
 	cacheID uint64
 	tables  *tableCache
 	m       *metrics
+	memPool *memPool
 
 	// visibleSeq: every write with a sequence number <= visibleSeq is
 	// applied to a memtable and may be read.
@@ -116,6 +117,9 @@ type DB struct {
 		manual []*manualCompaction
 		// flushed counts memtables flushed since Open (Flush waits on it).
 		flushed uint64
+		// memSize is the arena size of the current memtable generation; it
+		// doubles at each rotation up to Options.MemTableSize.
+		memSize int
 		// cond is broadcast when a flush or compaction finishes, a stall
 		// clears, or the DB closes.
 		cond sync.Cond
@@ -297,7 +301,7 @@ func (d *DB) Apply(b *Batch, opts *WriteOptions) error {
 	seq := d.lastSeq + 1
 	b.b.SetSeqNum(seq)
 	w := d.wal
-	end, err := w.append(repr)
+	end, err := w.append(repr, sync)
 	if err != nil {
 		d.commitMu.Unlock()
 		d.setBackgroundError(err)
@@ -376,20 +380,26 @@ func (d *DB) makeRoomForWrite(need int) (*memTable, error) {
 		if mem.t.Empty() {
 			// An empty memtable that is too small for this batch: replace it
 			// with a larger one on the same WAL.
-			d.mu.mem = newMemTable(max(d.opts.MemTableSize, need), mem.logNum)
+			d.mu.mem = newMemTable(max(d.mu.memSize, need), mem.logNum)
 			d.updateReadStateLocked(nil)
 			continue
 		}
-		if err := d.rotateLocked(max(d.opts.MemTableSize, need)); err != nil {
+		if err := d.rotateLocked(need); err != nil {
 			return nil, err
 		}
 	}
 }
 
-// rotateLocked switches to a new WAL and memtable and queues the old
-// memtable for flushing. Called with commitMu and mu held; it releases mu
-// while creating the WAL file.
-func (d *DB) rotateLocked(memSize int) error {
+// rotateLocked switches to a new WAL and memtable (with room for at least
+// need bytes) and queues the old memtable for flushing. Called with commitMu
+// and mu held; it releases mu while creating the WAL file.
+//
+// Memtables start small and double at each rotation up to MemTableSize, as
+// Pebble's do: a small database uses little memory, and the first flushes
+// of a bulk load come from small, cache-friendly skiplists.
+func (d *DB) rotateLocked(need int) error {
+	d.mu.memSize = min(2*d.mu.memSize, d.opts.MemTableSize)
+	memSize := max(d.mu.memSize, need)
 	num := d.vs.NewFileNum()
 	d.mu.Unlock()
 	// The old WAL must be completely durable before the next one exists:
@@ -411,7 +421,11 @@ func (d *DB) rotateLocked(memSize int) error {
 	}
 	d.wal = newWAL
 	d.mu.imm = append(d.mu.imm, d.mu.mem)
-	d.mu.mem = newMemTable(memSize, num)
+	if memSize == d.opts.MemTableSize {
+		d.mu.mem = d.memPool.get(num)
+	} else {
+		d.mu.mem = newMemTable(memSize, num)
+	}
 	d.updateReadStateLocked(nil)
 	d.m.memtableRotations.Add(1)
 	d.maybeScheduleFlushLocked()
@@ -464,6 +478,9 @@ func (d *DB) updateReadStateLocked(v *manifest.Version) {
 	rs.mems = append(rs.mems, d.mu.mem)
 	for i := len(d.mu.imm) - 1; i >= 0; i-- {
 		rs.mems = append(rs.mems, d.mu.imm[i])
+	}
+	for _, m := range rs.mems {
+		m.ref()
 	}
 	d.rsMu.Lock()
 	old := d.rs

@@ -58,6 +58,7 @@ func (d *DB) flushOne() bool {
 	d.mu.Unlock()
 
 	start := time.Now()
+	entries := mem.t.Count()
 	edit := &manifest.VersionEdit{LogNumber: nextLog, HasLogNumber: true}
 	if seq := base.SeqNum(mem.largestSeq.Load()); seq > 0 {
 		edit.LastSeq, edit.HasLastSeq = seq, true
@@ -89,11 +90,12 @@ func (d *DB) flushOne() bool {
 	}
 	d.mu.imm = d.mu.imm[1:]
 	d.mu.flushed++
+	// After this the memtable may be recycled: do not touch mem.t again.
 	d.updateReadStateLocked(nil)
 	d.addObsoleteLog(mem.logNum)
 	d.m.flushes.Add(1)
 	d.m.flushDuration.record(time.Since(start))
-	d.opts.Logger.Debug("flushed memtable", "entries", mem.t.Count(), "tables", len(edit.NewFiles), "duration", time.Since(start))
+	d.opts.Logger.Debug("flushed memtable", "entries", entries, "tables", len(edit.NewFiles), "duration", time.Since(start))
 	d.mu.cond.Broadcast()
 	d.maybeScheduleCompactionLocked()
 	return true

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"sync"
 	"sync/atomic"
 
 	"github.com/kayadb/kayadb/internal/lsm/base"
@@ -13,6 +14,11 @@ import (
 // memTable is a memtable plus the WAL that holds its data.
 type memTable struct {
 	t *memtable.Table
+	// refs counts the read states that list this memtable. When it drops to
+	// zero no reader can reach the arena any more and it may be recycled.
+	refs atomic.Int32
+	// pool, when set, takes the arena back once refs drops to zero.
+	pool *memPool
 	// logNum is the WAL whose records fill this memtable. The WAL can be
 	// deleted once this memtable is flushed.
 	logNum base.FileNum
@@ -25,6 +31,57 @@ func newMemTable(size int, logNum base.FileNum) *memTable {
 	return &memTable{t: memtable.New(size), logNum: logNum}
 }
 
+func (m *memTable) ref() { m.refs.Add(1) }
+
+func (m *memTable) unref() {
+	switch n := m.refs.Add(-1); {
+	case n == 0 && m.pool != nil:
+		m.pool.put(m.t)
+	case n < 0:
+		panic("engine: memtable released more often than referenced")
+	}
+}
+
+// memPool recycles the arena of one flushed memtable of the standard size,
+// as Pebble does: reusing it avoids allocating (and the runtime zeroing)
+// tens of megabytes at every rotation, and the page faults of fresh memory.
+type memPool struct {
+	size   int
+	poison bool // fill recycled arenas with garbage first (tests)
+	mu     sync.Mutex
+	spare  *memtable.Table
+}
+
+// debugPoisonArenas makes every DB opened afterwards poison recycled
+// arenas. Tests set it so that a use of a recycled memtable shows up as
+// garbage.
+var debugPoisonArenas atomic.Bool
+
+func (p *memPool) put(t *memtable.Table) {
+	if t.Capacity() != p.size {
+		return
+	}
+	p.mu.Lock()
+	if p.spare == nil {
+		p.spare = t
+	}
+	p.mu.Unlock()
+}
+
+// get returns an empty memtable for WAL logNum, recycled when possible.
+func (p *memPool) get(logNum base.FileNum) *memTable {
+	p.mu.Lock()
+	t := p.spare
+	p.spare = nil
+	p.mu.Unlock()
+	if t == nil {
+		t = memtable.New(p.size)
+	} else {
+		t.Reset(p.poison)
+	}
+	return &memTable{t: t, logNum: logNum, pool: p}
+}
+
 // batchArenaBytes is an upper bound on the arena bytes a batch needs.
 func batchArenaBytes(repr []byte, count uint32) int {
 	return int(count)*memtable.MaxEntrySize(0, 0) + len(repr)
@@ -33,7 +90,7 @@ func batchArenaBytes(repr []byte, count uint32) int {
 // apply inserts a batch whose first record has sequence number seq. The
 // caller has checked that the arena has room (batchArenaBytes).
 func (m *memTable) apply(repr []byte, seq base.SeqNum) error {
-	r, err := batch.NewReader(repr)
+	r, err := batch.MakeReader(repr)
 	if err != nil {
 		return err
 	}
@@ -69,6 +126,9 @@ func (rs *readState) ref() { rs.refs.Add(1) }
 func (rs *readState) unref() {
 	if n := rs.refs.Add(-1); n == 0 {
 		rs.version.Unref()
+		for _, m := range rs.mems {
+			m.unref()
+		}
 	} else if n < 0 {
 		panic("engine: readState released more often than referenced")
 	}

@@ -11,17 +11,20 @@ import (
 // switching direction repositions every child around the current key.
 type mergingIter struct {
 	children []base.InternalIterator
-	heap     []int // indices into children
-	reverse  bool
-	err      error
+	// keys caches each positioned child's current key, so heap comparisons
+	// need no interface calls.
+	keys    []base.InternalKey
+	heap    []int // indices into children
+	reverse bool
+	err     error
 }
 
 func newMergingIter(children []base.InternalIterator) *mergingIter {
-	return &mergingIter{children: children, heap: make([]int, 0, len(children))}
+	return &mergingIter{children: children, keys: make([]base.InternalKey, len(children)), heap: make([]int, 0, len(children))}
 }
 
 func (m *mergingIter) less(a, b int) bool {
-	c := base.CompareInternal(m.children[a].Key(), m.children[b].Key())
+	c := base.CompareInternal(m.keys[a], m.keys[b])
 	if m.reverse {
 		return c > 0
 	}
@@ -66,6 +69,7 @@ func (m *mergingIter) build(valid func(i int) bool) bool {
 	for i, c := range m.children {
 		if valid(i) {
 			m.heap = append(m.heap, i)
+			m.keys[i] = c.Key()
 		} else if err := c.Error(); err != nil {
 			m.err = err
 		}
@@ -106,8 +110,11 @@ func (m *mergingIter) advance(step func(base.InternalIterator) bool) bool {
 		return false
 	}
 	top := m.heap[0]
-	if step(m.children[top]) {
-		m.down(0)
+	if c := m.children[top]; step(c) {
+		m.keys[top] = c.Key()
+		if len(m.heap) > 1 {
+			m.down(0)
+		}
 	} else {
 		if err := m.children[top].Error(); err != nil {
 			m.err = err
@@ -200,7 +207,7 @@ func (m *mergingIter) switchToReverse() {
 	})
 }
 
-func (m *mergingIter) Key() base.InternalKey { return m.children[m.heap[0]].Key() }
+func (m *mergingIter) Key() base.InternalKey { return m.keys[m.heap[0]] }
 func (m *mergingIter) Value() []byte         { return m.children[m.heap[0]].Value() }
 func (m *mergingIter) Error() error          { return m.err }
 
@@ -212,6 +219,7 @@ func (m *mergingIter) Close() error {
 		}
 	}
 	m.children = nil
+	m.keys = nil
 	m.heap = nil
 	return err
 }

@@ -96,7 +96,7 @@ func (d *DB) Flush() error {
 		return ErrClosed
 	}
 	if !d.mu.mem.t.Empty() {
-		if err := d.rotateLocked(d.opts.MemTableSize); err != nil {
+		if err := d.rotateLocked(0); err != nil {
 			d.mu.Unlock()
 			d.commitMu.Unlock()
 			return err

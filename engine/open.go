@@ -141,6 +141,7 @@ func open(dir string, o *Options) (_ *DB, retErr error) {
 		closing: make(chan struct{}),
 	}
 	d.mu.cond.L = &d.mu.Mutex
+	d.memPool = &memPool{size: o.MemTableSize, poison: debugPoisonArenas.Load()}
 	d.cache = o.Cache
 	if d.cache == nil {
 		d.cache = cache.New(max(o.CacheSize, 0))
@@ -293,7 +294,11 @@ func open(dir string, o *Options) (_ *DB, retErr error) {
 
 	d.lastSeq = lastSeq
 	d.visibleSeq.Store(uint64(lastSeq))
-	d.mu.mem = newMemTable(o.MemTableSize, logNum)
+	d.mu.memSize = min(initialMemTableSize, o.MemTableSize)
+	d.mu.mem = newMemTable(d.mu.memSize, logNum)
+	if d.mu.memSize == o.MemTableSize {
+		d.mu.mem = d.memPool.get(logNum)
+	}
 	d.mu.Lock()
 	d.updateReadStateLocked(nil)
 	d.mu.Unlock()

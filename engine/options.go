@@ -29,7 +29,9 @@ func ParseCompression(s string) (Compression, error) { return sstable.ParseCompr
 // bytes.
 type Options struct {
 	// MemTableSize is the arena size of one memtable; a full memtable is
-	// rotated and flushed to an L0 table in the background. Default 64 MiB.
+	// rotated and flushed to an L0 table in the background. The first
+	// memtable after Open is 256 KiB and each rotation doubles the size up
+	// to MemTableSize. Default 64 MiB.
 	MemTableSize int
 	// MemTableStopWritesThreshold is the number of memtables (the mutable
 	// one plus those queued for flushing) at which writes stall until a
@@ -193,8 +195,11 @@ func (o *Options) Validate() error {
 }
 
 const (
-	minMemTableSize = 64 << 10
-	maxMemTableSize = 2 << 30
+	// initialMemTableSize is the first memtable's size; later ones double
+	// up to MemTableSize.
+	initialMemTableSize = 256 << 10
+	minMemTableSize     = 64 << 10
+	maxMemTableSize     = 2 << 30
 	// maxBatchSize bounds one batch (its WAL record and memtable share).
 	maxBatchSize = 512 << 20
 )

@@ -12,12 +12,15 @@ import (
 
 // walWriter appends batches to one WAL file and implements group commit.
 //
-// Committers encode their batch into pending (under mu, in commit order) and,
-// if they asked for durability, wait until synced covers their record. One
-// flusher goroutine repeatedly takes everything pending, writes it with one
-// write call and, when any waiter needs it, one fdatasync. While that sync is
-// in flight the next group accumulates, so N concurrent sync writers cost
-// about one fdatasync per group rather than one each.
+// Committers encode their batch into pending (under mu, in commit order).
+// Bytes reach the file in "flushes": whoever holds the flushing token takes
+// everything pending, writes it with one write call and, when needed, issues
+// one fdatasync. A committer that wants durability and finds no flush in
+// progress performs the flush itself (no goroutine hand-off, which matters
+// for a lone sync writer); otherwise it waits, and the data that arrived
+// during the flush in progress goes out in the next one, so N concurrent sync
+// writers cost about one fdatasync per group. A background flusher writes
+// what NoSync committers leave behind.
 //
 // Every chunk carries the synced offset known when it was encoded; see
 // package record for how recovery uses it to tell torn tails from
@@ -37,17 +40,24 @@ type walWriter struct {
 		synced   int64 // bytes known durable
 		syncReq  int64 // largest offset a waiter wants durable
 		err      error // sticky write/sync error
+		flushing bool  // a flush is in progress (its owner writes the file)
 		closing  bool
-		idle     bool // flusher is waiting for work
+		idle     bool // the background flusher waits for work
 		work     *sync.Cond
 		progress *sync.Cond
 	}
 	done chan struct{}
 }
 
+// walBytesPerSync: once this many written bytes are not yet synced, a flush
+// syncs them even if no writer asked. It bounds the work (and so the write
+// stall) of the final sync when the WAL is closed at memtable rotation, and
+// the data lost from NoSync writes in a power failure.
+const walBytesPerSync = 1 << 20
+
 // maxPendingBytes bounds the WAL bytes buffered ahead of the flusher. A
-// committer that finds more waits for the flusher, which keeps memory bounded
-// when writers outpace the disk.
+// committer that finds more waits, which keeps memory bounded when writers
+// outpace the disk.
 const maxPendingBytes = 4 << 20
 
 func newWALWriter(f vfs.File, name string, logNum base.FileNum, m *metrics) *walWriter {
@@ -60,11 +70,16 @@ func newWALWriter(f vfs.File, name string, logNum base.FileNum, m *metrics) *wal
 }
 
 // append encodes one batch and returns the log offset just past it. The
-// caller serializes appends (commit order equals log order).
-func (w *walWriter) append(repr []byte) (int64, error) {
+// caller serializes appends (commit order equals log order). A caller that
+// will wait for durability passes willSync, and then flushes itself in
+// waitSynced; otherwise the background flusher is woken.
+func (w *walWriter) append(repr []byte, willSync bool) (int64, error) {
 	w.mu.Lock()
 	for len(w.mu.pending) >= maxPendingBytes && w.mu.err == nil {
 		w.m.walBackpressure.Add(1)
+		if w.mu.idle {
+			w.mu.work.Signal()
+		}
 		w.mu.progress.Wait()
 	}
 	if err := w.mu.err; err != nil {
@@ -73,24 +88,26 @@ func (w *walWriter) append(repr []byte) (int64, error) {
 	}
 	w.mu.pending = w.mu.enc.Append(w.mu.pending, repr, w.mu.synced)
 	end := w.mu.enc.Offset()
-	if w.mu.idle {
+	if !willSync && w.mu.idle {
 		w.mu.work.Signal()
 	}
 	w.mu.Unlock()
 	return end, nil
 }
 
-// waitSynced blocks until the log is durable up to offset end.
+// waitSynced blocks until the log is durable up to offset end, flushing
+// itself when no flush is in progress.
 func (w *walWriter) waitSynced(end int64) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if end > w.mu.syncReq {
 		w.mu.syncReq = end
-		if w.mu.idle {
-			w.mu.work.Signal()
-		}
 	}
 	for w.mu.synced < end && w.mu.err == nil {
+		if !w.mu.flushing {
+			w.flushLocked()
+			continue
+		}
 		w.mu.progress.Wait()
 	}
 	if w.mu.synced >= end {
@@ -99,12 +116,63 @@ func (w *walWriter) waitSynced(end int64) error {
 	return w.mu.err
 }
 
+// flushLocked writes everything pending and syncs when a waiter needs it or
+// too much is unsynced. Called with mu held and no flush in progress; it
+// releases mu during the I/O.
+func (w *walWriter) flushLocked() {
+	w.mu.flushing = true
+	buf := w.mu.pending
+	w.mu.pending = w.mu.spare[:0]
+	target := w.mu.written + int64(len(buf))
+	needSync := target > w.mu.synced && (w.mu.syncReq > w.mu.synced || target-w.mu.synced >= walBytesPerSync)
+	w.mu.Unlock()
+
+	var err error
+	if len(buf) > 0 {
+		if _, err = w.f.Write(buf); err != nil {
+			err = fmt.Errorf("engine: writing WAL %s: %w", w.name, err)
+		}
+		w.m.walBytes.Add(uint64(len(buf)))
+		w.m.walWrites.Add(1)
+	}
+	if err == nil && needSync {
+		start := time.Now()
+		if err = w.f.Sync(); err != nil {
+			// After a failed fdatasync the kernel may have dropped the
+			// dirty pages; retrying could report success for lost data.
+			err = fmt.Errorf("engine: syncing WAL %s: %w", w.name, err)
+		}
+		w.m.walSyncs.Add(1)
+		w.m.walSyncLatency.record(time.Since(start))
+	}
+
+	w.mu.Lock()
+	w.mu.flushing = false
+	if cap(buf) <= 2*maxPendingBytes {
+		w.mu.spare = buf[:0]
+	}
+	if err != nil {
+		w.mu.err = err
+	} else {
+		w.mu.written = target
+		if needSync {
+			w.mu.synced = target
+		}
+	}
+	w.mu.progress.Broadcast()
+	if w.mu.idle && (len(w.mu.pending) > 0 || w.mu.closing) {
+		w.mu.work.Signal()
+	}
+}
+
+// flushLoop writes what NoSync committers leave pending, and everything at
+// close.
 func (w *walWriter) flushLoop() {
 	defer close(w.done)
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for {
-		for len(w.mu.pending) == 0 && w.mu.syncReq <= w.mu.synced && !w.mu.closing && w.mu.err == nil {
+		for (len(w.mu.pending) == 0 && !w.mu.closing || w.mu.flushing) && w.mu.err == nil {
 			w.mu.idle = true
 			w.mu.work.Wait()
 			w.mu.idle = false
@@ -112,49 +180,13 @@ func (w *walWriter) flushLoop() {
 		if w.mu.err != nil {
 			return
 		}
-		if len(w.mu.pending) == 0 && w.mu.syncReq <= w.mu.synced {
-			// Closing with nothing left to do.
+		if w.mu.closing && len(w.mu.pending) == 0 && w.mu.synced >= w.mu.written {
 			return
 		}
-		buf := w.mu.pending
-		w.mu.pending = w.mu.spare[:0]
-		target := w.mu.written + int64(len(buf))
-		needSync := w.mu.syncReq > w.mu.synced
-		w.mu.Unlock()
-
-		var err error
-		if len(buf) > 0 {
-			if _, err = w.f.Write(buf); err != nil {
-				err = fmt.Errorf("engine: writing WAL %s: %w", w.name, err)
-			}
-			w.m.walBytes.Add(uint64(len(buf)))
-			w.m.walWrites.Add(1)
+		if w.mu.closing {
+			w.mu.syncReq = w.mu.enc.Offset()
 		}
-		if err == nil && needSync {
-			start := time.Now()
-			if err = w.f.Sync(); err != nil {
-				// After a failed fdatasync the kernel may have dropped the
-				// dirty pages; retrying could report success for lost data.
-				err = fmt.Errorf("engine: syncing WAL %s: %w", w.name, err)
-			}
-			w.m.walSyncs.Add(1)
-			w.m.walSyncLatency.record(time.Since(start))
-		}
-
-		w.mu.Lock()
-		if cap(buf) <= 2*maxPendingBytes {
-			w.mu.spare = buf[:0]
-		}
-		if err != nil {
-			w.mu.err = err
-			w.mu.progress.Broadcast()
-			return
-		}
-		w.mu.written = target
-		if needSync {
-			w.mu.synced = target
-		}
-		w.mu.progress.Broadcast()
+		w.flushLocked()
 	}
 }
 
@@ -170,7 +202,6 @@ func (w *walWriter) close() error {
 		return nil
 	}
 	w.mu.closing = true
-	w.mu.syncReq = w.mu.enc.Offset()
 	w.mu.work.Signal()
 	w.mu.Unlock()
 	<-w.done
@@ -191,18 +222,4 @@ func (w *walWriter) close() error {
 		err = fmt.Errorf("engine: closing WAL %s: %w", w.name, cerr)
 	}
 	return err
-}
-
-// size returns the log size including bytes not yet written.
-func (w *walWriter) size() int64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.mu.enc.Offset()
-}
-
-// syncedOffset returns how much of the log is durable.
-func (w *walWriter) syncedOffset() int64 {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.mu.synced
 }

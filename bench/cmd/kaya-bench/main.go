@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -29,24 +30,25 @@ import (
 
 // config is the benchmark configuration, shared by every engine.
 type config struct {
-	Engines      []string      `json:"engines"`
-	Workloads    []string      `json:"workloads"`
-	Num          int           `json:"num"`
-	KeySize      int           `json:"key_size"`
-	ValueSize    int           `json:"value_size"`
-	cacheSize    int64         // -cache-size
-	memtableSize int           // -memtable-size
-	bloomBits    int           // -bloom-bits
-	compression  string        // -compression
-	blockSize    int           // -block-size
-	Dir          string        `json:"dir"`
-	Keep         bool          `json:"keep"`
-	Reps         int           `json:"reps"`
-	SyncOps      int           `json:"sync_ops"`
-	ReadOps      int           `json:"read_ops"`
-	DurationCap  time.Duration `json:"duration_cap_ns"`
-	Seed         uint64        `json:"seed"`
-	JSON         string        `json:"-"`
+	Engines       []string      `json:"engines"`
+	Workloads     []string      `json:"workloads"`
+	Num           int           `json:"num"`
+	KeySize       int           `json:"key_size"`
+	ValueSize     int           `json:"value_size"`
+	cacheSize     int64         // -cache-size
+	memtableSize  int           // -memtable-size
+	bloomBits     int           // -bloom-bits
+	compression   string        // -compression
+	blockSize     int           // -block-size
+	Dir           string        `json:"dir"`
+	Keep          bool          `json:"keep"`
+	Reps          int           `json:"reps"`
+	SyncOps       int           `json:"sync_ops"`
+	ReadOps       int           `json:"read_ops"`
+	DurationCap   time.Duration `json:"duration_cap_ns"`
+	Seed          uint64        `json:"seed"`
+	JSON          string        `json:"-"`
+	CPUProfileDir string        `json:"-"`
 }
 
 // sharedSettings is the JSON form of the settings applied to every engine.
@@ -78,6 +80,7 @@ func parseFlags() (*config, error) {
 	flag.DurationVar(&c.DurationCap, "duration-cap", 0, "optional cap on each timed phase (0 = none); capped runs are marked")
 	flag.Uint64Var(&c.Seed, "seed", 1, "seed for key orders")
 	flag.StringVar(&c.JSON, "json", "", "write all results as JSON to this file")
+	flag.StringVar(&c.CPUProfileDir, "cpuprofile", "", "write a CPU profile of every run (open to close) into this directory")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", flag.Args())
@@ -229,6 +232,14 @@ func runOne(c *config, ks *keyspace, e engineSpec, w string, rep int, root strin
 	cpu0 := sampleCPU()
 	defer func() { res.OtherCPU, res.StealCPU = otherCPU(cpu0, sampleCPU()) }()
 
+	if c.CPUProfileDir != "" {
+		stop, err := startProfile(filepath.Join(c.CPUProfileDir, fmt.Sprintf("r%d-%s-%s.cpu.prof", rep+1, w, e.name)))
+		if err != nil {
+			res.Err = err.Error()
+			return res
+		}
+		defer stop()
+	}
 	s, err := e.open(dir, c)
 	if err != nil {
 		res.Err = fmt.Sprintf("open: %v", err)
@@ -304,4 +315,21 @@ func dirSize(dir string) int64 {
 		return nil
 	})
 	return n
+}
+
+// startProfile starts a CPU profile written to path and returns its stop
+// function.
+func startProfile(path string) (func(), error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }

@@ -125,10 +125,20 @@ type Reader struct {
 // NewReader validates the header of an encoded batch and returns a reader
 // over its records. Records are validated as they are read.
 func NewReader(data []byte) (*Reader, error) {
-	if len(data) < HeaderSize {
-		return nil, base.CorruptionErrorf("", 0, "batch of %d bytes is shorter than its %d-byte header", len(data), HeaderSize)
+	r, err := MakeReader(data)
+	if err != nil {
+		return nil, err
 	}
-	return &Reader{
+	return &r, nil
+}
+
+// MakeReader is NewReader returning a value, for callers on hot paths that
+// keep the reader on the stack.
+func MakeReader(data []byte) (Reader, error) {
+	if len(data) < HeaderSize {
+		return Reader{}, base.CorruptionErrorf("", 0, "batch of %d bytes is shorter than its %d-byte header", len(data), HeaderSize)
+	}
+	return Reader{
 		data: data,
 		seq:  base.SeqNum(binary.LittleEndian.Uint64(data[0:8])),
 		left: binary.LittleEndian.Uint32(data[8:12]),

@@ -34,9 +34,12 @@ import (
 
 const (
 	maxHeight = 20
-	// pInverse is the inverse of the probability that a node has one more
-	// level: 1/4, as in LevelDB, keeps towers short (1.33 links per node).
-	pInverse = 4
+	// pThreshold sets the probability that a node has one more level: 1/2.
+	// Measured on random 16-byte keys in a 64 MiB table (BenchmarkAddRandom64MiB)
+	// it beats 1/e and 1/4 by 8-15%: searches visit more nodes, but the
+	// extra ones sit in the hot upper levels and the misses at the bottom
+	// dominate. Towers average 2 links (8 bytes).
+	pThreshold = uint64(1) << 63
 	// nodeHeaderSize is the size of the fixed part of a node.
 	nodeHeaderSize = 24
 	// maxNodeHeaderSize is the header with a full tower; the arena keeps this
@@ -102,6 +105,30 @@ func New(capacity int) *Table {
 	return t
 }
 
+// Reset empties the table so its arena can be reused. The caller must make
+// sure no reader still uses the table (or anything it returned): the arena is
+// overwritten by later inserts. When poison is true the arena is first filled
+// with a marker byte, so that a use after Reset reads garbage loudly (tests).
+func (t *Table) Reset(poison bool) {
+	if poison {
+		for i := range t.buf {
+			t.buf[i] = 0xdb
+		}
+	}
+	t.used.Store(align)
+	t.count.Store(0)
+	t.height.Store(1)
+	head, _ := t.alloc(maxHeight, 0, 0)
+	n := t.node(head)
+	n.trailer, n.keySize, n.valueSize = 0, 0, 0
+	n.prev.Store(0)
+	n.height = maxHeight
+	for i := range n.next {
+		n.next[i].Store(0)
+	}
+	t.head = head
+}
+
 // MinCapacity is the smallest arena New accepts.
 const MinCapacity = 4 << 10
 
@@ -110,8 +137,8 @@ func MaxEntrySize(keyLen, valueLen int) int {
 	return maxNodeHeaderSize + keyLen + 8 + valueLen + align
 }
 
-// Size returns the number of arena bytes in use.
-func (t *Table) Size() int { return int(t.used.Load()) }
+// Size returns the number of arena bytes used by entries.
+func (t *Table) Size() int { return int(t.used.Load()) - headSize }
 
 // Capacity returns the arena bytes available for entries when empty.
 func (t *Table) Capacity() int { return int(t.limit) - headSize }
@@ -156,7 +183,7 @@ func (t *Table) randomHeight() int {
 		t.rnd ^= t.rnd << 13
 		t.rnd ^= t.rnd >> 7
 		t.rnd ^= t.rnd << 17
-		if t.rnd%pInverse != 0 {
+		if t.rnd >= pThreshold {
 			break
 		}
 		h++

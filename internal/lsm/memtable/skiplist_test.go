@@ -220,3 +220,27 @@ func BenchmarkGet(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkAddRandom64MiB inserts random 16-byte keys with 100-byte values
+// into a 64 MiB table, the shape of the fillrandom benchmark.
+func BenchmarkAddRandom64MiB(b *testing.B) {
+	const n = 400000
+	perm := rand.New(rand.NewPCG(1, 1)).Perm(n)
+	keys := make([][]byte, n)
+	for i, p := range perm {
+		keys[i] = []byte(fmt.Sprintf("%016d", p))
+	}
+	val := make([]byte, 100)
+	b.ResetTimer()
+	for done := 0; done < b.N; {
+		b.StopTimer()
+		tbl := New(64 << 20)
+		b.StartTimer()
+		for i := 0; i < n && done < b.N; i++ {
+			if err := tbl.Add(base.MakeInternalKey(keys[i], base.SeqNum(i+1), base.KindSet), val); err != nil {
+				b.Fatal(err)
+			}
+			done++
+		}
+	}
+}
