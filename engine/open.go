@@ -221,36 +221,20 @@ func open(dir string, o *Options) (_ *DB, retErr error) {
 		mem = newMemTable(o.MemTableSize, 0)
 		return nil
 	}
-	for i, num := range plan.logs {
-		last := i == len(plan.logs)-1
-		wr, err := replayWAL(fs, d.path(base.FileTypeLog, num), num, last, func(repr []byte, seq base.SeqNum, count uint32) error {
-			need := batchArenaBytes(repr, count)
-			if mem.t.Available() < need {
-				if err := flushMem(); err != nil {
-					return err
-				}
-				if mem.t.Available() < need {
-					mem = newMemTable(need+4096, 0)
-				}
-			}
-			if err := mem.apply(repr, seq); err != nil {
+	lastSeq, err = replayWALs(fs, dir, plan, rep, lastSeq, "dropped", func(repr []byte, seq base.SeqNum, count uint32) error {
+		need := batchArenaBytes(repr, count)
+		if mem.t.Available() < need {
+			if err := flushMem(); err != nil {
 				return err
 			}
-			if end := seq + base.SeqNum(count) - 1; end > lastSeq {
-				lastSeq = end
+			if mem.t.Available() < need {
+				mem = newMemTable(need+4096, 0)
 			}
-			return nil
-		})
-		if err != nil {
-			return nil, err
 		}
-		rep.WALs = append(rep.WALs, wr)
-		rep.RecordsReplayed += wr.Records
-		if wr.Torn != nil {
-			rep.WALTruncatedBytes += wr.Torn.DroppedBytes
-			rep.Warnings = append(rep.Warnings, fmt.Sprintf("WAL %s ended in a torn write at offset %d: %d bytes dropped (%s)",
-				wr.File, wr.Torn.Offset, wr.Torn.DroppedBytes, wr.Torn.Reason))
-		}
+		return mem.apply(repr, seq)
+	})
+	if err != nil {
+		return nil, err
 	}
 	if err := flushMem(); err != nil {
 		return nil, err
@@ -285,12 +269,7 @@ func open(dir string, o *Options) (_ *DB, retErr error) {
 			rep.ObsoleteFilesRemoved = append(rep.ObsoleteFilesRemoved, filepath.Base(p))
 		}
 	}
-	rep.LastSeq = uint64(lastSeq)
-	v := d.vs.Current()
-	for _, files := range v.Levels {
-		rep.LiveTables += len(files)
-	}
-	v.Unref()
+	countLiveTables(d.vs, rep)
 
 	d.lastSeq = lastSeq
 	d.visibleSeq.Store(uint64(lastSeq))
@@ -339,39 +318,20 @@ func (d *DB) openReadOnly(plan *recoveryPlan) (*DB, error) {
 	lastSeq := d.vs.LastSeq()
 	var mems []*memTable
 	mem := newMemTable(d.opts.MemTableSize, 0)
-	for i, num := range plan.logs {
-		wr, err := replayWAL(d.fs, d.path(base.FileTypeLog, num), num, i == len(plan.logs)-1,
-			func(repr []byte, seq base.SeqNum, count uint32) error {
-				need := batchArenaBytes(repr, count)
-				if mem.t.Available() < need {
-					if !mem.t.Empty() {
-						mems = append(mems, mem)
-					}
-					mem = newMemTable(max(d.opts.MemTableSize, need), 0)
-				}
-				if err := mem.apply(repr, seq); err != nil {
-					return err
-				}
-				lastSeq = max(lastSeq, seq+base.SeqNum(count)-1)
-				return nil
-			})
-		if err != nil {
-			return nil, err
+	lastSeq, err := replayWALs(d.fs, d.dir, plan, rep, lastSeq, "not replayed", func(repr []byte, seq base.SeqNum, count uint32) error {
+		need := batchArenaBytes(repr, count)
+		if mem.t.Available() < need {
+			if !mem.t.Empty() {
+				mems = append(mems, mem)
+			}
+			mem = newMemTable(max(d.opts.MemTableSize, need), 0)
 		}
-		rep.WALs = append(rep.WALs, wr)
-		rep.RecordsReplayed += wr.Records
-		if wr.Torn != nil {
-			rep.WALTruncatedBytes += wr.Torn.DroppedBytes
-			rep.Warnings = append(rep.Warnings, fmt.Sprintf("WAL %s ends in a torn write at offset %d: %d bytes not replayed (%s)",
-				wr.File, wr.Torn.Offset, wr.Torn.DroppedBytes, wr.Torn.Reason))
-		}
+		return mem.apply(repr, seq)
+	})
+	if err != nil {
+		return nil, err
 	}
-	rep.LastSeq = uint64(lastSeq)
-	v := d.vs.Current()
-	for _, files := range v.Levels {
-		rep.LiveTables += len(files)
-	}
-	v.Unref()
+	countLiveTables(d.vs, rep)
 	d.lastSeq = lastSeq
 	d.visibleSeq.Store(uint64(lastSeq))
 	d.mu.Lock()
@@ -594,33 +554,51 @@ func CheckRecovery(dir string, opts *Options) (*RecoveryReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	lastSeq := vs.LastSeq()
+	if _, err := replayWALs(fs, dir, plan, rep, vs.LastSeq(), "would be dropped", nil); err != nil {
+		return nil, err
+	}
+	countLiveTables(vs, rep)
+	return rep, nil
+}
+
+// replayWALs replays every WAL of the plan in order, calling apply for each
+// batch, and records what it found in rep. verb describes what happens to a
+// torn tail ("dropped", "not replayed", "would be dropped"). It returns the
+// largest sequence number seen (at least start).
+func replayWALs(fs vfs.FS, dir string, plan *recoveryPlan, rep *RecoveryReport, start base.SeqNum, verb string,
+	apply func(repr []byte, seq base.SeqNum, count uint32) error) (base.SeqNum, error) {
+	lastSeq := start
 	for i, num := range plan.logs {
 		wr, err := replayWAL(fs, filepath.Join(dir, base.MakeFilename(base.FileTypeLog, num)), num, i == len(plan.logs)-1,
 			func(repr []byte, seq base.SeqNum, count uint32) error {
-				if end := seq + base.SeqNum(count) - 1; end > lastSeq {
-					lastSeq = end
+				lastSeq = max(lastSeq, seq+base.SeqNum(count)-1)
+				if apply == nil {
+					return nil
 				}
-				return nil
+				return apply(repr, seq, count)
 			})
 		if err != nil {
-			return nil, err
+			return 0, err
 		}
 		rep.WALs = append(rep.WALs, wr)
 		rep.RecordsReplayed += wr.Records
 		if wr.Torn != nil {
 			rep.WALTruncatedBytes += wr.Torn.DroppedBytes
-			rep.Warnings = append(rep.Warnings, fmt.Sprintf("WAL %s ends in a torn write at offset %d: %d bytes would be dropped (%s)",
-				wr.File, wr.Torn.Offset, wr.Torn.DroppedBytes, wr.Torn.Reason))
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("WAL %s ends in a torn write at offset %d: %d bytes %s (%s)",
+				wr.File, wr.Torn.Offset, wr.Torn.DroppedBytes, verb, wr.Torn.Reason))
 		}
 	}
 	rep.LastSeq = uint64(lastSeq)
+	return lastSeq, nil
+}
+
+// countLiveTables records the number of tables of vs's current Version.
+func countLiveTables(vs *manifest.VersionSet, rep *RecoveryReport) {
 	v := vs.Current()
 	for _, files := range v.Levels {
 		rep.LiveTables += len(files)
 	}
 	v.Unref()
-	return rep, nil
 }
 
 // RecoveryReport returns what Open found and did.
