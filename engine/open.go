@@ -91,7 +91,7 @@ func Open(dir string, opts *Options) (*DB, error) {
 // lockDir takes dir's LOCK, creating dir first when create is set.
 func lockDir(fs vfs.FS, dir string, create bool) (io.Closer, error) {
 	if create {
-		if err := fs.MkdirAll(dir, 0o700); err != nil {
+		if err := vfs.MkdirAllSync(fs, dir, 0o700); err != nil {
 			return nil, fmt.Errorf("engine: creating directory %s: %w", dir, err)
 		}
 	}

@@ -30,6 +30,9 @@ type kvBackend interface {
 // openBackend returns the backend for the key-value commands. Only local
 // mode exists so far; a --server flag would choose a remote backend here.
 func (a *app) openBackend(mode openMode) (kvBackend, error) {
+	if a.serverMode() {
+		return a.openRemote()
+	}
 	db, err := a.openDB(mode)
 	if err != nil {
 		return nil, err

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -70,10 +71,12 @@ type app struct {
 	lookupEnv      func(string) (string, bool)
 
 	// Persistent flags.
-	dataFlag string
-	json     bool
-	sync     bool
-	verbose  bool
+	dataFlag   string
+	json       bool
+	sync       bool
+	verbose    bool
+	serverFlag []string
+	timeout    time.Duration
 
 	root *cobra.Command
 }
@@ -130,8 +133,10 @@ func (a *app) newRootCmd() *cobra.Command {
 		Short: "KayaDB operator command line",
 		Long: `kayactl reads, writes and inspects a KayaDB database.
 
-In local mode (the only mode so far) it opens the database directory given
-by --data itself, so the directory must not be in use by a running
+In server mode (--server ADDR[,ADDR...]) put, get, delete and scan go to a
+running cluster over the client protocol, and health and status report on
+its nodes. In local mode (no --server) kayactl opens the database directory
+given by --data itself, so the directory must not be in use by a running
 kayadb-server or another kayactl. The inspect commands only read the files
 they are given and work on live, copied or damaged files.`,
 		SilenceErrors: true,
@@ -167,11 +172,13 @@ they are given and work on live, copied or damaged files.`,
 	pf.BoolVar(&a.json, "json", false, "machine-readable JSON output (stable snake_case field names)")
 	pf.BoolVar(&a.sync, "sync", true, "fsync the WAL before put/delete return (--sync=false for bulk loads)")
 	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log engine events (recovery, flushes, compactions) to stderr")
+	pf.StringSliceVar(&a.serverFlag, "server", nil, "server mode: talk to a cluster at ADDR[,ADDR...] (host:port of client listeners; $"+EnvServer+") instead of opening --data")
+	pf.DurationVar(&a.timeout, "timeout", 5*time.Second, "server mode: deadline of each request, retries included ($"+EnvTimeout+")")
 
 	root.AddCommand(
 		a.newPutCmd(), a.newGetCmd(), a.newDeleteCmd(), a.newScanCmd(),
 		a.newStatsCmd(), a.newFlushCmd(), a.newCompactCmd(), a.newCheckpointCmd(), a.newRecoverCmd(),
-		a.newInspectCmd(),
+		a.newInspectCmd(), a.newHealthCmd(), a.newStatusCmd(), a.newBenchCmd(),
 	)
 	a.root = root
 	return root
@@ -212,6 +219,9 @@ func (e *errNoDatabase) Is(target error) bool { return target == engine.ErrNotFo
 func (a *app) classify(err error) error {
 	var ce *cliError
 	if errors.As(err, &ce) {
+		return ce
+	}
+	if ce, ok := a.classifyRemote(err); ok {
 		return ce
 	}
 	dir := a.dataDir()

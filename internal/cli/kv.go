@@ -78,6 +78,14 @@ func (a *app) newPutCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if a.serverMode() {
+				// The cluster does not expose engine sequence numbers.
+				if a.json {
+					return writeJSON(a.stdout, okResult{OK: true})
+				}
+				_, err = fmt.Fprintln(a.stdout, "OK")
+				return err
+			}
 			if a.json {
 				return writeJSON(a.stdout, putResult{OK: true, Sequence: seq})
 			}

@@ -21,6 +21,7 @@ package vfs
 import (
 	"io"
 	"os"
+	"path/filepath"
 )
 
 // File is an open file. Implementations are safe for concurrent ReadAt calls;
@@ -119,4 +120,30 @@ func WriteFileSync(fs FS, dir, name string, data []byte) error {
 		return err
 	}
 	return SyncDir(fs, dir)
+}
+
+// MkdirAllSync creates dir and any missing parents like MkdirAll, and makes
+// every directory it created durable by syncing its parent. Without that a
+// power cut can lose a new directory (and everything synced inside it).
+func MkdirAllSync(fs FS, dir string, perm os.FileMode) error {
+	dir = filepath.Clean(dir)
+	var missing []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := fs.Stat(d); err == nil {
+			break
+		}
+		missing = append(missing, d)
+		if parent := filepath.Dir(d); parent == d {
+			break
+		}
+	}
+	if err := fs.MkdirAll(dir, perm); err != nil {
+		return err
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := SyncDir(fs, filepath.Dir(missing[i])); err != nil {
+			return err
+		}
+	}
+	return nil
 }

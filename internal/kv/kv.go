@@ -1,0 +1,593 @@
+// Package kv is the replicated state machine: it turns client writes into
+// raft proposals, applies committed entries to the storage engine, and
+// serves linearizable reads with ReadIndex.
+//
+// It owns the command encoding inside raft entries and the system keys it
+// keeps in the engine (prefix 0x00). It must never acknowledge a write
+// before it is committed and applied, never serve a read without a fresh
+// ReadIndex round confirming leadership, and never re-apply an entry at or
+// below the applied index it recorded.
+//
+// # Entry format
+//
+//	version u8 (=1) | uvarint n | n × command
+//	command: op u8 (1 put, 2 delete) | id u64 LE | uvarint keyLen | key | [uvarint valueLen | value]
+//
+// id is the proposing node's request id (node id in the top 16 bits); it
+// lets the proposer find its waiter when the entry is applied.
+//
+// # System keys
+//
+//	0x00 "raft/applied"  appliedIndex u64 LE | appliedTerm u64 LE
+//
+// The applied index is written in the same engine batch as the entries'
+// effects, so after a crash the two agree.
+package kv
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	pb "go.etcd.io/raft/v3/raftpb"
+
+	"github.com/kayadb/kayadb/engine"
+	"github.com/kayadb/kayadb/internal/raftnode"
+)
+
+// SystemPrefix starts every key reserved for the system.
+const SystemPrefix = 0x00
+
+var appliedKey = []byte("\x00raft/applied")
+
+const (
+	opPut    = 1
+	opDelete = 2
+)
+
+// Errors.
+var (
+	// ErrNotLeader: this node cannot serve the request; the client should
+	// go to the leader.
+	ErrNotLeader = errors.New("kv: not the leader")
+	// ErrTimeout: the request did not finish in time. For a write the
+	// outcome is unknown.
+	ErrTimeout = errors.New("kv: request timed out")
+	// ErrLeadershipLost: leadership changed while a write waited; its
+	// outcome is unknown.
+	ErrLeadershipLost = errors.New("kv: leadership changed while the write was pending; it may or may not have been applied")
+	// ErrStopped: the store is shutting down.
+	ErrStopped = errors.New("kv: stopped")
+	// ErrReservedKey: a user request touched the 0x00 system prefix.
+	ErrReservedKey = errors.New("keys beginning with byte 0x00 are reserved for the system")
+)
+
+// Options configures a Store.
+type Options struct {
+	NodeID uint64
+	DB     *engine.DB
+	// RequestTimeout bounds every wait (proposal, read index, apply).
+	// Default 5 s.
+	RequestTimeout time.Duration
+	Logger         *slog.Logger
+	// OnConfChange is called (from the raft loop) for every applied
+	// membership change.
+	OnConfChange func(e *pb.Entry, cc pb.ConfChangeI, cs *pb.ConfState) error
+}
+
+// Store is the state machine of one node.
+type Store struct {
+	opts Options
+	db   *engine.DB
+	node *raftnode.Node
+	log  *slog.Logger
+
+	nextID  atomic.Uint64
+	applied atomic.Uint64
+	term    atomic.Uint64
+
+	mu      sync.Mutex
+	waiters map[uint64]chan error
+	// appliedWaiters are released when applied reaches their index.
+	appliedWaiters []appliedWaiter
+
+	readMu   sync.Mutex
+	pending  *readRound
+	readWake chan struct{}
+	readSeq  atomic.Uint64
+	readSalt [4]byte
+
+	counters struct{ put, get, del, scan atomic.Uint64 }
+
+	stopc chan struct{}
+	wg    sync.WaitGroup
+}
+
+type appliedWaiter struct {
+	index uint64
+	ch    chan struct{}
+}
+
+type readRound struct {
+	done chan struct{}
+	err  error
+}
+
+// Open creates a Store over db and reads the applied index it recorded.
+func Open(opts Options) (*Store, error) {
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = 5 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{
+		opts: opts, db: opts.DB, log: opts.Logger,
+		waiters:  map[uint64]chan error{},
+		readWake: make(chan struct{}, 1),
+		stopc:    make(chan struct{}),
+	}
+	_, _ = rand.Read(s.readSalt[:])
+	v, err := opts.DB.Get(appliedKey)
+	switch {
+	case err == nil:
+		if len(v) != 16 {
+			return nil, fmt.Errorf("kv: applied-index record is %d bytes, want 16: %w", len(v), engine.ErrCorruption)
+		}
+		s.applied.Store(binary.LittleEndian.Uint64(v))
+		s.term.Store(binary.LittleEndian.Uint64(v[8:]))
+	case errors.Is(err, engine.ErrNotFound):
+	default:
+		return nil, fmt.Errorf("kv: reading the applied index: %w", err)
+	}
+	s.nextID.Store(opts.NodeID << 48)
+	return s, nil
+}
+
+// AppliedIndex returns the last applied raft index.
+func (s *Store) AppliedIndex() uint64 { return s.applied.Load() }
+
+// Start attaches the raft node and starts the read loop.
+func (s *Store) Start(n *raftnode.Node) {
+	s.node = n
+	s.wg.Add(1)
+	go s.readLoop()
+}
+
+// Stop ends the read loop and fails every waiter.
+func (s *Store) Stop() {
+	select {
+	case <-s.stopc:
+	default:
+		close(s.stopc)
+	}
+	s.wg.Wait()
+	s.failWaiters(ErrStopped)
+}
+
+// ValidateKey checks a user key.
+func ValidateKey(key []byte) error {
+	if len(key) > engine.MaxKeySize {
+		return fmt.Errorf("%w: key of %d bytes exceeds the %d-byte limit", engine.ErrInvalidArgument, len(key), engine.MaxKeySize)
+	}
+	if len(key) > 0 && key[0] == SystemPrefix {
+		return fmt.Errorf("%w: %v", engine.ErrInvalidArgument, ErrReservedKey)
+	}
+	return nil
+}
+
+// Put replicates a write of value under key and returns once it is
+// committed and applied on this node.
+func (s *Store) Put(ctx context.Context, key, value []byte) error {
+	if err := ValidateKey(key); err != nil {
+		return err
+	}
+	if len(value) > engine.MaxValueSize {
+		return fmt.Errorf("%w: value of %d bytes exceeds the %d-byte limit", engine.ErrInvalidArgument, len(value), engine.MaxValueSize)
+	}
+	s.counters.put.Add(1)
+	return s.propose(ctx, opPut, key, value)
+}
+
+// Delete replicates a deletion of key.
+func (s *Store) Delete(ctx context.Context, key []byte) error {
+	if err := ValidateKey(key); err != nil {
+		return err
+	}
+	s.counters.del.Add(1)
+	return s.propose(ctx, opDelete, key, nil)
+}
+
+func (s *Store) propose(ctx context.Context, op byte, key, value []byte) error {
+	if !s.node.IsLeader() {
+		return ErrNotLeader
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	defer cancel()
+	id := s.nextID.Add(1)
+	data := make([]byte, 0, 1+1+1+8+2+len(key)+4+len(value))
+	data = append(data, 1, 1, op)
+	data = binary.LittleEndian.AppendUint64(data, id)
+	data = binary.AppendUvarint(data, uint64(len(key)))
+	data = append(data, key...)
+	if op == opPut {
+		data = binary.AppendUvarint(data, uint64(len(value)))
+		data = append(data, value...)
+	}
+	ch := make(chan error, 1)
+	s.mu.Lock()
+	s.waiters[id] = ch
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.waiters, id)
+		s.mu.Unlock()
+	}()
+	if err := s.node.Propose(ctx, data); err != nil {
+		switch {
+		case errors.Is(err, raftnode.ErrDropped):
+			// Not appended: safe for the client to retry elsewhere.
+			return ErrNotLeader
+		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+			return ErrTimeout
+		}
+		return err
+	}
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+		return ErrTimeout
+	case <-s.stopc:
+		return ErrStopped
+	}
+}
+
+// Apply implements raftnode.StateMachine: one engine batch for the run of
+// entries, including the new applied index. The batch is not synced: the
+// raft log is the durable copy, and entries after the recorded applied index
+// are applied again after a crash.
+func (s *Store) Apply(ents []*pb.Entry) error {
+	if len(ents) == 0 {
+		return nil
+	}
+	last := ents[len(ents)-1]
+	if last.GetIndex() <= s.applied.Load() {
+		return nil
+	}
+	b := s.db.NewBatch()
+	var done []uint64
+	for _, e := range ents {
+		if e.GetIndex() <= s.applied.Load() || len(e.GetData()) == 0 {
+			continue
+		}
+		ids, err := decodeCommands(e.GetData(), b)
+		if err != nil {
+			return fmt.Errorf("entry %d: %w", e.GetIndex(), err)
+		}
+		done = append(done, ids...)
+	}
+	if err := s.recordApplied(b, last.GetIndex(), last.GetTerm()); err != nil {
+		return err
+	}
+	s.complete(done, nil)
+	return nil
+}
+
+func (s *Store) recordApplied(b *engine.Batch, index, term uint64) error {
+	var v [16]byte
+	binary.LittleEndian.PutUint64(v[:], index)
+	binary.LittleEndian.PutUint64(v[8:], term)
+	if err := b.Set(appliedKey, v[:]); err != nil {
+		return err
+	}
+	if err := b.Commit(engine.NoSync); err != nil {
+		return fmt.Errorf("kv: applying up to %d: %w", index, err)
+	}
+	s.applied.Store(index)
+	s.term.Store(term)
+	s.releaseApplied(index)
+	return nil
+}
+
+// decodeCommands adds an entry's commands to b and returns their ids.
+func decodeCommands(data []byte, b *engine.Batch) ([]uint64, error) {
+	if data[0] != 1 {
+		return nil, fmt.Errorf("unknown command format version %d", data[0])
+	}
+	p := data[1:]
+	n, w := binary.Uvarint(p)
+	if w <= 0 || n > uint64(len(p)) {
+		return nil, errors.New("bad command count")
+	}
+	p = p[w:]
+	ids := make([]uint64, 0, n)
+	for i := uint64(0); i < n; i++ {
+		if len(p) < 9 {
+			return nil, errors.New("truncated command")
+		}
+		op := p[0]
+		ids = append(ids, binary.LittleEndian.Uint64(p[1:9]))
+		p = p[9:]
+		key, rest, ok := uvarintBytes(p)
+		if !ok {
+			return nil, errors.New("truncated key")
+		}
+		p = rest
+		switch op {
+		case opPut:
+			value, rest, ok := uvarintBytes(p)
+			if !ok {
+				return nil, errors.New("truncated value")
+			}
+			p = rest
+			if err := b.Set(key, value); err != nil {
+				return nil, err
+			}
+		case opDelete:
+			if err := b.Delete(key); err != nil {
+				return nil, err
+			}
+		default:
+			return nil, fmt.Errorf("unknown command %d", op)
+		}
+	}
+	return ids, nil
+}
+
+func uvarintBytes(p []byte) (b, rest []byte, ok bool) {
+	n, w := binary.Uvarint(p)
+	if w <= 0 || n > uint64(len(p)-w) {
+		return nil, nil, false
+	}
+	return p[w : w+int(n)], p[w+int(n):], true
+}
+
+// ApplyConfChange implements raftnode.StateMachine.
+func (s *Store) ApplyConfChange(e *pb.Entry, cc pb.ConfChangeI, cs *pb.ConfState) error {
+	if s.opts.OnConfChange != nil {
+		if err := s.opts.OnConfChange(e, cc, cs); err != nil {
+			return err
+		}
+	}
+	return s.recordApplied(s.db.NewBatch(), e.GetIndex(), e.GetTerm())
+}
+
+// LeadershipChanged implements raftnode.StateMachine: when this node stops
+// leading, every pending write learns that its outcome is unknown.
+func (s *Store) LeadershipChanged(leader uint64, isLeader bool) {
+	if !isLeader {
+		s.failWaiters(ErrLeadershipLost)
+	}
+}
+
+func (s *Store) complete(ids []uint64, err error) {
+	if len(ids) == 0 {
+		return
+	}
+	s.mu.Lock()
+	for _, id := range ids {
+		if ch, ok := s.waiters[id]; ok {
+			ch <- err
+			delete(s.waiters, id)
+		}
+	}
+	s.mu.Unlock()
+}
+
+func (s *Store) failWaiters(err error) {
+	s.mu.Lock()
+	for id, ch := range s.waiters {
+		ch <- err
+		delete(s.waiters, id)
+	}
+	s.mu.Unlock()
+}
+
+// releaseApplied wakes reads waiting for index.
+func (s *Store) releaseApplied(index uint64) {
+	s.mu.Lock()
+	ws := s.appliedWaiters
+	n := 0
+	for _, w := range ws {
+		if w.index <= index {
+			close(w.ch)
+			continue
+		}
+		ws[n] = w
+		n++
+	}
+	s.appliedWaiters = ws[:n]
+	s.mu.Unlock()
+}
+
+// waitApplied blocks until the applied index reaches index.
+func (s *Store) waitApplied(ctx context.Context, index uint64) error {
+	s.mu.Lock()
+	if s.applied.Load() >= index {
+		s.mu.Unlock()
+		return nil
+	}
+	ch := make(chan struct{})
+	s.appliedWaiters = append(s.appliedWaiters, appliedWaiter{index: index, ch: ch})
+	s.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ErrTimeout
+	case <-s.stopc:
+		return ErrStopped
+	}
+}
+
+// Barrier returns once this node has applied everything committed before
+// the call, confirmed by a ReadIndex round (leadership checked with a
+// quorum of heartbeats). Concurrent callers share rounds.
+func (s *Store) Barrier(ctx context.Context) error {
+	if !s.node.IsLeader() {
+		return ErrNotLeader
+	}
+	s.readMu.Lock()
+	r := s.pending
+	if r == nil {
+		r = &readRound{done: make(chan struct{})}
+		s.pending = r
+	}
+	s.readMu.Unlock()
+	select {
+	case s.readWake <- struct{}{}:
+	default:
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	defer cancel()
+	select {
+	case <-r.done:
+		return r.err
+	case <-ctx.Done():
+		return ErrTimeout
+	case <-s.stopc:
+		return ErrStopped
+	}
+}
+
+// readLoop serves read rounds one after the other: every request that
+// arrives while a round is in flight joins the next one.
+func (s *Store) readLoop() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.stopc:
+			return
+		case <-s.readWake:
+		}
+		s.readMu.Lock()
+		r := s.pending
+		s.pending = nil
+		s.readMu.Unlock()
+		if r == nil {
+			continue
+		}
+		r.err = s.readIndex()
+		close(r.done)
+	}
+}
+
+// readIndex runs one ReadIndex exchange, retrying with a fresh request id
+// (never reusing one: etcd#20418) until it gets an answer, then waits for
+// the applied index to reach it.
+func (s *Store) readIndex() error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.opts.RequestTimeout)
+	defer cancel()
+	for {
+		if !s.node.IsLeader() {
+			return ErrNotLeader
+		}
+		var id [12]byte
+		copy(id[:4], s.readSalt[:])
+		binary.LittleEndian.PutUint64(id[4:], s.readSeq.Add(1))
+		s.node.ReadIndex(id[:])
+		retry := time.NewTimer(500 * time.Millisecond)
+	wait:
+		for {
+			select {
+			case rs := <-s.node.ReadStates():
+				if !bytes.Equal(rs.RequestCtx, id[:]) {
+					continue // an answer to an earlier, abandoned attempt
+				}
+				retry.Stop()
+				return s.waitApplied(ctx, rs.Index)
+			case <-retry.C:
+				break wait
+			case <-ctx.Done():
+				retry.Stop()
+				return ErrTimeout
+			case <-s.stopc:
+				retry.Stop()
+				return ErrStopped
+			}
+		}
+	}
+}
+
+// Get returns the value of key, linearizably.
+func (s *Store) Get(ctx context.Context, key []byte) ([]byte, error) {
+	if err := ValidateKey(key); err != nil {
+		return nil, err
+	}
+	s.counters.get.Add(1)
+	if err := s.Barrier(ctx); err != nil {
+		return nil, err
+	}
+	return s.db.Get(key)
+}
+
+// KV is one scan result.
+type KV struct{ Key, Value []byte }
+
+// Scan returns the keys with the given prefix in order, linearizably, with
+// at most maxItems items and about maxBytes of keys and values (the first
+// item always fits).
+func (s *Store) Scan(ctx context.Context, prefix []byte, maxItems, maxBytes int) ([]KV, error) {
+	if len(prefix) > 0 && prefix[0] == SystemPrefix {
+		return nil, fmt.Errorf("%w: %v", engine.ErrInvalidArgument, ErrReservedKey)
+	}
+	if len(prefix) > engine.MaxKeySize {
+		return nil, fmt.Errorf("%w: prefix of %d bytes exceeds the %d-byte key limit", engine.ErrInvalidArgument, len(prefix), engine.MaxKeySize)
+	}
+	s.counters.scan.Add(1)
+	if err := s.Barrier(ctx); err != nil {
+		return nil, err
+	}
+	lower := prefix
+	if len(lower) == 0 {
+		lower = []byte{SystemPrefix + 1}
+	}
+	it, err := s.db.NewIter(&engine.IterOptions{LowerBound: lower, UpperBound: prefixEnd(prefix)})
+	if err != nil {
+		return nil, err
+	}
+	var out []KV
+	size := 0
+	for ok := it.First(); ok; ok = it.Next() {
+		n := len(it.Key()) + len(it.Value())
+		if len(out) >= maxItems || (len(out) > 0 && size+n > maxBytes) {
+			break
+		}
+		size += n
+		out = append(out, KV{Key: append([]byte(nil), it.Key()...), Value: append([]byte(nil), it.Value()...)})
+	}
+	if err := it.Close(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// prefixEnd returns the smallest key greater than every key with the
+// prefix, or nil when there is none.
+func prefixEnd(prefix []byte) []byte {
+	end := append([]byte(nil), prefix...)
+	for len(end) > 0 {
+		if end[len(end)-1] < 0xff {
+			end[len(end)-1]++
+			return end
+		}
+		end = end[:len(end)-1]
+	}
+	return nil
+}
+
+// Counters are request counts for STATS.
+type Counters struct{ Put, Get, Delete, Scan uint64 }
+
+// Counters returns the request counters.
+func (s *Store) Counters() Counters {
+	return Counters{s.counters.put.Load(), s.counters.get.Load(), s.counters.del.Load(), s.counters.scan.Load()}
+}

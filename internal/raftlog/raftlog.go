@@ -1,0 +1,575 @@
+// Package raftlog persists a node's Raft log and hard state in a segmented
+// write-ahead log and serves go.etcd.io/raft's Storage interface from an
+// in-memory copy (raft.MemoryStorage), as etcd does.
+//
+// It owns the files under its directory (DIR/raft/wal): nothing else writes
+// there. It must never hand raft an entry that is not durable when the
+// caller asked for durability, never accept a torn record anywhere but at
+// the end of the newest segment, and never panic on file contents.
+//
+// # Files
+//
+//	SSSSSSSSSSSSSSSS-IIIIIIIIIIIIIIII.wal   segment: sequence number, first raft index it may hold (hex)
+//
+// Segments are preallocated (fallocate KEEP_SIZE) and framed by package
+// record: 32 KiB blocks, chunks with a masked CRC-32C, the segment's sequence
+// number and a sync offset. A segment is sealed (synced, then an empty
+// marker record, synced) before the next one is created, so every segment
+// but the newest ends cleanly.
+//
+// # Records
+//
+// Each record starts with a type byte:
+//
+//	1 batch     uvarint n | n × (uvarint len | raftpb.Entry proto) | hasState u8 | [uvarint len | raftpb.HardState proto]
+//	2 snapshot  index u64 LE | term u64 LE | uvarint len | raftpb.ConfState proto
+//	3 node      node id u64 LE  (first record of every segment)
+//
+// A Save writes one batch record. On replay an entry with index i replaces
+// every entry >= i (raft log truncation is represented by rewriting), a
+// snapshot record drops the entries it covers, and the last hard state wins.
+package raftlog
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/kayadb/kayadb/internal/lsm/base"
+	"github.com/kayadb/kayadb/internal/lsm/record"
+	"github.com/kayadb/kayadb/internal/vfs"
+)
+
+const (
+	recBatch    = 1
+	recSnapshot = 2
+	recNode     = 3
+)
+
+// DefaultSegmentBytes is the size at which a segment is sealed and the next
+// one started.
+const DefaultSegmentBytes = 64 << 20
+
+// Options configures a Log.
+type Options struct {
+	FS  vfs.FS
+	Dir string
+	// NodeID is stamped in every segment; opening a WAL written by another
+	// node fails.
+	NodeID uint64
+	// SegmentBytes is the segment size; default DefaultSegmentBytes.
+	SegmentBytes int64
+}
+
+// Log is a durable raft log. Its embedded MemoryStorage implements
+// raft.Storage; Save, SaveSnapshot and Close are called only from the
+// goroutine that drives raft.
+type Log struct {
+	*raft.MemoryStorage
+	opts Options
+
+	mu       sync.Mutex // guards the fields below against Stats
+	segs     []segment  // sealed segments, oldest first
+	cur      *segWriter
+	nextSeq  uint64
+	bytes    int64 // bytes written
+	syncs    int64
+	closed   bool
+	lastSnap *pb.SnapshotMetadata
+}
+
+type segment struct {
+	seq   uint64
+	first uint64
+	name  string
+}
+
+func segmentName(seq, first uint64) string { return fmt.Sprintf("%016x-%016x.wal", seq, first) }
+
+func parseSegmentName(name string) (seq, first uint64, ok bool) {
+	if len(name) != 16+1+16+4 || !strings.HasSuffix(name, ".wal") || name[16] != '-' {
+		return 0, 0, false
+	}
+	if _, err := fmt.Sscanf(name, "%016x-%016x.wal", &seq, &first); err != nil {
+		return 0, 0, false
+	}
+	return seq, first, true
+}
+
+// OpenReport says what Open found.
+type OpenReport struct {
+	Segments   int
+	Entries    int
+	FirstIndex uint64
+	LastIndex  uint64
+	HardState  *pb.HardState
+	Snapshot   *pb.SnapshotMetadata
+	// TornTail describes the unfinished end of the newest segment that was
+	// cut off, if any.
+	TornTail *record.TornTailError
+}
+
+// ErrCorrupt wraps every error about damaged WAL contents; it also matches
+// base.ErrCorruption.
+var ErrCorrupt = base.ErrCorruption
+
+// Open reads every segment in Dir (creating Dir if needed), rebuilds the
+// in-memory log, cuts a torn tail off the newest segment, and starts a new
+// segment for appends.
+func Open(opts Options) (*Log, *OpenReport, error) {
+	if opts.SegmentBytes <= 0 {
+		opts.SegmentBytes = DefaultSegmentBytes
+	}
+	fs := opts.FS
+	if err := vfs.MkdirAllSync(fs, opts.Dir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("raftlog: creating %s: %w", opts.Dir, err)
+	}
+	names, err := fs.List(opts.Dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("raftlog: listing %s: %w", opts.Dir, err)
+	}
+	var segs []segment
+	for _, n := range names {
+		if strings.HasSuffix(n, ".tmp") {
+			_ = fs.Remove(filepath.Join(opts.Dir, n))
+			continue
+		}
+		seq, first, ok := parseSegmentName(n)
+		if !ok {
+			continue
+		}
+		segs = append(segs, segment{seq: seq, first: first, name: n})
+	}
+	sort.Slice(segs, func(i, j int) bool { return segs[i].seq < segs[j].seq })
+
+	l := &Log{MemoryStorage: raft.NewMemoryStorage(), opts: opts}
+	rep := &OpenReport{Segments: len(segs)}
+	st := &replayState{}
+	for i, s := range segs {
+		if i > 0 && s.seq != segs[i-1].seq+1 {
+			return nil, nil, base.CorruptionErrorf(filepath.Join(opts.Dir, s.name), -1,
+				"segment sequence jumps from %d to %d: a segment is missing", segs[i-1].seq, s.seq)
+		}
+		torn, err := l.replaySegment(s, i == len(segs)-1, st)
+		if err != nil {
+			return nil, nil, err
+		}
+		rep.TornTail = torn
+	}
+	if st.snap != nil {
+		if err := l.MemoryStorage.ApplySnapshot(&pb.Snapshot{Metadata: st.snap}); err != nil {
+			return nil, nil, fmt.Errorf("raftlog: restoring snapshot metadata: %w", err)
+		}
+		l.lastSnap = st.snap
+		rep.Snapshot = st.snap
+	}
+	if st.hs != nil {
+		if err := l.MemoryStorage.SetHardState(st.hs); err != nil {
+			return nil, nil, err
+		}
+		rep.HardState = st.hs
+	}
+	if len(st.ents) > 0 {
+		if err := l.MemoryStorage.Append(st.ents); err != nil {
+			return nil, nil, err
+		}
+	}
+	rep.Entries = len(st.ents)
+	rep.FirstIndex, _ = l.MemoryStorage.FirstIndex()
+	rep.LastIndex, _ = l.MemoryStorage.LastIndex()
+	if st.hs != nil && st.hs.GetCommit() > rep.LastIndex {
+		return nil, nil, base.CorruptionErrorf(opts.Dir, -1,
+			"hard state commit index %d is beyond the last log entry %d", st.hs.GetCommit(), rep.LastIndex)
+	}
+	l.segs = segs
+	if len(segs) > 0 {
+		l.nextSeq = segs[len(segs)-1].seq + 1
+	} else {
+		l.nextSeq = 1
+	}
+	if err := l.startSegment(rep.LastIndex + 1); err != nil {
+		return nil, nil, err
+	}
+	return l, rep, nil
+}
+
+type replayState struct {
+	ents []*pb.Entry
+	hs   *pb.HardState
+	snap *pb.SnapshotMetadata
+}
+
+func (st *replayState) appendEntry(e *pb.Entry, path string, off int64) error {
+	idx := e.GetIndex()
+	if n := len(st.ents); n > 0 {
+		first := st.ents[0].GetIndex()
+		last := st.ents[n-1].GetIndex()
+		switch {
+		case idx <= first:
+			st.ents = st.ents[:0]
+		case idx <= last:
+			st.ents = st.ents[:idx-first]
+		case idx != last+1:
+			return base.CorruptionErrorf(path, off, "entry %d follows entry %d: the log has a gap", idx, last)
+		}
+	} else if st.snap != nil && idx != st.snap.GetIndex()+1 {
+		if idx <= st.snap.GetIndex() {
+			return nil // covered by the snapshot
+		}
+		return base.CorruptionErrorf(path, off, "entry %d follows snapshot %d: the log has a gap", idx, st.snap.GetIndex())
+	}
+	st.ents = append(st.ents, e)
+	return nil
+}
+
+// replaySegment reads one segment into st. A torn tail is accepted (and cut
+// off the file) only in the newest segment.
+func (l *Log) replaySegment(s segment, last bool, st *replayState) (*record.TornTailError, error) {
+	fs := l.opts.FS
+	path := filepath.Join(l.opts.Dir, s.name)
+	f, err := fs.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("raftlog: opening %s: %w", path, err)
+	}
+	defer f.Close()
+	r := record.NewReader(f, base.FileNum(s.seq), path)
+	first := true
+	for {
+		rec, err := r.Next()
+		if err == io.EOF {
+			return nil, nil
+		}
+		var torn *record.TornTailError
+		if errors.As(err, &torn) {
+			if !last {
+				return nil, base.CorruptionErrorf(path, torn.Offset,
+					"segment is not the newest but ends in a torn record (%s); refusing to start", torn.Reason)
+			}
+			if err := l.truncate(path, s.seq, torn.Offset); err != nil {
+				return nil, err
+			}
+			return torn, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w (the raft log is damaged before its end; refusing to start: restore this node from a snapshot or remove and re-add it)", err)
+		}
+		off := r.LastRecordOffset()
+		if len(rec) == 0 {
+			continue // seal marker
+		}
+		if first && rec[0] != recNode {
+			return nil, base.CorruptionErrorf(path, off, "segment does not start with a node record")
+		}
+		first = false
+		if err := l.applyRecord(rec, path, off, st); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (l *Log) applyRecord(rec []byte, path string, off int64, st *replayState) error {
+	bad := func(format string, args ...any) error {
+		return base.CorruptionErrorf(path, off, format, args...)
+	}
+	p := rec[1:]
+	switch rec[0] {
+	case recNode:
+		if len(p) < 8 {
+			return bad("short node record")
+		}
+		if id := binary.LittleEndian.Uint64(p); l.opts.NodeID != 0 && id != l.opts.NodeID {
+			return fmt.Errorf("raftlog: %s belongs to node %d, but this is node %d: check --node-id and --data", path, id, l.opts.NodeID)
+		}
+	case recBatch:
+		n, w := binary.Uvarint(p)
+		if w <= 0 || n > uint64(len(p)) {
+			return bad("bad entry count")
+		}
+		p = p[w:]
+		for i := uint64(0); i < n; i++ {
+			b, rest, ok := lenPrefixed(p)
+			if !ok {
+				return bad("entry %d of %d is truncated", i, n)
+			}
+			p = rest
+			e := &pb.Entry{}
+			if err := proto.Unmarshal(b, e); err != nil {
+				return bad("entry %d does not decode: %v", i, err)
+			}
+			if err := st.appendEntry(e, path, off); err != nil {
+				return err
+			}
+		}
+		if len(p) < 1 {
+			return bad("batch record lacks its hard-state flag")
+		}
+		if p[0] == 1 {
+			b, _, ok := lenPrefixed(p[1:])
+			if !ok {
+				return bad("hard state is truncated")
+			}
+			hs := &pb.HardState{}
+			if err := proto.Unmarshal(b, hs); err != nil {
+				return bad("hard state does not decode: %v", err)
+			}
+			st.hs = hs
+		}
+	case recSnapshot:
+		if len(p) < 16 {
+			return bad("short snapshot record")
+		}
+		meta := &pb.SnapshotMetadata{Index: new(binary.LittleEndian.Uint64(p)), Term: new(binary.LittleEndian.Uint64(p[8:]))}
+		b, _, ok := lenPrefixed(p[16:])
+		if !ok {
+			return bad("snapshot conf state is truncated")
+		}
+		cs := &pb.ConfState{}
+		if err := proto.Unmarshal(b, cs); err != nil {
+			return bad("snapshot conf state does not decode: %v", err)
+		}
+		meta.ConfState = cs
+		st.snap = meta
+		// Entries the snapshot covers are gone; later ones stay.
+		kept := st.ents[:0]
+		for _, e := range st.ents {
+			if e.GetIndex() > meta.GetIndex() {
+				kept = append(kept, e)
+			}
+		}
+		st.ents = kept
+		if len(st.ents) > 0 && st.ents[0].GetIndex() != meta.GetIndex()+1 {
+			st.ents = st.ents[:0]
+		}
+	default:
+		return bad("unknown record type %d", rec[0])
+	}
+	return nil
+}
+
+func lenPrefixed(p []byte) (b, rest []byte, ok bool) {
+	n, w := binary.Uvarint(p)
+	if w <= 0 || n > uint64(len(p)-w) {
+		return nil, nil, false
+	}
+	return p[w : w+int(n)], p[w+int(n):], true
+}
+
+// truncate cuts a segment's torn tail at off and seals what remains (a
+// marker record after a sync), so that on later opens the segment, no longer
+// the newest, ends cleanly.
+func (l *Log) truncate(path string, seq uint64, off int64) error {
+	f, err := l.opts.FS.OpenReadWrite(path)
+	if err != nil {
+		return fmt.Errorf("raftlog: opening %s to cut its torn tail: %w", path, err)
+	}
+	w := &segWriter{f: f, enc: record.NewEncoder(base.FileNum(seq), off)}
+	err = f.Truncate(off)
+	if err == nil {
+		_, err = seekEnd(f, off)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if err == nil {
+		w.synced = off
+		w.buf = w.enc.Append(w.buf, nil, off)
+		err = w.flush(true)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("raftlog: cutting the torn tail of %s: %w", path, err)
+	}
+	return nil
+}
+
+// seekEnd positions f's write offset at off by reading up to it (vfs.File
+// has no Seek; OpenReadWrite starts at offset 0).
+func seekEnd(f vfs.File, off int64) (int64, error) {
+	return io.CopyN(io.Discard, f, off)
+}
+
+// segWriter appends records to one segment.
+type segWriter struct {
+	seg    segment
+	f      vfs.File
+	enc    *record.Encoder
+	buf    []byte
+	synced int64
+}
+
+// startSegment creates the next segment, whose first entry will be first,
+// and makes its directory entry durable.
+func (l *Log) startSegment(first uint64) error {
+	seg := segment{seq: l.nextSeq, first: first, name: segmentName(l.nextSeq, first)}
+	path := filepath.Join(l.opts.Dir, seg.name)
+	f, err := l.opts.FS.Create(path)
+	if err != nil {
+		return fmt.Errorf("raftlog: creating %s: %w", path, err)
+	}
+	_ = f.Preallocate(0, l.opts.SegmentBytes+l.opts.SegmentBytes/8)
+	w := &segWriter{seg: seg, f: f, enc: record.NewEncoder(base.FileNum(seg.seq), 0)}
+	var node [9]byte
+	node[0] = recNode
+	binary.LittleEndian.PutUint64(node[1:], l.opts.NodeID)
+	w.buf = w.enc.Append(w.buf, node[:], 0)
+	if err := w.flush(true); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("raftlog: writing %s: %w", path, err)
+	}
+	if err := vfs.SyncDir(l.opts.FS, l.opts.Dir); err != nil {
+		_ = f.Close()
+		return fmt.Errorf("raftlog: syncing %s: %w", l.opts.Dir, err)
+	}
+	l.nextSeq++
+	l.cur = w
+	return nil
+}
+
+func (w *segWriter) flush(sync bool) error {
+	if len(w.buf) > 0 {
+		if _, err := w.f.Write(w.buf); err != nil {
+			return err
+		}
+		w.buf = w.buf[:0]
+	}
+	if sync {
+		if err := w.f.Sync(); err != nil {
+			return err
+		}
+		w.synced = w.enc.Offset()
+	}
+	return nil
+}
+
+// seal syncs the segment, writes the empty marker record that proves
+// everything before it durable, syncs again and closes the file.
+func (w *segWriter) seal() error {
+	if err := w.flush(true); err != nil {
+		return err
+	}
+	w.buf = w.enc.Append(w.buf, nil, w.synced)
+	if err := w.flush(true); err != nil {
+		return err
+	}
+	return w.f.Close()
+}
+
+// Save persists entries and the hard state (either may be empty) as one
+// record, fsyncs when sync is set, and then makes them visible to raft
+// through the MemoryStorage. A write or sync error leaves the log unusable:
+// the caller must stop the node.
+func (l *Log) Save(hs *pb.HardState, ents []*pb.Entry, sync bool) error {
+	if l.closed {
+		return base.ErrClosed
+	}
+	if len(ents) == 0 && (hs == nil || raft.IsEmptyHardState(hs)) {
+		return nil
+	}
+	w := l.cur
+	rec := make([]byte, 0, 64+len(ents)*64)
+	rec = append(rec, recBatch)
+	rec = binary.AppendUvarint(rec, uint64(len(ents)))
+	var err error
+	for _, e := range ents {
+		rec, err = appendProto(rec, e)
+		if err != nil {
+			return err
+		}
+	}
+	if hs != nil && !raft.IsEmptyHardState(hs) {
+		rec = append(rec, 1)
+		if rec, err = appendProto(rec, hs); err != nil {
+			return err
+		}
+	} else {
+		rec = append(rec, 0)
+	}
+	w.buf = w.enc.Append(w.buf, rec, w.synced)
+	n := int64(len(w.buf))
+	if err := w.flush(sync); err != nil {
+		return fmt.Errorf("raftlog: writing %s: %w", w.seg.name, err)
+	}
+	l.mu.Lock()
+	l.bytes += n
+	if sync {
+		l.syncs++
+	}
+	l.mu.Unlock()
+	if len(ents) > 0 {
+		if err := l.MemoryStorage.Append(ents); err != nil {
+			return err
+		}
+	}
+	if hs != nil && !raft.IsEmptyHardState(hs) {
+		if err := l.MemoryStorage.SetHardState(hs); err != nil {
+			return err
+		}
+	}
+	if w.enc.Offset() >= l.opts.SegmentBytes {
+		last, _ := l.MemoryStorage.LastIndex()
+		if err := l.rotate(last + 1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func appendProto(dst []byte, m proto.Message) ([]byte, error) {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		return dst, fmt.Errorf("raftlog: encoding %T: %w", m, err)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(b)))
+	return append(dst, b...), nil
+}
+
+// rotate seals the current segment and starts the next.
+func (l *Log) rotate(first uint64) error {
+	old := l.cur
+	if err := old.seal(); err != nil {
+		return fmt.Errorf("raftlog: sealing %s: %w", old.seg.name, err)
+	}
+	l.mu.Lock()
+	l.segs = append(l.segs, old.seg)
+	l.mu.Unlock()
+	return l.startSegment(first)
+}
+
+// Close seals the current segment.
+func (l *Log) Close() error {
+	if l.closed {
+		return nil
+	}
+	l.closed = true
+	if l.cur == nil {
+		return nil
+	}
+	err := l.cur.seal()
+	l.cur = nil
+	return err
+}
+
+// Stats are counters for metrics.
+type Stats struct {
+	Segments     int
+	BytesWritten int64
+	Syncs        int64
+}
+
+// Stats returns the log's counters.
+func (l *Log) Stats() Stats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return Stats{Segments: len(l.segs) + 1, BytesWritten: l.bytes, Syncs: l.syncs}
+}

@@ -1,0 +1,569 @@
+// Package raftnode drives one go.etcd.io/raft RawNode: the only goroutine
+// that touches it ticks the clock, steps messages and proposals, and handles
+// each Ready in the order raft requires.
+//
+// It owns the raft state machine and the order of I/O around it; it never
+// applies an entry before it is durable (etcd#14370), never sends a
+// follower's message before the state it depends on is durable, and never
+// waits on the network or a client while holding the loop.
+//
+// Ready handling, in order:
+//
+//  1. role and leader changes are published (and waiting proposals learn
+//     that leadership was lost);
+//  2. a leader sends its messages first (it may write its own log while the
+//     followers write theirs, Raft thesis §10.2.1);
+//  3. entries and hard state are appended to the WAL and fsynced when
+//     MustSync;
+//  4. a follower or candidate sends its messages;
+//  5. ReadIndex answers are handed to the read loop;
+//  6. committed entries are applied (configuration changes through
+//     ApplyConfChange);
+//  7. Advance.
+package raftnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.etcd.io/raft/v3"
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/kayadb/kayadb/internal/raftlog"
+	"github.com/kayadb/kayadb/internal/transport"
+)
+
+// StateMachine is what committed entries are applied to. Its methods are
+// called from the raft loop, in log order.
+type StateMachine interface {
+	// Apply applies a run of committed normal entries (including empty
+	// ones, whose index must still be recorded as applied).
+	Apply(ents []*pb.Entry) error
+	// ApplyConfChange records an applied configuration change and the
+	// configuration that results.
+	ApplyConfChange(e *pb.Entry, cc pb.ConfChangeI, cs *pb.ConfState) error
+	// LeadershipChanged tells the state machine the current leader (0 when
+	// none is known) and whether it is this node.
+	LeadershipChanged(leader uint64, isLeader bool)
+}
+
+// Config configures a Node.
+type Config struct {
+	ID uint64
+	// Peers are the initial voters of a brand-new cluster. They are used only
+	// when the log is empty and Join is false.
+	Peers []uint64
+	// Join starts this node with an empty log and no configuration: it
+	// waits for the leader to add it and send a snapshot.
+	Join bool
+	// Log is the durable raft log.
+	Log *raftlog.Log
+	// SM receives committed entries.
+	SM StateMachine
+	// Applied is the last index the state machine had applied before this
+	// start; raft does not hand out entries at or below it again.
+	Applied uint64
+	// TickInterval is the raft clock tick. Default 100 ms.
+	TickInterval time.Duration
+	// ElectionTicks and HeartbeatTicks: defaults 10 and 1 (etcd's).
+	ElectionTicks, HeartbeatTicks int
+	// MaxSizePerMsg bounds the entries in one append message. Default 1 MiB.
+	MaxSizePerMsg uint64
+	// MaxInflightMsgs bounds unacknowledged appends per follower. Default
+	// 256 (it must stay below the transport's per-peer queue).
+	MaxInflightMsgs int
+	// MaxUncommittedBytes makes the leader refuse proposals (back-pressure)
+	// beyond this many uncommitted bytes. Default 64 MiB.
+	MaxUncommittedBytes uint64
+	Logger              *slog.Logger
+}
+
+// Errors returned to proposers.
+var (
+	// ErrStopped: the node is stopped.
+	ErrStopped = errors.New("raftnode: stopped")
+	// ErrNotLeader: this node is not the leader (for operations that must
+	// run on the leader).
+	ErrNotLeader = errors.New("raftnode: not the leader")
+	// ErrDropped: raft dropped the proposal (no leader, leadership
+	// transfer, or too much uncommitted data). It was not appended.
+	ErrDropped = errors.New("raftnode: proposal dropped")
+)
+
+// Node runs one member of a raft group.
+type Node struct {
+	cfg Config
+	rn  *raft.RawNode
+	t   transport.Transport
+	log *slog.Logger
+
+	propc   chan proposal
+	recvc   chan *pb.Message
+	ctrlc   chan func(rn *raft.RawNode)
+	reads   chan raft.ReadState
+	stopc   chan struct{}
+	donec   chan struct{}
+	stopped atomic.Bool
+	started atomic.Bool
+	err     atomic.Pointer[error]
+
+	// Published state, read without the loop.
+	leader   atomic.Uint64
+	role     atomic.Int32 // raft.StateType
+	term     atomic.Uint64
+	commit   atomic.Uint64
+	applied  atomic.Uint64
+	statusMu sync.Mutex
+	voters   []uint64
+	learners []uint64
+}
+
+type proposal struct {
+	data []byte
+	cc   pb.ConfChangeI
+	errc chan error
+}
+
+// New creates a node. Call Start to run it.
+func New(cfg Config) (*Node, error) {
+	if cfg.TickInterval <= 0 {
+		cfg.TickInterval = 100 * time.Millisecond
+	}
+	if cfg.ElectionTicks <= 0 {
+		cfg.ElectionTicks = 10
+	}
+	if cfg.HeartbeatTicks <= 0 {
+		cfg.HeartbeatTicks = 1
+	}
+	if cfg.MaxSizePerMsg == 0 {
+		cfg.MaxSizePerMsg = 1 << 20
+	}
+	if cfg.MaxInflightMsgs <= 0 {
+		cfg.MaxInflightMsgs = 256
+	}
+	if cfg.MaxUncommittedBytes == 0 {
+		cfg.MaxUncommittedBytes = 64 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	log := cfg.Logger.With("node", cfg.ID)
+	rc := &raft.Config{
+		ID:                        cfg.ID,
+		ElectionTick:              cfg.ElectionTicks,
+		HeartbeatTick:             cfg.HeartbeatTicks,
+		Storage:                   cfg.Log,
+		Applied:                   cfg.Applied,
+		MaxSizePerMsg:             cfg.MaxSizePerMsg,
+		MaxInflightMsgs:           cfg.MaxInflightMsgs,
+		MaxUncommittedEntriesSize: cfg.MaxUncommittedBytes,
+		MaxCommittedSizePerReady:  16 << 20,
+		CheckQuorum:               true,
+		PreVote:                   true,
+		ReadOnlyOption:            raft.ReadOnlySafe,
+		StepDownOnRemoval:         true,
+		Logger:                    &raftLogger{log: log},
+	}
+	rn, err := raft.NewRawNode(rc)
+	if err != nil {
+		return nil, fmt.Errorf("raftnode: %w", err)
+	}
+	last, _ := cfg.Log.LastIndex()
+	hs, cs, _ := cfg.Log.InitialState()
+	fresh := last == 0 && raft.IsEmptyHardState(hs) && len(cs.GetVoters()) == 0
+	if fresh && !cfg.Join {
+		if len(cfg.Peers) == 0 {
+			return nil, errors.New("raftnode: a new cluster needs at least one peer")
+		}
+		ids := append([]uint64(nil), cfg.Peers...)
+		sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+		peers := make([]raft.Peer, len(ids))
+		for i, id := range ids {
+			peers[i] = raft.Peer{ID: id}
+		}
+		if err := rn.Bootstrap(peers); err != nil {
+			return nil, fmt.Errorf("raftnode: bootstrapping: %w", err)
+		}
+		log.Info("bootstrapping a new cluster", "voters", ids)
+	}
+	n := &Node{
+		cfg:   cfg,
+		rn:    rn,
+		log:   log,
+		propc: make(chan proposal, 1024),
+		recvc: make(chan *pb.Message, 4096),
+		ctrlc: make(chan func(*raft.RawNode), 64),
+		reads: make(chan raft.ReadState, 256),
+		stopc: make(chan struct{}),
+		donec: make(chan struct{}),
+	}
+	n.applied.Store(cfg.Applied)
+	n.term.Store(hs.GetTerm())
+	n.commit.Store(hs.GetCommit())
+	n.voters = cs.GetVoters()
+	n.learners = cs.GetLearners()
+	return n, nil
+}
+
+// Start runs the loop with transport t (whose handler is this node).
+func (n *Node) Start(t transport.Transport) {
+	n.t = t
+	n.started.Store(true)
+	// The only voter need not wait an election timeout to lead.
+	if st := n.Status(); len(st.Voters) == 1 && st.Voters[0] == n.cfg.ID && len(st.Learners) == 0 {
+		n.Campaign()
+	} else if len(n.cfg.Peers) == 1 && n.cfg.Peers[0] == n.cfg.ID && len(st.Voters) == 0 {
+		n.Campaign()
+	}
+	go n.run()
+}
+
+// Stop stops the loop and waits for it.
+func (n *Node) Stop() {
+	if n.stopped.CompareAndSwap(false, true) {
+		close(n.stopc)
+		if !n.started.Load() {
+			close(n.donec)
+		}
+	}
+	<-n.donec
+}
+
+// Done is closed when the loop has ended (after Stop or a fatal error).
+func (n *Node) Done() <-chan struct{} { return n.donec }
+
+// Err returns the fatal error that stopped the loop, if any.
+func (n *Node) Err() error {
+	if p := n.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (n *Node) fail(err error) {
+	n.err.CompareAndSwap(nil, &err)
+	n.log.Error("raft node stopping after a fatal error", "err", err)
+}
+
+// Receive implements transport.Handler.
+func (n *Node) Receive(m *pb.Message) {
+	select {
+	case n.recvc <- m:
+	case <-n.stopc:
+	default:
+		// The loop is far behind: dropping is what a lossy network does,
+		// and raft recovers from it.
+	}
+}
+
+// ReportUnreachable implements transport.Handler.
+func (n *Node) ReportUnreachable(id uint64) {
+	n.control(func(rn *raft.RawNode) { rn.ReportUnreachable(id) })
+}
+
+// ReportSnapshot tells raft how sending a snapshot to id ended.
+func (n *Node) ReportSnapshot(id uint64, status raft.SnapshotStatus) {
+	n.control(func(rn *raft.RawNode) { rn.ReportSnapshot(id, status) })
+}
+
+// control runs f on the loop without waiting; it is dropped if the loop is
+// gone or badly behind (these are hints).
+func (n *Node) control(f func(*raft.RawNode)) {
+	select {
+	case n.ctrlc <- f:
+	default:
+	}
+}
+
+// Propose appends data to the log. It returns when raft has accepted the
+// proposal (not when it commits), ErrDropped when raft refused it, or the
+// context's error.
+func (n *Node) Propose(ctx context.Context, data []byte) error {
+	return n.propose(ctx, proposal{data: data, errc: make(chan error, 1)})
+}
+
+// ProposeConfChange proposes a membership change.
+func (n *Node) ProposeConfChange(ctx context.Context, cc pb.ConfChangeI) error {
+	return n.propose(ctx, proposal{cc: cc, errc: make(chan error, 1)})
+}
+
+func (n *Node) propose(ctx context.Context, p proposal) error {
+	select {
+	case n.propc <- p:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.donec:
+		return ErrStopped
+	}
+	select {
+	case err := <-p.errc:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.donec:
+		return ErrStopped
+	}
+}
+
+// ReadIndex asks for a read index tagged rctx; the answer arrives on
+// ReadStates. Requests can be lost; callers retry with a fresh rctx.
+func (n *Node) ReadIndex(rctx []byte) {
+	n.control(func(rn *raft.RawNode) { rn.ReadIndex(rctx) })
+}
+
+// ReadStates delivers ReadIndex answers. One consumer must drain it.
+func (n *Node) ReadStates() <-chan raft.ReadState { return n.reads }
+
+// TransferLeadership asks the leader to hand over to transferee.
+func (n *Node) TransferLeadership(transferee uint64) {
+	n.control(func(rn *raft.RawNode) { rn.TransferLeader(transferee) })
+}
+
+// Campaign makes this node start an election (tests and tools).
+func (n *Node) Campaign() {
+	n.control(func(rn *raft.RawNode) { _ = rn.Campaign() })
+}
+
+// Status is a snapshot of the node's published state.
+type Status struct {
+	ID       uint64
+	Leader   uint64
+	Role     raft.StateType
+	Term     uint64
+	Commit   uint64
+	Applied  uint64
+	Voters   []uint64
+	Learners []uint64
+}
+
+// Status returns the published state (without waiting for the loop).
+func (n *Node) Status() Status {
+	n.statusMu.Lock()
+	voters := append([]uint64(nil), n.voters...)
+	learners := append([]uint64(nil), n.learners...)
+	n.statusMu.Unlock()
+	return Status{
+		ID: n.cfg.ID, Leader: n.leader.Load(), Role: raft.StateType(n.role.Load()),
+		Term: n.term.Load(), Commit: n.commit.Load(), Applied: n.applied.Load(),
+		Voters: voters, Learners: learners,
+	}
+}
+
+// IsLeader reports whether this node believes it leads.
+func (n *Node) IsLeader() bool { return raft.StateType(n.role.Load()) == raft.StateLeader }
+
+// Leader returns the known leader id (0 if none).
+func (n *Node) Leader() uint64 { return n.leader.Load() }
+
+// Progress returns, on the leader, each member's match index (for
+// membership decisions); nil elsewhere.
+func (n *Node) Progress(ctx context.Context) (map[uint64]uint64, error) {
+	res := make(chan map[uint64]uint64, 1)
+	f := func(rn *raft.RawNode) {
+		st := rn.Status()
+		m := map[uint64]uint64{}
+		for id, pr := range st.Progress {
+			m[id] = pr.Match
+		}
+		res <- m
+	}
+	select {
+	case n.ctrlc <- f:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-n.donec:
+		return nil, ErrStopped
+	}
+	select {
+	case m := <-res:
+		return m, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-n.donec:
+		return nil, ErrStopped
+	}
+}
+
+func (n *Node) run() {
+	defer close(n.donec)
+	ticker := time.NewTicker(n.cfg.TickInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-n.stopc:
+			return
+		case <-ticker.C:
+			n.rn.Tick()
+		case p := <-n.propc:
+			n.handleProposal(p)
+		case m := <-n.recvc:
+			n.step(m)
+		case f := <-n.ctrlc:
+			f(n.rn)
+		}
+		// Take everything else that is waiting, so that one Ready (one
+		// fsync) covers as much as possible.
+		n.drain()
+		for n.rn.HasReady() {
+			if err := n.handleReady(n.rn.Ready()); err != nil {
+				n.fail(err)
+				n.stopped.Store(true)
+				return
+			}
+		}
+	}
+}
+
+func (n *Node) drain() {
+	for i := 0; i < 4096; i++ {
+		select {
+		case p := <-n.propc:
+			n.handleProposal(p)
+		case m := <-n.recvc:
+			n.step(m)
+		case f := <-n.ctrlc:
+			f(n.rn)
+		default:
+			return
+		}
+	}
+}
+
+func (n *Node) step(m *pb.Message) {
+	if err := n.rn.Step(m); err != nil && !errors.Is(err, raft.ErrStepPeerNotFound) && !errors.Is(err, raft.ErrStepLocalMsg) {
+		n.log.Debug("raft rejected a message", "from", m.GetFrom(), "type", m.GetType().String(), "err", err)
+	}
+}
+
+func (n *Node) handleProposal(p proposal) {
+	var err error
+	if p.cc != nil {
+		err = n.rn.ProposeConfChange(p.cc)
+	} else {
+		err = n.rn.Propose(p.data)
+	}
+	if errors.Is(err, raft.ErrProposalDropped) {
+		err = ErrDropped
+	}
+	p.errc <- err
+}
+
+func (n *Node) handleReady(rd raft.Ready) error {
+	if ss := rd.SoftState; ss != nil {
+		prevLeader := n.leader.Load()
+		prevRole := raft.StateType(n.role.Load())
+		n.leader.Store(ss.Lead)
+		n.role.Store(int32(ss.RaftState))
+		if ss.Lead != prevLeader || ss.RaftState != prevRole {
+			n.log.Info("raft role changed", "role", ss.RaftState.String(), "leader", ss.Lead, "term", n.rn.BasicStatus().GetTerm())
+			n.cfg.SM.LeadershipChanged(ss.Lead, ss.RaftState == raft.StateLeader)
+		}
+	}
+	leader := raft.StateType(n.role.Load()) == raft.StateLeader
+	if leader {
+		n.t.Send(rd.Messages)
+	}
+	if !raft.IsEmptySnap(rd.Snapshot) {
+		return errors.New("raftnode: received a snapshot, which this version cannot install yet")
+	}
+	if err := n.cfg.Log.Save(rd.HardState, rd.Entries, rd.MustSync); err != nil {
+		return fmt.Errorf("raftnode: persisting raft state: %w", err)
+	}
+	if rd.HardState != nil {
+		n.term.Store(rd.HardState.GetTerm())
+		n.commit.Store(rd.HardState.GetCommit())
+	}
+	if !leader {
+		n.t.Send(rd.Messages)
+	}
+	for _, rs := range rd.ReadStates {
+		select {
+		case n.reads <- rs:
+		default:
+			// The read loop is gone or far behind; the request is retried.
+		}
+	}
+	if err := n.apply(rd.CommittedEntries); err != nil {
+		return err
+	}
+	n.rn.Advance(rd)
+	return nil
+}
+
+// apply hands committed entries to the state machine, applying
+// configuration changes to raft as they come.
+func (n *Node) apply(ents []*pb.Entry) error {
+	start := 0
+	flush := func(end int) error {
+		if end > start {
+			if err := n.cfg.SM.Apply(ents[start:end]); err != nil {
+				return fmt.Errorf("raftnode: applying entries %d..%d: %w", ents[start].GetIndex(), ents[end-1].GetIndex(), err)
+			}
+			n.applied.Store(ents[end-1].GetIndex())
+		}
+		return nil
+	}
+	for i, e := range ents {
+		var cc pb.ConfChangeI
+		switch e.GetType() {
+		case pb.EntryConfChange:
+			c := &pb.ConfChange{}
+			if err := proto.Unmarshal(e.GetData(), c); err != nil {
+				return fmt.Errorf("raftnode: entry %d: bad conf change: %w", e.GetIndex(), err)
+			}
+			cc = c
+		case pb.EntryConfChangeV2:
+			c := &pb.ConfChangeV2{}
+			if err := proto.Unmarshal(e.GetData(), c); err != nil {
+				return fmt.Errorf("raftnode: entry %d: bad conf change: %w", e.GetIndex(), err)
+			}
+			cc = c
+		default:
+			continue
+		}
+		if err := flush(i); err != nil {
+			return err
+		}
+		cs := n.rn.ApplyConfChange(cc)
+		n.statusMu.Lock()
+		n.voters, n.learners = cs.GetVoters(), cs.GetLearners()
+		n.statusMu.Unlock()
+		if err := n.cfg.SM.ApplyConfChange(e, cc, cs); err != nil {
+			return fmt.Errorf("raftnode: applying conf change at %d: %w", e.GetIndex(), err)
+		}
+		n.applied.Store(e.GetIndex())
+		start = i + 1
+	}
+	return flush(len(ents))
+}
+
+// raftLogger adapts slog to raft.Logger; raft's chatty Info goes to Debug.
+type raftLogger struct{ log *slog.Logger }
+
+func (l *raftLogger) Debug(v ...any)                 { l.log.Debug(fmt.Sprint(v...)) }
+func (l *raftLogger) Debugf(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *raftLogger) Info(v ...any)                  { l.log.Debug(fmt.Sprint(v...)) }
+func (l *raftLogger) Infof(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *raftLogger) Warning(v ...any)               { l.log.Warn(fmt.Sprint(v...)) }
+func (l *raftLogger) Warningf(format string, v ...any) {
+	l.log.Warn(fmt.Sprintf(format, v...))
+}
+func (l *raftLogger) Error(v ...any)                 { l.log.Error(fmt.Sprint(v...)) }
+func (l *raftLogger) Errorf(format string, v ...any) { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l *raftLogger) Fatal(v ...any)                 { l.log.Error(fmt.Sprint(v...)); panic(fmt.Sprint(v...)) }
+func (l *raftLogger) Fatalf(format string, v ...any) {
+	l.log.Error(fmt.Sprintf(format, v...))
+	panic(fmt.Sprintf(format, v...))
+}
+func (l *raftLogger) Panic(v ...any) { l.log.Error(fmt.Sprint(v...)); panic(fmt.Sprint(v...)) }
+func (l *raftLogger) Panicf(format string, v ...any) {
+	l.log.Error(fmt.Sprintf(format, v...))
+	panic(fmt.Sprintf(format, v...))
+}

@@ -1,0 +1,265 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"time"
+
+	"go.etcd.io/raft/v3"
+
+	"github.com/kayadb/kayadb/engine"
+	"github.com/kayadb/kayadb/internal/kv"
+	"github.com/kayadb/kayadb/internal/wire"
+)
+
+const (
+	// maxPipelined bounds the requests one connection may have in flight;
+	// the reader stops reading until replies drain.
+	maxPipelined = 128
+	// maxConns bounds concurrent client connections.
+	maxConns = 4096
+	// protocolVersion is the client protocol version this server speaks.
+	protocolVersion = 1
+)
+
+func (s *Server) acceptLoop() {
+	defer s.wg.Done()
+	for {
+		c, err := s.clientLn.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			s.mu.Lock()
+			closing := s.closing
+			s.mu.Unlock()
+			if closing {
+				return
+			}
+			s.log.Warn("client accept failed", "err", err)
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		s.mu.Lock()
+		if s.closing || len(s.conns) >= maxConns {
+			full := !s.closing
+			s.mu.Unlock()
+			if full {
+				s.log.Warn("refusing a client connection: too many connections", "limit", maxConns)
+			}
+			_ = c.Close()
+			continue
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go s.serveClient(c)
+	}
+}
+
+// call is one request's reply slot; replies are written in request order.
+type call struct {
+	done    chan struct{}
+	status  wire.Status
+	payload []byte
+}
+
+// serveClient reads pipelined requests, handles each on its own goroutine,
+// and writes the replies in order. A malformed frame closes the connection
+// (with a logged reason); it never affects other connections or data.
+func (s *Server) serveClient(c net.Conn) {
+	defer s.wg.Done()
+	log := s.log.With("client", c.RemoteAddr().String())
+	queue := make(chan *call, maxPipelined)
+	writerDone := make(chan struct{})
+	go func() {
+		defer close(writerDone)
+		w := bufio.NewWriterSize(c, 64<<10)
+		var buf []byte
+		broken := false
+		for cl := range queue {
+			<-cl.done
+			if broken {
+				continue
+			}
+			buf = wire.AppendResponse(buf[:0], cl.status, cl.payload)
+			if _, err := w.Write(buf); err != nil {
+				broken = true
+				_ = c.Close()
+				continue
+			}
+			if len(queue) == 0 {
+				if err := w.Flush(); err != nil {
+					broken = true
+					_ = c.Close()
+				}
+			}
+		}
+		_ = w.Flush()
+	}()
+	r := bufio.NewReaderSize(c, 64<<10)
+	for {
+		op, payload, _, err := wire.ReadRequest(r, nil)
+		if err != nil {
+			switch {
+			case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+			case errors.Is(err, wire.ErrFrameEmpty), errors.Is(err, wire.ErrFrameTooLarge):
+				log.Warn("closing client connection: bad frame", "err", err)
+			default:
+				log.Debug("client connection ended", "err", err)
+			}
+			break
+		}
+		cl := &call{done: make(chan struct{})}
+		queue <- cl
+		go func() {
+			defer close(cl.done)
+			cl.status, cl.payload = s.dispatch(op, payload)
+		}()
+	}
+	close(queue)
+	<-writerDone
+	_ = c.Close()
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// dispatch handles one request and returns the reply.
+func (s *Server) dispatch(op wire.Opcode, p []byte) (st wire.Status, payload []byte) {
+	defer func() {
+		// A bug in a handler must not take the node down or leave the
+		// client without a reply.
+		if r := recover(); r != nil {
+			s.log.Error("request handler panicked", "opcode", op.String(), "panic", fmt.Sprint(r))
+			st, payload = wire.StatusError, wire.AppendError(nil, "internal error")
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+	defer cancel()
+	switch op {
+	case wire.OpHello:
+		v, err := wire.DecodeHello(p)
+		if err != nil {
+			return invalid(err)
+		}
+		if v > protocolVersion {
+			return wire.StatusInvalidArgument, wire.AppendError(nil, fmt.Sprintf(wire.MsgUnsupportedVersion, v))
+		}
+		return wire.StatusOK, wire.AppendHello(nil, protocolVersion)
+	case wire.OpHealth:
+		role := "follower"
+		if s.node.IsLeader() {
+			role = "leader"
+		}
+		return wire.StatusOK, wire.AppendHealth(nil, role)
+	case wire.OpPut:
+		key, value, err := wire.DecodePut(p)
+		if err != nil {
+			return invalid(err)
+		}
+		return s.reply(s.store.Put(ctx, key, value), nil)
+	case wire.OpGet:
+		key, err := wire.DecodeKey(p)
+		if err != nil {
+			return invalid(err)
+		}
+		v, err := s.store.Get(ctx, key)
+		if err != nil {
+			return s.reply(err, nil)
+		}
+		return wire.StatusOK, wire.AppendValue(nil, v)
+	case wire.OpDelete:
+		key, err := wire.DecodeKey(p)
+		if err != nil {
+			return invalid(err)
+		}
+		return s.reply(s.store.Delete(ctx, key), nil)
+	case wire.OpScan:
+		prefix, err := wire.DecodeKey(p)
+		if err != nil {
+			return invalid(err)
+		}
+		items, err := s.store.Scan(ctx, prefix, wire.MaxScanItems, wire.MaxScanBytes)
+		if err != nil {
+			return s.reply(err, nil)
+		}
+		kvs := make([]wire.KV, len(items))
+		for i, it := range items {
+			kvs[i] = wire.KV{Key: it.Key, Value: it.Value}
+		}
+		return wire.StatusOK, wire.AppendScanResult(nil, kvs)
+	case wire.OpStats:
+		b, err := wire.AppendStats(nil, s.stats())
+		if err != nil {
+			return wire.StatusError, wire.AppendError(nil, err.Error())
+		}
+		return wire.StatusOK, b
+	}
+	return wire.StatusError, wire.AppendError(nil, fmt.Sprintf(wire.MsgUnknownOpcode, uint8(op)))
+}
+
+func invalid(err error) (wire.Status, []byte) {
+	return wire.StatusInvalidArgument, wire.AppendError(nil, err.Error())
+}
+
+// reply maps a state-machine result to a status.
+func (s *Server) reply(err error, ok []byte) (wire.Status, []byte) {
+	switch {
+	case err == nil:
+		return wire.StatusOK, ok
+	case errors.Is(err, engine.ErrNotFound):
+		return wire.StatusNotFound, nil
+	case errors.Is(err, kv.ErrNotLeader):
+		return wire.StatusNotLeader, wire.AppendNotLeader(nil, s.leaderClientAddr())
+	case errors.Is(err, engine.ErrInvalidArgument):
+		return wire.StatusInvalidArgument, wire.AppendError(nil, strings.TrimPrefix(err.Error(), "kayadb: invalid argument: "))
+	}
+	return wire.StatusError, wire.AppendError(nil, err.Error())
+}
+
+// stats builds the STATS document.
+func (s *Server) stats() *wire.Stats {
+	st := s.node.Status()
+	role := "follower"
+	switch st.Role {
+	case raft.StateLeader:
+		role = "leader"
+	case raft.StateCandidate, raft.StatePreCandidate:
+		role = "candidate"
+	}
+	peers := 0
+	for _, m := range s.ros.list() {
+		if m.ID != s.cfg.NodeID {
+			peers++
+		}
+	}
+	m := s.db.Metrics()
+	c := s.store.Counters()
+	tables := 0
+	for _, l := range m.Levels {
+		tables += l.NumFiles
+	}
+	return &wire.Stats{
+		Role: role, Term: st.Term, CommitIndex: st.Commit, AppliedIndex: s.store.AppliedIndex(),
+		PeerCount: uint64(peers), RaftGroups: 1,
+		Engine: wire.EngineStats{
+			PutCount: c.Put, GetCount: c.Get, DeleteCount: c.Delete, ScanCount: c.Scan,
+			WALBytesWritten: m.WAL.BytesWritten, WALFsyncCount: m.WAL.Syncs,
+			WALFsyncTotalUs: uint64(m.WAL.SyncLatency.Mean.Microseconds()) * m.WAL.SyncLatency.Count,
+			WALFsyncMaxUs:   uint64(m.WAL.SyncLatency.Max.Microseconds()),
+			MemtableEntries: m.MemTable.Entries, SSTableCount: uint64(tables), LastSequence: m.VisibleSeq,
+			FlushTotalUs: uint64(m.Flush.Duration.Mean.Microseconds()) * m.Flush.Duration.Count,
+			FlushMaxUs:   uint64(m.Flush.Duration.Max.Microseconds()), FlushCount: m.Flush.Count,
+			CompactionTotalUs: uint64(m.Compaction.Duration.Mean.Microseconds()) * m.Compaction.Duration.Count,
+			CompactionMaxUs:   uint64(m.Compaction.Duration.Max.Microseconds()), CompactionCount: m.Compaction.Count,
+			BlockCacheHits: uint64(m.BlockCache.Hits), BlockCacheMisses: uint64(m.BlockCache.Misses),
+			RecoveryDurationUs: uint64(s.openDur.Microseconds()),
+		},
+	}
+}

@@ -1,0 +1,218 @@
+package transport
+
+import (
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
+)
+
+// MemNetwork is an in-memory network for tests: it connects the transports
+// it creates and can partition them, drop or delay messages. Messages are
+// copied (marshalled and unmarshalled) on the way, as on a real network.
+type MemNetwork struct {
+	mu      sync.Mutex
+	nodes   map[uint64]*MemTransport
+	blocked map[[2]uint64]bool // [from, to] links that drop everything
+	drop    float64
+	delay   time.Duration
+	rng     *rand.Rand
+}
+
+// NewMemNetwork returns an empty network.
+func NewMemNetwork(seed uint64) *MemNetwork {
+	return &MemNetwork{nodes: map[uint64]*MemTransport{}, blocked: map[[2]uint64]bool{}, rng: rand.New(rand.NewPCG(seed, 1))}
+}
+
+// Transport creates (or replaces) node id's endpoint.
+func (n *MemNetwork) Transport(id uint64, h Handler) *MemTransport {
+	t := &MemTransport{net: n, id: id, h: h, in: make(chan *pb.Message, 4096), quit: make(chan struct{}), done: make(chan struct{})}
+	n.mu.Lock()
+	n.nodes[id] = t
+	n.mu.Unlock()
+	go t.deliverLoop()
+	return t
+}
+
+// Isolate cuts every link to and from id.
+func (n *MemNetwork) Isolate(id uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for other := range n.nodes {
+		if other != id {
+			n.blocked[[2]uint64{id, other}] = true
+			n.blocked[[2]uint64{other, id}] = true
+		}
+	}
+}
+
+// Partition splits the nodes into groups that cannot talk to each other.
+func (n *MemNetwork) Partition(groups ...[]uint64) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	group := map[uint64]int{}
+	for i, g := range groups {
+		for _, id := range g {
+			group[id] = i
+		}
+	}
+	for a := range n.nodes {
+		for b := range n.nodes {
+			if a != b && group[a] != group[b] {
+				n.blocked[[2]uint64{a, b}] = true
+			}
+		}
+	}
+}
+
+// BlockLink drops messages from one node to another (one direction).
+func (n *MemNetwork) BlockLink(from, to uint64) {
+	n.mu.Lock()
+	n.blocked[[2]uint64{from, to}] = true
+	n.mu.Unlock()
+}
+
+// Heal removes every partition and blocked link.
+func (n *MemNetwork) Heal() {
+	n.mu.Lock()
+	n.blocked = map[[2]uint64]bool{}
+	n.mu.Unlock()
+}
+
+// SetDropRate drops each message with probability p.
+func (n *MemNetwork) SetDropRate(p float64) {
+	n.mu.Lock()
+	n.drop = p
+	n.mu.Unlock()
+}
+
+// SetDelay delays every delivery by d.
+func (n *MemNetwork) SetDelay(d time.Duration) {
+	n.mu.Lock()
+	n.delay = d
+	n.mu.Unlock()
+}
+
+// MemTransport is one node's endpoint on a MemNetwork.
+type MemTransport struct {
+	net  *MemNetwork
+	id   uint64
+	h    Handler
+	in   chan *pb.Message
+	quit chan struct{}
+	done chan struct{}
+	once sync.Once
+	c    counters
+
+	mu     sync.Mutex
+	roster map[uint64]bool
+}
+
+// SetPeers implements Transport.
+func (t *MemTransport) SetPeers(peers map[uint64]string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.roster = map[uint64]bool{}
+	for id := range peers {
+		if id != t.id {
+			t.roster[id] = true
+		}
+	}
+}
+
+func (t *MemTransport) allowed(id uint64) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.roster[id]
+}
+
+// Send implements Transport.
+func (t *MemTransport) Send(msgs []*pb.Message) {
+	for _, m := range msgs {
+		to := m.GetTo()
+		if !t.allowed(to) {
+			t.c.droppedUnknown.Add(1)
+			continue
+		}
+		n := t.net
+		n.mu.Lock()
+		dst := n.nodes[to]
+		lost := n.blocked[[2]uint64{t.id, to}] || (n.drop > 0 && n.rng.Float64() < n.drop)
+		delay := n.delay
+		n.mu.Unlock()
+		if dst == nil || lost {
+			t.c.droppedFull.Add(1)
+			t.h.ReportUnreachable(to)
+			continue
+		}
+		b, err := proto.Marshal(m)
+		if err != nil {
+			continue
+		}
+		cp := &pb.Message{}
+		if err := proto.Unmarshal(b, cp); err != nil {
+			continue
+		}
+		t.c.sent.Add(1)
+		if delay > 0 {
+			time.AfterFunc(delay, func() { dst.enqueue(cp, t) })
+			continue
+		}
+		dst.enqueue(cp, t)
+	}
+}
+
+func (t *MemTransport) enqueue(m *pb.Message, from *MemTransport) {
+	select {
+	case <-t.quit:
+	case t.in <- m:
+	default:
+		from.c.droppedFull.Add(1)
+		from.h.ReportUnreachable(t.id)
+	}
+}
+
+func (t *MemTransport) deliverLoop() {
+	defer close(t.done)
+	for {
+		select {
+		case <-t.quit:
+			return
+		case m := <-t.in:
+			// Checks the real transport makes.
+			if !t.allowed(m.GetFrom()) {
+				t.c.rejectedFrom.Add(1)
+				continue
+			}
+			if m.GetTo() != t.id {
+				t.c.rejectedTo.Add(1)
+				continue
+			}
+			t.c.received.Add(1)
+			t.h.Receive(m)
+		}
+	}
+}
+
+// Inject delivers a raw message as if it came from the network (tests of
+// the receive-side checks).
+func (t *MemTransport) Inject(m *pb.Message) { t.enqueue(m, t) }
+
+// Stats implements Transport.
+func (t *MemTransport) Stats() Stats { return t.c.snapshot() }
+
+// Close implements Transport.
+func (t *MemTransport) Close() error {
+	t.once.Do(func() {
+		close(t.quit)
+		<-t.done
+		t.net.mu.Lock()
+		if t.net.nodes[t.id] == t {
+			delete(t.net.nodes, t.id)
+		}
+		t.net.mu.Unlock()
+	})
+	return nil
+}

@@ -1,0 +1,96 @@
+// Package wire is the codec of KayaDB's client protocol, version 1: the
+// frames that carry requests and responses on a client connection, the
+// opcodes and status codes, the payload of every opcode, the ADMIN and
+// CLIENT authentication prefixes, and the STATS JSON document.
+//
+// It owns byte layouts only. It never opens connections, never retries,
+// never checks credentials against a configuration (it offers TokenEqual
+// for that) and never interprets keys. It must never panic on input bytes,
+// and it never allocates the length a frame announces before checking it
+// against MaxFrameSize. Every decoder reads its fields in order and ignores
+// bytes after the last field, as the reference implementation does; a
+// payload shorter than its fields need is an error matching ErrMalformed.
+// Decoded byte slices alias the input; copy them to keep them past the
+// lifetime of the buffer they came from.
+//
+// # Frames
+//
+// All integers are little-endian. A request frame:
+//
+//	+---------------+-----------+------------------+
+//	| frame_len u32 | opcode u8 | payload ...      |
+//	+---------------+-----------+------------------+
+//	 0               4           5
+//	frame_len = 1 + len(payload)
+//
+// A response frame:
+//
+//	+---------------+------------+------------------+
+//	| frame_len u32 | status u16 | payload ...      |
+//	+---------------+------------+------------------+
+//	 0               4            6
+//	frame_len = 2 + len(payload)
+//
+// frame_len counts the bytes after itself. A frame_len of 0 (ErrFrameEmpty),
+// a response frame_len of 1 (ErrFrameTooSmall) and a frame_len above
+// MaxFrameSize, 64 MiB (ErrFrameTooLarge), are refused before a single body
+// byte is read; a frame cut short is io.ErrUnexpectedEOF. All of these mean
+// "close the connection": the stream can no longer be trusted to be in step.
+// Requests on a connection are answered in order; several may be written
+// back to back (pipelining).
+//
+// # Payloads
+//
+// bytes32 is "len u32 · len bytes" and bytes16 is "len u16 · len bytes".
+//
+//	op  name            request payload                              OK payload
+//	 0  HELLO           client_version u16                           server_version u16
+//	 1  PUT             key_len u32 · value_len u32 · key · value    (empty)
+//	 2  GET             bytes32 key                                  bytes32 value
+//	 3  DELETE          bytes32 key                                  (empty)
+//	 4  SCAN            bytes32 prefix                               count u32 · (bytes32 key · bytes32 value)*
+//	 5  HEALTH          (empty)                                      raw ASCII "leader" | "follower"
+//	 6  STATS           (empty)                                      raw UTF-8 JSON (Stats)
+//	 7  ADD_MEMBER      node_id u64 · bytes32 raft_addr ·            raw text "membership change proposed at index N"
+//	                    bytes32 client_addr · [is_learner u8]
+//	 8  REMOVE_MEMBER   node_id u64                                  raw text "membership removal proposed at index N"
+//	 9  TXN_BEGIN       (empty)                                      txn_id u64 · snapshot_ts u64
+//	10  TXN_OP          txn_id u64 · op u8 · bytes32 key ·           GET: bytes32 value; PUT, DELETE: (empty)
+//	                    [bytes32 value, only when op = 2 PUT]
+//	11  TXN_COMMIT      txn_id u64                                   commit_ts u64
+//	12  TXN_ROLLBACK    txn_id u64                                   (empty)
+//	13  CDC_POLL        bytes16 consumer · from_seq u64 · limit u32  count u32 · (seq u64 · op u8 · bytes32 key ·
+//	                                                                 [bytes32 value, only when op = 1 put])*
+//	14  CDC_CHECKPOINT  bytes16 consumer                             (empty)
+//	15–22               reserved: LIST_RANGES, SPLIT_RANGE, MERGE_RANGE, TRANSFER_LEADER,
+//	                    PROMOTE_LEARNER, REBALANCE_PLAN, MOVE_RANGE, TXN_FORWARD
+//
+// TXN_OP kinds are 1 get, 2 put, 3 delete; CDC event ops are 1 put,
+// 2 delete. Non-OK responses carry:
+//
+//	status  name              payload
+//	 0      OK                opcode-specific (above)
+//	 1      INVALID_ARGUMENT  bytes32 UTF-8 message
+//	 2      NOT_FOUND         (empty)
+//	 3      TXN_CONFLICT      bytes32 UTF-8 message ("txn conflict")
+//	 9      ERROR             bytes32 UTF-8 message
+//	10      NOT_LEADER        raw UTF-8 "host:port" of the leader's client address, no length; empty if unknown
+//	11      RANGE_MOVED       reserved (a LIST_RANGES body)
+//
+// Clients treat any other status as ERROR.
+//
+// # Authentication prefixes
+//
+// They sit at the start of the opcode's payload, before its body. Admin
+// opcodes (7, 8, 18–22), when the server has an operator token:
+//
+//	"ADMIN\0" (41 44 4d 49 4e 00) · token_len u16 · token · opcode u8 · inner payload
+//
+// The embedded opcode must equal the frame's opcode (MsgAdminMismatch).
+// Data opcodes (1–4, 6, 9–17), when the server has a client token:
+//
+//	"CLIENT\0" (43 4c 49 45 4e 54 00) · token_len u16 · token · inner payload
+//
+// Without a token the client sends the bare inner payload. HELLO and
+// HEALTH are never prefixed.
+package wire

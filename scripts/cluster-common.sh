@@ -1,0 +1,59 @@
+# Shared settings of the cluster scripts; sourced, not run.
+# CLUSTER_DIR holds bin/, node-N/ data directories, node-N.pid and node-N.log.
+CLUSTER_DIR="${CLUSTER_DIR:-./cluster}"
+CLUSTER_SIZE="${CLUSTER_SIZE:-3}"
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN="$CLUSTER_DIR/bin"
+
+raft_addr()   { echo "127.0.0.1:$((7480 + $1))"; }
+client_addr() { echo "127.0.0.1:$((7378 + $1))"; }
+
+peer_flags() {
+  local i flags=()
+  for ((i = 1; i <= CLUSTER_SIZE; i++)); do
+    flags+=(--peer "$i=$(raft_addr "$i"),$(client_addr "$i")")
+  done
+  echo "${flags[@]}"
+}
+
+build_binaries() {
+  mkdir -p "$BIN"
+  (cd "$REPO_ROOT" && go build -o "$BIN/" ./cmd/kayadb-server ./cmd/kayactl)
+}
+
+node_pid() { cat "$CLUSTER_DIR/node-$1.pid" 2>/dev/null; }
+
+node_running() {
+  local pid
+  pid="$(node_pid "$1")" || return 1
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
+}
+
+start_node() {
+  local n="$1"
+  if node_running "$n"; then
+    echo "node $n is already running (pid $(node_pid "$n"))"
+    return 0
+  fi
+  # shellcheck disable=SC2046
+  nohup "$BIN/kayadb-server" --node-id "$n" --data "$CLUSTER_DIR/node-$n" \
+    --raft-addr "$(raft_addr "$n")" --client-addr "$(client_addr "$n")" $(peer_flags) \
+    >>"$CLUSTER_DIR/node-$n.log" 2>&1 &
+  echo $! >"$CLUSTER_DIR/node-$n.pid"
+  echo "node $n: pid $!, clients on $(client_addr "$n"), raft on $(raft_addr "$n"), log $CLUSTER_DIR/node-$n.log"
+}
+
+wait_for_leader() {
+  local deadline=$((SECONDS + ${1:-15})) i
+  while ((SECONDS < deadline)); do
+    for ((i = 1; i <= CLUSTER_SIZE; i++)); do
+      if "$BIN/kayactl" --server "$(client_addr "$i")" --timeout 500ms health 2>/dev/null | grep -q leader; then
+        echo "leader: node $i ($(client_addr "$i"))"
+        return 0
+      fi
+    done
+    sleep 0.2
+  done
+  echo "no leader elected within ${1:-15}s; see $CLUSTER_DIR/node-*.log" >&2
+  return 1
+}
