@@ -22,7 +22,7 @@ const (
 	DefaultDialTimeout      = 2 * time.Second
 	DefaultRequestTimeout   = 5 * time.Second
 	DefaultMaxRedirects     = 3
-	DefaultMaxRetries       = 5
+	DefaultMaxRetries       = 20
 	DefaultConnsPerEndpoint = 2
 	DefaultMaxPipeline      = 128
 )
@@ -53,12 +53,14 @@ type Options struct {
 	// a sooner deadline wins. It also bounds how long a connection may wait
 	// for a reply before it is considered stuck and closed. Default 5s.
 	RequestTimeout time.Duration
-	// MaxRedirects is how many NOT_LEADER hints a call follows. Default 3;
+	// MaxRedirects is how many NOT_LEADER hints a call follows in a row
+	// before it backs off (counting a retry) and starts over. Default 3;
 	// negative: none.
 	MaxRedirects int
 	// MaxRetries is how many times a call is retried after a failure that
 	// is safe to retry (see Client), with jittered exponential back-off
-	// from 50 ms to 1 s. Default 5; negative: none.
+	// from 50 ms to 1 s. Default 20 (the deadline usually ends retrying
+	// first); negative: none.
 	MaxRetries int
 	// ConnsPerEndpoint is the size of the connection pool of each server.
 	// Default 2.
@@ -512,6 +514,10 @@ func (c *Client) do(ctx context.Context, req request) (answer, error) {
 		next               string // redirect target
 		redirects, retries int
 		lastErr            error
+		// failed holds the endpoints that could not be reached during this
+		// call: a NOT_LEADER hint naming one of them is a stale leader (it
+		// crashed, the others have not elected a new one yet).
+		failed = map[string]bool{}
 	)
 	for {
 		addr := req.fixed
@@ -535,6 +541,7 @@ func (c *Client) do(ctx context.Context, req request) (answer, error) {
 				return answer{}, a.err
 			}
 			c.forgetLeader(addr)
+			failed[addr] = true
 			lastErr = a.err
 			retries++
 			if retries > c.opts.MaxRetries {
@@ -547,15 +554,19 @@ func (c *Client) do(ctx context.Context, req request) (answer, error) {
 		}
 		if a.st == wire.StatusNotLeader && req.leaderOnly {
 			hint, err := wire.DecodeNotLeader(a.payload)
-			if err != nil || checkAddr(hint) != nil {
-				hint = "" // unusable hint: treat as "no leader known"
+			if err != nil || checkAddr(hint) != nil || failed[hint] {
+				hint = "" // unusable or stale hint: treat as "no leader known"
+			}
+			if hint != "" && redirects >= c.opts.MaxRedirects {
+				// Followed enough hints for now (the cluster may be in the
+				// middle of an election): back off like "no leader known"
+				// and start over, within the retry budget and deadline.
+				lastErr = &NotLeaderError{Leader: hint}
+				redirects = 0
+				hint = ""
 			}
 			if hint != "" {
 				redirects++
-				if redirects > c.opts.MaxRedirects {
-					return answer{}, fmt.Errorf("kayadb: %s: still redirected after %d redirects: %w",
-						req.op, c.opts.MaxRedirects, &NotLeaderError{Leader: hint})
-				}
 				if err := c.learn(hint, true, true); err != nil {
 					return answer{}, err
 				}

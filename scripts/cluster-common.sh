@@ -5,8 +5,17 @@ CLUSTER_SIZE="${CLUSTER_SIZE:-3}"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="$CLUSTER_DIR/bin"
 
-raft_addr()   { echo "127.0.0.1:$((7480 + $1))"; }
-client_addr() { echo "127.0.0.1:$((7378 + $1))"; }
+# Node N listens for raft on RAFT_PORT_BASE+N and for clients on
+# CLIENT_PORT_BASE+N (defaults: 7481.. and 7379..).
+RAFT_PORT_BASE="${RAFT_PORT_BASE:-7480}"
+CLIENT_PORT_BASE="${CLIENT_PORT_BASE:-7378}"
+raft_addr()   { echo "127.0.0.1:$((RAFT_PORT_BASE + $1))"; }
+client_addr() { echo "127.0.0.1:$((CLIENT_PORT_BASE + $1))"; }
+all_clients() {
+  local i out=""
+  for ((i = 1; i <= CLUSTER_SIZE; i++)); do out+="${out:+,}$(client_addr "$i")"; done
+  echo "$out"
+}
 
 peer_flags() {
   local i flags=()

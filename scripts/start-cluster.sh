@@ -10,4 +10,4 @@ for ((n = 1; n <= CLUSTER_SIZE; n++)); do
   start_node "$n"
 done
 wait_for_leader 20
-echo "try: $BIN/kayactl --server $(client_addr 1),$(client_addr 2),$(client_addr 3) put hello world"
+echo "try: $BIN/kayactl --server $(all_clients) put hello world"

@@ -186,31 +186,50 @@ func ValidateKey(key []byte) error {
 // Put replicates a write of value under key and returns once it is
 // committed and applied on this node.
 func (s *Store) Put(ctx context.Context, key, value []byte) error {
-	if err := ValidateKey(key); err != nil {
+	wait, err := s.StartPut(ctx, key, value)
+	if err != nil {
 		return err
 	}
-	if len(value) > engine.MaxValueSize {
-		return fmt.Errorf("%w: value of %d bytes exceeds the %d-byte limit", engine.ErrInvalidArgument, len(value), engine.MaxValueSize)
-	}
-	s.counters.put.Add(1)
-	return s.propose(ctx, opPut, key, value)
+	return wait(ctx)
 }
 
 // Delete replicates a deletion of key.
 func (s *Store) Delete(ctx context.Context, key []byte) error {
-	if err := ValidateKey(key); err != nil {
+	wait, err := s.StartDelete(ctx, key)
+	if err != nil {
 		return err
 	}
-	s.counters.del.Add(1)
-	return s.propose(ctx, opDelete, key, nil)
+	return wait(ctx)
 }
 
-func (s *Store) propose(ctx context.Context, op byte, key, value []byte) error {
-	if !s.node.IsLeader() {
-		return ErrNotLeader
+// StartPut validates a write and queues its proposal, then returns a
+// function that waits for the outcome. Writes started one after the other
+// by one goroutine enter the raft log in that order (the server relies on
+// it for pipelined requests on one connection).
+func (s *Store) StartPut(ctx context.Context, key, value []byte) (func(context.Context) error, error) {
+	if err := ValidateKey(key); err != nil {
+		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
-	defer cancel()
+	if len(value) > engine.MaxValueSize {
+		return nil, fmt.Errorf("%w: value of %d bytes exceeds the %d-byte limit", engine.ErrInvalidArgument, len(value), engine.MaxValueSize)
+	}
+	s.counters.put.Add(1)
+	return s.start(ctx, opPut, key, value)
+}
+
+// StartDelete is StartPut for a deletion.
+func (s *Store) StartDelete(ctx context.Context, key []byte) (func(context.Context) error, error) {
+	if err := ValidateKey(key); err != nil {
+		return nil, err
+	}
+	s.counters.del.Add(1)
+	return s.start(ctx, opDelete, key, nil)
+}
+
+func (s *Store) start(ctx context.Context, op byte, key, value []byte) (func(context.Context) error, error) {
+	if !s.node.IsLeader() {
+		return nil, ErrNotLeader
+	}
 	id := s.nextID.Add(1)
 	data := make([]byte, 0, 1+1+1+8+2+len(key)+4+len(value))
 	data = append(data, 1, 1, op)
@@ -225,29 +244,49 @@ func (s *Store) propose(ctx context.Context, op byte, key, value []byte) error {
 	s.mu.Lock()
 	s.waiters[id] = ch
 	s.mu.Unlock()
-	defer func() {
+	unregister := func() {
 		s.mu.Lock()
 		delete(s.waiters, id)
 		s.mu.Unlock()
-	}()
-	if err := s.node.Propose(ctx, data); err != nil {
-		switch {
-		case errors.Is(err, raftnode.ErrDropped):
-			// Not appended: safe for the client to retry elsewhere.
-			return ErrNotLeader
-		case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-			return ErrTimeout
+	}
+	qctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	errc, err := s.node.ProposeAsync(qctx, data)
+	cancel()
+	if err != nil {
+		unregister()
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			// Never queued: the write did not happen.
+			return nil, ErrTimeout
 		}
-		return err
+		return nil, err
 	}
-	select {
-	case err := <-ch:
-		return err
-	case <-ctx.Done():
-		return ErrTimeout
-	case <-s.stopc:
-		return ErrStopped
-	}
+	return func(ctx context.Context) error {
+		defer unregister()
+		ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+		defer cancel()
+		select {
+		case err := <-errc:
+			if errors.Is(err, raftnode.ErrDropped) {
+				// Not appended: safe for the client to retry elsewhere.
+				return ErrNotLeader
+			}
+			if err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ErrTimeout
+		case <-s.stopc:
+			return ErrStopped
+		}
+		select {
+		case err := <-ch:
+			return err
+		case <-ctx.Done():
+			return ErrTimeout
+		case <-s.stopc:
+			return ErrStopped
+		}
+	}, nil
 }
 
 // Apply implements raftnode.StateMachine: one engine batch for the run of

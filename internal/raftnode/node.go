@@ -295,20 +295,36 @@ func (n *Node) ProposeConfChange(ctx context.Context, cc pb.ConfChangeI) error {
 }
 
 func (n *Node) propose(ctx context.Context, p proposal) error {
-	select {
-	case n.propc <- p:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-n.donec:
-		return ErrStopped
+	errc, err := n.enqueue(ctx, p)
+	if err != nil {
+		return err
 	}
 	select {
-	case err := <-p.errc:
+	case err := <-errc:
 		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-n.donec:
 		return ErrStopped
+	}
+}
+
+// ProposeAsync queues data for the log and returns at once with a channel
+// that later yields raft's verdict (nil, ErrDropped, ...). Proposals queued
+// by one goroutine reach raft, and so the log, in the order they were
+// queued. It blocks only while the queue is full (back-pressure).
+func (n *Node) ProposeAsync(ctx context.Context, data []byte) (<-chan error, error) {
+	return n.enqueue(ctx, proposal{data: data, errc: make(chan error, 1)})
+}
+
+func (n *Node) enqueue(ctx context.Context, p proposal) (<-chan error, error) {
+	select {
+	case n.propc <- p:
+		return p.errc, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-n.donec:
+		return nil, ErrStopped
 	}
 }
 

@@ -103,6 +103,7 @@ func (s *Server) serveClient(c net.Conn) {
 		_ = w.Flush()
 	}()
 	r := bufio.NewReaderSize(c, 64<<10)
+	var lastWrite <-chan struct{} // done when this connection's latest write has its reply
 	for {
 		op, payload, _, err := wire.ReadRequest(r, nil)
 		if err != nil {
@@ -117,8 +118,31 @@ func (s *Server) serveClient(c net.Conn) {
 		}
 		cl := &call{done: make(chan struct{})}
 		queue <- cl
+		if op == wire.OpPut || op == wire.OpDelete {
+			// Writes enter the raft log in the order they arrived on this
+			// connection: they are queued here, on the reader, and only
+			// their wait runs concurrently.
+			wait, st, p := s.startWrite(op, payload)
+			if wait == nil {
+				cl.status, cl.payload = st, p
+				close(cl.done)
+				continue
+			}
+			go func() {
+				defer close(cl.done)
+				cl.status, cl.payload = s.finishWrite(wait)
+			}()
+			lastWrite = cl.done
+			continue
+		}
+		// Other requests see every earlier write of this connection
+		// (read-your-writes under pipelining).
+		after := lastWrite
 		go func() {
 			defer close(cl.done)
+			if after != nil {
+				<-after
+			}
 			cl.status, cl.payload = s.dispatch(op, payload)
 		}()
 	}
@@ -158,12 +182,12 @@ func (s *Server) dispatch(op wire.Opcode, p []byte) (st wire.Status, payload []b
 			role = "leader"
 		}
 		return wire.StatusOK, wire.AppendHealth(nil, role)
-	case wire.OpPut:
-		key, value, err := wire.DecodePut(p)
-		if err != nil {
-			return invalid(err)
+	case wire.OpPut, wire.OpDelete:
+		wait, st, payload := s.startWrite(op, p)
+		if wait == nil {
+			return st, payload
 		}
-		return s.reply(s.store.Put(ctx, key, value), nil)
+		return s.finishWrite(wait)
 	case wire.OpGet:
 		key, err := wire.DecodeKey(p)
 		if err != nil {
@@ -174,12 +198,6 @@ func (s *Server) dispatch(op wire.Opcode, p []byte) (st wire.Status, payload []b
 			return s.reply(err, nil)
 		}
 		return wire.StatusOK, wire.AppendValue(nil, v)
-	case wire.OpDelete:
-		key, err := wire.DecodeKey(p)
-		if err != nil {
-			return invalid(err)
-		}
-		return s.reply(s.store.Delete(ctx, key), nil)
 	case wire.OpScan:
 		prefix, err := wire.DecodeKey(p)
 		if err != nil {
@@ -202,6 +220,42 @@ func (s *Server) dispatch(op wire.Opcode, p []byte) (st wire.Status, payload []b
 		return wire.StatusOK, b
 	}
 	return wire.StatusError, wire.AppendError(nil, fmt.Sprintf(wire.MsgUnknownOpcode, uint8(op)))
+}
+
+// startWrite decodes a PUT or DELETE and queues its proposal. It returns the
+// wait function, or nil and the reply when the write was refused at once.
+func (s *Server) startWrite(op wire.Opcode, p []byte) (func(context.Context) error, wire.Status, []byte) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+	defer cancel()
+	var wait func(context.Context) error
+	var err error
+	if op == wire.OpPut {
+		key, value, derr := wire.DecodePut(p)
+		if derr != nil {
+			st, payload := invalid(derr)
+			return nil, st, payload
+		}
+		wait, err = s.store.StartPut(ctx, key, value)
+	} else {
+		key, derr := wire.DecodeKey(p)
+		if derr != nil {
+			st, payload := invalid(derr)
+			return nil, st, payload
+		}
+		wait, err = s.store.StartDelete(ctx, key)
+	}
+	if err != nil {
+		st, payload := s.reply(err, nil)
+		return nil, st, payload
+	}
+	return wait, 0, nil
+}
+
+// finishWrite waits for a started write and returns its reply.
+func (s *Server) finishWrite(wait func(context.Context) error) (wire.Status, []byte) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+	defer cancel()
+	return s.reply(wait(ctx), nil)
 }
 
 func invalid(err error) (wire.Status, []byte) {
