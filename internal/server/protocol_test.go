@@ -60,20 +60,20 @@ func TestMalformedFrames(t *testing.T) {
 	le32 := func(v uint32) []byte { return binary.LittleEndian.AppendUint32(nil, v) }
 	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 	corpus := map[string][]byte{
-		"zero length":         le32(0),
-		"oversized length":    le32(wire.MaxFrameSize + 1),
-		"huge length":         le32(0xffffffff),
-		"truncated header":    []byte{5, 0},
-		"truncated body":      cat(le32(100), []byte{1, 2, 3}),
-		"put short":           cat(le32(3), []byte{byte(wire.OpPut), 1, 0}),
-		"put lengths too big": cat(le32(9), []byte{byte(wire.OpPut)}, le32(1<<30), le32(1<<30)),
+		"zero length":          le32(0),
+		"oversized length":     le32(wire.MaxFrameSize + 1),
+		"huge length":          le32(0xffffffff),
+		"truncated header":     []byte{5, 0},
+		"truncated body":       cat(le32(100), []byte{1, 2, 3}),
+		"put short":            cat(le32(3), []byte{byte(wire.OpPut), 1, 0}),
+		"put lengths too big":  cat(le32(9), []byte{byte(wire.OpPut)}, le32(1<<30), le32(1<<30)),
 		"get trailing garbage": cat(le32(1+4+1+3), []byte{byte(wire.OpGet)}, le32(1), []byte("x"), []byte("!!!")),
-		"scan bad length":     cat(le32(5), []byte{byte(wire.OpScan)}, le32(99)),
-		"unknown opcode":      cat(le32(1), []byte{200}),
-		"hello empty":         cat(le32(1), []byte{byte(wire.OpHello)}),
-		"add member garbage":  cat(le32(4), []byte{byte(wire.OpAddMember), 0xff, 0xfe, 0xfd}),
-		"put into system key": cat(le32(1+8+2+1), []byte{byte(wire.OpPut)}, le32(2), le32(1), []byte{0, 'k'}, []byte("v")),
-		"http":                []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+		"scan bad length":      cat(le32(5), []byte{byte(wire.OpScan)}, le32(99)),
+		"unknown opcode":       cat(le32(1), []byte{200}),
+		"hello empty":          cat(le32(1), []byte{byte(wire.OpHello)}),
+		"add member garbage":   cat(le32(4), []byte{byte(wire.OpAddMember), 0xff, 0xfe, 0xfd}),
+		"put into system key":  cat(le32(1+8+2+1), []byte{byte(wire.OpPut)}, le32(2), le32(1), []byte{0, 'k'}, []byte("v")),
+		"http":                 []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
 	}
 	rng := rand.New(rand.NewPCG(7, 7))
 	for i := 0; i < 20; i++ {
