@@ -391,6 +391,11 @@ func uvarintBytes(p []byte) (b, rest []byte, ok bool) {
 
 // ApplyConfChange implements raftnode.StateMachine.
 func (s *Store) ApplyConfChange(e *pb.Entry, cc pb.ConfChangeI, cs *pb.ConfState) error {
+	if e.GetIndex() <= s.applied.Load() {
+		// Raft replays configuration changes after a restart to rebuild its
+		// configuration; their effects here are already recorded.
+		return nil
+	}
 	if s.opts.OnConfChange != nil {
 		if err := s.opts.OnConfChange(e, cc, cs); err != nil {
 			return err

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/kayadb/kayadb/internal/lsm/base"
 )
 
 // Exit codes of kayadb-server.
@@ -30,9 +32,10 @@ func flagEnv(name string) string {
 	return "KAYA_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
 }
 
-// Main runs kayadb-server with the given arguments (without the program
-// name) and returns the process exit code.
-func Main(args []string, stdout, stderr io.Writer) int {
+// ParseFlags turns the command line and the KAYA_* environment into a
+// Config. On a bad or help invocation it has written to stderr and returns
+// the exit code; otherwise the code is -1.
+func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (Config, int) {
 	fs := pflag.NewFlagSet("kayadb-server", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -48,19 +51,21 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		logFormat  = fs.String("log-format", "text", "text or json")
 	)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: kayadb-server [flags]\n\nRuns one KayaDB node. With no flags it runs a single-node cluster in ./kayadb-data,\nclients on 127.0.0.1:7379. Every flag can also be set with KAYA_<FLAG> (e.g. KAYA_DATA);\nthe flag wins.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: kayadb-server [flags]\n\nRuns one KayaDB node. With no flags it runs a single-node cluster in ./kayadb-data,\nclients on 127.0.0.1:7379. Every flag can also be set with KAYA_<FLAG> (e.g. KAYA_DATA);\nthe flag wins. See docs/server.md.\n\nFlags:\n")
 		fs.PrintDefaults()
+	}
+	fail := func(format string, args ...any) (Config, int) {
+		fmt.Fprintf(stderr, "error: "+format+"\n", args...)
+		return Config{}, exitUsage
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
-			return exitOK
+			return Config{}, exitOK
 		}
-		fmt.Fprintf(stderr, "error: %v\nhint: run kayadb-server --help\n", err)
-		return exitUsage
+		return fail("%v\nhint: run kayadb-server --help", err)
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "error: unexpected arguments %q\nhint: every setting is a --flag; run kayadb-server --help\n", fs.Args())
-		return exitUsage
+		return fail("unexpected arguments %q\nhint: every setting is a --flag; run kayadb-server --help", fs.Args())
 	}
 	// Environment variables fill flags that were not given.
 	var envErr error
@@ -68,7 +73,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		if f.Changed || envErr != nil {
 			return
 		}
-		v, ok := os.LookupEnv(flagEnv(f.Name))
+		v, ok := lookupEnv(flagEnv(f.Name))
 		if !ok {
 			return
 		}
@@ -83,16 +88,14 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		if err := f.Value.Set(v); err != nil {
 			envErr = fmt.Errorf("%s=%q: %w", flagEnv(f.Name), v, err)
 		}
+		f.Changed = true
 	})
 	if envErr != nil {
-		fmt.Fprintf(stderr, "error: %v\n", envErr)
-		return exitUsage
+		return fail("%v", envErr)
 	}
-
 	level := slog.LevelInfo
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		fmt.Fprintf(stderr, "error: --log-level %q: want debug, info, warn or error\n", *logLevel)
-		return exitUsage
+		return fail("--log-level %q: want debug, info, warn or error", *logLevel)
 	}
 	var handler slog.Handler
 	switch *logFormat {
@@ -101,45 +104,51 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	case "json":
 		handler = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})
 	default:
-		fmt.Fprintf(stderr, "error: --log-format %q: want text or json\n", *logFormat)
-		return exitUsage
+		return fail("--log-format %q: want text or json", *logFormat)
 	}
-	log := slog.New(handler)
-
 	if *nodeID == 0 {
-		fmt.Fprintf(stderr, "error: --node-id must be a positive integer\n")
-		return exitUsage
+		return fail("--node-id must be a positive integer")
+	}
+	if *tick <= 0 || *timeout <= 0 {
+		return fail("--tick and --request-timeout must be positive durations")
 	}
 	cfg := Config{
 		NodeID: *nodeID, DataDir: *dataDir, RaftAddr: *raftAddr, ClientAddr: *clientAddr,
-		Join: *join, TickInterval: *tick, RequestTimeout: *timeout, Logger: log,
+		Join: *join, TickInterval: *tick, RequestTimeout: *timeout, Logger: slog.New(handler),
 	}
 	for _, p := range *peers {
 		m, err := ParsePeer(p)
 		if err != nil {
-			fmt.Fprintf(stderr, "error: %v\n", err)
-			return exitUsage
+			return fail("%v", err)
 		}
 		cfg.Peers = append(cfg.Peers, m)
 	}
-	if len(cfg.Peers) > 0 && !cfg.Join {
-		for _, m := range cfg.Peers {
-			if m.ID == cfg.NodeID && (m.RaftAddr != cfg.RaftAddr || m.ClientAddr != cfg.ClientAddr) {
-				if !fs.Changed("raft-addr") && !fs.Changed("client-addr") && os.Getenv("KAYA_RAFT_ADDR") == "" && os.Getenv("KAYA_CLIENT_ADDR") == "" {
-					// Take this node's addresses from its --peer entry.
-					cfg.RaftAddr, cfg.ClientAddr = m.RaftAddr, m.ClientAddr
-					continue
-				}
-				fmt.Fprintf(stderr, "error: --peer %d=%s,%s disagrees with --raft-addr %s / --client-addr %s\n", m.ID, m.RaftAddr, m.ClientAddr, cfg.RaftAddr, cfg.ClientAddr)
-				return exitUsage
-			}
+	for _, m := range cfg.Peers {
+		if m.ID != cfg.NodeID || (m.RaftAddr == cfg.RaftAddr && m.ClientAddr == cfg.ClientAddr) {
+			continue
 		}
+		if !fs.Changed("raft-addr") && !fs.Changed("client-addr") {
+			// Take this node's addresses from its --peer entry.
+			cfg.RaftAddr, cfg.ClientAddr = m.RaftAddr, m.ClientAddr
+			continue
+		}
+		return fail("--peer %d=%s,%s disagrees with --raft-addr %s / --client-addr %s", m.ID, m.RaftAddr, m.ClientAddr, cfg.RaftAddr, cfg.ClientAddr)
 	}
+	return cfg, -1
+}
 
+// Main runs kayadb-server with the given arguments (without the program
+// name) and returns the process exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	cfg, code := ParseFlags(args, os.LookupEnv, stderr)
+	if code >= 0 {
+		return code
+	}
+	log := cfg.Logger
 	srv, err := New(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
-		if strings.Contains(err.Error(), "locked") || strings.Contains(err.Error(), "in use") {
+		if errors.Is(err, base.ErrLocked) {
 			return exitLocked
 		}
 		return exitError

@@ -177,9 +177,9 @@ func New(cfg Config) (_ *Server, retErr error) {
 			"file", rep.TornTail.File, "offset", rep.TornTail.Offset, "bytes", rep.TornTail.Size-rep.TornTail.Offset)
 	}
 	applied := s.store.AppliedIndex()
-	commit := uint64(0)
-	if rep.HardState != nil {
-		commit = rep.HardState.GetCommit()
+	snapIndex := uint64(0)
+	if rep.Snapshot != nil {
+		snapIndex = rep.Snapshot.GetIndex()
 	}
 	if found && applied > 0 && rep.HardState == nil && rep.Snapshot == nil {
 		// Bootstrapping again would let this node forget its votes and
@@ -195,9 +195,11 @@ func New(cfg Config) (_ *Server, retErr error) {
 	}
 	s.node, err = raftnode.New(raftnode.Config{
 		ID: cfg.NodeID, Peers: peers, Join: cfg.Join, Log: s.rlog, SM: s.store,
-		// Entries up to the engine's applied index are skipped by the state
-		// machine; raft itself may only be told an index it knows committed.
-		Applied:      min(applied, commit),
+		// Raft replays every committed entry after the last snapshot, so that
+		// it sees the configuration changes again (its configuration is not
+		// stored elsewhere); the state machine skips the data entries it has
+		// already applied. This is etcd's arrangement.
+		Applied:      snapIndex,
 		TickInterval: cfg.TickInterval, ElectionTicks: cfg.ElectionTicks, HeartbeatTicks: cfg.HeartbeatTicks,
 		Logger: log.With("component", "raft"),
 	})
