@@ -92,8 +92,16 @@ func (c *testCluster) stop(id uint64) {
 }
 
 // crash stops a node and replaces its disk with what a power cut would have
-// left.
+// left. The node is cut off the network first: a crashed process sends
+// nothing after its disk froze (otherwise it could acknowledge entries that
+// the clone does not hold).
 func (c *testCluster) crash(id uint64) {
+	c.mu.Lock()
+	s := c.nodes[id]
+	c.mu.Unlock()
+	if s != nil {
+		_ = s.trans.Close()
+	}
 	crashed := c.fs[id].CrashClone(vfs.CrashCloneOptions{})
 	c.stop(id)
 	c.fs[id] = crashed

@@ -128,8 +128,13 @@ func (t *MemTransport) allowed(id uint64) bool {
 	return t.roster[id]
 }
 
-// Send implements Transport.
+// Send implements Transport. After Close it drops everything.
 func (t *MemTransport) Send(msgs []*pb.Message) {
+	select {
+	case <-t.quit:
+		return
+	default:
+	}
 	for _, m := range msgs {
 		to := m.GetTo()
 		if !t.allowed(to) {
