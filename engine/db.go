@@ -560,3 +560,13 @@ func (d *DB) Close() error {
 	}
 	return err
 }
+
+// Options returns a copy of the options the DB runs with (defaults filled
+// in).
+func (d *DB) Options() *Options {
+	o := *d.opts
+	return &o
+}
+
+// Dir returns the directory the DB was opened in.
+func (d *DB) Dir() string { return d.dir }

@@ -18,10 +18,13 @@
 //
 // # System keys
 //
-//	0x00 "raft/applied"  appliedIndex u64 LE | appliedTerm u64 LE
+//	0x00 "raft/applied"     appliedIndex u64 LE | appliedTerm u64 LE
+//	0x00 "raft/confstate"   raftpb.ConfState proto, as of the applied index
+//	0x00 "cluster/roster"   the membership roster (JSON, owned by the server)
 //
-// The applied index is written in the same engine batch as the entries'
-// effects, so after a crash the two agree.
+// They are written in the same engine batch as the entries' effects, so
+// after a crash they agree, and an engine checkpoint (a raft snapshot)
+// carries all of them.
 package kv
 
 import (
@@ -37,6 +40,7 @@ import (
 	"time"
 
 	pb "go.etcd.io/raft/v3/raftpb"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/kayadb/kayadb/engine"
 	"github.com/kayadb/kayadb/internal/raftnode"
@@ -45,7 +49,11 @@ import (
 // SystemPrefix starts every key reserved for the system.
 const SystemPrefix = 0x00
 
-var appliedKey = []byte("\x00raft/applied")
+var (
+	appliedKey   = []byte("\x00raft/applied")
+	confStateKey = []byte("\x00raft/confstate")
+	rosterKey    = []byte("\x00cluster/roster")
+)
 
 const (
 	opPut    = 1
@@ -78,16 +86,20 @@ type Options struct {
 	RequestTimeout time.Duration
 	Logger         *slog.Logger
 	// OnConfChange is called (from the raft loop) for every applied
-	// membership change.
-	OnConfChange func(e *pb.Entry, cc pb.ConfChangeI, cs *pb.ConfState) error
+	// membership change. It returns the new roster to store with it.
+	OnConfChange func(e *pb.Entry, cc pb.ConfChangeI, cs *pb.ConfState) (roster []byte, err error)
 }
 
 // Store is the state machine of one node.
 type Store struct {
 	opts Options
-	db   *engine.DB
 	node *raftnode.Node
 	log  *slog.Logger
+
+	// dbMu guards db: readers hold it shared while they use the engine; a
+	// snapshot installation swaps the engine under it exclusively.
+	dbMu sync.RWMutex
+	db   *engine.DB
 
 	nextID  atomic.Uint64
 	applied atomic.Uint64
@@ -135,20 +147,123 @@ func Open(opts Options) (*Store, error) {
 		stopc:    make(chan struct{}),
 	}
 	_, _ = rand.Read(s.readSalt[:])
-	v, err := opts.DB.Get(appliedKey)
+	index, term, err := ReadApplied(opts.DB)
+	if err != nil {
+		return nil, err
+	}
+	s.applied.Store(index)
+	s.term.Store(term)
+	s.nextID.Store(opts.NodeID << 48)
+	return s, nil
+}
+
+// ReadApplied returns the applied index and term recorded in db (zeros for
+// a new database).
+func ReadApplied(db *engine.DB) (index, term uint64, err error) {
+	v, err := db.Get(appliedKey)
 	switch {
 	case err == nil:
 		if len(v) != 16 {
-			return nil, fmt.Errorf("kv: applied-index record is %d bytes, want 16: %w", len(v), engine.ErrCorruption)
+			return 0, 0, fmt.Errorf("kv: applied-index record is %d bytes, want 16: %w", len(v), engine.ErrCorruption)
 		}
-		s.applied.Store(binary.LittleEndian.Uint64(v))
-		s.term.Store(binary.LittleEndian.Uint64(v[8:]))
+		return binary.LittleEndian.Uint64(v), binary.LittleEndian.Uint64(v[8:]), nil
 	case errors.Is(err, engine.ErrNotFound):
-	default:
-		return nil, fmt.Errorf("kv: reading the applied index: %w", err)
+		return 0, 0, nil
 	}
-	s.nextID.Store(opts.NodeID << 48)
-	return s, nil
+	return 0, 0, fmt.Errorf("kv: reading the applied index: %w", err)
+}
+
+// State is what an engine holds besides user data: the raft position and
+// the configuration as of that position.
+type State struct {
+	Index, Term uint64
+	ConfState   *pb.ConfState
+	Roster      []byte
+}
+
+// ReadState reads the system keys of db.
+func ReadState(db *engine.DB) (*State, error) {
+	st := &State{ConfState: &pb.ConfState{}}
+	var err error
+	if st.Index, st.Term, err = ReadApplied(db); err != nil {
+		return nil, err
+	}
+	if v, err := db.Get(confStateKey); err == nil {
+		if err := proto.Unmarshal(v, st.ConfState); err != nil {
+			return nil, fmt.Errorf("kv: conf state record does not decode: %v: %w", err, engine.ErrCorruption)
+		}
+	} else if !errors.Is(err, engine.ErrNotFound) {
+		return nil, err
+	}
+	if v, err := db.Get(rosterKey); err == nil {
+		st.Roster = v
+	} else if !errors.Is(err, engine.ErrNotFound) {
+		return nil, err
+	}
+	return st, nil
+}
+
+// DB runs fn with the current engine (shared with other readers; a
+// snapshot installation waits).
+func (s *Store) DB(fn func(db *engine.DB) error) error {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	return fn(s.db)
+}
+
+// Checkpoint writes a consistent copy of the engine to dest (which must not
+// exist) and returns the raft state it holds: it is a raft snapshot at
+// that index. It may run concurrently with Apply: the copy holds whatever
+// prefix of the applied entries was flushed, and says which.
+func (s *Store) Checkpoint(dest string) (*State, error) {
+	s.dbMu.RLock()
+	err := s.db.Checkpoint(dest)
+	opts := s.db.Options()
+	s.dbMu.RUnlock()
+	if err != nil {
+		return nil, err
+	}
+	return ReadCheckpoint(dest, opts)
+}
+
+// ReadCheckpoint opens a checkpoint read-only and reads its raft state.
+func ReadCheckpoint(dir string, opts *engine.Options) (*State, error) {
+	o := *opts
+	o.ReadOnly, o.ErrorIfNotExists, o.ErrorIfExists, o.Cache = true, false, false, nil
+	o.CacheSize = -1
+	db, err := engine.Open(dir, &o)
+	if err != nil {
+		return nil, fmt.Errorf("kv: opening checkpoint %s: %w", dir, err)
+	}
+	st, err := ReadState(db)
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	return st, err
+}
+
+// ReplaceDB swaps the engine for the one of an installed snapshot: with
+// every reader shut out, swap receives the current engine, must close it,
+// and returns the new one. It is called from the raft loop, so no Apply
+// runs concurrently. If swap fails the store has no usable engine and the
+// node must stop.
+func (s *Store) ReplaceDB(swap func(old *engine.DB) (*engine.DB, error)) error {
+	s.dbMu.Lock()
+	db, err := swap(s.db)
+	if err != nil {
+		s.dbMu.Unlock()
+		return err
+	}
+	s.db = db
+	s.dbMu.Unlock()
+	index, term, err := ReadApplied(db)
+	if err != nil {
+		return err
+	}
+	s.applied.Store(index)
+	s.term.Store(term)
+	s.releaseApplied(index)
+	return nil
 }
 
 // AppliedIndex returns the last applied raft index.
@@ -301,6 +416,8 @@ func (s *Store) Apply(ents []*pb.Entry) error {
 	if last.GetIndex() <= s.applied.Load() {
 		return nil
 	}
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
 	b := s.db.NewBatch()
 	var done []uint64
 	for _, e := range ents {
@@ -396,12 +513,28 @@ func (s *Store) ApplyConfChange(e *pb.Entry, cc pb.ConfChangeI, cs *pb.ConfState
 		// configuration; their effects here are already recorded.
 		return nil
 	}
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	b := s.db.NewBatch()
 	if s.opts.OnConfChange != nil {
-		if err := s.opts.OnConfChange(e, cc, cs); err != nil {
+		roster, err := s.opts.OnConfChange(e, cc, cs)
+		if err != nil {
 			return err
 		}
+		if roster != nil {
+			if err := b.Set(rosterKey, roster); err != nil {
+				return err
+			}
+		}
 	}
-	return s.recordApplied(s.db.NewBatch(), e.GetIndex(), e.GetTerm())
+	csb, err := proto.Marshal(cs)
+	if err != nil {
+		return err
+	}
+	if err := b.Set(confStateKey, csb); err != nil {
+		return err
+	}
+	return s.recordApplied(b, e.GetIndex(), e.GetTerm())
 }
 
 // LeadershipChanged implements raftnode.StateMachine: when this node stops
@@ -570,6 +703,8 @@ func (s *Store) Get(ctx context.Context, key []byte) ([]byte, error) {
 	if err := s.Barrier(ctx); err != nil {
 		return nil, err
 	}
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
 	return s.db.Get(key)
 }
 
@@ -594,6 +729,8 @@ func (s *Store) Scan(ctx context.Context, prefix []byte, maxItems, maxBytes int)
 	if len(lower) == 0 {
 		lower = []byte{SystemPrefix + 1}
 	}
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
 	it, err := s.db.NewIter(&engine.IterOptions{LowerBound: lower, UpperBound: prefixEnd(prefix)})
 	if err != nil {
 		return nil, err

@@ -102,3 +102,75 @@ func TestPrefixEnd(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckpointCarriesRaftState: a checkpoint is a raft snapshot: it holds
+// the applied index and term, the configuration and the roster as of that
+// index, and replacing the engine with it moves the applied index.
+func TestCheckpointCarriesRaftState(t *testing.T) {
+	fs := vfs.NewMem()
+	db, err := engine.Open("/db", &engine.Options{FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roster := []byte(`{"members":[{"id":1},{"id":2}]}`)
+	s, err := Open(Options{NodeID: 1, DB: db, OnConfChange: func(*pb.Entry, pb.ConfChangeI, *pb.ConfState) ([]byte, error) {
+		return roster, nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Apply([]*pb.Entry{putEntry(1, "a", "1"), putEntry(2, "b", "2")}); err != nil {
+		t.Fatal(err)
+	}
+	cc := &pb.ConfChange{Type: new(pb.ConfChangeAddNode), NodeId: new(uint64(2))}
+	cs := &pb.ConfState{Voters: []uint64{1, 2}}
+	if err := s.ApplyConfChange(&pb.Entry{Index: new(uint64(3)), Term: new(uint64(2)), Type: new(pb.EntryConfChange)}, cc, cs); err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.Checkpoint("/ckpt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Index != 3 || st.Term != 2 || len(st.ConfState.GetVoters()) != 2 || string(st.Roster) != string(roster) {
+		t.Fatalf("checkpoint state: %+v roster %s", st, st.Roster)
+	}
+	// Later entries are not in the checkpoint.
+	if err := s.Apply([]*pb.Entry{putEntry(4, "c", "3")}); err != nil {
+		t.Fatal(err)
+	}
+	if st2, err := ReadCheckpoint("/ckpt", db.Options()); err != nil || st2.Index != 3 {
+		t.Fatalf("re-reading the checkpoint: %+v %v", st2, err)
+	}
+
+	// A second store, far behind, takes the checkpoint over.
+	other, err := engine.Open("/other", &engine.Options{FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, err := Open(Options{NodeID: 2, DB: other})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s2.ReplaceDB(func(old *engine.DB) (*engine.DB, error) {
+		if err := old.Close(); err != nil {
+			return nil, err
+		}
+		return engine.Open("/ckpt", &engine.Options{FS: fs})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2.AppliedIndex() != 3 {
+		t.Fatalf("applied index after ReplaceDB: %d", s2.AppliedIndex())
+	}
+	_ = s2.DB(func(d *engine.DB) error {
+		if v, err := d.Get([]byte("b")); err != nil || string(v) != "2" {
+			t.Fatalf("b=%q %v", v, err)
+		}
+		if _, err := d.Get([]byte("c")); err == nil {
+			t.Fatal("the checkpoint holds an entry applied after it")
+		}
+		return d.Close()
+	})
+	_ = db.Close()
+}

@@ -68,6 +68,9 @@ type Options struct {
 	NodeID uint64
 	// SegmentBytes is the segment size; default DefaultSegmentBytes.
 	SegmentBytes int64
+	// Snapshot is the node's current snapshot (from raft-snapshot.bin), if
+	// any: the log starts after it, and entries it covers are ignored.
+	Snapshot *pb.SnapshotMetadata
 }
 
 // Log is a durable raft log. Its embedded MemoryStorage implements
@@ -153,7 +156,7 @@ func Open(opts Options) (*Log, *OpenReport, error) {
 
 	l := &Log{MemoryStorage: raft.NewMemoryStorage(), opts: opts}
 	rep := &OpenReport{Segments: len(segs)}
-	st := &replayState{}
+	st := &replayState{snap: opts.Snapshot}
 	for i, s := range segs {
 		if i > 0 && s.seq != segs[i-1].seq+1 {
 			return nil, nil, base.CorruptionErrorf(filepath.Join(opts.Dir, s.name), -1,
@@ -171,6 +174,11 @@ func Open(opts Options) (*Log, *OpenReport, error) {
 		}
 		l.lastSnap = st.snap
 		rep.Snapshot = st.snap
+	}
+	if st.hs != nil && st.snap != nil && st.hs.GetCommit() < st.snap.GetIndex() {
+		// The snapshot was committed before the hard state that follows
+		// its installation reached the log; its contents are committed.
+		st.hs.Commit = new(st.snap.GetIndex())
 	}
 	if st.hs != nil {
 		if err := l.MemoryStorage.SetHardState(st.hs); err != nil {
@@ -206,6 +214,10 @@ type replayState struct {
 	ents []*pb.Entry
 	hs   *pb.HardState
 	snap *pb.SnapshotMetadata
+	// diverged: the log holds the snapshot's index with another term, so
+	// the log after it belongs to a discarded history (a received snapshot
+	// was committed but a crash came before its record reached the log).
+	diverged bool
 }
 
 func (st *replayState) appendEntry(e *pb.Entry, path string, off int64) error {
@@ -221,11 +233,17 @@ func (st *replayState) appendEntry(e *pb.Entry, path string, off int64) error {
 		case idx != last+1:
 			return base.CorruptionErrorf(path, off, "entry %d follows entry %d: the log has a gap", idx, last)
 		}
-	} else if st.snap != nil && idx != st.snap.GetIndex()+1 {
-		if idx <= st.snap.GetIndex() {
-			return nil // covered by the snapshot
+	} else if st.snap != nil && (st.diverged || idx != st.snap.GetIndex()+1) {
+		if idx == st.snap.GetIndex() && e.GetTerm() != st.snap.GetTerm() {
+			st.diverged = true
+		}
+		if idx <= st.snap.GetIndex() || st.diverged {
+			return nil // covered by the snapshot, or discarded by it
 		}
 		return base.CorruptionErrorf(path, off, "entry %d follows snapshot %d: the log has a gap", idx, st.snap.GetIndex())
+	} else if st.snap == nil && idx != 1 {
+		return base.CorruptionErrorf(path, off,
+			"the log starts at entry %d but there is no snapshot: earlier entries (or raft-snapshot.bin) are missing", idx)
 	}
 	st.ents = append(st.ents, e)
 	return nil
@@ -337,17 +355,13 @@ func (l *Log) applyRecord(rec []byte, path string, off int64, st *replayState) e
 			return bad("snapshot conf state does not decode: %v", err)
 		}
 		meta.ConfState = cs
-		st.snap = meta
-		// Entries the snapshot covers are gone; later ones stay.
-		kept := st.ents[:0]
-		for _, e := range st.ents {
-			if e.GetIndex() > meta.GetIndex() {
-				kept = append(kept, e)
-			}
-		}
-		st.ents = kept
-		if len(st.ents) > 0 && st.ents[0].GetIndex() != meta.GetIndex()+1 {
-			st.ents = st.ents[:0]
+		// A snapshot record is written when a snapshot from the leader is
+		// installed, which discards the whole log before it: whatever
+		// entries precede the record are gone, later ones start after it.
+		st.ents = st.ents[:0]
+		st.diverged = false
+		if st.snap == nil || st.snap.GetIndex() < meta.GetIndex() {
+			st.snap = meta
 		}
 	default:
 		return bad("unknown record type %d", rec[0])
@@ -423,6 +437,17 @@ func (l *Log) startSegment(first uint64) error {
 	node[0] = recNode
 	binary.LittleEndian.PutUint64(node[1:], l.opts.NodeID)
 	w.buf = w.enc.Append(w.buf, node[:], 0)
+	// Every segment repeats the current hard state, so that releasing older
+	// segments never loses the latest one.
+	if hs, _, err := l.MemoryStorage.InitialState(); err == nil && !raft.IsEmptyHardState(hs) {
+		rec := []byte{recBatch, 0, 1}
+		rec, err = appendProto(rec, hs)
+		if err != nil {
+			_ = f.Close()
+			return err
+		}
+		w.buf = w.enc.Append(w.buf, rec, 0)
+	}
 	if err := w.flush(true); err != nil {
 		_ = f.Close()
 		return fmt.Errorf("raftlog: writing %s: %w", path, err)
@@ -544,6 +569,68 @@ func (l *Log) rotate(first uint64) error {
 	l.segs = append(l.segs, old.seg)
 	l.mu.Unlock()
 	return l.startSegment(first)
+}
+
+// SaveSnapshot records an installed snapshot: a durable snapshot record,
+// then the in-memory log is replaced by it. Entries it covers are gone.
+func (l *Log) SaveSnapshot(snap *pb.Snapshot) error {
+	if l.closed {
+		return base.ErrClosed
+	}
+	meta := snap.GetMetadata()
+	rec := []byte{recSnapshot}
+	rec = binary.LittleEndian.AppendUint64(rec, meta.GetIndex())
+	rec = binary.LittleEndian.AppendUint64(rec, meta.GetTerm())
+	var err error
+	if rec, err = appendProto(rec, meta.GetConfState()); err != nil {
+		return err
+	}
+	w := l.cur
+	w.buf = w.enc.Append(w.buf, rec, w.synced)
+	if err := w.flush(true); err != nil {
+		return fmt.Errorf("raftlog: writing %s: %w", w.seg.name, err)
+	}
+	if err := l.MemoryStorage.ApplySnapshot(snap); err != nil && !errors.Is(err, raft.ErrSnapOutOfDate) {
+		return err
+	}
+	l.mu.Lock()
+	l.lastSnap = meta
+	l.mu.Unlock()
+	return nil
+}
+
+// Compact drops the entries up to and including index from memory and
+// deletes the sealed segments that hold only such entries. The caller
+// guarantees that a snapshot at or above index is durable.
+func (l *Log) Compact(index uint64) error {
+	if err := l.MemoryStorage.Compact(index); err != nil && !errors.Is(err, raft.ErrCompacted) {
+		return err
+	}
+	l.mu.Lock()
+	var release []segment
+	keep := l.segs[:0:0]
+	for i, s := range l.segs {
+		next := l.cur.seg.first
+		if i+1 < len(l.segs) {
+			next = l.segs[i+1].first
+		}
+		if next <= index+1 {
+			release = append(release, s)
+			continue
+		}
+		keep = append(keep, s)
+	}
+	l.segs = keep
+	l.mu.Unlock()
+	for _, s := range release {
+		if err := l.opts.FS.Remove(filepath.Join(l.opts.Dir, s.name)); err != nil {
+			return fmt.Errorf("raftlog: releasing %s: %w", s.name, err)
+		}
+	}
+	if len(release) > 0 {
+		return vfs.SyncDir(l.opts.FS, l.opts.Dir)
+	}
+	return nil
 }
 
 // Close seals the current segment.

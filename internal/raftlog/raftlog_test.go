@@ -194,3 +194,126 @@ func TestMidLogCorruption(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func snapMeta(index, term uint64) *pb.SnapshotMetadata {
+	return &pb.SnapshotMetadata{Index: new(index), Term: new(term), ConfState: &pb.ConfState{Voters: []uint64{1}}}
+}
+
+func openSnap(t *testing.T, fs vfs.FS, seg int64, snap *pb.SnapshotMetadata) (*Log, *OpenReport) {
+	t.Helper()
+	l, rep, err := Open(Options{FS: fs, Dir: "/wal", NodeID: 1, SegmentBytes: seg, Snapshot: snap})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, rep
+}
+
+// TestInstalledSnapshotDiscardsTheLog: a snapshot received from the leader
+// replaces the whole log; after a restart the entries written before its
+// record (here a stale tail from an old term) stay gone, and the entries
+// appended after it are kept.
+func TestInstalledSnapshotDiscardsTheLog(t *testing.T) {
+	fs := vfs.NewMem()
+	l, _ := open(t, fs, 0)
+	var stale []*pb.Entry
+	for i := uint64(1); i <= 8; i++ {
+		stale = append(stale, ent(1, i, "old"))
+	}
+	if err := l.Save(hs(1, 0, 3), stale, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SaveSnapshot(&pb.Snapshot{Metadata: snapMeta(5, 2)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Save(hs(2, 0, 6), []*pb.Entry{ent(2, 6, "new")}, true); err != nil {
+		t.Fatal(err)
+	}
+	want := "6/2:new"
+	if got := strings.Join(entries(t, l), " "); got != want {
+		t.Fatalf("in memory: %s", got)
+	}
+	_ = l.Close()
+	for _, snap := range []*pb.SnapshotMetadata{nil, snapMeta(5, 2)} {
+		l, rep := openSnap(t, fs, 0, snap)
+		if got := strings.Join(entries(t, l), " "); got != want {
+			t.Fatalf("reopened (raft-snapshot.bin %v): %s", snap, got)
+		}
+		if rep.Snapshot.GetIndex() != 5 {
+			t.Fatalf("snapshot %v", rep.Snapshot)
+		}
+		_ = l.Close()
+	}
+}
+
+// TestSnapshotCommittedBeforeItsRecord: a crash after raft-snapshot.bin named
+// a received snapshot but before the log recorded it. The log still holds
+// the old history: entries that disagree with the snapshot's term at its
+// index are discarded, and a commit index below the snapshot is raised to
+// it (raft would refuse to start otherwise).
+func TestSnapshotCommittedBeforeItsRecord(t *testing.T) {
+	fs := vfs.NewMem()
+	l, _ := open(t, fs, 0)
+	var ents []*pb.Entry
+	for i := uint64(1); i <= 8; i++ {
+		ents = append(ents, ent(1, i, "old"))
+	}
+	if err := l.Save(hs(1, 0, 2), ents, true); err != nil {
+		t.Fatal(err)
+	}
+	_ = l.Close()
+	l, _ = openSnap(t, fs, 0, snapMeta(5, 3))
+	if got := entries(t, l); len(got) != 0 {
+		t.Fatalf("entries from the discarded history survived: %v", got)
+	}
+	st, _, _ := l.InitialState()
+	if st.GetCommit() != 5 {
+		t.Fatalf("commit %d, want the snapshot's 5", st.GetCommit())
+	}
+	_ = l.Close()
+
+	// A snapshot the node took itself agrees with its log: the entries
+	// after it stay.
+	l, _ = openSnap(t, fs, 0, snapMeta(5, 1))
+	defer l.Close()
+	if got := strings.Join(entries(t, l), " "); got != "6/1:old 7/1:old 8/1:old" {
+		t.Fatalf("entries after a local snapshot: %s", got)
+	}
+}
+
+// TestCompactReleasesSegments: compaction drops entries from memory and
+// deletes the sealed segments that hold only compacted entries; the log
+// reopens from the snapshot and the remaining segments.
+func TestCompactReleasesSegments(t *testing.T) {
+	fs := vfs.NewMem()
+	l, _ := open(t, fs, 4096)
+	for i := uint64(1); i <= 300; i++ {
+		if err := l.Save(hs(1, 1, i), []*pb.Entry{ent(1, i, strings.Repeat("x", 100))}, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := l.Stats().Segments
+	if _, err := l.CreateSnapshot(250, &pb.ConfState{Voters: []uint64{1}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Compact(240); err != nil {
+		t.Fatal(err)
+	}
+	after := l.Stats().Segments
+	if after >= before {
+		t.Fatalf("segments %d → %d: none released", before, after)
+	}
+	_ = l.Close()
+	l, rep := openSnap(t, fs, 4096, snapMeta(250, 1))
+	defer l.Close()
+	if first, _ := l.FirstIndex(); first != 251 || rep.LastIndex != 300 {
+		t.Fatalf("reopened: first %d last %d", first, rep.LastIndex)
+	}
+	st, _, _ := l.InitialState()
+	if st.GetCommit() != 300 {
+		t.Fatalf("hard state lost with the released segments: %v", st)
+	}
+	// Without raft-snapshot.bin the log does not start at 1: refused.
+	if _, _, err := Open(Options{FS: fs, Dir: "/wal", NodeID: 1}); err == nil || !strings.Contains(err.Error(), "no snapshot") {
+		t.Fatalf("opening a compacted log without its snapshot: %v", err)
+	}
+}

@@ -54,6 +54,22 @@ type StateMachine interface {
 	LeadershipChanged(leader uint64, isLeader bool)
 }
 
+// Snapshotter creates, installs and sends snapshots of the state machine.
+type Snapshotter interface {
+	// Take checkpoints the state machine as applied now and returns the
+	// snapshot's metadata (the index it holds, with the term and
+	// configuration as of that index). The snapshot is durable when it
+	// returns. It runs on a background goroutine, concurrently with Apply.
+	Take() (*pb.SnapshotMetadata, error)
+	// Install makes a received snapshot (already stored durably by the
+	// transport) the node's state, durably, before the raft log records
+	// it. It runs on the raft loop.
+	Install(snap *pb.Snapshot) error
+	// Send streams a MsgSnap to its destination in the background and
+	// reports the outcome with Node.ReportSnapshot. It must not block.
+	Send(m *pb.Message)
+}
+
 // Config configures a Node.
 type Config struct {
 	ID uint64
@@ -70,6 +86,15 @@ type Config struct {
 	// Applied is the last index the state machine had applied before this
 	// start; raft does not hand out entries at or below it again.
 	Applied uint64
+	// Snapshots takes, installs and sends snapshots; nil disables them.
+	Snapshots Snapshotter
+	// SnapshotEntries: after this many applied entries since the last
+	// snapshot, a new one is taken and the log compacted. 0 disables.
+	SnapshotEntries uint64
+	// CatchUpEntries is how many entries before the snapshot the log keeps,
+	// so that a follower slightly behind catches up from the log rather than
+	// by a snapshot. Default 5,000.
+	CatchUpEntries uint64
 	// TickInterval is the raft clock tick. Default 100 ms.
 	TickInterval time.Duration
 	// ElectionTicks and HeartbeatTicks: defaults 10 and 1 (etcd's).
@@ -123,6 +148,16 @@ type Node struct {
 	statusMu sync.Mutex
 	voters   []uint64
 	learners []uint64
+
+	// Snapshot state, owned by the loop.
+	loopExit       chan struct{} // closed when the loop returns
+	snapIndex      uint64        // index of the newest snapshot in the log storage
+	snapshotting   bool          // a Take is running
+	snapWG         sync.WaitGroup
+	snapTaken      atomic.Uint64
+	snapsInstalled atomic.Uint64
+
+	leaderStart atomic.Uint64
 }
 
 type proposal struct {
@@ -153,6 +188,9 @@ func New(cfg Config) (*Node, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.CatchUpEntries == 0 {
+		cfg.CatchUpEntries = 5000
 	}
 	log := cfg.Logger.With("node", cfg.ID)
 	rc := &raft.Config{
@@ -194,17 +232,24 @@ func New(cfg Config) (*Node, error) {
 		log.Info("bootstrapping a new cluster", "voters", ids)
 	}
 	n := &Node{
-		cfg:   cfg,
-		rn:    rn,
-		log:   log,
-		propc: make(chan proposal, 1024),
-		recvc: make(chan *pb.Message, 4096),
-		ctrlc: make(chan func(*raft.RawNode), 64),
-		reads: make(chan raft.ReadState, 256),
-		stopc: make(chan struct{}),
-		donec: make(chan struct{}),
+		cfg:      cfg,
+		rn:       rn,
+		log:      log,
+		propc:    make(chan proposal, 1024),
+		recvc:    make(chan *pb.Message, 4096),
+		ctrlc:    make(chan func(*raft.RawNode), 64),
+		reads:    make(chan raft.ReadState, 256),
+		stopc:    make(chan struct{}),
+		donec:    make(chan struct{}),
+		loopExit: make(chan struct{}),
 	}
 	n.applied.Store(cfg.Applied)
+	if sn, err := cfg.Log.Snapshot(); err == nil {
+		n.snapIndex = sn.GetMetadata().GetIndex()
+		if n.snapIndex > cfg.Applied {
+			n.applied.Store(n.snapIndex)
+		}
+	}
 	n.term.Store(hs.GetTerm())
 	n.commit.Store(hs.GetCommit())
 	n.voters = cs.GetVoters()
@@ -230,6 +275,7 @@ func (n *Node) Stop() {
 	if n.stopped.CompareAndSwap(false, true) {
 		close(n.stopc)
 		if !n.started.Load() {
+			close(n.loopExit)
 			close(n.donec)
 		}
 	}
@@ -269,8 +315,13 @@ func (n *Node) ReportUnreachable(id uint64) {
 }
 
 // ReportSnapshot tells raft how sending a snapshot to id ended.
+// Unlike other hints it is never dropped: until raft hears the outcome it
+// sends that follower nothing else. It blocks until the loop takes it.
 func (n *Node) ReportSnapshot(id uint64, status raft.SnapshotStatus) {
-	n.control(func(rn *raft.RawNode) { rn.ReportSnapshot(id, status) })
+	select {
+	case n.ctrlc <- func(rn *raft.RawNode) { rn.ReportSnapshot(id, status) }:
+	case <-n.loopExit:
+	}
 }
 
 // control runs f on the loop without waiting; it is dropped if the loop is
@@ -378,37 +429,66 @@ func (n *Node) IsLeader() bool { return raft.StateType(n.role.Load()) == raft.St
 // Leader returns the known leader id (0 if none).
 func (n *Node) Leader() uint64 { return n.leader.Load() }
 
-// Progress returns, on the leader, each member's match index (for
-// membership decisions); nil elsewhere.
-func (n *Node) Progress(ctx context.Context) (map[uint64]uint64, error) {
-	res := make(chan map[uint64]uint64, 1)
+// PeerProgress is what the leader knows about one member's replication.
+type PeerProgress struct {
+	Match        uint64 // highest index known to be replicated there
+	RecentActive bool   // heard from within the last election timeout
+	Learner      bool
+}
+
+// Progress returns, on the leader, every member's replication progress and
+// the leader's last log index (for membership decisions); nil elsewhere.
+func (n *Node) Progress(ctx context.Context) (map[uint64]PeerProgress, uint64, error) {
+	type result struct {
+		m    map[uint64]PeerProgress
+		last uint64
+	}
+	res := make(chan result, 1)
 	f := func(rn *raft.RawNode) {
 		st := rn.Status()
-		m := map[uint64]uint64{}
-		for id, pr := range st.Progress {
-			m[id] = pr.Match
+		if st.RaftState != raft.StateLeader {
+			res <- result{}
+			return
 		}
-		res <- m
+		m := map[uint64]PeerProgress{}
+		for id, pr := range st.Progress {
+			m[id] = PeerProgress{Match: pr.Match, RecentActive: pr.RecentActive || id == n.cfg.ID, Learner: pr.IsLearner}
+		}
+		last := uint64(0)
+		if pr, ok := st.Progress[n.cfg.ID]; ok {
+			last = pr.Match
+		}
+		res <- result{m, last}
 	}
 	select {
 	case n.ctrlc <- f:
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, 0, ctx.Err()
 	case <-n.donec:
-		return nil, ErrStopped
+		return nil, 0, ErrStopped
 	}
 	select {
-	case m := <-res:
-		return m, nil
+	case r := <-res:
+		return r.m, r.last, nil
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, 0, ctx.Err()
 	case <-n.donec:
-		return nil, ErrStopped
+		return nil, 0, ErrStopped
 	}
 }
 
+// LeaderStart returns the index of the first entry of this node's current
+// term as leader (0 when not leader). Raft refuses a membership change until
+// everything before it is applied: callers wait for that first.
+func (n *Node) LeaderStart() uint64 { return n.leaderStart.Load() }
+
+// Applied returns the last index handed to the state machine.
+func (n *Node) Applied() uint64 { return n.applied.Load() }
+
 func (n *Node) run() {
 	defer close(n.donec)
+	defer n.snapWG.Wait()
+	defer close(n.loopExit)
 	ticker := time.NewTicker(n.cfg.TickInterval)
 	defer ticker.Stop()
 	for {
@@ -477,6 +557,16 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		prevRole := raft.StateType(n.role.Load())
 		n.leader.Store(ss.Lead)
 		n.role.Store(int32(ss.RaftState))
+		if ss.RaftState != raft.StateLeader {
+			n.leaderStart.Store(0)
+		} else if prevRole != raft.StateLeader {
+			// This Ready carries the empty entry that starts the term.
+			start := n.commit.Load()
+			if k := len(rd.Entries); k > 0 {
+				start = rd.Entries[k-1].GetIndex()
+			}
+			n.leaderStart.Store(start)
+		}
 		if ss.Lead != prevLeader || ss.RaftState != prevRole {
 			n.log.Info("raft role changed", "role", ss.RaftState.String(), "leader", ss.Lead, "term", n.rn.BasicStatus().GetTerm())
 			n.cfg.SM.LeadershipChanged(ss.Lead, ss.RaftState == raft.StateLeader)
@@ -484,10 +574,12 @@ func (n *Node) handleReady(rd raft.Ready) error {
 	}
 	leader := raft.StateType(n.role.Load()) == raft.StateLeader
 	if leader {
-		n.t.Send(rd.Messages)
+		n.send(rd.Messages)
 	}
 	if !raft.IsEmptySnap(rd.Snapshot) {
-		return errors.New("raftnode: received a snapshot, which this version cannot install yet")
+		if err := n.installSnapshot(rd.Snapshot); err != nil {
+			return err
+		}
 	}
 	if err := n.cfg.Log.Save(rd.HardState, rd.Entries, rd.MustSync); err != nil {
 		return fmt.Errorf("raftnode: persisting raft state: %w", err)
@@ -497,7 +589,7 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		n.commit.Store(rd.HardState.GetCommit())
 	}
 	if !leader {
-		n.t.Send(rd.Messages)
+		n.send(rd.Messages)
 	}
 	for _, rs := range rd.ReadStates {
 		select {
@@ -510,7 +602,109 @@ func (n *Node) handleReady(rd raft.Ready) error {
 		return err
 	}
 	n.rn.Advance(rd)
+	n.maybeSnapshot()
 	return nil
+}
+
+// send hands snapshot messages to the snapshotter and the rest to the
+// transport.
+func (n *Node) send(msgs []*pb.Message) {
+	j := 0
+	for _, m := range msgs {
+		if m.GetType() == pb.MsgSnap {
+			if n.cfg.Snapshots != nil {
+				n.cfg.Snapshots.Send(m)
+			} else {
+				n.rn.ReportSnapshot(m.GetTo(), raft.SnapshotFailure)
+			}
+			continue
+		}
+		msgs[j] = m
+		j++
+	}
+	if j > 0 {
+		n.t.Send(msgs[:j])
+	}
+}
+
+// installSnapshot persists a received snapshot before the rest of the
+// Ready: the state machine takes it over durably, then the log records it.
+func (n *Node) installSnapshot(snap *pb.Snapshot) error {
+	if n.cfg.Snapshots == nil {
+		return errors.New("raftnode: received a snapshot but snapshots are disabled")
+	}
+	meta := snap.GetMetadata()
+	n.log.Info("installing a snapshot from the leader", "index", meta.GetIndex(), "term", meta.GetTerm())
+	if err := n.cfg.Snapshots.Install(snap); err != nil {
+		return fmt.Errorf("raftnode: installing snapshot %d: %w", meta.GetIndex(), err)
+	}
+	if err := n.cfg.Log.SaveSnapshot(snap); err != nil {
+		return fmt.Errorf("raftnode: recording snapshot %d: %w", meta.GetIndex(), err)
+	}
+	cs := meta.GetConfState()
+	n.statusMu.Lock()
+	n.voters, n.learners = cs.GetVoters(), cs.GetLearners()
+	n.statusMu.Unlock()
+	n.snapIndex = meta.GetIndex()
+	n.applied.Store(meta.GetIndex())
+	n.snapsInstalled.Add(1)
+	return nil
+}
+
+// maybeSnapshot starts a background snapshot once enough entries have been
+// applied since the last one.
+func (n *Node) maybeSnapshot() {
+	if n.cfg.Snapshots == nil || n.cfg.SnapshotEntries == 0 || n.snapshotting {
+		return
+	}
+	if n.applied.Load() < n.snapIndex+n.cfg.SnapshotEntries {
+		return
+	}
+	n.snapshotting = true
+	n.snapWG.Add(1)
+	go func() {
+		defer n.snapWG.Done()
+		meta, err := n.cfg.Snapshots.Take()
+		select {
+		case n.ctrlc <- func(*raft.RawNode) {
+			n.snapshotDone(meta, err)
+			n.maybeSnapshot() // an idle node has no Ready to trigger it
+		}:
+		case <-n.loopExit:
+		}
+	}()
+}
+
+// snapshotDone records a finished local snapshot in the log storage and
+// compacts the log behind it, keeping CatchUpEntries.
+func (n *Node) snapshotDone(meta *pb.SnapshotMetadata, err error) {
+	n.snapshotting = false
+	if err != nil {
+		n.log.Error("taking a snapshot failed; will retry", "err", err)
+		return
+	}
+	idx := meta.GetIndex()
+	if idx <= n.snapIndex {
+		return
+	}
+	if _, err := n.cfg.Log.CreateSnapshot(idx, meta.GetConfState(), nil); err != nil {
+		n.log.Error("recording the snapshot in the raft log storage failed", "index", idx, "err", err)
+		return
+	}
+	n.snapIndex = idx
+	n.snapTaken.Add(1)
+	if idx > n.cfg.CatchUpEntries {
+		if err := n.cfg.Log.Compact(idx - n.cfg.CatchUpEntries); err != nil {
+			n.fail(fmt.Errorf("raftnode: compacting the raft log: %w", err))
+			return
+		}
+	}
+	n.log.Info("took a snapshot and compacted the raft log", "index", idx, "kept_from", idx-min(idx, n.cfg.CatchUpEntries))
+}
+
+// SnapshotCounts returns how many snapshots this node took and installed.
+func (n *Node) SnapshotCounts() (taken, installed uint64) {
+	return n.snapTaken.Load(), n.snapsInstalled.Load()
 }
 
 // apply hands committed entries to the state machine, applying

@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -212,6 +213,14 @@ func (s *Server) dispatch(op wire.Opcode, p []byte) (st wire.Status, payload []b
 			kvs[i] = wire.KV{Key: it.Key, Value: it.Value}
 		}
 		return wire.StatusOK, wire.AppendScanResult(nil, kvs)
+	case wire.OpAddMember:
+		return s.addMember(ctx, p)
+	case wire.OpRemoveMember:
+		return s.removeMember(ctx, p)
+	case wire.OpPromoteLearner:
+		return s.promoteLearner(ctx, p)
+	case wire.OpTransferLeader:
+		return s.transferLeader(ctx, p)
 	case wire.OpStats:
 		b, err := wire.AppendStats(nil, s.stats())
 		if err != nil {
@@ -293,14 +302,51 @@ func (s *Server) stats() *wire.Stats {
 			peers++
 		}
 	}
-	m := s.db.Metrics()
+	var m *engine.Metrics
+	_ = s.store.DB(func(db *engine.DB) error { m = db.Metrics(); return nil })
 	c := s.store.Counters()
 	tables := 0
 	for _, l := range m.Levels {
 		tables += l.NumFiles
 	}
+	type memberJSON struct {
+		ID         uint64 `json:"id"`
+		RaftAddr   string `json:"raft_addr"`
+		ClientAddr string `json:"client_addr"`
+		Role       string `json:"role"`
+	}
+	voters, learners := s.voterSets()
+	members := []memberJSON{}
+	for _, mb := range s.ros.list() {
+		r := "unknown"
+		switch {
+		case voters[mb.ID]:
+			r = "voter"
+		case learners[mb.ID]:
+			r = "learner"
+		}
+		members = append(members, memberJSON{ID: mb.ID, RaftAddr: mb.RaftAddr, ClientAddr: mb.ClientAddr, Role: r})
+	}
+	extra := map[string]json.RawMessage{}
+	put := func(k string, v any) {
+		if b, err := json.Marshal(v); err == nil {
+			extra[k] = b
+		}
+	}
+	put("node_id", s.cfg.NodeID)
+	put("leader_id", st.Leader)
+	put("members", members)
+	snapIndex := uint64(0)
+	if cur := s.snaps.Current(); cur != nil {
+		snapIndex = cur.Index
+	}
+	put("snapshot_index", snapIndex)
+	taken, installed := s.node.SnapshotCounts()
+	put("snapshots_taken", taken)
+	put("snapshots_installed", installed)
 	return &wire.Stats{
-		Role: role, Term: st.Term, CommitIndex: st.Commit, AppliedIndex: s.store.AppliedIndex(),
+		Extra: extra,
+		Role:  role, Term: st.Term, CommitIndex: st.Commit, AppliedIndex: s.store.AppliedIndex(),
 		PeerCount: uint64(peers), RaftGroups: 1,
 		Engine: wire.EngineStats{
 			PutCount: c.Put, GetCount: c.Get, DeleteCount: c.Delete, ScanCount: c.Scan,

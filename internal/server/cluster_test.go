@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
+	"os"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,20 +31,46 @@ type testCluster struct {
 	fs      map[uint64]*vfs.MemFS
 	nodes   map[uint64]*Server
 	lns     map[uint64]string // client addresses, stable across restarts
+	// configure, when set, adjusts a node's configuration before it starts
+	// (snapshot thresholds, a wrapped file system).
+	configure func(id uint64, cfg *Config)
+	joiners   map[uint64]bool // nodes started with --join
 }
 
-func newTestCluster(t *testing.T, n int) *testCluster {
+// newNodeSlot reserves a client address and a disk for a node that will
+// join later (with --join).
+func (c *testCluster) newNodeSlot(id uint64) Member {
+	m := c.reserve(id)
+	if c.joiners == nil {
+		c.joiners = map[uint64]bool{}
+	}
+	c.joiners[id] = true
+	return m
+}
+
+// reserve picks a free client address and a new disk for node id.
+func (c *testCluster) reserve(id uint64) Member {
+	c.t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.lns[id] = ln.Addr().String()
+	_ = ln.Close()
+	c.fs[id] = vfs.NewMem()
+	return Member{ID: id, RaftAddr: fmt.Sprintf("127.0.0.1:%d", 40000+id), ClientAddr: c.lns[id]}
+}
+
+// newTestCluster starts n nodes; configure (optional) adjusts each node's
+// configuration, now and at every restart.
+func newTestCluster(t *testing.T, n int, configure ...func(id uint64, cfg *Config)) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, net: transport.NewMemNetwork(1), fs: map[uint64]*vfs.MemFS{}, nodes: map[uint64]*Server{}, lns: map[uint64]string{}}
+	if len(configure) > 0 {
+		c.configure = configure[0]
+	}
 	for id := uint64(1); id <= uint64(n); id++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.lns[id] = ln.Addr().String()
-		_ = ln.Close()
-		c.members = append(c.members, Member{ID: id, RaftAddr: fmt.Sprintf("mem-%d", id), ClientAddr: c.lns[id]})
-		c.fs[id] = vfs.NewMem()
+		c.members = append(c.members, c.reserve(id))
 	}
 	for id := uint64(1); id <= uint64(n); id++ {
 		c.start(id)
@@ -53,6 +81,14 @@ func newTestCluster(t *testing.T, n int) *testCluster {
 
 func (c *testCluster) start(id uint64) {
 	c.t.Helper()
+	if err := c.tryStart(id); err != nil {
+		c.t.Fatalf("starting node %d: %v", id, err)
+	}
+}
+
+// tryStart starts a node and returns New's error.
+func (c *testCluster) tryStart(id uint64) error {
+	c.t.Helper()
 	var ln net.Listener
 	var err error
 	for i := 0; i < 50; i++ {
@@ -62,21 +98,33 @@ func (c *testCluster) start(id uint64) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if err != nil {
-		c.t.Fatal(err)
+		return err
 	}
-	s, err := New(Config{
-		NodeID: id, DataDir: "/node", Peers: c.members,
+	c.mu.Lock()
+	joiner := c.joiners[id]
+	c.mu.Unlock()
+	cfg := Config{
+		NodeID: id, DataDir: "/node", Peers: c.members, Join: joiner,
 		TickInterval: 10 * time.Millisecond, RequestTimeout: 2 * time.Second,
-		EngineOptions:  &engine.Options{FS: c.fs[id], MemTableSize: 256 << 10},
+		EngineOptions:  &engine.Options{FS: c.disk(id), MemTableSize: 256 << 10},
 		NewTransport:   func(h transport.Handler) transport.Transport { return c.net.Transport(id, h) },
 		ClientListener: ln,
-	})
+	}
+	if os.Getenv("KAYA_TEST_LOG") != "" {
+		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	if c.configure != nil {
+		c.configure(id, &cfg)
+	}
+	s, err := New(cfg)
 	if err != nil {
-		c.t.Fatalf("starting node %d: %v", id, err)
+		_ = ln.Close()
+		return err
 	}
 	c.mu.Lock()
 	c.nodes[id] = s
 	c.mu.Unlock()
+	return nil
 }
 
 func (c *testCluster) stop(id uint64) {
@@ -102,9 +150,18 @@ func (c *testCluster) crash(id uint64) {
 	if s != nil {
 		_ = s.trans.Close()
 	}
-	crashed := c.fs[id].CrashClone(vfs.CrashCloneOptions{})
+	crashed := c.disk(id).CrashClone(vfs.CrashCloneOptions{})
 	c.stop(id)
+	c.mu.Lock()
 	c.fs[id] = crashed
+	c.mu.Unlock()
+}
+
+// disk returns node id's disk (crash may replace it from another goroutine).
+func (c *testCluster) disk(id uint64) *vfs.MemFS {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.fs[id]
 }
 
 func (c *testCluster) stopAll() {
@@ -244,68 +301,18 @@ func TestFollowerAnswersNotLeader(t *testing.T) {
 func TestLeaderCrashUnderLoad(t *testing.T) {
 	c := newTestCluster(t, 3)
 	lead := c.leader()
-	var acked sync.Map
-	var stop atomic.Bool
-	var wg sync.WaitGroup
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			conns := map[uint64]*conn{}
-			for i := 0; !stop.Load(); i++ {
-				k := fmt.Sprintf("w%d-%05d", w, i)
-				for attempt := 0; attempt < 50 && !stop.Load(); attempt++ {
-					target := c.leaderGuess()
-					if target == 0 {
-						time.Sleep(20 * time.Millisecond)
-						continue
-					}
-					cl := conns[target]
-					if cl == nil {
-						nc, err := net.DialTimeout("tcp", c.lns[target], 200*time.Millisecond)
-						if err != nil {
-							time.Sleep(20 * time.Millisecond)
-							continue
-						}
-						cl = &conn{c: nc, r: bufio.NewReader(nc)}
-						conns[target] = cl
-					}
-					st, _, err := cl.put(k, k)
-					if err != nil {
-						delete(conns, target)
-						break // outcome unknown: move on
-					}
-					if st == wire.StatusOK {
-						acked.Store(k, true)
-						break
-					}
-					time.Sleep(10 * time.Millisecond)
-				}
-			}
-		}(w)
-	}
+	load := c.startLoad(4)
 	time.Sleep(300 * time.Millisecond)
 	c.crash(lead)
 	time.Sleep(700 * time.Millisecond)
-	stop.Store(true)
-	wg.Wait()
+	load.finish()
 	newLead := c.leader()
 	if newLead == lead {
 		t.Fatalf("crashed node %d still leads", lead)
 	}
 	c.start(lead) // the old leader restarts from what survived on its disk
-	cl := dial(t, c.lns[c.leader()])
-	n := 0
-	acked.Range(func(k, _ any) bool {
-		n++
-		st, v, err := cl.get(k.(string))
-		if err != nil || st != wire.StatusOK || string(v) != k.(string) {
-			t.Errorf("acknowledged write %s lost: %v %v %q", k, err, st, v)
-			return false
-		}
-		return true
-	})
-	if n < 20 {
+	c.verifyAcked(load, 1, 2, 3)
+	if n := load.n.Load(); n < 20 {
 		t.Fatalf("only %d writes acknowledged; the test did not exercise much", n)
 	}
 }
@@ -461,6 +468,9 @@ type nopHandler struct{}
 
 func (nopHandler) Receive(*pb.Message)      {}
 func (nopHandler) ReportUnreachable(uint64) {}
+func (nopHandler) ReceiveSnapshot(uint64, io.Reader) error {
+	return errors.New("this test peer takes no snapshots")
+}
 
 func TestProtocolErrors(t *testing.T) {
 	c := newTestCluster(t, 1)

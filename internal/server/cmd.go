@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -47,6 +48,9 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 		join       = fs.Bool("join", false, "start as a new member of a running cluster (add it with kayactl add-node first)")
 		tick       = fs.Duration("tick", 100*time.Millisecond, "raft clock tick; elections take about 10 ticks")
 		timeout    = fs.Duration("request-timeout", 5*time.Second, "longest a client request may wait for raft")
+		snapEvery  = fs.Int64("snapshot-entries", 10000, "take a raft snapshot and compact the raft log every this many applied entries (0 disables)")
+		snapKeep   = fs.Uint64("snapshot-catchup-entries", 5000, "raft log entries kept behind each snapshot, so that a follower slightly behind catches up from the log")
+		snapRate   = fs.String("snapshot-rate", "64MiB", "bandwidth limit for sending snapshots to followers, bytes per second (e.g. 64MiB, 500KB; 0 = unlimited)")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat  = fs.String("log-format", "text", "text or json")
 	)
@@ -112,9 +116,26 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	if *tick <= 0 || *timeout <= 0 {
 		return fail("--tick and --request-timeout must be positive durations")
 	}
+	if *snapEvery < 0 {
+		return fail("--snapshot-entries %d: want a positive number of entries, or 0 to disable snapshots", *snapEvery)
+	}
+	if *snapKeep == 0 {
+		return fail("--snapshot-catchup-entries must be positive (default 5000)")
+	}
+	rate, err := parseBytes(*snapRate)
+	if err != nil {
+		return fail("--snapshot-rate %q: %v (for example 64MiB, 500KB, or 0 for unlimited)", *snapRate, err)
+	}
 	cfg := Config{
 		NodeID: *nodeID, DataDir: *dataDir, RaftAddr: *raftAddr, ClientAddr: *clientAddr,
 		Join: *join, TickInterval: *tick, RequestTimeout: *timeout, Logger: slog.New(handler),
+		SnapshotEntries: *snapEvery, CatchUpEntries: *snapKeep, SnapshotBytesPerSecond: rate,
+	}
+	if cfg.SnapshotEntries == 0 {
+		cfg.SnapshotEntries = -1
+	}
+	if cfg.SnapshotBytesPerSecond == 0 {
+		cfg.SnapshotBytesPerSecond = -1
 	}
 	for _, p := range *peers {
 		m, err := ParsePeer(p)
@@ -122,6 +143,9 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 			return fail("%v", err)
 		}
 		cfg.Peers = append(cfg.Peers, m)
+	}
+	if cfg.Join && len(cfg.Peers) == 0 {
+		return fail("--join needs the running cluster's members: add --peer ID=RAFT_ADDR,CLIENT_ADDR for each (at least one)")
 	}
 	for _, m := range cfg.Peers {
 		if m.ID != cfg.NodeID || (m.RaftAddr == cfg.RaftAddr && m.ClientAddr == cfg.ClientAddr) {
@@ -185,4 +209,29 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		log.Error("shutdown took too long; exiting", "budget", shutdownBudget)
 		return exitError
 	}
+}
+
+// parseBytes parses a byte count with an optional unit: 500, 500KB,
+// 64MiB, 1GB (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024).
+func parseBytes(s string) (int64, error) {
+	t := strings.TrimSpace(s)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1000}, {"MB", 1000 * 1000}, {"GB", 1000 * 1000 * 1000}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(strings.ToLower(t), strings.ToLower(u.suffix)) {
+			t, mult = strings.TrimSpace(t[:len(t)-len(u.suffix)]), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 {
+		return 0, errors.New("not a byte count")
+	}
+	if n > 0 && mult > (1<<62)/n {
+		return 0, errors.New("too large")
+	}
+	return n * mult, nil
 }

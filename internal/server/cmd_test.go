@@ -41,6 +41,11 @@ func TestParseFlagsAndEnv(t *testing.T) {
 		{"--no-such-flag"},
 		{"extra-arg"},
 		{"--node-id", "1", "--raft-addr", "127.0.0.1:1", "--peer", "1=127.0.0.1:2,127.0.0.1:3"},
+		{"--snapshot-entries", "-5"},
+		{"--snapshot-catchup-entries", "0"},
+		{"--snapshot-rate", "fast"},
+		{"--snapshot-rate", "-1MiB"},
+		{"--join"},
 	}
 	for _, args := range bad {
 		errb.Reset()
@@ -57,5 +62,35 @@ func TestParseFlagsAndEnv(t *testing.T) {
 	}
 	if _, code := ParseFlags([]string{"--help"}, env(nil), &errb); code != exitOK {
 		t.Errorf("--help: %d", code)
+	}
+}
+
+func TestSnapshotFlags(t *testing.T) {
+	var errb bytes.Buffer
+	cfg, code := ParseFlags(nil, env(nil), &errb)
+	if code != -1 || cfg.SnapshotEntries != 10000 || cfg.CatchUpEntries != 5000 || cfg.SnapshotBytesPerSecond != 64<<20 {
+		t.Fatalf("defaults: %d %+v %s", code, cfg, errb.String())
+	}
+	cfg, code = ParseFlags([]string{"--snapshot-entries", "0", "--snapshot-rate", "0", "--snapshot-catchup-entries", "7"}, env(nil), &errb)
+	if code != -1 || cfg.SnapshotEntries >= 0 || cfg.SnapshotBytesPerSecond >= 0 || cfg.CatchUpEntries != 7 {
+		t.Fatalf("0 must disable snapshots and throttling: %+v", cfg)
+	}
+	cfg, code = ParseFlags(nil, env(map[string]string{"KAYA_SNAPSHOT_RATE": "500KB", "KAYA_SNAPSHOT_ENTRIES": "123"}), &errb)
+	if code != -1 || cfg.SnapshotBytesPerSecond != 500000 || cfg.SnapshotEntries != 123 {
+		t.Fatalf("from the environment: %+v", cfg)
+	}
+	for in, want := range map[string]int64{"0": 0, "17": 17, "17B": 17, "2KiB": 2048, "3 MiB": 3 << 20, "1GB": 1e9, "5mb": 5e6} {
+		if got, err := parseBytes(in); err != nil || got != want {
+			t.Errorf("parseBytes(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "MiB", "1.5MiB", "-3", "99999999999999GiB"} {
+		if _, err := parseBytes(in); err == nil {
+			t.Errorf("parseBytes(%q) accepted", in)
+		}
+	}
+	cfg, code = ParseFlags([]string{"--node-id", "4", "--join", "--peer", "1=127.0.0.1:7481,127.0.0.1:7379"}, env(nil), &errb)
+	if code != -1 || !cfg.Join || len(cfg.Peers) != 1 || cfg.RaftAddr != "127.0.0.1:7481" {
+		t.Fatalf("--join with the members' addresses: %d %+v", code, cfg)
 	}
 }

@@ -86,9 +86,9 @@ func loadRoster(fs vfs.FS, dir string) (*roster, bool, error) {
 	return r, true, nil
 }
 
-// save writes the roster crash-safely (temp file, fsync, rename, dir fsync).
-// Called with mu held.
-func (r *roster) saveLocked() error {
+// encodeLocked returns the roster as JSON (the format of
+// cluster-roster.json and of the engine's roster key). Called with mu held.
+func (r *roster) encodeLocked() []byte {
 	var rf rosterFile
 	for _, m := range r.members {
 		rf.Members = append(rf.Members, m)
@@ -98,11 +98,70 @@ func (r *roster) saveLocked() error {
 		rf.Removed = append(rf.Removed, id)
 	}
 	sort.Slice(rf.Removed, func(i, j int) bool { return rf.Removed[i] < rf.Removed[j] })
-	b, err := json.MarshalIndent(rf, "", "  ")
-	if err != nil {
-		return err
+	b, _ := json.MarshalIndent(rf, "", "  ")
+	return append(b, '\n')
+}
+
+// saveLocked writes the roster crash-safely (temp file, fsync, rename, dir
+// fsync). Called with mu held.
+func (r *roster) saveLocked() error {
+	return vfs.WriteFileSync(r.fs, r.dir, r.path, r.encodeLocked())
+}
+
+func (r *roster) encode() []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.encodeLocked()
+}
+
+// replace loads the roster from its JSON encoding (a snapshot's copy) and
+// saves it.
+func (r *roster) replace(b []byte) error {
+	var rf rosterFile
+	if err := json.Unmarshal(b, &rf); err != nil {
+		return fmt.Errorf("the roster in the snapshot does not decode: %w", err)
 	}
-	return vfs.WriteFileSync(r.fs, r.dir, r.path, append(b, '\n'))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.members = map[uint64]Member{}
+	for _, m := range rf.Members {
+		r.members[m.ID] = m
+	}
+	r.removed = map[uint64]bool{}
+	for _, id := range rf.Removed {
+		r.removed[id] = true
+	}
+	return r.saveLocked()
+}
+
+// apply changes the roster for one applied configuration change and saves
+// it. add is nil for removals.
+func (r *roster) applyChange(id uint64, add *Member, remove bool, learner bool) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case remove:
+		delete(r.members, id)
+		r.removed[id] = true
+	case add != nil:
+		m := *add
+		m.Learner = learner
+		r.members[id] = m
+	default:
+		m, ok := r.members[id]
+		if !ok {
+			return nil
+		}
+		m.Learner = learner
+		r.members[id] = m
+	}
+	return r.saveLocked()
+}
+
+func (r *roster) isRemoved(id uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.removed[id]
 }
 
 func (r *roster) set(members []Member) error {

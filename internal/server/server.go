@@ -8,6 +8,9 @@
 //	DIR/engine/               the LSM engine (user data + applied index)
 //	DIR/raft/wal/             the raft log
 //	DIR/cluster-roster.json   members: id, raft address, client address
+//	DIR/JOINING               present when the node was started with --join
+//	DIR/raft/snap-<index>/    the current snapshot's engine checkpoint
+//	DIR/raft/raft-snapshot.bin  the current snapshot's metadata
 //
 // Start order: lock, engine, state machine, raft log, raft node, transport,
 // client listener. Close stops them in reverse and never leaves a goroutine
@@ -32,6 +35,7 @@ import (
 	"github.com/kayadb/kayadb/internal/lsm/base"
 	"github.com/kayadb/kayadb/internal/raftlog"
 	"github.com/kayadb/kayadb/internal/raftnode"
+	"github.com/kayadb/kayadb/internal/snap"
 	"github.com/kayadb/kayadb/internal/transport"
 	"github.com/kayadb/kayadb/internal/vfs"
 )
@@ -55,6 +59,15 @@ type Config struct {
 	ElectionTicks, HeartbeatTicks int
 	// RequestTimeout bounds every client request. Default 5 s.
 	RequestTimeout time.Duration
+	// SnapshotEntries: a snapshot is taken (and the raft log compacted)
+	// every this many applied entries. Default 10,000; negative disables.
+	SnapshotEntries int64
+	// CatchUpEntries is how many entries the log keeps behind a snapshot.
+	// Default 5,000.
+	CatchUpEntries uint64
+	// SnapshotBytesPerSecond throttles snapshot transfers to followers.
+	// Default 64 MiB/s; negative means unlimited.
+	SnapshotBytesPerSecond int64
 
 	Logger *slog.Logger
 
@@ -79,6 +92,20 @@ type Server struct {
 	node  *raftnode.Node
 	trans transport.Transport
 	ros   *roster
+	fs    vfs.FS
+	snaps *snap.Store
+	eo    *engine.Options
+
+	snapMu      sync.Mutex
+	snapPending map[uint64]string // received checkpoints waiting for raft: index → temp dir
+	snapLimiter *snap.Limiter
+	takeMu      sync.Mutex     // one checkpoint at a time
+	bg          sync.WaitGroup // background snapshot senders
+
+	confMu      sync.Mutex
+	confWaiters map[uint64]chan uint64 // membership request id → applied index
+	confBusy    bool
+	confReqID   uint64
 
 	clientLn net.Listener
 	raftLn   net.Listener
@@ -135,6 +162,18 @@ func New(cfg Config) (_ *Server, retErr error) {
 		return nil, err
 	}
 	s.ros = ros
+	// A node started with --join remembers it: restarted before it heard
+	// from the cluster, it must still wait to be contacted rather than
+	// bootstrap a cluster of its own.
+	joinMarker := filepath.Join(cfg.DataDir, "JOINING")
+	if _, err := fs.Stat(joinMarker); err == nil {
+		cfg.Join = true
+		s.cfg.Join = true
+	} else if cfg.Join && !found {
+		if err := vfs.WriteFileSync(fs, cfg.DataDir, joinMarker, []byte("started with --join; this node never bootstraps a cluster\n")); err != nil {
+			return nil, fmt.Errorf("writing %s: %w", joinMarker, err)
+		}
+	}
 	if !found {
 		members := cfg.Peers
 		if len(members) == 0 {
@@ -156,19 +195,68 @@ func New(cfg Config) (_ *Server, retErr error) {
 		log.Info("using the roster saved in the data directory; --peer flags are ignored after the first start", "roster", ros.path)
 	}
 
+	s.fs = fs
+	s.snapPending = map[uint64]string{}
+	s.confWaiters = map[uint64]chan uint64{}
+	rate := cfg.SnapshotBytesPerSecond
+	if rate == 0 {
+		rate = 64 << 20
+	}
+	if rate > 0 {
+		s.snapLimiter = &snap.Limiter{BytesPerSecond: rate}
+	}
+	s.snaps, err = snap.Open(fs, filepath.Join(cfg.DataDir, "raft"))
+	if err != nil {
+		return nil, err
+	}
 	eo := cfg.EngineOptions.EnsureDefaults()
 	eo.Logger = log.With("component", "engine")
-	s.db, err = engine.Open(filepath.Join(cfg.DataDir, "engine"), eo)
+	s.eo = eo
+	if err := s.recoverEngine(); err != nil {
+		return nil, err
+	}
+	s.db, err = engine.Open(s.enginePath(), eo)
 	if err != nil {
 		return nil, fmt.Errorf("opening the storage engine: %w", err)
+	}
+	if cur := s.snaps.Current(); cur != nil {
+		applied, _, err := kv.ReadApplied(s.db)
+		if err != nil {
+			return nil, err
+		}
+		if applied < cur.Index {
+			// A snapshot was committed but its engine was not swapped in
+			// before a crash: finish the installation now.
+			log.Info("finishing the installation of snapshot after a restart", "index", cur.Index, "engine_applied", applied)
+			if err := s.db.Close(); err != nil {
+				return nil, err
+			}
+			s.db = nil
+			if s.db, err = s.installEngine(s.snaps.Path(cur.Dir)); err != nil {
+				return nil, err
+			}
+		}
 	}
 	s.store, err = kv.Open(kv.Options{NodeID: cfg.NodeID, DB: s.db, RequestTimeout: cfg.RequestTimeout,
 		Logger: log.With("component", "kv"), OnConfChange: s.onConfChange})
 	if err != nil {
 		return nil, err
 	}
+	// The engine's copy of the roster is the replicated one: it wins over
+	// the file (which may lag after a crash during a snapshot install).
+	if st, err := kv.ReadState(s.db); err != nil {
+		return nil, err
+	} else if st.Roster != nil {
+		if err := ros.replace(st.Roster); err != nil {
+			return nil, err
+		}
+	}
+	var snapMeta *pb.SnapshotMetadata
+	if cur := s.snaps.Current(); cur != nil {
+		snapMeta = &pb.SnapshotMetadata{Index: new(cur.Index), Term: new(cur.Term), ConfState: cur.ConfState}
+	}
 	var rep *raftlog.OpenReport
-	s.rlog, rep, err = raftlog.Open(raftlog.Options{FS: fs, Dir: filepath.Join(cfg.DataDir, "raft", "wal"), NodeID: cfg.NodeID})
+	s.rlog, rep, err = raftlog.Open(raftlog.Options{FS: fs, Dir: filepath.Join(cfg.DataDir, "raft", "wal"), NodeID: cfg.NodeID, Snapshot: snapMeta})
 	if err != nil {
 		return nil, fmt.Errorf("opening the raft log: %w", err)
 	}
@@ -181,7 +269,7 @@ func New(cfg Config) (_ *Server, retErr error) {
 	if rep.Snapshot != nil {
 		snapIndex = rep.Snapshot.GetIndex()
 	}
-	if found && applied > 0 && rep.HardState == nil && rep.Snapshot == nil {
+	if found && applied > snapIndex && rep.HardState == nil {
 		// Bootstrapping again would let this node forget its votes and
 		// acknowledgements: refuse.
 		return nil, fmt.Errorf("the raft log in %s is missing or empty, but this node has applied entries up to %d: its raft state was lost; restore the data directory from a backup, or remove the node from the cluster and add it back as a new member",
@@ -201,14 +289,16 @@ func New(cfg Config) (_ *Server, retErr error) {
 		// already applied. This is etcd's arrangement.
 		Applied:      snapIndex,
 		TickInterval: cfg.TickInterval, ElectionTicks: cfg.ElectionTicks, HeartbeatTicks: cfg.HeartbeatTicks,
+		Snapshots: s, SnapshotEntries: snapshotEntries(cfg.SnapshotEntries), CatchUpEntries: cfg.CatchUpEntries,
 		Logger: log.With("component", "raft"),
 	})
 	if err != nil {
 		return nil, err
 	}
 
+	h := &peerHandler{Node: s.node, s: s}
 	if cfg.NewTransport != nil {
-		s.trans = cfg.NewTransport(s.node)
+		s.trans = cfg.NewTransport(h)
 	} else {
 		s.raftLn = cfg.RaftListener
 		if s.raftLn == nil {
@@ -216,7 +306,7 @@ func New(cfg Config) (_ *Server, retErr error) {
 				return nil, fmt.Errorf("listening for raft peers on %s: %w", cfg.RaftAddr, err)
 			}
 		}
-		s.trans = transport.NewTCP(transport.TCPOptions{ID: cfg.NodeID, Listener: s.raftLn, Handler: s.node,
+		s.trans = transport.NewTCP(transport.TCPOptions{ID: cfg.NodeID, Listener: s.raftLn, Handler: h,
 			Logger: log.With("component", "transport")})
 	}
 	s.trans.SetPeers(ros.raftAddrs())
@@ -246,20 +336,19 @@ func (s *Server) Node() *raftnode.Node { return s.node }
 // Store returns the state machine (tests).
 func (s *Server) Store() *kv.Store { return s.store }
 
-// DB returns the storage engine (tests).
-func (s *Server) DB() *engine.DB { return s.db }
+// DB returns the current storage engine (tests). A snapshot installation
+// replaces it.
+func (s *Server) DB() *engine.DB {
+	var db *engine.DB
+	_ = s.store.DB(func(d *engine.DB) error { db = d; return nil })
+	return db
+}
 
 // Done is closed when the server stops on its own (a fatal raft error).
 func (s *Server) Done() <-chan struct{} { return s.node.Done() }
 
 // Err returns the fatal error that stopped the node, if any.
 func (s *Server) Err() error { return s.node.Err() }
-
-func (s *Server) onConfChange(e *pb.Entry, cc pb.ConfChangeI, cs *pb.ConfState) error {
-	// Static membership (this issue): the roster comes from the flags. The
-	// bootstrap configuration changes just confirm it.
-	return nil
-}
 
 // leaderClientAddr returns the known leader's client address, or "".
 func (s *Server) leaderClientAddr() string {
@@ -303,13 +392,16 @@ func (s *Server) closeParts() error {
 	if s.node != nil {
 		s.node.Stop()
 	}
+	s.bg.Wait()
 	if s.trans != nil {
 		errs = append(errs, s.trans.Close())
 	}
 	if s.rlog != nil {
 		errs = append(errs, s.rlog.Close())
 	}
-	if s.db != nil {
+	if s.store != nil {
+		errs = append(errs, s.store.DB(func(db *engine.DB) error { return db.Close() }))
+	} else if s.db != nil {
 		errs = append(errs, s.db.Close())
 	}
 	if s.lock != nil {
@@ -329,3 +421,15 @@ func (s *Server) WaitLeader(ctx context.Context) error {
 	}
 	return nil
 }
+
+func snapshotEntries(n int64) uint64 {
+	switch {
+	case n < 0:
+		return 0
+	case n == 0:
+		return 10000
+	}
+	return uint64(n)
+}
+
+func (s *Server) enginePath() string { return filepath.Join(s.cfg.DataDir, "engine") }

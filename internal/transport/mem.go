@@ -1,6 +1,9 @@
 package transport
 
 import (
+	"errors"
+	"fmt"
+	"io"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -19,6 +22,18 @@ type MemNetwork struct {
 	drop    float64
 	delay   time.Duration
 	rng     *rand.Rand
+	// snapFilter, when set, wraps the writer of every snapshot stream
+	// (tests cut or slow transfers with it).
+	snapFilter func(from, to uint64, w io.Writer) io.Writer
+}
+
+// SetSnapshotFilter makes every later snapshot stream from → to go through
+// f(from, to, w): the writer f returns receives the stream, and an error it
+// returns aborts the transfer on both sides. nil removes the filter.
+func (n *MemNetwork) SetSnapshotFilter(f func(from, to uint64, w io.Writer) io.Writer) {
+	n.mu.Lock()
+	n.snapFilter = f
+	n.mu.Unlock()
 }
 
 // NewMemNetwork returns an empty network.
@@ -108,6 +123,19 @@ type MemTransport struct {
 
 	mu     sync.Mutex
 	roster map[uint64]bool
+	closed bool
+	snapWG sync.WaitGroup // snapshot streams this endpoint sends or receives
+}
+
+// track registers a snapshot goroutine; false once the endpoint is closed.
+func (t *MemTransport) track() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return false
+	}
+	t.snapWG.Add(1)
+	return true
 }
 
 // SetPeers implements Transport.
@@ -208,9 +236,13 @@ func (t *MemTransport) Inject(m *pb.Message) { t.enqueue(m, t) }
 // Stats implements Transport.
 func (t *MemTransport) Stats() Stats { return t.c.snapshot() }
 
-// Close implements Transport.
+// Close implements Transport. Snapshot streams in flight are aborted and
+// waited for.
 func (t *MemTransport) Close() error {
 	t.once.Do(func() {
+		t.mu.Lock()
+		t.closed = true
+		t.mu.Unlock()
 		close(t.quit)
 		<-t.done
 		t.net.mu.Lock()
@@ -218,6 +250,94 @@ func (t *MemTransport) Close() error {
 			delete(t.net.nodes, t.id)
 		}
 		t.net.mu.Unlock()
+		t.snapWG.Wait()
 	})
 	return nil
+}
+
+// SendSnapshot implements Transport: the stream goes through a pipe to the
+// destination's handler, unless the link is blocked. Closing either end
+// aborts it.
+func (t *MemTransport) SendSnapshot(to uint64, write func(w io.Writer) error, done func(error)) {
+	n := t.net
+	n.mu.Lock()
+	dst := n.nodes[to]
+	blocked := n.blocked[[2]uint64{t.id, to}] || n.blocked[[2]uint64{to, t.id}]
+	filter := n.snapFilter
+	n.mu.Unlock()
+	fail := func(err error) {
+		t.c.snapFailed.Add(1)
+		done(err)
+	}
+	if dst == nil || blocked || !t.allowed(to) {
+		fail(fmt.Errorf("transport: peer %d unreachable", to))
+		return
+	}
+	if !t.track() {
+		fail(fmt.Errorf("transport: closed"))
+		return
+	}
+	if !dst.track() {
+		t.snapWG.Done()
+		fail(fmt.Errorf("transport: peer %d unreachable", to))
+		return
+	}
+	t.snapWG.Add(2) // three goroutines: the receiver (counted by track), the writer and the watcher
+	pr, pw := io.Pipe()
+	finished := make(chan struct{})
+	go func() {
+		defer t.snapWG.Done()
+		// Abort when either endpoint closes.
+		select {
+		case <-t.quit:
+		case <-dst.quit:
+		case <-finished:
+			return
+		}
+		err := errors.New("transport: endpoint closed during a snapshot transfer")
+		_ = pr.CloseWithError(err)
+		_ = pw.CloseWithError(err)
+	}()
+	written := make(chan error, 1)
+	go func() {
+		defer t.snapWG.Done()
+		var w io.Writer = pw
+		if filter != nil {
+			w = filter(t.id, to, pw)
+		}
+		err := write(w)
+		_ = pw.CloseWithError(err)
+		written <- err
+	}()
+	go func() {
+		defer t.snapWG.Done()
+		defer dst.snapWG.Done()
+		var err error
+		if !dst.allowed(t.id) {
+			dst.c.rejectedFrom.Add(1)
+			err = fmt.Errorf("transport: peer %d does not accept snapshots from %d", to, t.id)
+		} else {
+			err = dst.h.ReceiveSnapshot(t.id, pr)
+			if err != nil {
+				dst.c.snapFailed.Add(1)
+			} else {
+				dst.c.snapRecv.Add(1)
+			}
+		}
+		// The receiver reads no more: unblock the writer, and wait for it,
+		// as the TCP transport does: done reports both sides' outcome, and
+		// once it runs nothing reads the snapshot any more.
+		_ = pr.CloseWithError(err)
+		werr := <-written
+		close(finished)
+		if err == nil && werr != nil {
+			err = fmt.Errorf("transport: streaming the snapshot: %w", werr)
+		}
+		if err != nil {
+			t.c.snapFailed.Add(1)
+		} else {
+			t.c.snapSent.Add(1)
+		}
+		done(err)
+	}()
 }

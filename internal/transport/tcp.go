@@ -22,10 +22,23 @@ import (
 
 const (
 	handshakeMagic   = "KAYARAFT"
-	handshakeVersion = 1
-	handshakeSize    = 8 + 2 + 8 + 8
+	handshakeVersion = 2 // 2 added the stream kind
+	handshakeSize    = 8 + 2 + 1 + 8 + 8
 	frameHeaderSize  = 8
+
+	kindMessages = 0 // a stream of message frames
+	kindSnapshot = 1 // one snapshot stream, answered with one ack byte
 )
+
+func encodeHandshake(kind byte, from, to uint64) []byte {
+	hs := make([]byte, handshakeSize)
+	copy(hs[:8], handshakeMagic)
+	binary.LittleEndian.PutUint16(hs[8:10], handshakeVersion)
+	hs[10] = kind
+	binary.LittleEndian.PutUint64(hs[11:19], from)
+	binary.LittleEndian.PutUint64(hs[19:27], to)
+	return hs
+}
 
 // TCPOptions configures a TCP transport.
 type TCPOptions struct {
@@ -250,8 +263,9 @@ func (t *TCP) serveConn(c net.Conn) {
 		log.Warn("closing raft connection: unsupported peer protocol version", "version", v, "supported", handshakeVersion)
 		return
 	}
-	from := binary.LittleEndian.Uint64(hs[10:18])
-	to := binary.LittleEndian.Uint64(hs[18:26])
+	kind := hs[10]
+	from := binary.LittleEndian.Uint64(hs[11:19])
+	to := binary.LittleEndian.Uint64(hs[19:27])
 	if to != t.opts.ID {
 		t.c.rejectedTo.Add(1)
 		log.Warn("closing raft connection: peer thinks it is talking to another node", "from", from, "to", to, "self", t.opts.ID)
@@ -263,6 +277,16 @@ func (t *TCP) serveConn(c net.Conn) {
 		return
 	}
 	log = log.With("peer", from)
+	switch kind {
+	case kindMessages:
+	case kindSnapshot:
+		t.serveSnapshot(c, r, from, log)
+		return
+	default:
+		t.c.badFrames.Add(1)
+		log.Warn("closing raft connection: unknown stream kind", "kind", kind)
+		return
+	}
 	var buf []byte
 	var hdr [frameHeaderSize]byte
 	for {
@@ -335,6 +359,21 @@ func newPeer(t *TCP, id uint64, addr string) *peer {
 
 func (p *peer) stop() { p.once.Do(func() { close(p.quit) }) }
 
+// dial connects to the peer. Stopping the peer (Close, or its removal from
+// the roster) cancels the attempt, so Close never waits for a dial timeout.
+func (p *peer) dial(timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel() // also ends the goroutine below
+	go func() {
+		select {
+		case <-p.quit:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return p.t.opts.Dial(ctx, p.addr)
+}
+
 // run dials the peer (with jittered exponential back-off) and writes queued
 // frames, batching them into as few writes as the queue allows.
 func (p *peer) run() {
@@ -348,9 +387,7 @@ func (p *peer) run() {
 		default:
 		}
 		p.t.c.dials.Add(1)
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		c, err := p.t.opts.Dial(ctx, p.addr)
-		cancel()
+		c, err := p.dial(2 * time.Second)
 		if err != nil {
 			p.t.c.fails.Add(1)
 			p.drainReportingUnreachable()
@@ -394,12 +431,7 @@ func (p *peer) drainReportingUnreachable() {
 
 func (p *peer) write(c net.Conn) error {
 	w := bufio.NewWriterSize(c, 64<<10)
-	var hs [handshakeSize]byte
-	copy(hs[:8], handshakeMagic)
-	binary.LittleEndian.PutUint16(hs[8:10], handshakeVersion)
-	binary.LittleEndian.PutUint64(hs[10:18], p.t.opts.ID)
-	binary.LittleEndian.PutUint64(hs[18:26], p.id)
-	if _, err := w.Write(hs[:]); err != nil {
+	if _, err := w.Write(encodeHandshake(kindMessages, p.t.opts.ID, p.id)); err != nil {
 		return err
 	}
 	// The peer never writes on this connection; a read returning means it
@@ -440,4 +472,81 @@ func (p *peer) write(c net.Conn) error {
 			}
 		}
 	}
+}
+
+// snapshotTimeout bounds one snapshot transfer (sending and storing).
+const snapshotTimeout = 30 * time.Minute
+
+// serveSnapshot receives one snapshot stream and acknowledges it.
+func (t *TCP) serveSnapshot(c net.Conn, r io.Reader, from uint64, log *slog.Logger) {
+	_ = c.SetDeadline(time.Now().Add(snapshotTimeout))
+	err := t.opts.Handler.ReceiveSnapshot(from, r)
+	ack := []byte{0}
+	if err != nil {
+		ack[0] = 1
+		t.c.snapFailed.Add(1)
+		log.Warn("snapshot from peer failed", "err", err)
+	} else {
+		t.c.snapRecv.Add(1)
+	}
+	_, _ = c.Write(ack)
+}
+
+// SendSnapshot implements Transport.
+func (t *TCP) SendSnapshot(to uint64, write func(w io.Writer) error, done func(error)) {
+	t.mu.Lock()
+	p := t.peers[to]
+	closed := t.closed
+	if p != nil && !closed {
+		t.wg.Add(1)
+	}
+	t.mu.Unlock()
+	if p == nil || closed {
+		t.c.snapFailed.Add(1)
+		done(fmt.Errorf("transport: no peer %d", to))
+		return
+	}
+	go func() {
+		defer t.wg.Done()
+		err := t.sendSnapshot(p, write)
+		if err != nil {
+			t.c.snapFailed.Add(1)
+		} else {
+			t.c.snapSent.Add(1)
+		}
+		done(err)
+	}()
+}
+
+func (t *TCP) sendSnapshot(p *peer, write func(w io.Writer) error) error {
+	c, err := p.dial(5 * time.Second)
+	if err != nil {
+		return fmt.Errorf("dialing %s: %w", p.addr, err)
+	}
+	defer c.Close()
+	// Abort when the transport closes.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-p.quit:
+			_ = c.Close()
+		case <-stop:
+		}
+	}()
+	_ = c.SetDeadline(time.Now().Add(snapshotTimeout))
+	if _, err := c.Write(encodeHandshake(kindSnapshot, t.opts.ID, p.id)); err != nil {
+		return err
+	}
+	if err := write(c); err != nil {
+		return fmt.Errorf("streaming the snapshot: %w", err)
+	}
+	var ack [1]byte
+	if _, err := io.ReadFull(c, ack[:]); err != nil {
+		return fmt.Errorf("waiting for the receiver's acknowledgement: %w", err)
+	}
+	if ack[0] != 0 {
+		return errors.New("the receiver refused the snapshot")
+	}
+	return nil
 }

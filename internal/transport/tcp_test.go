@@ -2,6 +2,7 @@ package transport
 
 import (
 	"encoding/binary"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -24,7 +25,8 @@ func (r *recorder) Receive(m *pb.Message) {
 	r.msgs = append(r.msgs, m)
 	r.mu.Unlock()
 }
-func (r *recorder) ReportUnreachable(uint64) { r.unreachable.Add(1) }
+func (r *recorder) ReportUnreachable(uint64)                { r.unreachable.Add(1) }
+func (r *recorder) ReceiveSnapshot(uint64, io.Reader) error { return nil }
 
 func (r *recorder) count() int {
 	r.mu.Lock()
@@ -91,14 +93,7 @@ func TestTCPRejectsStrangers(t *testing.T) {
 	tr := NewTCP(TCPOptions{ID: 1, Listener: l, Handler: r})
 	defer tr.Close()
 	tr.SetPeers(map[uint64]string{1: l.Addr().String(), 2: "127.0.0.1:1"})
-	hs := func(from, to uint64) []byte {
-		b := make([]byte, handshakeSize)
-		copy(b, handshakeMagic)
-		binary.LittleEndian.PutUint16(b[8:], handshakeVersion)
-		binary.LittleEndian.PutUint64(b[10:], from)
-		binary.LittleEndian.PutUint64(b[18:], to)
-		return b
-	}
+	hs := func(from, to uint64) []byte { return encodeHandshake(kindMessages, from, to) }
 	frame := func(m *pb.Message) []byte {
 		f, err := encodeFrame(m)
 		if err != nil {
