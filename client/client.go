@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -75,7 +76,8 @@ type Options struct {
 	// data request (PUT, GET, DELETE, SCAN, STATS).
 	ClientToken string
 	// OperatorToken, when not empty, is sent in the ADMIN prefix of every
-	// admin request (ADD_MEMBER, REMOVE_MEMBER).
+	// admin request (ADD_MEMBER, REMOVE_MEMBER, PROMOTE_LEARNER,
+	// TRANSFER_LEADER).
 	OperatorToken string
 }
 
@@ -145,26 +147,56 @@ type Status struct {
 	// names ("put_count", "wal_fsync_max_us", …), including ones newer
 	// than this client.
 	Engine map[string]uint64
-	// Raw is the document as the server sent it.
+	// NodeID is the id of the node that answered. Servers that predate
+	// membership changes do not report it: 0 (never a valid node id).
+	NodeID uint64
+	// LeaderID is the id of the leader as the node knows it; 0 when no
+	// leader is known (or from an older server).
+	LeaderID uint64
+	// SnapshotIndex is the raft index of the node's latest snapshot; 0
+	// when it has taken or installed none (or from an older server).
+	SnapshotIndex uint64
+	// Members is the cluster's membership as the node knows it, sorted by
+	// ID; nil from an older server.
+	Members []Member
+	// Raw is the document as the server sent it. Members of the document
+	// that the fields above do not cover (such as "snapshots_taken"), or
+	// that have an unexpected type (the field is then left at its zero
+	// value), are only here.
 	Raw json.RawMessage
+}
+
+// Member is one node of the cluster, as a server's STATS reports it.
+type Member struct {
+	// ID is the node's id.
+	ID uint64
+	// RaftAddr is its peer (raft) address, "host:port".
+	RaftAddr string
+	// ClientAddr is its client address, "host:port".
+	ClientAddr string
+	// Role is "voter", "learner" (a member that replicates the log but
+	// does not vote; see PromoteLearner) or "unknown" (in the node's
+	// roster, but not in its raft configuration yet or any more).
+	Role string
 }
 
 // Client is a connection to a KayaDB cluster. It is safe for concurrent
 // use; create one per process and Close it when done.
 //
 // Requests that must reach the leader (Put, Get, Delete, Scan, AddMember,
-// RemoveMember) go to the last known leader, else round-robin over the
-// known endpoints. A NOT_LEADER reply with a hint is followed (the hint, a
-// client address, joins the known endpoints) up to Options.MaxRedirects
-// times; one without a hint pauses about 80 ms and tries again (counted as
-// a retry).
+// RemoveMember, PromoteLearner, TransferLeader) go to the last known
+// leader, else round-robin over the known endpoints. A NOT_LEADER reply
+// with a hint is followed (the hint, a client address, joins the known
+// endpoints) up to Options.MaxRedirects times; one without a hint pauses
+// about 80 ms and tries again (counted as a retry).
 //
 // Retries never pass the deadline. Reads (Get, Scan, Health, Status) are
 // retried after any connection failure or stuck connection. Writes (Put,
-// Delete, AddMember, RemoveMember) are retried only when the request
-// provably did not reach a server (the connection could not be made, or
-// the request was still queued when it broke) or the server answered
-// NOT_LEADER; any other failure after sending is ErrAmbiguous.
+// Delete, AddMember, RemoveMember, PromoteLearner, TransferLeader) are
+// retried only when the request provably did not reach a server (the
+// connection could not be made, or the request was still queued when it
+// broke) or the server answered NOT_LEADER; any other failure after
+// sending is ErrAmbiguous.
 type Client struct {
 	opts     Options
 	closedCh chan struct{} // closed by Close
@@ -813,7 +845,36 @@ func (c *Client) Status(ctx context.Context, endpoint string) (*Status, error) {
 			}
 		}
 	}
+	// Members added to the document with membership changes; older servers
+	// do not send them, and one of an unexpected type is left at zero.
+	st.NodeID = extraUint(s.Extra, "node_id")
+	st.LeaderID = extraUint(s.Extra, "leader_id")
+	st.SnapshotIndex = extraUint(s.Extra, "snapshot_index")
+	if raw, ok := s.Extra["members"]; ok {
+		var ms []struct {
+			ID         uint64 `json:"id"`
+			RaftAddr   string `json:"raft_addr"`
+			ClientAddr string `json:"client_addr"`
+			Role       string `json:"role"`
+		}
+		if json.Unmarshal(raw, &ms) == nil {
+			for _, m := range ms {
+				st.Members = append(st.Members, Member(m))
+			}
+			slices.SortFunc(st.Members, func(a, b Member) int { return cmp.Compare(a.ID, b.ID) })
+		}
+	}
 	return st, nil
+}
+
+// extraUint returns the unsigned integer member name of a STATS document's
+// extra members, or 0 when it is absent or not an unsigned integer.
+func extraUint(extra map[string]json.RawMessage, name string) uint64 {
+	var n uint64
+	if raw, ok := extra[name]; !ok || json.Unmarshal(raw, &n) != nil {
+		return 0
+	}
+	return n
 }
 
 // AddMember asks the leader to add node id (peer address raftAddr, client
@@ -832,6 +893,42 @@ func (c *Client) AddMember(ctx context.Context, id uint64, raftAddr, clientAddr 
 // Like a write, it is never re-sent once it may have reached a server.
 func (c *Client) RemoveMember(ctx context.Context, id uint64) (string, error) {
 	return c.admin(ctx, wire.OpRemoveMember, wire.AppendRemoveMember(nil, id))
+}
+
+// PromoteLearner asks the leader to make learner id a voter and returns
+// the server's message ("learner promote proposed at index N"). A node that
+// is not a learner, or one that has not caught up with the leader's log yet
+// (the server wants 90%; retry later), is ErrInvalidArgument. Like a write,
+// it is never re-sent once it may have reached a server (ErrAmbiguous).
+func (c *Client) PromoteLearner(ctx context.Context, id uint64) (string, error) {
+	if id == 0 {
+		return "", fmt.Errorf("%w: node id 0 is not valid (node ids are positive integers)", ErrInvalidArgument)
+	}
+	return c.admin(ctx, wire.OpPromoteLearner, wire.AppendPromoteLearner(nil, id))
+}
+
+// TransferLeader asks the leader to hand the leadership of the cluster
+// (raft group 0) to node target, a voter, and returns once target leads.
+// Naming the current leader succeeds at once. A target that is not a voter
+// is ErrInvalidArgument; a transfer that does not complete within the
+// server's request timeout (the target is behind or unreachable) is a
+// *ServerError. Like a write, it is never re-sent once it may have reached
+// a server (ErrAmbiguous: leadership may or may not have moved; Status
+// tells, in LeaderID). Afterwards the client no longer assumes that the
+// node it asked leads: the next leader-only call finds the new leader.
+func (c *Client) TransferLeader(ctx context.Context, target uint64) error {
+	if target == 0 {
+		return fmt.Errorf("%w: node id 0 is not valid (node ids are positive integers)", ErrInvalidArgument)
+	}
+	a, err := c.do(ctx, request{op: wire.OpTransferLeader, inner: wire.AppendTransferLeader(nil, 0, target), write: true, leaderOnly: true})
+	if err != nil {
+		return err
+	}
+	if a.st == wire.StatusOK || a.st == wire.StatusError {
+		// Leadership moved, or may still move.
+		c.forgetLeader(a.addr)
+	}
+	return statusError(a.st, a.payload)
 }
 
 func (c *Client) admin(ctx context.Context, op wire.Opcode, inner []byte) (string, error) {

@@ -28,11 +28,13 @@ var (
 	// whichever is sooner) passed. It also matches
 	// context.DeadlineExceeded.
 	ErrTimeout = errors.New("kayadb: deadline exceeded")
-	// ErrAmbiguous: a write (PUT, DELETE, ADD_MEMBER, REMOVE_MEMBER) was
-	// sent but its connection failed or its deadline passed before the
-	// reply: it may or may not have been applied. The client never re-sends
-	// such a write, because a blind re-send can break linearizability; read
-	// the key to find out, or make the write idempotent and retry yourself.
+	// ErrAmbiguous: a write (PUT, DELETE, ADD_MEMBER, REMOVE_MEMBER,
+	// PROMOTE_LEARNER, TRANSFER_LEADER) was sent but its connection failed
+	// or its deadline passed before the reply: it may or may not have been
+	// applied. The client never re-sends such a write, because a blind
+	// re-send can break linearizability; read the key (for membership
+	// changes: Status) to find out, or make the write idempotent and retry
+	// yourself.
 	ErrAmbiguous = errors.New("kayadb: write outcome unknown")
 	// ErrClosed: the client was closed.
 	ErrClosed = errors.New("kayadb: client closed")

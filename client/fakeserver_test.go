@@ -274,6 +274,27 @@ func (s *fakeServer) serveDefault(r *fakeReq) fakeAction {
 			return errAction(wire.StatusInvalidArgument, err.Error())
 		}
 		return fakeAction{payload: wire.AppendText(nil, fmt.Sprintf(wire.MsgMembershipRemovalProposed, 50+id))}
+	case wire.OpPromoteLearner:
+		id, err := wire.DecodePromoteLearner(p)
+		if err != nil {
+			return errAction(wire.StatusInvalidArgument, err.Error())
+		}
+		if id == 1 { // the fake leader itself, a voter
+			return errAction(wire.StatusInvalidArgument, fmt.Sprintf("cannot promote node %d (not a learner in current membership)", id))
+		}
+		return fakeAction{payload: wire.AppendText(nil, fmt.Sprintf(wire.MsgLearnerPromoteProposed, 60+id))}
+	case wire.OpTransferLeader:
+		group, target, err := wire.DecodeTransferLeader(p)
+		if err != nil {
+			return errAction(wire.StatusInvalidArgument, err.Error())
+		}
+		if group != 0 {
+			return errAction(wire.StatusInvalidArgument, fmt.Sprintf("unknown raft group %d (this server hosts group 0 only)", group))
+		}
+		if target > 3 { // voters are 1, 2 and 3
+			return errAction(wire.StatusInvalidArgument, fmt.Sprintf("cannot transfer leadership to node %d: it is not a voter", target))
+		}
+		return fakeAction{} // OK, empty payload: the target leads
 	}
 	return errAction(wire.StatusError, fmt.Sprintf(wire.MsgUnknownOpcode, r.op))
 }

@@ -38,15 +38,17 @@ node_running() {
   [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null
 }
 
+# start_node N [extra kayadb-server flags...]
 start_node() {
   local n="$1"
+  shift
   if node_running "$n"; then
     echo "node $n is already running (pid $(node_pid "$n"))"
     return 0
   fi
   # shellcheck disable=SC2046
   nohup "$BIN/kayadb-server" --node-id "$n" --data "$CLUSTER_DIR/node-$n" \
-    --raft-addr "$(raft_addr "$n")" --client-addr "$(client_addr "$n")" $(peer_flags) \
+    --raft-addr "$(raft_addr "$n")" --client-addr "$(client_addr "$n")" $(peer_flags) "$@" \
     >>"$CLUSTER_DIR/node-$n.log" 2>&1 &
   echo $! >"$CLUSTER_DIR/node-$n.pid"
   echo "node $n: pid $!, clients on $(client_addr "$n"), raft on $(raft_addr "$n"), log $CLUSTER_DIR/node-$n.log"
@@ -65,4 +67,50 @@ wait_for_leader() {
   done
   echo "no leader elected within ${1:-15}s; see $CLUSTER_DIR/node-*.log" >&2
   return 1
+}
+
+# wait_for_node N [seconds]: until node N answers HEALTH.
+wait_for_node() {
+  local deadline=$((SECONDS + ${2:-15}))
+  while ((SECONDS < deadline)); do
+    if "$BIN/kayactl" --server "$(client_addr "$1")" --timeout 500ms health >/dev/null 2>&1; then
+      return 0
+    fi
+    if ! node_running "$1"; then
+      echo "node $1 exited; see $CLUSTER_DIR/node-$1.log" >&2
+      tail -5 "$CLUSTER_DIR/node-$1.log" >&2 || true
+      return 1
+    fi
+    sleep 0.2
+  done
+  echo "node $1 did not answer within ${2:-15}s; see $CLUSTER_DIR/node-$1.log" >&2
+  return 1
+}
+
+# stop_node N: SIGTERM, wait up to 20 s, then SIGKILL.
+stop_node() {
+  local n="$1" pid
+  if node_running "$n"; then
+    pid="$(node_pid "$n")"
+    kill -TERM "$pid"
+    for _ in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      echo "node $n did not stop in 20s; killing it" >&2
+      kill -KILL "$pid" || true
+    fi
+    echo "node $n stopped"
+  fi
+  rm -f "$CLUSTER_DIR/node-$n.pid"
+}
+
+# node_ids: every node with a pid file or a data directory in CLUSTER_DIR.
+node_ids() {
+  local f ids=()
+  for f in "$CLUSTER_DIR"/node-*.pid "$CLUSTER_DIR"/node-*/; do
+    [ -e "$f" ] || continue
+    f="${f%/}"
+    f="${f##*/node-}"
+    ids+=("${f%.pid}")
+  done
+  printf '%s\n' "${ids[@]}" | sort -nu
 }

@@ -134,10 +134,11 @@ func (a *app) newRootCmd() *cobra.Command {
 		Long: `kayactl reads, writes and inspects a KayaDB database.
 
 In server mode (--server ADDR[,ADDR...]) put, get, delete and scan go to a
-running cluster over the client protocol, and health and status report on
-its nodes. In local mode (no --server) kayactl opens the database directory
-given by --data itself, so the directory must not be in use by a running
-kayadb-server or another kayactl. The inspect commands only read the files
+running cluster over the client protocol, health and status report on its
+nodes, and add-node, remove-node, promote-node and transfer-leader change
+its membership and leadership. In local mode (no --server) kayactl opens
+the database directory given by --data itself, so the directory must not be
+in use by a running kayadb-server or another kayactl. The inspect commands only read the files
 they are given and work on live, copied or damaged files.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
@@ -179,6 +180,7 @@ they are given and work on live, copied or damaged files.`,
 		a.newPutCmd(), a.newGetCmd(), a.newDeleteCmd(), a.newScanCmd(),
 		a.newStatsCmd(), a.newFlushCmd(), a.newCompactCmd(), a.newCheckpointCmd(), a.newRecoverCmd(),
 		a.newInspectCmd(), a.newHealthCmd(), a.newStatusCmd(), a.newBenchCmd(),
+		a.newAddNodeCmd(), a.newRemoveNodeCmd(), a.newPromoteNodeCmd(), a.newTransferLeaderCmd(),
 	)
 	a.root = root
 	return root

@@ -219,10 +219,13 @@ func (a *app) newHealthCmd() *cobra.Command {
 func (a *app) newStatusCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show a server's raft role, term, indexes and engine counters (STATS)",
+		Short: "Show a server's raft role, term, indexes, members and engine counters (STATS)",
 		Long: `Show the STATS of the first --server (or of each with --all): raft role,
-term, commit and applied index, peer count and the engine's counters. With
---json the server's STATS document is printed as it came.`,
+term, commit and applied index, peer count, and the engine's counters; from
+servers that report them, also the node's id, the leader's id, the index of
+its latest snapshot and the members (id, role, raft and client address, the
+leader marked). With --json the server's STATS document is printed as it
+came.`,
 		Args: exactArgs(0, "no arguments"),
 	}
 	all := cmd.Flags().Bool("all", false, "ask every --server, not only the first")
@@ -257,6 +260,7 @@ term, commit and applied index, peer count and the engine's counters. With
 			fmt.Fprintf(a.stdout, "applied index: %d\n", st.AppliedIndex)
 			fmt.Fprintf(a.stdout, "peers:         %d\n", st.PeerCount)
 			fmt.Fprintf(a.stdout, "raft groups:   %d\n", st.RaftGroups)
+			writeMembership(a.stdout, st)
 			fmt.Fprintf(a.stdout, "engine:\n")
 			for _, k := range sortedKeys(st.Engine) {
 				fmt.Fprintf(a.stdout, "  %-22s %d\n", k, st.Engine[k])

@@ -211,6 +211,14 @@ func FuzzDecodePayloads(f *testing.F) {
 			id2, _ := DecodeRemoveMember(AppendRemoveMember(nil, id))
 			same("remove member", id, id2)
 		}
+		if id, err := DecodePromoteLearner(p); err == nil {
+			id2, _ := DecodePromoteLearner(AppendPromoteLearner(nil, id))
+			same("promote learner", id, id2)
+		}
+		if g, id, err := DecodeTransferLeader(p); err == nil {
+			g2, id2, _ := DecodeTransferLeader(AppendTransferLeader(nil, g, id))
+			same("transfer leader", []uint64{g, id}, []uint64{g2, id2})
+		}
 		if s, err := DecodeStats(p); err == nil {
 			out, err := AppendStats(nil, s)
 			if err != nil {

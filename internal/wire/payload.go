@@ -278,10 +278,11 @@ func DecodeHealth(p []byte) (string, error) {
 }
 
 // AppendText appends raw UTF-8 text without a length: the OK payload of
-// ADD_MEMBER and REMOVE_MEMBER (see MsgMembershipProposed).
+// ADD_MEMBER, REMOVE_MEMBER and PROMOTE_LEARNER (see MsgMembershipProposed).
 func AppendText(dst []byte, text string) []byte { return append(dst, text...) }
 
-// DecodeText decodes a raw-text OK payload (ADD_MEMBER, REMOVE_MEMBER).
+// DecodeText decodes a raw-text OK payload (ADD_MEMBER, REMOVE_MEMBER,
+// PROMOTE_LEARNER).
 // Invalid UTF-8 is an error.
 func DecodeText(p []byte) (string, error) {
 	d := decoder{msg: "text reply", p: p}
@@ -355,4 +356,36 @@ func AppendRemoveMember(dst []byte, id uint64) []byte {
 func DecodeRemoveMember(p []byte) (uint64, error) {
 	d := decoder{msg: "REMOVE_MEMBER request", p: p}
 	return d.u64("node_id")
+}
+
+// AppendPromoteLearner appends a PROMOTE_LEARNER request payload: node_id
+// u64 (the learner to make a voter).
+func AppendPromoteLearner(dst []byte, id uint64) []byte {
+	return binary.LittleEndian.AppendUint64(dst, id)
+}
+
+// DecodePromoteLearner decodes a PROMOTE_LEARNER request payload.
+func DecodePromoteLearner(p []byte) (uint64, error) {
+	d := decoder{msg: "PROMOTE_LEARNER request", p: p}
+	return d.u64("node_id")
+}
+
+// AppendTransferLeader appends a TRANSFER_LEADER request payload: group_id
+// u64 · target_node_id u64. Group 0 is the cluster's only raft group until
+// range sharding lands. Its OK payload is empty.
+func AppendTransferLeader(dst []byte, group, target uint64) []byte {
+	dst = binary.LittleEndian.AppendUint64(dst, group)
+	return binary.LittleEndian.AppendUint64(dst, target)
+}
+
+// DecodeTransferLeader decodes a TRANSFER_LEADER request payload.
+func DecodeTransferLeader(p []byte) (group, target uint64, err error) {
+	d := decoder{msg: "TRANSFER_LEADER request", p: p}
+	if group, err = d.u64("group_id"); err != nil {
+		return 0, 0, err
+	}
+	if target, err = d.u64("target_node_id"); err != nil {
+		return 0, 0, err
+	}
+	return group, target, nil
 }

@@ -25,6 +25,8 @@ var decoders = map[string]func(p []byte) error{
 	"Text":             func(p []byte) error { _, err := DecodeText(p); return err },
 	"AddMember":        func(p []byte) error { _, err := DecodeAddMember(p); return err },
 	"RemoveMember":     func(p []byte) error { _, err := DecodeRemoveMember(p); return err },
+	"PromoteLearner":   func(p []byte) error { _, err := DecodePromoteLearner(p); return err },
+	"TransferLeader":   func(p []byte) error { _, _, err := DecodeTransferLeader(p); return err },
 	"Stats":            func(p []byte) error { _, err := DecodeStats(p); return err },
 	"TxnBeginReply":    func(p []byte) error { _, _, err := DecodeTxnBeginReply(p); return err },
 	"TxnOp":            func(p []byte) error { _, err := DecodeTxnOp(p); return err },
@@ -54,6 +56,8 @@ func validPayloads() map[string][]byte {
 		"Text":             AppendText(nil, fmt.Sprintf(MsgMembershipProposed, 7)),
 		"AddMember":        AppendAddMember(nil, 3, "h:7481", "h:7379", &yes),
 		"RemoveMember":     AppendRemoveMember(nil, 3),
+		"PromoteLearner":   AppendPromoteLearner(nil, 3),
+		"TransferLeader":   AppendTransferLeader(nil, 0, 3),
 		"Stats":            []byte(`{"role":"leader","term":1,"commit_index":2,"applied_index":2,"peer_count":2,"raft_groups":1,"engine":{"put_count":5}}`),
 		"TxnBeginReply":    AppendTxnBeginReply(nil, 1, 2),
 		"TxnOp":            AppendTxnOp(nil, TxnOp{TxnID: 1, Kind: TxnOpPut, Key: []byte("k"), Value: []byte("v")}),
@@ -124,6 +128,9 @@ func TestDecodersMustFail(t *testing.T) {
 		{"NotLeader", []byte{0xff}},
 		{"Health", []byte{0xc3}},
 		{"AddMember", append(binary.LittleEndian.AppendUint64(nil, 1), append(le32(1), 0xff)...)},
+		{"PromoteLearner", []byte{1, 0, 0, 0, 0, 0, 0}},
+		{"TransferLeader", binary.LittleEndian.AppendUint64(nil, 0)}, // group only
+		{"TransferLeader", []byte{0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0}},
 		{"Stats", []byte("not json")},
 		{"Stats", []byte(`[1,2]`)},
 		{"Stats", []byte(`null`)},
@@ -174,6 +181,39 @@ func TestDecodeScanHugeCountSmallPayload(t *testing.T) {
 	got, err := DecodeScanResult(AppendScanResult(nil, items))
 	if err != nil || len(got) != MaxScanDecodeCount {
 		t.Fatalf("got %d items, %v", len(got), err)
+	}
+}
+
+// TestAdminPayloadBytes pins the PROMOTE_LEARNER and TRANSFER_LEADER
+// payloads byte for byte, with and without the ADMIN prefix.
+func TestAdminPayloadBytes(t *testing.T) {
+	cases := []struct {
+		name string
+		got  []byte
+		want []byte
+	}{
+		{"promote 5", AppendRequest(nil, OpPromoteLearner, AppendPromoteLearner(nil, 5)),
+			[]byte{0x09, 0, 0, 0, 0x13, 5, 0, 0, 0, 0, 0, 0, 0}},
+		{"transfer group 0 to 2", AppendRequest(nil, OpTransferLeader, AppendTransferLeader(nil, 0, 2)),
+			[]byte{0x11, 0, 0, 0, 0x12, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0}},
+		{"promote 5, token tok", AppendRequest(nil, OpPromoteLearner, AppendAdmin(nil, "tok", OpPromoteLearner, AppendPromoteLearner(nil, 5))),
+			append([]byte{0x15, 0, 0, 0, 0x13, 'A', 'D', 'M', 'I', 'N', 0, 3, 0, 't', 'o', 'k', 0x13}, 5, 0, 0, 0, 0, 0, 0, 0)},
+	}
+	for _, c := range cases {
+		if !bytes.Equal(c.got, c.want) {
+			t.Errorf("%s:\n got  % x\n want % x", c.name, c.got, c.want)
+		}
+	}
+	g, target, err := DecodeTransferLeader(AppendTransferLeader(nil, 7, 1<<40+3))
+	if err != nil || g != 7 || target != 1<<40+3 {
+		t.Fatalf("DecodeTransferLeader: %d %d %v", g, target, err)
+	}
+	id, err := DecodePromoteLearner(AppendPromoteLearner(nil, 1<<63))
+	if err != nil || id != 1<<63 {
+		t.Fatalf("DecodePromoteLearner: %d %v", id, err)
+	}
+	if !IsAdmin(OpPromoteLearner) || !IsAdmin(OpTransferLeader) || IsData(OpPromoteLearner) || IsData(OpTransferLeader) {
+		t.Fatal("PROMOTE_LEARNER and TRANSFER_LEADER must be admin opcodes")
 	}
 }
 

@@ -205,6 +205,9 @@ const (
 	// MsgMembershipRemovalProposed formats the REMOVE_MEMBER OK payload;
 	// the verb takes the raft log index of the proposal.
 	MsgMembershipRemovalProposed = "membership removal proposed at index %d"
+	// MsgLearnerPromoteProposed formats the PROMOTE_LEARNER OK payload; the
+	// verb takes the raft log index of the proposal.
+	MsgLearnerPromoteProposed = "learner promote proposed at index %d"
 	// MsgTxnConflict is the error body of StatusTxnConflict.
 	MsgTxnConflict = "txn conflict"
 )

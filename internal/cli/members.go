@@ -1,0 +1,269 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kayadb/kayadb/client"
+)
+
+// memberResult is the --json output of the membership and leadership
+// commands: {"ok":true,"op":"add-node","message":"..."}.
+type memberResult struct {
+	OK      bool   `json:"ok"`
+	Op      string `json:"op"`
+	Message string `json:"message"`
+}
+
+// parseNodeID parses a node id argument: a positive decimal integer.
+func parseNodeID(arg string) (uint64, error) {
+	n, err := strconv.ParseUint(arg, 10, 64)
+	if err != nil {
+		return 0, usageErrorf("node ID %q is not a node id: give the node's positive integer id (for example 4; `kayactl --server ADDR status` lists the members)", arg)
+	}
+	if n == 0 {
+		return 0, usageErrorf("node ID 0 is not valid: node ids are positive integers (for example 4)")
+	}
+	return n, nil
+}
+
+// checkMemberAddr validates the address of a new member: host:port with a
+// host (the other nodes must reach it there) and a port from 1 to 65535.
+func checkMemberAddr(what, addr, example string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return usageErrorf("%s %q is not host:port (for example %s)", what, addr, example)
+	}
+	if host == "" {
+		return usageErrorf("%s %q has no host: give the address the other nodes reach it at (for example %s)", what, addr, example)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return usageErrorf("%s %q: port %q is not a number from 1 to 65535 (for example %s)", what, addr, port, example)
+	}
+	return nil
+}
+
+// needServer refuses a command that only exists in server mode.
+func (a *app) needServer(cmd *cobra.Command) error {
+	if a.serverMode() {
+		return nil
+	}
+	return usageErrorf("%s needs --server ADDR[,ADDR...] (or $%s): it changes a running cluster through its leader",
+		cmd.Name(), EnvServer)
+}
+
+// runAdmin runs one admin request against the cluster and prints
+// "OK <message>" or the JSON result.
+func (a *app) runAdmin(op string, call func(ctx context.Context, c *client.Client) (string, error)) error {
+	c, ctx, cancel, err := a.newClient()
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	defer c.Close()
+	msg, err := call(ctx, c)
+	if err != nil {
+		return a.adminError(op, err)
+	}
+	if a.json {
+		return writeJSON(a.stdout, memberResult{OK: true, Op: op, Message: msg})
+	}
+	_, err = fmt.Fprintf(a.stdout, "OK %s\n", msg)
+	return err
+}
+
+// adminError adds the hints of the membership commands; other failures
+// are classified as for every server-mode command.
+func (a *app) adminError(op string, err error) error {
+	status := fmt.Sprintf("kayactl --server %s status", strings.Join(a.servers(), ","))
+	switch {
+	case errors.Is(err, client.ErrAmbiguous):
+		hint := fmt.Sprintf("the request reached the cluster but no reply came back: the change may or may not have been made; run `%s` to see the members before retrying", status)
+		if op == "transfer-leader" {
+			hint = fmt.Sprintf("the request reached the cluster but no reply came back: leadership may or may not have moved; run `%s` to see the leader id before retrying (raise --timeout if the target needs longer to catch up)", status)
+		}
+		return &cliError{code: ExitError, err: err, hint: hint}
+	case errors.Is(err, client.ErrInvalidArgument):
+		var hint string
+		switch op {
+		case "add-node":
+			hint = fmt.Sprintf("run `%s` to see the current members", status)
+		case "remove-node":
+			hint = fmt.Sprintf("run `%s` to see the members and their roles; a removal must leave the remaining voters a reachable quorum, so bring down members back first", status)
+		case "promote-node":
+			hint = fmt.Sprintf("only a learner (added with `add-node --learner`) that has caught up can be promoted; run `%s` to see each member's role", status)
+		case "transfer-leader":
+			hint = fmt.Sprintf("leadership can only go to a voter; run `%s` to see each member's role, and promote a learner first with promote-node", status)
+		}
+		return &cliError{code: ExitInvalidArgument, err: err, hint: hint}
+	}
+	return err
+}
+
+func (a *app) newAddNodeCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "add-node ID RAFT_ADDR CLIENT_ADDR [--learner]",
+		Short: "Add node ID to the cluster as a voter, or as a learner with --learner (server mode)",
+		Long: `Ask the leader to add node ID, reachable by the other nodes at RAFT_ADDR
+and by clients at CLIENT_ADDR (both host:port), to the cluster. Start the new
+node afterwards with kayadb-server --join. Prints "OK membership change
+proposed at index N" once the change is applied.
+
+A new voter counts towards the quorum at once, so the leader refuses it
+unless enough voters are reachable; --learner adds a node that replicates
+the log without voting. Promote it with promote-node once it has caught up.
+Node ids are never reused: a removed node's id cannot be added again.`,
+		Args: exactArgs(3, "ID, RAFT_ADDR and CLIENT_ADDR"),
+	}
+	learner := cmd.Flags().Bool("learner", false, "add the node as a learner (replicates the log, does not vote; see promote-node)")
+	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
+		id, err := parseNodeID(args[0])
+		if err != nil {
+			return err
+		}
+		if err := checkMemberAddr("RAFT_ADDR", args[1], "10.0.0.4:7481"); err != nil {
+			return err
+		}
+		if err := checkMemberAddr("CLIENT_ADDR", args[2], "10.0.0.4:7379"); err != nil {
+			return err
+		}
+		if args[1] == args[2] {
+			return usageErrorf("RAFT_ADDR and CLIENT_ADDR are both %s: a node listens for peers and for clients on different ports (kayadb-server --raft-addr and --client-addr)", args[1])
+		}
+		if err := a.needServer(cmd); err != nil {
+			return err
+		}
+		return a.runAdmin("add-node", func(ctx context.Context, c *client.Client) (string, error) {
+			return c.AddMember(ctx, id, args[1], args[2], *learner)
+		})
+	})
+	return cmd
+}
+
+// newNodeIDCmd builds a server-mode command that takes one node id and
+// sends one admin request.
+func (a *app) newNodeIDCmd(use, short, long string, call func(ctx context.Context, c *client.Client, id uint64) (string, error)) *cobra.Command {
+	cmd := &cobra.Command{Use: use + " ID", Short: short, Long: long, Args: exactArgs(1, "ID")}
+	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
+		id, err := parseNodeID(args[0])
+		if err != nil {
+			return err
+		}
+		if err := a.needServer(cmd); err != nil {
+			return err
+		}
+		return a.runAdmin(use, func(ctx context.Context, c *client.Client) (string, error) { return call(ctx, c, id) })
+	})
+	return cmd
+}
+
+func (a *app) newRemoveNodeCmd() *cobra.Command {
+	return a.newNodeIDCmd("remove-node", "Remove node ID from the cluster (server mode)",
+		`Ask the leader to remove node ID from the cluster. Prints "OK membership
+removal proposed at index N" once the change is applied; stop the removed
+node afterwards. The leader refuses to remove a node that is not a member,
+or a voter without which the remaining voters could not form a reachable
+quorum. The leader may remove itself: it steps down once the change applies
+and the others elect a new leader (run transfer-leader first to pick the
+successor). A removed node's id can never be added again.`,
+		func(ctx context.Context, c *client.Client, id uint64) (string, error) { return c.RemoveMember(ctx, id) })
+}
+
+func (a *app) newPromoteNodeCmd() *cobra.Command {
+	return a.newNodeIDCmd("promote-node", "Make learner ID a voter once it has caught up (server mode)",
+		`Ask the leader to make learner ID (added with add-node --learner) a voter.
+Prints "OK learner promote proposed at index N" once the change is applied.
+The leader refuses while the learner has replicated less than 90% of its
+log: wait and run the command again.`,
+		func(ctx context.Context, c *client.Client, id uint64) (string, error) {
+			return c.PromoteLearner(ctx, id)
+		})
+}
+
+func (a *app) newTransferLeaderCmd() *cobra.Command {
+	return a.newNodeIDCmd("transfer-leader", "Move the cluster's leadership to voter ID (server mode)",
+		`Ask the leader to hand leadership to voter ID and wait until ID leads.
+Prints "OK leadership transferred to node ID". Naming the current leader
+succeeds at once. Use it before maintenance on the leader's machine, or
+before removing the leader from the cluster.`,
+		func(ctx context.Context, c *client.Client, id uint64) (string, error) {
+			if err := c.TransferLeader(ctx, id); err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("leadership transferred to node %d", id), nil
+		})
+}
+
+// writeMembership prints the membership part of a status: node id, leader
+// id, snapshot index and the members table. Servers that predate
+// membership changes report no node id; nothing is printed for them.
+func writeMembership(w io.Writer, st *client.Status) {
+	if st.NodeID == 0 {
+		return
+	}
+	fmt.Fprintf(w, "node id:       %d\n", st.NodeID)
+	if st.LeaderID == 0 {
+		fmt.Fprintf(w, "leader id:     0 (no leader known)\n")
+	} else {
+		fmt.Fprintf(w, "leader id:     %d\n", st.LeaderID)
+	}
+	fmt.Fprintf(w, "snapshot index: %d\n", st.SnapshotIndex)
+	if len(st.Members) == 0 {
+		return
+	}
+	roles := map[string]int{}
+	var order []string
+	for _, m := range st.Members {
+		if roles[m.Role] == 0 {
+			order = append(order, m.Role)
+		}
+		roles[m.Role]++
+	}
+	var counts []string
+	for _, r := range []string{"voter", "learner"} {
+		if n := roles[r]; n > 0 {
+			counts = append(counts, plural(n, r))
+		}
+	}
+	for _, r := range order {
+		if r != "voter" && r != "learner" {
+			counts = append(counts, fmt.Sprintf("%d %s", roles[r], r))
+		}
+	}
+	fmt.Fprintf(w, "members:       %d (%s)\n", len(st.Members), strings.Join(counts, ", "))
+	rows := [][]string{{"ID", "ROLE", "RAFT ADDR", "CLIENT ADDR", ""}}
+	for _, m := range st.Members {
+		mark := ""
+		if m.ID == st.LeaderID {
+			mark = "(leader)"
+		}
+		// The server's strings are shown like keys: control characters
+		// and the like quoted, never sent to the terminal raw.
+		rows = append(rows, []string{strconv.FormatUint(m.ID, 10), formatBytes([]byte(m.Role)),
+			formatBytes([]byte(m.RaftAddr)), formatBytes([]byte(m.ClientAddr)), mark})
+	}
+	widths := make([]int, len(rows[0]))
+	for _, r := range rows {
+		for i, cell := range r {
+			widths[i] = max(widths[i], len(cell))
+		}
+	}
+	for _, r := range rows {
+		var b strings.Builder
+		b.WriteString(" ")
+		for i, cell := range r {
+			fmt.Fprintf(&b, " %-*s", widths[i], cell)
+			if i < len(r)-1 {
+				b.WriteString(" ")
+			}
+		}
+		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
+	}
+}
