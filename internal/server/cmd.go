@@ -50,7 +50,7 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 		timeout    = fs.Duration("request-timeout", 5*time.Second, "longest a client request may wait for raft")
 		snapEvery  = fs.Int64("snapshot-entries", 10000, "take a raft snapshot and compact the raft log every this many applied entries (0 disables)")
 		snapKeep   = fs.Uint64("snapshot-catchup-entries", 5000, "raft log entries kept behind each snapshot, so that a follower slightly behind catches up from the log")
-		snapRate   = fs.String("snapshot-rate", "64MiB", "bandwidth limit for sending snapshots to followers, bytes per second (e.g. 64MiB, 500KB; 0 = unlimited)")
+		snapRate   = fs.String("snapshot-rate", "64MiB", "bandwidth limit for the snapshots this node sends to followers, all together, in bytes per second (e.g. 64MiB, 500KB; 0 = unlimited)")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat  = fs.String("log-format", "text", "text or json")
 	)
