@@ -73,9 +73,21 @@ type call struct {
 // serveClient reads pipelined requests, handles each on its own goroutine,
 // and writes the replies in order. A malformed frame closes the connection
 // (with a logged reason); it never affects other connections or data.
-func (s *Server) serveClient(c net.Conn) {
+func (s *Server) serveClient(raw net.Conn) {
 	defer s.wg.Done()
-	log := s.log.With("client", c.RemoteAddr().String())
+	log := s.log.With("client", raw.RemoteAddr().String())
+	defer func() {
+		_ = raw.Close()
+		s.mu.Lock()
+		delete(s.conns, raw)
+		s.mu.Unlock()
+	}()
+	c, err := s.tlsServer(raw)
+	if err != nil {
+		log.Warn("closing client connection: TLS handshake failed", "err", err)
+		return
+	}
+	refused := false // one log line per connection, however many refusals
 	queue := make(chan *call, maxPipelined)
 	writerDone := make(chan struct{})
 	go func() {
@@ -119,6 +131,18 @@ func (s *Server) serveClient(c net.Conn) {
 		}
 		cl := &call{done: make(chan struct{})}
 		queue <- cl
+		inner, ast, areply, ok := s.authorize(op, payload)
+		if !ok {
+			if !refused {
+				refused = true
+				reason, _ := wire.DecodeError(areply)
+				log.Warn("refused a request", "opcode", op.String(), "reason", reason)
+			}
+			cl.status, cl.payload = ast, areply
+			close(cl.done)
+			continue
+		}
+		payload = inner
 		if op == wire.OpPut || op == wire.OpDelete {
 			// Writes enter the raft log in the order they arrived on this
 			// connection: they are queued here, on the reader, and only
@@ -150,9 +174,6 @@ func (s *Server) serveClient(c net.Conn) {
 	close(queue)
 	<-writerDone
 	_ = c.Close()
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
 }
 
 // dispatch handles one request and returns the reply.

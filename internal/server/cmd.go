@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kayadb/kayadb/internal/lsm/base"
+	"github.com/kayadb/kayadb/internal/security"
 )
 
 // Exit codes of kayadb-server.
@@ -51,6 +52,15 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 		snapEvery  = fs.Int64("snapshot-entries", 10000, "take a raft snapshot and compact the raft log every this many applied entries (0 disables)")
 		snapKeep   = fs.Uint64("snapshot-catchup-entries", 5000, "raft log entries kept behind each snapshot, so that a follower slightly behind catches up from the log")
 		snapRate   = fs.String("snapshot-rate", "64MiB", "bandwidth limit for the snapshots this node sends to followers, all together, in bytes per second (e.g. 64MiB, 500KB; 0 = unlimited)")
+		allowPub   = fs.Bool("allow-public-bind", false, "allow listening on wildcard (0.0.0.0, ::) and public addresses; only behind a firewall with TLS and tokens (see docs/security.md)")
+		opToken    = fs.String("operator-token", "", "require this secret on admin requests (add/remove/promote node, transfer leader); prefer --operator-token-file or KAYA_OPERATOR_TOKEN, command lines are visible to other users")
+		opFile     = fs.String("operator-token-file", "", "read the operator token from this file (keep it chmod 600)")
+		clToken    = fs.String("client-token", "", "require this secret on data requests (put, get, delete, scan, stats); prefer --client-token-file or KAYA_CLIENT_TOKEN")
+		clFile     = fs.String("client-token-file", "", "read the client token from this file (keep it chmod 600)")
+		tlsCert    = fs.String("tls-cert", "", "PEM certificate (chain) for TLS on the client and raft ports; needs --tls-key")
+		tlsKey     = fs.String("tls-key", "", "PEM private key of --tls-cert")
+		tlsCA      = fs.String("tls-ca", "", "PEM CA bundle: clients and peers must present a certificate it signed (mutual TLS), and peers' certificates are checked against it")
+		tlsReload  = fs.Duration("tls-reload-interval", 5*time.Second, "how often to check the TLS files for changes and reload them (0 disables; SIGHUP always reloads)")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat  = fs.String("log-format", "text", "text or json")
 	)
@@ -71,6 +81,8 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	if fs.NArg() > 0 {
 		return fail("unexpected arguments %q\nhint: every setting is a --flag; run kayadb-server --help", fs.Args())
 	}
+	onCommandLine := map[string]bool{}
+	fs.Visit(func(f *pflag.Flag) { onCommandLine[f.Name] = true })
 	// Environment variables fill flags that were not given.
 	var envErr error
 	fs.VisitAll(func(f *pflag.Flag) {
@@ -126,10 +138,62 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	if err != nil {
 		return fail("--snapshot-rate %q: %v (for example 64MiB, 500KB, or 0 for unlimited)", *snapRate, err)
 	}
+	logger := slog.New(handler)
+	// A token comes from its flag or its file flag, each possibly from the
+	// environment; a command-line flag beats the environment, and two
+	// sources given the same way are a mistake.
+	token := func(name, value, fileName, file string) (string, error) {
+		if value != "" && file != "" {
+			switch {
+			case onCommandLine[name] && !onCommandLine[fileName]:
+				file = ""
+			case onCommandLine[fileName] && !onCommandLine[name]:
+				value = ""
+			default:
+				return "", fmt.Errorf("--%s and --%s are both set (or %s and %s); give only one", name, fileName, flagEnv(name), flagEnv(fileName))
+			}
+		}
+		if file != "" {
+			tok, warn, err := security.ReadTokenFile("--"+fileName, file)
+			if err != nil {
+				return "", err
+			}
+			if warn != "" {
+				logger.Warn(warn)
+			}
+			return tok, nil
+		}
+		if value != "" {
+			if err := security.ValidateToken("--"+name, value); err != nil {
+				return "", err
+			}
+		}
+		return value, nil
+	}
+	opTok, err := token("operator-token", *opToken, "operator-token-file", *opFile)
+	if err != nil {
+		return fail("%v", err)
+	}
+	clTok, err := token("client-token", *clToken, "client-token-file", *clFile)
+	if err != nil {
+		return fail("%v", err)
+	}
+	tlsFiles := security.TLSFiles{Cert: *tlsCert, Key: *tlsKey, CA: *tlsCA}
+	if err := tlsFiles.Validate(); err != nil {
+		return fail("%v", err)
+	}
+	if *tlsReload < 0 {
+		return fail("--tls-reload-interval must not be negative (0 disables the check)")
+	}
 	cfg := Config{
 		NodeID: *nodeID, DataDir: *dataDir, RaftAddr: *raftAddr, ClientAddr: *clientAddr,
-		Join: *join, TickInterval: *tick, RequestTimeout: *timeout, Logger: slog.New(handler),
+		Join: *join, TickInterval: *tick, RequestTimeout: *timeout, Logger: logger,
 		SnapshotEntries: *snapEvery, CatchUpEntries: *snapKeep, SnapshotBytesPerSecond: rate,
+		AllowPublicBind: *allowPub, OperatorToken: opTok, ClientToken: clTok, TLS: tlsFiles,
+		TLSReloadInterval: *tlsReload,
+	}
+	if cfg.TLSReloadInterval == 0 {
+		cfg.TLSReloadInterval = -1
 	}
 	if cfg.SnapshotEntries == 0 {
 		cfg.SnapshotEntries = -1
@@ -182,13 +246,27 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
-	select {
-	case sig := <-sigs:
-		log.Info("shutting down", "signal", sig.String())
-	case <-srv.Done():
-		log.Error("node stopped after a fatal error", "err", srv.Err())
-		_ = srv.Close()
-		return exitError
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+wait:
+	for {
+		select {
+		case <-hup:
+			if cfg.TLS.Enabled() {
+				log.Info("SIGHUP: reloading TLS certificates")
+				_ = srv.ReloadTLS() // a failure is logged and keeps the old certificates
+			} else {
+				log.Info("SIGHUP: nothing to reload (no TLS configured)")
+			}
+		case sig := <-sigs:
+			log.Info("shutting down", "signal", sig.String())
+			break wait
+		case <-srv.Done():
+			log.Error("node stopped after a fatal error", "err", srv.Err())
+			_ = srv.Close()
+			return exitError
+		}
 	}
 	closed := make(chan error, 1)
 	go func() { closed <- srv.Close() }()

@@ -19,6 +19,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -35,6 +36,7 @@ import (
 	"github.com/kayadb/kayadb/internal/lsm/base"
 	"github.com/kayadb/kayadb/internal/raftlog"
 	"github.com/kayadb/kayadb/internal/raftnode"
+	"github.com/kayadb/kayadb/internal/security"
 	"github.com/kayadb/kayadb/internal/snap"
 	"github.com/kayadb/kayadb/internal/transport"
 	"github.com/kayadb/kayadb/internal/vfs"
@@ -68,6 +70,25 @@ type Config struct {
 	// SnapshotBytesPerSecond throttles snapshot transfers to followers.
 	// Default 64 MiB/s; negative means unlimited.
 	SnapshotBytesPerSecond int64
+
+	// AllowPublicBind accepts wildcard and public listen addresses, with a
+	// warning banner, instead of refusing to start.
+	AllowPublicBind bool
+	// OperatorToken, when set, is required (in the ADMIN prefix) on every
+	// admin opcode. Never logged.
+	OperatorToken string
+	// ClientToken, when set, is required (in the CLIENT prefix) on every
+	// data opcode. HELLO and HEALTH stay open. Never logged.
+	ClientToken string
+	// TLS enables native TLS on the client and raft ports; with a CA, both
+	// ports require certificates signed by it (mutual TLS).
+	TLS security.TLSFiles
+	// TLSReloadInterval is how often the TLS files are checked for changes
+	// (a change reloads them). Default 5 s; negative disables the check
+	// (SIGHUP still reloads).
+	TLSReloadInterval time.Duration
+	// Resolve replaces DNS for the bind guard (tests).
+	Resolve security.Resolver
 
 	Logger *slog.Logger
 
@@ -109,6 +130,9 @@ type Server struct {
 
 	clientLn net.Listener
 	raftLn   net.Listener
+	tls      *security.TLS // nil without TLS
+	tlsConf  *tls.Config   // the client port's server config
+	stopBg   context.CancelFunc
 	started  time.Time
 	openDur  time.Duration
 
@@ -138,6 +162,9 @@ func New(cfg Config) (_ *Server, retErr error) {
 			s.closeParts()
 		}
 	}()
+	if err := s.checkSecurity(); err != nil {
+		return nil, err
+	}
 
 	var fs vfs.FS = vfs.Default
 	if cfg.EngineOptions != nil && cfg.EngineOptions.FS != nil {
@@ -145,6 +172,11 @@ func New(cfg Config) (_ *Server, retErr error) {
 	}
 	if err := vfs.MkdirAllSync(fs, cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data directory %s: %w", cfg.DataDir, err)
+	}
+	if fs == vfs.Default {
+		for _, w := range security.DirWarnings(cfg.DataDir) {
+			log.Warn(w)
+		}
 	}
 	lock, err := fs.Lock(filepath.Join(cfg.DataDir, "LOCK"))
 	if err != nil {
@@ -306,8 +338,16 @@ func New(cfg Config) (_ *Server, retErr error) {
 				return nil, fmt.Errorf("listening for raft peers on %s: %w", cfg.RaftAddr, err)
 			}
 		}
-		s.trans = transport.NewTCP(transport.TCPOptions{ID: cfg.NodeID, Listener: s.raftLn, Handler: h,
-			Logger: log.With("component", "transport")})
+		topts := transport.TCPOptions{ID: cfg.NodeID, Listener: s.raftLn, Handler: h,
+			Logger: log.With("component", "transport")}
+		if s.tls != nil {
+			topts.Listener = tls.NewListener(s.raftLn, s.tls.ServerConfig())
+			nd := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 15 * time.Second}
+			topts.Dial = func(ctx context.Context, addr string) (net.Conn, error) {
+				return (&tls.Dialer{NetDialer: nd, Config: s.tls.ClientConfig(addr)}).DialContext(ctx, "tcp", addr)
+			}
+		}
+		s.trans = transport.NewTCP(topts)
 	}
 	s.trans.SetPeers(ros.raftAddrs())
 
@@ -317,13 +357,30 @@ func New(cfg Config) (_ *Server, retErr error) {
 			return nil, fmt.Errorf("listening for clients on %s: %w", cfg.ClientAddr, err)
 		}
 	}
+	if s.tls != nil {
+		s.tlsConf = s.tls.ServerConfig()
+		if cfg.TLSReloadInterval >= 0 {
+			iv := cfg.TLSReloadInterval
+			if iv == 0 {
+				iv = 5 * time.Second
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			s.stopBg = cancel
+			s.bg.Add(1)
+			go func() {
+				defer s.bg.Done()
+				s.tls.Watch(ctx, iv)
+			}()
+		}
+	}
 	s.node.Start(s.trans)
 	s.store.Start(s.node)
 	s.openDur = time.Since(start)
 	s.wg.Add(1)
 	go s.acceptLoop()
 	log.Info("kayadb node started", "client_addr", s.clientLn.Addr().String(), "raft_log_entries", rep.Entries,
-		"applied_index", applied, "open_duration", s.openDur)
+		"applied_index", applied, "open_duration", s.openDur, "tls", s.tls != nil, "mtls", s.tls != nil && s.tls.MutualTLS(),
+		"operator_token", cfg.OperatorToken != "", "client_token", cfg.ClientToken != "")
 	return s, nil
 }
 
@@ -386,6 +443,9 @@ func (s *Server) Close() error {
 // closeParts closes whatever was opened, in reverse order.
 func (s *Server) closeParts() error {
 	var errs []error
+	if s.stopBg != nil {
+		s.stopBg()
+	}
 	if s.store != nil {
 		s.store.Stop()
 	}

@@ -3,6 +3,7 @@ package transport
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -245,6 +246,22 @@ func (t *TCP) serveConn(c net.Conn) {
 		_ = c.Close()
 	}()
 	log := t.opts.Logger.With("remote", c.RemoteAddr().String())
+	if tc, ok := c.(*tls.Conn); ok {
+		// A TLS listener: finish the handshake (the peer's certificate is
+		// verified here) before reading anything.
+		_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+		if err := tc.Handshake(); err != nil {
+			t.c.rejectedTLS.Add(1)
+			var rh tls.RecordHeaderError
+			if errors.As(err, &rh) {
+				log.Warn("closing raft connection: the peer did not start a TLS handshake (plain TCP to a TLS port?)", "err", err)
+			} else {
+				log.Warn("closing raft connection: TLS handshake failed", "err", err)
+			}
+			return
+		}
+		_ = tc.SetDeadline(time.Time{})
+	}
 	r := bufio.NewReaderSize(c, 64<<10)
 	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	var hs [handshakeSize]byte

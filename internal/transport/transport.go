@@ -78,12 +78,14 @@ type Stats struct {
 	SnapshotsSent   uint64 // snapshot streams acknowledged by the receiver
 	SnapshotsFailed uint64 // snapshot streams that failed (either side)
 	SnapshotsRecv   uint64 // snapshot streams received and acknowledged
+	RejectedTLS     uint64 // inbound connections whose TLS handshake failed
 }
 
 type counters struct {
 	sent, received, droppedFull, droppedUnknown       atomic.Uint64
 	rejectedFrom, rejectedTo, badFrames, dials, fails atomic.Uint64
 	snapSent, snapFailed, snapRecv                    atomic.Uint64
+	rejectedTLS                                       atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -93,5 +95,6 @@ func (c *counters) snapshot() Stats {
 		RejectedFrom: c.rejectedFrom.Load(), RejectedTo: c.rejectedTo.Load(),
 		BadFrames: c.badFrames.Load(), Dials: c.dials.Load(), DialFailures: c.fails.Load(),
 		SnapshotsSent: c.snapSent.Load(), SnapshotsFailed: c.snapFailed.Load(), SnapshotsRecv: c.snapRecv.Load(),
+		RejectedTLS: c.rejectedTLS.Load(),
 	}
 }

@@ -1,0 +1,136 @@
+package server
+
+import (
+	"crypto/tls"
+	"errors"
+	"net"
+
+	"github.com/kayadb/kayadb/internal/security"
+	"github.com/kayadb/kayadb/internal/wire"
+)
+
+// checkSecurity runs before the node opens anything: the bind guard on
+// every listen address, the token shapes and the TLS files. It logs the
+// warnings that do not stop the node.
+func (s *Server) checkSecurity() error {
+	cfg := s.cfg
+	guard := security.BindGuard{AllowPublic: cfg.AllowPublicBind, Resolve: cfg.Resolve}
+	type listen struct{ flag, addr string }
+	var addrs []listen
+	// The configured address is checked; a test that hands in its own
+	// listener without an address gets the listener's checked.
+	if cfg.ClientAddr == "" && cfg.ClientListener != nil {
+		addrs = append(addrs, listen{"--client-addr", cfg.ClientListener.Addr().String()})
+	} else {
+		addrs = append(addrs, listen{"--client-addr", cfg.ClientAddr})
+	}
+	switch {
+	case cfg.NewTransport != nil: // an in-memory network (tests)
+	case cfg.RaftAddr == "" && cfg.RaftListener != nil:
+		addrs = append(addrs, listen{"--raft-addr", cfg.RaftListener.Addr().String()})
+	default:
+		addrs = append(addrs, listen{"--raft-addr", cfg.RaftAddr})
+	}
+	var exposed []string
+	for _, a := range addrs {
+		w, err := guard.Check(a.flag, a.addr)
+		if err != nil {
+			return err
+		}
+		if w != "" {
+			exposed = append(exposed, w)
+		}
+	}
+	for _, t := range []struct{ name, tok string }{{"--operator-token", cfg.OperatorToken}, {"--client-token", cfg.ClientToken}} {
+		if t.tok != "" {
+			if err := security.ValidateToken(t.name, t.tok); err != nil {
+				return err
+			}
+		}
+	}
+	if cfg.TLS.Enabled() {
+		t, err := security.NewTLS(cfg.TLS, s.log.With("component", "tls"))
+		if err != nil {
+			return err
+		}
+		s.tls = t
+	}
+
+	if len(exposed) > 0 {
+		lines := append(exposed,
+			"KayaDB has no built-in access control beyond TLS client certificates (--tls-ca) and tokens (--client-token, --operator-token).",
+			"Never expose the raft or client port to the Internet; see docs/security.md.")
+		if s.tls == nil || !s.tls.MutualTLS() {
+			lines = append(lines, "This node runs WITHOUT mutual TLS: traffic is readable and anyone who reaches the port can connect.")
+		}
+		if cfg.ClientToken == "" || cfg.OperatorToken == "" {
+			lines = append(lines, "This node runs WITHOUT a client token and/or an operator token.")
+		}
+		for _, l := range security.Banner("LISTENING ON AN EXPOSED ADDRESS (--allow-public-bind)", lines) {
+			s.log.Warn(l)
+		}
+	}
+	if security.RunningAsRoot() {
+		for _, l := range security.Banner("RUNNING AS ROOT", []string{
+			"kayadb-server does not need root. Run it as a dedicated unprivileged user that owns only the data directory.",
+		}) {
+			s.log.Warn(l)
+		}
+	}
+	if cfg.ClientToken != "" && cfg.OperatorToken == "" {
+		s.log.Warn("--client-token is set but --operator-token is not: membership and other admin requests are open to anyone who can connect; set --operator-token")
+	}
+	return nil
+}
+
+// authorize checks a request's credentials and strips its auth prefix.
+// With ok false, st and reply are the refusal to send.
+func (s *Server) authorize(op wire.Opcode, p []byte) (inner []byte, st wire.Status, reply []byte, ok bool) {
+	switch {
+	case wire.IsAdmin(op):
+		tok, prefixed, in, err := wire.SplitAdmin(op, p)
+		if errors.Is(err, wire.ErrAdminMismatch) {
+			return nil, wire.StatusInvalidArgument, wire.AppendError(nil, wire.MsgAdminMismatch), false
+		}
+		if err != nil {
+			st, reply = invalid(err)
+			return nil, st, reply, false
+		}
+		if want := s.cfg.OperatorToken; want != "" && (!prefixed || !wire.TokenEqual(tok, want)) {
+			return nil, wire.StatusError, wire.AppendError(nil, wire.MsgOperatorCredential), false
+		}
+		return in, 0, nil, true
+	case wire.IsData(op):
+		tok, prefixed, in, err := wire.SplitClient(p)
+		if err != nil {
+			st, reply = invalid(err)
+			return nil, st, reply, false
+		}
+		if want := s.cfg.ClientToken; want != "" && (!prefixed || !wire.TokenEqual(tok, want)) {
+			return nil, wire.StatusError, wire.AppendError(nil, wire.MsgClientCredential), false
+		}
+		return in, 0, nil, true
+	}
+	return p, 0, nil, true
+}
+
+// ReloadTLS reloads the TLS files (SIGHUP). Without TLS it does nothing.
+func (s *Server) ReloadTLS() error {
+	if s.tls == nil {
+		return nil
+	}
+	return s.tls.Reload()
+}
+
+// tlsServer wraps an accepted client connection in TLS and completes the
+// handshake; without TLS it returns c.
+func (s *Server) tlsServer(c net.Conn) (net.Conn, error) {
+	if s.tlsConf == nil {
+		return c, nil
+	}
+	tc := tls.Server(c, s.tlsConf)
+	if err := security.Handshake(tc); err != nil {
+		return nil, err
+	}
+	return tc, nil
+}
