@@ -102,6 +102,12 @@ func dial(ctx context.Context, addr string, tlsConf *tls.Config, timeout time.Du
 		nc, err = nd.DialContext(ctx, "tcp", addr)
 	}
 	if err != nil {
+		var cv *tls.CertificateVerificationError
+		if errors.As(err, &cv) {
+			// The server's certificate is not trusted: retrying cannot
+			// help, so the call fails now with the reason.
+			return nil, fmt.Errorf("kayadb: connecting to %s: %w", addr, err)
+		}
 		return nil, &dialError{addr: addr, err: err}
 	}
 	c := &conn{

@@ -62,12 +62,13 @@ and print requests per second and p50/p99/p99.9 latency.
 		if *clients < 1 || *conns < 1 || *total < 1 || *keySize < 1 || *valSize < 0 || *keySpace < 1 {
 			return usageErrorf("--clients, --conns, --total, --key-size and --key-space must be positive")
 		}
-		timeout, err := a.requestTimeout()
+		opts, err := a.clientOptions()
 		if err != nil {
 			return err
 		}
-		c, err := client.New(a.servers(), &client.Options{RequestTimeout: timeout, ConnsPerEndpoint: *conns,
-			MaxPipeline: max(128, *clients / *conns * 2)})
+		timeout := opts.RequestTimeout
+		opts.ConnsPerEndpoint, opts.MaxPipeline = *conns, max(128, *clients / *conns * 2)
+		c, err := client.New(a.servers(), opts)
 		if err != nil {
 			return usageErrorf("--server: %v", err)
 		}

@@ -69,6 +69,7 @@ func usageErrorf(format string, args ...any) error {
 type app struct {
 	stdout, stderr io.Writer
 	lookupEnv      func(string) (string, bool)
+	sec            secureFlags
 
 	// Persistent flags.
 	dataFlag   string
@@ -175,6 +176,7 @@ they are given and work on live, copied or damaged files.`,
 	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log engine events (recovery, flushes, compactions) to stderr")
 	pf.StringSliceVar(&a.serverFlag, "server", nil, "server mode: talk to a cluster at ADDR[,ADDR...] (host:port of client listeners; $"+EnvServer+") instead of opening --data")
 	pf.DurationVar(&a.timeout, "timeout", 5*time.Second, "server mode: deadline of each request, retries included ($"+EnvTimeout+")")
+	a.addSecureFlags(pf)
 
 	root.AddCommand(
 		a.newPutCmd(), a.newGetCmd(), a.newDeleteCmd(), a.newScanCmd(),
@@ -221,6 +223,9 @@ func (e *errNoDatabase) Is(target error) bool { return target == engine.ErrNotFo
 func (a *app) classify(err error) error {
 	var ce *cliError
 	if errors.As(err, &ce) {
+		return ce
+	}
+	if ce, ok := a.classifySecurity(err); ok {
 		return ce
 	}
 	if ce, ok := a.classifyRemote(err); ok {

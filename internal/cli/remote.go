@@ -60,15 +60,15 @@ func (a *app) requestTimeout() (time.Duration, error) {
 
 // newClient connects to the servers of --server.
 func (a *app) newClient() (*client.Client, context.Context, context.CancelFunc, error) {
-	timeout, err := a.requestTimeout()
+	opts, err := a.clientOptions()
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	c, err := client.New(a.servers(), &client.Options{RequestTimeout: timeout})
+	c, err := client.New(a.servers(), opts)
 	if err != nil {
 		return nil, nil, nil, usageErrorf("--server: %v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), opts.RequestTimeout)
 	return c, ctx, cancel, nil
 }
 
@@ -79,15 +79,15 @@ type remoteBackend struct {
 }
 
 func (a *app) openRemote() (kvBackend, error) {
-	timeout, err := a.requestTimeout()
+	opts, err := a.clientOptions()
 	if err != nil {
 		return nil, err
 	}
-	c, err := client.New(a.servers(), &client.Options{RequestTimeout: timeout})
+	c, err := client.New(a.servers(), opts)
 	if err != nil {
 		return nil, usageErrorf("--server: %v", err)
 	}
-	return &remoteBackend{c: c, timeout: timeout}, nil
+	return &remoteBackend{c: c, timeout: opts.RequestTimeout}, nil
 }
 
 func (r *remoteBackend) ctx() (context.Context, context.CancelFunc) {
