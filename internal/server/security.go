@@ -3,6 +3,7 @@ package server
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 
 	"github.com/kayadb/kayadb/internal/security"
@@ -133,4 +134,27 @@ func (s *Server) tlsServer(c net.Conn) (net.Conn, error) {
 		return nil, err
 	}
 	return tc, nil
+}
+
+// verifyPeer checks that an inbound raft connection's client certificate
+// belongs to the member its handshake names: the certificate must be valid
+// for the host of that member's raft address in the roster, as this node's
+// own dials require of the peers' server certificates. A client
+// certificate signed by the same CA (an operator's) cannot speak raft.
+func (s *Server) verifyPeer(id uint64, cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("no certificate")
+	}
+	m, ok := s.ros.get(id)
+	if !ok {
+		return fmt.Errorf("node %d is not in the roster", id)
+	}
+	host, _, err := net.SplitHostPort(m.RaftAddr)
+	if err != nil {
+		return fmt.Errorf("roster address %q of node %d: %v", m.RaftAddr, id, err)
+	}
+	if err := cs.PeerCertificates[0].VerifyHostname(host); err != nil {
+		return fmt.Errorf("certificate %q is not valid for node %d's raft address %s: %v", cs.PeerCertificates[0].Subject.CommonName, id, m.RaftAddr, err)
+	}
+	return nil
 }

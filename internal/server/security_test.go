@@ -410,7 +410,7 @@ func isTimeout(err error) bool {
 // certificate of another CA, or in plain TCP are refused on both ports.
 func TestMutualTLSBothPorts(t *testing.T) {
 	c := newTLSCluster(t, 3, nil)
-	admin := c.ca.Issue(t, "admin-client.kaya.local", nil)
+	admin := c.ca.Issue(t, "admin-client.kaya.local", &securitytest.CertOptions{NameOnly: true})
 	var addrs []string
 	for _, m := range c.members {
 		addrs = append(addrs, m.ClientAddr)
@@ -525,6 +525,61 @@ func TestPeerWithForeignCertificateIsShutOut(t *testing.T) {
 	if c.nodes[1].trans.(*transport.TCP).Stats().RejectedTLS+c.nodes[2].trans.(*transport.TCP).Stats().RejectedTLS == 0 {
 		t.Fatal("no raft TLS rejection counted")
 	}
+}
+
+// Control: a peer's certificate must belong to the cluster member it
+// claims to be. An operator's client certificate, signed by the cluster
+// CA but not issued for a node's raft address, cannot open a raft stream.
+func TestRaftPortRequiresMemberCertificate(t *testing.T) {
+	c := newTLSCluster(t, 1, nil)
+	s, m := c.nodes[1], c.members[0]
+	// Add member 2 to the roster so that the claim names a real member.
+	s.ros.mu.Lock()
+	s.ros.members[2] = Member{ID: 2, RaftAddr: "127.0.0.1:47999", ClientAddr: "127.0.0.1:47998"}
+	s.ros.mu.Unlock()
+	s.trans.SetPeers(s.ros.raftAddrs())
+	try := func(cert *securitytest.Pair) error {
+		cfg := c.clientTLS(cert)
+		cfg.ServerName = "127.0.0.1"
+		rc, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", m.RaftAddr, cfg)
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		_ = rc.SetDeadline(time.Now().Add(3 * time.Second))
+		if _, err := rc.Write(encodeTestHandshake(2, 1)); err != nil {
+			return err
+		}
+		// An accepted stream stays open (no bytes come back): a timeout.
+		_, err = rc.Read(make([]byte, 1))
+		if isTimeout(err) {
+			return nil
+		}
+		return fmt.Errorf("closed: %v", err)
+	}
+	before := s.trans.(*transport.TCP).Stats().RejectedTLS
+	operator := c.ca.Issue(t, "admin-client.kaya.local", &securitytest.CertOptions{NameOnly: true})
+	if err := try(operator); err == nil {
+		t.Fatal("an operator's certificate opened a raft stream")
+	}
+	if s.trans.(*transport.TCP).Stats().RejectedTLS == before {
+		t.Fatal("the refusal was not counted")
+	}
+	if !strings.Contains(c.logs[1].String(), "does not belong to the member") {
+		t.Fatal("the refusal was not logged")
+	}
+	// A node certificate valid for the member's address is accepted.
+	if err := try(c.ca.Issue(t, "node2.kaya.local", nil)); err != nil {
+		t.Fatalf("a member's certificate was refused: %v", err)
+	}
+}
+
+// encodeTestHandshake is a raft stream handshake (see transport): magic,
+// version 2, kind 0 (messages), from, to.
+func encodeTestHandshake(from, to uint64) []byte {
+	b := append([]byte("KAYARAFT"), 2, 0, 0)
+	b = binary.LittleEndian.AppendUint64(b, from)
+	return binary.LittleEndian.AppendUint64(b, to)
 }
 
 // Control: bad TLS configuration fails startup with a message naming the
@@ -651,5 +706,14 @@ func TestDataDirectoryPermissions(t *testing.T) {
 	}
 	if out := run(); !strings.Contains(out, "accessible by other users") || !strings.Contains(out, "chmod 700") {
 		t.Fatalf("a 0755 data directory drew no warning:\n%s", out)
+	}
+}
+
+// Control: running as root draws a prominent warning (and only then).
+func TestRootWarning(t *testing.T) {
+	_, logs := startSecured(t, Config{})
+	got := strings.Contains(logs.String(), "RUNNING AS ROOT")
+	if want := os.Geteuid() == 0; got != want {
+		t.Fatalf("root warning logged = %v, running as root = %v", got, want)
 	}
 }

@@ -346,6 +346,9 @@ func New(cfg Config) (_ *Server, retErr error) {
 			topts.Dial = func(ctx context.Context, addr string) (net.Conn, error) {
 				return (&tls.Dialer{NetDialer: nd, Config: s.tls.ClientConfig(addr)}).DialContext(ctx, "tcp", addr)
 			}
+			if s.tls.MutualTLS() {
+				topts.VerifyPeer = s.verifyPeer
+			}
 		}
 		s.trans = transport.NewTCP(topts)
 	}

@@ -52,6 +52,10 @@ type TCPOptions struct {
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// Handler receives incoming messages and unreachable reports.
 	Handler Handler
+	// VerifyPeer, when set, checks the TLS state of an inbound connection
+	// against the node id its handshake claims (a peer's certificate must
+	// belong to that member). An error closes the connection.
+	VerifyPeer func(id uint64, cs tls.ConnectionState) error
 	// QueueSize bounds each peer's send queue (messages). Default 4096: it
 	// must stay above raft's MaxInflightMsgs so that a healthy peer never
 	// drops appends.
@@ -292,6 +296,13 @@ func (t *TCP) serveConn(c net.Conn) {
 		t.c.rejectedFrom.Add(1)
 		log.Warn("closing raft connection from a node outside the roster", "from", from)
 		return
+	}
+	if tc, ok := c.(*tls.Conn); ok && t.opts.VerifyPeer != nil {
+		if err := t.opts.VerifyPeer(from, tc.ConnectionState()); err != nil {
+			t.c.rejectedTLS.Add(1)
+			log.Warn("closing raft connection: the peer's certificate does not belong to the member it claims to be", "from", from, "err", err)
+			return
+		}
 	}
 	log = log.With("peer", from)
 	switch kind {

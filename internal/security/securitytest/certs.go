@@ -65,6 +65,9 @@ func newKey(t testing.TB) *ecdsa.PrivateKey {
 type CertOptions struct {
 	// NotBefore and NotAfter default to an hour ago and a day from now.
 	NotBefore, NotAfter time.Time
+	// NameOnly issues a certificate valid for its name alone (no
+	// localhost, no loopback IPs), like an operator's client certificate.
+	NameOnly bool
 }
 
 // Pair is an issued certificate and its key, as PEM.
@@ -108,6 +111,9 @@ func (ca *CA) Issue(t testing.TB, name string, o *CertOptions) *Pair {
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		DNSNames:     []string{name, "localhost"},
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	}
+	if o.NameOnly {
+		tmpl.DNSNames, tmpl.IPAddresses = []string{name}, nil
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	if err != nil {
