@@ -129,6 +129,12 @@ type Node struct {
 	t   transport.Transport
 	log *slog.Logger
 
+	// heard holds, per peer id, the time (unix ns, *atomic.Int64) a
+	// message from it last arrived. Raft's own RecentActive is cleared at
+	// every quorum check, so on its own it briefly shows every peer as
+	// inactive.
+	heard sync.Map
+
 	propc   chan proposal
 	recvc   chan *pb.Message
 	ctrlc   chan func(rn *raft.RawNode)
@@ -300,6 +306,14 @@ func (n *Node) fail(err error) {
 
 // Receive implements transport.Handler.
 func (n *Node) Receive(m *pb.Message) {
+	now := time.Now().UnixNano()
+	if v, ok := n.heard.Load(m.GetFrom()); ok {
+		v.(*atomic.Int64).Store(now)
+	} else {
+		a := &atomic.Int64{}
+		a.Store(now)
+		n.heard.Store(m.GetFrom(), a)
+	}
 	select {
 	case n.recvc <- m:
 	case <-n.stopc:
@@ -451,8 +465,13 @@ func (n *Node) Progress(ctx context.Context) (map[uint64]PeerProgress, uint64, e
 			return
 		}
 		m := map[uint64]PeerProgress{}
+		window := time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval
 		for id, pr := range st.Progress {
-			m[id] = PeerProgress{Match: pr.Match, RecentActive: pr.RecentActive || id == n.cfg.ID, Learner: pr.IsLearner}
+			active := pr.RecentActive || id == n.cfg.ID
+			if v, ok := n.heard.Load(id); ok && time.Since(time.Unix(0, v.(*atomic.Int64).Load())) < window {
+				active = true
+			}
+			m[id] = PeerProgress{Match: pr.Match, RecentActive: active, Learner: pr.IsLearner}
 		}
 		last := uint64(0)
 		if pr, ok := st.Progress[n.cfg.ID]; ok {
