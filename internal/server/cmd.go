@@ -220,7 +220,11 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 			cfg.RaftAddr, cfg.ClientAddr = m.RaftAddr, m.ClientAddr
 			continue
 		}
-		return fail("--peer %d=%s,%s disagrees with --raft-addr %s / --client-addr %s", m.ID, m.RaftAddr, m.ClientAddr, cfg.RaftAddr, cfg.ClientAddr)
+		// The --peer entry is what the other nodes dial and what clients
+		// are redirected to; --raft-addr/--client-addr are where this node
+		// listens. They differ behind a proxy, a sidecar or NAT.
+		logger.Info("this node listens on other addresses than it advertises in its --peer entry (fine behind a proxy or sidecar; otherwise a mistake)",
+			"raft_listen", cfg.RaftAddr, "raft_advertised", m.RaftAddr, "client_listen", cfg.ClientAddr, "client_advertised", m.ClientAddr)
 	}
 	return cfg, -1
 }

@@ -40,7 +40,6 @@ func TestParseFlagsAndEnv(t *testing.T) {
 		{"--tick", "-1s"},
 		{"--no-such-flag"},
 		{"extra-arg"},
-		{"--node-id", "1", "--raft-addr", "127.0.0.1:1", "--peer", "1=127.0.0.1:2,127.0.0.1:3"},
 		{"--snapshot-entries", "-5"},
 		{"--snapshot-catchup-entries", "0"},
 		{"--snapshot-rate", "fast"},
@@ -52,6 +51,13 @@ func TestParseFlagsAndEnv(t *testing.T) {
 		if _, code := ParseFlags(args, env(nil), &errb); code != exitUsage || !strings.Contains(errb.String(), "error:") {
 			t.Errorf("%v: exit %d, stderr %q", args, code, errb.String())
 		}
+	}
+	// Listening on other addresses than the --peer entry advertises (a
+	// node behind a proxy or sidecar) is allowed and logged.
+	errb.Reset()
+	cfg, code = ParseFlags([]string{"--node-id", "1", "--raft-addr", "127.0.0.1:1", "--peer", "1=127.0.0.1:2,127.0.0.1:3"}, env(nil), &errb)
+	if code != -1 || cfg.RaftAddr != "127.0.0.1:1" || cfg.Peers[0].RaftAddr != "127.0.0.1:2" || !strings.Contains(errb.String(), "advertises") {
+		t.Errorf("advertised addresses: exit %d, %+v, %q", code, cfg, errb.String())
 	}
 	errb.Reset()
 	if _, code := ParseFlags([]string{"--node-id", "1"}, env(map[string]string{"KAYA_NODE_ID": "abc"}), &errb); code != -1 {
