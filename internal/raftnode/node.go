@@ -407,6 +407,11 @@ func (n *Node) TransferLeadership(transferee uint64) {
 	n.control(func(rn *raft.RawNode) { rn.TransferLeader(transferee) })
 }
 
+// ElectionTimeout is the base election timeout (ElectionTicks ticks).
+func (n *Node) ElectionTimeout() time.Duration {
+	return time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval
+}
+
 // Campaign makes this node start an election (tests and tools).
 func (n *Node) Campaign() {
 	n.control(func(rn *raft.RawNode) { _ = rn.Campaign() })

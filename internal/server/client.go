@@ -97,21 +97,19 @@ func (s *Server) serveClient(raw net.Conn) {
 		broken := false
 		for cl := range queue {
 			<-cl.done
-			if broken {
-				continue
-			}
-			buf = wire.AppendResponse(buf[:0], cl.status, cl.payload)
-			if _, err := w.Write(buf); err != nil {
-				broken = true
-				_ = c.Close()
-				continue
-			}
-			if len(queue) == 0 {
-				if err := w.Flush(); err != nil {
+			if !broken {
+				buf = wire.AppendResponse(buf[:0], cl.status, cl.payload)
+				if _, err := w.Write(buf); err != nil {
 					broken = true
 					_ = c.Close()
+				} else if len(queue) == 0 {
+					if err := w.Flush(); err != nil {
+						broken = true
+						_ = c.Close()
+					}
 				}
 			}
+			s.inflight.Add(-1) // answered (or its connection is gone)
 		}
 		_ = w.Flush()
 	}()
@@ -130,6 +128,7 @@ func (s *Server) serveClient(raw net.Conn) {
 			break
 		}
 		cl := &call{done: make(chan struct{})}
+		s.inflight.Add(1)
 		queue <- cl
 		inner, ast, areply, ok := s.authorize(op, payload)
 		if !ok {

@@ -273,7 +273,12 @@ wait:
 		}
 	}
 	closed := make(chan error, 1)
-	go func() { closed <- srv.Close() }()
+	go func() {
+		// The graceful part (hand-over, draining) gets half the budget.
+		gctx, gcancel := context.WithTimeout(context.Background(), shutdownBudget/2)
+		defer gcancel()
+		closed <- srv.Shutdown(gctx)
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownBudget)
 	defer cancel()
 	select {

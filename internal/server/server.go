@@ -27,6 +27,7 @@ import (
 	"net"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -135,6 +136,8 @@ type Server struct {
 	stopBg   context.CancelFunc
 	started  time.Time
 	openDur  time.Duration
+
+	inflight atomic.Int64 // client requests read and not yet answered
 
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}

@@ -1,0 +1,95 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kayadb/kayadb/client"
+)
+
+// TestGracefulShutdownHandsOffLeadership shuts the leader down (what
+// SIGTERM does) under write load: leadership has moved to another node by
+// the time Shutdown returns, and no acknowledged write is lost.
+func TestGracefulShutdownHandsOffLeadership(t *testing.T) {
+	c := newTestCluster(t, 3)
+	old := c.leader()
+	var addrs []string
+	for _, m := range c.members {
+		addrs = append(addrs, m.ClientAddr)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	var acked []string
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		cl, err := client.New(addrs, &client.Options{RequestTimeout: 3 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close()
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil; i++ {
+				k := fmt.Sprintf("w%d-%05d", w, i)
+				pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+				err := cl.Put(pctx, []byte(k), []byte(k))
+				cancel()
+				if err == nil {
+					mu.Lock()
+					acked = append(acked, k)
+					mu.Unlock()
+				}
+			}
+		}(w)
+	}
+	time.Sleep(300 * time.Millisecond)
+
+	c.mu.Lock()
+	s := c.nodes[old]
+	delete(c.nodes, old)
+	c.mu.Unlock()
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	if err := s.Shutdown(sctx); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	// The old leader learned its successor before it stopped, and the
+	// successor leads now: no election timeout was needed.
+	next := s.Node().Leader()
+	if next == 0 || next == old {
+		t.Fatalf("the leader shut down without handing over (it knew leader %d)", next)
+	}
+	c.mu.Lock()
+	successor := c.nodes[next]
+	c.mu.Unlock()
+	if successor == nil || !successor.Node().IsLeader() {
+		t.Fatalf("node %d was named successor but does not lead", next)
+	}
+
+	time.Sleep(300 * time.Millisecond) // writes go on against the new leader
+	stop()
+	wg.Wait()
+	mu.Lock()
+	keys := append([]string(nil), acked...)
+	mu.Unlock()
+	if len(keys) < 20 {
+		t.Fatalf("only %d writes acknowledged: the load did not run", len(keys))
+	}
+	cl, err := client.New(addrs, &client.Options{RequestTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer rcancel()
+	for _, k := range keys {
+		v, err := cl.Get(rctx, []byte(k))
+		if err != nil || string(v) != k {
+			t.Fatalf("acknowledged write %s lost after the graceful shutdown: %q %v", k, v, err)
+		}
+	}
+}
