@@ -229,9 +229,16 @@ came.`,
 		Args: exactArgs(0, "no arguments"),
 	}
 	all := cmd.Flags().Bool("all", false, "ask every --server, not only the first")
+	cluster := cmd.Flags().Bool("cluster", false, "ask every member of the cluster (found through --server) and report disagreements; exit status 1 when there are any")
 	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
 		if !a.serverMode() {
 			return usageErrorf("status needs --server ADDR (or $%s); for a local database use `kayactl stats`", EnvServer)
+		}
+		if *cluster {
+			if *all {
+				return usageErrorf("--cluster already asks every member; drop --all")
+			}
+			return a.runClusterStatus()
 		}
 		c, ctx, cancel, err := a.newClient()
 		if err != nil {

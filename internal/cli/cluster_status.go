@@ -1,0 +1,265 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kayadb/kayadb/client"
+)
+
+// nodeView is one member as it answers for itself (kayactl status
+// --cluster; the JSON field names are stable).
+type nodeView struct {
+	ID           uint64   `json:"id"`
+	ClientAddr   string   `json:"client_addr"`
+	Reachable    bool     `json:"reachable"`
+	Error        string   `json:"error,omitempty"`
+	Role         string   `json:"role,omitempty"`
+	Term         uint64   `json:"term,omitempty"`
+	LeaderID     uint64   `json:"leader_id,omitempty"`
+	CommitIndex  uint64   `json:"commit_index,omitempty"`
+	AppliedIndex uint64   `json:"applied_index,omitempty"`
+	Members      []uint64 `json:"members,omitempty"`
+}
+
+// clusterView is the whole cluster as its members see it.
+type clusterView struct {
+	Nodes    []nodeView `json:"nodes"`
+	Problems []string   `json:"problems"`
+	OK       bool       `json:"ok"`
+}
+
+// lagWarning is how far (in entries) a node's applied index may trail the
+// most advanced node before status --cluster reports it.
+const lagWarning = 1000
+
+// clusterStatus asks every member (found through the first --server that
+// answers) for its own view and compares the answers.
+func clusterStatus(ctx context.Context, c *client.Client, seeds []string) (*clusterView, error) {
+	var members []client.Member
+	var firstErr error
+	for _, ep := range seeds {
+		st, err := c.Status(ctx, ep)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("%s: %w", ep, err)
+			}
+			continue
+		}
+		members = st.Members
+		if len(members) == 0 {
+			// A server too old to list members: use the seeds.
+			for i, s := range seeds {
+				members = append(members, client.Member{ID: uint64(i + 1), ClientAddr: s})
+			}
+		}
+		break
+	}
+	if members == nil {
+		return nil, firstErr
+	}
+	v := &clusterView{}
+	for _, m := range members {
+		nv := nodeView{ID: m.ID, ClientAddr: m.ClientAddr}
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		st, err := c.Status(sctx, m.ClientAddr)
+		cancel()
+		if err != nil {
+			nv.Error = err.Error()
+		} else {
+			nv.Reachable = true
+			nv.Role, nv.Term, nv.LeaderID = st.Role, st.Term, st.LeaderID
+			nv.CommitIndex, nv.AppliedIndex = st.CommitIndex, st.AppliedIndex
+			for _, mm := range st.Members {
+				nv.Members = append(nv.Members, mm.ID)
+			}
+			sort.Slice(nv.Members, func(i, j int) bool { return nv.Members[i] < nv.Members[j] })
+		}
+		v.Nodes = append(v.Nodes, nv)
+	}
+	v.Problems = compareViews(v.Nodes)
+	v.OK = len(v.Problems) == 0
+	if v.Problems == nil {
+		v.Problems = []string{}
+	}
+	return v, nil
+}
+
+// compareViews lists the disagreements between the nodes' answers: the
+// symptoms described in docs/runbooks/detecting-split-brain.md.
+func compareViews(nodes []nodeView) []string {
+	var problems []string
+	maxTerm, maxApplied := uint64(0), uint64(0)
+	leadersByTerm := map[uint64][]uint64{}
+	reachable := 0
+	for _, n := range nodes {
+		if !n.Reachable {
+			problems = append(problems, fmt.Sprintf("node %d (%s) does not answer: %s", n.ID, n.ClientAddr, n.Error))
+			continue
+		}
+		reachable++
+		maxTerm = max(maxTerm, n.Term)
+		maxApplied = max(maxApplied, n.AppliedIndex)
+		if n.Role == "leader" {
+			leadersByTerm[n.Term] = append(leadersByTerm[n.Term], n.ID)
+		}
+	}
+	if reachable == 0 {
+		return problems
+	}
+	var terms []uint64
+	for t := range leadersByTerm {
+		terms = append(terms, t)
+	}
+	sort.Slice(terms, func(i, j int) bool { return terms[i] < terms[j] })
+	for _, t := range terms {
+		if ids := leadersByTerm[t]; len(ids) > 1 {
+			problems = append(problems, fmt.Sprintf("SPLIT BRAIN: nodes %v all claim leadership in term %d (raft forbids this: report a bug)", ids, t))
+		}
+	}
+	if len(terms) > 1 {
+		var claims []string
+		for _, t := range terms {
+			claims = append(claims, fmt.Sprintf("%v in term %d", leadersByTerm[t], t))
+		}
+		problems = append(problems, fmt.Sprintf("more than one node says it leads (%s): the older one is cut off from the majority and cannot commit; check the network", strings.Join(claims, ", ")))
+	}
+	if len(terms) == 0 {
+		problems = append(problems, "no node says it leads: the cluster cannot serve writes (is a majority up and connected?)")
+	}
+	leaderSeen := map[uint64][]uint64{}
+	for _, n := range nodes {
+		if n.Reachable && n.Term == maxTerm {
+			leaderSeen[n.LeaderID] = append(leaderSeen[n.LeaderID], n.ID)
+		}
+	}
+	if len(leaderSeen) > 1 {
+		var parts []string
+		for lead, ids := range leaderSeen {
+			parts = append(parts, fmt.Sprintf("nodes %v say leader %d", ids, lead))
+		}
+		sort.Strings(parts)
+		problems = append(problems, fmt.Sprintf("the nodes in the newest term %d disagree on the leader: %s", maxTerm, strings.Join(parts, "; ")))
+	}
+	var ref []uint64
+	for _, n := range nodes {
+		if !n.Reachable {
+			continue
+		}
+		if maxApplied-n.AppliedIndex > lagWarning {
+			problems = append(problems, fmt.Sprintf("node %d lags: applied index %d, %d behind the most advanced node", n.ID, n.AppliedIndex, maxApplied-n.AppliedIndex))
+		}
+		if ref == nil {
+			ref = n.Members
+		} else if fmt.Sprint(ref) != fmt.Sprint(n.Members) {
+			problems = append(problems, fmt.Sprintf("node %d sees members %v, others %v (a membership change is in progress or a node missed it)", n.ID, n.Members, ref))
+		}
+	}
+	return problems
+}
+
+// errClusterProblems makes status --cluster exit 1 after printing.
+var errClusterProblems = errors.New("the cluster's members disagree or some do not answer (see above)")
+
+func writeClusterView(w io.Writer, v *clusterView) {
+	fmt.Fprintf(w, "%-4s %-22s %-10s %6s %7s %12s %12s\n", "ID", "CLIENT ADDR", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED")
+	for _, n := range v.Nodes {
+		if !n.Reachable {
+			fmt.Fprintf(w, "%-4d %-22s %-10s\n", n.ID, n.ClientAddr, "DOWN")
+			continue
+		}
+		fmt.Fprintf(w, "%-4d %-22s %-10s %6d %7d %12d %12d\n", n.ID, n.ClientAddr, n.Role, n.Term, n.LeaderID, n.CommitIndex, n.AppliedIndex)
+	}
+	if v.OK {
+		fmt.Fprintln(w, "OK: every member answers and they agree on the leader")
+		return
+	}
+	for _, p := range v.Problems {
+		fmt.Fprintf(w, "PROBLEM: %s\n", p)
+	}
+}
+
+// runClusterStatus prints the cluster view once.
+func (a *app) runClusterStatus() error {
+	c, ctx, cancel, err := a.newClient()
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	defer c.Close()
+	v, err := clusterStatus(ctx, c, a.servers())
+	if err != nil {
+		return err
+	}
+	if a.json {
+		if err := writeJSON(a.stdout, v); err != nil {
+			return err
+		}
+	} else {
+		writeClusterView(a.stdout, v)
+	}
+	if !v.OK {
+		return &cliError{code: ExitError, err: errClusterProblems, hint: "see docs/runbooks/detecting-split-brain.md"}
+	}
+	return nil
+}
+
+func (a *app) newWatchCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "watch status",
+		Short: "Refresh `status --cluster` every --interval until interrupted",
+		Long: `Ask every member of the cluster for its status every --interval and print
+the table of status --cluster, clearing the screen between refreshes when
+stdout is a terminal. --count N stops after N refreshes.`,
+		Args: exactArgs(1, "the thing to watch: status"),
+	}
+	interval := cmd.Flags().Duration("interval", 2*time.Second, "time between refreshes")
+	count := cmd.Flags().Int("count", 0, "stop after this many refreshes (0: until interrupted)")
+	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
+		if args[0] != "status" {
+			return usageErrorf("watch %q: only `watch status` exists", args[0])
+		}
+		if !a.serverMode() {
+			return usageErrorf("watch status needs --server ADDR (or $%s)", EnvServer)
+		}
+		if *interval < 100*time.Millisecond || *count < 0 {
+			return usageErrorf("--interval must be at least 100ms and --count not negative")
+		}
+		tty := isTerminal(a.stdout)
+		for i := 0; *count == 0 || i < *count; i++ {
+			if i > 0 {
+				time.Sleep(*interval)
+			}
+			if tty {
+				fmt.Fprint(a.stdout, "\033[H\033[2J")
+			}
+			fmt.Fprintf(a.stdout, "%s\n", time.Now().Format("2006-01-02 15:04:05"))
+			if err := a.runClusterStatus(); err != nil {
+				var ce *cliError
+				if !errors.As(err, &ce) || !errors.Is(ce.err, errClusterProblems) {
+					fmt.Fprintf(a.stdout, "error: %v\n", err)
+				}
+			}
+		}
+		return nil
+	})
+	return cmd
+}
+
+// isTerminal reports whether w is a terminal (not a pipe or a file).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
