@@ -61,6 +61,7 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 		tlsKey     = fs.String("tls-key", "", "PEM private key of --tls-cert")
 		tlsCA      = fs.String("tls-ca", "", "PEM CA bundle: clients and peers must present a certificate it signed (mutual TLS), and peers' certificates are checked against it")
 		tlsReload  = fs.Duration("tls-reload-interval", 5*time.Second, "how often to check the TLS files for changes and reload them (0 disables; SIGHUP always reloads)")
+		_          = fs.String("config", "", "YAML file of settings keyed by flag name (node-id: 1, peer: [...]); the environment and the command line win over it")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat  = fs.String("log-format", "text", "text or json")
 	)
@@ -108,6 +109,11 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	})
 	if envErr != nil {
 		return fail("%v", envErr)
+	}
+	if path := configPath(fs, lookupEnv); path != "" {
+		if err := applyConfigFile(fs, path); err != nil {
+			return fail("%v", err)
+		}
 	}
 	level := slog.LevelInfo
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {

@@ -2,6 +2,8 @@ package server
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -98,5 +100,65 @@ func TestSnapshotFlags(t *testing.T) {
 	cfg, code = ParseFlags([]string{"--node-id", "4", "--join", "--peer", "1=127.0.0.1:7481,127.0.0.1:7379"}, env(nil), &errb)
 	if code != -1 || !cfg.Join || len(cfg.Peers) != 1 || cfg.RaftAddr != "127.0.0.1:7481" {
 		t.Fatalf("--join with the members' addresses: %d %+v", code, cfg)
+	}
+}
+
+func TestConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("kaya.yaml", `# a node's settings
+node-id: 3
+data: /from/file
+tick: 50ms
+snapshot-entries: 500
+peer:
+  - 1=127.0.0.1:7481,127.0.0.1:7379
+  - 3=127.0.0.1:7483,127.0.0.1:7381
+log-format: json
+`)
+	var errb bytes.Buffer
+	cfg, code := ParseFlags([]string{"--config", good, "--tick", "20ms"}, env(map[string]string{"KAYA_SNAPSHOT_ENTRIES": "700"}), &errb)
+	if code != -1 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	switch {
+	case cfg.NodeID != 3 || cfg.DataDir != "/from/file" || len(cfg.Peers) != 2:
+		t.Fatalf("file values not applied: %+v", cfg)
+	case cfg.TickInterval != 20*time.Millisecond:
+		t.Fatalf("the command line must win over the file: tick %v", cfg.TickInterval)
+	case cfg.SnapshotEntries != 700:
+		t.Fatalf("the environment must win over the file: snapshot entries %d", cfg.SnapshotEntries)
+	case cfg.RaftAddr != "127.0.0.1:7483":
+		t.Fatalf("this node's addresses from the file's peer list: %+v", cfg)
+	}
+	// KAYA_CONFIG names the file too.
+	if cfg, code = ParseFlags(nil, env(map[string]string{"KAYA_CONFIG": good}), &errb); code != -1 || cfg.NodeID != 3 {
+		t.Fatalf("KAYA_CONFIG: exit %d %+v", code, cfg)
+	}
+	for _, tc := range []struct{ text, want string }{
+		{"node-id: 1\nnode-idd: 2\n", "line 2: node-idd: no such setting"},
+		{"data: [a, b]\n", "takes one value"},
+		{"tick: soon\n", "line 1: tick"},
+		{"- a\n- b\n", "want a mapping"},
+		{"node-id: 1\nnode-id: 2\n", "given twice"},
+		{"config: other.yaml\n", "no such setting"},
+		{"data: {a: b}\n", "want a value or a list"},
+		{"tick: [\n", "not valid YAML"},
+	} {
+		errb.Reset()
+		p := write("bad.yaml", tc.text)
+		if _, code := ParseFlags([]string{"--config", p}, env(nil), &errb); code != exitUsage || !strings.Contains(errb.String(), tc.want) || !strings.Contains(errb.String(), p) {
+			t.Errorf("%q: exit %d, stderr %q; want %q", tc.text, code, errb.String(), tc.want)
+		}
+	}
+	errb.Reset()
+	if _, code := ParseFlags([]string{"--config", filepath.Join(dir, "missing.yaml")}, env(nil), &errb); code != exitUsage || !strings.Contains(errb.String(), "missing.yaml") {
+		t.Errorf("missing file: exit %d %q", code, errb.String())
 	}
 }

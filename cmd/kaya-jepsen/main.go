@@ -1,0 +1,111 @@
+// Command kaya-jepsen runs KayaDB's Jepsen-style fault-injection tests:
+// a cluster of real kayadb-server processes, concurrent clients, a nemesis,
+// and a linearizability checker. See docs/testing.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/kayadb/kayadb/internal/jepsen"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	fs := flag.NewFlagSet("kaya-jepsen", flag.ContinueOnError)
+	var (
+		bin       = fs.String("server-bin", "", "kayadb-server binary (default: build it from this module)")
+		nodes     = fs.Int("nodes", 3, "cluster size (3 or 5)")
+		clients   = fs.Int("clients", 10, "concurrent clients")
+		duration  = fs.Duration("duration", 60*time.Second, "how long each run's workload lasts")
+		seed      = fs.Int64("seed", 0, "seed of the first run (0: from the clock); run i uses seed+i")
+		runs      = fs.Int("runs", 1, "number of runs (stops at the first invalid one unless -keep-going)")
+		keepGoing = fs.Bool("keep-going", false, "continue after an invalid run")
+		nemeses   = fs.String("nemesis", "all", "faults: kill,pause,partition,slow, all or none")
+		workloads = fs.String("workload", "all", "workloads: register,set,scan or all")
+		report    = fs.String("report", "", "report directory (default: ./jepsen-report/<time>)")
+		tick      = fs.Duration("tick", 50*time.Millisecond, "the servers' raft tick")
+		planted   = fs.Bool("planted-bug", false, "negative control: run a server built to serve reads without ReadIndex; the run must be INVALID")
+	)
+	fs.Usage = func() {
+		fmt.Fprintf(os.Stderr, "Usage: kaya-jepsen [flags]\n\nRuns fault-injection tests against real kayadb-server processes on loopback.\nExit status: 0 every run valid, 1 a run was invalid, 2 the harness could not run.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		return 2
+	}
+	fail := func(format string, args ...any) int {
+		fmt.Fprintf(os.Stderr, "kaya-jepsen: "+format+"\n", args...)
+		return 2
+	}
+	nem, err := jepsen.ParseList("nemesis", *nemeses, jepsen.AllNemeses)
+	if err != nil {
+		return fail("-nemesis: %v", err)
+	}
+	wl, err := jepsen.ParseList("workload", *workloads, jepsen.AllWorkloads)
+	if err != nil || len(wl) == 0 {
+		return fail("-workload: %v (at least one)", err)
+	}
+	if *nodes < 3 || *nodes > 9 || *clients < 1 || *runs < 1 || *duration < 5*time.Second {
+		return fail("want -nodes 3..9, -clients ≥ 1, -runs ≥ 1, -duration ≥ 5s")
+	}
+	if *seed == 0 {
+		*seed = time.Now().UnixNano() % 1_000_000
+	}
+	if *report == "" {
+		*report = filepath.Join("jepsen-report", time.Now().Format("20060102-150405"))
+	}
+	if err := os.MkdirAll(*report, 0o755); err != nil {
+		return fail("%v", err)
+	}
+	if *bin == "" || *planted {
+		wd, _ := os.Getwd()
+		root, err := jepsen.ModuleRoot(wd)
+		if err != nil {
+			return fail("%v (run from the repository, or pass -server-bin)", err)
+		}
+		var tags []string
+		if *planted {
+			tags = append(tags, jepsen.PlantedBugTag)
+		}
+		fmt.Fprintf(os.Stderr, "building kayadb-server %v…\n", tags)
+		if *bin, err = jepsen.BuildServer(root, *report, tags...); err != nil {
+			return fail("%v", err)
+		}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	invalid := 0
+	for i := 0; i < *runs && ctx.Err() == nil; i++ {
+		s := *seed + int64(i)
+		cfg := jepsen.Config{Bin: *bin, Nodes: *nodes, Clients: *clients, Duration: *duration, Seed: s,
+			Nemeses: nem, Workloads: wl, Tick: *tick, ReportDir: filepath.Join(*report, fmt.Sprintf("seed-%d", s)),
+			Logf: func(format string, args ...any) { fmt.Fprintf(os.Stderr, "[seed %d] "+format+"\n", append([]any{s}, args...)...) }}
+		sum, err := jepsen.Run(ctx, cfg)
+		if err != nil {
+			return fail("run %d (seed %d): %v", i+1, s, err)
+		}
+		fmt.Print(sum.Text())
+		if !sum.Valid {
+			invalid++
+			if !*keepGoing {
+				break
+			}
+		}
+	}
+	if invalid > 0 {
+		fmt.Printf("%d invalid run(s); reports under %s\n", invalid, *report)
+		return 1
+	}
+	fmt.Printf("all runs valid; reports under %s\n", *report)
+	return 0
+}

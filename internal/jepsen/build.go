@@ -1,0 +1,46 @@
+package jepsen
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// PlantedBugTag builds a server that serves reads without ReadIndex, on
+// every node: the harness's negative control.
+const PlantedBugTag = "kaya_planted_stale_reads"
+
+// BuildServer compiles kayadb-server from the module at moduleDir into
+// outDir, with the given build tags, and returns the binary's path.
+func BuildServer(moduleDir, outDir string, tags ...string) (string, error) {
+	name := "kayadb-server"
+	if len(tags) > 0 {
+		name += "-" + strings.Join(tags, "-")
+	}
+	bin := filepath.Join(outDir, name)
+	args := []string{"build", "-o", bin}
+	if len(tags) > 0 {
+		args = append(args, "-tags", strings.Join(tags, ","))
+	}
+	args = append(args, "./cmd/kayadb-server")
+	cmd := exec.Command("go", args...)
+	cmd.Dir = moduleDir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build kayadb-server: %v\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// ModuleRoot finds the directory of go.mod from dir upward.
+func ModuleRoot(dir string) (string, error) {
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+			return d, nil
+		}
+		if filepath.Dir(d) == d {
+			return "", fmt.Errorf("no go.mod above %s", dir)
+		}
+	}
+}

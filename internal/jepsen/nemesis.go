@@ -1,0 +1,254 @@
+package jepsen
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/kayadb/kayadb/client"
+)
+
+// Nemesis names.
+const (
+	NemesisKill      = "kill"      // kill -9 a node, restart it later
+	NemesisPause     = "pause"     // SIGSTOP a node, SIGCONT later
+	NemesisPartition = "partition" // isolate the leader, split, bridge, one-way
+	NemesisSlow      = "slow"      // added latency on links
+)
+
+// AllNemeses lists every nemesis.
+var AllNemeses = []string{NemesisKill, NemesisPause, NemesisPartition, NemesisSlow}
+
+// Fault is one scheduled fault. The schedule (kinds, variants, targets'
+// roles, times) follows from the seed alone; which node is "the leader"
+// is resolved when the fault starts.
+type Fault struct {
+	At       time.Duration `json:"at"`
+	Duration time.Duration `json:"duration"`
+	Kind     string        `json:"kind"`
+	Variant  string        `json:"variant"` // leader, follower, random; isolate-leader, split, bridge, one-way; …
+	Pick     uint64        `json:"-"`       // random draw used to choose nodes
+	Delay    time.Duration `json:"delay,omitempty"`
+
+	// Filled in when applied.
+	Nodes   []uint64 `json:"nodes,omitempty"`
+	Applied string   `json:"applied,omitempty"`
+}
+
+// Schedule draws the fault schedule of a run from its seed: faults of the
+// enabled kinds, sometimes two at once, with gaps to recover in between.
+func Schedule(seed int64, nemeses []string, duration time.Duration) []Fault {
+	if len(nemeses) == 0 {
+		return nil
+	}
+	rng := rand.New(rand.NewPCG(uint64(seed), 0x6b617961))
+	var out []Fault
+	at := 2*time.Second + time.Duration(rng.IntN(1000))*time.Millisecond
+	for at < duration-3*time.Second {
+		n := 1
+		if len(nemeses) > 1 && rng.IntN(4) == 0 {
+			n = 2 // combine two kinds
+		}
+		kinds := append([]string(nil), nemeses...)
+		rng.Shuffle(len(kinds), func(i, j int) { kinds[i], kinds[j] = kinds[j], kinds[i] })
+		d := time.Duration(1000+rng.IntN(4000)) * time.Millisecond
+		for _, kind := range kinds[:n] {
+			f := Fault{At: at, Duration: d, Kind: kind, Pick: rng.Uint64()}
+			switch kind {
+			case NemesisKill, NemesisPause:
+				f.Variant = []string{"leader", "follower", "random"}[rng.IntN(3)]
+			case NemesisPartition:
+				f.Variant = []string{"isolate-leader", "split", "bridge", "one-way"}[rng.IntN(4)]
+			case NemesisSlow:
+				f.Variant = []string{"node", "all"}[rng.IntN(2)]
+				f.Delay = time.Duration(20+rng.IntN(130)) * time.Millisecond
+			}
+			out = append(out, f)
+		}
+		at += d + time.Duration(1000+rng.IntN(3000))*time.Millisecond
+	}
+	return out
+}
+
+// nemesis applies and heals faults on a cluster.
+type nemesis struct {
+	c   *Cluster
+	cl  *client.Client // status queries
+	log func(string, ...any)
+}
+
+// pickNode resolves a variant to a node id among the running ones.
+func (nm *nemesis) pickNode(ctx context.Context, variant string, pick uint64) uint64 {
+	var running []uint64
+	for _, n := range nm.c.Nodes {
+		if nm.c.Running(n.ID) {
+			running = append(running, n.ID)
+		}
+	}
+	if len(running) == 0 {
+		return 0
+	}
+	lead := nm.c.Leader(ctx, nm.cl)
+	switch variant {
+	case "leader":
+		if lead != 0 {
+			return lead
+		}
+	case "follower":
+		var fs []uint64
+		for _, id := range running {
+			if id != lead {
+				fs = append(fs, id)
+			}
+		}
+		if len(fs) > 0 {
+			return fs[pick%uint64(len(fs))]
+		}
+	}
+	return running[pick%uint64(len(running))]
+}
+
+// apply starts a fault and returns its healing function.
+func (nm *nemesis) apply(ctx context.Context, f *Fault) func() {
+	ids := make([]uint64, 0, len(nm.c.Nodes))
+	for _, n := range nm.c.Nodes {
+		ids = append(ids, n.ID)
+	}
+	net := nm.c.Net
+	switch f.Kind {
+	case NemesisKill:
+		id := nm.pickNode(ctx, f.Variant, f.Pick)
+		if id == 0 {
+			return func() {}
+		}
+		f.Nodes = []uint64{id}
+		f.Applied = fmt.Sprintf("kill -9 node %d", id)
+		nm.c.Kill(id)
+		return func() {
+			if err := nm.c.Start(id); err != nil {
+				nm.log("restarting node %d: %v", id, err)
+			}
+		}
+	case NemesisPause:
+		id := nm.pickNode(ctx, f.Variant, f.Pick)
+		if id == 0 {
+			return func() {}
+		}
+		f.Nodes = []uint64{id}
+		f.Applied = fmt.Sprintf("SIGSTOP node %d", id)
+		nm.c.Pause(id)
+		return func() { nm.c.Resume(id) }
+	case NemesisPartition:
+		lead := nm.c.Leader(ctx, nm.cl)
+		if lead == 0 {
+			lead = ids[f.Pick%uint64(len(ids))]
+		}
+		others := without(ids, lead)
+		switch f.Variant {
+		case "isolate-leader":
+			cut(net, []uint64{lead}, others)
+			f.Nodes, f.Applied = []uint64{lead}, fmt.Sprintf("isolate leader %d", lead)
+		case "split":
+			// A random minority, which may or may not hold the leader.
+			perm := permute(ids, f.Pick)
+			minority := perm[:(len(ids)-1)/2]
+			cut(net, minority, without(ids, minority...))
+			f.Nodes, f.Applied = minority, fmt.Sprintf("split %v | %v", minority, without(ids, minority...))
+		case "bridge":
+			// Two halves that only one node (the bridge) connects.
+			perm := permute(ids, f.Pick)
+			bridge := perm[0]
+			rest := perm[1:]
+			a, b := rest[:len(rest)/2], rest[len(rest)/2:]
+			cut(net, a, b)
+			f.Nodes, f.Applied = []uint64{bridge}, fmt.Sprintf("bridge %d between %v and %v", bridge, a, b)
+		case "one-way":
+			// The leader's messages are lost; it still hears the others.
+			for _, o := range others {
+				net.Drop(lead, o)
+			}
+			f.Nodes, f.Applied = []uint64{lead}, fmt.Sprintf("drop everything leader %d sends", lead)
+		}
+		return net.Heal
+	case NemesisSlow:
+		if f.Variant == "node" {
+			id := nm.pickNode(ctx, "random", f.Pick)
+			for _, o := range without(ids, id) {
+				net.Delay(id, o, f.Delay)
+				net.Delay(o, id, f.Delay)
+			}
+			f.Nodes, f.Applied = []uint64{id}, fmt.Sprintf("+%s latency to and from node %d", f.Delay, id)
+		} else {
+			for _, a := range ids {
+				for _, b := range without(ids, a) {
+					net.Delay(a, b, f.Delay)
+				}
+			}
+			f.Applied = fmt.Sprintf("+%s latency on every link", f.Delay)
+		}
+		return net.Heal
+	}
+	return func() {}
+}
+
+func cut(net *Network, a, b []uint64) {
+	for _, x := range a {
+		for _, y := range b {
+			net.Drop(x, y)
+			net.Drop(y, x)
+		}
+	}
+}
+
+func without(ids []uint64, drop ...uint64) []uint64 {
+	var out []uint64
+	for _, id := range ids {
+		skip := false
+		for _, d := range drop {
+			if id == d {
+				skip = true
+			}
+		}
+		if !skip {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+func permute(ids []uint64, pick uint64) []uint64 {
+	out := append([]uint64(nil), ids...)
+	r := rand.New(rand.NewPCG(pick, 1))
+	r.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out
+}
+
+// ParseList splits a comma-separated list and checks every name.
+func ParseList(what, s string, valid []string) ([]string, error) {
+	if s == "" || s == "none" {
+		return nil, nil
+	}
+	if s == "all" {
+		return append([]string(nil), valid...), nil
+	}
+	var out []string
+	for _, name := range strings.Split(s, ",") {
+		name = strings.TrimSpace(name)
+		ok := false
+		for _, v := range valid {
+			if v == name {
+				ok = true
+			}
+		}
+		if !ok {
+			sorted := append([]string(nil), valid...)
+			sort.Strings(sorted)
+			return nil, fmt.Errorf("unknown %s %q (want some of %s, or all)", what, name, strings.Join(sorted, ","))
+		}
+		out = append(out, name)
+	}
+	return out, nil
+}

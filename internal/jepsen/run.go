@@ -1,0 +1,439 @@
+// Package jepsen is KayaDB's Jepsen-style verification harness: it runs a
+// cluster of real kayadb-server processes whose raft links pass through a
+// fault-injecting proxy, drives concurrent clients over the real client
+// protocol while a nemesis kills, pauses, partitions and slows nodes, and
+// checks the recorded history: linearizability of registers and scans with
+// porcupine, no lost acknowledged set elements, and identical data on
+// every node after healing.
+package jepsen
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/kayadb/kayadb/client"
+)
+
+// Config describes one run.
+type Config struct {
+	// Bin is the kayadb-server binary.
+	Bin string
+	// Nodes is the cluster size (3 or 5). Default 3.
+	Nodes int
+	// Clients is the number of concurrent clients. Default 10.
+	Clients int
+	// Duration is how long the workload runs. Default 60 s.
+	Duration time.Duration
+	// Seed drives the fault schedule and the clients' choices.
+	Seed int64
+	// Nemeses and Workloads enable faults and workloads (default: all).
+	Nemeses, Workloads []string
+	// ReportDir receives the report; the cluster's data directories and
+	// logs live in ReportDir/cluster.
+	ReportDir string
+	// Tick is the servers' raft tick. Default 50 ms.
+	Tick time.Duration
+	// Keys is the number of registers. Default 5.
+	Keys int
+	// CheckTimeout bounds each porcupine check. Default 60 s.
+	CheckTimeout time.Duration
+	// Logf receives progress lines (nil: silent).
+	Logf func(format string, args ...any)
+}
+
+// Summary is the outcome of a run, written as summary.json.
+type Summary struct {
+	Seed      int64         `json:"seed"`
+	Nodes     int           `json:"nodes"`
+	Clients   int           `json:"clients"`
+	Duration  string        `json:"duration"`
+	Nemeses   []string      `json:"nemeses"`
+	Workloads []string      `json:"workloads"`
+	Ops       counts        `json:"ops"`
+	Errors    []string      `json:"top_errors,omitempty"`
+	Faults    []Fault       `json:"faults"`
+	Verdicts  []Verdict     `json:"verdicts"`
+	States    []NodeState   `json:"node_states,omitempty"`
+	Crashed   []uint64      `json:"crashed_nodes,omitempty"`
+	Valid     bool          `json:"valid"`
+	Problem   string        `json:"problem,omitempty"`
+	Elapsed   string        `json:"elapsed"`
+	ReportDir string        `json:"report_dir"`
+	start     time.Time     `json:"-"`
+	took      time.Duration `json:"-"`
+}
+
+func (c *Config) defaults() error {
+	if c.Bin == "" {
+		return errors.New("jepsen: Config.Bin (the kayadb-server binary) is required")
+	}
+	if c.Nodes == 0 {
+		c.Nodes = 3
+	}
+	if c.Nodes < 3 || c.Nodes > 9 {
+		return fmt.Errorf("jepsen: %d nodes; want 3 to 9", c.Nodes)
+	}
+	if c.Clients <= 0 {
+		c.Clients = 10
+	}
+	if c.Duration <= 0 {
+		c.Duration = 60 * time.Second
+	}
+	if c.Tick <= 0 {
+		c.Tick = 50 * time.Millisecond
+	}
+	if c.Keys <= 0 {
+		c.Keys = 5
+	}
+	if c.CheckTimeout <= 0 {
+		c.CheckTimeout = 60 * time.Second
+	}
+	if c.Workloads == nil {
+		c.Workloads = AllWorkloads
+	}
+	if c.Nemeses == nil {
+		c.Nemeses = AllNemeses
+	}
+	if c.ReportDir == "" {
+		return errors.New("jepsen: Config.ReportDir is required")
+	}
+	if c.Logf == nil {
+		c.Logf = func(string, ...any) {}
+	}
+	return nil
+}
+
+// Run runs one test and returns its summary. An error means the harness
+// could not run (it is not a verdict); Summary.Valid is the verdict.
+func Run(ctx context.Context, cfg Config) (*Summary, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.ReportDir, 0o755); err != nil {
+		return nil, err
+	}
+	sum := &Summary{Seed: cfg.Seed, Nodes: cfg.Nodes, Clients: cfg.Clients, Duration: cfg.Duration.String(),
+		Nemeses: cfg.Nemeses, Workloads: cfg.Workloads, ReportDir: cfg.ReportDir, start: time.Now(), Valid: true}
+	logf := cfg.Logf
+	c, err := NewCluster(cfg.Bin, filepath.Join(cfg.ReportDir, "cluster"), cfg.Nodes, cfg.Tick, logf)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Shutdown()
+	for _, n := range c.Nodes {
+		if err := c.Start(n.ID); err != nil {
+			return nil, err
+		}
+	}
+	admin, err := client.New(c.ClientAddrs(), &client.Options{RequestTimeout: 2 * time.Second, MaxRetries: -1})
+	if err != nil {
+		return nil, err
+	}
+	defer admin.Close()
+	if err := waitLeader(ctx, c, admin, 30*time.Second); err != nil {
+		return nil, fmt.Errorf("jepsen: the cluster did not elect a leader: %w (logs in %s)", err, c.Nodes[0].logPath)
+	}
+	logf("seed %d: %d nodes up, running %s with %d clients, nemeses %v", cfg.Seed, cfg.Nodes, cfg.Duration, cfg.Clients, cfg.Nemeses)
+
+	// Clients.
+	h := newHistory(time.Now())
+	wctx, stopWorkers := context.WithTimeout(ctx, cfg.Duration)
+	defer stopWorkers()
+	var wg sync.WaitGroup
+	for i := 0; i < cfg.Clients; i++ {
+		cl, err := client.New(c.ClientAddrs(), &client.Options{RequestTimeout: 2 * time.Second, DialTimeout: 500 * time.Millisecond})
+		if err != nil {
+			return nil, err
+		}
+		defer cl.Close()
+		w := &worker{id: i, cl: cl, h: h, rng: rand.New(rand.NewPCG(uint64(cfg.Seed), uint64(i))), regKeys: cfg.Keys,
+			workloads: cfg.Workloads, opTimeout: 2 * time.Second}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.run(wctx)
+		}()
+	}
+
+	// The nemesis follows the schedule.
+	faults := Schedule(cfg.Seed, cfg.Nemeses, cfg.Duration)
+	nm := &nemesis{c: c, cl: admin, log: logf}
+	var heals []func()
+	for i := range faults {
+		f := &faults[i]
+		if !sleepUntil(wctx, h.start.Add(f.At)) {
+			break
+		}
+		heal := nm.apply(wctx, f)
+		logf("%6.1fs  %s (%s, %s)", time.Since(h.start).Seconds(), f.Applied, f.Kind, f.Duration)
+		heals = append(heals, heal)
+		// Faults starting together share the window: heal after the last
+		// of them starts.
+		if i+1 < len(faults) && faults[i+1].At == f.At {
+			continue
+		}
+		if !sleepUntil(wctx, h.start.Add(f.At+f.Duration)) {
+			break
+		}
+		for _, hf := range heals {
+			hf()
+		}
+		heals = nil
+		logf("%6.1fs  healed", time.Since(h.start).Seconds())
+	}
+	<-wctx.Done()
+	wg.Wait()
+	for _, hf := range heals {
+		hf()
+	}
+	sum.Faults = faults[:appliedCount(faults)]
+
+	// Heal everything: the network, paused and killed nodes.
+	c.Net.Heal()
+	for _, n := range c.Nodes {
+		c.Resume(n.ID)
+	}
+	sum.Crashed = c.Crashed()
+	for _, n := range c.Nodes {
+		if !c.Running(n.ID) {
+			c.Kill(n.ID) // reaps a process that exited on its own
+			if err := c.Start(n.ID); err != nil {
+				// Start of a node that crashed on its own: note and go on.
+				logf("restarting node %d: %v", n.ID, err)
+			}
+		}
+	}
+	ops := h.Ops()
+	sum.Ops = countOps(ops)
+	sum.Errors = errorSummary(ops, 5)
+	logf("workload done: %d ops (%d ok, %d fail, %d unknown); healing and checking", sum.Ops.Total, sum.Ops.OK, sum.Ops.Fail, sum.Ops.Unknown)
+
+	// Final reads (linearizable, through the leader) once healed.
+	final, ferr := finalSet(ctx, c, admin)
+	if err := waitConverged(ctx, c, admin, 60*time.Second); err != nil {
+		sum.Valid = false
+		sum.Problem = fmt.Sprintf("after healing: %v", err)
+	}
+
+	// Checkers.
+	visualize := false
+	sum.Verdicts = append(sum.Verdicts, checkLinearizable("register", registerModel, registerOps(ops), cfg.CheckTimeout, cfg.ReportDir, visualize))
+	if contains(cfg.Workloads, WorkloadScan) {
+		sum.Verdicts = append(sum.Verdicts, checkLinearizable("scan", scanModel, scanOps(ops), cfg.CheckTimeout, cfg.ReportDir, visualize))
+	}
+	if contains(cfg.Workloads, WorkloadSet) {
+		if ferr != nil {
+			sum.Verdicts = append(sum.Verdicts, Verdict{Checker: "set", Result: "unknown", Detail: "final read failed: " + ferr.Error()})
+		} else {
+			sum.Verdicts = append(sum.Verdicts, checkSet(ops, final))
+		}
+	}
+
+	// Stop the nodes cleanly and compare what each one holds.
+	c.Shutdown()
+	var states []NodeState
+	for _, n := range c.Nodes {
+		st, err := readNodeState(n)
+		if err != nil {
+			sum.Verdicts = append(sum.Verdicts, Verdict{Checker: "convergence", Result: "violation", Detail: err.Error()})
+			continue
+		}
+		states = append(states, st)
+	}
+	sum.States = states
+	if len(states) == len(c.Nodes) {
+		sum.Verdicts = append(sum.Verdicts, checkConvergence(states))
+	}
+	if len(sum.Crashed) > 0 {
+		sum.Valid = false
+		sum.Problem = fmt.Sprintf("nodes %v exited on their own (see their logs)", sum.Crashed)
+	}
+	for _, v := range sum.Verdicts {
+		if v.Result == "violation" {
+			sum.Valid = false
+		}
+	}
+	sum.took = time.Since(sum.start)
+	sum.Elapsed = sum.took.Round(time.Millisecond).String()
+	if err := sum.write(ops, !sum.Valid); err != nil {
+		return sum, err
+	}
+	return sum, nil
+}
+
+func appliedCount(faults []Fault) int {
+	n := 0
+	for n < len(faults) && faults[n].Applied != "" {
+		n++
+	}
+	return n
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
+	}
+}
+
+func waitLeader(ctx context.Context, c *Cluster, cl *client.Client, budget time.Duration) error {
+	deadline := time.Now().Add(budget)
+	for time.Now().Before(deadline) {
+		if c.Leader(ctx, cl) != 0 {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return errors.New("timed out")
+}
+
+// waitConverged waits until every node reports the same applied index,
+// equal to its commit index, under one leader.
+func waitConverged(ctx context.Context, c *Cluster, cl *client.Client, budget time.Duration) error {
+	deadline := time.Now().Add(budget)
+	last := ""
+	for time.Now().Before(deadline) {
+		var applied []uint64
+		leaders := map[uint64]bool{}
+		ok := true
+		for _, n := range c.Nodes {
+			sctx, cancel := context.WithTimeout(ctx, time.Second)
+			st, err := c.Status(sctx, cl, n.ID)
+			cancel()
+			if err != nil {
+				ok, last = false, fmt.Sprintf("node %d: %v", n.ID, err)
+				break
+			}
+			applied = append(applied, st.AppliedIndex)
+			leaders[st.LeaderID] = true
+			if st.AppliedIndex != st.CommitIndex {
+				ok, last = false, fmt.Sprintf("node %d: applied %d of commit %d", n.ID, st.AppliedIndex, st.CommitIndex)
+			}
+		}
+		if ok && len(leaders) == 1 && !leaders[0] {
+			same := true
+			for _, a := range applied {
+				if a != applied[0] {
+					same = false
+				}
+			}
+			if same {
+				return nil
+			}
+			last = fmt.Sprintf("applied indexes %v", applied)
+		} else if ok {
+			last = fmt.Sprintf("leaders %v", leaders)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("%w within %s: %s", errNoConvergence, budget, last)
+}
+
+// finalSet reads the set workload's elements through the leader, retrying
+// while the cluster recovers.
+func finalSet(ctx context.Context, c *Cluster, cl *client.Client) (map[string]int64, error) {
+	if err := waitLeader(ctx, c, cl, 30*time.Second); err != nil {
+		return nil, err
+	}
+	var lastErr error
+	for i := 0; i < 20; i++ {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		items, err := cl.Scan(sctx, []byte("set/"))
+		cancel()
+		if err == nil {
+			out := map[string]int64{}
+			for _, it := range items {
+				v, derr := decodeVal(it.Value)
+				if derr != nil {
+					v = -1
+				}
+				out[string(it.Key)] = v
+			}
+			return out, nil
+		}
+		lastErr = err
+		time.Sleep(250 * time.Millisecond)
+	}
+	return nil, lastErr
+}
+
+// write stores the report: summary.json always; the history when asked
+// (failures) — as JSON lines.
+func (s *Summary) write(ops []Op, withHistory bool) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFile(s.ReportDir, "summary.json", append(b, '\n')); err != nil {
+		return err
+	}
+	if !withHistory {
+		return nil
+	}
+	sort.SliceStable(ops, func(i, j int) bool { return ops[i].Call < ops[j].Call })
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	for _, op := range ops {
+		if err := enc.Encode(op); err != nil {
+			return err
+		}
+	}
+	return writeFile(s.ReportDir, "history.jsonl", buf.Bytes())
+}
+
+// Text is the human summary.
+func (s *Summary) Text() string {
+	var b bytes.Buffer
+	verdict := "VALID"
+	if !s.Valid {
+		verdict = "INVALID"
+	}
+	fmt.Fprintf(&b, "seed %d: %s — %d nodes, %d clients, %s, nemeses %v, workloads %v\n", s.Seed, verdict, s.Nodes, s.Clients, s.Duration, s.Nemeses, s.Workloads)
+	fmt.Fprintf(&b, "  ops: %d (ok %d, fail %d, unknown %d) %v\n", s.Ops.Total, s.Ops.OK, s.Ops.Fail, s.Ops.Unknown, s.Ops.ByKind)
+	kinds := map[string]int{}
+	for _, f := range s.Faults {
+		kinds[f.Kind]++
+	}
+	fmt.Fprintf(&b, "  faults: %d %v\n", len(s.Faults), kinds)
+	for _, v := range s.Verdicts {
+		fmt.Fprintf(&b, "  %-12s %-9s (%d ops) %s\n", v.Checker, v.Result, v.Ops, v.Detail)
+		if v.Visualization != "" {
+			fmt.Fprintf(&b, "               visualization: %s\n", v.Visualization)
+		}
+	}
+	if s.Problem != "" {
+		fmt.Fprintf(&b, "  problem: %s\n", s.Problem)
+	}
+	for _, e := range s.Errors {
+		fmt.Fprintf(&b, "  error: %s\n", e)
+	}
+	fmt.Fprintf(&b, "  report: %s (elapsed %s)\n", s.ReportDir, s.Elapsed)
+	return b.String()
+}
