@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -73,77 +75,174 @@ func relocate(block string, raftBase, clientBase int) string {
 	return clusterPath.ReplaceAllString(block, `$1$$CLUSTER_DIR/`)
 }
 
+// freeBases returns port bases for a test: raftBase and clientBase moved by
+// the first offset (0, 200 or 400) whose 40 ports above each base are free
+// and not claimed by another test process on this machine (a lock file
+// held until the test ends), so that two runs of the suite at the same
+// time do not collide. The runbook tests' bases are 1000 apart (raft
+// 22480, 28480, 29480, 30480 and 31480; clients 102 lower): clear of the
+// other e2e tests (27xxx, and 23000-26999 for the sidecar test) and of
+// Linux's ephemeral ports (32768 and up).
+func freeBases(t *testing.T, raftBase, clientBase int) (int, int) {
+	t.Helper()
+	free := func(base int) bool {
+		for p := base + 1; p <= base+40; p++ {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+			if err != nil {
+				return false
+			}
+			l.Close()
+		}
+		return true
+	}
+	for off := 0; off <= 400; off += 200 {
+		f, err := os.OpenFile(filepath.Join(os.TempDir(), fmt.Sprintf("kayadb-e2e-ports-%d.lock", raftBase+off)), os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil {
+			f.Close()
+			continue
+		}
+		if !free(raftBase+off) || !free(clientBase+off) {
+			f.Close()
+			continue
+		}
+		t.Cleanup(func() { f.Close() })
+		return raftBase + off, clientBase + off
+	}
+	t.Fatalf("no free ports near %d and %d", raftBase, clientBase)
+	return 0, 0
+}
+
+// runbookScripts turns the `sh` blocks of a runbook page into two bash
+// scripts: every block but the last, and the last one (the clean-up, which
+// stops the cluster). Each block is relocated and announced with an echo
+// line (">>> block N"). The page must have at least minBlocks blocks.
+func runbookScripts(t *testing.T, page string, raftBase, clientBase, minBlocks int) (main, cleanup string) {
+	t.Helper()
+	blocks := runbookBlocks(t, page)
+	if len(blocks) < minBlocks {
+		t.Fatalf("found only %d sh blocks in %s", len(blocks), page)
+	}
+	var script strings.Builder
+	script.WriteString("set -euo pipefail\n")
+	for i, b := range blocks[:len(blocks)-1] {
+		fmt.Fprintf(&script, "echo '>>> block %d'\n%s\n", i+1, relocate(b, raftBase, clientBase))
+	}
+	script.WriteString("echo '>>> done'\n")
+	return script.String(), "set -euo pipefail\n" + relocate(blocks[len(blocks)-1], raftBase, clientBase) + "\n"
+}
+
+// bash runs a script in the repository root with the environment's
+// variables and returns its combined output.
+func (e *env) bash(ctx context.Context, script string) (string, error) {
+	cmd := exec.CommandContext(ctx, "bash", "-c", script)
+	cmd.Dir = e.root
+	cmd.Env = e.vars
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// loadResult is what a background writer saw.
+type loadResult struct {
+	acked  []string      // keys whose put was acknowledged, in order
+	failed int           // puts that failed (some may still have applied)
+	maxGap time.Duration // longest time without an acknowledgement, after the first one
+}
+
+// startLoad writes keys prefix-000000, prefix-000001, ... one at a time
+// through kayactl with every address in servers, from the moment the
+// binaries exist until the returned function is called.
+func (e *env) startLoad(prefix string, servers []string) func() loadResult {
+	stop := make(chan struct{})
+	done := make(chan loadResult)
+	go func() {
+		var r loadResult
+		var last time.Time
+		defer func() { done <- r }()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				if !last.IsZero() {
+					r.maxGap = max(r.maxGap, time.Since(last))
+				}
+				return
+			default:
+			}
+			if _, err := os.Stat(filepath.Join(e.dir, "bin", "kayactl")); err != nil {
+				time.Sleep(100 * time.Millisecond) // not built yet
+				i--
+				continue
+			}
+			k := fmt.Sprintf("%s-%06d", prefix, i)
+			c := exec.Command(filepath.Join(e.dir, "bin", "kayactl"), "--server", strings.Join(servers, ","), "--timeout", "5s", "put", k, k)
+			if c.Run() == nil {
+				now := time.Now()
+				if !last.IsZero() {
+					r.maxGap = max(r.maxGap, now.Sub(last))
+				}
+				last = now
+				r.acked = append(r.acked, k)
+			} else {
+				r.failed++
+				time.Sleep(50 * time.Millisecond)
+			}
+		}
+	}()
+	return func() loadResult {
+		close(stop)
+		return <-done
+	}
+}
+
+// checkAcked fails the test unless every acknowledged key of the load is
+// in the cluster.
+func (e *env) checkAcked(servers, prefix string, r loadResult) {
+	e.t.Helper()
+	scan, errs, code := e.kayactl("--server", servers, "--timeout", "10s", "--json", "scan", prefix+"-")
+	if code != 0 {
+		e.t.Fatalf("scan: %d %s", code, errs)
+	}
+	for _, k := range r.acked {
+		if !strings.Contains(scan, `"`+k+`"`) {
+			e.t.Fatalf("acknowledged write %s lost", k)
+		}
+	}
+}
+
 // TestRunbookAddRemoveNode runs every command of
 // docs/runbooks/add-remove-node.md, as written, against real processes:
 // grow 3 → 4 → 5, shrink to 3, replace a failed node. Then it checks the
 // final membership and the data.
 func TestRunbookAddRemoveNode(t *testing.T) {
-	const raftBase, clientBase = 28480, 28378
+	if testing.Short() {
+		t.Skip("process-level test; skipped with -short")
+	}
+	raftBase, clientBase := freeBases(t, 28480, 28378)
 	e := newEnv(t, raftBase, clientBase)
-	defer func() {
-		cmd := exec.Command(filepath.Join(e.root, "scripts", "stop-cluster.sh"))
-		cmd.Env = e.vars
-		_ = cmd.Run()
-	}()
+	defer func() { _, _ = e.bash(context.Background(), "scripts/stop-cluster.sh") }()
 	// Small snapshot thresholds, through the servers' environment, so that
 	// the new nodes catch up by snapshot as they would on a large cluster.
 	e.vars = append(e.vars, "KAYA_SNAPSHOT_ENTRIES=50", "KAYA_SNAPSHOT_CATCHUP_ENTRIES=10", "KAYA_TICK=50ms")
-	blocks := runbookBlocks(t, filepath.Join(e.root, "docs", "runbooks", "add-remove-node.md"))
-	if len(blocks) < 8 {
-		t.Fatalf("found only %d sh blocks in the runbook", len(blocks))
-	}
-	var script strings.Builder
-	script.WriteString("set -euo pipefail\n")
-	for i, b := range blocks {
-		fmt.Fprintf(&script, "echo '>>> block %d'\n%s\n", i+1, relocate(b, raftBase, clientBase))
-	}
-	script.WriteString("echo '>>> done'\n")
 	// The last block stops the cluster; run everything before it, check,
 	// then run it.
+	main, cleanup := runbookScripts(t, filepath.Join(e.root, "docs", "runbooks", "add-remove-node.md"), raftBase, clientBase, 8)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	body := script.String()
-	stopAt := strings.LastIndex(body, fmt.Sprintf("echo '>>> block %d'", len(blocks)))
-	cmd := exec.CommandContext(ctx, "bash", "-c", body[:stopAt])
-	cmd.Dir = e.root
-	cmd.Env = e.vars
 	// Writes continue through the whole procedure, to whichever nodes are
 	// up (a client given every address that ever serves).
 	var all []string
 	for _, n := range []int{1, 2, 3, 4, 5, 6} {
 		all = append(all, fmt.Sprintf("127.0.0.1:%d", clientBase+n))
 	}
-	stopLoad := make(chan struct{})
-	loadDone := make(chan []string)
-	go func() {
-		var acked []string
-		defer func() { loadDone <- acked }()
-		for i := 0; ; i++ {
-			select {
-			case <-stopLoad:
-				return
-			default:
-			}
-			if _, err := os.Stat(filepath.Join(e.dir, "bin", "kayactl")); err != nil {
-				time.Sleep(100 * time.Millisecond) // not built yet
-				continue
-			}
-			k := fmt.Sprintf("load-%06d", i)
-			c := exec.Command(filepath.Join(e.dir, "bin", "kayactl"), "--server", strings.Join(all, ","), "--timeout", "5s", "put", k, k)
-			if c.Run() == nil {
-				acked = append(acked, k)
-			} else {
-				time.Sleep(50 * time.Millisecond)
-			}
-		}
-	}()
-	out, err := cmd.CombinedOutput()
-	close(stopLoad)
-	acked := <-loadDone
+	stopLoad := e.startLoad("load", all)
+	text, err := e.bash(ctx, main)
+	load := stopLoad()
+	acked := load.acked
 	if err != nil {
-		t.Fatalf("runbook failed: %v\n%s\n%s", err, out, e.logs())
+		t.Fatalf("runbook failed: %v\n%s\n%s", err, text, e.logs())
 	}
-	text := string(out)
 	for _, want := range []string{
 		"membership change proposed at index", "learner promote proposed at index", "membership removal proposed at index",
 	} {
@@ -181,15 +280,7 @@ func TestRunbookAddRemoveNode(t *testing.T) {
 		}
 	}
 	// No acknowledged write was lost.
-	scan, errs, code := e.kayactl("--server", servers, "--timeout", "10s", "--json", "scan", "load-")
-	if code != 0 {
-		t.Fatalf("scan: %d %s", code, errs)
-	}
-	for _, k := range acked {
-		if !strings.Contains(scan, `"`+k+`"`) {
-			t.Fatalf("acknowledged write %s lost", k)
-		}
-	}
+	e.checkAcked(servers, "load", load)
 	if len(acked) < 20 {
 		t.Fatalf("only %d writes acknowledged during the runbook", len(acked))
 	}
@@ -200,10 +291,7 @@ func TestRunbookAddRemoveNode(t *testing.T) {
 		t.Fatalf("node 6 did not install a snapshot: %s", out2)
 	}
 
-	cmd = exec.CommandContext(ctx, "bash", "-c", "set -euo pipefail\n"+body[stopAt:])
-	cmd.Dir = e.root
-	cmd.Env = e.vars
-	if out, err := cmd.CombinedOutput(); err != nil {
+	if out, err := e.bash(ctx, cleanup); err != nil {
 		t.Fatalf("clean-up block: %v\n%s", err, out)
 	}
 }

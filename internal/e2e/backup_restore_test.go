@@ -1,0 +1,133 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRunbookBackupRestore runs every command of
+// docs/runbooks/backup-restore.md, as written, against real processes: a
+// cold backup of a follower (full copy and engine checkpoint), a copy of a
+// running node's snapshot, the checks of both, undoing a delete from the
+// backup, replacing a lost node, and bringing the cluster back from one
+// node's full copy after every node was lost.
+func TestRunbookBackupRestore(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process-level test; skipped with -short")
+	}
+	raftBase, clientBase := freeBases(t, 31480, 31378)
+	e := newEnv(t, raftBase, clientBase)
+	defer func() { _, _ = e.bash(context.Background(), "scripts/stop-cluster.sh") }()
+	main, cleanup := runbookScripts(t, filepath.Join(e.root, "docs", "runbooks", "backup-restore.md"), raftBase, clientBase, 8)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	start := time.Now()
+	out, err := e.bash(ctx, main)
+	elapsed := time.Since(start)
+	if os.Getenv("KAYA_E2E_VERBOSE") != "" {
+		t.Log(out)
+	}
+	if err != nil {
+		t.Fatalf("runbook failed after %v: %v\n%s\n%s", elapsed, err, out, e.logs())
+	}
+	t.Logf("runbook ran in %v", elapsed.Round(time.Millisecond))
+	for _, want := range []string{
+		"OK checkpoint written to",
+		"recovery dry run: nothing was changed",
+		"checksums: ok",
+		"learner promote proposed at index",
+		"after-backup was written after the backup: it is gone",
+		"verdict: OK",
+		">>> done",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("runbook output lacks %q:\n%s", want, out)
+		}
+	}
+	// The backup's applied index and term, from \x00raft/applied.
+	m := regexp.MustCompile(`(?m)^\s+(\d+)\s+(\d+)\s*$`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no applied index and term in the output:\n%s", out)
+	}
+	if idx, _ := strconv.Atoi(m[1]); idx < 1500 {
+		t.Errorf("the backup's applied index is %d, want at least 1500 (the bench's writes)", idx)
+	}
+	// Key counts: the checkpoint's, then the snapshot copy's.
+	counts := regexp.MustCompile(`(?m)^\s*(\d+)\s*$`).FindAllStringSubmatch(out, -1)
+	if len(counts) < 2 {
+		t.Fatalf("no key counts in the output:\n%s", out)
+	}
+	inCheckpoint, _ := strconv.Atoi(counts[0][1])
+	inSnapshot, _ := strconv.Atoi(counts[1][1])
+
+	// The restored cluster: voters 1-3, a leader, the data of the backup,
+	// and writes after it.
+	all := fmt.Sprintf("127.0.0.1:%d,127.0.0.1:%d,127.0.0.1:%d", clientBase+1, clientBase+2, clientBase+3)
+	st, errs, code := e.kayactl("--server", all, "--timeout", "10s", "--json", "status", "--all")
+	if code != 0 {
+		t.Fatalf("status --all: %d %s", code, errs)
+	}
+	var docs []struct {
+		NodeID   uint64 `json:"node_id"`
+		LeaderID uint64 `json:"leader_id"`
+		Members  []struct {
+			ID   uint64 `json:"id"`
+			Role string `json:"role"`
+		} `json:"members"`
+	}
+	if err := json.Unmarshal([]byte(st), &docs); err != nil {
+		t.Fatalf("status --all --json: %v\n%s", err, st)
+	}
+	for _, d := range docs {
+		var members []string
+		for _, mb := range d.Members {
+			members = append(members, fmt.Sprintf("%d:%s", mb.ID, mb.Role))
+		}
+		sort.Strings(members)
+		if got := strings.Join(members, " "); got != "1:voter 2:voter 3:voter" || d.LeaderID == 0 {
+			t.Errorf("node %d: leader %d, members %s", d.NodeID, d.LeaderID, got)
+		}
+	}
+	if len(docs) != 3 {
+		t.Fatalf("%d nodes answered:\n%s", len(docs), st)
+	}
+	for k, want := range map[string]string{"important": "v1\n", "after-restore": "yes\n"} {
+		if out, errs, code := e.kayactl("--server", all, "--timeout", "10s", "get", k); code != 0 || out != want {
+			t.Fatalf("get %s: %d %q %s", k, code, out, errs)
+		}
+	}
+	if _, _, code := e.kayactl("--server", all, "--timeout", "10s", "get", "after-backup"); code != 2 {
+		t.Fatalf("get after-backup: exit %d, want 2 (written after the backup)", code)
+	}
+	// The restored cluster holds what the checkpoint held (taken at the
+	// same moment as the full copy), less KayaDB's three own keys, plus
+	// after-restore; the snapshot copy, older, holds at most as much.
+	scan, errs, code := e.kayactl("--server", all, "--timeout", "10s", "--json", "scan", "")
+	if code != 0 {
+		t.Fatalf("scan after the restore: %d %s", code, errs)
+	}
+	var res struct {
+		Count int `json:"count"`
+	}
+	if err := json.Unmarshal([]byte(scan), &res); err != nil {
+		t.Fatalf("scan --json: %v", err)
+	}
+	if res.Count < 1000 || inCheckpoint != res.Count-1+3 || inSnapshot > inCheckpoint || inSnapshot < 900 {
+		t.Fatalf("keys: %d in the checkpoint, %d in the snapshot copy, %d in the restored cluster", inCheckpoint, inSnapshot, res.Count)
+	}
+	t.Logf("keys: %d in the checkpoint, %d in the snapshot copy, %d in the restored cluster", inCheckpoint, inSnapshot, res.Count)
+
+	if out, err := e.bash(ctx, cleanup); err != nil {
+		t.Fatalf("clean-up block: %v\n%s", err, out)
+	}
+}
