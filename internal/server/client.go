@@ -30,6 +30,8 @@ const (
 
 func (s *Server) acceptLoop() {
 	defer s.wg.Done()
+	s.startBackups() // backup.go
+	defer s.stopBackups()
 	for {
 		c, err := s.clientLn.Accept()
 		if err != nil {
@@ -241,6 +243,8 @@ func (s *Server) dispatch(op wire.Opcode, p []byte) (st wire.Status, payload []b
 		return s.promoteLearner(ctx, p)
 	case wire.OpTransferLeader:
 		return s.transferLeader(ctx, p)
+	case wire.OpBackupBegin, wire.OpBackupRead, wire.OpBackupEnd, wire.OpBackupStatus:
+		return s.backupRequest(ctx, op, p)
 	case wire.OpStats:
 		b, err := wire.AppendStats(nil, s.stats())
 		if err != nil {

@@ -65,6 +65,14 @@
 //	15–22               reserved: LIST_RANGES, SPLIT_RANGE, MERGE_RANGE, TRANSFER_LEADER,
 //	                    PROMOTE_LEARNER, REBALANCE_PLAN, MOVE_RANGE, TXN_FORWARD
 //
+// KayaDB additions (numbers from 64 up; admin opcodes; layouts in backup.go):
+//
+//	64  BACKUP_BEGIN    (empty)                                      BackupInfo
+//	65  BACKUP_READ     bytes16 backup_id · bytes16 file ·           bytes32 data
+//	                    offset u64 · length u32
+//	66  BACKUP_END      bytes16 backup_id                            (empty)
+//	67  BACKUP_STATUS   bytes16 backup_id                            BackupInfo
+//
 // TXN_OP kinds are 1 get, 2 put, 3 delete; CDC event ops are 1 put,
 // 2 delete. Non-OK responses carry:
 //
@@ -82,7 +90,7 @@
 // # Authentication prefixes
 //
 // They sit at the start of the opcode's payload, before its body. Admin
-// opcodes (7, 8, 18–22), when the server has an operator token:
+// opcodes (7, 8, 18–22, 64–67), when the server has an operator token:
 //
 //	"ADMIN\0" (41 44 4d 49 4e 00) · token_len u16 · token · opcode u8 · inner payload
 //

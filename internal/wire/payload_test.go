@@ -243,7 +243,8 @@ func TestAddMemberLearner(t *testing.T) {
 }
 
 func TestOpcodesAndStatuses(t *testing.T) {
-	admin := map[Opcode]bool{7: true, 8: true, 18: true, 19: true, 20: true, 21: true, 22: true}
+	admin := map[Opcode]bool{7: true, 8: true, 18: true, 19: true, 20: true, 21: true, 22: true,
+		64: true, 65: true, 66: true, 67: true} // the backup opcodes (KayaDB additions)
 	data := map[Opcode]bool{1: true, 2: true, 3: true, 4: true, 6: true}
 	for op := Opcode(9); op <= 17; op++ {
 		data[op] = true
@@ -253,11 +254,12 @@ func TestOpcodesAndStatuses(t *testing.T) {
 		if IsAdmin(op) != admin[op] || IsData(op) != data[op] {
 			t.Errorf("opcode %d: IsAdmin %v IsData %v", i, IsAdmin(op), IsData(op))
 		}
-		if i <= 22 && strings.HasPrefix(op.String(), "OPCODE(") {
-			t.Errorf("opcode %d has no name", i)
+		if (i <= 22 || (i >= 64 && i <= 67)) == strings.HasPrefix(op.String(), "OPCODE(") {
+			t.Errorf("opcode %d is named %q", i, op.String())
 		}
 	}
-	if OpHello.String() != "HELLO" || OpTxnForward.String() != "TXN_FORWARD" || Opcode(64).String() != "OPCODE(64)" {
+	if OpHello.String() != "HELLO" || OpTxnForward.String() != "TXN_FORWARD" || Opcode(64).String() != "BACKUP_BEGIN" ||
+		Opcode(67).String() != "BACKUP_STATUS" || Opcode(63).String() != "OPCODE(63)" || Opcode(68).String() != "OPCODE(68)" {
 		t.Error("opcode names")
 	}
 	want := map[Status]string{0: "OK", 1: "INVALID_ARGUMENT", 2: "NOT_FOUND", 3: "TXN_CONFLICT", 9: "ERROR", 10: "NOT_LEADER", 11: "RANGE_MOVED", 4: "STATUS(4)"}

@@ -61,6 +61,12 @@ const (
 	OpRebalancePlan  Opcode = 20
 	OpMoveRange      Opcode = 21
 	OpTxnForward     Opcode = 22
+
+	// KayaDB additions (admin; see backup.go).
+	OpBackupBegin  Opcode = 64
+	OpBackupRead   Opcode = 65
+	OpBackupEnd    Opcode = 66
+	OpBackupStatus Opcode = 67
 )
 
 var opcodeNames = [...]string{
@@ -87,21 +93,27 @@ var opcodeNames = [...]string{
 	OpRebalancePlan:  "REBALANCE_PLAN",
 	OpMoveRange:      "MOVE_RANGE",
 	OpTxnForward:     "TXN_FORWARD",
+	OpBackupBegin:    "BACKUP_BEGIN",
+	OpBackupRead:     "BACKUP_READ",
+	OpBackupEnd:      "BACKUP_END",
+	OpBackupStatus:   "BACKUP_STATUS",
 }
 
 // String returns the protocol name of op ("PUT"), or "OPCODE(N)" for a
 // number the protocol does not define.
 func (op Opcode) String() string {
-	if int(op) < len(opcodeNames) {
+	if int(op) < len(opcodeNames) && opcodeNames[op] != "" {
 		return opcodeNames[op]
 	}
 	return "OPCODE(" + strconv.Itoa(int(op)) + ")"
 }
 
-// IsAdmin reports whether op is an admin opcode (7, 8, 18–22): one that
-// carries the ADMIN prefix when the server has an operator token.
+// IsAdmin reports whether op is an admin opcode (7, 8, 18–22, and the
+// backup opcodes 64–67): one that carries the ADMIN prefix when the server
+// has an operator token.
 func IsAdmin(op Opcode) bool {
-	return op == OpAddMember || op == OpRemoveMember || (op >= OpTransferLeader && op <= OpTxnForward)
+	return op == OpAddMember || op == OpRemoveMember || (op >= OpTransferLeader && op <= OpTxnForward) ||
+		(op >= OpBackupBegin && op <= OpBackupStatus)
 }
 
 // IsData reports whether op is a data opcode (1–4, 6, 9–17): one that
