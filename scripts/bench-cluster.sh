@@ -15,7 +15,7 @@ for i in 1 2 3; do peers+=(--peer "$i=127.0.0.1:$((17480 + i)),127.0.0.1:$((1737
 pids=()
 for i in 1 2 3; do
   "$D/bin/kayadb-server" --node-id $i --data "$D/n$i" --raft-addr 127.0.0.1:$((17480 + i)) \
-    --client-addr 127.0.0.1:$((17378 + i)) "${peers[@]}" --log-level warn >"$D/n$i.log" 2>&1 &
+    --client-addr 127.0.0.1:$((17378 + i)) --metrics-addr 127.0.0.1:$((19089 + i)) "${peers[@]}" --log-level warn >"$D/n$i.log" 2>&1 &
   pids+=($!)
 done
 trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; [ -n "${BENCH_DIR:-}" ] || rm -rf "$D"' EXIT

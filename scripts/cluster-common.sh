@@ -5,12 +5,16 @@ CLUSTER_SIZE="${CLUSTER_SIZE:-3}"
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="$CLUSTER_DIR/bin"
 
-# Node N listens for raft on RAFT_PORT_BASE+N and for clients on
-# CLIENT_PORT_BASE+N (defaults: 7481.. and 7379..).
+# Node N listens for raft on RAFT_PORT_BASE+N, for clients on
+# CLIENT_PORT_BASE+N and serves /metrics and health checks over HTTP on
+# METRICS_PORT_BASE+N (defaults: 7481.., 7379.. and 9090..; the metrics
+# base follows a moved client base).
 RAFT_PORT_BASE="${RAFT_PORT_BASE:-7480}"
 CLIENT_PORT_BASE="${CLIENT_PORT_BASE:-7378}"
-raft_addr()   { echo "127.0.0.1:$((RAFT_PORT_BASE + $1))"; }
-client_addr() { echo "127.0.0.1:$((CLIENT_PORT_BASE + $1))"; }
+METRICS_PORT_BASE="${METRICS_PORT_BASE:-$((CLIENT_PORT_BASE + 1711))}"
+raft_addr()    { echo "127.0.0.1:$((RAFT_PORT_BASE + $1))"; }
+client_addr()  { echo "127.0.0.1:$((CLIENT_PORT_BASE + $1))"; }
+metrics_addr() { echo "127.0.0.1:$((METRICS_PORT_BASE + $1))"; }
 all_clients() {
   local i out=""
   for ((i = 1; i <= CLUSTER_SIZE; i++)); do out+="${out:+,}$(client_addr "$i")"; done
@@ -48,7 +52,7 @@ start_node() {
   fi
   # shellcheck disable=SC2046
   nohup "$BIN/kayadb-server" --node-id "$n" --data "$CLUSTER_DIR/node-$n" \
-    --raft-addr "$(raft_addr "$n")" --client-addr "$(client_addr "$n")" $(peer_flags) "$@" \
+    --raft-addr "$(raft_addr "$n")" --client-addr "$(client_addr "$n")" --metrics-addr "$(metrics_addr "$n")" $(peer_flags) "$@" \
     >>"$CLUSTER_DIR/node-$n.log" 2>&1 &
   echo $! >"$CLUSTER_DIR/node-$n.pid"
   echo "node $n: pid $!, clients on $(client_addr "$n"), raft on $(raft_addr "$n"), log $CLUSTER_DIR/node-$n.log"

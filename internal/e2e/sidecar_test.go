@@ -145,7 +145,7 @@ func TestMTLSSidecarStunnel(t *testing.T) {
 	}
 	for n := 1; n <= 3; n++ {
 		args := append([]string{"--node-id", fmt.Sprint(n), "--data", filepath.Join(e.dir, fmt.Sprintf("node-%d", n)),
-			"--raft-addr", raftAddr(n), "--client-addr", clientAddr(n),
+			"--raft-addr", raftAddr(n), "--client-addr", clientAddr(n), "--no-metrics",
 			"--operator-token", operatorToken, "--client-token", clientToken}, peers...)
 		sidecarStart(t, filepath.Join(e.dir, fmt.Sprintf("node-%d.log", n)), filepath.Join(bin, "kayadb-server"), args...)
 	}

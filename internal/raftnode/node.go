@@ -164,6 +164,8 @@ type Node struct {
 	snapsInstalled atomic.Uint64
 
 	leaderStart atomic.Uint64
+
+	proposalsDropped atomic.Uint64 // proposals raft refused (ErrDropped)
 }
 
 type proposal struct {
@@ -571,6 +573,7 @@ func (n *Node) handleProposal(p proposal) {
 	}
 	if errors.Is(err, raft.ErrProposalDropped) {
 		err = ErrDropped
+		n.proposalsDropped.Add(1)
 	}
 	p.errc <- err
 }

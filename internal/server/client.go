@@ -70,6 +70,8 @@ type call struct {
 	done    chan struct{}
 	status  wire.Status
 	payload []byte
+	op      wire.Opcode
+	start   time.Time // when the request was read (metrics)
 }
 
 // serveClient reads pipelined requests, handles each on its own goroutine,
@@ -99,6 +101,7 @@ func (s *Server) serveClient(raw net.Conn) {
 		broken := false
 		for cl := range queue {
 			<-cl.done
+			s.observeRequest(cl.op, cl.status, cl.start)
 			if !broken {
 				buf = wire.AppendResponse(buf[:0], cl.status, cl.payload)
 				if _, err := w.Write(buf); err != nil {
@@ -129,7 +132,7 @@ func (s *Server) serveClient(raw net.Conn) {
 			}
 			break
 		}
-		cl := &call{done: make(chan struct{})}
+		cl := &call{done: make(chan struct{}), op: op, start: time.Now()}
 		s.inflight.Add(1)
 		queue <- cl
 		inner, ast, areply, ok := s.authorize(op, payload)

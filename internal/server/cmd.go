@@ -52,6 +52,9 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 		snapEvery  = fs.Int64("snapshot-entries", 10000, "take a raft snapshot and compact the raft log every this many applied entries (0 disables)")
 		snapKeep   = fs.Uint64("snapshot-catchup-entries", 5000, "raft log entries kept behind each snapshot, so that a follower slightly behind catches up from the log")
 		snapRate   = fs.String("snapshot-rate", "64MiB", "bandwidth limit for the snapshots this node sends to followers, all together, in bytes per second (e.g. 64MiB, 500KB; 0 = unlimited)")
+		metrics    = fs.String("metrics-addr", "127.0.0.1:9090", "address of the HTTP listener for Prometheus metrics (/metrics) and health checks (/livez, /readyz, /health)")
+		noMetrics  = fs.Bool("no-metrics", false, "do not start the HTTP listener (no metrics, health checks or pprof)")
+		pprofOn    = fs.Bool("enable-pprof", false, "serve Go's profiler (net/http/pprof) under /debug/pprof/ on the metrics listener")
 		allowPub   = fs.Bool("allow-public-bind", false, "allow listening on wildcard (0.0.0.0, ::) and public addresses; only behind a firewall with TLS and tokens (see docs/security.md)")
 		opToken    = fs.String("operator-token", "", "require this secret on admin requests (add/remove/promote node, transfer leader); prefer --operator-token-file or KAYA_OPERATOR_TOKEN, command lines are visible to other users")
 		opFile     = fs.String("operator-token-file", "", "read the operator token from this file (keep it chmod 600)")
@@ -191,12 +194,18 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	if *tlsReload < 0 {
 		return fail("--tls-reload-interval must not be negative (0 disables the check)")
 	}
+	if *noMetrics {
+		*metrics = ""
+	}
+	if *pprofOn && *metrics == "" {
+		return fail("--enable-pprof needs the metrics listener: drop --no-metrics (or give a --metrics-addr)")
+	}
 	cfg := Config{
 		NodeID: *nodeID, DataDir: *dataDir, RaftAddr: *raftAddr, ClientAddr: *clientAddr,
 		Join: *join, TickInterval: *tick, RequestTimeout: *timeout, Logger: logger,
 		SnapshotEntries: *snapEvery, CatchUpEntries: *snapKeep, SnapshotBytesPerSecond: rate,
 		AllowPublicBind: *allowPub, OperatorToken: opTok, ClientToken: clTok, TLS: tlsFiles,
-		TLSReloadInterval: *tlsReload,
+		TLSReloadInterval: *tlsReload, MetricsAddr: *metrics, EnablePprof: *pprofOn,
 	}
 	if cfg.TLSReloadInterval == 0 {
 		cfg.TLSReloadInterval = -1

@@ -32,6 +32,12 @@ func (s *Server) checkSecurity() error {
 	default:
 		addrs = append(addrs, listen{"--raft-addr", cfg.RaftAddr})
 	}
+	switch {
+	case cfg.MetricsAddr == "" && cfg.MetricsListener != nil:
+		addrs = append(addrs, listen{"--metrics-addr", cfg.MetricsListener.Addr().String()})
+	case cfg.MetricsAddr != "":
+		addrs = append(addrs, listen{"--metrics-addr", cfg.MetricsAddr})
+	}
 	var exposed []string
 	for _, a := range addrs {
 		w, err := guard.Check(a.flag, a.addr)
@@ -60,7 +66,7 @@ func (s *Server) checkSecurity() error {
 	if len(exposed) > 0 {
 		lines := append(exposed,
 			"KayaDB has no built-in access control beyond TLS client certificates (--tls-ca) and tokens (--client-token, --operator-token).",
-			"Never expose the raft or client port to the Internet; see docs/security.md.")
+			"Never expose the raft, client or metrics port to the Internet; see docs/security.md.")
 		if s.tls == nil || !s.tls.MutualTLS() {
 			lines = append(lines, "This node runs WITHOUT mutual TLS: traffic is readable and anyone who reaches the port can connect.")
 		}

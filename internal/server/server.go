@@ -101,6 +101,15 @@ type Config struct {
 	// ClientListener and RaftListener, when set, are used instead of
 	// listening on the addresses (tests pass ":0" listeners).
 	ClientListener, RaftListener net.Listener
+
+	// MetricsAddr is the HTTP listener's address (/metrics, /livez,
+	// /readyz, /health). Empty, with no MetricsListener, disables it;
+	// ParseFlags fills in 127.0.0.1:9090 unless --no-metrics.
+	MetricsAddr string
+	// MetricsListener, when set, is used instead of MetricsAddr (tests).
+	MetricsListener net.Listener
+	// EnablePprof serves net/http/pprof under /debug/pprof/ on that listener.
+	EnablePprof bool
 }
 
 // Server is a running node.
@@ -138,6 +147,8 @@ type Server struct {
 	openDur  time.Duration
 
 	inflight atomic.Int64 // client requests read and not yet answered
+
+	obs *observability // metrics registry and HTTP listener (metrics.go, httpapi.go)
 
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
@@ -357,6 +368,9 @@ func New(cfg Config) (_ *Server, retErr error) {
 	}
 	s.trans.SetPeers(ros.raftAddrs())
 
+	if err := s.startObservability(); err != nil {
+		return nil, err
+	}
 	s.clientLn = cfg.ClientListener
 	if s.clientLn == nil {
 		if s.clientLn, err = net.Listen("tcp", cfg.ClientAddr); err != nil {
@@ -449,6 +463,7 @@ func (s *Server) Close() error {
 // closeParts closes whatever was opened, in reverse order.
 func (s *Server) closeParts() error {
 	var errs []error
+	s.stopObservability()
 	if s.stopBg != nil {
 		s.stopBg()
 	}
