@@ -136,8 +136,9 @@ func (a *app) newRootCmd() *cobra.Command {
 
 In server mode (--server ADDR[,ADDR...]) put, get, delete and scan go to a
 running cluster over the client protocol, health and status report on its
-nodes, and add-node, remove-node, promote-node and transfer-leader change
-its membership and leadership. In local mode (no --server) kayactl opens
+nodes, add-node, remove-node, promote-node and transfer-leader change
+its membership and leadership, and backup takes an online backup (restore,
+local, turns one into a new cluster's data directory). In local mode (no --server) kayactl opens
 the database directory given by --data itself, so the directory must not be
 in use by a running kayadb-server or another kayactl. The inspect commands only read the files
 they are given and work on live, copied or damaged files.`,
@@ -183,7 +184,7 @@ they are given and work on live, copied or damaged files.`,
 		a.newStatsCmd(), a.newFlushCmd(), a.newCompactCmd(), a.newCheckpointCmd(), a.newRecoverCmd(),
 		a.newInspectCmd(), a.newHealthCmd(), a.newStatusCmd(), a.newBenchCmd(),
 		a.newAddNodeCmd(), a.newRemoveNodeCmd(), a.newPromoteNodeCmd(), a.newTransferLeaderCmd(),
-		a.newWatchCmd(),
+		a.newWatchCmd(), a.newBackupCmd(), a.newRestoreCmd(),
 	)
 	a.root = root
 	return root

@@ -38,7 +38,7 @@ func (a *app) addSecureFlags(pf *pflag.FlagSet) {
 	pf.StringVar(&f.cert, "tls-cert", "", "server mode: PEM client certificate, for servers that require one (--tls-ca on the server; $KAYA_TLS_CERT)")
 	pf.StringVar(&f.key, "tls-key", "", "server mode: PEM private key of --tls-cert ($KAYA_TLS_KEY)")
 	pf.StringVar(&f.sni, "tls-server-name", "", "server mode: name to verify in the servers' certificates (default: the host of each address; $KAYA_TLS_SERVER_NAME)")
-	pf.StringVar(&f.opToken, "operator-token", "", "server mode: operator token for admin commands (add-node, remove-node, promote-node, transfer-leader; $KAYA_OPERATOR_TOKEN)")
+	pf.StringVar(&f.opToken, "operator-token", "", "server mode: operator token for admin commands (add-node, remove-node, promote-node, transfer-leader, backup; $KAYA_OPERATOR_TOKEN)")
 	pf.StringVar(&f.opTokenFile, "operator-token-file", "", "server mode: read the operator token from this file ($KAYA_OPERATOR_TOKEN_FILE)")
 	pf.StringVar(&f.clToken, "client-token", "", "server mode: client token for data commands (put, get, delete, scan, status, bench; $KAYA_CLIENT_TOKEN)")
 	pf.StringVar(&f.clTokenFile, "client-token-file", "", "server mode: read the client token from this file ($KAYA_CLIENT_TOKEN_FILE)")
