@@ -409,6 +409,9 @@ func (n *Node) TransferLeadership(transferee uint64) {
 	n.control(func(rn *raft.RawNode) { rn.TransferLeader(transferee) })
 }
 
+// Term returns the current raft term.
+func (n *Node) Term() uint64 { return n.term.Load() }
+
 // ElectionTimeout is the base election timeout (ElectionTicks ticks).
 func (n *Node) ElectionTimeout() time.Duration {
 	return time.Duration(n.cfg.ElectionTicks) * n.cfg.TickInterval

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -90,6 +91,28 @@ func TestGracefulShutdownHandsOffLeadership(t *testing.T) {
 		v, err := cl.Get(rctx, []byte(k))
 		if err != nil || string(v) != k {
 			t.Fatalf("acknowledged write %s lost after the graceful shutdown: %q %v", k, v, err)
+		}
+	}
+}
+
+// TestLogLinesCarryNodeAndTerm: a log line about a request names the node,
+// the raft term and the client.
+func TestLogLinesCarryNodeAndTerm(t *testing.T) {
+	s, logs := startSecured(t, Config{ClientToken: "a-long-client-token-123"})
+	c := dial(t, s.ClientAddr())
+	if st, _, err := c.put("k", "v"); err != nil || st == 0 {
+		t.Fatalf("a put without the token: %d %v", st, err)
+	}
+	var line string
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "refused a request") {
+			line = l
+		}
+	}
+	term := s.Node().Term()
+	for _, want := range []string{"node=1", fmt.Sprintf("term=%d", term), "client=127.0.0.1:"} {
+		if term == 0 || !strings.Contains(line, want) {
+			t.Fatalf("log line %q lacks %q", line, want)
 		}
 	}
 }

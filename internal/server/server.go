@@ -147,6 +147,7 @@ type Server struct {
 	openDur  time.Duration
 
 	inflight atomic.Int64 // client requests read and not yet answered
+	nodeRef  atomic.Pointer[raftnode.Node]
 
 	obs *observability // metrics registry and HTTP listener (metrics.go, httpapi.go)
 
@@ -169,8 +170,9 @@ func New(cfg Config) (_ *Server, retErr error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	log := cfg.Logger.With("node", cfg.NodeID)
-	s := &Server{cfg: cfg, log: log, conns: map[net.Conn]struct{}{}, done: make(chan struct{}), started: start}
+	s := &Server{cfg: cfg, conns: map[net.Conn]struct{}{}, done: make(chan struct{}), started: start}
+	log := slog.New(termHandler{cfg.Logger.Handler(), s.currentTerm}).With("node", cfg.NodeID)
+	s.log = log
 	defer func() {
 		if retErr != nil {
 			s.closeParts()
@@ -341,6 +343,7 @@ func New(cfg Config) (_ *Server, retErr error) {
 	if err != nil {
 		return nil, err
 	}
+	s.nodeRef.Store(s.node)
 
 	h := &peerHandler{Node: s.node, s: s}
 	if cfg.NewTransport != nil {
@@ -402,6 +405,14 @@ func New(cfg Config) (_ *Server, retErr error) {
 		"applied_index", applied, "open_duration", s.openDur, "tls", s.tls != nil, "mtls", s.tls != nil && s.tls.MutualTLS(),
 		"operator_token", cfg.OperatorToken != "", "client_token", cfg.ClientToken != "")
 	return s, nil
+}
+
+// currentTerm is the raft term for log lines (0 before raft starts).
+func (s *Server) currentTerm() uint64 {
+	if n := s.nodeRef.Load(); n != nil {
+		return n.Term()
+	}
+	return 0
 }
 
 // ClientAddr returns the address clients connect to.
