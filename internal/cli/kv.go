@@ -136,10 +136,9 @@ it prints {"found":false,...} on stdout and exits with status 2.`,
 			if a.json {
 				return writeJSON(a.stdout, getResult{Found: true, keyField: makeKeyField(key), valueField: makeValueField(v)})
 			}
-			if _, err := a.stdout.Write(v); err != nil {
-				return err
-			}
-			_, err = fmt.Fprintln(a.stdout)
+			// One write: a reader that stops after the value (od -N, head -c)
+			// must not make kayactl fail with SIGPIPE on a second write.
+			_, err = a.stdout.Write(append(append(make([]byte, 0, len(v)+1), v...), '\n'))
 			return err
 		})
 	})

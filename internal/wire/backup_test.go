@@ -104,3 +104,16 @@ func TestBackupNamesAndIDs(t *testing.T) {
 		}
 	}
 }
+
+// TestBackupWorkedBytes checks the worked examples of docs/formats.md
+// ("KayaDB additions to the client protocol").
+func TestBackupWorkedBytes(t *testing.T) {
+	end := AppendRequest(nil, OpBackupEnd, AppendBackupID(nil, "0123456789abcdef"))
+	if want := unhex(t, "13 00 00 00 42 10 00 30 31 32 33 34 35 36 37 38 39 61 62 63 64 65 66"); !bytes.Equal(end, want) {
+		t.Errorf("BACKUP_END frame % x", end)
+	}
+	read := AppendRequest(nil, OpBackupRead, AppendBackupRead(nil, BackupRead{ID: "a", File: "b", Offset: 3, Length: 4}))
+	if want := unhex(t, "13 00 00 00 41 01 00 61 01 00 62 03 00 00 00 00 00 00 00 04 00 00 00"); !bytes.Equal(read, want) {
+		t.Errorf("BACKUP_READ frame % x", read)
+	}
+}
