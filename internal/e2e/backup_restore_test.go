@@ -22,11 +22,7 @@ import (
 // a follower (full copy and engine checkpoint), replacing a lost node, and
 // a new cluster restored from the backup after every node was lost.
 func TestRunbookBackupRestore(t *testing.T) {
-	if testing.Short() {
-		t.Skip("process-level test; skipped with -short")
-	}
-	raftBase, clientBase := freeBases(t, 31480, 31378)
-	e := newEnv(t, raftBase, clientBase)
+	e, raftBase, clientBase := newRunbookEnv(t, 31480, 31378)
 	defer func() { _, _ = e.bash(context.Background(), "scripts/stop-cluster.sh") }()
 	defer func() {
 		// The drill node of section 3, if the runbook stopped before it did.

@@ -20,11 +20,7 @@ import (
 // writes must go on during the roll, and the cluster must end with a
 // leader and its three voters.
 func TestRunbookRollingRestart(t *testing.T) {
-	if testing.Short() {
-		t.Skip("process-level test; skipped with -short")
-	}
-	raftBase, clientBase := freeBases(t, 29480, 29378)
-	e := newEnv(t, raftBase, clientBase)
+	e, raftBase, clientBase := newRunbookEnv(t, 29480, 29378)
 	defer func() { _, _ = e.bash(context.Background(), "scripts/stop-cluster.sh") }()
 	// Small snapshot thresholds, so that a restarted node may have to catch
 	// up from a snapshot as on a busy cluster.

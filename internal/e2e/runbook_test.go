@@ -76,7 +76,7 @@ func relocate(block string, raftBase, clientBase int) string {
 }
 
 // freeBases returns port bases for a test: raftBase and clientBase moved by
-// the first offset (0, 200 or 400) whose 40 ports above each base are free
+// the first offset (0, 200 or 400) whose 60 ports above each base are free
 // and not claimed by another test process on this machine (a lock file
 // held until the test ends), so that two runs of the suite at the same
 // time do not collide. The runbook tests' bases are 1000 apart (raft
@@ -86,7 +86,7 @@ func relocate(block string, raftBase, clientBase int) string {
 func freeBases(t *testing.T, raftBase, clientBase int) (int, int) {
 	t.Helper()
 	free := func(base int) bool {
-		for p := base + 1; p <= base+40; p++ {
+		for p := base + 1; p <= base+60; p++ {
 			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
 			if err != nil {
 				return false
@@ -113,6 +113,19 @@ func freeBases(t *testing.T, raftBase, clientBase int) (int, int) {
 	}
 	t.Fatalf("no free ports near %d and %d", raftBase, clientBase)
 	return 0, 0
+}
+
+// newRunbookEnv is newEnv on free ports (freeBases, near raftBase and
+// clientBase), with the nodes' metrics listeners on raftBase+41.. (the
+// scripts' default, CLIENT_PORT_BASE+1711, would leave the window).
+func newRunbookEnv(t *testing.T, raftBase, clientBase int) (*env, int, int) {
+	if testing.Short() {
+		t.Skip("process-level test; skipped with -short")
+	}
+	raftBase, clientBase = freeBases(t, raftBase, clientBase)
+	e := newEnv(t, raftBase, clientBase)
+	e.vars = append(e.vars, fmt.Sprintf("METRICS_PORT_BASE=%d", raftBase+40))
+	return e, raftBase, clientBase
 }
 
 // runbookScripts turns the `sh` blocks of a runbook page into two bash
@@ -216,11 +229,7 @@ func (e *env) checkAcked(servers, prefix string, r loadResult) {
 // grow 3 → 4 → 5, shrink to 3, replace a failed node. Then it checks the
 // final membership and the data.
 func TestRunbookAddRemoveNode(t *testing.T) {
-	if testing.Short() {
-		t.Skip("process-level test; skipped with -short")
-	}
-	raftBase, clientBase := freeBases(t, 28480, 28378)
-	e := newEnv(t, raftBase, clientBase)
+	e, raftBase, clientBase := newRunbookEnv(t, 28480, 28378)
 	defer func() { _, _ = e.bash(context.Background(), "scripts/stop-cluster.sh") }()
 	// Small snapshot thresholds, through the servers' environment, so that
 	// the new nodes catch up by snapshot as they would on a large cluster.

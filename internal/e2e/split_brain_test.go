@@ -210,11 +210,7 @@ exit 1
 // check on a healthy cluster, with a frozen follower (kill -STOP) and with
 // a frozen leader, and after both recover.
 func TestRunbookDetectingSplitBrain(t *testing.T) {
-	if testing.Short() {
-		t.Skip("process-level test; skipped with -short")
-	}
-	raftBase, clientBase := freeBases(t, 30480, 30378)
-	e := newEnv(t, raftBase, clientBase)
+	e, raftBase, clientBase := newRunbookEnv(t, 30480, 30378)
 	defer func() {
 		// A frozen node must not outlive a failed test.
 		for n := 1; n <= 3; n++ {
