@@ -77,7 +77,7 @@ type Options struct {
 	ClientToken string
 	// OperatorToken, when not empty, is sent in the ADMIN prefix of every
 	// admin request (ADD_MEMBER, REMOVE_MEMBER, PROMOTE_LEARNER,
-	// TRANSFER_LEADER).
+	// TRANSFER_LEADER, and the BACKUP_* requests of Backup).
 	OperatorToken string
 }
 
