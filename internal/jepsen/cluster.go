@@ -99,7 +99,7 @@ func (c *Cluster) Start(id uint64) error {
 		return fmt.Errorf("node %d is already running", id)
 	}
 	args := []string{"--node-id", strconv.FormatUint(id, 10), "--data", n.Dir,
-		"--raft-addr", n.RaftListen, "--client-addr", n.ClientAddr,
+		"--raft-addr", n.RaftListen, "--client-addr", n.ClientAddr, "--no-metrics",
 		"--tick", c.Tick.String(), "--request-timeout", "2s", "--log-format", "text", "--log-level", "info",
 		"--snapshot-entries", "2000", "--snapshot-catchup-entries", "500"}
 	for _, m := range c.Nodes {
