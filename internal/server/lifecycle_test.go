@@ -3,12 +3,16 @@ package server
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/kayadb/kayadb/client"
+	"github.com/kayadb/kayadb/internal/transport"
+	"github.com/kayadb/kayadb/internal/wire"
 )
 
 // TestGracefulShutdownHandsOffLeadership shuts the leader down (what
@@ -113,6 +117,49 @@ func TestLogLinesCarryNodeAndTerm(t *testing.T) {
 	for _, want := range []string{"node=1", fmt.Sprintf("term=%d", term), "client=127.0.0.1:"} {
 		if term == 0 || !strings.Contains(line, want) {
 			t.Fatalf("log line %q lacks %q", line, want)
+		}
+	}
+}
+
+// TestLostRaftStateRefusesToStart: an engine that has applied entries but
+// no raft log beside it (the log deleted, or an engine copied in from
+// another node) must not start a new log: with or without the roster file.
+func TestLostRaftStateRefusesToStart(t *testing.T) {
+	for _, keepRoster := range []bool{true, false} {
+		dir := filepath.Join(t.TempDir(), "data")
+		start := func() (*Server, error) {
+			mem := transport.NewMemNetwork(1)
+			return New(Config{NodeID: 1, DataDir: dir, ClientListener: loopbackListener(t), TickInterval: 10 * time.Millisecond,
+				NewTransport: func(h transport.Handler) transport.Transport { return mem.Transport(1, h) }})
+		}
+		s, err := start()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.WaitLeader(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if st, _, err := dial(t, s.ClientAddr()).put("k", "v"); err != nil || st != wire.StatusOK {
+			t.Fatalf("put: %d %v", st, err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.RemoveAll(filepath.Join(dir, "raft")); err != nil {
+			t.Fatal(err)
+		}
+		if !keepRoster {
+			if err := os.Remove(filepath.Join(dir, "cluster-roster.json")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		s, err = start()
+		if err == nil {
+			s.Close()
+			t.Fatalf("roster kept %v: a node whose raft log is gone started", keepRoster)
+		}
+		if !strings.Contains(err.Error(), "raft state was lost") || !strings.Contains(err.Error(), "remove-node 1") {
+			t.Fatalf("roster kept %v: %v", keepRoster, err)
 		}
 	}
 }

@@ -317,11 +317,15 @@ func New(cfg Config) (_ *Server, retErr error) {
 	if rep.Snapshot != nil {
 		snapIndex = rep.Snapshot.GetIndex()
 	}
-	if found && applied > snapIndex && rep.HardState == nil {
+	if applied > snapIndex && rep.HardState == nil {
 		// Bootstrapping again would let this node forget its votes and
-		// acknowledgements: refuse.
-		return nil, fmt.Errorf("the raft log in %s is missing or empty, but this node has applied entries up to %d: its raft state was lost; restore the data directory from a backup, or remove the node from the cluster and add it back as a new member",
-			filepath.Join(cfg.DataDir, "raft", "wal"), applied)
+		// acknowledgements (or, with an engine copied in from elsewhere,
+		// start a new log beside data that claims another history):
+		// refuse, whether or not the roster file is there.
+		return nil, fmt.Errorf("the raft log in %s is missing or empty, but this node's engine has applied entries up to %d: its raft state was lost. "+
+			"In a running cluster, replace the node: kayactl remove-node %d, then add a new member with a new id and an empty data directory. "+
+			"To build a new cluster from a copy of the data, use kayactl backup and kayactl restore (see docs/runbooks/backup-restore.md)",
+			filepath.Join(cfg.DataDir, "raft", "wal"), applied, cfg.NodeID)
 	}
 	var peers []uint64
 	for _, m := range ros.list() {
