@@ -29,7 +29,9 @@ func (a *app) servers() []string {
 	var list []string
 	if a.root != nil && a.root.PersistentFlags().Changed("server") {
 		list = a.serverFlag
-	} else if v, ok := a.lookupEnv(EnvServer); ok {
+	} else if v, ok := a.lookupEnv(EnvServer); ok && !(a.root != nil && a.root.PersistentFlags().Changed("data")) {
+		// An explicit --data means local mode even when $KAYA_SERVER is
+		// set in the environment.
 		list = strings.Split(v, ",")
 	}
 	var out []string

@@ -102,3 +102,20 @@ func TestServerMode(t *testing.T) {
 		t.Fatalf("health without --server: %d", code)
 	}
 }
+
+// TestExplicitDataBeatsServerEnv: with $KAYA_SERVER set, an explicit
+// --data still opens the local database.
+func TestExplicitDataBeatsServerEnv(t *testing.T) {
+	dir := t.TempDir()
+	envs := map[string]string{"KAYA_SERVER": "127.0.0.1:1"} // nothing listens there
+	if out, errs, code := runCLIEnv(envs, "--data", dir, "put", "k", "v"); code != 0 || !strings.HasPrefix(out, "OK") {
+		t.Fatalf("put with --data: %d %q %q", code, out, errs)
+	}
+	if out, errs, code := runCLIEnv(envs, "--data", dir, "get", "k"); code != 0 || out != "v\n" {
+		t.Fatalf("get with --data: %d %q %q", code, out, errs)
+	}
+	// Without --data the environment selects server mode.
+	if _, errs, code := runCLIEnv(envs, "--timeout", "300ms", "get", "k"); code == 0 || !strings.Contains(errs, "127.0.0.1:1") {
+		t.Fatalf("get without --data: %d %q", code, errs)
+	}
+}
