@@ -206,6 +206,7 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 		SnapshotEntries: *snapEvery, CatchUpEntries: *snapKeep, SnapshotBytesPerSecond: rate,
 		AllowPublicBind: *allowPub, OperatorToken: opTok, ClientToken: clTok, TLS: tlsFiles,
 		TLSReloadInterval: *tlsReload, MetricsAddr: *metrics, EnablePprof: *pprofOn,
+		MetricsOptional: !fs.Changed("metrics-addr") && !*pprofOn,
 	}
 	if cfg.TLSReloadInterval == 0 {
 		cfg.TLSReloadInterval = -1

@@ -50,6 +50,11 @@ func (s *Server) startObservability() error {
 			return nil // disabled
 		}
 		ln, err := net.Listen("tcp", s.cfg.MetricsAddr)
+		if err != nil && s.cfg.MetricsOptional {
+			s.log.Warn("the default metrics address is not available; running without metrics and health endpoints (set --metrics-addr to choose another, or --no-metrics)",
+				"addr", s.cfg.MetricsAddr, "err", err)
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("listening for HTTP (metrics, health) on %s: %w (choose another --metrics-addr, or --no-metrics)", s.cfg.MetricsAddr, err)
 		}

@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/kayadb/kayadb/client"
+	"github.com/kayadb/kayadb/engine"
 	"github.com/kayadb/kayadb/internal/transport"
+	"github.com/kayadb/kayadb/internal/vfs"
 	"github.com/kayadb/kayadb/internal/wire"
 )
 
@@ -161,5 +163,26 @@ func TestLostRaftStateRefusesToStart(t *testing.T) {
 		if !strings.Contains(err.Error(), "raft state was lost") || !strings.Contains(err.Error(), "remove-node 1") {
 			t.Fatalf("roster kept %v: %v", keepRoster, err)
 		}
+	}
+}
+
+// TestDefaultMetricsPortBusy: a node on the default metrics address whose
+// port is taken still starts (with a warning); an address the operator
+// asked for must be available.
+func TestDefaultMetricsPortBusy(t *testing.T) {
+	busy := loopbackListener(t)
+	defer busy.Close()
+	_, logs := startSecured(t, Config{MetricsAddr: busy.Addr().String(), MetricsOptional: true})
+	if !strings.Contains(logs.String(), "running without metrics") {
+		t.Fatalf("no warning about the busy default port:\n%s", logs.String())
+	}
+	ln := loopbackListener(t)
+	defer ln.Close()
+	mem := transport.NewMemNetwork(1)
+	_, err := New(Config{NodeID: 1, DataDir: "/node", ClientListener: ln, MetricsAddr: busy.Addr().String(),
+		EngineOptions: &engine.Options{FS: vfs.NewMem()},
+		NewTransport:  func(h transport.Handler) transport.Transport { return mem.Transport(1, h) }})
+	if err == nil || !strings.Contains(err.Error(), "--metrics-addr") {
+		t.Fatalf("an explicit busy --metrics-addr: %v", err)
 	}
 }

@@ -110,6 +110,10 @@ type Config struct {
 	MetricsListener net.Listener
 	// EnablePprof serves net/http/pprof under /debug/pprof/ on that listener.
 	EnablePprof bool
+	// MetricsOptional: MetricsAddr is the default, not asked for, so a
+	// busy port logs a warning and the node runs without the listener
+	// instead of refusing to start.
+	MetricsOptional bool
 }
 
 // Server is a running node.
