@@ -254,11 +254,15 @@ func readNodeState(n *Node) (NodeState, error) {
 	return st, nil
 }
 
-// checkConvergence compares the nodes' final states.
+// checkConvergence compares the nodes' final data. (Their applied indexes
+// were compared live, before the shutdown; a graceful stop hands
+// leadership over, and the new leader's empty entry may reach some nodes
+// before they stop and not others, so the indexes on disk may differ by
+// entries that carry no data.)
 func checkConvergence(states []NodeState) Verdict {
 	v := Verdict{Checker: "convergence", Result: "ok", Ops: len(states)}
 	for _, s := range states[1:] {
-		if s.Hash != states[0].Hash || s.Applied != states[0].Applied {
+		if s.Hash != states[0].Hash || s.Keys != states[0].Keys {
 			v.Result = "violation"
 			var parts []string
 			for _, x := range states {
