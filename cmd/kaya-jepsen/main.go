@@ -34,7 +34,7 @@ func run() int {
 		workloads = fs.String("workload", "all", "workloads: register,set,scan or all")
 		report    = fs.String("report", "", "report directory (default: ./jepsen-report/<time>)")
 		tick      = fs.Duration("tick", 50*time.Millisecond, "the servers' raft tick")
-		planted   = fs.Bool("planted-bug", false, "negative control: run a server built to serve reads without ReadIndex; the run must be INVALID")
+		planted   = fs.String("planted-bug", "", "negative control: run a server with a deliberate bug, early-ack (writes acknowledged before commit) or stale-reads (reads without ReadIndex on any node); the run must be INVALID")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(os.Stderr, "Usage: kaya-jepsen [flags]\n\nRuns fault-injection tests against real kayadb-server processes on loopback.\nExit status: 0 every run valid, 1 a run was invalid, 2 the harness could not run.\n\nFlags:\n")
@@ -67,15 +67,19 @@ func run() int {
 	if err := os.MkdirAll(*report, 0o755); err != nil {
 		return fail("%v", err)
 	}
-	if *bin == "" || *planted {
+	tag, ok := jepsen.PlantedBugs[*planted]
+	if *planted != "" && !ok {
+		return fail("-planted-bug %q: want early-ack or stale-reads", *planted)
+	}
+	if *bin == "" || *planted != "" {
 		wd, _ := os.Getwd()
 		root, err := jepsen.ModuleRoot(wd)
 		if err != nil {
 			return fail("%v (run from the repository, or pass -server-bin)", err)
 		}
 		var tags []string
-		if *planted {
-			tags = append(tags, jepsen.PlantedBugTag)
+		if tag != "" {
+			tags = append(tags, tag)
 		}
 		fmt.Fprintf(os.Stderr, "building kayadb-server %v…\n", tags)
 		if *bin, err = jepsen.BuildServer(root, *report, tags...); err != nil {
@@ -89,7 +93,9 @@ func run() int {
 		s := *seed + int64(i)
 		cfg := jepsen.Config{Bin: *bin, Nodes: *nodes, Clients: *clients, Duration: *duration, Seed: s,
 			Nemeses: nem, Workloads: wl, Tick: *tick, ReportDir: filepath.Join(*report, fmt.Sprintf("seed-%d", s)),
-			Logf: func(format string, args ...any) { fmt.Fprintf(os.Stderr, "[seed %d] "+format+"\n", append([]any{s}, args...)...) }}
+			Logf: func(format string, args ...any) {
+				fmt.Fprintf(os.Stderr, "[seed %d] "+format+"\n", append([]any{s}, args...)...)
+			}}
 		sum, err := jepsen.Run(ctx, cfg)
 		if err != nil {
 			return fail("run %d (seed %d): %v", i+1, s, err)

@@ -8,9 +8,16 @@ import (
 	"strings"
 )
 
-// PlantedBugTag builds a server that serves reads without ReadIndex, on
-// every node: the harness's negative control.
-const PlantedBugTag = "kaya_planted_stale_reads"
+// Planted bugs for the harness's negative control, by name, and the build
+// tag that plants each in kayadb-server.
+var PlantedBugs = map[string]string{
+	// The leader acknowledges a write as soon as it is queued for raft,
+	// before commit: later reads can miss acknowledged writes.
+	"early-ack": "kaya_planted_early_ack",
+	// Every node answers GET and SCAN from its local state without
+	// ReadIndex: a deposed or lagging node serves stale data.
+	"stale-reads": "kaya_planted_stale_reads",
+}
 
 // BuildServer compiles kayadb-server from the module at moduleDir into
 // outDir, with the given build tags, and returns the binary's path.

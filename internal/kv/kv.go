@@ -377,6 +377,9 @@ func (s *Store) start(ctx context.Context, op byte, key, value []byte) (func(con
 	}
 	return func(ctx context.Context) error {
 		defer unregister()
+		if plantedEarlyAck {
+			return nil
+		}
 		ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 		defer cancel()
 		select {
