@@ -261,7 +261,11 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitError
 	}
-	fmt.Fprintf(stdout, "kayadb-server node %d: clients on %s, raft on %s, data in %s\n", cfg.NodeID, srv.ClientAddr(), cfg.RaftAddr, cfg.DataDir)
+	metrics := "off"
+	if a := srv.MetricsAddr(); a != "" {
+		metrics = "http://" + a + "/metrics"
+	}
+	fmt.Fprintf(stdout, "kayadb-server node %d: clients on %s, raft on %s, metrics %s, data in %s\n", cfg.NodeID, srv.ClientAddr(), cfg.RaftAddr, metrics, cfg.DataDir)
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
