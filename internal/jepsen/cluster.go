@@ -30,6 +30,7 @@ type Node struct {
 	paused  bool
 	starts  int
 	logPath string
+	joiner  bool // replaced by the membership nemesis: starts with --join
 }
 
 // Cluster runs the processes.
@@ -39,6 +40,7 @@ type Cluster struct {
 	Net   *Network
 	Tick  time.Duration
 	log   func(format string, args ...any)
+	maxID uint64 // the highest node id ever used (ids are never reused)
 }
 
 // freePort reserves a loopback port number by listening and closing.
@@ -78,8 +80,43 @@ func NewCluster(bin, dir string, n int, tick time.Duration, logf func(string, ..
 	return c, nil
 }
 
-// Node returns node id.
-func (c *Cluster) Node(id uint64) *Node { return c.Nodes[id-1] }
+// Node returns node id, or nil. (A slot's id changes when the membership
+// nemesis replaces its node; ids are only changed and read by the
+// harness's main goroutine.)
+func (c *Cluster) Node(id uint64) *Node {
+	for _, n := range c.Nodes {
+		if n.ID == id {
+			return n
+		}
+	}
+	return nil
+}
+
+// Replace gives node id's slot a new node: a new id, and an empty data
+// directory (the old one is kept, renamed, for the report). The process
+// must be stopped. The new node starts with --join.
+func (c *Cluster) Replace(id uint64) (uint64, error) {
+	n := c.Node(id)
+	if n == nil {
+		return 0, fmt.Errorf("no node %d", id)
+	}
+	if c.Running(id) {
+		return 0, fmt.Errorf("node %d still runs", id)
+	}
+	next := uint64(0)
+	for _, m := range c.Nodes {
+		next = max(next, m.ID)
+	}
+	next = max(next, c.maxID) + 1
+	c.maxID = next
+	if err := os.Rename(n.Dir, fmt.Sprintf("%s.node%d-removed", n.Dir, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return 0, err
+	}
+	n.mu.Lock()
+	n.ID, n.joiner = next, true
+	n.mu.Unlock()
+	return next, nil
+}
 
 // ClientAddrs lists every node's client address.
 func (c *Cluster) ClientAddrs() []string {
@@ -93,6 +130,9 @@ func (c *Cluster) ClientAddrs() []string {
 // Start starts node id's process (again, after a kill).
 func (c *Cluster) Start(id uint64) error {
 	n := c.Node(id)
+	if n == nil {
+		return fmt.Errorf("no node %d (replaced?)", id)
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.cmd != nil {
@@ -104,6 +144,9 @@ func (c *Cluster) Start(id uint64) error {
 		"--snapshot-entries", "2000", "--snapshot-catchup-entries", "500"}
 	for _, m := range c.Nodes {
 		args = append(args, "--peer", fmt.Sprintf("%d=%s,%s", m.ID, m.RaftProxy, m.ClientAddr))
+	}
+	if n.joiner {
+		args = append(args, "--join")
 	}
 	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -130,6 +173,9 @@ func (c *Cluster) Start(id uint64) error {
 // Kill sends SIGKILL to node id and waits for it to exit.
 func (c *Cluster) Kill(id uint64) {
 	n := c.Node(id)
+	if n == nil {
+		return
+	}
 	n.mu.Lock()
 	cmd, exited := n.cmd, n.exited
 	n.cmd, n.paused = nil, false
@@ -144,6 +190,9 @@ func (c *Cluster) Kill(id uint64) {
 // Stop sends SIGTERM and waits up to 25 s, then kills.
 func (c *Cluster) Stop(id uint64) {
 	n := c.Node(id)
+	if n == nil {
+		return
+	}
 	n.mu.Lock()
 	cmd, exited, paused := n.cmd, n.exited, n.paused
 	n.cmd, n.paused = nil, false
@@ -166,6 +215,9 @@ func (c *Cluster) Stop(id uint64) {
 // Pause stops node id with SIGSTOP; Resume continues it.
 func (c *Cluster) Pause(id uint64) {
 	n := c.Node(id)
+	if n == nil {
+		return
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.cmd != nil && !n.paused {
@@ -177,6 +229,9 @@ func (c *Cluster) Pause(id uint64) {
 // Resume undoes Pause.
 func (c *Cluster) Resume(id uint64) {
 	n := c.Node(id)
+	if n == nil {
+		return
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.cmd != nil && n.paused {
@@ -188,6 +243,9 @@ func (c *Cluster) Resume(id uint64) {
 // Running reports whether node id's process runs (paused counts).
 func (c *Cluster) Running(id uint64) bool {
 	n := c.Node(id)
+	if n == nil {
+		return false
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.cmd == nil {
@@ -235,7 +293,11 @@ func (c *Cluster) Shutdown() {
 
 // Status asks one node for its status (a direct STATS, no redirect).
 func (c *Cluster) Status(ctx context.Context, cl *client.Client, id uint64) (*client.Status, error) {
-	return cl.Status(ctx, c.Node(id).ClientAddr)
+	n := c.Node(id)
+	if n == nil {
+		return nil, fmt.Errorf("no node %d", id)
+	}
+	return cl.Status(ctx, n.ClientAddr)
 }
 
 // Leader returns the id of a node that says it leads and that the

@@ -17,10 +17,13 @@ const (
 	NemesisPause     = "pause"     // SIGSTOP a node, SIGCONT later
 	NemesisPartition = "partition" // isolate the leader, split, bridge, one-way
 	NemesisSlow      = "slow"      // added latency on links
+	// NemesisMembership replaces a follower: remove it, wipe it, add a new
+	// node (a new id) in its place as a learner, promote it at the heal.
+	NemesisMembership = "membership"
 )
 
 // AllNemeses lists every nemesis.
-var AllNemeses = []string{NemesisKill, NemesisPause, NemesisPartition, NemesisSlow}
+var AllNemeses = []string{NemesisKill, NemesisPause, NemesisPartition, NemesisSlow, NemesisMembership}
 
 // Fault is one scheduled fault. The schedule (kinds, variants, targets'
 // roles, times) follows from the seed alone; which node is "the leader"
@@ -65,6 +68,8 @@ func Schedule(seed int64, nemeses []string, duration time.Duration) []Fault {
 			case NemesisSlow:
 				f.Variant = []string{"node", "all"}[rng.IntN(2)]
 				f.Delay = time.Duration(20+rng.IntN(130)) * time.Millisecond
+			case NemesisMembership:
+				f.Variant = "replace-follower"
 			}
 			out = append(out, f)
 		}
@@ -76,8 +81,15 @@ func Schedule(seed int64, nemeses []string, duration time.Duration) []Fault {
 // nemesis applies and heals faults on a cluster.
 type nemesis struct {
 	c   *Cluster
-	cl  *client.Client // status queries
+	cl  *client.Client // status and admin requests
 	log func(string, ...any)
+	// joining lists replacement nodes not yet added, started or promoted.
+	joining map[uint64]*joiner
+}
+
+// joiner is the progress of a replacement node.
+type joiner struct {
+	added, started, promoted bool
 }
 
 // pickNode resolves a variant to a node id among the running ones.
@@ -173,6 +185,34 @@ func (nm *nemesis) apply(ctx context.Context, f *Fault) func() {
 			f.Nodes, f.Applied = []uint64{lead}, fmt.Sprintf("drop everything leader %d sends", lead)
 		}
 		return net.Heal
+	case NemesisMembership:
+		lead := nm.c.Leader(ctx, nm.cl)
+		id := nm.pickNode(ctx, "follower", f.Pick)
+		if id == 0 || id == lead || len(nm.joining) > 0 {
+			f.Applied = "membership change skipped (no follower, or a replacement still joining)"
+			return func() {}
+		}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := nm.cl.RemoveMember(rctx, id)
+		cancel()
+		if err != nil {
+			f.Applied = fmt.Sprintf("remove node %d refused: %v", id, firstLine(err))
+			return func() {}
+		}
+		nm.c.Kill(id)
+		newID, err := nm.c.Replace(id)
+		if err != nil {
+			f.Applied = fmt.Sprintf("removed node %d; replacing it failed: %v", id, err)
+			return func() {}
+		}
+		f.Nodes = []uint64{id, newID}
+		f.Applied = fmt.Sprintf("replace node %d by node %d (remove, wipe, add as learner)", id, newID)
+		if nm.joining == nil {
+			nm.joining = map[uint64]*joiner{}
+		}
+		nm.joining[newID] = &joiner{}
+		nm.advance(ctx, newID, false)
+		return func() { nm.advance(ctx, newID, true) }
 	case NemesisSlow:
 		if f.Variant == "node" {
 			id := nm.pickNode(ctx, "random", f.Pick)
@@ -251,4 +291,92 @@ func ParseList(what, s string, valid []string) ([]string, error) {
 		out = append(out, name)
 	}
 	return out, nil
+}
+
+// advance moves a replacement node along: add it as a learner, start it,
+// and (when promote is set) promote it once it has caught up. Each step is
+// retried on later calls if the cluster refuses it now (during a fault).
+func (nm *nemesis) advance(ctx context.Context, id uint64, promote bool) {
+	j := nm.joining[id]
+	if j == nil {
+		return
+	}
+	n := nm.c.Node(id)
+	if n == nil {
+		delete(nm.joining, id)
+		return
+	}
+	if !j.added {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := nm.cl.AddMember(actx, id, n.RaftProxy, n.ClientAddr, true)
+		cancel()
+		if err != nil {
+			nm.log("adding node %d: %v (will retry)", id, firstLine(err))
+			return
+		}
+		j.added = true
+	}
+	if !j.started {
+		if err := nm.c.Start(id); err != nil {
+			nm.log("starting node %d: %v", id, err)
+			return
+		}
+		j.started = true
+	}
+	if !promote {
+		return
+	}
+	// The learner must catch up before it can be promoted: retry for a
+	// while (the server refuses while it lags).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		_, err := nm.cl.PromoteLearner(pctx, id)
+		cancel()
+		if err == nil {
+			j.promoted = true
+			delete(nm.joining, id)
+			nm.log("node %d promoted to voter", id)
+			return
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			nm.log("promoting node %d: %v (will retry)", id, firstLine(err))
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// finish completes every pending replacement (after the workload, with
+// the faults healed).
+func (nm *nemesis) finish(ctx context.Context, budget time.Duration) error {
+	deadline := time.Now().Add(budget)
+	for len(nm.joining) > 0 {
+		for id := range nm.joining {
+			nm.advance(ctx, id, true)
+		}
+		if len(nm.joining) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			var ids []uint64
+			for id := range nm.joining {
+				ids = append(ids, id)
+			}
+			return fmt.Errorf("replacement nodes %v did not join within %s", ids, budget)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	return nil
+}
+
+func firstLine(err error) string {
+	s := err.Error()
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[:i]
+	}
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return s
 }

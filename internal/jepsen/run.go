@@ -204,6 +204,9 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 	sum.Crashed = c.Crashed()
 	for _, n := range c.Nodes {
+		if _, pending := nm.joining[n.ID]; pending {
+			continue // not a member yet: finish() adds and starts it
+		}
 		if !c.Running(n.ID) {
 			c.Kill(n.ID) // reaps a process that exited on its own
 			if err := c.Start(n.ID); err != nil {
@@ -211,6 +214,10 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 				logf("restarting node %d: %v", n.ID, err)
 			}
 		}
+	}
+	if err := nm.finish(ctx, 60*time.Second); err != nil {
+		sum.Valid = false
+		sum.Problem = fmt.Sprintf("after healing: %v", err)
 	}
 	ops := h.Ops()
 	sum.Ops = countOps(ops)
