@@ -43,11 +43,15 @@ const lagWarning = 1000
 
 // clusterStatus asks every member (found through the first --server that
 // answers) for its own view and compares the answers.
-func clusterStatus(ctx context.Context, c *client.Client, seeds []string) (*clusterView, error) {
+func clusterStatus(ctx context.Context, c *client.Client, seeds []string, perCall time.Duration) (*clusterView, error) {
 	var members []client.Member
 	var firstErr error
 	for _, ep := range seeds {
-		st, err := c.Status(ctx, ep)
+		// Each node gets its own deadline: a frozen first seed must not
+		// use up the time of the others.
+		sctx, cancel := context.WithTimeout(ctx, perCall)
+		st, err := c.Status(sctx, ep)
+		cancel()
 		if err != nil {
 			if firstErr == nil {
 				firstErr = fmt.Errorf("%s: %w", ep, err)
@@ -69,7 +73,7 @@ func clusterStatus(ctx context.Context, c *client.Client, seeds []string) (*clus
 	v := &clusterView{}
 	for _, m := range members {
 		nv := nodeView{ID: m.ID, ClientAddr: m.ClientAddr}
-		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		sctx, cancel := context.WithTimeout(ctx, perCall)
 		st, err := c.Status(sctx, m.ClientAddr)
 		cancel()
 		if err != nil {
@@ -189,13 +193,17 @@ func writeClusterView(w io.Writer, v *clusterView) {
 
 // runClusterStatus prints the cluster view once.
 func (a *app) runClusterStatus() error {
-	c, ctx, cancel, err := a.newClient()
+	c, _, cancel, err := a.newClient()
 	if err != nil {
 		return err
 	}
 	defer cancel()
 	defer c.Close()
-	v, err := clusterStatus(ctx, c, a.servers())
+	timeout, err := a.requestTimeout()
+	if err != nil {
+		return err
+	}
+	v, err := clusterStatus(context.Background(), c, a.servers(), min(timeout, 2*time.Second))
 	if err != nil {
 		return err
 	}

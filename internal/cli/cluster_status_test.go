@@ -74,3 +74,15 @@ func TestCompareViews(t *testing.T) {
 		}
 	}
 }
+
+// TestStatusClusterFirstSeedFrozen: a --server that accepts connections
+// but never answers (a SIGSTOPped node) must not hide the others.
+func TestStatusClusterFirstSeedFrozen(t *testing.T) {
+	c := startCluster(t, 3)
+	frozen := listenLocal(t) // accepts (the kernel does) and never answers
+	defer frozen.Close()
+	out, errs, code := runCLI("--server="+frozen.Addr().String()+","+c.addr(1), "--timeout", "1s", "status", "--cluster")
+	if code != 0 || !strings.Contains(out, "OK: every member answers") {
+		t.Fatalf("exit %d\n%s%s", code, out, errs)
+	}
+}
