@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/kayadb/kayadb/internal/vfs"
 	"github.com/kayadb/kayadb/internal/wire"
 )
 
@@ -186,7 +187,7 @@ func (c *Client) Backup(ctx context.Context, outDir string, progress func(done, 
 	}
 	path := filepath.Join(outDir, BackupManifestName)
 	written = append(written, path+".tmp", path)
-	if err := writeFileSync(outDir, path, append(b, '\n')); err != nil {
+	if err := vfs.WriteFileSync(vfs.Default, outDir, path, append(b, '\n')); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -243,44 +244,7 @@ func prepareOutDir(dir string) (created bool, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return false, err
 	}
-	return true, syncDir(filepath.Dir(filepath.Clean(dir)))
-}
-
-// writeFileSync writes data to path through a temporary file, fsyncs it,
-// renames it into place and fsyncs dir.
-func writeFileSync(dir, path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return true, vfs.SyncDir(vfs.Default, filepath.Dir(filepath.Clean(dir)))
 }
 
 // ReadBackupManifest reads and checks dir/MANIFEST.json: the format, and

@@ -17,6 +17,7 @@ import (
 	"github.com/kayadb/kayadb/client"
 	"github.com/kayadb/kayadb/engine"
 	"github.com/kayadb/kayadb/internal/kv"
+	"github.com/kayadb/kayadb/internal/vfs"
 )
 
 // backupResult is the --json output of backup.
@@ -289,7 +290,7 @@ func restoreInto(from, data string, m *client.BackupManifest, progress func(done
 			return 0, err
 		}
 		createdData = true
-		if err := syncDir(filepath.Dir(filepath.Clean(data))); err != nil {
+		if err := vfs.SyncDir(vfs.Default, filepath.Dir(filepath.Clean(data))); err != nil {
 			return 0, err
 		}
 	}
@@ -325,10 +326,10 @@ func restoreInto(from, data string, m *client.BackupManifest, progress func(done
 			return 0, err
 		}
 	}
-	if err := syncDir(engineDir); err != nil {
+	if err := vfs.SyncDir(vfs.Default, engineDir); err != nil {
 		return 0, err
 	}
-	if err := syncDir(data); err != nil {
+	if err := vfs.SyncDir(vfs.Default, data); err != nil {
 		return 0, err
 	}
 	return resetSystemKeys(engineDir, m)
@@ -384,16 +385,4 @@ func resetSystemKeys(dir string, m *client.BackupManifest) (int, error) {
 		err = fmt.Errorf("closing the restored engine: %w", cerr)
 	}
 	return n, err
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
