@@ -178,32 +178,21 @@ func (w *worker) read(ctx context.Context, k int) {
 }
 
 func (w *worker) write(ctx context.Context, k int) {
-	op := Op{Client: w.id, Kind: KindWrite, Key: regKey(k), Value: w.nextValue(), Call: w.h.now()}
-	c, cancel := w.opCtx(ctx)
-	err := w.cl.Put(c, []byte(op.Key), encodeVal(op.Value))
-	cancel()
-	op.Return, op.Status = w.h.now(), writeStatus(err)
-	if err != nil {
-		op.Error = err.Error()
-	}
-	w.h.add(op)
+	w.doPut(ctx, Op{Kind: KindWrite, Key: regKey(k), Value: w.nextValue()})
 }
 
 func (w *worker) addElement(ctx context.Context) {
 	v := w.nextValue()
-	op := Op{Client: w.id, Kind: KindAdd, Key: fmt.Sprintf("set/%d", v), Value: v, Call: w.h.now()}
-	c, cancel := w.opCtx(ctx)
-	err := w.cl.Put(c, []byte(op.Key), encodeVal(v))
-	cancel()
-	op.Return, op.Status = w.h.now(), writeStatus(err)
-	if err != nil {
-		op.Error = err.Error()
-	}
-	w.h.add(op)
+	w.doPut(ctx, Op{Kind: KindAdd, Key: fmt.Sprintf("set/%d", v), Value: v})
 }
 
 func (w *worker) put(ctx context.Context, slot int) {
-	op := Op{Client: w.id, Kind: KindPut, Key: scanKey(slot), Slot: slot, Value: w.nextValue(), Call: w.h.now()}
+	w.doPut(ctx, Op{Kind: KindPut, Key: scanKey(slot), Slot: slot, Value: w.nextValue()})
+}
+
+// doPut writes op.Value to op.Key and records the outcome.
+func (w *worker) doPut(ctx context.Context, op Op) {
+	op.Client, op.Call = w.id, w.h.now()
 	c, cancel := w.opCtx(ctx)
 	err := w.cl.Put(c, []byte(op.Key), encodeVal(op.Value))
 	cancel()
