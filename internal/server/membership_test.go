@@ -254,11 +254,13 @@ func TestRemoveLeader(t *testing.T) {
 			rest = append(rest, id)
 		}
 	}
+	// The reply comes when the removal is proposed; the leader steps down
+	// once it applies it.
+	waitFor(t, "the removed leader to step down", func() bool { return !c.nodes[lead].Node().IsLeader() })
 	newLead := c.leaderOf(rest...)
 	if newLead == lead {
 		t.Fatal("the removed leader still leads")
 	}
-	waitFor(t, "the removed leader to step down", func() bool { return !c.nodes[lead].Node().IsLeader() })
 	c.waitVoters(rest, rest...)
 	putMany(t, c.lns[newLead], "b", 20, 10)
 	if !c.nodes[newLead].ros.isRemoved(lead) {
