@@ -310,7 +310,8 @@ func (nm *nemesis) advance(ctx context.Context, id uint64, promote bool) {
 		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, err := nm.cl.AddMember(actx, id, n.RaftProxy, n.ClientAddr, true)
 		cancel()
-		if err != nil {
+		// An earlier attempt may have timed out and still taken effect.
+		if err != nil && !strings.Contains(err.Error(), "already a cluster member") {
 			nm.log("adding node %d: %v (will retry)", id, firstLine(err))
 			return
 		}
@@ -333,7 +334,8 @@ func (nm *nemesis) advance(ctx context.Context, id uint64, promote bool) {
 		pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 		_, err := nm.cl.PromoteLearner(pctx, id)
 		cancel()
-		if err == nil {
+		// "not a learner": an earlier attempt that timed out took effect.
+		if err == nil || strings.Contains(err.Error(), "not a learner") {
 			j.promoted = true
 			delete(nm.joining, id)
 			nm.log("node %d promoted to voter", id)

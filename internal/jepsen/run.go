@@ -217,7 +217,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 	if err := nm.finish(ctx, 60*time.Second); err != nil {
 		sum.Valid = false
-		sum.Problem = fmt.Sprintf("after healing: %v", err)
+		sum.addProblem(fmt.Sprintf("after healing: %v", err))
 	}
 	ops := h.Ops()
 	sum.Ops = countOps(ops)
@@ -228,7 +228,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	final, ferr := finalSet(ctx, c, admin)
 	if err := waitConverged(ctx, c, admin, 60*time.Second); err != nil {
 		sum.Valid = false
-		sum.Problem = fmt.Sprintf("after healing: %v", err)
+		sum.addProblem(fmt.Sprintf("after healing: %v", err))
 	}
 
 	// Checkers.
@@ -262,7 +262,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 	if len(sum.Crashed) > 0 {
 		sum.Valid = false
-		sum.Problem = fmt.Sprintf("nodes %v exited on their own (see their logs)", sum.Crashed)
+		sum.addProblem(fmt.Sprintf("nodes %v exited on their own (see their logs)", sum.Crashed))
 	}
 	for _, v := range sum.Verdicts {
 		if v.Result == "violation" {
@@ -275,6 +275,14 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		return sum, err
 	}
 	return sum, nil
+}
+
+// addProblem records a problem, keeping the earlier ones.
+func (s *Summary) addProblem(p string) {
+	if s.Problem != "" {
+		s.Problem += "; "
+	}
+	s.Problem += p
 }
 
 func appliedCount(faults []Fault) int {
