@@ -712,7 +712,21 @@ func (c *Client) Put(ctx context.Context, key, value []byte) error {
 	if err != nil {
 		return err
 	}
-	return statusError(a.st, a.payload)
+	return writeOutcome(statusError(a.st, a.payload))
+}
+
+// writeOutcome marks a write's ERROR reply (status 9) as ErrAmbiguous as
+// well: the server could not confirm the write (leadership lost after
+// proposing, a timeout waiting for commit, a disk error), so it may or may
+// not be applied. The *ServerError stays in the chain. A refused
+// credential is not ambiguous: the write was never proposed.
+func writeOutcome(err error) error {
+	var se *ServerError
+	if errors.As(err, &se) && se.Status == uint16(wire.StatusError) &&
+		se.Message != wire.MsgClientCredential && se.Message != wire.MsgOperatorCredential {
+		return fmt.Errorf("%w: %w", ErrAmbiguous, err)
+	}
+	return err
 }
 
 // Get returns the value of key, linearizably (served by the leader), or an
@@ -745,7 +759,7 @@ func (c *Client) Delete(ctx context.Context, key []byte) error {
 	if err != nil {
 		return err
 	}
-	return statusError(a.st, a.payload)
+	return writeOutcome(statusError(a.st, a.payload))
 }
 
 // Scan returns the pairs whose keys begin with prefix, in ascending key

@@ -798,3 +798,35 @@ func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
 	pool.AddCert(leaf)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
 }
+
+// TestWriteErrorIsAmbiguous: a PUT or DELETE answered with ERROR (the
+// server could not confirm it) may have been applied: it matches
+// ErrAmbiguous as well as ErrServer. A refused credential does not.
+func TestWriteErrorIsAmbiguous(t *testing.T) {
+	srv := newFakeServer(t)
+	srv.setHandler(func(r *fakeReq) (fakeAction, bool) {
+		switch r.op {
+		case wire.OpPut:
+			return errAction(wire.StatusError, "kv: leadership changed while the write was pending; it may or may not have been applied"), true
+		case wire.OpDelete:
+			return errAction(wire.StatusError, wire.MsgClientCredential), true
+		}
+		return fakeAction{}, false
+	})
+	c, err := New([]string{srv.addr}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var se *ServerError
+	err = c.Put(ctx, []byte("k"), []byte("v"))
+	if !errors.Is(err, ErrAmbiguous) || !errors.Is(err, ErrServer) || !errors.As(err, &se) || se.Status != uint16(wire.StatusError) {
+		t.Fatalf("put answered ERROR: %v", err)
+	}
+	err = c.Delete(ctx, []byte("k"))
+	if errors.Is(err, ErrAmbiguous) || !errors.As(err, &se) || se.Message != wire.MsgClientCredential {
+		t.Fatalf("delete refused for its credential: %v", err)
+	}
+}

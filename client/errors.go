@@ -69,8 +69,9 @@ func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
 // includes credential failures such as "client credential required or
 // invalid"), 3 (TXN_CONFLICT) and any status the client does not know. It
 // matches ErrServer. For a write, status 9 means the server could not
-// confirm the write; when the cause was consensus (for example leadership
-// lost after proposing), the write may still be applied later.
+// confirm the write (for example leadership lost after proposing): the
+// write may still be applied later, so Put and Delete return such errors
+// wrapped in ErrAmbiguous too (except refused credentials).
 type ServerError struct {
 	// Status is the response status code.
 	Status uint16
