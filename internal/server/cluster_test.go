@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -48,15 +51,41 @@ func (c *testCluster) newNodeSlot(id uint64) Member {
 	return m
 }
 
+// reservePort picks a free loopback address below the kernel's ephemeral
+// port range: a node restarted on it must find it free again, and ports in
+// the ephemeral range are handed out to every outgoing connection of every
+// test process running meanwhile.
+func reservePort(t *testing.T) string {
+	t.Helper()
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if v, err := strconv.Atoi(f[0]); err == nil && v > 12000 {
+				low = v
+			}
+		}
+	}
+	for i := 0; i < 200; i++ {
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 10000+rand.IntN(low-10000)))
+		if err != nil {
+			continue
+		}
+		addr := ln.Addr().String()
+		_ = ln.Close()
+		return addr
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
 // reserve picks a free client address and a new disk for node id.
 func (c *testCluster) reserve(id uint64) Member {
 	c.t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	c.lns[id] = ln.Addr().String()
-	_ = ln.Close()
+	c.lns[id] = reservePort(c.t)
 	c.fs[id] = vfs.NewMem()
 	return Member{ID: id, RaftAddr: fmt.Sprintf("127.0.0.1:%d", 40000+id), ClientAddr: c.lns[id]}
 }

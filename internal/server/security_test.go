@@ -465,9 +465,19 @@ func TestMutualTLSBothPorts(t *testing.T) {
 			t.Errorf("%s: the cluster's client certificate was refused: %v", m.ClientAddr, err)
 		}
 	}
+	// A refused client may see the alert before the server has counted
+	// the refusal: wait for the counters.
 	rejected := uint64(0)
-	for _, s := range c.nodes {
-		rejected += s.trans.(*transport.TCP).Stats().RejectedTLS
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		rejected = 0
+		for _, s := range c.nodes {
+			rejected += s.trans.(*transport.TCP).Stats().RejectedTLS
+		}
+		if rejected >= 6 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	if rejected < 6 {
 		t.Errorf("raft ports counted %d TLS rejections; want at least 6 (foreign + plain on 3 nodes)", rejected)
