@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -34,18 +33,7 @@ func TestRunbookBackupRestore(t *testing.T) {
 	}()
 	main, cleanup := runbookScripts(t, filepath.Join(e.root, "docs", "runbooks", "backup-restore.md"), raftBase, clientBase, 8)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	start := time.Now()
-	out, err := e.bash(ctx, main)
-	elapsed := time.Since(start)
-	if os.Getenv("KAYA_E2E_VERBOSE") != "" {
-		t.Log(out)
-	}
-	if err != nil {
-		t.Fatalf("runbook failed after %v: %v\n%s\n%s", elapsed, err, out, e.logs())
-	}
-	t.Logf("runbook ran in %v", elapsed.Round(time.Millisecond))
+	out := e.runRunbookScript(main)
 	for _, want := range []string{
 		"OK backup of node",
 		"verified",
@@ -94,23 +82,15 @@ func TestRunbookBackupRestore(t *testing.T) {
 		t.Fatalf("status --all: %d %s", code, errs)
 	}
 	var docs []struct {
-		NodeID   uint64 `json:"node_id"`
-		LeaderID uint64 `json:"leader_id"`
-		Members  []struct {
-			ID   uint64 `json:"id"`
-			Role string `json:"role"`
-		} `json:"members"`
+		NodeID   uint64         `json:"node_id"`
+		LeaderID uint64         `json:"leader_id"`
+		Members  []statusMember `json:"members"`
 	}
 	if err := json.Unmarshal([]byte(st), &docs); err != nil {
 		t.Fatalf("status --all --json: %v\n%s", err, st)
 	}
 	for _, d := range docs {
-		var members []string
-		for _, mb := range d.Members {
-			members = append(members, fmt.Sprintf("%d:%s", mb.ID, mb.Role))
-		}
-		sort.Strings(members)
-		if got := strings.Join(members, " "); got != "1:voter 2:voter 3:voter" || d.LeaderID == 0 {
+		if got := memberRoles(d.Members); got != "1:voter 2:voter 3:voter" || d.LeaderID == 0 {
 			t.Errorf("node %d: leader %d, members %s", d.NodeID, d.LeaderID, got)
 		}
 	}
@@ -142,7 +122,9 @@ func TestRunbookBackupRestore(t *testing.T) {
 	}
 	t.Logf("keys: %d in the backup, %d in the restored cluster", inBackup, res.Count)
 
-	if out, err := e.bash(ctx, cleanup); err != nil {
+	cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)
+	defer ccancel()
+	if out, err := e.bash(cctx, cleanup); err != nil {
 		t.Fatalf("clean-up block: %v\n%s", err, out)
 	}
 }

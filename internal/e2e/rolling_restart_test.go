@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -81,14 +80,11 @@ func TestRunbookRollingRestart(t *testing.T) {
 		t.Fatalf("status --all: %d %s", code, errs)
 	}
 	var docs []struct {
-		NodeID   uint64 `json:"node_id"`
-		Role     string `json:"role"`
-		Term     uint64 `json:"term"`
-		LeaderID uint64 `json:"leader_id"`
-		Members  []struct {
-			ID   uint64 `json:"id"`
-			Role string `json:"role"`
-		} `json:"members"`
+		NodeID   uint64         `json:"node_id"`
+		Role     string         `json:"role"`
+		Term     uint64         `json:"term"`
+		LeaderID uint64         `json:"leader_id"`
+		Members  []statusMember `json:"members"`
 	}
 	if err := json.Unmarshal([]byte(st), &docs); err != nil {
 		t.Fatalf("status --all --json: %v\n%s", err, st)
@@ -101,12 +97,7 @@ func TestRunbookRollingRestart(t *testing.T) {
 		if d.LeaderID == 0 || d.Term != docs[0].Term || d.LeaderID != docs[0].LeaderID {
 			t.Errorf("node %d: term %d leader %d; node %d: term %d leader %d", d.NodeID, d.Term, d.LeaderID, docs[0].NodeID, docs[0].Term, docs[0].LeaderID)
 		}
-		var members []string
-		for _, m := range d.Members {
-			members = append(members, fmt.Sprintf("%d:%s", m.ID, m.Role))
-		}
-		sort.Strings(members)
-		if got := strings.Join(members, " "); got != "1:voter 2:voter 3:voter" {
+		if got := memberRoles(d.Members); got != "1:voter 2:voter 3:voter" {
 			t.Errorf("node %d: members %s", d.NodeID, got)
 		}
 	}

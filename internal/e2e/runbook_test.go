@@ -267,20 +267,12 @@ func TestRunbookAddRemoveNode(t *testing.T) {
 		t.Fatalf("status: %d %s", code, errs)
 	}
 	var doc struct {
-		Members []struct {
-			ID   uint64 `json:"id"`
-			Role string `json:"role"`
-		} `json:"members"`
+		Members []statusMember `json:"members"`
 	}
 	if err := json.Unmarshal([]byte(st), &doc); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, st)
 	}
-	var members []string
-	for _, m := range doc.Members {
-		members = append(members, fmt.Sprintf("%d:%s", m.ID, m.Role))
-	}
-	sort.Strings(members)
-	if got := strings.Join(members, " "); got != "1:voter 2:voter 6:voter" {
+	if got := memberRoles(doc.Members); got != "1:voter 2:voter 6:voter" {
 		t.Fatalf("members after the runbook: %s\n%s", got, st)
 	}
 	for _, k := range []string{"before-growth", "after-growth", "after-shrink", "after-replacement"} {
@@ -303,4 +295,39 @@ func TestRunbookAddRemoveNode(t *testing.T) {
 	if out, err := e.bash(ctx, cleanup); err != nil {
 		t.Fatalf("clean-up block: %v\n%s", err, out)
 	}
+}
+
+// statusMember is one member in kayactl status --json.
+type statusMember struct {
+	ID   uint64 `json:"id"`
+	Role string `json:"role"`
+}
+
+// memberRoles formats members as sorted "ID:role" words: "1:voter 2:voter".
+func memberRoles(ms []statusMember) string {
+	list := make([]string, 0, len(ms))
+	for _, m := range ms {
+		list = append(list, fmt.Sprintf("%d:%s", m.ID, m.Role))
+	}
+	sort.Strings(list)
+	return strings.Join(list, " ")
+}
+
+// runRunbookScript runs a runbook's main script (three minutes at most),
+// fails the test with the nodes' logs if it fails, and returns its output.
+func (e *env) runRunbookScript(main string) string {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	start := time.Now()
+	out, err := e.bash(ctx, main)
+	elapsed := time.Since(start)
+	if os.Getenv("KAYA_E2E_VERBOSE") != "" {
+		e.t.Log(out)
+	}
+	if err != nil {
+		e.t.Fatalf("runbook failed after %v: %v\n%s\n%s", elapsed, err, out, e.logs())
+	}
+	e.t.Logf("runbook ran in %v", elapsed.Round(time.Millisecond))
+	return out
 }

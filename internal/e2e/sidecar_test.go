@@ -257,19 +257,12 @@ checkHost = node%d.kaya.local
 			t.Fatalf("status through the sidecar: exit %d %s", code, errs)
 		}
 		var doc struct {
-			Members []struct {
-				ID   uint64 `json:"id"`
-				Role string `json:"role"`
-			} `json:"members"`
+			Members []statusMember `json:"members"`
 		}
 		if err := json.Unmarshal([]byte(st), &doc); err != nil {
 			t.Fatalf("status --json: %v\n%s", err, st)
 		}
-		var list []string
-		for _, m := range doc.Members {
-			list = append(list, fmt.Sprintf("%d:%s", m.ID, m.Role))
-		}
-		members = strings.Join(list, " ")
+		members = memberRoles(doc.Members)
 		if members == "1:voter 2:voter 3:voter 4:learner" || time.Now().After(deadline) {
 			break
 		}
