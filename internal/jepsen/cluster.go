@@ -39,7 +39,6 @@ type Cluster struct {
 	Nodes []*Node
 	Net   *Network
 	Tick  time.Duration
-	log   func(format string, args ...any)
 	maxID uint64 // the highest node id ever used (ids are never reused)
 }
 
@@ -55,11 +54,11 @@ func freePort() (string, error) {
 
 // NewCluster lays out n nodes under dir with proxies in front of their
 // raft ports. Nothing runs until Start.
-func NewCluster(bin, dir string, n int, tick time.Duration, logf func(string, ...any)) (*Cluster, error) {
+func NewCluster(bin, dir string, n int, tick time.Duration) (*Cluster, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	c := &Cluster{Bin: bin, Net: NewNetwork(), Tick: tick, log: logf}
+	c := &Cluster{Bin: bin, Net: NewNetwork(), Tick: tick}
 	for i := 1; i <= n; i++ {
 		cl, err := freePort()
 		if err != nil {

@@ -52,24 +52,23 @@ type Config struct {
 
 // Summary is the outcome of a run, written as summary.json.
 type Summary struct {
-	Seed      int64         `json:"seed"`
-	Nodes     int           `json:"nodes"`
-	Clients   int           `json:"clients"`
-	Duration  string        `json:"duration"`
-	Nemeses   []string      `json:"nemeses"`
-	Workloads []string      `json:"workloads"`
-	Ops       counts        `json:"ops"`
-	Errors    []string      `json:"top_errors,omitempty"`
-	Faults    []Fault       `json:"faults"`
-	Verdicts  []Verdict     `json:"verdicts"`
-	States    []NodeState   `json:"node_states,omitempty"`
-	Crashed   []uint64      `json:"crashed_nodes,omitempty"`
-	Valid     bool          `json:"valid"`
-	Problem   string        `json:"problem,omitempty"`
-	Elapsed   string        `json:"elapsed"`
-	ReportDir string        `json:"report_dir"`
-	start     time.Time     `json:"-"`
-	took      time.Duration `json:"-"`
+	Seed      int64       `json:"seed"`
+	Nodes     int         `json:"nodes"`
+	Clients   int         `json:"clients"`
+	Duration  string      `json:"duration"`
+	Nemeses   []string    `json:"nemeses"`
+	Workloads []string    `json:"workloads"`
+	Ops       counts      `json:"ops"`
+	Errors    []string    `json:"top_errors,omitempty"`
+	Faults    []Fault     `json:"faults"`
+	Verdicts  []Verdict   `json:"verdicts"`
+	States    []NodeState `json:"node_states,omitempty"`
+	Crashed   []uint64    `json:"crashed_nodes,omitempty"`
+	Valid     bool        `json:"valid"`
+	Problem   string      `json:"problem,omitempty"`
+	Elapsed   string      `json:"elapsed"`
+	ReportDir string      `json:"report_dir"`
+	start     time.Time
 }
 
 func (c *Config) defaults() error {
@@ -124,7 +123,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	sum := &Summary{Seed: cfg.Seed, Nodes: cfg.Nodes, Clients: cfg.Clients, Duration: cfg.Duration.String(),
 		Nemeses: cfg.Nemeses, Workloads: cfg.Workloads, ReportDir: cfg.ReportDir, start: time.Now(), Valid: true}
 	logf := cfg.Logf
-	c, err := NewCluster(cfg.Bin, filepath.Join(cfg.ReportDir, "cluster"), cfg.Nodes, cfg.Tick, logf)
+	c, err := NewCluster(cfg.Bin, filepath.Join(cfg.ReportDir, "cluster"), cfg.Nodes, cfg.Tick)
 	if err != nil {
 		return nil, err
 	}
@@ -269,8 +268,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			sum.Valid = false
 		}
 	}
-	sum.took = time.Since(sum.start)
-	sum.Elapsed = sum.took.Round(time.Millisecond).String()
+	sum.Elapsed = time.Since(sum.start).Round(time.Millisecond).String()
 	if err := sum.write(ops, !sum.Valid); err != nil {
 		return sum, err
 	}
