@@ -4,16 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/kayadb/kayadb/client"
+	"github.com/kayadb/kayadb/internal/loopport"
 )
 
 // Node is one kayadb-server process of the harness's cluster.
@@ -42,16 +43,6 @@ type Cluster struct {
 	maxID uint64 // the highest node id ever used (ids are never reused)
 }
 
-// freePort reserves a loopback port number by listening and closing.
-func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	addr := ln.Addr().String()
-	return addr, ln.Close()
-}
-
 // NewCluster lays out n nodes under dir with proxies in front of their
 // raft ports. Nothing runs until Start.
 func NewCluster(bin, dir string, n int, tick time.Duration) (*Cluster, error) {
@@ -60,11 +51,13 @@ func NewCluster(bin, dir string, n int, tick time.Duration) (*Cluster, error) {
 	}
 	c := &Cluster{Bin: bin, Net: NewNetwork(), Tick: tick}
 	for i := 1; i <= n; i++ {
-		cl, err := freePort()
+		// The nodes' own ports must stay free while a node is down, so
+		// they lie outside the ephemeral range (the proxies' need not).
+		cl, err := loopport.Pick()
 		if err != nil {
 			return nil, err
 		}
-		rl, err := freePort()
+		rl, err := loopport.Pick()
 		if err != nil {
 			return nil, err
 		}
@@ -274,6 +267,25 @@ func (c *Cluster) Crashed() []uint64 {
 		n.mu.Unlock()
 	}
 	return out
+}
+
+// LogTail returns the last lines (at most max) of node id's log, for a
+// report that must explain a node's death without its files at hand (a CI
+// log).
+func (c *Cluster) LogTail(id uint64, max int) []string {
+	n := c.Node(id)
+	if n == nil {
+		return nil
+	}
+	b, err := os.ReadFile(n.logPath)
+	if err != nil {
+		return []string{fmt.Sprintf("(reading %s: %v)", n.logPath, err)}
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > max {
+		lines = lines[len(lines)-max:]
+	}
+	return lines
 }
 
 // Shutdown stops every node and the network.

@@ -64,6 +64,7 @@ type Summary struct {
 	Verdicts  []Verdict   `json:"verdicts"`
 	States    []NodeState `json:"node_states,omitempty"`
 	Crashed   []uint64    `json:"crashed_nodes,omitempty"`
+	CrashLog  []string    `json:"crash_log,omitempty"` // the last lines of each crashed node's log
 	Valid     bool        `json:"valid"`
 	Problem   string      `json:"problem,omitempty"`
 	Elapsed   string      `json:"elapsed"`
@@ -202,6 +203,11 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		c.Resume(n.ID)
 	}
 	sum.Crashed = c.Crashed()
+	for _, id := range sum.Crashed {
+		for _, l := range c.LogTail(id, 8) {
+			sum.CrashLog = append(sum.CrashLog, fmt.Sprintf("node %d: %s", id, l))
+		}
+	}
 	for _, n := range c.Nodes {
 		if _, pending := nm.joining[n.ID]; pending {
 			continue // not a member yet: finish() adds and starts it
@@ -261,7 +267,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 	if len(sum.Crashed) > 0 {
 		sum.Valid = false
-		sum.addProblem(fmt.Sprintf("nodes %v exited on their own (see their logs)", sum.Crashed))
+		sum.addProblem(fmt.Sprintf("nodes %v exited on their own (the last lines of their logs follow)", sum.Crashed))
 	}
 	for _, v := range sum.Verdicts {
 		if v.Result == "violation" {
@@ -443,6 +449,9 @@ func (s *Summary) Text() string {
 	}
 	if s.Problem != "" {
 		fmt.Fprintf(&b, "  problem: %s\n", s.Problem)
+	}
+	for _, l := range s.CrashLog {
+		fmt.Fprintf(&b, "  crash log: %s\n", l)
 	}
 	for _, e := range s.Errors {
 		fmt.Fprintf(&b, "  error: %s\n", e)

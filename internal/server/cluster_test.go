@@ -7,11 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +16,7 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 
 	"github.com/kayadb/kayadb/engine"
+	"github.com/kayadb/kayadb/internal/loopport"
 	"github.com/kayadb/kayadb/internal/transport"
 	"github.com/kayadb/kayadb/internal/vfs"
 	"github.com/kayadb/kayadb/internal/wire"
@@ -51,35 +49,16 @@ func (c *testCluster) newNodeSlot(id uint64) Member {
 	return m
 }
 
-// reservePort picks a free loopback address below the kernel's ephemeral
-// port range: a node restarted on it must find it free again, and ports in
-// the ephemeral range are handed out to every outgoing connection of every
-// test process running meanwhile.
+// reservePort picks a free loopback address outside the kernel's
+// ephemeral range (see package loopport): a node restarted on it must find
+// it free again.
 func reservePort(t *testing.T) string {
 	t.Helper()
-	low := 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if v, err := strconv.Atoi(f[0]); err == nil && v > 12000 {
-				low = v
-			}
-		}
-	}
-	for i := 0; i < 200; i++ {
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 10000+rand.IntN(low-10000)))
-		if err != nil {
-			continue
-		}
-		addr := ln.Addr().String()
-		_ = ln.Close()
-		return addr
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := loopport.Pick()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 // reserve picks a free client address and a new disk for node id.
