@@ -30,7 +30,7 @@ func run() int {
 		seed      = fs.Int64("seed", 0, "seed of the first run (0: from the clock); run i uses seed+i")
 		runs      = fs.Int("runs", 1, "number of runs (stops at the first invalid one unless -keep-going)")
 		keepGoing = fs.Bool("keep-going", false, "continue after an invalid run")
-		nemeses   = fs.String("nemesis", "all", "faults: kill,pause,partition,slow, all or none")
+		nemeses   = fs.String("nemesis", "all", "faults: kill,pause,partition,slow,membership, all or none")
 		workloads = fs.String("workload", "all", "workloads: register,set,scan or all")
 		report    = fs.String("report", "", "report directory (default: ./jepsen-report/<time>)")
 		tick      = fs.Duration("tick", 50*time.Millisecond, "the servers' raft tick")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -85,6 +86,11 @@ type nemesis struct {
 	log func(string, ...any)
 	// joining lists replacement nodes not yet added, started or promoted.
 	joining map[uint64]*joiner
+	// removing lists nodes whose removal timed out or failed without a
+	// definite answer: it may still take effect, so the harness retries it
+	// until it has (and then replaces the node) rather than keep counting
+	// on a node that may have left the cluster.
+	removing map[uint64]bool
 }
 
 // joiner is the progress of a replacement node.
@@ -186,32 +192,27 @@ func (nm *nemesis) apply(ctx context.Context, f *Fault) func() {
 		}
 		return net.Heal
 	case NemesisMembership:
+		for old := range nm.removing {
+			_, _ = nm.remove(ctx, old)
+		}
 		lead := nm.c.Leader(ctx, nm.cl)
 		id := nm.pickNode(ctx, "follower", f.Pick)
-		if id == 0 || id == lead || len(nm.joining) > 0 {
-			f.Applied = "membership change skipped (no follower, or a replacement still joining)"
+		if id == 0 || id == lead || len(nm.joining) > 0 || len(nm.removing) > 0 {
+			f.Applied = "membership change skipped (no follower, or an earlier replacement unfinished)"
 			return func() {}
 		}
-		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := nm.cl.RemoveMember(rctx, id)
-		cancel()
+		newID, err := nm.remove(ctx, id)
 		if err != nil {
-			f.Applied = fmt.Sprintf("remove node %d refused: %v", id, firstLine(err))
-			return func() {}
-		}
-		nm.c.Kill(id)
-		newID, err := nm.c.Replace(id)
-		if err != nil {
-			f.Applied = fmt.Sprintf("removed node %d; replacing it failed: %v", id, err)
+			if nm.removing[id] {
+				f.Nodes = []uint64{id}
+				f.Applied = fmt.Sprintf("remove node %d: outcome unknown (%v); retried until it is removed", id, firstLine(err))
+			} else {
+				f.Applied = fmt.Sprintf("replacing node %d failed: %v", id, firstLine(err))
+			}
 			return func() {}
 		}
 		f.Nodes = []uint64{id, newID}
 		f.Applied = fmt.Sprintf("replace node %d by node %d (remove, wipe, add as learner)", id, newID)
-		if nm.joining == nil {
-			nm.joining = map[uint64]*joiner{}
-		}
-		nm.joining[newID] = &joiner{}
-		nm.advance(ctx, newID, false)
 		return func() { nm.advance(ctx, newID, true) }
 	case NemesisSlow:
 		if f.Variant == "node" {
@@ -293,6 +294,50 @@ func ParseList(what, s string, valid []string) ([]string, error) {
 	return out, nil
 }
 
+// remove takes node id out of the cluster and, once it is out, kills it and
+// gives its slot a replacement (a new id, added as a learner and started).
+// An error without a definite refusal leaves id in nm.removing, to be
+// retried by later calls. It returns the replacement's id.
+func (nm *nemesis) remove(ctx context.Context, id uint64) (uint64, error) {
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_, err := nm.cl.RemoveMember(rctx, id)
+	cancel()
+	if err != nil && strings.Contains(err.Error(), "cannot remove node") {
+		// A definite refusal, or the node is already out (an earlier
+		// attempt took effect): the leader's roster tells which.
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		st, serr := nm.cl.Status(sctx, "")
+		cancel()
+		if serr != nil || st.Role != "leader" || slices.ContainsFunc(st.Members, func(m client.Member) bool { return m.ID == id }) {
+			if !nm.removing[id] {
+				return 0, err // refused; the node stays as it is
+			}
+			return 0, fmt.Errorf("removal of node %d still unsettled: %w", id, err)
+		}
+		err = nil
+	}
+	if err != nil {
+		if nm.removing == nil {
+			nm.removing = map[uint64]bool{}
+		}
+		nm.removing[id] = true
+		nm.log("removing node %d: %v (outcome unknown; will retry)", id, firstLine(err))
+		return 0, err
+	}
+	delete(nm.removing, id)
+	nm.c.Kill(id)
+	newID, err := nm.c.Replace(id)
+	if err != nil {
+		return 0, fmt.Errorf("removed node %d; replacing it failed: %w", id, err)
+	}
+	if nm.joining == nil {
+		nm.joining = map[uint64]*joiner{}
+	}
+	nm.joining[newID] = &joiner{}
+	nm.advance(ctx, newID, false)
+	return newID, nil
+}
+
 // advance moves a replacement node along: add it as a learner, start it,
 // and (when promote is set) promote it once it has caught up. Each step is
 // retried on later calls if the cluster refuses it now (during a fault).
@@ -353,19 +398,25 @@ func (nm *nemesis) advance(ctx context.Context, id uint64, promote bool) {
 // the faults healed).
 func (nm *nemesis) finish(ctx context.Context, budget time.Duration) error {
 	deadline := time.Now().Add(budget)
-	for len(nm.joining) > 0 {
+	for len(nm.joining) > 0 || len(nm.removing) > 0 {
+		for id := range nm.removing {
+			_, _ = nm.remove(ctx, id)
+		}
 		for id := range nm.joining {
 			nm.advance(ctx, id, true)
 		}
-		if len(nm.joining) == 0 {
+		if len(nm.joining) == 0 && len(nm.removing) == 0 {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			var ids []uint64
+			var ids, rm []uint64
 			for id := range nm.joining {
 				ids = append(ids, id)
 			}
-			return fmt.Errorf("replacement nodes %v did not join within %s", ids, budget)
+			for id := range nm.removing {
+				rm = append(rm, id)
+			}
+			return fmt.Errorf("within %s: replacement nodes %v did not join; removals of nodes %v stayed unsettled", budget, ids, rm)
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
