@@ -55,10 +55,6 @@ var (
 	backupReapInterval = 30 * time.Second
 )
 
-// backupSets holds each running server's backups. (A field of Server would
-// do as well; this keeps the backup code out of server.go.)
-var backupSets sync.Map // *Server → *backupSet
-
 type backupSet struct {
 	s   *Server
 	dir string
@@ -101,18 +97,17 @@ func (s *Server) startBackups() {
 			s.log.Info("removed the backups left over from an earlier run", "dir", set.dir)
 		}
 	}
-	backupSets.Store(s, set)
+	s.bset.Store(set)
 	set.wg.Add(1)
 	go set.reapLoop()
 }
 
 // stopBackups removes every backup and waits for the background work.
 func (s *Server) stopBackups() {
-	v, ok := backupSets.LoadAndDelete(s)
-	if !ok {
+	set := s.bset.Swap(nil)
+	if set == nil {
 		return
 	}
-	set := v.(*backupSet)
 	set.mu.Lock()
 	set.closed = true
 	for id, b := range set.m {
@@ -127,12 +122,7 @@ func (s *Server) stopBackups() {
 	}
 }
 
-func (s *Server) backups() *backupSet {
-	if v, ok := backupSets.Load(s); ok {
-		return v.(*backupSet)
-	}
-	return nil
-}
+func (s *Server) backups() *backupSet { return s.bset.Load() }
 
 // backupRequest handles the backup opcodes.
 func (s *Server) backupRequest(ctx context.Context, op wire.Opcode, p []byte) (wire.Status, []byte) {

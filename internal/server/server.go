@@ -130,6 +130,9 @@ type Server struct {
 	fs    vfs.FS
 	snaps *snap.Store
 	eo    *engine.Options
+	// bset holds the backups in progress while the server accepts
+	// clients (backup.go).
+	bset atomic.Pointer[backupSet]
 
 	snapMu      sync.Mutex
 	snapPending map[uint64]string // received checkpoints waiting for raft: index → temp dir
