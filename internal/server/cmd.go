@@ -55,6 +55,7 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 		metrics    = fs.String("metrics-addr", "127.0.0.1:9090", "address of the HTTP listener for Prometheus metrics (/metrics) and health checks (/livez, /readyz, /health)")
 		noMetrics  = fs.Bool("no-metrics", false, "do not start the HTTP listener (no metrics, health checks or pprof)")
 		pprofOn    = fs.Bool("enable-pprof", false, "serve Go's profiler (net/http/pprof) under /debug/pprof/ on the metrics listener")
+		metricsTLS = fs.Bool("metrics-tls", false, "serve the metrics listener over HTTPS with --tls-cert; with --tls-ca, scrapers and health checkers must present a certificate it signed")
 		allowPub   = fs.Bool("allow-public-bind", false, "allow listening on wildcard (0.0.0.0, ::) and public addresses; only behind a firewall with TLS and tokens (see docs/security.md)")
 		opToken    = fs.String("operator-token", "", "require this secret on admin requests (add/remove/promote node, transfer leader); prefer --operator-token-file or KAYA_OPERATOR_TOKEN, command lines are visible to other users")
 		opFile     = fs.String("operator-token-file", "", "read the operator token from this file (keep it chmod 600)")
@@ -200,13 +201,19 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	if *pprofOn && *metrics == "" {
 		return fail("--enable-pprof needs the metrics listener: drop --no-metrics (or give a --metrics-addr)")
 	}
+	if *metricsTLS && *metrics == "" {
+		return fail("--metrics-tls needs the metrics listener: drop --no-metrics (or give a --metrics-addr)")
+	}
+	if *metricsTLS && tlsFiles.Cert == "" {
+		return fail("--metrics-tls serves the node's certificate: give --tls-cert and --tls-key as well")
+	}
 	cfg := Config{
 		NodeID: *nodeID, DataDir: *dataDir, RaftAddr: *raftAddr, ClientAddr: *clientAddr,
 		Join: *join, TickInterval: *tick, RequestTimeout: *timeout, Logger: logger,
 		SnapshotEntries: *snapEvery, CatchUpEntries: *snapKeep, SnapshotBytesPerSecond: rate,
 		AllowPublicBind: *allowPub, OperatorToken: opTok, ClientToken: clTok, TLS: tlsFiles,
-		TLSReloadInterval: *tlsReload, MetricsAddr: *metrics, EnablePprof: *pprofOn,
-		MetricsOptional: !fs.Changed("metrics-addr") && !*pprofOn,
+		TLSReloadInterval: *tlsReload, MetricsAddr: *metrics, EnablePprof: *pprofOn, MetricsTLS: *metricsTLS,
+		MetricsOptional: !fs.Changed("metrics-addr") && !*pprofOn && !*metricsTLS,
 	}
 	if cfg.TLSReloadInterval == 0 {
 		cfg.TLSReloadInterval = -1
@@ -264,6 +271,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	metrics := "off"
 	if a := srv.MetricsAddr(); a != "" {
 		metrics = "http://" + a + "/metrics"
+		if cfg.MetricsTLS {
+			metrics = "https://" + a + "/metrics"
+		}
 	}
 	fmt.Fprintf(stdout, "kayadb-server node %d: clients on %s, raft on %s, metrics %s, data in %s\n", cfg.NodeID, srv.ClientAddr(), cfg.RaftAddr, metrics, cfg.DataDir)
 

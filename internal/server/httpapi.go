@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -60,6 +61,12 @@ func (s *Server) startObservability() error {
 		}
 		o.ln = ln
 	}
+	scheme := "http"
+	if s.cfg.MetricsTLS && s.tls != nil {
+		// The same material as the client port, reloads included.
+		o.ln = tls.NewListener(o.ln, s.tls.ServerConfig())
+		scheme = "https"
+	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(o.reg, promhttp.HandlerOpts{
 		ErrorLog: slog.NewLogLogger(s.log.With("component", "metrics").Handler(), slog.LevelWarn),
@@ -113,7 +120,8 @@ func (s *Server) startObservability() error {
 			s.log.Error("the HTTP listener (metrics, health) stopped", "err", err)
 		}
 	}()
-	s.log.Info("serving metrics and health checks over HTTP", "metrics_addr", o.ln.Addr().String(), "pprof", s.cfg.EnablePprof)
+	s.log.Info("serving metrics and health checks over HTTP", "metrics_addr", o.ln.Addr().String(), "scheme", scheme,
+		"client_certificates", scheme == "https" && s.tls.MutualTLS(), "pprof", s.cfg.EnablePprof)
 	return nil
 }
 

@@ -482,6 +482,15 @@ func TestMetricsFlags(t *testing.T) {
 	if _, code, msg := parse([]string{"--no-metrics", "--enable-pprof"}, nil); code != exitUsage || !strings.Contains(msg, "--enable-pprof") {
 		t.Errorf("--no-metrics --enable-pprof: code %d %q", code, msg)
 	}
+	if _, code, msg := parse([]string{"--metrics-tls"}, nil); code != exitUsage || !strings.Contains(msg, "--tls-cert") {
+		t.Errorf("--metrics-tls without --tls-cert: code %d %q", code, msg)
+	}
+	if _, code, msg := parse([]string{"--no-metrics", "--metrics-tls", "--tls-cert", "c.pem", "--tls-key", "k.pem"}, nil); code != exitUsage || !strings.Contains(msg, "--metrics-tls needs the metrics listener") {
+		t.Errorf("--no-metrics --metrics-tls: code %d %q", code, msg)
+	}
+	if cfg, code, _ := parse([]string{"--metrics-tls", "--tls-cert", "c.pem", "--tls-key", "k.pem"}, nil); code != -1 || !cfg.MetricsTLS || cfg.MetricsOptional {
+		t.Errorf("--metrics-tls: code %d tls %v optional %v (an asked-for HTTPS listener must not be skipped silently)", code, cfg.MetricsTLS, cfg.MetricsOptional)
+	}
 	// A Config built in code has no listener unless it asks for one.
 	s, _ := startSecured(t, Config{})
 	if s.MetricsAddr() != "" {

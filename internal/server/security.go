@@ -55,6 +55,9 @@ func (s *Server) checkSecurity() error {
 			}
 		}
 	}
+	if cfg.MetricsTLS && cfg.TLS.Cert == "" && (cfg.MetricsAddr != "" || cfg.MetricsListener != nil) {
+		return fmt.Errorf("--metrics-tls serves the node's certificate: give --tls-cert and --tls-key as well")
+	}
 	if cfg.TLS.Enabled() {
 		t, err := security.NewTLS(cfg.TLS, s.log.With("component", "tls"))
 		if err != nil {

@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -725,5 +726,59 @@ func TestRootWarning(t *testing.T) {
 	got := strings.Contains(logs.String(), "RUNNING AS ROOT")
 	if want := os.Geteuid() == 0; got != want {
 		t.Fatalf("root warning logged = %v, running as root = %v", got, want)
+	}
+}
+
+// Control: TLS on the metrics listener (--metrics-tls). The HTTP port
+// serves the node's certificate; with a CA, a scraper must present a
+// certificate it signed; plain HTTP is not answered with metrics.
+func TestMetricsOverTLS(t *testing.T) {
+	mln := map[uint64]net.Listener{}
+	c := newTLSCluster(t, 1, func(id uint64, cfg *Config) {
+		mln[id] = loopbackListener(t)
+		cfg.MetricsListener, cfg.MetricsTLS = mln[id], true
+	})
+	addr := c.nodes[1].MetricsAddr()
+	get := func(cfg *tls.Config, url string) (int, string, error) {
+		hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}}
+		resp, err := hc.Get(url)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), err
+	}
+	scraper := c.ca.Issue(t, "prometheus.kaya.local", &securitytest.CertOptions{NameOnly: true})
+	cfg := c.clientTLS(scraper)
+	cfg.ServerName = "node1.kaya.local"
+	code, body, err := get(cfg, "https://"+addr+"/metrics")
+	if err != nil || code != http.StatusOK || !strings.Contains(body, "kayadb_") {
+		t.Fatalf("HTTPS /metrics with a CA-signed certificate: %d %v %.200q", code, err, body)
+	}
+	waitFor(t, "HTTPS /readyz answering 200", func() bool {
+		code, _, err := get(cfg, "https://"+addr+"/readyz")
+		return err == nil && code == http.StatusOK
+	})
+	noCert := c.clientTLS(nil)
+	noCert.ServerName = "node1.kaya.local"
+	if code, _, err := get(noCert, "https://"+addr+"/metrics"); err == nil {
+		t.Errorf("a scraper without a client certificate got status %d", code)
+	}
+	foreign := securitytest.NewCA(t, "another CA").Issue(t, "prometheus.kaya.local", nil)
+	bad := c.clientTLS(foreign)
+	bad.ServerName = "node1.kaya.local"
+	if code, _, err := get(bad, "https://"+addr+"/metrics"); err == nil {
+		t.Errorf("a scraper with another CA's certificate got status %d", code)
+	}
+	if code, body, err := get(nil, "http://"+addr+"/metrics"); err == nil && (code == http.StatusOK || strings.Contains(body, "kayadb_")) {
+		t.Errorf("plain HTTP got the metrics: %d %.200q", code, body)
+	}
+	// Without a certificate the option is refused, naming the fix.
+	_, err = New(Config{NodeID: 1, DataDir: "/x", MetricsListener: loopbackListener(t), MetricsTLS: true,
+		EngineOptions: &engine.Options{FS: vfs.NewMem()}, ClientListener: loopbackListener(t),
+		NewTransport: func(h transport.Handler) transport.Transport { return transport.NewMemNetwork(1).Transport(1, h) }})
+	if err == nil || !strings.Contains(err.Error(), "--tls-cert") {
+		t.Errorf("MetricsTLS without a certificate: %v", err)
 	}
 }

@@ -110,6 +110,10 @@ type Config struct {
 	MetricsListener net.Listener
 	// EnablePprof serves net/http/pprof under /debug/pprof/ on that listener.
 	EnablePprof bool
+	// MetricsTLS serves that listener over HTTPS with the node's TLS
+	// certificate (TLS.Cert must be set); with TLS.CA, clients must
+	// present a certificate it signed, as on the client port.
+	MetricsTLS bool
 	// MetricsOptional: MetricsAddr is the default, not asked for, so a
 	// busy port logs a warning and the node runs without the listener
 	// instead of refusing to start.
