@@ -95,6 +95,13 @@ func (w *walWriter) append(repr []byte, willSync bool) (int64, error) {
 	return end, nil
 }
 
+// offset returns the log offset just past the last appended record.
+func (w *walWriter) offset() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.mu.enc.Offset()
+}
+
 // waitSynced blocks until the log is durable up to offset end, flushing
 // itself when no flush is in progress.
 func (w *walWriter) waitSynced(end int64) error {

@@ -159,7 +159,7 @@ func Open(opts Options) (*Store, error) {
 
 // ReadApplied returns the applied index and term recorded in db (zeros for
 // a new database).
-func ReadApplied(db *engine.DB) (index, term uint64, err error) {
+func ReadApplied(db Getter) (index, term uint64, err error) {
 	v, err := db.Get(appliedKey)
 	switch {
 	case err == nil:
@@ -181,8 +181,14 @@ type State struct {
 	Roster      []byte
 }
 
+// Getter reads one key: an *engine.DB, or an *engine.Snapshot for a
+// consistent view of several keys.
+type Getter interface {
+	Get(key []byte) ([]byte, error)
+}
+
 // ReadState reads the system keys of db.
-func ReadState(db *engine.DB) (*State, error) {
+func ReadState(db Getter) (*State, error) {
 	st := &State{ConfState: &pb.ConfState{}}
 	var err error
 	if st.Index, st.Term, err = ReadApplied(db); err != nil {
@@ -199,6 +205,27 @@ func ReadState(db *engine.DB) (*State, error) {
 		st.Roster = v
 	} else if !errors.Is(err, engine.ErrNotFound) {
 		return nil, err
+	}
+	return st, nil
+}
+
+// SyncState makes everything applied so far durable in the engine (one WAL
+// fsync, no flush) and returns the raft state it covers: the engine alone
+// can then stand for the raft log up to State.Index, which is what a
+// metadata-only raft snapshot needs.
+func (s *Store) SyncState() (*State, error) {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	// The system keys are written in the same batch as the entries they
+	// describe; a snapshot reads them as of one batch boundary.
+	sn := s.db.NewSnapshot()
+	st, err := ReadState(sn)
+	_ = sn.Close()
+	if err != nil {
+		return nil, err
+	}
+	if err := s.db.SyncWAL(); err != nil {
+		return nil, fmt.Errorf("kv: syncing the engine's WAL: %w", err)
 	}
 	return st, nil
 }

@@ -283,6 +283,14 @@ func New(cfg Config) (_ *Server, retErr error) {
 		if err != nil {
 			return nil, err
 		}
+		if applied < cur.Index && cur.Dir == "" {
+			// A snapshot without a checkpoint is written only after the
+			// engine was made durable up to its index.
+			return nil, fmt.Errorf("the storage engine in %s has applied entries up to %d, but the raft snapshot (%s) says they were durable up to %d, "+
+				"and the raft log before that is gone: the engine lost writes (a disk that ignores fsync, or files restored from elsewhere). "+
+				"Replace the node: kayactl remove-node %d, then add a new member with a new id and an empty data directory",
+				s.enginePath(), applied, filepath.Join(cfg.DataDir, "raft", "raft-snapshot.bin"), cur.Index, cfg.NodeID)
+		}
 		if applied < cur.Index {
 			// A snapshot was committed but its engine was not swapped in
 			// before a crash: finish the installation now.

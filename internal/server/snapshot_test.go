@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -658,3 +659,56 @@ func appendU64(dst []byte, v uint64) []byte {
 }
 
 var _ = snap.DirName
+
+// TestSnapshotsWithoutCheckpoints: the snapshots a node takes itself write
+// no checkpoint (the engine, fsynced, stands for the log); a checkpoint is
+// made only to send one. A node whose engine is behind its snapshot (it
+// lost writes) refuses to start, naming the problem, instead of running
+// with a hole between its engine and its log.
+func TestSnapshotsWithoutCheckpoints(t *testing.T) {
+	c := newTestCluster(t, 3, snapCfg(50, 10))
+	lead := c.leader()
+	f := c.follower(lead)
+	c.stop(f)
+	putMany(t, c.lns[lead], "a", 300, 100)
+	ls := c.nodes[lead]
+	if taken, _ := ls.Node().SnapshotCounts(); taken < 3 {
+		t.Fatalf("the leader took %d snapshots, want several", taken)
+	}
+	cur := ls.snaps.Current()
+	if cur == nil || cur.Dir != "" {
+		t.Fatalf("the leader's snapshot is %+v, want one without a checkpoint", cur)
+	}
+	if names, _ := c.fs[lead].List("/node/raft"); slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, "snap-") }) {
+		t.Fatalf("checkpoint directories exist without a transfer: %v", names)
+	}
+	// The follower needs a snapshot: the leader checkpoints for it.
+	c.start(f)
+	if _, keys := c.waitConverged(1, 2, 3); keys != 300 {
+		t.Fatalf("converged on %d keys, want 300", keys)
+	}
+	if _, installed := c.nodes[f].Node().SnapshotCounts(); installed == 0 {
+		t.Fatal("the follower caught up without a snapshot")
+	}
+
+	// A snapshot claiming more than the engine holds: refuse to start.
+	c.stop(f)
+	st, err := snap.Open(c.fs[f], "/node/raft")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := *st.Current()
+	bad.Index += 1000
+	if err := st.CommitMeta(&bad); err != nil {
+		t.Fatal(err)
+	}
+	err = c.tryStart(f)
+	if err == nil {
+		t.Fatal("a node whose engine is behind its snapshot started")
+	}
+	for _, want := range []string{"lost writes", "raft-snapshot.bin", "remove-node"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("the refusal %q does not mention %q", err, want)
+		}
+	}
+}

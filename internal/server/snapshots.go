@@ -20,19 +20,24 @@ import (
 
 // Snapshots
 //
-// A snapshot is a checkpoint of the engine (hard links to its immutable
-// tables plus a fresh MANIFEST) under DIR/raft/snap-<index>/, named by
-// DIR/raft/raft-snapshot.bin. The engine itself records the raft index,
-// term, configuration and roster it holds (kv's system keys), so a
-// checkpoint is self-describing.
+// A raft snapshot is either a checkpoint of the engine (hard links to its
+// immutable tables plus a fresh MANIFEST) under DIR/raft/snap-<index>/, or
+// no files at all: DIR/raft/raft-snapshot.bin names the current one. The
+// engine itself records the raft index, term, configuration and roster it
+// holds (kv's system keys), so a checkpoint is self-describing.
 //
 // Taking one (leader or follower, every SnapshotEntries applied entries):
-// checkpoint into a temp dir, commit it (rename, fsync, rewrite
-// raft-snapshot.bin), then raft compacts its log behind it.
+// fsync the engine's WAL, so that the engine alone holds everything up to
+// its applied index, and rewrite raft-snapshot.bin with that index and no
+// checkpoint; raft then compacts its log behind it. No memtable flush, no
+// new files: this is what etcd's snapshot costs too (its backend is
+// durable already).
 //
-// Sending one: the current checkpoint is pinned (so a newer snapshot
-// cannot delete it mid-transfer), streamed with per-file checksums on its
-// own connection, and raft hears Finish or Failure.
+// Sending one: a checkpoint is taken at the current applied index (later
+// than the index raft named; the message is rewritten to say so), made the
+// current snapshot, pinned (so a newer snapshot cannot delete it
+// mid-transfer), streamed with per-file checksums on its own connection,
+// and raft hears Finish or Failure. Concurrent transfers share it.
 //
 // Receiving one: the stream lands in a temp dir, every file fsynced and
 // checked; the checkpoint is opened and must hold exactly the index and term
@@ -104,36 +109,51 @@ func (s *Server) checkReceived(from uint64, m *pb.Message, dir string) error {
 	return nil
 }
 
-// Take implements raftnode.Snapshotter.
+// Take implements raftnode.Snapshotter. The snapshot it records has no
+// checkpoint: the engine is made durable up to its applied index (one WAL
+// fsync), which lets raft drop its log up to there. A checkpoint is made
+// only when a snapshot must be sent (Send), as etcd sends its backend as
+// it is at that moment.
 func (s *Server) Take() (*pb.SnapshotMetadata, error) {
-	m, err := s.takeSnapshot()
+	s.takeMu.Lock()
+	defer s.takeMu.Unlock()
+	st, err := s.store.SyncState()
 	if err != nil {
+		return nil, err
+	}
+	cur := s.snaps.Current()
+	if cur != nil && cur.Index >= st.Index {
+		return &pb.SnapshotMetadata{Index: new(cur.Index), Term: new(cur.Term), ConfState: cur.ConfState}, nil
+	}
+	m := &snap.Meta{Index: st.Index, Term: st.Term, ConfState: st.ConfState}
+	if err := s.snaps.CommitMeta(m); err != nil {
 		return nil, err
 	}
 	return &pb.SnapshotMetadata{Index: new(m.Index), Term: new(m.Term), ConfState: m.ConfState}, nil
 }
 
-// takeSnapshot checkpoints the engine and commits the checkpoint as the
-// current snapshot (unless a snapshot at least as new exists).
-func (s *Server) takeSnapshot() (*snap.Meta, error) {
+// takeCheckpoint checkpoints the engine, commits the checkpoint as the
+// current snapshot (unless a checkpoint at least as new is current) and
+// pins it for a transfer (before Take can supersede it).
+func (s *Server) takeCheckpoint() (*snap.Meta, func(), error) {
 	s.takeMu.Lock()
 	defer s.takeMu.Unlock()
 	tmp := s.snaps.TempDir(s.store.AppliedIndex())
 	st, err := s.store.Checkpoint(tmp)
 	if err != nil {
 		_ = s.fs.RemoveAll(tmp)
-		return nil, fmt.Errorf("checkpointing the engine: %w", err)
+		return nil, nil, fmt.Errorf("checkpointing the engine: %w", err)
 	}
-	if cur := s.snaps.Current(); cur != nil && cur.Index >= st.Index {
+	if cur := s.snaps.Current(); cur != nil && cur.Index >= st.Index && cur.Dir != "" {
 		_ = s.fs.RemoveAll(tmp)
-		return cur, nil
+	} else {
+		m := &snap.Meta{Index: st.Index, Term: st.Term, ConfState: st.ConfState}
+		if err := s.snaps.Commit(tmp, m); err != nil {
+			_ = s.fs.RemoveAll(tmp)
+			return nil, nil, err
+		}
 	}
-	m := &snap.Meta{Index: st.Index, Term: st.Term, ConfState: st.ConfState}
-	if err := s.snaps.Commit(tmp, m); err != nil {
-		_ = s.fs.RemoveAll(tmp)
-		return nil, err
-	}
-	return m, nil
+	return s.snaps.Acquire()
 }
 
 // inConf reports whether id is a voter or learner of cs.
@@ -149,9 +169,9 @@ func inConf(cs *pb.ConfState, id uint64) bool {
 }
 
 // Send implements raftnode.Snapshotter. The work runs in the background:
-// when the newest checkpoint predates the follower's membership (a node
-// just added), raft would refuse it there, so a fresh one is taken first,
-// as etcd does.
+// when the current snapshot has no checkpoint, or its checkpoint predates
+// the follower's membership (a node just added, where raft would refuse
+// it), a fresh checkpoint is taken first, as etcd does.
 func (s *Server) Send(m *pb.Message) {
 	to := m.GetTo()
 	s.bg.Add(1)
@@ -160,9 +180,10 @@ func (s *Server) Send(m *pb.Message) {
 		meta, release, err := s.snaps.Acquire()
 		if err == nil && !inConf(meta.ConfState, to) {
 			release()
-			if _, err = s.takeSnapshot(); err == nil {
-				meta, release, err = s.snaps.Acquire()
-			}
+			err = snap.ErrNoCheckpoint
+		}
+		if errors.Is(err, snap.ErrNoCheckpoint) {
+			meta, release, err = s.takeCheckpoint()
 		}
 		if err != nil {
 			s.log.Warn("cannot send a snapshot", "to", to, "err", err)

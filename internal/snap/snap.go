@@ -4,6 +4,11 @@
 // (DIR/raft/raft-snapshot.bin), and the stream format that carries a
 // checkpoint from a leader to a follower.
 //
+// A snapshot may also have no checkpoint (an empty name): the node's own
+// engine, made durable up to the snapshot's index before the metadata was
+// written, stands for the raft log up to there. Such a snapshot costs one
+// WAL fsync; a checkpoint is made only when one must be sent.
+//
 // It must never let the metadata point at a checkpoint that is not
 // completely durable, never delete a checkpoint that a transfer is reading,
 // and never accept streamed bytes that fail their checksum.
@@ -62,7 +67,8 @@ type Meta struct {
 	Index     uint64
 	Term      uint64
 	ConfState *pb.ConfState
-	// Dir is the checkpoint directory's name (inside the snapshots dir).
+	// Dir is the checkpoint directory's name (inside the snapshots dir);
+	// empty when the snapshot has no checkpoint (see CommitMeta).
 	Dir string
 }
 
@@ -113,13 +119,16 @@ func Open(fs vfs.FS, dir string) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	if m != nil {
+	if m != nil && m.Dir != "" {
 		if _, err := fs.Stat(filepath.Join(dir, m.Dir)); err != nil {
 			return nil, base.CorruptionErrorf(filepath.Join(dir, metaFile), -1,
 				"names checkpoint %s, which is missing (%v)", m.Dir, err)
 		}
 	}
 	s.cur = m
+	if m != nil && m.Dir == "" {
+		s.gc() // checkpoints made for transfers before a restart
+	}
 	return s, nil
 }
 
@@ -172,13 +181,39 @@ func (s *Store) Commit(tmp string, m *Meta) error {
 	return nil
 }
 
+// CommitMeta makes m, a snapshot without a checkpoint, the current one: it
+// replaces raft-snapshot.bin. The caller must have made its engine durable
+// up to m.Index first. Checkpoints older than m that no transfer reads are
+// deleted.
+func (s *Store) CommitMeta(m *Meta) error {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	if cur := s.Current(); cur != nil && m.Index < cur.Index {
+		return fmt.Errorf("snap: refusing to replace snapshot %d with older snapshot %d", cur.Index, m.Index)
+	}
+	m.Dir = ""
+	if err := vfs.WriteFileSync(s.fs, s.dir, filepath.Join(s.dir, metaFile), encodeMeta(m)); err != nil {
+		return fmt.Errorf("snap: writing %s: %w", metaFile, err)
+	}
+	s.mu.Lock()
+	s.cur = m
+	s.mu.Unlock()
+	s.gc()
+	return nil
+}
+
+// ErrNoCheckpoint is Acquire's error when the current snapshot has no
+// checkpoint (or there is no snapshot): the caller makes one and commits
+// it, then acquires again.
+var ErrNoCheckpoint = errors.New("snap: the current snapshot has no checkpoint")
+
 // Acquire pins the current snapshot's checkpoint for a transfer. The
 // returned release function unpins it.
 func (s *Store) Acquire() (*Meta, func(), error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.cur == nil {
-		return nil, nil, errors.New("snap: no snapshot")
+	if s.cur == nil || s.cur.Dir == "" {
+		return nil, nil, ErrNoCheckpoint
 	}
 	m := s.cur
 	s.refs[m.Dir]++
@@ -212,7 +247,7 @@ func (s *Store) gc() {
 	}
 	for _, n := range names {
 		idx, ok := parseDirName(n)
-		if !ok || idx >= s.cur.Index || n == s.cur.Dir || s.refs[n] > 0 {
+		if !ok || idx > s.cur.Index || (idx == s.cur.Index && s.cur.Dir != "") || s.refs[n] > 0 {
 			continue
 		}
 		_ = s.fs.RemoveAll(filepath.Join(s.dir, n))
@@ -287,6 +322,9 @@ func decodeMeta(b []byte, path string) (*Meta, error) {
 		return bad("truncated checkpoint name")
 	}
 	m.Dir = string(dir)
+	if m.Dir == "" {
+		return m, nil // no checkpoint
+	}
 	if idx, ok := parseDirName(m.Dir); !ok || idx != m.Index {
 		return bad("checkpoint name %q does not match index %d", m.Dir, m.Index)
 	}

@@ -646,7 +646,7 @@ func TestOpenCorruptMeta(t *testing.T) {
 	expectCorrupt(t, mem, "version 2", v2, "version 2")
 
 	// Valid checksums, but the checkpoint name is wrong.
-	for _, dir := range []string{DirName(78), "snap-", "../../etc", "", "snap-4d/x"} {
+	for _, dir := range []string{DirName(78), "snap-", "../../etc", "snap-4d/x"} {
 		bad := encodeMeta(&Meta{Index: 77, Term: 5, ConfState: confB(), Dir: dir})
 		expectCorrupt(t, mem, fmt.Sprintf("checkpoint name %q", dir), bad, "")
 	}
@@ -1273,7 +1273,7 @@ func FuzzDecodeMeta(f *testing.F) {
 			}
 			return
 		}
-		if m.Dir != DirName(m.Index) {
+		if m.Dir != DirName(m.Index) && m.Dir != "" {
 			if idx, ok := parseDirName(m.Dir); !ok || idx != m.Index {
 				t.Fatalf("accepted checkpoint name %q for index %d", m.Dir, m.Index)
 			}
@@ -1289,4 +1289,53 @@ func FuzzDecodeMeta(f *testing.F) {
 			t.Fatalf("re-encoding %s gave %s", fmtMeta(m), fmtMeta(m2))
 		}
 	})
+}
+
+// TestCommitMeta: a snapshot without a checkpoint becomes current, survives
+// a reopen, lets older checkpoints go, cannot be acquired for a transfer,
+// and a checkpoint committed afterwards (at its index or later) can.
+func TestCommitMeta(t *testing.T) {
+	mem := vfs.NewMem()
+	s, err := Open(mem, testDir)
+	must(t, err)
+	if _, _, err := s.Acquire(); !errors.Is(err, ErrNoCheckpoint) {
+		t.Fatalf("Acquire without a snapshot: %v, want ErrNoCheckpoint", err)
+	}
+	commitNew(t, s, mem, 40, 2, confA())
+	m := &Meta{Index: 60, Term: 3, ConfState: confB(), Dir: "ignored"}
+	must(t, s.CommitMeta(m))
+	if cur := s.Current(); cur.Index != 60 || cur.Term != 3 || cur.Dir != "" {
+		t.Fatalf("Current after CommitMeta: %s", fmtMeta(cur))
+	}
+	if d := snapDirs(t, mem); len(d) != 0 {
+		t.Fatalf("checkpoints older than the current snapshot are kept: %v", d)
+	}
+	if _, _, err := s.Acquire(); !errors.Is(err, ErrNoCheckpoint) {
+		t.Fatalf("Acquire of a snapshot without a checkpoint: %v, want ErrNoCheckpoint", err)
+	}
+	if err := s.CommitMeta(&Meta{Index: 59, Term: 3, ConfState: confB()}); err == nil {
+		t.Fatal("CommitMeta of an older snapshot succeeded")
+	}
+	s2, err := Open(mem, testDir)
+	must(t, err)
+	if cur := s2.Current(); cur == nil || cur.Index != 60 || cur.Term != 3 || cur.Dir != "" || !proto.Equal(cur.ConfState, confB()) {
+		t.Fatalf("after reopening: %s", fmtMeta(cur))
+	}
+	// A checkpoint of the same index (made for a transfer) becomes current
+	// and can be acquired.
+	c := commitNew(t, s2, mem, 60, 3, confB())
+	got, release, err := s2.Acquire()
+	if err != nil || got.Dir != DirName(60) {
+		t.Fatalf("Acquire after a checkpoint at the same index: %v %v", got, err)
+	}
+	// A later metadata-only snapshot keeps the pinned checkpoint until the
+	// transfer releases it.
+	must(t, s2.CommitMeta(&Meta{Index: 70, Term: 3, ConfState: confB()}))
+	if !exists(mem, s2.Path(c.Dir)) {
+		t.Fatal("a checkpoint being sent was deleted")
+	}
+	release()
+	if exists(mem, s2.Path(c.Dir)) {
+		t.Fatal("the released, superseded checkpoint was kept")
+	}
 }
