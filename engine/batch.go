@@ -48,6 +48,11 @@ func (b *Batch) setErr(err error) {
 	}
 }
 
+// Grow makes room for about n more bytes of writes (keys, values and a few
+// bytes of framing each), so that building a batch of known size does not
+// reallocate as it grows.
+func (b *Batch) Grow(n int) { b.b.Grow(n) }
+
 // Count returns the number of writes in the batch.
 func (b *Batch) Count() int { return int(b.b.Count()) }
 

@@ -368,6 +368,17 @@ func (s *Store) StartDelete(ctx context.Context, key []byte) (func(context.Conte
 	return s.start(ctx, opDelete, key, nil)
 }
 
+// bounded returns ctx limited to the request timeout. A context whose
+// deadline is already that close (the server's requests carry one) is used
+// as it is: a derived context costs a timer and a registration with its
+// parent on every write.
+func (s *Store) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= s.opts.RequestTimeout {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, s.opts.RequestTimeout)
+}
+
 func (s *Store) start(ctx context.Context, op byte, key, value []byte) (func(context.Context) error, error) {
 	if !s.node.IsLeader() {
 		return nil, ErrNotLeader
@@ -391,7 +402,7 @@ func (s *Store) start(ctx context.Context, op byte, key, value []byte) (func(con
 		delete(s.waiters, id)
 		s.mu.Unlock()
 	}
-	qctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	qctx, cancel := s.bounded(ctx)
 	errc, err := s.node.ProposeAsync(qctx, data)
 	cancel()
 	if err != nil {
@@ -407,7 +418,7 @@ func (s *Store) start(ctx context.Context, op byte, key, value []byte) (func(con
 		if plantedEarlyAck {
 			return nil
 		}
-		ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+		ctx, cancel := s.bounded(ctx)
 		defer cancel()
 		select {
 		case err := <-errc:
@@ -449,6 +460,11 @@ func (s *Store) Apply(ents []*pb.Entry) error {
 	s.dbMu.RLock()
 	defer s.dbMu.RUnlock()
 	b := s.db.NewBatch()
+	size := 32
+	for _, e := range ents {
+		size += len(e.GetData())
+	}
+	b.Grow(size) // the commands' framing is about the batch records'
 	var done []uint64
 	for _, e := range ents {
 		if e.GetIndex() <= s.applied.Load() || len(e.GetData()) == 0 {
@@ -653,7 +669,7 @@ func (s *Store) Barrier(ctx context.Context) error {
 	case s.readWake <- struct{}{}:
 	default:
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	ctx, cancel := s.bounded(ctx)
 	defer cancel()
 	select {
 	case <-r.done:

@@ -91,6 +91,8 @@ type Log struct {
 	lastSnap *pb.SnapshotMetadata
 
 	syncLatency latencyHistogram // fsyncs of Save (lock-free)
+
+	rec []byte // Save's record buffer, reused (Save runs on one goroutine)
 }
 
 type segment struct {
@@ -505,7 +507,14 @@ func (l *Log) Save(hs *pb.HardState, ents []*pb.Entry, sync bool) error {
 		return nil
 	}
 	w := l.cur
-	rec := make([]byte, 0, 64+len(ents)*64)
+	size := 64
+	for _, e := range ents {
+		size += len(e.GetData()) + 32
+	}
+	if cap(l.rec) < size {
+		l.rec = make([]byte, 0, size)
+	}
+	rec := l.rec[:0]
 	rec = append(rec, recBatch)
 	rec = binary.AppendUvarint(rec, uint64(len(ents)))
 	var err error
@@ -524,6 +533,9 @@ func (l *Log) Save(hs *pb.HardState, ents []*pb.Entry, sync bool) error {
 		rec = append(rec, 0)
 	}
 	w.buf = w.enc.Append(w.buf, rec, w.synced)
+	if cap(rec) <= 8<<20 {
+		l.rec = rec[:0] // copied into w.buf: reuse it for the next Save
+	}
 	n := int64(len(w.buf))
 	if err := w.flush(false); err != nil {
 		return fmt.Errorf("raftlog: writing %s: %w", w.seg.name, err)
@@ -561,13 +573,14 @@ func (l *Log) Save(hs *pb.HardState, ents []*pb.Entry, sync bool) error {
 	return nil
 }
 
+// appendProto appends m's encoding, prefixed by its length, to dst.
 func appendProto(dst []byte, m proto.Message) ([]byte, error) {
-	b, err := proto.Marshal(m)
+	dst = binary.AppendUvarint(dst, uint64(proto.Size(m)))
+	out, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(dst, m)
 	if err != nil {
 		return dst, fmt.Errorf("raftlog: encoding %T: %w", m, err)
 	}
-	dst = binary.AppendUvarint(dst, uint64(len(b)))
-	return append(dst, b...), nil
+	return out, nil
 }
 
 // rotate seals the current segment and starts the next.

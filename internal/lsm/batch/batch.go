@@ -40,6 +40,14 @@ func (b *Batch) init() {
 	}
 }
 
+// Grow makes room for n more bytes of records without reallocating.
+func (b *Batch) Grow(n int) {
+	b.init()
+	if n > 0 && cap(b.data)-len(b.data) < n {
+		b.data = append(make([]byte, 0, len(b.data)+n), b.data...)
+	}
+}
+
 // Set adds a set of key to value.
 func (b *Batch) Set(key, value []byte) {
 	b.init()

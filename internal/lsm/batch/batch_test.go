@@ -3,6 +3,7 @@ package batch
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/kayadb/kayadb/internal/lsm/base"
@@ -137,4 +138,28 @@ func FuzzBatch(f *testing.F) {
 			t.Fatalf("re-encoded batch invalid: %v", err)
 		}
 	})
+}
+
+// TestGrow: after Grow(n), records totalling n bytes fit without a new
+// allocation, and the batch encodes exactly as without Grow.
+func TestGrow(t *testing.T) {
+	var plain, grown Batch
+	grown.Grow(4096)
+	before := &grown.data[:1][0]
+	for i := 0; i < 20; i++ {
+		k, v := []byte(fmt.Sprintf("key%03d", i)), bytes.Repeat([]byte{byte(i)}, 100)
+		plain.Set(k, v)
+		grown.Set(k, v)
+	}
+	if &grown.data[:1][0] != before {
+		t.Fatal("the batch reallocated although Grow reserved enough room")
+	}
+	if !bytes.Equal(plain.data, grown.data) || plain.count != grown.count {
+		t.Fatal("Grow changed the batch's encoding")
+	}
+	grown.Grow(-1) // ignored
+	grown.Grow(0)
+	if !bytes.Equal(plain.data, grown.data) {
+		t.Fatal("Grow(0) or Grow(-1) changed the batch")
+	}
 }
