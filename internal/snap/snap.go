@@ -155,8 +155,8 @@ func (s *Store) TempDir(index uint64) string {
 func (s *Store) Commit(tmp string, m *Meta) error {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
-	if cur := s.Current(); cur != nil && m.Index < cur.Index {
-		return fmt.Errorf("snap: refusing to replace snapshot %d with older snapshot %d", cur.Index, m.Index)
+	if err := s.notOlder(m); err != nil {
+		return err
 	}
 	m.Dir = DirName(m.Index)
 	final := filepath.Join(s.dir, m.Dir)
@@ -171,14 +171,7 @@ func (s *Store) Commit(tmp string, m *Meta) error {
 	if err := vfs.SyncDir(s.fs, s.dir); err != nil {
 		return fmt.Errorf("snap: syncing %s: %w", s.dir, err)
 	}
-	if err := vfs.WriteFileSync(s.fs, s.dir, filepath.Join(s.dir, metaFile), encodeMeta(m)); err != nil {
-		return fmt.Errorf("snap: writing %s: %w", metaFile, err)
-	}
-	s.mu.Lock()
-	s.cur = m
-	s.mu.Unlock()
-	s.gc()
-	return nil
+	return s.publish(m)
 }
 
 // CommitMeta makes m, a snapshot without a checkpoint, the current one: it
@@ -188,10 +181,24 @@ func (s *Store) Commit(tmp string, m *Meta) error {
 func (s *Store) CommitMeta(m *Meta) error {
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
+	if err := s.notOlder(m); err != nil {
+		return err
+	}
+	m.Dir = ""
+	return s.publish(m)
+}
+
+// notOlder refuses a snapshot older than the current one.
+func (s *Store) notOlder(m *Meta) error {
 	if cur := s.Current(); cur != nil && m.Index < cur.Index {
 		return fmt.Errorf("snap: refusing to replace snapshot %d with older snapshot %d", cur.Index, m.Index)
 	}
-	m.Dir = ""
+	return nil
+}
+
+// publish replaces raft-snapshot.bin with m (the commit point), makes m
+// current and deletes the checkpoints it supersedes. Called with commitMu.
+func (s *Store) publish(m *Meta) error {
 	if err := vfs.WriteFileSync(s.fs, s.dir, filepath.Join(s.dir, metaFile), encodeMeta(m)); err != nil {
 		return fmt.Errorf("snap: writing %s: %w", metaFile, err)
 	}
