@@ -2,6 +2,7 @@ package jepsen
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -315,6 +316,11 @@ func (nm *nemesis) remove(ctx context.Context, id uint64) (uint64, error) {
 			return 0, fmt.Errorf("removal of node %d still unsettled: %w", id, err)
 		}
 		err = nil
+	}
+	if err != nil && !nm.removing[id] && !errors.Is(err, client.ErrAmbiguous) && !errors.Is(err, client.ErrServer) {
+		// Never reached a leader that could propose it (no leader, no
+		// connection, a deadline before sending): nothing happened.
+		return 0, err
 	}
 	if err != nil {
 		if nm.removing == nil {
