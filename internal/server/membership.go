@@ -322,10 +322,20 @@ func (s *Server) transferLeader(ctx context.Context, p []byte) (wire.Status, []b
 	if !voters[target] {
 		return invalidf("cannot transfer leadership to node %d: it is not a voter", target)
 	}
+	// Raft abandons a transfer the target has not completed within an
+	// election timeout (it was still catching up, or its election was
+	// slow): while this node still leads, ask again, until the request's
+	// deadline.
+	retry := 2 * s.node.ElectionTimeout()
+	next := time.Now().Add(retry)
 	s.node.TransferLeadership(target)
 	for {
 		if s.node.Leader() == target {
 			return wire.StatusOK, nil
+		}
+		if time.Now().After(next) && s.node.IsLeader() {
+			s.node.TransferLeadership(target)
+			next = time.Now().Add(retry)
 		}
 		select {
 		case <-ctx.Done():
