@@ -49,7 +49,7 @@ func NewCluster(bin, dir string, n int, tick time.Duration) (*Cluster, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	c := &Cluster{Bin: bin, Net: NewNetwork(), Tick: tick}
+	c := &Cluster{Bin: bin, Net: NewNetwork(), Tick: tick, maxID: uint64(n)}
 	for i := 1; i <= n; i++ {
 		// The nodes' own ports must stay free while a node is down, so
 		// they lie outside the ephemeral range (the proxies' need not).
@@ -95,12 +95,8 @@ func (c *Cluster) Replace(id uint64) (uint64, error) {
 	if c.Running(id) {
 		return 0, fmt.Errorf("node %d still runs", id)
 	}
-	next := uint64(0)
-	for _, m := range c.Nodes {
-		next = max(next, m.ID)
-	}
-	next = max(next, c.maxID) + 1
-	c.maxID = next
+	c.maxID++
+	next := c.maxID
 	if err := os.Rename(n.Dir, fmt.Sprintf("%s.node%d-removed", n.Dir, id)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return 0, err
 	}

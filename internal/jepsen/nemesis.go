@@ -96,7 +96,7 @@ type nemesis struct {
 
 // joiner is the progress of a replacement node.
 type joiner struct {
-	added, started, promoted bool
+	added, started bool // promoted: removed from nemesis.joining
 }
 
 // pickNode resolves a variant to a node id among the running ones.
@@ -387,7 +387,6 @@ func (nm *nemesis) advance(ctx context.Context, id uint64, promote bool) {
 		cancel()
 		// "not a learner": an earlier attempt that timed out took effect.
 		if err == nil || strings.Contains(err.Error(), "not a learner") {
-			j.promoted = true
 			delete(nm.joining, id)
 			nm.log("node %d promoted to voter", id)
 			return
