@@ -13,19 +13,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kayadb/kayadb/internal/loopport"
 	"github.com/kayadb/kayadb/internal/security/securitytest"
 	"github.com/kayadb/kayadb/internal/wire"
 )
 
-// freeAddr reserves a loopback port.
+// freeAddr picks a free loopback address for a server process, outside
+// the ephemeral range (see package loopport).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := loopport.Pick()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addr
 }
 
 // TestSIGHUPReloadsCertificates runs a real kayadb-server with mutual TLS
