@@ -1,0 +1,5 @@
+//go:build !unix
+
+package vfs
+
+func isQuota(error) bool { return false }
