@@ -129,6 +129,32 @@ func (f InjectorFunc) MaybeError(op Op) error { return f(op) }
 // ErrInjected is the error returned by the injectors of this package.
 var ErrInjected = errors.New("vfs: injected error")
 
+// PartialWrite returns an error that an Injector may return for a
+// File.Write: the error FS then writes the first n bytes (at most all of
+// them) and returns that count with err, as a write(2) that runs out of
+// space part way does. For any other operation the error FS returns err.
+func PartialWrite(n int, err error) error { return &partialWrite{n: n, err: err} }
+
+type partialWrite struct {
+	n   int
+	err error
+}
+
+func (p *partialWrite) Error() string {
+	return fmt.Sprintf("partial write of %d bytes: %v", p.n, p.err)
+}
+func (p *partialWrite) Unwrap() error { return p.err }
+
+// unpartial returns the error an operation other than Write returns for an
+// injected error.
+func unpartial(err error) error {
+	var pw *partialWrite
+	if errors.As(err, &pw) {
+		return pw.err
+	}
+	return err
+}
+
 // WriteOps is a predicate for OnIndex that matches the operations for which
 // Op.Kind.IsWrite is true.
 func WriteOps(op Op) bool { return op.Kind.IsWrite() }
@@ -139,6 +165,9 @@ type IndexInjector struct {
 	// Sticky makes every matching operation after the n-th fail too. Set it
 	// before the injector is used.
 	Sticky bool
+	// Err is the error returned; nil means ErrInjected. Set it before the
+	// injector is used (ErrNoSpace simulates a full disk).
+	Err error
 
 	n     int64
 	pred  func(Op) bool
@@ -153,14 +182,17 @@ func OnIndex(n int64, pred func(Op) bool) *IndexInjector {
 	return &IndexInjector{n: n, pred: pred}
 }
 
-// MaybeError counts op if it matches and returns ErrInjected if it is the
-// chosen one (or a later one, when Sticky).
+// MaybeError counts op if it matches and returns Err (ErrInjected by
+// default) if it is the chosen one (or a later one, when Sticky).
 func (ii *IndexInjector) MaybeError(op Op) error {
 	if ii.pred != nil && !ii.pred(op) {
 		return nil
 	}
 	i := ii.count.Add(1) - 1
 	if i == ii.n || (ii.Sticky && i > ii.n) {
+		if ii.Err != nil {
+			return ii.Err
+		}
 		return ErrInjected
 	}
 	return nil
@@ -173,8 +205,10 @@ func (ii *IndexInjector) Count() int64 { return ii.count.Load() }
 // NewErrorFS returns an FS that calls inj.MaybeError before every FS and
 // File operation on fs and, if it returns an error, returns that error
 // without performing the operation. Files it opens are wrapped the same
-// way. Closing the io.Closer returned by Lock is not intercepted. A nil inj
-// never fails.
+// way. Closing the io.Closer returned by Lock is not intercepted, nor is
+// DiskUsage, which reports the space of fs (see DiskUsageFS). A nil inj
+// never fails. An injected error made with PartialWrite makes a Write
+// write part of its bytes before failing.
 //
 // The wrapper holds no lock while calling the injector, so the injector may
 // call into the underlying FS, for example MemFS.CrashClone.
@@ -192,8 +226,11 @@ type errorFS struct {
 }
 
 func (e *errorFS) check(kind OpKind, path string) error {
-	return e.inj.MaybeError(Op{Kind: kind, Path: path})
+	return unpartial(e.inj.MaybeError(Op{Kind: kind, Path: path}))
 }
+
+// DiskUsage reports the space of the wrapped FS (see DiskUsage).
+func (e *errorFS) DiskUsage(path string) (Usage, error) { return DiskUsage(e.fs, path) }
 
 func (e *errorFS) wrap(f File, err error, name string) (File, error) {
 	if err != nil {
@@ -256,7 +293,7 @@ func (e *errorFS) RemoveAll(name string) error {
 
 // Rename implements FS.
 func (e *errorFS) Rename(oldname, newname string) error {
-	if err := e.inj.MaybeError(Op{Kind: OpRename, Path: oldname, NewPath: newname}); err != nil {
+	if err := unpartial(e.inj.MaybeError(Op{Kind: OpRename, Path: oldname, NewPath: newname})); err != nil {
 		return err
 	}
 	return e.fs.Rename(oldname, newname)
@@ -264,7 +301,7 @@ func (e *errorFS) Rename(oldname, newname string) error {
 
 // Link implements FS.
 func (e *errorFS) Link(oldname, newname string) error {
-	if err := e.inj.MaybeError(Op{Kind: OpLink, Path: oldname, NewPath: newname}); err != nil {
+	if err := unpartial(e.inj.MaybeError(Op{Kind: OpLink, Path: oldname, NewPath: newname})); err != nil {
 		return err
 	}
 	return e.fs.Link(oldname, newname)
@@ -314,7 +351,7 @@ type errorFile struct {
 
 // Read implements File.
 func (e *errorFile) Read(p []byte) (int, error) {
-	if err := e.inj.MaybeError(Op{Kind: OpFileRead, Path: e.name, Offset: e.off, Len: len(p)}); err != nil {
+	if err := unpartial(e.inj.MaybeError(Op{Kind: OpFileRead, Path: e.name, Offset: e.off, Len: len(p)})); err != nil {
 		return 0, err
 	}
 	n, err := e.f.Read(p)
@@ -324,7 +361,7 @@ func (e *errorFile) Read(p []byte) (int, error) {
 
 // ReadAt implements File.
 func (e *errorFile) ReadAt(p []byte, off int64) (int, error) {
-	if err := e.inj.MaybeError(Op{Kind: OpFileReadAt, Path: e.name, Offset: off, Len: len(p)}); err != nil {
+	if err := unpartial(e.inj.MaybeError(Op{Kind: OpFileReadAt, Path: e.name, Offset: off, Len: len(p)})); err != nil {
 		return 0, err
 	}
 	return e.f.ReadAt(p, off)
@@ -333,7 +370,16 @@ func (e *errorFile) ReadAt(p []byte, off int64) (int, error) {
 // Write implements File.
 func (e *errorFile) Write(p []byte) (int, error) {
 	if err := e.inj.MaybeError(Op{Kind: OpFileWrite, Path: e.name, Offset: e.off, Len: len(p)}); err != nil {
-		return 0, err
+		var pw *partialWrite
+		if !errors.As(err, &pw) {
+			return 0, err
+		}
+		n, werr := e.f.Write(p[:max(min(pw.n, len(p)), 0)])
+		e.off += int64(n)
+		if werr != nil {
+			return n, werr
+		}
+		return n, pw.err
 	}
 	n, err := e.f.Write(p)
 	e.off += int64(n)
@@ -342,7 +388,7 @@ func (e *errorFile) Write(p []byte) (int, error) {
 
 // Sync implements File.
 func (e *errorFile) Sync() error {
-	if err := e.inj.MaybeError(Op{Kind: OpFileSync, Path: e.name}); err != nil {
+	if err := unpartial(e.inj.MaybeError(Op{Kind: OpFileSync, Path: e.name})); err != nil {
 		return err
 	}
 	return e.f.Sync()
@@ -350,7 +396,7 @@ func (e *errorFile) Sync() error {
 
 // Stat implements File.
 func (e *errorFile) Stat() (os.FileInfo, error) {
-	if err := e.inj.MaybeError(Op{Kind: OpFileStat, Path: e.name}); err != nil {
+	if err := unpartial(e.inj.MaybeError(Op{Kind: OpFileStat, Path: e.name})); err != nil {
 		return nil, err
 	}
 	return e.f.Stat()
@@ -358,7 +404,7 @@ func (e *errorFile) Stat() (os.FileInfo, error) {
 
 // Preallocate implements File.
 func (e *errorFile) Preallocate(offset, length int64) error {
-	if err := e.inj.MaybeError(Op{Kind: OpFilePreallocate, Path: e.name, Offset: offset, Len: int(length)}); err != nil {
+	if err := unpartial(e.inj.MaybeError(Op{Kind: OpFilePreallocate, Path: e.name, Offset: offset, Len: int(length)})); err != nil {
 		return err
 	}
 	return e.f.Preallocate(offset, length)
@@ -366,7 +412,7 @@ func (e *errorFile) Preallocate(offset, length int64) error {
 
 // Truncate implements File.
 func (e *errorFile) Truncate(size int64) error {
-	if err := e.inj.MaybeError(Op{Kind: OpFileTruncate, Path: e.name, Offset: size}); err != nil {
+	if err := unpartial(e.inj.MaybeError(Op{Kind: OpFileTruncate, Path: e.name, Offset: size})); err != nil {
 		return err
 	}
 	return e.f.Truncate(size)
@@ -375,7 +421,7 @@ func (e *errorFile) Truncate(size int64) error {
 // Close implements File. If the injector fails the close, the underlying
 // file stays open.
 func (e *errorFile) Close() error {
-	if err := e.inj.MaybeError(Op{Kind: OpFileClose, Path: e.name}); err != nil {
+	if err := unpartial(e.inj.MaybeError(Op{Kind: OpFileClose, Path: e.name})); err != nil {
 		return err
 	}
 	return e.f.Close()

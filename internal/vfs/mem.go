@@ -38,12 +38,31 @@ const crashPageSize = 4096
 //     A directory made by MkdirAll is itself an unsynced entry of its
 //     parent until the parent is synced.
 //
+// # Capacity
+//
+// SetCapacity limits the bytes the files may occupy, to simulate a full
+// disk. A file occupies max(its size, the end of its preallocated range)
+// bytes while it has a name or an open handle (so, as on POSIX, removing an
+// open file frees its space only at the last Close); directories and names
+// occupy nothing. Past the capacity, Write writes what fits and returns the
+// short count with an error matching ErrNoSpace (as write(2) does);
+// Preallocate and a growing Truncate fail with it and change nothing.
+// Freeing space (Remove, RemoveAll, a shrinking Truncate, Close of an
+// unlinked file) makes room again. DiskUsage reports the capacity.
+//
 // All operations take one mutex, so every method, including File.ReadAt, is
 // safe for concurrent use. A MemFS must not be copied after first use.
 type MemFS struct {
 	mu    sync.Mutex
 	root  *memNode
 	locks map[string]bool // cleaned path -> held
+	// open counts the open handles per node, so that an unlinked file
+	// keeps its space until its last handle is closed.
+	open map[*memNode]int
+	// capacity limits the bytes files occupy; 0 means no limit.
+	capacity int64
+	// gen numbers the walks of usedLocked (see memNode.gen).
+	gen uint64
 }
 
 var _ FS = (*MemFS)(nil)
@@ -67,6 +86,12 @@ type memNode struct {
 	// was truncated below len(synced), since the last Sync. While it is
 	// false, data[:len(synced)] equals synced and Sync only appends the tail.
 	dirty bool
+	// reserved is the end of the range Preallocate reserved; the file
+	// occupies max(len(data), reserved) bytes of the capacity.
+	reserved int64
+	// gen is the last usedLocked walk that counted this node, so hard links
+	// and open handles count it once.
+	gen uint64
 
 	// Directories only: the current entries and the entries as of the last
 	// directory Sync.
@@ -90,7 +115,86 @@ func newMemDir(perm os.FileMode) *memNode {
 
 // NewMem returns an empty MemFS holding only the root directory "/".
 func NewMem() *MemFS {
-	return &MemFS{root: newMemDir(0o700), locks: make(map[string]bool)}
+	return &MemFS{root: newMemDir(0o700), locks: make(map[string]bool), open: make(map[*memNode]int)}
+}
+
+// MemUnlimitedBytes is the TotalBytes that DiskUsage reports for a MemFS
+// without a capacity.
+const MemUnlimitedBytes = 1 << 62
+
+// SetCapacity limits the bytes the files of m may occupy (see the type's
+// doc); 0 (or less) removes the limit. A capacity below what is already
+// used is allowed: every write that needs more space then fails until
+// enough is freed.
+func (m *MemFS) SetCapacity(bytes int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.capacity = max(bytes, 0)
+}
+
+// DiskUsage reports the capacity as TotalBytes (MemUnlimitedBytes if there
+// is none) and what is left of it as AvailBytes. path must exist.
+func (m *MemFS) DiskUsage(path string) (Usage, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, err := m.lookup("statfs", path); err != nil {
+		return Usage{}, err
+	}
+	total := int64(MemUnlimitedBytes)
+	if m.capacity > 0 {
+		total = m.capacity
+	}
+	return Usage{TotalBytes: uint64(total), AvailBytes: uint64(max(total-m.usedLocked(), 0))}, nil
+}
+
+// usedLocked returns the bytes occupied by the files that have a name or
+// an open handle. It walks the whole tree: MemFS is a test file system, and
+// the walk runs only while a capacity is set. m.mu must be held.
+func (m *MemFS) usedLocked() int64 {
+	m.gen++
+	used := m.root.usage(m.gen)
+	for n := range m.open {
+		used += n.usage(m.gen)
+	}
+	return used
+}
+
+// usage returns the bytes occupied by n and, for a directory, everything
+// below it, skipping nodes already counted in walk gen.
+func (n *memNode) usage(gen uint64) int64 {
+	if n.gen == gen {
+		return 0
+	}
+	n.gen = gen
+	if !n.isDir {
+		return n.charge()
+	}
+	var used int64
+	for _, c := range n.children {
+		used += c.usage(gen)
+	}
+	return used
+}
+
+// charge is the space a file occupies.
+func (n *memNode) charge() int64 { return max(int64(len(n.data)), n.reserved) }
+
+// room returns how many more bytes the files may occupy, or -1 if there is
+// no capacity. m.mu must be held.
+func (m *MemFS) room() int64 {
+	if m.capacity <= 0 {
+		return -1
+	}
+	return max(m.capacity-m.usedLocked(), 0)
+}
+
+// noSpace is the error of an operation that found no room.
+func noSpace(op, name string) error { return pathErr(op, name, ErrNoSpace) }
+
+// newHandle returns an open handle on n and counts it. m.mu must be held.
+func (m *MemFS) newHandle(n *memNode, name string, writable bool) *memFile {
+	m.open[n]++
+	return &memFile{fs: m, node: n, name: name, writable: writable}
 }
 
 // memSep is the path separator used by MemFS paths.
@@ -183,7 +287,7 @@ func (m *MemFS) Create(name string) (File, error) {
 	default:
 		n.truncate(0)
 	}
-	return &memFile{fs: m, node: n, name: name, writable: true}, nil
+	return m.newHandle(n, name, true), nil
 }
 
 // Open opens the existing file or directory name for reading.
@@ -194,7 +298,7 @@ func (m *MemFS) Open(name string) (File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &memFile{fs: m, node: n, name: name}, nil
+	return m.newHandle(n, name, false), nil
 }
 
 // OpenReadWrite opens the existing file name for reading and writing, with
@@ -209,7 +313,7 @@ func (m *MemFS) OpenReadWrite(name string) (File, error) {
 	if n.isDir {
 		return nil, pathErr("open", name, syscall.EISDIR)
 	}
-	return &memFile{fs: m, node: n, name: name, writable: true}, nil
+	return m.newHandle(n, name, true), nil
 }
 
 // OpenDir opens the directory name; Sync on the result makes its current
@@ -224,7 +328,7 @@ func (m *MemFS) OpenDir(name string) (File, error) {
 	if !n.isDir {
 		return nil, pathErr("open", name, syscall.ENOTDIR)
 	}
-	return &memFile{fs: m, node: n, name: name}, nil
+	return m.newHandle(n, name, false), nil
 }
 
 // Remove removes the file or empty directory name.
@@ -481,6 +585,11 @@ func (n *memNode) truncate(size int64) {
 		n.grow(size)
 		clear(n.data[old:size])
 	}
+	if size <= old {
+		// A truncate that does not grow the file frees every block past
+		// the new size, preallocated or not (as ext4 does).
+		n.reserved = min(n.reserved, size)
+	}
 	n.modTime = time.Now()
 }
 
@@ -627,9 +736,19 @@ func (f *memFile) Write(p []byte) (int, error) {
 	if !f.writable {
 		return 0, pathErr("write", f.name, syscall.EBADF)
 	}
-	f.node.writeAt(p, f.off)
-	f.off += int64(len(p))
-	return len(p), nil
+	n := len(p)
+	var err error
+	if room := f.fs.room(); room >= 0 {
+		// Bytes up to limit are already occupied or fit in the room left.
+		limit := f.node.charge() + room
+		if end := f.off + int64(n); end > limit {
+			n = int(max(min(limit-f.off, int64(n)), 0))
+			err = noSpace("write", f.name)
+		}
+	}
+	f.node.writeAt(p[:n], f.off)
+	f.off += int64(n)
+	return n, err
 }
 
 // Sync makes the file's current data durable; on a directory it makes the
@@ -654,7 +773,9 @@ func (f *memFile) Stat() (os.FileInfo, error) {
 	return f.node.info(filepath.Base(memClean(f.name))), nil
 }
 
-// Preallocate validates its arguments and otherwise does nothing.
+// Preallocate reserves [offset, offset+length) against the capacity
+// without changing the file size; it fails with an error matching
+// ErrNoSpace, reserving nothing, if that does not fit.
 func (f *memFile) Preallocate(offset, length int64) error {
 	f.fs.mu.Lock()
 	defer f.fs.mu.Unlock()
@@ -666,6 +787,13 @@ func (f *memFile) Preallocate(offset, length int64) error {
 	}
 	if offset < 0 || length < 0 {
 		return pathErr("fallocate", f.name, syscall.EINVAL)
+	}
+	end := offset + length
+	if grow := end - f.node.charge(); grow > 0 {
+		if room := f.fs.room(); room >= 0 && grow > room {
+			return noSpace("fallocate", f.name)
+		}
+		f.node.reserved = end
 	}
 	return nil
 }
@@ -683,6 +811,11 @@ func (f *memFile) Truncate(size int64) error {
 	if size < 0 {
 		return pathErr("truncate", f.name, syscall.EINVAL)
 	}
+	if grow := size - f.node.charge(); grow > 0 {
+		if room := f.fs.room(); room >= 0 && grow > room {
+			return noSpace("truncate", f.name)
+		}
+	}
 	f.node.truncate(size)
 	return nil
 }
@@ -695,6 +828,11 @@ func (f *memFile) Close() error {
 		return pathErr("close", f.name, os.ErrClosed)
 	}
 	f.closed = true
+	if c := f.fs.open[f.node] - 1; c > 0 {
+		f.fs.open[f.node] = c
+	} else {
+		delete(f.fs.open, f.node)
+	}
 	return nil
 }
 
@@ -724,7 +862,8 @@ type CrashCloneOptions struct {
 // max(synced length, min(end of the last kept page, current length)).
 //
 // In the clone everything is synced, no locks are held and no handles are
-// open. If the synced entries would place one directory at several paths
+// open. It keeps m's capacity (it is the same disk) and the files'
+// preallocated ranges. If the synced entries would place one directory at several paths
 // (possible after unsynced renames of directories), it appears only at the
 // first of them in sorted depth-first order. Files reachable through
 // several names remain hard links.
@@ -735,7 +874,7 @@ func (m *MemFS) CrashClone(opts CrashCloneOptions) *MemFS {
 		opts: opts,
 		memo: make(map[*memNode]*memNode),
 	}
-	return &MemFS{root: c.clone(m.root), locks: make(map[string]bool)}
+	return &MemFS{root: c.clone(m.root), locks: make(map[string]bool), open: make(map[*memNode]int), capacity: m.capacity}
 }
 
 // crashCloner holds the state of one CrashClone walk.
@@ -765,7 +904,7 @@ func (c *crashCloner) clone(n *memNode) *memNode {
 		}
 		return done
 	}
-	cn := &memNode{isDir: n.isDir, mode: n.mode, modTime: n.modTime}
+	cn := &memNode{isDir: n.isDir, mode: n.mode, modTime: n.modTime, reserved: n.reserved}
 	c.memo[n] = cn
 	if n.isDir {
 		cn.children = make(map[string]*memNode, len(n.syncedChildren))

@@ -11,8 +11,15 @@
 //     CrashClone returns the file system as it could look after a power cut
 //     at that instant: only synced file data and synced directory entries
 //     survive (optionally plus a random part of the unsynced data).
+//     SetCapacity makes it a small disk that fills up: writes past the
+//     capacity fail with ErrNoSpace, a partial write keeping what fit.
 //   - errorfs (NewErrorFS): a wrapper that calls an Injector before every
-//     operation so tests can fail or "crash" at a chosen operation.
+//     operation so tests can fail or "crash" at a chosen operation (or make
+//     a write stop part way, PartialWrite).
+//
+// DiskUsage reports a file system's size and free space (statfs on Linux)
+// for the FSs that implement DiskUsageFS; IsNoSpace recognises a full disk
+// wherever the error surfaces.
 //
 // The package must never import other packages of this module, and must
 // never hide an error: every failed system call surfaces to the caller.
