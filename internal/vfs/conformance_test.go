@@ -58,6 +58,7 @@ func TestConformance(t *testing.T) {
 		{"DirSync", testDirSync},
 		{"ClosedHandle", testClosedHandle},
 		{"ConcurrentReadAt", testConcurrentReadAt},
+		{"SeekAfterTruncate", testSeekAfterTruncate},
 	}
 	for fsName, mk := range fsUnderTest(t) {
 		t.Run(fsName, func(t *testing.T) {
@@ -556,4 +557,36 @@ func testConcurrentReadAt(t *testing.T, fs FS, dir string) {
 		}
 	})
 	wg.Wait()
+}
+
+// testSeekAfterTruncate is what a log writer does after a failed write: cut
+// the file back and continue writing at the cut.
+func testSeekAfterTruncate(t *testing.T, fs FS, dir string) {
+	name := filepath.Join(dir, "f")
+	f, err := fs.Create(name)
+	must(t, err)
+	_, err = f.Write([]byte("goodPARTIAL"))
+	must(t, err)
+	must(t, f.Truncate(4))
+	off, err := f.Seek(4, io.SeekStart)
+	must(t, err)
+	if off != 4 {
+		t.Fatalf("Seek = %d", off)
+	}
+	_, err = f.Write([]byte("next"))
+	must(t, err)
+	if off, err := f.Seek(0, io.SeekCurrent); err != nil || off != 8 {
+		t.Fatalf("Seek(0, current) = %d, %v", off, err)
+	}
+	if off, err := f.Seek(-2, io.SeekEnd); err != nil || off != 6 {
+		t.Fatalf("Seek(-2, end) = %d, %v", off, err)
+	}
+	if _, err := f.Seek(-1, io.SeekStart); err == nil {
+		t.Fatal("Seek to a negative offset succeeded")
+	}
+	must(t, f.Close())
+	got := readFile(t, fs, name)
+	if string(got) != "goodnext" {
+		t.Fatalf("content %q", got)
+	}
 }

@@ -17,8 +17,8 @@ var Default FS = defaultFS{}
 // defaultFS implements FS on top of package os.
 type defaultFS struct{}
 
-// osFile is a File backed by an *os.File. Read, ReadAt, Write, Stat and
-// Truncate come straight from the embedded *os.File; Sync, Preallocate and
+// osFile is a File backed by an *os.File. Read, ReadAt, Write, Seek, Stat
+// and Truncate come straight from the embedded *os.File; Sync, Preallocate and
 // Close are defined per platform or below.
 type osFile struct {
 	*os.File

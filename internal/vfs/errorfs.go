@@ -205,8 +205,8 @@ func (ii *IndexInjector) Count() int64 { return ii.count.Load() }
 // NewErrorFS returns an FS that calls inj.MaybeError before every FS and
 // File operation on fs and, if it returns an error, returns that error
 // without performing the operation. Files it opens are wrapped the same
-// way. Closing the io.Closer returned by Lock is not intercepted, nor is
-// DiskUsage, which reports the space of fs (see DiskUsageFS). A nil inj
+// way. Closing the io.Closer returned by Lock is not intercepted, nor are
+// File.Seek and DiskUsage, which reports the space of fs (see DiskUsageFS). A nil inj
 // never fails. An injected error made with PartialWrite makes a Write
 // write part of its bytes before failing.
 //
@@ -384,6 +384,16 @@ func (e *errorFile) Write(p []byte) (int, error) {
 	n, err := e.f.Write(p)
 	e.off += int64(n)
 	return n, err
+}
+
+// Seek implements File. It is not intercepted: it changes no state that
+// can become durable.
+func (e *errorFile) Seek(offset int64, whence int) (int64, error) {
+	off, err := e.f.Seek(offset, whence)
+	if err == nil {
+		e.off = off
+	}
+	return off, err
 }
 
 // Sync implements File.

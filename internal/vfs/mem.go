@@ -751,6 +751,30 @@ func (f *memFile) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// Seek sets the handle's offset for the next Read or Write; an offset past
+// the end is allowed (a Write there leaves a zero-filled hole).
+func (f *memFile) Seek(offset int64, whence int) (int64, error) {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if err := f.check("seek", true); err != nil {
+		return 0, err
+	}
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		offset += f.off
+	case io.SeekEnd:
+		offset += int64(len(f.node.data))
+	default:
+		return 0, pathErr("seek", f.name, syscall.EINVAL)
+	}
+	if offset < 0 {
+		return 0, pathErr("seek", f.name, syscall.EINVAL)
+	}
+	f.off = offset
+	return offset, nil
+}
+
 // Sync makes the file's current data durable; on a directory it makes the
 // directory's current entries durable.
 func (f *memFile) Sync() error {

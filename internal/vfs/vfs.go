@@ -38,6 +38,10 @@ type File interface {
 	io.ReaderAt
 	io.Writer
 	io.Closer
+	// Seek sets the offset of the next Read or Write (io.Seeker). Writers
+	// use it to continue at the end of what they keep after cutting a
+	// failed write off with Truncate.
+	io.Seeker
 	// Sync makes the file's data durable (fdatasync). On a directory handle
 	// it makes the directory's entries durable.
 	Sync() error

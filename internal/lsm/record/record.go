@@ -80,6 +80,13 @@ func NewEncoder(logNum base.FileNum, offset int64) *Encoder {
 // Offset returns the log offset just past everything encoded so far.
 func (e *Encoder) Offset() int64 { return e.offset }
 
+// Rewind makes the encoder lay out the next record at offset, forgetting
+// what was encoded after it. A writer whose write failed calls it after
+// cutting the log back to offset, which must be the end of a complete
+// record (an offset Offset returned earlier), so that the next record
+// continues the log exactly there.
+func (e *Encoder) Rewind(offset int64) { e.offset = offset }
+
 // Append encodes payload as one record and appends its chunks (and any block
 // padding in front of them) to dst. syncOffset is stamped in every chunk.
 func (e *Encoder) Append(dst []byte, payload []byte, syncOffset int64) []byte {
