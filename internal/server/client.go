@@ -263,6 +263,9 @@ func (s *Server) dispatch(op wire.Opcode, p []byte) (st wire.Status, payload []b
 func (s *Server) startWrite(op wire.Opcode, p []byte) (func(context.Context) error, wire.Status, []byte) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
 	defer cancel()
+	if err := s.disk.admit(); err != nil {
+		return nil, wire.StatusError, wire.AppendError(nil, err.Error())
+	}
 	var wait func(context.Context) error
 	var err error
 	if op == wire.OpPut {
@@ -368,6 +371,11 @@ func (s *Server) stats() *wire.Stats {
 		snapIndex = cur.Index
 	}
 	put("snapshot_index", snapIndex)
+	if full, why := s.disk.state(); full {
+		put("disk_full", why)
+	} else {
+		put("disk_full", false)
+	}
 	taken, installed := s.node.SnapshotCounts()
 	put("snapshots_taken", taken)
 	put("snapshots_installed", installed)

@@ -52,6 +52,7 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 		snapEvery  = fs.Int64("snapshot-entries", 10000, "take a raft snapshot and compact the raft log every this many applied entries (0 disables)")
 		snapKeep   = fs.Uint64("snapshot-catchup-entries", 5000, "raft log entries kept behind each snapshot, so that a follower slightly behind catches up from the log")
 		snapRate   = fs.String("snapshot-rate", "64MiB", "bandwidth limit for the snapshots this node sends to followers, all together, in bytes per second (e.g. 64MiB, 500KB; 0 = unlimited)")
+		reserve    = fs.String("disk-reserve", "auto", "space kept in reserve on the data directory's file system (a ballast file, DIR/RESERVE) and given back when the disk fills, so the node can still restart, compact and delete (e.g. 256MiB; auto = 1% of the file system, 32MiB to 1GiB; 0 disables)")
 		metrics    = fs.String("metrics-addr", "127.0.0.1:9090", "address of the HTTP listener for Prometheus metrics (/metrics) and health checks (/livez, /readyz, /health)")
 		noMetrics  = fs.Bool("no-metrics", false, "do not start the HTTP listener (no metrics, health checks or pprof)")
 		pprofOn    = fs.Bool("enable-pprof", false, "serve Go's profiler (net/http/pprof) under /debug/pprof/ on the metrics listener")
@@ -148,6 +149,17 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	if err != nil {
 		return fail("--snapshot-rate %q: %v (for example 64MiB, 500KB, or 0 for unlimited)", *snapRate, err)
 	}
+	diskReserve := int64(0) // auto
+	if *reserve != "auto" {
+		n, err := parseBytes(*reserve)
+		if err != nil {
+			return fail("--disk-reserve %q: %v (for example 256MiB, 1GiB, auto, or 0 to disable)", *reserve, err)
+		}
+		diskReserve = n
+		if n == 0 {
+			diskReserve = -1
+		}
+	}
 	logger := slog.New(handler)
 	// A token comes from its flag or its file flag, each possibly from the
 	// environment; a command-line flag beats the environment, and two
@@ -210,7 +222,7 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	cfg := Config{
 		NodeID: *nodeID, DataDir: *dataDir, RaftAddr: *raftAddr, ClientAddr: *clientAddr,
 		Join: *join, TickInterval: *tick, RequestTimeout: *timeout, Logger: logger,
-		SnapshotEntries: *snapEvery, CatchUpEntries: *snapKeep, SnapshotBytesPerSecond: rate,
+		SnapshotEntries: *snapEvery, CatchUpEntries: *snapKeep, SnapshotBytesPerSecond: rate, DiskReserve: diskReserve,
 		AllowPublicBind: *allowPub, OperatorToken: opTok, ClientToken: clTok, TLS: tlsFiles,
 		TLSReloadInterval: *tlsReload, MetricsAddr: *metrics, EnablePprof: *pprofOn, MetricsTLS: *metricsTLS,
 		MetricsOptional: !fs.Changed("metrics-addr") && !*pprofOn && !*metricsTLS,

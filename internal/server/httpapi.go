@@ -162,6 +162,9 @@ func (s *Server) readiness() (bool, string) {
 		return false, fmt.Sprintf("raft stopped: %v", s.node.Err())
 	default:
 	}
+	if full, why := s.disk.state(); full {
+		return false, fmt.Sprintf("disk_full: %s; writes are refused until space is freed", why)
+	}
 	st := s.node.Status()
 	if st.Leader == 0 {
 		return false, "no leader known"

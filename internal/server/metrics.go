@@ -85,6 +85,11 @@ type scrape struct {
 	kvPut, kvGet       uint64
 	kvDelete, kvScan   uint64
 	openDur            time.Duration
+	diskFull           bool
+	diskFree           uint64
+	diskTotal          uint64
+	diskReserve        uint64
+	diskEvents         uint64
 }
 
 // metric is one series of the node collector.
@@ -214,6 +219,13 @@ func newNodeCollector(s *Server) *nodeCollector {
 	gauge("kayadb_engine_block_cache_hit_ratio", "Block cache hits / (hits + misses) since the engine opened; 0 before any lookup.", e(func(m *engine.Metrics) float64 { return m.BlockCache.HitRatio }))
 	gauge("kayadb_engine_block_cache_bytes", "Bytes held by the block cache.", e(func(m *engine.Metrics) float64 { return float64(m.BlockCache.Size) }))
 	gauge("kayadb_engine_block_cache_capacity_bytes", "The block cache's capacity.", e(func(m *engine.Metrics) float64 { return float64(m.BlockCache.Capacity) }))
+	// Disk space (diskfull.go).
+	gauge("kayadb_disk_full", "1 while this node is in disk-full mode: it refuses client writes until free space is back above twice the reserve (as etcd's NOSPACE alarm).",
+		func(sc *scrape) float64 { return b2f(sc.diskFull) })
+	gauge("kayadb_disk_free_bytes", "Free space an unprivileged writer can use on the data directory's file system, at the last check.", u(func(sc *scrape) uint64 { return sc.diskFree }))
+	gauge("kayadb_disk_total_bytes", "Size of the data directory's file system.", u(func(sc *scrape) uint64 { return sc.diskTotal }))
+	gauge("kayadb_disk_reserve_bytes", "Size of the disk reserve (--disk-reserve): the ballast file kept while the disk has room and given back when it fills.", u(func(sc *scrape) uint64 { return sc.diskReserve }))
+	counter("kayadb_disk_full_events_total", "Times this node entered disk-full mode since it started.", u(func(sc *scrape) uint64 { return sc.diskEvents }))
 	gauge("kayadb_engine_recovery_duration_seconds", "How long this node took to open its state at start (STATS recovery_duration_us).",
 		func(sc *scrape) float64 { return sc.openDur.Seconds() })
 	return c
@@ -262,6 +274,10 @@ func (s *Server) scrapeNode() *scrape {
 		sc.walSync, sc.flush, sc.compaction = db.LatencyHistograms()
 		return nil
 	})
+	if g := s.disk; g != nil {
+		sc.diskFull, sc.diskFree, sc.diskTotal = g.full.Load(), g.avail.Load(), g.total.Load()
+		sc.diskReserve, sc.diskEvents = uint64(g.reserve), g.events.Load()
+	}
 	k := s.store.Counters()
 	sc.kvPut, sc.kvGet, sc.kvDelete, sc.kvScan = k.Put, k.Get, k.Delete, k.Scan
 	return sc

@@ -114,6 +114,11 @@ type Config struct {
 	// certificate (TLS.Cert must be set); with TLS.CA, clients must
 	// present a certificate it signed, as on the client port.
 	MetricsTLS bool
+	// DiskReserve is the size of the ballast file kept in the data
+	// directory and given back when the disk fills (diskfull.go): 0 picks
+	// 1% of the file system (32 MiB to 1 GiB), negative disables it.
+	DiskReserve int64
+
 	// MetricsOptional: MetricsAddr is the default, not asked for, so a
 	// busy port logs a warning and the node runs without the listener
 	// instead of refusing to start.
@@ -161,6 +166,9 @@ type Server struct {
 	nodeRef  atomic.Pointer[raftnode.Node]
 
 	obs *observability // metrics registry and HTTP listener (metrics.go, httpapi.go)
+
+	disk        *diskGuard // free space, the ballast, disk-full mode (diskfull.go)
+	diskStarted bool
 
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
@@ -213,6 +221,9 @@ func New(cfg Config) (_ *Server, retErr error) {
 		return nil, fmt.Errorf("locking %s: %w", cfg.DataDir, err)
 	}
 	s.lock = lock
+	// Before anything writes: a disk that filled while the node was down
+	// gets its ballast back, so that the engine and the raft log can open.
+	s.disk = newDiskGuard(fs, cfg.DataDir, cfg.NodeID, cfg.DiskReserve, log.With("component", "disk"))
 
 	// The roster: from the data directory when the node has run before,
 	// else from the flags.
@@ -421,6 +432,8 @@ func New(cfg Config) (_ *Server, retErr error) {
 	}
 	s.node.Start(s.trans)
 	s.store.Start(s.node)
+	s.disk.start()
+	s.diskStarted = true
 	s.openDur = time.Since(start)
 	s.wg.Add(1)
 	go s.acceptLoop()
@@ -498,6 +511,9 @@ func (s *Server) Close() error {
 func (s *Server) closeParts() error {
 	var errs []error
 	s.stopObservability()
+	if s.disk != nil {
+		s.disk.close(s.diskStarted)
+	}
 	if s.stopBg != nil {
 		s.stopBg()
 	}

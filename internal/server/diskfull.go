@@ -1,0 +1,297 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/kayadb/kayadb/internal/vfs"
+)
+
+// The disk guard: what a node does about a full disk
+// (docs/design/hostile-input-and-resources.md §1).
+//
+// A node keeps a ballast file, DIR/RESERVE, of --disk-reserve bytes: space
+// held back from everything, that the node gives to itself when the disk
+// fills, so that it can still write its raft hard state, compact, delete
+// and restart. The guard checks the data file system's free space every
+// diskCheckInterval, and at once when any layer reports a write that failed
+// for lack of space. Below reserve/2 free (or after such a failure) the node
+// is in disk-full mode: it deletes the ballast, refuses new client writes
+// with an error that says so, reports it in /readyz, STATS and metrics, and
+// keeps serving reads and raft traffic. It leaves the mode by itself when
+// free space is back above 2 × reserve: the ballast is made again, a
+// storage engine stopped by the full disk is resumed, and writes are
+// accepted again.
+
+// diskCheckInterval is how often free space is read (one statfs).
+const diskCheckInterval = 500 * time.Millisecond
+
+// Bounds of the default reserve: 1% of the file system, at least
+// minDefaultReserve (room for a few memtable flushes and raft segments) and
+// at most maxDefaultReserve (a large disk need not lose more than that).
+const (
+	minDefaultReserve = 32 << 20
+	maxDefaultReserve = 1 << 30
+)
+
+// ballastName is the ballast file in the data directory.
+const ballastName = "RESERVE"
+
+// errDiskFull is matched by the refusal of a write in disk-full mode.
+var errDiskFull = errors.New("disk full")
+
+type diskGuard struct {
+	fs      vfs.FS
+	dir     string
+	ballast string
+	nodeID  uint64
+	log     *slog.Logger
+	// reserve is the ballast size in bytes; 0 when disabled.
+	reserve int64
+	// resume is called before leaving disk-full mode; an error keeps the
+	// node in it (the engine could not write yet).
+	resume func() error
+
+	full      atomic.Bool
+	avail     atomic.Uint64
+	total     atomic.Uint64
+	events    atomic.Uint64 // times the node entered disk-full mode
+	noSpace   atomic.Bool   // a write failed for lack of space since the last check
+	reasonMu  sync.Mutex
+	reason    string // why the node is in disk-full mode
+	unchecked bool   // the file system cannot report free space
+
+	kick chan struct{}
+	stop chan struct{}
+	done chan struct{}
+}
+
+// newDiskGuard reads the file system's size, works out the reserve
+// (configured: bytes, 0 default, negative disabled) and gives the ballast
+// back at once when the disk is already full, so that the node can start.
+func newDiskGuard(fs vfs.FS, dir string, nodeID uint64, configured int64, log *slog.Logger) *diskGuard {
+	g := &diskGuard{fs: fs, dir: dir, ballast: filepath.Join(dir, ballastName), nodeID: nodeID, log: log,
+		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	u, err := vfs.DiskUsage(fs, dir)
+	if err != nil {
+		g.unchecked = true
+		log.Warn("cannot read the data file system's free space: no disk reserve, and a full disk is noticed only when a write fails", "dir", dir, "err", err)
+	} else {
+		g.avail.Store(u.AvailBytes)
+		g.total.Store(u.TotalBytes)
+	}
+	switch {
+	case configured < 0 || g.unchecked:
+		g.reserve = 0
+	case configured > 0:
+		g.reserve = configured
+	default:
+		g.reserve = min(max(int64(u.TotalBytes/100), minDefaultReserve), maxDefaultReserve)
+	}
+	if g.reserve == 0 {
+		// Without a reserve there is no ballast to keep: one left by an
+		// earlier run with a reserve is space to give back.
+		_ = fs.Remove(g.ballast)
+	}
+	g.check()
+	return g
+}
+
+// start runs the periodic check until close.
+func (g *diskGuard) start() {
+	go func() {
+		defer close(g.done)
+		t := time.NewTicker(diskCheckInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-g.stop:
+				return
+			case <-t.C:
+			case <-g.kick:
+			}
+			g.check()
+		}
+	}()
+}
+
+// close stops the periodic check (it is safe to call without start: the
+// done channel is closed then).
+func (g *diskGuard) close(started bool) {
+	close(g.stop)
+	if started {
+		<-g.done
+	}
+}
+
+// noteNoSpace records that a write failed for lack of space: the next check
+// (run at once) enters disk-full mode whatever statfs says.
+func (g *diskGuard) noteNoSpace(err error) {
+	if !vfs.IsNoSpace(err) {
+		return
+	}
+	g.noSpace.Store(true)
+	select {
+	case g.kick <- struct{}{}:
+	default:
+	}
+}
+
+// check reads the free space and enters or leaves disk-full mode.
+func (g *diskGuard) check() {
+	failed := g.noSpace.Swap(false)
+	var avail uint64
+	if !g.unchecked {
+		u, err := vfs.DiskUsage(g.fs, g.dir)
+		if err != nil {
+			g.log.Warn("reading the data file system's free space failed", "dir", g.dir, "err", err)
+			return
+		}
+		avail = u.AvailBytes
+		g.avail.Store(u.AvailBytes)
+		g.total.Store(u.TotalBytes)
+	}
+	if !g.full.Load() {
+		low := g.reserve > 0 && avail < uint64(g.reserve/2)
+		if !failed && !low {
+			g.ensureBallast(avail)
+			return
+		}
+		why := "a write failed: no space left on the device"
+		if low {
+			why = fmt.Sprintf("%s free, below half the %s reserve", humanBytes(avail), humanBytes(uint64(g.reserve)))
+		}
+		g.enter(why)
+		return
+	}
+	if failed {
+		return // still failing: stay
+	}
+	need := uint64(2 * g.reserve)
+	if g.reserve == 0 {
+		need = minDefaultReserve
+	}
+	if g.unchecked || avail < need {
+		return
+	}
+	if g.resume != nil {
+		if err := g.resume(); err != nil {
+			g.log.Warn("disk space is back but the storage engine cannot resume writing yet; will retry", "err", err)
+			return
+		}
+	}
+	g.full.Store(false)
+	g.ensureBallast(avail)
+	g.log.Info("disk space is back: writes are accepted again", "free", humanBytes(avail), "reserve", humanBytes(uint64(g.reserve)))
+}
+
+// enter switches to disk-full mode and gives the ballast back.
+func (g *diskGuard) enter(why string) {
+	g.reasonMu.Lock()
+	g.reason = why
+	g.reasonMu.Unlock()
+	g.full.Store(true)
+	g.events.Add(1)
+	released := g.fs.Remove(g.ballast) == nil
+	g.log.Error(fmt.Sprintf("disk full on node %d: %s; new writes are refused until space is freed (free space on %s or add capacity)", g.nodeID, why, g.dir),
+		"reserve_released", released)
+}
+
+// ensureBallast makes the ballast file when it is missing and there is room
+// for it with the low-water mark to spare.
+func (g *diskGuard) ensureBallast(avail uint64) {
+	if g.reserve == 0 {
+		return
+	}
+	if fi, err := g.fs.Stat(g.ballast); err == nil && fi.Size() == g.reserve {
+		return
+	}
+	if avail < uint64(g.reserve)+uint64(g.reserve/2) {
+		return // making it now would put the node in disk-full mode at once
+	}
+	if err := g.makeBallast(); err != nil {
+		_ = g.fs.Remove(g.ballast)
+		g.log.Warn("cannot create the disk reserve file; will retry", "file", g.ballast, "err", err)
+	}
+}
+
+// makeBallast writes the ballast file: allocated blocks (fallocate, or
+// zeros where the file system cannot allocate), synced, so that its space
+// is really held.
+func (g *diskGuard) makeBallast() error {
+	tmp := g.ballast + ".tmp"
+	f, err := g.fs.Create(tmp)
+	if err != nil {
+		return err
+	}
+	err = fillBallast(f, g.reserve)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = g.fs.Rename(tmp, g.ballast)
+	}
+	if err == nil {
+		err = vfs.SyncDir(g.fs, g.dir)
+	}
+	if err != nil {
+		_ = g.fs.Remove(tmp)
+	}
+	return err
+}
+
+// fillBallast gives f size bytes of real blocks. Preallocate keeps the size
+// at 0 and may be a no-op, so the file is also truncated up to its size (a
+// sparse file where preallocation is not supported: still a marker of
+// intent, but no reserve; writing zeros would cost size bytes of I/O at
+// every start).
+func fillBallast(f vfs.File, size int64) error {
+	if err := f.Preallocate(0, size); err != nil {
+		return err
+	}
+	return f.Truncate(size)
+}
+
+// admit refuses a client write in disk-full mode.
+func (g *diskGuard) admit() error {
+	if g == nil || !g.full.Load() {
+		return nil
+	}
+	g.reasonMu.Lock()
+	why := g.reason
+	g.reasonMu.Unlock()
+	return fmt.Errorf("%w on node %d: %s (%s free on %s); writes are refused until space is freed — free space or add capacity",
+		errDiskFull, g.nodeID, why, humanBytes(g.avail.Load()), g.dir)
+}
+
+// state returns whether the node is in disk-full mode and why.
+func (g *diskGuard) state() (bool, string) {
+	if g == nil || !g.full.Load() {
+		return false, ""
+	}
+	g.reasonMu.Lock()
+	defer g.reasonMu.Unlock()
+	return true, g.reason
+}
+
+// humanBytes formats n with a binary unit (512 B, 3.5 MiB, 1.2 GiB).
+func humanBytes(n uint64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := uint64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
+}

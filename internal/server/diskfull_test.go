@@ -1,0 +1,168 @@
+package server
+
+import (
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kayadb/kayadb/internal/vfs"
+)
+
+// fillTo writes a filler file on fs so that about free bytes stay free.
+func fillTo(t *testing.T, fs *vfs.MemFS, dir string, free int64) {
+	t.Helper()
+	u, err := vfs.DiskUsage(fs, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := filepath.Join(dir, "filler")
+	var have int64
+	if fi, err := fs.Stat(name); err == nil {
+		have = fi.Size()
+	}
+	want := have + int64(u.AvailBytes) - free
+	f, err := fs.OpenReadWrite(name)
+	if err != nil {
+		f, err = fs.Create(name)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(max(want, 0)); err != nil {
+		t.Fatalf("filling the disk: %v", err)
+	}
+}
+
+func TestDiskGuardEntersAndLeavesDiskFullMode(t *testing.T) {
+	fs := vfs.NewMem()
+	fs.SetCapacity(64 << 20)
+	dir := "/data"
+	if err := fs.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	const reserve = 4 << 20
+	g := newDiskGuard(fs, dir, 7, reserve, slog.New(slog.DiscardHandler))
+	if fi, err := fs.Stat(filepath.Join(dir, ballastName)); err != nil || fi.Size() != reserve {
+		t.Fatalf("ballast after start: %v, %v; want a %d-byte file", fi, err, reserve)
+	}
+	if err := g.admit(); err != nil {
+		t.Fatalf("a disk with room refuses writes: %v", err)
+	}
+
+	// Another program fills the disk to below half the reserve.
+	fillTo(t, fs, dir, reserve/4)
+	g.check()
+	err := g.admit()
+	if err == nil {
+		t.Fatal("writes are admitted with a full disk")
+	}
+	for _, want := range []string{"disk full on node 7", "free space or add capacity", dir} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("refusal %q does not say %q", err, want)
+		}
+	}
+	if !errors.Is(err, errDiskFull) {
+		t.Errorf("refusal %v does not match errDiskFull", err)
+	}
+	if _, err := fs.Stat(filepath.Join(dir, ballastName)); err == nil {
+		t.Error("the ballast is still there in disk-full mode: the node has no reserve to work with")
+	}
+	if full, why := g.state(); !full || why == "" {
+		t.Errorf("state() = %v, %q", full, why)
+	}
+	if g.events.Load() != 1 {
+		t.Errorf("events = %d, want 1", g.events.Load())
+	}
+
+	// Some space comes back, but not twice the reserve: still full.
+	fillTo(t, fs, dir, reserve+reserve/2)
+	g.check()
+	if g.admit() == nil {
+		t.Fatal("left disk-full mode with less than twice the reserve free")
+	}
+
+	// Enough space: the node resumes by itself and makes its ballast again.
+	resumed := 0
+	g.resume = func() error { resumed++; return nil }
+	if err := fs.Remove(filepath.Join(dir, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	g.check()
+	if err := g.admit(); err != nil {
+		t.Fatalf("still refusing writes with the disk freed: %v", err)
+	}
+	if resumed != 1 {
+		t.Errorf("resume called %d times, want 1", resumed)
+	}
+	if fi, err := fs.Stat(filepath.Join(dir, ballastName)); err != nil || fi.Size() != reserve {
+		t.Errorf("ballast after resuming: %v, %v", fi, err)
+	}
+}
+
+func TestDiskGuardFailedWriteEntersModeAndResumeFailureKeepsIt(t *testing.T) {
+	fs := vfs.NewMem()
+	fs.SetCapacity(64 << 20)
+	dir := "/data"
+	_ = fs.MkdirAll(dir, 0o700)
+	g := newDiskGuard(fs, dir, 1, 4<<20, slog.New(slog.DiscardHandler))
+	g.noteNoSpace(errors.New("some other error"))
+	g.check()
+	if g.admit() != nil {
+		t.Fatal("an error other than no-space entered disk-full mode")
+	}
+	// statfs says there is room, but a write failed: trust the failure.
+	g.noteNoSpace(vfs.ErrNoSpace)
+	g.check()
+	if g.admit() == nil {
+		t.Fatal("a write that failed with ENOSPC did not enter disk-full mode")
+	}
+	// Next check: no new failure and room, but the engine cannot resume yet.
+	g.resume = func() error { return vfs.ErrNoSpace }
+	g.check()
+	if g.admit() == nil {
+		t.Fatal("left disk-full mode although the engine could not resume")
+	}
+	g.resume = func() error { return nil }
+	g.check()
+	if err := g.admit(); err != nil {
+		t.Fatalf("did not leave disk-full mode: %v", err)
+	}
+}
+
+func TestDiskGuardGivesBallastBackAtStartOnAFullDisk(t *testing.T) {
+	fs := vfs.NewMem()
+	fs.SetCapacity(64 << 20)
+	dir := "/data"
+	_ = fs.MkdirAll(dir, 0o700)
+	const reserve = 8 << 20
+	newDiskGuard(fs, dir, 1, reserve, slog.New(slog.DiscardHandler))
+	// The disk filled while the node was down.
+	fillTo(t, fs, dir, 0)
+	g := newDiskGuard(fs, dir, 1, reserve, slog.New(slog.DiscardHandler))
+	if g.admit() == nil {
+		t.Fatal("started with a full disk but admits writes")
+	}
+	u, _ := vfs.DiskUsage(fs, dir)
+	if u.AvailBytes < reserve {
+		t.Fatalf("after start %d bytes free: the ballast's %d bytes were not given back", u.AvailBytes, reserve)
+	}
+	// With the reserve disabled, a ballast left from before is given back.
+	fs2 := vfs.NewMem()
+	_ = fs2.MkdirAll(dir, 0o700)
+	newDiskGuard(fs2, dir, 1, reserve, slog.New(slog.DiscardHandler))
+	newDiskGuard(fs2, dir, 1, -1, slog.New(slog.DiscardHandler))
+	if _, err := fs2.Stat(filepath.Join(dir, ballastName)); err == nil {
+		t.Error("--disk-reserve 0 kept the ballast of an earlier run")
+	}
+}
+
+func TestHumanBytes(t *testing.T) {
+	for n, want := range map[uint64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 3 << 19: "1.5 MiB", 5 << 30: "5.0 GiB"} {
+		if got := humanBytes(n); got != want {
+			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
