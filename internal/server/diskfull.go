@@ -20,8 +20,9 @@ import (
 // fills, so that it can still write its raft hard state, compact, delete
 // and restart. The guard checks the data file system's free space every
 // diskCheckInterval, and at once when any layer reports a write that failed
-// for lack of space. Below reserve/2 free (or after such a failure) the node
-// is in disk-full mode: it deletes the ballast, refuses new client writes
+// for lack of space. Below the low-water mark (half the reserve, at most
+// 32 MiB) or after such a failure the node is in disk-full mode: it
+// deletes the ballast, refuses new client writes
 // with an error that says so, reports it in /readyz, STATS and metrics, and
 // keeps serving reads and raft traffic. It leaves the mode by itself when
 // free space is back above 2 × reserve: the ballast is made again, a
@@ -38,6 +39,12 @@ const (
 	minDefaultReserve = 32 << 20
 	maxDefaultReserve = 1 << 30
 )
+
+// maxLowWater caps the free space below which the node enters disk-full
+// mode: half the reserve, but no more than this, so that a node on a disk
+// too full to hold its reserve still takes writes until the disk is really
+// nearly full.
+const maxLowWater = 32 << 20
 
 // ballastName is the ballast file in the data directory.
 const ballastName = "RESERVE"
@@ -56,6 +63,8 @@ type diskGuard struct {
 	// resume is called before leaving disk-full mode; an error keeps the
 	// node in it (the engine could not write yet).
 	resume func() error
+
+	noBallast bool // a warning that the reserve cannot be kept was logged
 
 	full      atomic.Bool
 	avail     atomic.Uint64
@@ -157,14 +166,14 @@ func (g *diskGuard) check() {
 		g.total.Store(u.TotalBytes)
 	}
 	if !g.full.Load() {
-		low := g.reserve > 0 && avail < uint64(g.reserve/2)
+		low := avail < g.lowWater()
 		if !failed && !low {
 			g.ensureBallast(avail)
 			return
 		}
 		why := "a write failed: no space left on the device"
 		if low {
-			why = fmt.Sprintf("%s free, below half the %s reserve", humanBytes(avail), humanBytes(uint64(g.reserve)))
+			why = fmt.Sprintf("%s free, below the %s low-water mark", humanBytes(avail), humanBytes(g.lowWater()))
 		}
 		g.enter(why)
 		return
@@ -172,11 +181,7 @@ func (g *diskGuard) check() {
 	if failed {
 		return // still failing: stay
 	}
-	need := uint64(2 * g.reserve)
-	if g.reserve == 0 {
-		need = minDefaultReserve
-	}
-	if g.unchecked || avail < need {
+	if g.unchecked || avail < g.highWater() {
 		return
 	}
 	if g.resume != nil {
@@ -188,6 +193,21 @@ func (g *diskGuard) check() {
 	g.full.Store(false)
 	g.ensureBallast(avail)
 	g.log.Info("disk space is back: writes are accepted again", "free", humanBytes(avail), "reserve", humanBytes(uint64(g.reserve)))
+}
+
+// lowWater is the free space below which the node enters disk-full mode:
+// half the reserve, at most maxLowWater; 0 without a reserve (only a failed
+// write enters the mode then).
+func (g *diskGuard) lowWater() uint64 { return uint64(min(g.reserve/2, maxLowWater)) }
+
+// highWater is the free space at which the node leaves disk-full mode:
+// twice the reserve (room to make the ballast again and stay above the
+// low-water mark), 1 MiB without a reserve.
+func (g *diskGuard) highWater() uint64 {
+	if g.reserve == 0 {
+		return 1 << 20
+	}
+	return uint64(2 * g.reserve)
 }
 
 // enter switches to disk-full mode and gives the ballast back.
@@ -203,33 +223,41 @@ func (g *diskGuard) enter(why string) {
 }
 
 // ensureBallast makes the ballast file when it is missing and there is room
-// for it with the low-water mark to spare.
+// for it with twice the low-water mark to spare.
 func (g *diskGuard) ensureBallast(avail uint64) {
 	if g.reserve == 0 {
 		return
 	}
-	if fi, err := g.fs.Stat(g.ballast); err == nil && fi.Size() == g.reserve {
+	if _, err := g.fs.Stat(g.ballast); err == nil {
 		return
 	}
-	if avail < uint64(g.reserve)+uint64(g.reserve/2) {
-		return // making it now would put the node in disk-full mode at once
+	if avail < uint64(g.reserve)+2*g.lowWater() {
+		if !g.noBallast {
+			g.noBallast = true
+			g.log.Warn("the disk has too little free space to keep the disk reserve; running without it until there is room (free space, or lower --disk-reserve)",
+				"free", humanBytes(avail), "reserve", humanBytes(uint64(g.reserve)))
+		}
+		return
 	}
 	if err := g.makeBallast(); err != nil {
 		_ = g.fs.Remove(g.ballast)
 		g.log.Warn("cannot create the disk reserve file; will retry", "file", g.ballast, "err", err)
+		return
 	}
+	g.noBallast = false
 }
 
-// makeBallast writes the ballast file: allocated blocks (fallocate, or
-// zeros where the file system cannot allocate), synced, so that its space
-// is really held.
+// makeBallast makes the ballast file: its blocks allocated with fallocate
+// (FALLOC_FL_KEEP_SIZE: the file stays empty, so making it costs no I/O,
+// but its space is held), synced, renamed into place. On a file system
+// without fallocate the file holds nothing: a marker, not a reserve.
 func (g *diskGuard) makeBallast() error {
 	tmp := g.ballast + ".tmp"
 	f, err := g.fs.Create(tmp)
 	if err != nil {
 		return err
 	}
-	err = fillBallast(f, g.reserve)
+	err = f.Preallocate(0, g.reserve)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -246,18 +274,6 @@ func (g *diskGuard) makeBallast() error {
 		_ = g.fs.Remove(tmp)
 	}
 	return err
-}
-
-// fillBallast gives f size bytes of real blocks. Preallocate keeps the size
-// at 0 and may be a no-op, so the file is also truncated up to its size (a
-// sparse file where preallocation is not supported: still a marker of
-// intent, but no reserve; writing zeros would cost size bytes of I/O at
-// every start).
-func fillBallast(f vfs.File, size int64) error {
-	if err := f.Preallocate(0, size); err != nil {
-		return err
-	}
-	return f.Truncate(size)
 }
 
 // admit refuses a client write in disk-full mode.

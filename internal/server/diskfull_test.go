@@ -45,8 +45,8 @@ func TestDiskGuardEntersAndLeavesDiskFullMode(t *testing.T) {
 	}
 	const reserve = 4 << 20
 	g := newDiskGuard(fs, dir, 7, reserve, slog.New(slog.DiscardHandler))
-	if fi, err := fs.Stat(filepath.Join(dir, ballastName)); err != nil || fi.Size() != reserve {
-		t.Fatalf("ballast after start: %v, %v; want a %d-byte file", fi, err, reserve)
+	if u, _ := vfs.DiskUsage(fs, dir); u.AvailBytes > 64<<20-reserve {
+		t.Fatalf("after start %d bytes free of %d: the ballast does not hold the %d-byte reserve", u.AvailBytes, 64<<20, reserve)
 	}
 	if err := g.admit(); err != nil {
 		t.Fatalf("a disk with room refuses writes: %v", err)
@@ -97,8 +97,11 @@ func TestDiskGuardEntersAndLeavesDiskFullMode(t *testing.T) {
 	if resumed != 1 {
 		t.Errorf("resume called %d times, want 1", resumed)
 	}
-	if fi, err := fs.Stat(filepath.Join(dir, ballastName)); err != nil || fi.Size() != reserve {
-		t.Errorf("ballast after resuming: %v, %v", fi, err)
+	if _, err := fs.Stat(filepath.Join(dir, ballastName)); err != nil {
+		t.Errorf("no ballast after resuming: %v", err)
+	}
+	if u, _ := vfs.DiskUsage(fs, dir); u.AvailBytes > 64<<20-reserve {
+		t.Errorf("after resuming %d bytes free: the ballast holds no space", u.AvailBytes)
 	}
 }
 
@@ -164,5 +167,28 @@ func TestHumanBytes(t *testing.T) {
 		if got := humanBytes(n); got != want {
 			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
 		}
+	}
+}
+
+// TestDiskGuardWithoutRoomForTheReserve: a disk with less free space than
+// the reserve needs still takes writes (the node runs without a ballast)
+// until it is really nearly full.
+func TestDiskGuardWithoutRoomForTheReserve(t *testing.T) {
+	fs := vfs.NewMem()
+	fs.SetCapacity(256 << 20)
+	dir := "/data"
+	_ = fs.MkdirAll(dir, 0o700)
+	fillTo(t, fs, dir, 100<<20)
+	g := newDiskGuard(fs, dir, 1, 1<<30, slog.New(slog.DiscardHandler))
+	if err := g.admit(); err != nil {
+		t.Fatalf("100 MiB free, a 1 GiB reserve that cannot be kept: writes refused: %v", err)
+	}
+	if _, err := fs.Stat(filepath.Join(dir, ballastName)); err == nil {
+		t.Fatal("a ballast was made without room for it")
+	}
+	fillTo(t, fs, dir, maxLowWater-1)
+	g.check()
+	if g.admit() == nil {
+		t.Fatal("below the low-water mark, writes are still admitted")
 	}
 }

@@ -712,3 +712,75 @@ func TestSnapshotsWithoutCheckpoints(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapshotRefusedWhenItDoesNotFit: a follower whose disk cannot hold
+// the snapshot it needs refuses the stream from its header, before writing
+// anything, stays up, and takes the snapshot once space is back.
+func TestSnapshotRefusedWhenItDoesNotFit(t *testing.T) {
+	const reserve = 64 << 10
+	// Writes into received snapshots (the *.tmp directories under
+	// raft/) on the watched node.
+	var watch atomic.Uint64
+	streamed := vfs.OnIndex(-1, func(op vfs.Op) bool {
+		return op.Kind == vfs.OpFileWrite && strings.Contains(op.Path, "/raft/") && strings.Contains(op.Path, ".tmp/")
+	})
+	c := newTestCluster(t, 3, func(id uint64, cfg *Config) {
+		snapCfg(50, 10)(id, cfg)
+		cfg.DiskReserve = reserve
+		if watch.Load() == id {
+			cfg.EngineOptions.FS = vfs.NewErrorFS(cfg.EngineOptions.FS, streamed)
+		}
+	})
+	lead := c.leader()
+	f := c.follower(lead)
+	c.stop(f)
+	putMany(t, c.lns[lead], "a", 400, 2000) // about 800 KB the follower lacks
+
+	// The follower's disk has room to start, not to take the snapshot.
+	disk := c.disk(f)
+	u, err := vfs.DiskUsage(disk, "/node")
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := int64(vfs.MemUnlimitedBytes - u.AvailBytes)
+	disk.SetCapacity(used + 400<<10)
+	watch.Store(f)
+	c.start(f)
+	fs := c.nodes[f]
+	deadline := time.Now().Add(20 * time.Second)
+	for fs.trans.Stats().SnapshotsFailed == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the follower never refused a snapshot")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, installed := fs.Node().SnapshotCounts(); installed != 0 {
+		t.Fatal("the follower installed a snapshot that does not fit")
+	}
+	if n := streamed.Count(); n != 0 {
+		t.Fatalf("the follower wrote %d times into snapshots it could not hold: refuse them from their header", n)
+	}
+	select {
+	case <-fs.Done():
+		t.Fatalf("the follower stopped: %v", fs.Err())
+	default:
+	}
+	// Nothing of the refused streams is left behind.
+	names, err := disk.List("/node/raft")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range names {
+		if strings.HasSuffix(n, ".tmp") {
+			t.Errorf("a refused snapshot left %s", n)
+		}
+	}
+
+	disk.SetCapacity(0)
+	if _, keys := c.waitConverged(1, 2, 3); keys != 400 {
+		t.Fatalf("converged on %d keys, want 400", keys)
+	}
+	if _, installed := c.nodes[f].Node().SnapshotCounts(); installed == 0 {
+		t.Fatal("the follower caught up without a snapshot")
+	}
+}

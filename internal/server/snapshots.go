@@ -60,7 +60,7 @@ type peerHandler struct {
 func (h *peerHandler) ReceiveSnapshot(from uint64, r io.Reader) error {
 	s := h.s
 	tmp := s.snaps.TempDir(0)
-	m, err := snap.ReadStream(r, s.fs, tmp)
+	m, err := snap.ReadStream(r, s.fs, tmp, s.admitSnapshot)
 	if err == nil {
 		err = s.checkReceived(from, m, tmp)
 	}
@@ -85,6 +85,38 @@ func (h *peerHandler) ReceiveSnapshot(from uint64, r io.Reader) error {
 	s.snapMu.Unlock()
 	s.log.Info("received a snapshot", "from", from, "index", idx, "term", m.GetSnapshot().GetMetadata().GetTerm())
 	h.Node.Receive(m)
+	return nil
+}
+
+// admitSnapshot judges a snapshot stream from its header, before anything
+// is written (docs/design/hostile-input-and-resources.md §1): only what the
+// sender's state can justify — a snapshot from the leader this node
+// follows, of its term or a later one, beyond what this node has applied —
+// and only what fits on the disk with half the reserve kept.
+func (s *Server) admitSnapshot(m *pb.Message, total uint64, files int) error {
+	meta := m.GetSnapshot().GetMetadata()
+	if m.GetTo() != s.cfg.NodeID {
+		return fmt.Errorf("snapshot stream addressed to node %d, not this node (%d)", m.GetTo(), s.cfg.NodeID)
+	}
+	if term := s.node.Term(); m.GetTerm() < term {
+		return fmt.Errorf("stale snapshot from node %d: term %d, this node is in term %d", m.GetFrom(), m.GetTerm(), term)
+	}
+	if lead := s.node.Leader(); lead != 0 && lead != m.GetFrom() && m.GetTerm() == s.node.Term() {
+		return fmt.Errorf("snapshot from node %d, which does not lead term %d (node %d does)", m.GetFrom(), m.GetTerm(), lead)
+	}
+	if applied := s.store.AppliedIndex(); meta.GetIndex() <= applied {
+		return fmt.Errorf("snapshot at index %d from node %d is not needed: this node has applied up to %d", meta.GetIndex(), m.GetFrom(), applied)
+	}
+	if full, why := s.disk.state(); full {
+		return fmt.Errorf("%w on node %d: %s; refusing a snapshot of %s until space is freed", errDiskFull, s.cfg.NodeID, why, humanBytes(total))
+	}
+	if u, err := vfs.DiskUsage(s.fs, s.cfg.DataDir); err == nil {
+		keep := uint64(s.disk.reserve / 2)
+		if u.AvailBytes < keep || total > u.AvailBytes-keep {
+			return fmt.Errorf("%w on node %d: a snapshot of %s in %d files does not fit in the %s free on %s with %s kept in reserve; free space or add capacity",
+				errDiskFull, s.cfg.NodeID, humanBytes(total), files, humanBytes(u.AvailBytes), s.cfg.DataDir, humanBytes(keep))
+		}
+	}
 	return nil
 }
 

@@ -22,12 +22,18 @@
 //
 // # Stream
 //
-//	header:  magic "KAYASNAPSTREAM\x00\x02" (16) | uvarint len | raftpb.Message proto (a MsgSnap) | CRC32C u32 LE (masked, over the proto)
+//	header:  magic "KAYASNAPSTREAM\x00\x03" (16) | uvarint len | raftpb.Message proto (a MsgSnap) |
+//	         total u64 LE | files u32 LE | CRC32C u32 LE (masked, over the proto, total and files)
 //	file:    0x01 | uvarint nameLen | name | uvarint size | data (size bytes) | CRC32C u32 LE (masked, over nameLen..data)
 //	end:     0x00 | file count u32 LE | CRC32C u32 LE (masked, over the count)
 //
 // Every byte but the tags is under a checksum: a damaged name, size or
-// header is caught like damaged data.
+// header is caught like damaged data. The header announces the stream's
+// size: total is the sum of the files' sizes, files their number. A
+// receiver decides from them, before it writes anything, whether it can
+// take the stream (its free space), and the stream may then carry no more
+// files and no more bytes than it announced (version 2 had no such bound:
+// a stranger could make a node fill its disk).
 package snap
 
 import (
@@ -56,7 +62,7 @@ const (
 	metaMagic    = "KAYASNAP"
 	metaVersion  = 1
 	metaFile     = "raft-snapshot.bin"
-	streamMagic  = "KAYASNAPSTREAM\x00\x02"
+	streamMagic  = "KAYASNAPSTREAM\x00\x03"
 	dirPrefix    = "snap-"
 	maxFileBytes = 1 << 40
 	maxFiles     = 1 << 20
@@ -372,17 +378,43 @@ func (l *Limiter) wait(n int) {
 	}
 }
 
-// WriteStream writes a MsgSnap and the files of checkpoint dir to w.
+// WriteStream writes a MsgSnap and the files of checkpoint dir to w. The
+// files are listed and measured first (a checkpoint's files do not change),
+// so that the header can announce the stream's size.
 func WriteStream(w io.Writer, fs vfs.FS, dir string, m *pb.Message, lim *Limiter) error {
 	bw := bufio.NewWriterSize(w, 256<<10)
+	names, err := fs.List(dir)
+	if err != nil {
+		return fmt.Errorf("snap: listing %s: %w", dir, err)
+	}
+	sort.Strings(names)
+	type file struct {
+		name string
+		size int64
+	}
+	var files []file
+	var total uint64
+	for _, name := range names {
+		st, err := fs.Stat(filepath.Join(dir, name))
+		if err != nil {
+			return fmt.Errorf("snap: %w", err)
+		}
+		if st.IsDir() {
+			continue
+		}
+		files = append(files, file{name, st.Size()})
+		total += uint64(st.Size())
+	}
 	hdr, err := proto.Marshal(m)
 	if err != nil {
 		return err
 	}
+	hdr = binary.LittleEndian.AppendUint64(hdr, total)
+	hdr = binary.LittleEndian.AppendUint32(hdr, uint32(len(files)))
 	if _, err := bw.WriteString(streamMagic); err != nil {
 		return err
 	}
-	if _, err := bw.Write(binary.AppendUvarint(nil, uint64(len(hdr)))); err != nil {
+	if _, err := bw.Write(binary.AppendUvarint(nil, uint64(len(hdr)-12))); err != nil {
 		return err
 	}
 	if _, err := bw.Write(hdr); err != nil {
@@ -391,28 +423,13 @@ func WriteStream(w io.Writer, fs vfs.FS, dir string, m *pb.Message, lim *Limiter
 	if _, err := bw.Write(binary.LittleEndian.AppendUint32(nil, base.MaskedCRC(hdr))); err != nil {
 		return err
 	}
-	names, err := fs.List(dir)
-	if err != nil {
-		return fmt.Errorf("snap: listing %s: %w", dir, err)
-	}
-	sort.Strings(names)
 	buf := make([]byte, 128<<10)
-	sent := 0
-	for _, name := range names {
+	for _, fl := range files {
+		name, size := fl.name, fl.size
 		f, err := fs.Open(filepath.Join(dir, name))
 		if err != nil {
 			return fmt.Errorf("snap: opening %s: %w", name, err)
 		}
-		st, err := f.Stat()
-		if err != nil {
-			_ = f.Close()
-			return err
-		}
-		if st.IsDir() {
-			_ = f.Close()
-			continue
-		}
-		size := st.Size()
 		rec := append([]byte{1}, binary.AppendUvarint(nil, uint64(len(name)))...)
 		rec = append(rec, name...)
 		rec = binary.AppendUvarint(rec, uint64(size))
@@ -447,10 +464,9 @@ func WriteStream(w io.Writer, fs vfs.FS, dir string, m *pb.Message, lim *Limiter
 		if _, err := bw.Write(binary.LittleEndian.AppendUint32(nil, crc.Value())); err != nil {
 			return err
 		}
-		sent++
 	}
 	end := []byte{0, 0, 0, 0, 0}
-	binary.LittleEndian.PutUint32(end[1:], uint32(sent))
+	binary.LittleEndian.PutUint32(end[1:], uint32(len(files)))
 	end = binary.LittleEndian.AppendUint32(end, base.MaskedCRC(end[1:5]))
 	if _, err := bw.Write(end); err != nil {
 		return err
@@ -458,11 +474,17 @@ func WriteStream(w io.Writer, fs vfs.FS, dir string, m *pb.Message, lim *Limiter
 	return bw.Flush()
 }
 
+// Admit decides, from a stream's MsgSnap and the size it announces (the sum
+// of its files' sizes and their number), whether the receiver takes it; an
+// error refuses the stream before anything is written.
+type Admit func(m *pb.Message, totalBytes uint64, files int) error
+
 // ReadStream reads a stream into the new directory dest (which must not
 // exist), verifying every file's checksum, syncing every file and the
-// directory. It returns the MsgSnap. On error, dest may hold part of the
-// stream; the caller removes it.
-func ReadStream(r io.Reader, fs vfs.FS, dest string) (*pb.Message, error) {
+// directory. admit (nil: take any size) judges the size the header
+// announces, and the stream may not go beyond it. It returns the MsgSnap.
+// On error, dest may hold part of the stream; the caller removes it.
+func ReadStream(r io.Reader, fs vfs.FS, dest string, admit Admit) (*pb.Message, error) {
 	br := bufio.NewReaderSize(r, 256<<10)
 	magic := make([]byte, len(streamMagic))
 	if _, err := io.ReadFull(br, magic); err != nil || string(magic) != streamMagic {
@@ -478,19 +500,30 @@ func ReadStream(r io.Reader, fs vfs.FS, dest string) (*pb.Message, error) {
 	if _, err := io.CopyN(&hdr, br, int64(n)); err != nil {
 		return nil, fmt.Errorf("snap: truncated stream header: %w", err)
 	}
-	var hsum [4]byte
-	if _, err := io.ReadFull(br, hsum[:]); err != nil {
+	var sizes [12 + 4]byte // total, files, checksum
+	if _, err := io.ReadFull(br, sizes[:]); err != nil {
 		return nil, fmt.Errorf("snap: truncated stream header: %w", err)
 	}
-	if got, want := base.MaskedCRC(hdr.Bytes()), binary.LittleEndian.Uint32(hsum[:]); got != want {
+	hdr.Write(sizes[:12])
+	if got, want := base.MaskedCRC(hdr.Bytes()), binary.LittleEndian.Uint32(sizes[12:]); got != want {
 		return nil, base.CorruptionErrorf("snapshot stream", 0, "header checksum mismatch: sent %#08x, received %#08x", want, got)
 	}
+	total := binary.LittleEndian.Uint64(sizes[:8])
+	declared := binary.LittleEndian.Uint32(sizes[8:12])
+	if declared > maxFiles {
+		return nil, fmt.Errorf("snap: stream announces %d files, more than the %d a checkpoint may have", declared, maxFiles)
+	}
 	m := &pb.Message{}
-	if err := proto.Unmarshal(hdr.Bytes(), m); err != nil {
+	if err := proto.Unmarshal(hdr.Bytes()[:n], m); err != nil {
 		return nil, fmt.Errorf("snap: stream header does not decode: %w", err)
 	}
 	if m.GetType() != pb.MsgSnap {
 		return nil, fmt.Errorf("snap: stream header is a %v, not a snapshot message", m.GetType())
+	}
+	if admit != nil {
+		if err := admit(m, total, int(declared)); err != nil {
+			return nil, err
+		}
 	}
 	if _, err := fs.Stat(dest); !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("snap: receiving into %s, which already exists (%v)", dest, err)
@@ -500,6 +533,7 @@ func ReadStream(r io.Reader, fs vfs.FS, dest string) (*pb.Message, error) {
 	}
 	buf := make([]byte, 128<<10)
 	files := 0
+	left := total // bytes the header announced that have not arrived yet
 	seen := map[string]bool{}
 	for {
 		tag, err := br.ReadByte()
@@ -514,16 +548,19 @@ func ReadStream(r io.Reader, fs vfs.FS, dest string) (*pb.Message, error) {
 			if got, want := base.MaskedCRC(cnt[:4]), binary.LittleEndian.Uint32(cnt[4:]); got != want {
 				return nil, base.CorruptionErrorf("snapshot stream", -1, "trailer checksum mismatch: sent %#08x, received %#08x", want, got)
 			}
-			if c := binary.LittleEndian.Uint32(cnt[:]); uint64(c) != uint64(files) {
-				return nil, fmt.Errorf("snap: stream trailer counts %d files, but %d were received", c, files)
+			if c := binary.LittleEndian.Uint32(cnt[:]); uint64(c) != uint64(files) || c != declared {
+				return nil, fmt.Errorf("snap: stream trailer counts %d files and its header %d, but %d were received", c, declared, files)
+			}
+			if left != 0 {
+				return nil, fmt.Errorf("snap: stream announced %d bytes but carried %d", total, total-left)
 			}
 			break
 		}
 		if tag != 1 {
 			return nil, fmt.Errorf("snap: bad record tag %d in stream", tag)
 		}
-		if files >= maxFiles {
-			return nil, fmt.Errorf("snap: stream holds more than %d files", maxFiles)
+		if files >= int(declared) {
+			return nil, fmt.Errorf("snap: stream sends more files than the %d its header announced", declared)
 		}
 		files++
 		nameLen, err := binary.ReadUvarint(br)
@@ -546,6 +583,10 @@ func ReadStream(r io.Reader, fs vfs.FS, dest string) (*pb.Message, error) {
 		if err != nil || size > maxFileBytes {
 			return nil, fmt.Errorf("snap: bad size for %s (%v)", name, err)
 		}
+		if size > left {
+			return nil, fmt.Errorf("snap: %s (%d bytes) goes beyond the %d bytes the stream's header announced", name, size, total)
+		}
+		left -= size
 		f, err := fs.Create(filepath.Join(dest, name))
 		if err != nil {
 			return nil, err
@@ -554,18 +595,18 @@ func ReadStream(r io.Reader, fs vfs.FS, dest string) (*pb.Message, error) {
 		recHdr = append(recHdr, nameB...)
 		recHdr = binary.AppendUvarint(recHdr, size)
 		crc := base.CRC(0).Update(recHdr)
-		left := int64(size)
-		for left > 0 {
-			k, err := br.Read(buf[:min(int64(len(buf)), left)])
+		rest := int64(size)
+		for rest > 0 {
+			k, err := br.Read(buf[:min(int64(len(buf)), rest)])
 			if k > 0 {
 				crc = crc.Update(buf[:k])
 				if _, werr := f.Write(buf[:k]); werr != nil {
 					_ = f.Close()
 					return nil, werr
 				}
-				left -= int64(k)
+				rest -= int64(k)
 			}
-			if err != nil && left > 0 {
+			if err != nil && rest > 0 {
 				_ = f.Close()
 				return nil, fmt.Errorf("snap: stream ended inside %s: %w", name, err)
 			}

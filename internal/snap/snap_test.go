@@ -726,43 +726,61 @@ type streamFile struct {
 type region struct{ start, end int }
 
 // streamBuilder encodes streams by the documented format, independently of
-// WriteStream, and remembers where the checksummed bytes are.
+// WriteStream, and remembers where the checksummed bytes are. The header,
+// which announces the stream's size, is written by end, once the files are
+// known: total is the sum of the files' sizes, its file count the trailer's.
 type streamBuilder struct {
+	m       *pb.Message
+	body    []byte   // the file records
+	bodyCov []region // checksummed regions of body
+	total   uint64
 	b       []byte
 	covered []region // bytes under a checksum, with the checksums
 }
 
-func newStream(m *pb.Message) *streamBuilder {
-	hdr, err := proto.Marshal(m)
-	if err != nil {
-		panic(err)
-	}
-	sb := &streamBuilder{b: []byte(streamMagic)}
-	sb.b = binary.AppendUvarint(sb.b, uint64(len(hdr)))
-	start := len(sb.b)
-	sb.b = append(sb.b, hdr...)
-	sb.b = binary.LittleEndian.AppendUint32(sb.b, base.MaskedCRC(hdr))
-	sb.covered = append(sb.covered, region{start, len(sb.b)})
-	return sb
-}
+func newStream(m *pb.Message) *streamBuilder { return &streamBuilder{m: m} }
 
 func (sb *streamBuilder) file(name string, data []byte) *streamBuilder {
-	sb.b = append(sb.b, 1)
-	start := len(sb.b)
-	sb.b = binary.AppendUvarint(sb.b, uint64(len(name)))
-	sb.b = append(sb.b, name...)
-	sb.b = binary.AppendUvarint(sb.b, uint64(len(data)))
-	sb.b = append(sb.b, data...)
-	sb.b = binary.LittleEndian.AppendUint32(sb.b, base.MaskedCRC(sb.b[start:]))
+	sb.body = append(sb.body, 1)
+	start := len(sb.body)
+	sb.body = binary.AppendUvarint(sb.body, uint64(len(name)))
+	sb.body = append(sb.body, name...)
+	sb.body = binary.AppendUvarint(sb.body, uint64(len(data)))
+	sb.body = append(sb.body, data...)
+	sb.body = binary.LittleEndian.AppendUint32(sb.body, base.MaskedCRC(sb.body[start:]))
 	// The name's length and the size steer the parse; a flip there may
 	// surface as another error than a checksum mismatch.
-	sb.covered = append(sb.covered, region{start + 1 + len(name) + uvarintLen(uint64(len(data))), len(sb.b)})
+	sb.bodyCov = append(sb.bodyCov, region{start + 1 + len(name) + uvarintLen(uint64(len(data))), len(sb.body)})
+	sb.total += uint64(len(data))
 	return sb
 }
 
 func (sb *streamBuilder) end(count uint32) []byte {
-	sb.b = append(sb.b, 0)
+	return sb.endAnnouncing(sb.total, count, count)
+}
+
+// endAnnouncing writes a header that announces total bytes and files
+// files, and a trailer that counts count files.
+func (sb *streamBuilder) endAnnouncing(total uint64, files, count uint32) []byte {
+	hdr, err := proto.Marshal(sb.m)
+	if err != nil {
+		panic(err)
+	}
+	sb.b = []byte(streamMagic)
+	sb.b = binary.AppendUvarint(sb.b, uint64(len(hdr)))
 	start := len(sb.b)
+	sb.b = append(sb.b, hdr...)
+	sb.b = binary.LittleEndian.AppendUint64(sb.b, total)
+	sb.b = binary.LittleEndian.AppendUint32(sb.b, files)
+	sb.b = binary.LittleEndian.AppendUint32(sb.b, base.MaskedCRC(sb.b[start:]))
+	sb.covered = append(sb.covered[:0], region{start, len(sb.b)})
+	off := len(sb.b)
+	sb.b = append(sb.b, sb.body...)
+	for _, r := range sb.bodyCov {
+		sb.covered = append(sb.covered, region{off + r.start, off + r.end})
+	}
+	sb.b = append(sb.b, 0)
+	start = len(sb.b)
 	sb.b = binary.LittleEndian.AppendUint32(sb.b, count)
 	sb.b = binary.LittleEndian.AppendUint32(sb.b, base.MaskedCRC(sb.b[start:]))
 	sb.covered = append(sb.covered, region{start, len(sb.b)})
@@ -834,7 +852,7 @@ func TestStreamRoundTrip(t *testing.T) {
 	}
 	for name, wrap := range readers {
 		dst := vfs.NewMem()
-		got, err := ReadStream(wrap(bytes.NewReader(buf.Bytes())), dst, "/dst/recv.tmp")
+		got, err := ReadStream(wrap(bytes.NewReader(buf.Bytes())), dst, "/dst/recv.tmp", nil)
 		if err != nil {
 			t.Fatalf("%s: ReadStream: %v", name, err)
 		}
@@ -860,7 +878,7 @@ func TestStreamIntoStore(t *testing.T) {
 	s, err := Open(mem, testDir)
 	must(t, err)
 	tmp := s.TempDir(0)
-	m, err := ReadStream(&buf, mem, tmp)
+	m, err := ReadStream(&buf, mem, tmp, nil)
 	must(t, err)
 	meta := &Meta{Index: m.GetSnapshot().GetMetadata().GetIndex(), Term: m.GetSnapshot().GetMetadata().GetTerm(),
 		ConfState: m.GetSnapshot().GetMetadata().GetConfState()}
@@ -882,7 +900,7 @@ func TestStreamEmptyCheckpoint(t *testing.T) {
 	var buf bytes.Buffer
 	must(t, WriteStream(&buf, src, "/src", snapMsg(1, 1), nil))
 	dst := vfs.NewMem()
-	_, err := ReadStream(&buf, dst, "/d")
+	_, err := ReadStream(&buf, dst, "/d", nil)
 	must(t, err)
 	if got := dirFiles(t, dst, "/d"); len(got) != 0 {
 		t.Fatalf("files %v", got)
@@ -920,7 +938,7 @@ func TestStreamDamage(t *testing.T) {
 			b := bytes.Clone(good)
 			b[i] ^= x
 			dst := vfs.NewMem()
-			_, err := ReadStream(bytes.NewReader(b), dst, "/d")
+			_, err := ReadStream(bytes.NewReader(b), dst, "/d", nil)
 			if inCovered(i) {
 				if err == nil {
 					t.Fatalf("byte %d ^ %#x (file data or checksum) went undetected", i, x)
@@ -944,17 +962,17 @@ func TestStreamTruncated(t *testing.T) {
 	good := sb.b
 	for n := 0; n < len(good); n++ {
 		dst := vfs.NewMem()
-		if _, err := ReadStream(bytes.NewReader(good[:n]), dst, "/d"); err == nil {
+		if _, err := ReadStream(bytes.NewReader(good[:n]), dst, "/d", nil); err == nil {
 			t.Fatalf("stream cut at %d of %d bytes accepted", n, len(good))
 		}
-		if _, err := ReadStream(iotest.OneByteReader(bytes.NewReader(good[:n])), vfs.NewMem(), "/d"); err == nil {
+		if _, err := ReadStream(iotest.OneByteReader(bytes.NewReader(good[:n])), vfs.NewMem(), "/d", nil); err == nil {
 			t.Fatalf("stream cut at %d of %d bytes accepted (one byte reads)", n, len(good))
 		}
 	}
 	// A read error (not EOF) inside the stream is returned.
 	boom := errors.New("connection reset")
 	r := io.MultiReader(bytes.NewReader(good[:len(good)/2]), iotest.ErrReader(boom))
-	if _, err := ReadStream(r, vfs.NewMem(), "/d"); !errors.Is(err, boom) {
+	if _, err := ReadStream(r, vfs.NewMem(), "/d", nil); !errors.Is(err, boom) {
 		t.Fatalf("read error: got %v, want %v", err, boom)
 	}
 }
@@ -964,7 +982,7 @@ func TestStreamRefusesUnsafeNames(t *testing.T) {
 		dst := vfs.NewMem()
 		must(t, dst.MkdirAll("/recv", 0o700))
 		b := buildStream(snapMsg(1, 1), []streamFile{{"ok", []byte("1")}, {name, []byte("evil")}})
-		if _, err := ReadStream(bytes.NewReader(b), dst, "/recv/d"); err == nil {
+		if _, err := ReadStream(bytes.NewReader(b), dst, "/recv/d", nil); err == nil {
 			t.Fatalf("file name %q accepted", name)
 		}
 		// Nothing was written outside the destination.
@@ -981,7 +999,7 @@ func TestStreamRefusesUnsafeNames(t *testing.T) {
 	long := strings.Repeat("n", 255)
 	b := buildStream(snapMsg(1, 1), []streamFile{{long, []byte("1")}})
 	dst := vfs.NewMem()
-	if _, err := ReadStream(bytes.NewReader(b), dst, "/d"); err != nil {
+	if _, err := ReadStream(bytes.NewReader(b), dst, "/d", nil); err != nil {
 		t.Fatalf("255-byte name: %v", err)
 	}
 }
@@ -1004,7 +1022,7 @@ func TestStreamRefusesBadHeaders(t *testing.T) {
 	}
 	for name, b := range cases {
 		dst := vfs.NewMem()
-		if _, err := ReadStream(bytes.NewReader(b), dst, "/d"); err == nil {
+		if _, err := ReadStream(bytes.NewReader(b), dst, "/d", nil); err == nil {
 			t.Fatalf("%s: accepted", name)
 		}
 		if name != "bad record tag" && exists(dst, "/d") {
@@ -1022,9 +1040,16 @@ func TestStreamStructureChecks(t *testing.T) {
 		"missing file": newStream(msg).file("a", []byte("1")).end(2),
 		"extra file":   newStream(msg).file("a", []byte("1")).file("b", nil).end(1),
 		"duplicate":    buildStream(msg, []streamFile{one("a"), one("a")}),
+		// The header announces the stream's size; it may not go beyond
+		// it, nor carry less.
+		"more bytes than announced":  newStream(msg).file("a", []byte("12345")).endAnnouncing(4, 1, 1),
+		"fewer bytes than announced": newStream(msg).file("a", []byte("12345")).endAnnouncing(6, 1, 1),
+		"more files than announced":  newStream(msg).file("a", nil).file("b", nil).endAnnouncing(0, 1, 2),
+		"fewer files than announced": newStream(msg).file("a", nil).endAnnouncing(0, 2, 1),
+		"absurd file count":          newStream(msg).endAnnouncing(0, maxFiles+1, 0),
 	}
 	for name, b := range cases {
-		if _, err := ReadStream(bytes.NewReader(b), vfs.NewMem(), "/d"); err == nil {
+		if _, err := ReadStream(bytes.NewReader(b), vfs.NewMem(), "/d", nil); err == nil {
 			t.Fatalf("%s: accepted", name)
 		}
 	}
@@ -1034,7 +1059,7 @@ func TestReadStreamRefusesExistingDest(t *testing.T) {
 	dst := vfs.NewMem()
 	writeCheckpoint(t, dst, "/d", map[string][]byte{"stale": []byte("old")})
 	b := buildStream(snapMsg(1, 1), []streamFile{{"a", []byte("1")}})
-	if _, err := ReadStream(bytes.NewReader(b), dst, "/d"); err == nil {
+	if _, err := ReadStream(bytes.NewReader(b), dst, "/d", nil); err == nil {
 		t.Fatal("ReadStream into an existing directory succeeded")
 	}
 }
@@ -1148,18 +1173,22 @@ func parseStreamRef(b []byte) (*pb.Message, []streamFile, error) {
 		return nil, nil, errors.New("magic")
 	}
 	b = b[len(streamMagic):]
-	hdr, b, ok := lenBytes(b)
-	if !ok || len(b) < 4 {
+	n, w := binary.Uvarint(b)
+	if w <= 0 || n > uint64(len(b)-w) || len(b)-w-int(n) < 16 {
 		return nil, nil, errors.New("header")
 	}
-	if base.MaskedCRC(hdr) != binary.LittleEndian.Uint32(b) {
+	b = b[w:]
+	hdr, sizes := b[:n], b[n:n+12]
+	if base.MaskedCRC(b[:n+12]) != binary.LittleEndian.Uint32(b[n+12:]) {
 		return nil, nil, errors.New("header crc")
 	}
-	b = b[4:]
+	b = b[n+16:]
 	m := &pb.Message{}
 	if err := proto.Unmarshal(hdr, m); err != nil {
 		return nil, nil, err
 	}
+	total, declared := binary.LittleEndian.Uint64(sizes), int(binary.LittleEndian.Uint32(sizes[8:]))
+	var sum uint64
 	var files []streamFile
 	for {
 		if len(b) == 0 {
@@ -1174,8 +1203,11 @@ func parseStreamRef(b []byte) (*pb.Message, []streamFile, error) {
 			if base.MaskedCRC(b[:4]) != binary.LittleEndian.Uint32(b[4:]) {
 				return nil, nil, errors.New("trailer crc")
 			}
-			if int(binary.LittleEndian.Uint32(b)) != len(files) {
+			if int(binary.LittleEndian.Uint32(b)) != len(files) || declared != len(files) {
 				return nil, nil, errors.New("count")
+			}
+			if sum != total {
+				return nil, nil, errors.New("size")
 			}
 			return m, files, nil
 		}
@@ -1193,6 +1225,7 @@ func parseStreamRef(b []byte) (*pb.Message, []streamFile, error) {
 			return nil, nil, errors.New("crc")
 		}
 		files = append(files, streamFile{string(name), data})
+		sum += uint64(len(data))
 		b = rest[4:]
 	}
 }
@@ -1233,7 +1266,7 @@ func FuzzReadStream(f *testing.F) {
 	f.Add(buildStream(&pb.Message{Type: new(pb.MsgApp)}, nil))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		fs := vfs.NewMem()
-		m, err := ReadStream(bytes.NewReader(b), fs, "/d")
+		m, err := ReadStream(bytes.NewReader(b), fs, "/d", nil)
 		if err != nil {
 			return
 		}
@@ -1337,5 +1370,37 @@ func TestCommitMeta(t *testing.T) {
 	release()
 	if exists(mem, s2.Path(c.Dir)) {
 		t.Fatal("the released, superseded checkpoint was kept")
+	}
+}
+
+// TestReadStreamAdmission: the receiver judges the announced size before it
+// writes anything (a full disk, or a stream larger than the sender's state
+// can justify, is refused up front).
+func TestReadStreamAdmission(t *testing.T) {
+	files := sourceFiles()
+	b := buildStream(snapMsg(5, 2), files)
+	var total uint64
+	for _, f := range files {
+		total += uint64(len(f.data))
+	}
+	var gotTotal uint64
+	var gotFiles int
+	full := errors.New("no room")
+	dst := vfs.NewMem()
+	_, err := ReadStream(bytes.NewReader(b), dst, "/d", func(_ *pb.Message, t uint64, n int) error {
+		gotTotal, gotFiles = t, n
+		return full
+	})
+	if !errors.Is(err, full) {
+		t.Fatalf("refused admission: got %v", err)
+	}
+	if gotTotal != total || gotFiles != len(files) {
+		t.Fatalf("admit saw %d bytes in %d files, the stream holds %d in %d", gotTotal, gotFiles, total, len(files))
+	}
+	if exists(dst, "/d") {
+		t.Fatal("a refused stream created its destination")
+	}
+	if _, err := ReadStream(bytes.NewReader(b), dst, "/d", func(*pb.Message, uint64, int) error { return nil }); err != nil {
+		t.Fatalf("admitted stream: %v", err)
 	}
 }
