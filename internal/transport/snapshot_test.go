@@ -140,10 +140,15 @@ func closeWithin(t *testing.T, tr Transport) {
 
 // tcpPair starts transports 1 and 2, each with the other in its roster.
 func tcpPair(t *testing.T, h1, h2 Handler) (*TCP, *TCP) {
+	return tcpPairToken(t, h1, h2, nil)
+}
+
+// tcpPairToken is tcpPair with a peer token on both ends.
+func tcpPairToken(t *testing.T, h1, h2 Handler, token []byte) (*TCP, *TCP) {
 	t.Helper()
 	l1, l2 := listen(t), listen(t)
-	t1 := NewTCP(TCPOptions{ID: 1, Listener: l1, Handler: h1})
-	t2 := NewTCP(TCPOptions{ID: 2, Listener: l2, Handler: h2})
+	t1 := NewTCP(TCPOptions{ID: 1, Listener: l1, Handler: h1, PeerToken: token})
+	t2 := NewTCP(TCPOptions{ID: 2, Listener: l2, Handler: h2, PeerToken: token})
 	peers := map[uint64]string{1: l1.Addr().String(), 2: l2.Addr().String()}
 	t1.SetPeers(peers)
 	t2.SetPeers(peers)
@@ -161,13 +166,18 @@ func memPair(t *testing.T, h1, h2 Handler) (*MemNetwork, *MemTransport, *MemTran
 	return n, t1, t2
 }
 
-// transports runs a test against both implementations, each as a subtest
-// that checks for leaked goroutines. pair starts two connected endpoints,
+// transports runs a test against both implementations (TCP with and
+// without a peer token), each as a subtest that checks for leaked
+// goroutines. pair starts two connected endpoints,
 // nodes 1 and 2.
 func transports(t *testing.T, run func(t *testing.T, pair func(h1, h2 Handler) (Transport, Transport))) {
 	t.Run("tcp", func(t *testing.T) {
 		defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 		run(t, func(h1, h2 Handler) (Transport, Transport) { return tcpPair(t, h1, h2) })
+	})
+	t.Run("tcp-token", func(t *testing.T) {
+		defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+		run(t, func(h1, h2 Handler) (Transport, Transport) { return tcpPairToken(t, h1, h2, testToken) })
 	})
 	t.Run("mem", func(t *testing.T) {
 		defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
@@ -653,7 +663,8 @@ func TestSnapshotCounters(t *testing.T) {
 }
 
 // TestTCPSnapshotHandshake checks the connection a snapshot travels on: a
-// kind-1 handshake from 1 to 2, the stream, one ack byte back.
+// kind-1 hello from 1 to 2 (without a peer token), the acceptor's reply,
+// the stream, one ack byte back.
 func TestTCPSnapshotHandshake(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	l := listen(t)
@@ -695,8 +706,11 @@ func TestTCPSnapshotHandshake(t *testing.T) {
 			conns.Add(1)
 			go func() {
 				defer conns.Done()
-				hs := make([]byte, handshakeSize)
+				hs := make([]byte, helloSize)
 				if _, err := io.ReadFull(c, hs); err != nil || hs[10] != kindSnapshot {
+					return
+				}
+				if _, err := c.Write((&reply{status: replyOK}).encode()); err != nil {
 					return
 				}
 				stream, err := readPayload(c)
@@ -717,7 +731,7 @@ func TestTCPSnapshotHandshake(t *testing.T) {
 		case <-time.After(10 * time.Second):
 			t.Fatal("no snapshot connection")
 		}
-		if !bytes.Equal(sc.hs, encodeHandshake(kindSnapshot, 1, 2)) {
+		if want := (&hello{kind: kindSnapshot, from: 1, to: 2}).encode(); !bytes.Equal(sc.hs[:28], want[:28]) {
 			t.Fatalf("handshake %x", sc.hs)
 		}
 		if string(sc.stream) != "abc" {

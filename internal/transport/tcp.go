@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,25 +22,15 @@ import (
 	"github.com/kayadb/kayadb/internal/lsm/base"
 )
 
-const (
-	handshakeMagic   = "KAYARAFT"
-	handshakeVersion = 2 // 2 added the stream kind
-	handshakeSize    = 8 + 2 + 1 + 8 + 8
-	frameHeaderSize  = 8
+// frameHeaderSize is a frame's length and checksum.
+const frameHeaderSize = 8
 
-	kindMessages = 0 // a stream of message frames
-	kindSnapshot = 1 // one snapshot stream, answered with one ack byte
-)
-
-func encodeHandshake(kind byte, from, to uint64) []byte {
-	hs := make([]byte, handshakeSize)
-	copy(hs[:8], handshakeMagic)
-	binary.LittleEndian.PutUint16(hs[8:10], handshakeVersion)
-	hs[10] = kind
-	binary.LittleEndian.PutUint64(hs[11:19], from)
-	binary.LittleEndian.PutUint64(hs[19:27], to)
-	return hs
-}
+// frameChunk bounds how far a frame's buffer runs ahead of the bytes that
+// arrived: a frame longer than this is read in chunks of this size, so
+// that a peer announcing a 64 MiB frame and sending a few bytes costs
+// 1 MiB, not 64. Raft's appends are far smaller (MaxSizePerMsg), so the
+// common frame is read in one piece into a reused buffer.
+const frameChunk = 1 << 20
 
 // TCPOptions configures a TCP transport.
 type TCPOptions struct {
@@ -60,8 +51,42 @@ type TCPOptions struct {
 	// must stay above raft's MaxInflightMsgs so that a healthy peer never
 	// drops appends.
 	QueueSize int
+	// PeerToken, when set, is the cluster secret every member holds: a
+	// connection in either direction carries frames only after both ends
+	// proved they hold it (see the package doc). At least
+	// MinPeerTokenSize bytes. Nil: no proof is asked or given, and a peer
+	// that has a token is refused (both ends must agree).
+	PeerToken []byte
+	// HandshakeTimeout bounds everything before authentication: the TLS
+	// handshake, the hello, the proofs. Default 10 s.
+	HandshakeTimeout time.Duration
+	// MaxInboundConns caps the inbound connections open at once; one over
+	// it is closed at once (and counted). Default 64 (see
+	// defaultMaxInboundConns for the reasoning).
+	MaxInboundConns int
+	// MaxUnauthenticatedPerSource caps the inbound connections from one
+	// source address that have not finished the handshake. Default 4.
+	MaxUnauthenticatedPerSource int
 	// Logger receives connection events.
 	Logger *slog.Logger
+
+	// now is the clock of the log limiter (tests); nil is time.Now.
+	now func() time.Time
+}
+
+// MinPeerTokenSize is the shortest peer token accepted: 16 bytes of a
+// random secret are 128 bits or more, beyond guessing.
+const MinPeerTokenSize = 16
+
+// Validate checks the options that have no safe default.
+func (o *TCPOptions) Validate() error {
+	if len(o.PeerToken) > 0 && len(o.PeerToken) < MinPeerTokenSize {
+		return fmt.Errorf("the peer token is %d bytes; it must be at least %d (for example: head -c 32 /dev/urandom | base64)", len(o.PeerToken), MinPeerTokenSize)
+	}
+	if o.HandshakeTimeout < 0 || o.MaxInboundConns < 0 || o.MaxUnauthenticatedPerSource < 0 || o.QueueSize < 0 {
+		return errors.New("transport: negative timeout, cap or queue size")
+	}
+	return nil
 }
 
 // TCP is the production transport: length-prefixed, checksummed frames over
@@ -70,9 +95,15 @@ type TCP struct {
 	opts TCPOptions
 	c    counters
 
+	logs *logLimiter
+
 	mu    sync.Mutex
 	peers map[uint64]*peer
+	// conns are the inbound connections (at most MaxInboundConns).
 	conns map[net.Conn]struct{}
+	// unauth counts, per source address, the inbound connections that have
+	// not finished the handshake; sources at zero are absent.
+	unauth map[string]int
 	// roster is the set of ids allowed to send to us; guarded by mu.
 	roster map[uint64]bool
 	closed bool
@@ -81,24 +112,48 @@ type TCP struct {
 }
 
 // NewTCP starts a transport; it accepts connections on opts.Listener until
-// Close.
+// Close. The options should have passed Validate (a peer token that is too
+// short is used as given).
 func NewTCP(opts TCPOptions) *TCP {
+	t := newTCP(opts)
+	if t.opts.Listener != nil {
+		t.wg.Add(1)
+		go t.acceptLoop()
+	}
+	return t
+}
+
+// newTCP fills in the defaults and builds the transport without starting
+// anything.
+func newTCP(opts TCPOptions) *TCP {
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = 4096
 	}
+	if opts.HandshakeTimeout <= 0 {
+		opts.HandshakeTimeout = defaultHandshakeTimeout
+	}
+	if opts.MaxInboundConns <= 0 {
+		opts.MaxInboundConns = defaultMaxInboundConns
+	}
+	if opts.MaxUnauthenticatedPerSource <= 0 {
+		opts.MaxUnauthenticatedPerSource = defaultMaxUnauthPerSource
+	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.now == nil {
+		opts.now = time.Now
 	}
 	if opts.Dial == nil {
 		d := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 15 * time.Second}
 		opts.Dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
 	}
-	t := &TCP{opts: opts, peers: map[uint64]*peer{}, conns: map[net.Conn]struct{}{}, roster: map[uint64]bool{}}
-	if opts.Listener != nil {
-		t.wg.Add(1)
-		go t.acceptLoop()
+	opts.PeerToken = append([]byte(nil), opts.PeerToken...)
+	if len(opts.PeerToken) == 0 {
+		opts.PeerToken = nil
 	}
-	return t
+	return &TCP{opts: opts, logs: newLogLimiter(opts.now), peers: map[uint64]*peer{}, conns: map[net.Conn]struct{}{},
+		unauth: map[string]int{}, roster: map[uint64]bool{}}
 }
 
 // SetPeers implements Transport.
@@ -177,6 +232,7 @@ func encodeFrame(m *pb.Message) ([]byte, error) {
 func (t *TCP) Stats() Stats {
 	s := t.c.snapshot()
 	t.mu.Lock()
+	s.InboundConns = len(t.conns)
 	for _, p := range t.peers {
 		if p.connected.Load() {
 			s.ConnectedPeers++
@@ -227,92 +283,64 @@ func (t *TCP) acceptLoop() {
 			time.Sleep(50 * time.Millisecond)
 			continue
 		}
-		t.mu.Lock()
-		if t.closed {
-			t.mu.Unlock()
+		src := sourceOf(c.RemoteAddr())
+		if ok, reason := t.admit(c, src); !ok {
 			_ = c.Close()
-			return
+			switch reason {
+			case "":
+				return // closed
+			case "connection_limit":
+				t.logLimited(t.opts.Logger, src, reason, "closing raft connection: too many inbound raft connections; a correct peer needs one or two",
+					"remote", c.RemoteAddr().String(), "max", t.opts.MaxInboundConns)
+			default:
+				t.logLimited(t.opts.Logger, src, reason, "closing raft connection: too many unauthenticated raft connections from one address",
+					"remote", c.RemoteAddr().String(), "max", t.opts.MaxUnauthenticatedPerSource)
+			}
+			continue
 		}
-		t.conns[c] = struct{}{}
-		t.wg.Add(1)
-		t.mu.Unlock()
-		go t.serveConn(c)
+		go t.serveConn(c, src)
 	}
 }
 
-// serveConn reads one inbound connection until it fails or a frame is bad.
-func (t *TCP) serveConn(c net.Conn) {
+// serveConn reads one inbound connection (admitted by admit) until it
+// fails or a frame is bad. Until the handshake has authenticated the peer,
+// it reads only the handshake, within HandshakeTimeout.
+func (t *TCP) serveConn(c net.Conn, src string) {
 	defer t.wg.Done()
+	authed := false
 	defer func() {
-		t.mu.Lock()
-		delete(t.conns, c)
-		t.mu.Unlock()
+		t.release(c, src, authed)
 		_ = c.Close()
 	}()
 	log := t.opts.Logger.With("remote", c.RemoteAddr().String())
+	_ = c.SetDeadline(time.Now().Add(t.opts.HandshakeTimeout))
 	if tc, ok := c.(*tls.Conn); ok {
 		// A TLS listener: finish the handshake (the peer's certificate is
 		// verified here) before reading anything.
-		_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
 		if err := tc.Handshake(); err != nil {
 			t.c.rejectedTLS.Add(1)
 			var rh tls.RecordHeaderError
 			if errors.As(err, &rh) {
-				log.Warn("closing raft connection: the peer did not start a TLS handshake (plain TCP to a TLS port?)", "err", err)
+				t.logLimited(log, src, "tls", "closing raft connection: the peer did not start a TLS handshake (plain TCP to a TLS port?)", "err", err)
 			} else {
-				log.Warn("closing raft connection: TLS handshake failed", "err", err)
+				t.logLimited(log, src, "tls", "closing raft connection: TLS handshake failed", "err", err)
 			}
 			return
 		}
-		_ = tc.SetDeadline(time.Time{})
 	}
-	r := bufio.NewReaderSize(c, 64<<10)
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	var hs [handshakeSize]byte
-	if _, err := io.ReadFull(r, hs[:]); err != nil {
-		t.c.badFrames.Add(1)
-		log.Warn("closing raft connection: no handshake", "err", err)
+	hs, ok := t.acceptHandshake(c, src, log)
+	if !ok {
 		return
 	}
-	if string(hs[:8]) != handshakeMagic {
-		t.c.badFrames.Add(1)
-		log.Warn("closing raft connection: not a KayaDB raft peer (bad handshake magic)")
-		return
-	}
-	if v := binary.LittleEndian.Uint16(hs[8:10]); v != handshakeVersion {
-		t.c.badFrames.Add(1)
-		log.Warn("closing raft connection: unsupported peer protocol version", "version", v, "supported", handshakeVersion)
-		return
-	}
-	kind := hs[10]
-	from := binary.LittleEndian.Uint64(hs[11:19])
-	to := binary.LittleEndian.Uint64(hs[19:27])
-	if to != t.opts.ID {
-		t.c.rejectedTo.Add(1)
-		log.Warn("closing raft connection: peer thinks it is talking to another node", "from", from, "to", to, "self", t.opts.ID)
-		return
-	}
-	if !t.allowed(from) {
-		t.c.rejectedFrom.Add(1)
-		log.Warn("closing raft connection from a node outside the roster", "from", from)
-		return
-	}
-	if tc, ok := c.(*tls.Conn); ok && t.opts.VerifyPeer != nil {
-		if err := t.opts.VerifyPeer(from, tc.ConnectionState()); err != nil {
-			t.c.rejectedTLS.Add(1)
-			log.Warn("closing raft connection: the peer's certificate does not belong to the member it claims to be", "from", from, "err", err)
-			return
-		}
-	}
+	authed = true
+	t.authenticated(src)
+	_ = c.SetDeadline(time.Time{})
+	from := hs.from
 	log = log.With("peer", from)
-	switch kind {
-	case kindMessages:
-	case kindSnapshot:
+	// Only now may bytes beyond the handshake be read (and buffered).
+	r := bufio.NewReaderSize(c, 64<<10)
+	if hs.kind == kindSnapshot {
 		t.serveSnapshot(c, r, from, log)
-		return
-	default:
-		t.c.badFrames.Add(1)
-		log.Warn("closing raft connection: unknown stream kind", "kind", kind)
 		return
 	}
 	var buf []byte
@@ -332,21 +360,21 @@ func (t *TCP) serveConn(c net.Conn) {
 			log.Warn("closing raft connection: bad frame length", "length", n, "max", MaxFrameSize)
 			return
 		}
-		if cap(buf) < int(n) {
-			buf = make([]byte, n)
-		}
-		buf = buf[:n]
-		if _, err := io.ReadFull(r, buf); err != nil {
+		payload, err := readFramePayload(r, int(n), buf)
+		if err != nil {
 			log.Debug("raft connection ended inside a frame", "err", err)
 			return
 		}
-		if got, want := base.MaskedCRC(buf), binary.LittleEndian.Uint32(hdr[4:8]); got != want {
+		if cap(payload) <= frameChunk {
+			buf = payload // reuse small buffers; large ones go back to the GC
+		}
+		if got, want := base.MaskedCRC(payload), binary.LittleEndian.Uint32(hdr[4:8]); got != want {
 			t.c.badFrames.Add(1)
 			log.Warn("closing raft connection: frame checksum mismatch", "stored", want, "computed", got)
 			return
 		}
 		m := &pb.Message{}
-		if err := proto.Unmarshal(buf, m); err != nil {
+		if err := proto.Unmarshal(payload, m); err != nil {
 			t.c.badFrames.Add(1)
 			log.Warn("closing raft connection: frame does not decode", "err", err)
 			return
@@ -359,9 +387,47 @@ func (t *TCP) serveConn(c net.Conn) {
 			t.c.rejectedTo.Add(1)
 			continue
 		}
+		if reason := screen(m); reason != "" {
+			if reason == screenSnap {
+				t.c.screenedSnap.Add(1)
+			} else {
+				t.c.screenedLocal.Add(1)
+			}
+			t.logLimited(log, src, reason, "dropping a raft message no peer sends over a message connection", "type", m.GetType().String(), "reason", reason)
+			continue
+		}
 		t.c.received.Add(1)
 		t.opts.Handler.Receive(m)
 	}
+}
+
+// readFramePayload reads an n-byte frame payload from r. Up to frameChunk bytes
+// it reads into buf (reused when large enough); a longer payload is read
+// chunk by chunk, each allocated only when the bytes before it have
+// arrived, and joined at the end: memory follows the bytes received.
+func readFramePayload(r io.Reader, n int, buf []byte) ([]byte, error) {
+	if n <= frameChunk {
+		if cap(buf) < n {
+			buf = make([]byte, n)
+		}
+		buf = buf[:n]
+		_, err := io.ReadFull(r, buf)
+		return buf, err
+	}
+	chunks := make([][]byte, 0, (n+frameChunk-1)/frameChunk)
+	for got := 0; got < n; {
+		c := make([]byte, min(frameChunk, n-got))
+		if _, err := io.ReadFull(r, c); err != nil {
+			return nil, err
+		}
+		chunks = append(chunks, c)
+		got += len(c)
+	}
+	out := make([]byte, 0, n)
+	for _, c := range chunks {
+		out = append(out, c...)
+	}
+	return out, nil
 }
 
 func (t *TCP) allowed(id uint64) bool {
@@ -416,6 +482,12 @@ func (p *peer) run() {
 		}
 		p.t.c.dials.Add(1)
 		c, err := p.dial(2 * time.Second)
+		if err == nil {
+			if err = p.handshake(c, kindMessages); err != nil {
+				_ = c.Close()
+				p.t.noteHandshakeError(err, p.id, p.addr, log)
+			}
+		}
 		if err != nil {
 			p.t.c.fails.Add(1)
 			p.drainReportingUnreachable()
@@ -457,13 +529,47 @@ func (p *peer) drainReportingUnreachable() {
 	}
 }
 
+// handshake runs the dialer's half of the handshake on c. Stopping the
+// peer closes c, so that Close never waits for a peer that stalls it.
+func (p *peer) handshake(c net.Conn, kind byte) error {
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-p.quit:
+			_ = c.Close()
+		case <-stop:
+		}
+	}()
+	err := p.t.dialHandshake(c, kind, p.id, p.addr)
+	close(stop)
+	<-done
+	return err
+}
+
+// noteHandshakeError counts and logs a failed outbound handshake: a peer
+// token problem or a peer that hung up on us is a configuration problem
+// worth a warning (once a minute per peer); a timeout or a reset is not.
+func (t *TCP) noteHandshakeError(err error, id uint64, addr string, log *slog.Logger) {
+	key := "peer " + strconv.FormatUint(id, 10) + " " + addr
+	var ae *authError
+	switch {
+	case errors.As(err, &ae):
+		t.c.rejectedAuth.Add(1)
+		t.logLimited(log, key, "auth", "cannot talk to raft peer: "+ae.msg)
+	case errors.Is(err, errHandshakeClosed):
+		t.logLimited(log, key, "closed", "cannot talk to raft peer", "err", err)
+	default:
+		log.Debug("raft handshake failed", "err", err)
+	}
+}
+
+// write sends queued frames on c (handshake done) until it fails or the
+// peer stops.
 func (p *peer) write(c net.Conn) error {
 	w := bufio.NewWriterSize(c, 64<<10)
-	if _, err := w.Write(encodeHandshake(kindMessages, p.t.opts.ID, p.id)); err != nil {
-		return err
-	}
-	// The peer never writes on this connection; a read returning means it
-	// closed it.
+	// The peer never writes on this connection after its handshake reply;
+	// a read returning means it closed it.
 	closed := make(chan struct{})
 	go func() {
 		var b [1]byte
@@ -562,10 +668,11 @@ func (t *TCP) sendSnapshot(p *peer, write func(w io.Writer) error) error {
 		case <-stop:
 		}
 	}()
-	_ = c.SetDeadline(time.Now().Add(snapshotTimeout))
-	if _, err := c.Write(encodeHandshake(kindSnapshot, t.opts.ID, p.id)); err != nil {
+	if err := t.dialHandshake(c, kindSnapshot, p.id, p.addr); err != nil {
+		t.noteHandshakeError(err, p.id, p.addr, t.opts.Logger.With("peer", p.id, "addr", p.addr))
 		return err
 	}
+	_ = c.SetDeadline(time.Now().Add(snapshotTimeout))
 	if err := write(c); err != nil {
 		return fmt.Errorf("streaming the snapshot: %w", err)
 	}
