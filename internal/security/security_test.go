@@ -130,6 +130,58 @@ func TestTokenValidationAndFiles(t *testing.T) {
 	}
 }
 
+// TestTokenFileWorldWritable: a token file every user may write is
+// refused, with the file, the problem and the fix; group-writable or
+// readable by others is only a warning.
+func TestTokenFileWorldWritable(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "peer.token")
+	if err := os.WriteFile(p, []byte("0123456789abcdef0123\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []os.FileMode{0o602, 0o666, 0o777} {
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err := ReadTokenFile("--peer-token-file", p)
+		if err == nil {
+			t.Fatalf("mode %v: a world-writable token file was accepted", mode)
+		}
+		for _, want := range []string{"--peer-token-file " + p, "writable by every user", "chmod 600 " + p} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("mode %v: error %q lacks %q", mode, err, want)
+			}
+		}
+	}
+	if err := os.Chmod(p, 0o664); err != nil {
+		t.Fatal(err)
+	}
+	if tok, warn, err := ReadTokenFile("--peer-token-file", p); err != nil || tok != "0123456789abcdef0123" || !strings.Contains(warn, "chmod 600") {
+		t.Fatalf("mode 0664: %q, %q, %v", tok, warn, err)
+	}
+}
+
+// TestTokenLength: CheckTokenLength refuses tokens under 16 bytes with a
+// message naming the flag (and file), the length and how to make a good
+// one.
+func TestTokenLength(t *testing.T) {
+	if err := CheckTokenLength("--client-token", "", strings.Repeat("x", MinTokenSize), "with --allow-public-bind"); err != nil {
+		t.Fatalf("16 bytes: %v", err)
+	}
+	err := CheckTokenLength("--client-token-file", "/etc/kaya/client.token", "short", "with --allow-public-bind")
+	for _, want := range []string{"--client-token-file /etc/kaya/client.token", "is 5 bytes", "with --allow-public-bind", "at least 16",
+		"head -c 32 /dev/urandom | base64 > /etc/kaya/client.token && chmod 600 /etc/kaya/client.token"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("file: error %v lacks %q", err, want)
+		}
+	}
+	err = CheckTokenLength("--operator-token", "", "short", "with --allow-public-bind")
+	for _, want := range []string{"--operator-token is 5 bytes", "/dev/urandom", "--operator-token-file"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("flag: error %v lacks %q", err, want)
+		}
+	}
+}
+
 func TestDirWarnings(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.Chmod(dir, 0o700); err != nil {

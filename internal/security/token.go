@@ -11,6 +11,35 @@ import (
 // MaxTokenSize is the longest token the protocol carries (a bytes16 field).
 const MaxTokenSize = 1<<16 - 1
 
+// MinTokenSize is the shortest token accepted where a short one is refused
+// (every token with --allow-public-bind, the peer token always): 16 random
+// bytes are 128 bits, beyond guessing over a network.
+const MinTokenSize = 16
+
+// GenerateHint is the command that makes a good token file.
+func GenerateHint(path string) string {
+	if path == "" {
+		path = "FILE"
+	}
+	return fmt.Sprintf("head -c 32 /dev/urandom | base64 > %s && chmod 600 %s", path, path)
+}
+
+// CheckTokenLength refuses a token shorter than MinTokenSize. flag is
+// where it came from (--client-token, or --client-token-file with file
+// set to the path); why says what requires the length (for example
+// "with --allow-public-bind").
+func CheckTokenLength(flag, file, tok, why string) error {
+	if len(tok) >= MinTokenSize {
+		return nil
+	}
+	if file != "" {
+		return fmt.Errorf("the token in %s %s is %d bytes; %s a token must be at least %d bytes: make a new one with: %s",
+			flag, file, len(tok), why, MinTokenSize, GenerateHint(file))
+	}
+	return fmt.Errorf("%s is %d bytes; %s a token must be at least %d bytes: use a random secret (for example from: head -c 32 /dev/urandom | base64), preferably in %s-file",
+		flag, len(tok), why, MinTokenSize, flag)
+}
+
 // ValidateToken checks a token's shape; name is how the user gave it (a
 // flag or a file), for the message.
 func ValidateToken(name, tok string) error {
@@ -28,8 +57,9 @@ func ValidateToken(name, tok string) error {
 }
 
 // ReadTokenFile reads a token from a file: its content with surrounding
-// white space (a trailing newline) removed. It returns a warning when the
-// file is readable by other users.
+// white space (a trailing newline) removed. A file every user may write is
+// refused (anyone on the machine could put their own token in it); it
+// returns a warning when the file is readable by other users.
 func ReadTokenFile(flag, path string) (tok, warning string, err error) {
 	st, err := os.Stat(path)
 	if err != nil {
@@ -37,6 +67,10 @@ func ReadTokenFile(flag, path string) (tok, warning string, err error) {
 	}
 	if !st.Mode().IsRegular() {
 		return "", "", fmt.Errorf("%s %s: not a regular file", flag, path)
+	}
+	if st.Mode().Perm()&0o002 != 0 {
+		return "", "", fmt.Errorf("%s %s is writable by every user (mode %v): anyone on this machine could replace the token; run: chmod 600 %s",
+			flag, path, st.Mode().Perm(), path)
 	}
 	if st.Size() > MaxTokenSize+16 {
 		return "", "", fmt.Errorf("%s %s: %d bytes is too large for a token (at most %d)", flag, path, st.Size(), MaxTokenSize)
