@@ -62,6 +62,7 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 		opFile     = fs.String("operator-token-file", "", "read the operator token from this file (keep it chmod 600)")
 		clToken    = fs.String("client-token", "", "require this secret on data requests (put, get, delete, scan, stats); prefer --client-token-file or KAYA_CLIENT_TOKEN")
 		clFile     = fs.String("client-token-file", "", "read the client token from this file (keep it chmod 600)")
+		peerFile   = fs.String("peer-token-file", "", "read the cluster's peer token from this file (the same secret on every node, at least 16 bytes; keep it chmod 600): raft connections prove it both ways before any message is read; required with --allow-public-bind unless mutual TLS is on")
 		tlsCert    = fs.String("tls-cert", "", "PEM certificate (chain) for TLS on the client and raft ports; needs --tls-key")
 		tlsKey     = fs.String("tls-key", "", "PEM private key of --tls-cert")
 		tlsCA      = fs.String("tls-ca", "", "PEM CA bundle: clients and peers must present a certificate it signed (mutual TLS), and peers' certificates are checked against it")
@@ -164,6 +165,7 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	// A token comes from its flag or its file flag, each possibly from the
 	// environment; a command-line flag beats the environment, and two
 	// sources given the same way are a mistake.
+	production := *allowPub
 	token := func(name, value, fileName, file string) (string, error) {
 		if value != "" && file != "" {
 			switch {
@@ -180,6 +182,11 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 			if err != nil {
 				return "", err
 			}
+			if production {
+				if err := security.CheckTokenLength("--"+fileName, file, tok, "with --allow-public-bind"); err != nil {
+					return "", err
+				}
+			}
 			if warn != "" {
 				logger.Warn(warn)
 			}
@@ -188,6 +195,11 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 		if value != "" {
 			if err := security.ValidateToken("--"+name, value); err != nil {
 				return "", err
+			}
+			if production {
+				if err := security.CheckTokenLength("--"+name, "", value, "with --allow-public-bind"); err != nil {
+					return "", err
+				}
 			}
 		}
 		return value, nil
@@ -199,6 +211,20 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	clTok, err := token("client-token", *clToken, "client-token-file", *clFile)
 	if err != nil {
 		return fail("%v", err)
+	}
+	var peerTok string
+	if *peerFile != "" {
+		tok, warn, err := security.ReadTokenFile("--peer-token-file", *peerFile)
+		if err == nil {
+			err = security.CheckTokenLength("--peer-token-file", *peerFile, tok, "for the raft handshake")
+		}
+		if err != nil {
+			return fail("%v", err)
+		}
+		if warn != "" {
+			logger.Warn(warn)
+		}
+		peerTok = tok
 	}
 	tlsFiles := security.TLSFiles{Cert: *tlsCert, Key: *tlsKey, CA: *tlsCA}
 	if err := tlsFiles.Validate(); err != nil {
@@ -223,7 +249,7 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 		NodeID: *nodeID, DataDir: *dataDir, RaftAddr: *raftAddr, ClientAddr: *clientAddr,
 		Join: *join, TickInterval: *tick, RequestTimeout: *timeout, Logger: logger,
 		SnapshotEntries: *snapEvery, CatchUpEntries: *snapKeep, SnapshotBytesPerSecond: rate, DiskReserve: diskReserve,
-		AllowPublicBind: *allowPub, OperatorToken: opTok, ClientToken: clTok, TLS: tlsFiles,
+		AllowPublicBind: *allowPub, OperatorToken: opTok, ClientToken: clTok, PeerToken: peerTok, TLS: tlsFiles,
 		TLSReloadInterval: *tlsReload, MetricsAddr: *metrics, EnablePprof: *pprofOn, MetricsTLS: *metricsTLS,
 		MetricsOptional: !fs.Changed("metrics-addr") && !*pprofOn && !*metricsTLS,
 	}

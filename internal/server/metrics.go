@@ -163,9 +163,17 @@ func newNodeCollector(s *Server) *nodeCollector {
 	const droppedHelp = "Outgoing raft messages dropped: reason queue_full (the peer's queue was full), unknown_peer (addressed to an id outside the roster)."
 	add("kayadb_transport_messages_dropped_total", droppedHelp, prometheus.CounterValue, prometheus.Labels{"reason": "queue_full"}, t(func(st *transport.Stats) uint64 { return st.DroppedFull }))
 	add("kayadb_transport_messages_dropped_total", droppedHelp, prometheus.CounterValue, prometheus.Labels{"reason": "unknown_peer"}, t(func(st *transport.Stats) uint64 { return st.DroppedUnknown }))
-	const rejectedHelp = "Incoming raft messages refused: reason unknown_sender (from an id outside the roster), wrong_recipient (addressed to another id)."
+	const rejectedHelp = "Incoming raft messages refused: reason unknown_sender (from an id outside the roster), wrong_recipient (addressed to another id), local_type (a message type raft uses only inside a node), snapshot_outside_stream (MsgSnap in a message frame)."
 	add("kayadb_transport_messages_rejected_total", rejectedHelp, prometheus.CounterValue, prometheus.Labels{"reason": "unknown_sender"}, t(func(st *transport.Stats) uint64 { return st.RejectedFrom }))
 	add("kayadb_transport_messages_rejected_total", rejectedHelp, prometheus.CounterValue, prometheus.Labels{"reason": "wrong_recipient"}, t(func(st *transport.Stats) uint64 { return st.RejectedTo }))
+	add("kayadb_transport_messages_rejected_total", rejectedHelp, prometheus.CounterValue, prometheus.Labels{"reason": "local_type"}, t(func(st *transport.Stats) uint64 { return st.ScreenedLocal }))
+	add("kayadb_transport_messages_rejected_total", rejectedHelp, prometheus.CounterValue, prometheus.Labels{"reason": "snapshot_outside_stream"}, t(func(st *transport.Stats) uint64 { return st.ScreenedSnap }))
+	const connRejectedHelp = "Raft connections closed before any frame was read: reason auth (the peer token is missing on one side, or a proof did not check out; either direction), version (another handshake version), connection_limit (too many inbound connections), source_limit (too many unauthenticated connections from one address)."
+	add("kayadb_transport_rejected_total", connRejectedHelp, prometheus.CounterValue, prometheus.Labels{"reason": "auth"}, t(func(st *transport.Stats) uint64 { return st.RejectedAuth }))
+	add("kayadb_transport_rejected_total", connRejectedHelp, prometheus.CounterValue, prometheus.Labels{"reason": "version"}, t(func(st *transport.Stats) uint64 { return st.RejectedVersion }))
+	add("kayadb_transport_rejected_total", connRejectedHelp, prometheus.CounterValue, prometheus.Labels{"reason": "connection_limit"}, t(func(st *transport.Stats) uint64 { return st.RejectedConnLimit }))
+	add("kayadb_transport_rejected_total", connRejectedHelp, prometheus.CounterValue, prometheus.Labels{"reason": "source_limit"}, t(func(st *transport.Stats) uint64 { return st.RejectedSourceLimit }))
+	gauge("kayadb_transport_inbound_connections", "Raft connections from peers open now (authenticated or in their handshake).", func(sc *scrape) float64 { return float64(sc.trans.InboundConns) })
 	counter("kayadb_transport_bad_frames_total", "Peer connections closed for a malformed frame.", t(func(st *transport.Stats) uint64 { return st.BadFrames }))
 	counter("kayadb_transport_tls_rejections_total", "Inbound peer connections whose TLS handshake (or peer identity check) failed.", t(func(st *transport.Stats) uint64 { return st.RejectedTLS }))
 	counter("kayadb_transport_dials_total", "Connection attempts to peers.", t(func(st *transport.Stats) uint64 { return st.Dials }))

@@ -38,6 +38,12 @@ func (s *Server) checkSecurity() error {
 	case cfg.MetricsAddr != "":
 		addrs = append(addrs, listen{"--metrics-addr", cfg.MetricsAddr})
 	}
+	raftAddr := "" // the raft listen address, when the raft port is TCP
+	for _, a := range addrs {
+		if a.flag == "--raft-addr" {
+			raftAddr = a.addr
+		}
+	}
 	var exposed []string
 	for _, a := range addrs {
 		w, err := guard.Check(a.flag, a.addr)
@@ -48,11 +54,23 @@ func (s *Server) checkSecurity() error {
 			exposed = append(exposed, w)
 		}
 	}
-	for _, t := range []struct{ name, tok string }{{"--operator-token", cfg.OperatorToken}, {"--client-token", cfg.ClientToken}} {
+	for _, t := range []struct{ name, tok string }{{"--operator-token", cfg.OperatorToken}, {"--client-token", cfg.ClientToken}, {"--peer-token-file", cfg.PeerToken}} {
 		if t.tok != "" {
 			if err := security.ValidateToken(t.name, t.tok); err != nil {
 				return err
 			}
+			// ParseFlags has checked the lengths already, naming the
+			// file; this is for callers that fill in a Config.
+			if cfg.AllowPublicBind {
+				if err := security.CheckTokenLength(t.name, "", t.tok, "with --allow-public-bind"); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if cfg.PeerToken != "" {
+		if err := security.CheckTokenLength("--peer-token-file", "", cfg.PeerToken, "for the raft handshake"); err != nil {
+			return err
 		}
 	}
 	if cfg.MetricsTLS && cfg.TLS.Cert == "" && (cfg.MetricsAddr != "" || cfg.MetricsListener != nil) {
@@ -65,6 +83,9 @@ func (s *Server) checkSecurity() error {
 		}
 		s.tls = t
 	}
+	if err := s.checkRaftPortAuth(raftAddr); err != nil {
+		return err
+	}
 
 	if len(exposed) > 0 {
 		lines := append(exposed,
@@ -75,6 +96,9 @@ func (s *Server) checkSecurity() error {
 		}
 		if cfg.ClientToken == "" || cfg.OperatorToken == "" {
 			lines = append(lines, "This node runs WITHOUT a client token and/or an operator token.")
+		}
+		if raftAddr != "" && cfg.PeerToken == "" && (s.tls == nil || !s.tls.MutualTLS()) {
+			lines = append(lines, "The raft port listens on loopback WITHOUT a peer token: fine for a single node; a cluster across machines needs --peer-token-file or mutual TLS.")
 		}
 		for _, l := range security.Banner("LISTENING ON AN EXPOSED ADDRESS (--allow-public-bind)", lines) {
 			s.log.Warn(l)
@@ -96,6 +120,27 @@ func (s *Server) checkSecurity() error {
 		s.log.Warn("--client-token is set but --operator-token is not: membership and other admin requests are open to anyone who can connect; set --operator-token")
 	}
 	return nil
+}
+
+// checkRaftPortAuth refuses to start a node in production mode
+// (--allow-public-bind) whose raft port anyone who reaches it could speak
+// to: without mutual TLS (a certificate check on every peer) and without a
+// peer token, a stranger who knows a member's id can forge raft messages.
+// TLS without --tls-ca does not count: it checks nobody who dials in. A
+// raft port on loopback is exempt (only this machine reaches it: a single
+// node in a container, say), as is an in-memory network (tests).
+func (s *Server) checkRaftPortAuth(raftAddr string) error {
+	cfg := s.cfg
+	if !cfg.AllowPublicBind || raftAddr == "" || cfg.PeerToken != "" || (s.tls != nil && s.tls.MutualTLS()) {
+		return nil
+	}
+	if class, err := security.ClassifyAddr(raftAddr, cfg.Resolve); err == nil && class == security.Loopback {
+		return nil
+	}
+	return fmt.Errorf("--allow-public-bind needs the raft port authenticated, and --raft-addr %s has neither a peer token nor mutual TLS: "+
+		"anyone who reaches it could forge raft messages. Create a secret once (%s), copy the same file to every node, "+
+		"and start each node with --peer-token-file FILE; or turn on mutual TLS with --tls-cert, --tls-key and --tls-ca (see docs/security.md)",
+		raftAddr, security.GenerateHint("FILE"))
 }
 
 // authorize checks a request's credentials and strips its auth prefix.

@@ -561,12 +561,15 @@ func TestRaftPortRequiresMemberCertificate(t *testing.T) {
 		if _, err := rc.Write(encodeTestHandshake(2, 1)); err != nil {
 			return err
 		}
-		// An accepted stream stays open (no bytes come back): a timeout.
-		_, err = rc.Read(make([]byte, 1))
-		if isTimeout(err) {
-			return nil
+		// An accepted stream gets the acceptor's reply, status 0 (go on).
+		reply := make([]byte, testReplySize)
+		if _, err := io.ReadFull(rc, reply); err != nil {
+			return fmt.Errorf("closed: %v", err)
 		}
-		return fmt.Errorf("closed: %v", err)
+		if reply[0] != 0 {
+			return fmt.Errorf("refused with status %d", reply[0])
+		}
+		return nil
 	}
 	before := s.trans.(*transport.TCP).Stats().RejectedTLS
 	operator := c.ca.Issue(t, "admin-client.kaya.local", &securitytest.CertOptions{NameOnly: true})
@@ -585,13 +588,20 @@ func TestRaftPortRequiresMemberCertificate(t *testing.T) {
 	}
 }
 
-// encodeTestHandshake is a raft stream handshake (see transport): magic,
-// version 2, kind 0 (messages), from, to.
+// encodeTestHandshake is the hello of a raft stream without a peer token
+// (see the transport package doc): magic, version 3, kind 0 (messages),
+// from, to, auth 0, a 32-byte nonce.
 func encodeTestHandshake(from, to uint64) []byte {
-	b := append([]byte("KAYARAFT"), 2, 0, 0)
+	b := append([]byte("KAYARAFT"), 3, 0, 0)
 	b = binary.LittleEndian.AppendUint64(b, from)
-	return binary.LittleEndian.AppendUint64(b, to)
+	b = binary.LittleEndian.AppendUint64(b, to)
+	b = append(b, 0)
+	return append(b, make([]byte, 32)...)
 }
+
+// testReplySize is the size of the acceptor's reply to a hello: status,
+// auth, nonce, proof.
+const testReplySize = 1 + 1 + 32 + 32
 
 // Control: bad TLS configuration fails startup with a message naming the
 // file.

@@ -81,6 +81,11 @@ type Config struct {
 	// ClientToken, when set, is required (in the CLIENT prefix) on every
 	// data opcode. HELLO and HEALTH stay open. Never logged.
 	ClientToken string
+	// PeerToken, when set, is the cluster secret raft connections prove in
+	// their handshake, both ways, before any message is read (at least 16
+	// bytes; the same on every node). Required with AllowPublicBind unless
+	// the raft port uses mutual TLS or listens on loopback. Never logged.
+	PeerToken string
 	// TLS enables native TLS on the client and raft ports; with a CA, both
 	// ports require certificates signed by it (mutual TLS).
 	TLS security.TLSFiles
@@ -391,6 +396,13 @@ func New(cfg Config) (_ *Server, retErr error) {
 		}
 		topts := transport.TCPOptions{ID: cfg.NodeID, Listener: s.raftLn, Handler: h,
 			Logger: log.With("component", "transport")}
+		if cfg.PeerToken != "" {
+			topts.PeerToken = []byte(cfg.PeerToken)
+		}
+		if err := topts.Validate(); err != nil {
+			_ = s.raftLn.Close()
+			return nil, fmt.Errorf("--peer-token-file: %w", err)
+		}
 		if s.tls != nil {
 			topts.Listener = tls.NewListener(s.raftLn, s.tls.ServerConfig())
 			nd := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 15 * time.Second}
@@ -439,7 +451,7 @@ func New(cfg Config) (_ *Server, retErr error) {
 	go s.acceptLoop()
 	log.Info("kayadb node started", "client_addr", s.clientLn.Addr().String(), "raft_log_entries", rep.Entries,
 		"applied_index", applied, "open_duration", s.openDur, "tls", s.tls != nil, "mtls", s.tls != nil && s.tls.MutualTLS(),
-		"operator_token", cfg.OperatorToken != "", "client_token", cfg.ClientToken != "")
+		"operator_token", cfg.OperatorToken != "", "client_token", cfg.ClientToken != "", "peer_token", cfg.PeerToken != "")
 	return s, nil
 }
 
