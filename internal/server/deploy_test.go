@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -89,6 +90,7 @@ func TestDeployFilesUseRealFlags(t *testing.T) {
 		t.Fatal("Dockerfile has no CMD")
 	}
 	checkArgs(t, "Dockerfile CMD", cmd)
+	checkRaftAuth(t, "Dockerfile CMD", cmd, nil)
 	if !regexp.MustCompile(`(?m)^USER [1-9]`).MatchString(df) || !strings.Contains(df, `VOLUME ["/data"]`) {
 		t.Error("the image must run as a non-root user with a /data volume")
 	}
@@ -97,16 +99,26 @@ func TestDeployFilesUseRealFlags(t *testing.T) {
 	// cluster.
 	var compose struct {
 		Services map[string]struct {
-			Command []string `yaml:"command"`
+			Command     []string          `yaml:"command"`
+			Environment map[string]string `yaml:"environment"`
+			Volumes     []string          `yaml:"volumes"`
 		} `yaml:"services"`
 	}
 	if err := yaml.Unmarshal([]byte(readDeploy(t, "docker", "docker-compose.yml")), &compose); err != nil {
 		t.Fatalf("docker-compose.yml: %v", err)
 	}
-	if len(compose.Services) != 3 {
-		t.Fatalf("docker-compose.yml has %d services; want 3", len(compose.Services))
+	// The nodes' raft ports are reachable on the compose network: each
+	// node reads the peer token that the peer-token service writes.
+	tokenSvc, ok := compose.Services["peer-token"]
+	if !ok || !strings.Contains(strings.Join(tokenSvc.Command, " "), "/run/kaya/peer.token") {
+		t.Fatal("docker-compose.yml has no peer-token service writing /run/kaya/peer.token")
 	}
+	nodes := 0
 	for name, svc := range compose.Services {
+		if name == "peer-token" {
+			continue
+		}
+		nodes++
 		if len(svc.Command) == 0 {
 			t.Fatalf("service %s has no command", name)
 		}
@@ -114,5 +126,41 @@ func TestDeployFilesUseRealFlags(t *testing.T) {
 		if strings.Count(strings.Join(svc.Command, " "), "--peer") != 3 {
 			t.Errorf("service %s does not list the three members", name)
 		}
+		if svc.Environment["KAYA_PEER_TOKEN_FILE"] != "/run/kaya/peer.token" || !slices.Contains(svc.Volumes, "peer-token:/run/kaya:ro") {
+			t.Errorf("service %s does not read the peer token (environment %v, volumes %v)", name, svc.Environment, svc.Volumes)
+		}
+		checkRaftAuth(t, "docker-compose.yml service "+name, svc.Command, env(map[string]string{"KAYA_PEER_TOKEN_FILE": tokenFile(t)}))
+	}
+	if nodes != 3 {
+		t.Fatalf("docker-compose.yml has %d nodes; want 3", nodes)
+	}
+}
+
+// tokenFile is a good peer token file, as the compose file's peer-token
+// service writes it.
+func tokenFile(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "peer.token")
+	if err := os.WriteFile(p, []byte("c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA==\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// checkRaftAuth: a deploy command line (with the environment given)
+// passes the startup rule on the raft port's authentication.
+func checkRaftAuth(t *testing.T, where string, args []string, lookupEnv func(string) (string, bool)) {
+	t.Helper()
+	if lookupEnv == nil {
+		lookupEnv = env(nil)
+	}
+	var errb bytes.Buffer
+	cfg, code := ParseFlags(args, lookupEnv, &errb)
+	if code != -1 {
+		t.Errorf("%s: exit %d: %s", where, code, errb.String())
+		return
+	}
+	if err := (&Server{cfg: cfg}).checkRaftPortAuth(cfg.RaftAddr); err != nil {
+		t.Errorf("%s would not start: %v", where, err)
 	}
 }
