@@ -249,10 +249,11 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 		NodeID: *nodeID, DataDir: *dataDir, RaftAddr: *raftAddr, ClientAddr: *clientAddr,
 		Join: *join, TickInterval: *tick, RequestTimeout: *timeout, Logger: logger,
 		SnapshotEntries: *snapEvery, CatchUpEntries: *snapKeep, SnapshotBytesPerSecond: rate, DiskReserve: diskReserve,
-		AllowPublicBind: *allowPub, OperatorToken: opTok, ClientToken: clTok, PeerToken: peerTok, TLS: tlsFiles,
+		AllowPublicBind: *allowPub, OperatorToken: opTok, ClientToken: clTok, TLS: tlsFiles,
 		TLSReloadInterval: *tlsReload, MetricsAddr: *metrics, EnablePprof: *pprofOn, MetricsTLS: *metricsTLS,
 		MetricsOptional: !fs.Changed("metrics-addr") && !*pprofOn && !*metricsTLS,
 	}
+	cfg.PeerToken = peerTok
 	if cfg.TLSReloadInterval == 0 {
 		cfg.TLSReloadInterval = -1
 	}
