@@ -28,6 +28,10 @@ func FuzzInboundRaftStream(f *testing.F) {
 	huge := append([]byte{}, hs...)
 	huge = binary.LittleEndian.AppendUint32(huge, MaxFrameSize+1)
 	f.Add(append(huge, 0, 0, 0, 0))
+	proved := (&hello{kind: kindMessages, from: 2, to: 1, auth: authHMAC}).encode()
+	f.Add(append(append(proved, make([]byte, proofSize)...), good...)) // a made-up proof
+	v2 := binary.LittleEndian.AppendUint64(append([]byte(handshakeMagic), 2, 0, kindMessages), 2)
+	f.Add(append(binary.LittleEndian.AppendUint64(v2, 1), good...)) // the previous version
 	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
 	f.Add([]byte{})
 
