@@ -250,7 +250,7 @@ func TestSnapshotCheckpointEndToEnd(t *testing.T) {
 		dst := vfs.NewMem()
 		msgs := make(chan *pb.Message, 1)
 		h2 := &snapHandler{f: func(from uint64, r io.Reader) error {
-			m, err := snap.ReadStream(r, dst, "/recv")
+			m, err := snap.ReadStream(r, dst, "/recv", nil)
 			if err == nil {
 				msgs <- m
 			}
