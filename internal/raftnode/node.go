@@ -20,6 +20,27 @@
 //  6. committed entries are applied (configuration changes through
 //     ApplyConfChange);
 //  7. Advance.
+//
+// # A full disk
+//
+// A step of a Ready that fails because the disk is full (vfs.IsNoSpace:
+// persisting the log or the hard state, installing a snapshot, applying
+// entries) does not stop the loop. The Ready is kept and the failed step is
+// retried, with back-off counted in ticks, from where it stopped: the steps
+// that succeeded are not repeated (a leader's messages are sent once, an
+// entry is applied once), the later ones wait (a follower acknowledges
+// nothing it has not persisted, nothing is applied before it is durable).
+// Meanwhile the loop still ticks and steps messages and proposals, which
+// raft allows between Ready and Advance, so the node keeps its term and
+// stays a follower; it hands out no new Ready until the kept one is
+// advanced. Stalled reports the condition and Config.OnStall announces it.
+// Any other error of those steps is fatal.
+//
+// # Screening
+//
+// Every message from the network is screened before RawNode.Step (see
+// screen.go): messages that would make the raft library panic, or that no
+// correct peer sends, are dropped and counted by reason (ScreenStats).
 package raftnode
 
 import (
@@ -36,9 +57,38 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/kayadb/kayadb/internal/raftlog"
 	"github.com/kayadb/kayadb/internal/transport"
+	"github.com/kayadb/kayadb/internal/vfs"
 )
+
+// Storage is the durable raft log the node writes: *raftlog.Log in
+// production, a wrapper that injects failures in tests.
+type Storage interface {
+	raft.Storage
+	// Save persists entries and the hard state, fsynced when sync is set.
+	// After a failed Save the log must stay usable, and Save may be called
+	// again with the same arguments.
+	Save(hs *pb.HardState, ents []*pb.Entry, sync bool) error
+	// SaveSnapshot records an installed snapshot durably.
+	SaveSnapshot(snap *pb.Snapshot) error
+	// CreateSnapshot records a snapshot taken locally at index i.
+	CreateSnapshot(i uint64, cs *pb.ConfState, data []byte) (*pb.Snapshot, error)
+	// Compact drops the entries up to and including index.
+	Compact(index uint64) error
+}
+
+// Ticker is the raft clock: every value received from C is one tick.
+// Production uses a time.Ticker of Config.TickInterval; tests pass a ticker
+// they drive by hand, which makes the node loop deterministic.
+type Ticker interface {
+	C() <-chan time.Time
+	Stop()
+}
+
+type timeTicker struct{ t *time.Ticker }
+
+func (t timeTicker) C() <-chan time.Time { return t.t.C }
+func (t timeTicker) Stop()               { t.t.Stop() }
 
 // StateMachine is what committed entries are applied to. Its methods are
 // called from the raft loop, in log order.
@@ -80,7 +130,7 @@ type Config struct {
 	// waits for the leader to add it and send a snapshot.
 	Join bool
 	// Log is the durable raft log.
-	Log *raftlog.Log
+	Log Storage
 	// SM receives committed entries.
 	SM StateMachine
 	// Applied is the last index the state machine had applied before this
@@ -97,6 +147,19 @@ type Config struct {
 	CatchUpEntries uint64
 	// TickInterval is the raft clock tick. Default 100 ms.
 	TickInterval time.Duration
+	// Ticker, when set, replaces the time.Ticker of TickInterval as the
+	// source of ticks (tests drive the clock by hand). The node stops it.
+	Ticker Ticker
+	// OnStall, when set, is called from the raft loop when a step of a
+	// Ready fails because the disk is full (with that error) and again when
+	// the step succeeds after all (with nil). It must not block: the server
+	// uses it to enter and leave disk-full mode.
+	OnStall func(err error)
+	// StallRetryMaxTicks bounds the back-off between retries of a step
+	// that failed on a full disk: 1, 2, 4, ... ticks, at most this many.
+	// Default 10 (one second at the default tick): a freed disk is used
+	// within a second, and a full one costs at most ten attempts a second.
+	StallRetryMaxTicks int
 	// ElectionTicks and HeartbeatTicks: defaults 10 and 1 (etcd's).
 	ElectionTicks, HeartbeatTicks int
 	// MaxSizePerMsg bounds the entries in one append message. Default 1 MiB.
@@ -136,7 +199,7 @@ type Node struct {
 	heard sync.Map
 
 	propc   chan proposal
-	recvc   chan *pb.Message
+	recvc   chan inbound
 	ctrlc   chan func(rn *raft.RawNode)
 	reads   chan raft.ReadState
 	stopc   chan struct{}
@@ -166,6 +229,43 @@ type Node struct {
 	leaderStart atomic.Uint64
 
 	proposalsDropped atomic.Uint64 // proposals raft refused (ErrDropped)
+
+	// Stall state: pend is the Ready being handled when a step failed on a
+	// full disk (owned by the loop); stallErr publishes the condition.
+	pend           *pendingReady
+	stallErr       atomic.Pointer[error]
+	stalls         atomic.Uint64 // episodes
+	stallRetries   atomic.Uint64 // failed retries
+	rejectedConfCh atomic.Uint64 // committed conf changes applied as no-ops
+
+	// Screening state, owned by the loop except the counters.
+	members    map[uint64]bool // ids in raft's configuration
+	screened   [numScreenReasons]atomic.Uint64
+	screenLogs [numScreenReasons]time.Time // last log line per reason
+}
+
+// pendingReady is a Ready whose handling has begun, with the steps done so
+// far; a step that failed on a full disk is retried from here.
+type pendingReady struct {
+	rd           raft.Ready
+	started      bool // soft state published, leader's messages sent
+	leader       bool
+	snapDone     bool // snapshot installed and recorded
+	saved        bool // entries and hard state persisted
+	followerSent bool // a follower's messages sent, read states handed on
+	applied      int  // committed entries applied
+	// A conf change applied to raft whose state machine step failed:
+	// retried without applying it to raft again.
+	ccDone *pb.ConfState
+	backoff      int  // ticks of the current back-off
+	wait         int  // ticks left before the next retry
+}
+
+// inbound is a message from the network; fromStream marks the MsgSnap of a
+// received snapshot stream.
+type inbound struct {
+	m          *pb.Message
+	fromStream bool
 }
 
 type proposal struct {
@@ -199,6 +299,9 @@ func New(cfg Config) (*Node, error) {
 	}
 	if cfg.CatchUpEntries == 0 {
 		cfg.CatchUpEntries = 5000
+	}
+	if cfg.StallRetryMaxTicks <= 0 {
+		cfg.StallRetryMaxTicks = 10
 	}
 	log := cfg.Logger.With("node", cfg.ID)
 	rc := &raft.Config{
@@ -244,7 +347,7 @@ func New(cfg Config) (*Node, error) {
 		rn:       rn,
 		log:      log,
 		propc:    make(chan proposal, 1024),
-		recvc:    make(chan *pb.Message, 4096),
+		recvc:    make(chan inbound, 4096),
 		ctrlc:    make(chan func(*raft.RawNode), 64),
 		reads:    make(chan raft.ReadState, 256),
 		stopc:    make(chan struct{}),
@@ -262,6 +365,7 @@ func New(cfg Config) (*Node, error) {
 	n.commit.Store(hs.GetCommit())
 	n.voters = cs.GetVoters()
 	n.learners = cs.GetLearners()
+	n.refreshMembers()
 	return n, nil
 }
 
@@ -306,18 +410,18 @@ func (n *Node) fail(err error) {
 	n.log.Error("raft node stopping after a fatal error", "err", err)
 }
 
-// Receive implements transport.Handler.
-func (n *Node) Receive(m *pb.Message) {
-	now := time.Now().UnixNano()
-	if v, ok := n.heard.Load(m.GetFrom()); ok {
-		v.(*atomic.Int64).Store(now)
-	} else {
-		a := &atomic.Int64{}
-		a.Store(now)
-		n.heard.Store(m.GetFrom(), a)
-	}
+// Receive implements transport.Handler: a message frame from a peer. A
+// MsgSnap that arrives this way is dropped (ScreenSnapshotOutsideStream):
+// snapshots come with their files, through DeliverSnapshot.
+func (n *Node) Receive(m *pb.Message) { n.receive(inbound{m: m}) }
+
+// DeliverSnapshot hands raft the MsgSnap of a snapshot stream that was
+// received, stored and checked.
+func (n *Node) DeliverSnapshot(m *pb.Message) { n.receive(inbound{m: m, fromStream: true}) }
+
+func (n *Node) receive(in inbound) {
 	select {
-	case n.recvc <- m:
+	case n.recvc <- in:
 	case <-n.stopc:
 	default:
 		// The loop is far behind: dropping is what a lossy network does,
@@ -518,41 +622,111 @@ func (n *Node) run() {
 	defer close(n.donec)
 	defer n.snapWG.Wait()
 	defer close(n.loopExit)
-	ticker := time.NewTicker(n.cfg.TickInterval)
+	ticker := n.cfg.Ticker
+	if ticker == nil {
+		ticker = timeTicker{time.NewTicker(n.cfg.TickInterval)}
+	}
 	defer ticker.Stop()
+	tickc := ticker.C()
 	for {
 		select {
 		case <-n.stopc:
 			return
-		case <-ticker.C:
+		case <-tickc:
 			n.rn.Tick()
+			if p := n.pend; p != nil && p.wait > 0 {
+				p.wait--
+			}
 		case p := <-n.propc:
 			n.handleProposal(p)
-		case m := <-n.recvc:
-			n.step(m)
+		case in := <-n.recvc:
+			n.step(in)
 		case f := <-n.ctrlc:
 			f(n.rn)
 		}
 		// Take everything else that is waiting, so that one Ready (one
 		// fsync) covers as much as possible.
 		n.drain()
-		for n.rn.HasReady() {
-			if err := n.handleReady(n.rn.Ready()); err != nil {
-				n.fail(err)
-				n.stopped.Store(true)
-				return
-			}
+		if err := n.process(); err != nil {
+			n.fail(err)
+			n.stopped.Store(true)
+			return
 		}
 	}
 }
+
+// process handles Readys until raft has none or one stalls on a full disk.
+// While a Ready is kept (n.pend), raft hands out no other: its next one
+// waits for the kept one's Advance.
+func (n *Node) process() error {
+	for {
+		if n.pend == nil {
+			if !n.rn.HasReady() {
+				return nil
+			}
+			n.pend = &pendingReady{rd: n.rn.Ready()}
+		} else if n.pend.wait > 0 {
+			return nil
+		}
+		err := n.handleReady(n.pend)
+		if err == nil {
+			if n.stallErr.Load() != nil {
+				n.stallErr.Store(nil)
+				n.log.Info("the disk has room again; raft resumed")
+				if n.cfg.OnStall != nil {
+					n.cfg.OnStall(nil)
+				}
+			}
+			n.pend = nil
+			continue
+		}
+		if !vfs.IsNoSpace(err) {
+			return err
+		}
+		p := n.pend
+		p.backoff = min(max(2*p.backoff, 1), n.cfg.StallRetryMaxTicks)
+		p.wait = p.backoff
+		if n.stallErr.Load() == nil {
+			n.stallErr.Store(&err)
+			n.stalls.Add(1)
+			n.log.Error("raft stalled: the disk is full; retrying, and still following the leader meanwhile", "err", err)
+			if n.cfg.OnStall != nil {
+				n.cfg.OnStall(err)
+			}
+		} else {
+			n.stallRetries.Add(1)
+		}
+		return nil
+	}
+}
+
+// Stalled returns the error that keeps a Ready from being handled (a full
+// disk), or nil when the node is not stalled.
+func (n *Node) Stalled() error {
+	if p := n.stallErr.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// StallCounts returns how many times the node stalled on a full disk and
+// how many retries failed since it started.
+func (n *Node) StallCounts() (episodes, failedRetries uint64) {
+	return n.stalls.Load(), n.stallRetries.Load()
+}
+
+// RejectedConfChanges returns how many committed configuration-change
+// entries were applied as no-ops because they did not decode or raft
+// refused them.
+func (n *Node) RejectedConfChanges() uint64 { return n.rejectedConfCh.Load() }
 
 func (n *Node) drain() {
 	for i := 0; i < 4096; i++ {
 		select {
 		case p := <-n.propc:
 			n.handleProposal(p)
-		case m := <-n.recvc:
-			n.step(m)
+		case in := <-n.recvc:
+			n.step(in)
 		case f := <-n.ctrlc:
 			f(n.rn)
 		default:
@@ -561,7 +735,21 @@ func (n *Node) drain() {
 	}
 }
 
-func (n *Node) step(m *pb.Message) {
+func (n *Node) step(in inbound) {
+	m := in.m
+	if r := n.screen(m, in.fromStream); r != screenOK {
+		n.dropped(r, m)
+		return
+	}
+	// Only messages that passed the screen count as signs of life.
+	now := time.Now().UnixNano()
+	if v, ok := n.heard.Load(m.GetFrom()); ok {
+		v.(*atomic.Int64).Store(now)
+	} else {
+		a := &atomic.Int64{}
+		a.Store(now)
+		n.heard.Store(m.GetFrom(), a)
+	}
 	if err := n.rn.Step(m); err != nil && !errors.Is(err, raft.ErrStepPeerNotFound) && !errors.Is(err, raft.ErrStepLocalMsg) {
 		n.log.Debug("raft rejected a message", "from", m.GetFrom(), "type", m.GetType().String(), "err", err)
 	}
@@ -581,59 +769,82 @@ func (n *Node) handleProposal(p proposal) {
 	p.errc <- err
 }
 
-func (n *Node) handleReady(rd raft.Ready) error {
-	if ss := rd.SoftState; ss != nil {
-		prevLeader := n.leader.Load()
-		prevRole := raft.StateType(n.role.Load())
-		n.leader.Store(ss.Lead)
-		n.role.Store(int32(ss.RaftState))
-		if ss.RaftState != raft.StateLeader {
-			n.leaderStart.Store(0)
-		} else if prevRole != raft.StateLeader {
-			// This Ready carries the empty entry that starts the term.
-			start := n.commit.Load()
-			if k := len(rd.Entries); k > 0 {
-				start = rd.Entries[k-1].GetIndex()
+// handleReady carries out the steps of p's Ready that are not done yet, in
+// the order of the package doc, and advances raft. A failed step leaves the
+// ones before it done and is tried again at the next call.
+func (n *Node) handleReady(p *pendingReady) error {
+	rd := p.rd
+	if !p.started {
+		p.started = true
+		n.publishSoftState(rd)
+		p.leader = raft.StateType(n.role.Load()) == raft.StateLeader
+		if p.leader {
+			n.send(rd.Messages)
+		}
+	}
+	if !p.snapDone {
+		if !raft.IsEmptySnap(rd.Snapshot) {
+			if err := n.installSnapshot(rd.Snapshot); err != nil {
+				return err
 			}
-			n.leaderStart.Store(start)
 		}
-		if ss.Lead != prevLeader || ss.RaftState != prevRole {
-			n.log.Info("raft role changed", "role", ss.RaftState.String(), "leader", ss.Lead, "term", n.rn.BasicStatus().GetTerm())
-			n.cfg.SM.LeadershipChanged(ss.Lead, ss.RaftState == raft.StateLeader)
+		p.snapDone = true
+	}
+	if !p.saved {
+		if err := n.cfg.Log.Save(rd.HardState, rd.Entries, rd.MustSync); err != nil {
+			return fmt.Errorf("raftnode: persisting raft state: %w", err)
 		}
-	}
-	leader := raft.StateType(n.role.Load()) == raft.StateLeader
-	if leader {
-		n.send(rd.Messages)
-	}
-	if !raft.IsEmptySnap(rd.Snapshot) {
-		if err := n.installSnapshot(rd.Snapshot); err != nil {
-			return err
+		p.saved = true
+		if rd.HardState != nil {
+			n.term.Store(rd.HardState.GetTerm())
+			n.commit.Store(rd.HardState.GetCommit())
 		}
 	}
-	if err := n.cfg.Log.Save(rd.HardState, rd.Entries, rd.MustSync); err != nil {
-		return fmt.Errorf("raftnode: persisting raft state: %w", err)
-	}
-	if rd.HardState != nil {
-		n.term.Store(rd.HardState.GetTerm())
-		n.commit.Store(rd.HardState.GetCommit())
-	}
-	if !leader {
-		n.send(rd.Messages)
-	}
-	for _, rs := range rd.ReadStates {
-		select {
-		case n.reads <- rs:
-		default:
-			// The read loop is gone or far behind; the request is retried.
+	if !p.followerSent {
+		p.followerSent = true
+		if !p.leader {
+			n.send(rd.Messages)
+		}
+		for _, rs := range rd.ReadStates {
+			select {
+			case n.reads <- rs:
+			default:
+				// The read loop is gone or far behind; the request is retried.
+			}
 		}
 	}
-	if err := n.apply(rd.CommittedEntries); err != nil {
+	if err := n.apply(p); err != nil {
 		return err
 	}
 	n.rn.Advance(rd)
 	n.maybeSnapshot()
 	return nil
+}
+
+// publishSoftState publishes role and leader changes of a Ready.
+func (n *Node) publishSoftState(rd raft.Ready) {
+	ss := rd.SoftState
+	if ss == nil {
+		return
+	}
+	prevLeader := n.leader.Load()
+	prevRole := raft.StateType(n.role.Load())
+	n.leader.Store(ss.Lead)
+	n.role.Store(int32(ss.RaftState))
+	if ss.RaftState != raft.StateLeader {
+		n.leaderStart.Store(0)
+	} else if prevRole != raft.StateLeader {
+		// This Ready carries the empty entry that starts the term.
+		start := n.commit.Load()
+		if k := len(rd.Entries); k > 0 {
+			start = rd.Entries[k-1].GetIndex()
+		}
+		n.leaderStart.Store(start)
+	}
+	if ss.Lead != prevLeader || ss.RaftState != prevRole {
+		n.log.Info("raft role changed", "role", ss.RaftState.String(), "leader", ss.Lead, "term", n.rn.BasicStatus().GetTerm())
+		n.cfg.SM.LeadershipChanged(ss.Lead, ss.RaftState == raft.StateLeader)
+	}
 }
 
 // send hands snapshot messages to the snapshotter and the rest to the
@@ -675,6 +886,7 @@ func (n *Node) installSnapshot(snap *pb.Snapshot) error {
 	n.statusMu.Lock()
 	n.voters, n.learners = cs.GetVoters(), cs.GetLearners()
 	n.statusMu.Unlock()
+	n.refreshMembers()
 	n.snapIndex = meta.GetIndex()
 	n.applied.Store(meta.GetIndex())
 	n.snapsInstalled.Add(1)
@@ -737,51 +949,96 @@ func (n *Node) SnapshotCounts() (taken, installed uint64) {
 	return n.snapTaken.Load(), n.snapsInstalled.Load()
 }
 
-// apply hands committed entries to the state machine, applying
-// configuration changes to raft as they come.
-func (n *Node) apply(ents []*pb.Entry) error {
-	start := 0
+// apply hands p's committed entries that are not applied yet to the state
+// machine, applying configuration changes to raft as they come. p.applied
+// moves past every run that succeeded, so that a retry after a failure
+// (a full disk) applies each entry exactly once. StateMachine.Apply must
+// apply a run entirely or not at all.
+func (n *Node) apply(p *pendingReady) error {
+	ents := p.rd.CommittedEntries
 	flush := func(end int) error {
-		if end > start {
-			if err := n.cfg.SM.Apply(ents[start:end]); err != nil {
-				return fmt.Errorf("raftnode: applying entries %d..%d: %w", ents[start].GetIndex(), ents[end-1].GetIndex(), err)
+		if end > p.applied {
+			if err := n.cfg.SM.Apply(ents[p.applied:end]); err != nil {
+				return fmt.Errorf("raftnode: applying entries %d..%d: %w", ents[p.applied].GetIndex(), ents[end-1].GetIndex(), err)
 			}
 			n.applied.Store(ents[end-1].GetIndex())
+			p.applied = end
 		}
 		return nil
 	}
-	for i, e := range ents {
-		var cc pb.ConfChangeI
-		switch e.GetType() {
-		case pb.EntryConfChange:
-			c := &pb.ConfChange{}
-			if err := proto.Unmarshal(e.GetData(), c); err != nil {
-				return fmt.Errorf("raftnode: entry %d: bad conf change: %w", e.GetIndex(), err)
-			}
-			cc = c
-		case pb.EntryConfChangeV2:
-			c := &pb.ConfChangeV2{}
-			if err := proto.Unmarshal(e.GetData(), c); err != nil {
-				return fmt.Errorf("raftnode: entry %d: bad conf change: %w", e.GetIndex(), err)
-			}
-			cc = c
-		default:
+	for i := p.applied; i < len(ents); i++ {
+		e := ents[i]
+		if e.GetType() != pb.EntryConfChange && e.GetType() != pb.EntryConfChangeV2 {
 			continue
 		}
 		if err := flush(i); err != nil {
 			return err
 		}
-		cs := n.rn.ApplyConfChange(cc)
-		n.statusMu.Lock()
-		n.voters, n.learners = cs.GetVoters(), cs.GetLearners()
-		n.statusMu.Unlock()
-		if err := n.cfg.SM.ApplyConfChange(e, cc, cs); err != nil {
-			return fmt.Errorf("raftnode: applying conf change at %d: %w", e.GetIndex(), err)
+		if err := n.applyConfChange(p, e); err != nil {
+			return err
 		}
 		n.applied.Store(e.GetIndex())
-		start = i + 1
+		p.applied = i + 1
+		p.ccDone = nil
 	}
 	return flush(len(ents))
+}
+
+// applyConfChange applies one committed configuration change to raft and
+// the state machine. A change that does not decode, or that raft refuses
+// (its Changer panics on an invalid change before it modifies anything), is
+// applied as a no-op: every replica reaches the same verdict on the same
+// bytes, so they stay in agreement, and none of them dies on it at every
+// restart. Correct members never propose such a change.
+func (n *Node) applyConfChange(p *pendingReady, e *pb.Entry) error {
+	var cc pb.ConfChangeI
+	var derr error
+	if e.GetType() == pb.EntryConfChange {
+		c := &pb.ConfChange{}
+		derr = proto.Unmarshal(e.GetData(), c)
+		cc = c
+	} else {
+		c := &pb.ConfChangeV2{}
+		derr = proto.Unmarshal(e.GetData(), c)
+		cc = c
+	}
+	cs := p.ccDone
+	if derr == nil && cs == nil {
+		cs, derr = n.raftApplyConfChange(cc)
+	}
+	if derr != nil {
+		n.rejectedConfCh.Add(1)
+		n.log.Error("a committed configuration change is invalid; it is applied as a no-op on every member",
+			"index", e.GetIndex(), "term", e.GetTerm(), "err", derr)
+		// The state machine records the index as applied.
+		empty := &pb.Entry{Index: e.Index, Term: e.Term, Type: pb.EntryNormal.Enum()}
+		if err := n.cfg.SM.Apply([]*pb.Entry{empty}); err != nil {
+			return fmt.Errorf("raftnode: recording rejected conf change at %d: %w", e.GetIndex(), err)
+		}
+		return nil
+	}
+	p.ccDone = cs
+	n.statusMu.Lock()
+	n.voters, n.learners = cs.GetVoters(), cs.GetLearners()
+	n.statusMu.Unlock()
+	n.refreshMembers()
+	if err := n.cfg.SM.ApplyConfChange(e, cc, cs); err != nil {
+		return fmt.Errorf("raftnode: applying conf change at %d: %w", e.GetIndex(), err)
+	}
+	return nil
+}
+
+// raftApplyConfChange calls RawNode.ApplyConfChange, turning its panic on
+// an invalid change into an error. Raft computes the new configuration on
+// copies (confchange.Changer) and panics before it switches to it, so its
+// state is unchanged when the panic is recovered.
+func (n *Node) raftApplyConfChange(cc pb.ConfChangeI) (cs *pb.ConfState, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			cs, err = nil, fmt.Errorf("raft refused the change %s: %v", raft.DescribeConfChange(cc), r)
+		}
+	}()
+	return n.rn.ApplyConfChange(cc), nil
 }
 
 // raftLogger adapts slog to raft.Logger; raft's chatty Info goes to Debug.
