@@ -256,9 +256,9 @@ type pendingReady struct {
 	applied      int  // committed entries applied
 	// A conf change applied to raft whose state machine step failed:
 	// retried without applying it to raft again.
-	ccDone *pb.ConfState
-	backoff      int  // ticks of the current back-off
-	wait         int  // ticks left before the next retry
+	ccDone  *pb.ConfState
+	backoff int // ticks of the current back-off
+	wait    int // ticks left before the next retry
 }
 
 // inbound is a message from the network; fromStream marks the MsgSnap of a
