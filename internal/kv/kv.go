@@ -73,6 +73,9 @@ var (
 	ErrLeadershipLost = errors.New("kv: leadership changed while the write was pending; it may or may not have been applied")
 	// ErrStopped: the store is shutting down.
 	ErrStopped = errors.New("kv: stopped")
+	// ErrRejectedEntry: the committed entry that held the write could not be
+	// decoded or applied; every node applied it as a no-op.
+	ErrRejectedEntry = errors.New("kv: the committed raft entry holding this write is invalid and was applied as a no-op on every node; the write did not happen")
 	// ErrReservedKey: a user request touched the 0x00 system prefix.
 	ErrReservedKey = errors.New("keys beginning with byte 0x00 are reserved for the system")
 )
@@ -117,6 +120,9 @@ type Store struct {
 	readSalt [4]byte
 
 	counters struct{ put, get, del, scan atomic.Uint64 }
+	// rejected counts committed entries applied as no-ops (they did not
+	// decode or held an invalid command).
+	rejected atomic.Uint64
 
 	stopc chan struct{}
 	wg    sync.WaitGroup
@@ -448,7 +454,18 @@ func (s *Store) start(ctx context.Context, op byte, key, value []byte) (func(con
 // Apply implements raftnode.StateMachine: one engine batch for the run of
 // entries, including the new applied index. The batch is not synced: the
 // raft log is the durable copy, and entries after the recorded applied index
-// are applied again after a crash.
+// are applied again after a crash. It applies the whole run or, on an
+// error, nothing (the raft node may retry it after a full disk).
+//
+// An entry that does not decode, or holds a command that is not valid
+// (an unknown operation, a key or value over the limits, a system key), is
+// applied as a no-op: it is checked whole before any of its commands is
+// added, so every replica, deciding on the same bytes, applies exactly the
+// same thing; the applied index moves past it, RejectedEntries counts it,
+// the log names it, and the proposers whose ids it carries get
+// ErrRejectedEntry. Commands are validated before they are proposed, so a
+// correct node never proposes such an entry; this keeps one forged or
+// corrupted entry from stopping every replica at every restart.
 func (s *Store) Apply(ents []*pb.Entry) error {
 	if len(ents) == 0 {
 		return nil
@@ -465,23 +482,44 @@ func (s *Store) Apply(ents []*pb.Entry) error {
 		size += len(e.GetData())
 	}
 	b.Grow(size) // the commands' framing is about the batch records'
-	var done []uint64
+	var done, rejected []uint64
+	var rejects int
 	for _, e := range ents {
 		if e.GetIndex() <= s.applied.Load() || len(e.GetData()) == 0 {
 			continue
 		}
-		ids, err := decodeCommands(e.GetData(), b)
+		cmds, ids, err := decodeCommands(e.GetData())
 		if err != nil {
-			return fmt.Errorf("entry %d: %w", e.GetIndex(), err)
+			rejects++
+			rejected = append(rejected, ids...)
+			s.log.Error("a committed raft entry is invalid; it is applied as a no-op on every node",
+				"index", e.GetIndex(), "term", e.GetTerm(), "bytes", len(e.GetData()), "err", err)
+			continue
+		}
+		for _, c := range cmds {
+			if c.op == opPut {
+				err = b.Set(c.key, c.value)
+			} else {
+				err = b.Delete(c.key)
+			}
+			if err != nil {
+				return fmt.Errorf("entry %d: %w", e.GetIndex(), err)
+			}
 		}
 		done = append(done, ids...)
 	}
 	if err := s.recordApplied(b, last.GetIndex(), last.GetTerm()); err != nil {
 		return err
 	}
+	s.rejected.Add(uint64(rejects))
 	s.complete(done, nil)
+	s.complete(rejected, ErrRejectedEntry)
 	return nil
 }
+
+// RejectedEntries returns how many committed entries this node applied as
+// no-ops because they were invalid.
+func (s *Store) RejectedEntries() uint64 { return s.rejected.Load() }
 
 func (s *Store) recordApplied(b *engine.Batch, index, term uint64) error {
 	var v [16]byte
@@ -499,49 +537,72 @@ func (s *Store) recordApplied(b *engine.Batch, index, term uint64) error {
 	return nil
 }
 
-// decodeCommands adds an entry's commands to b and returns their ids.
-func decodeCommands(data []byte, b *engine.Batch) ([]uint64, error) {
+// command is one decoded command of an entry.
+type command struct {
+	op         byte
+	key, value []byte
+}
+
+// minCommandSize is the smallest encoded command (op, id, empty key): it
+// bounds the count an entry may announce.
+const minCommandSize = 1 + 8 + 1
+
+// decodeCommands decodes and validates an entry's commands. On an error it
+// returns the ids of the commands it could read before the bad one, so
+// that their proposers learn the outcome.
+func decodeCommands(data []byte) ([]command, []uint64, error) {
+	if len(data) == 0 {
+		return nil, nil, errors.New("empty command")
+	}
 	if data[0] != 1 {
-		return nil, fmt.Errorf("unknown command format version %d", data[0])
+		return nil, nil, fmt.Errorf("unknown command format version %d", data[0])
 	}
 	p := data[1:]
 	n, w := binary.Uvarint(p)
-	if w <= 0 || n > uint64(len(p)) {
-		return nil, errors.New("bad command count")
+	if w <= 0 {
+		return nil, nil, errors.New("bad command count")
 	}
 	p = p[w:]
+	if n == 0 || n > uint64(len(p)/minCommandSize) {
+		return nil, nil, fmt.Errorf("entry announces %d commands in %d bytes", n, len(p))
+	}
+	cmds := make([]command, 0, n)
 	ids := make([]uint64, 0, n)
 	for i := uint64(0); i < n; i++ {
 		if len(p) < 9 {
-			return nil, errors.New("truncated command")
+			return nil, ids, fmt.Errorf("command %d: truncated", i)
 		}
-		op := p[0]
+		c := command{op: p[0]}
 		ids = append(ids, binary.LittleEndian.Uint64(p[1:9]))
 		p = p[9:]
 		key, rest, ok := uvarintBytes(p)
 		if !ok {
-			return nil, errors.New("truncated key")
+			return nil, ids, fmt.Errorf("command %d: truncated key", i)
 		}
-		p = rest
-		switch op {
+		c.key, p = key, rest
+		if err := ValidateKey(key); err != nil {
+			return nil, ids, fmt.Errorf("command %d: %w", i, err)
+		}
+		switch c.op {
 		case opPut:
 			value, rest, ok := uvarintBytes(p)
 			if !ok {
-				return nil, errors.New("truncated value")
+				return nil, ids, fmt.Errorf("command %d: truncated value", i)
 			}
-			p = rest
-			if err := b.Set(key, value); err != nil {
-				return nil, err
+			c.value, p = value, rest
+			if len(value) > engine.MaxValueSize {
+				return nil, ids, fmt.Errorf("command %d: value of %d bytes exceeds the %d-byte limit", i, len(value), engine.MaxValueSize)
 			}
 		case opDelete:
-			if err := b.Delete(key); err != nil {
-				return nil, err
-			}
 		default:
-			return nil, fmt.Errorf("unknown command %d", op)
+			return nil, ids, fmt.Errorf("command %d: unknown operation %d", i, c.op)
 		}
+		cmds = append(cmds, c)
 	}
-	return ids, nil
+	if len(p) != 0 {
+		return nil, ids, fmt.Errorf("%d bytes after the last command", len(p))
+	}
+	return cmds, ids, nil
 }
 
 func uvarintBytes(p []byte) (b, rest []byte, ok bool) {

@@ -2,6 +2,7 @@ package kv
 
 import (
 	"encoding/binary"
+	"errors"
 	"testing"
 
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -86,11 +87,100 @@ func TestValidateKeyAndCorruptEntry(t *testing.T) {
 	s, _ := Open(Options{NodeID: 1, DB: db})
 	bad := putEntry(1, "k", "v")
 	bad.Data = bad.Data[:len(bad.Data)-2]
-	if err := s.Apply([]*pb.Entry{bad}); err == nil {
-		t.Fatal("a truncated command applied without error")
+	// A committed entry that does not decode is applied as a no-op: the
+	// applied index moves on, nothing of it is written, it is counted.
+	if err := s.Apply([]*pb.Entry{bad}); err != nil {
+		t.Fatalf("a truncated command stopped the state machine: %v", err)
 	}
 	if _, err := db.Get([]byte("k")); err == nil {
 		t.Fatal("part of a bad entry was applied")
+	}
+	if s.AppliedIndex() != 1 || s.RejectedEntries() != 1 {
+		t.Fatalf("applied %d rejected %d, want 1 and 1", s.AppliedIndex(), s.RejectedEntries())
+	}
+}
+
+// entry builds an entry from raw command bytes: version 1, count n.
+func entry(index uint64, n uint64, cmds ...[]byte) *pb.Entry {
+	data := []byte{1}
+	data = binary.AppendUvarint(data, n)
+	for _, c := range cmds {
+		data = append(data, c...)
+	}
+	return &pb.Entry{Index: new(index), Term: new(uint64(1)), Type: new(pb.EntryNormal), Data: data}
+}
+
+func cmd(op byte, id uint64, key, value string, withValue bool) []byte {
+	c := []byte{op}
+	c = binary.LittleEndian.AppendUint64(c, id)
+	c = binary.AppendUvarint(c, uint64(len(key)))
+	c = append(c, key...)
+	if withValue {
+		c = binary.AppendUvarint(c, uint64(len(value)))
+		c = append(c, value...)
+	}
+	return c
+}
+
+// TestInvalidEntriesAreNoOps: every kind of invalid entry is applied as a
+// no-op, whole: a valid command before the bad one in the same entry is not
+// applied either (replicas must not differ by how far they got), valid
+// entries around it in the same run are applied, and a waiting proposer
+// whose id the entry carries gets ErrRejectedEntry.
+func TestInvalidEntriesAreNoOps(t *testing.T) {
+	good := cmd(opPut, 1, "first", "1", true)
+	cases := map[string]*pb.Entry{
+		"version":        {Data: []byte{2, 1}},
+		"count zero":     entry(0, 0),
+		"count too big":  entry(0, 1000, good),
+		"unknown op":     entry(0, 2, good, cmd(9, 7, "k", "", false)),
+		"system key":     entry(0, 2, good, cmd(opPut, 7, "\x00raft/applied", "0123456789abcdef", true)),
+		"key too long":   entry(0, 2, good, cmd(opDelete, 7, string(make([]byte, engine.MaxKeySize+1)), "", false)),
+		"truncated":      entry(0, 2, good, cmd(opPut, 7, "k", "v", true)[:12]),
+		"trailing bytes": entry(0, 1, good, []byte{0xff}),
+		"no value":       entry(0, 1, cmd(opPut, 7, "k", "", false)),
+	}
+	for name, bad := range cases {
+		t.Run(name, func(t *testing.T) {
+			db, err := engine.Open("/db", &engine.Options{FS: vfs.NewMem()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			s, _ := Open(Options{NodeID: 1, DB: db})
+			ch := make(chan error, 1)
+			s.waiters[7] = ch
+			bad.Index, bad.Term, bad.Type = new(uint64(2)), new(uint64(1)), new(pb.EntryNormal)
+			if err := s.Apply([]*pb.Entry{putEntry(1, "a", "1"), bad, putEntry(3, "b", "2")}); err != nil {
+				t.Fatalf("an invalid entry stopped the state machine: %v", err)
+			}
+			if _, err := db.Get([]byte("first")); err == nil {
+				t.Fatal("a command of the invalid entry was applied")
+			}
+			if v, _ := db.Get([]byte("b")); string(v) != "2" {
+				t.Fatal("the entry after the invalid one was not applied")
+			}
+			if v, _ := db.Get([]byte("a")); string(v) != "1" {
+				t.Fatal("the entry before the invalid one was not applied")
+			}
+			if s.AppliedIndex() != 3 || s.RejectedEntries() != 1 {
+				t.Fatalf("applied %d rejected %d, want 3 and 1", s.AppliedIndex(), s.RejectedEntries())
+			}
+			if idx, _, _ := ReadApplied(db); idx != 3 {
+				t.Fatalf("recorded applied index %d", idx)
+			}
+			switch name {
+			case "unknown op", "system key", "key too long", "truncated", "no value":
+				select {
+				case err := <-ch:
+					if !errors.Is(err, ErrRejectedEntry) {
+						t.Fatalf("proposer got %v", err)
+					}
+				default:
+					t.Fatal("the proposer of the rejected command was not told")
+				}
+			}
+		})
 	}
 }
 
