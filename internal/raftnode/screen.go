@@ -82,7 +82,8 @@ const (
 	ScreenSnapshotOutsideStream
 	// ScreenBadSnapshot: a MsgSnap without a snapshot, with index or term
 	// 0, a term past the message's, or a configuration that raft cannot
-	// restore: raft.restore panics ("unable to restore config").
+	// restore: raft.restore panics ("unable to restore config", or "ConfStates
+	// not equivalent" for an id that is both voter and learner).
 	ScreenBadSnapshot
 	// ScreenBadProposal: a forwarded MsgProp without entries (the leader
 	// panics: "stepped empty MsgProp") or with a configuration change that
@@ -288,11 +289,19 @@ func snapshotOK(m *pb.Message) bool {
 			}
 		}
 	}
-	_, _, err := confchange.Restore(confchange.Changer{
+	cfg, prs, err := confchange.Restore(confchange.Changer{
 		Tracker:   tracker.MakeProgressTracker(1, 0),
 		LastIndex: meta.GetIndex(),
 	}, cs)
-	return err == nil
+	if err != nil {
+		return false
+	}
+	// Raft then asserts that the configuration it built is the one the
+	// snapshot describes (assertConfStatesEquivalent panics otherwise: an
+	// id listed as both voter and learner is restored as a learner).
+	trk := tracker.MakeProgressTracker(1, 0)
+	trk.Config, trk.Progress = cfg, prs
+	return trk.ConfState().Equivalent(cs) == nil
 }
 
 // proposalOK checks a forwarded proposal: at least one entry, known entry
