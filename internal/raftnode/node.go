@@ -610,6 +610,42 @@ func (n *Node) Progress(ctx context.Context) (map[uint64]PeerProgress, uint64, e
 	}
 }
 
+// WaitIdle returns once the loop has nothing queued and raft nothing to
+// hand out (or a Ready stalled on a full disk waits for its next retry).
+// Tests use it to step a cluster deterministically; it costs a round trip
+// to the loop per check.
+func (n *Node) WaitIdle(ctx context.Context) error {
+	for {
+		res := make(chan bool, 1)
+		f := func(rn *raft.RawNode) {
+			busy := len(n.recvc) > 0 || len(n.propc) > 0 || len(n.ctrlc) > 0
+			if n.pend != nil {
+				busy = busy || n.pend.wait == 0
+			} else {
+				busy = busy || rn.HasReady()
+			}
+			res <- !busy
+		}
+		select {
+		case n.ctrlc <- f:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.donec:
+			return ErrStopped
+		}
+		select {
+		case idle := <-res:
+			if idle {
+				return nil
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.donec:
+			return ErrStopped
+		}
+	}
+}
+
 // LeaderStart returns the index of the first entry of this node's current
 // term as leader (0 when not leader). Raft refuses a membership change until
 // everything before it is applied: callers wait for that first.

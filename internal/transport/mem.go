@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -25,6 +26,20 @@ type MemNetwork struct {
 	// snapFilter, when set, wraps the writer of every snapshot stream
 	// (tests cut or slow transfers with it).
 	snapFilter func(from, to uint64, w io.Writer) io.Writer
+
+	// inflight counts messages enqueued and not yet handed to (or refused
+	// for) their handler; handled counts those handed over or refused.
+	// Together they let a test tell when the network is quiet.
+	inflight atomic.Int64
+	handled  atomic.Uint64
+}
+
+// Traffic returns how many messages are on their way (enqueued, not yet
+// handed to the destination's handler) and how many were handled so far.
+// A test that sees the same count handled, nothing in flight and every
+// node idle knows the network is quiet.
+func (n *MemNetwork) Traffic() (inflight int64, handled uint64) {
+	return n.inflight.Load(), n.handled.Load()
 }
 
 // SetSnapshotFilter makes every later snapshot stream from → to go through
@@ -198,10 +213,13 @@ func (t *MemTransport) Send(msgs []*pb.Message) {
 }
 
 func (t *MemTransport) enqueue(m *pb.Message, from *MemTransport) {
+	t.net.inflight.Add(1)
 	select {
 	case <-t.quit:
+		t.net.inflight.Add(-1)
 	case t.in <- m:
 	default:
+		t.net.inflight.Add(-1)
 		from.c.droppedFull.Add(1)
 		from.h.ReportUnreachable(t.id)
 	}
@@ -214,19 +232,25 @@ func (t *MemTransport) deliverLoop() {
 		case <-t.quit:
 			return
 		case m := <-t.in:
-			// Checks the real transport makes.
-			if !t.allowed(m.GetFrom()) {
-				t.c.rejectedFrom.Add(1)
-				continue
-			}
-			if m.GetTo() != t.id {
-				t.c.rejectedTo.Add(1)
-				continue
-			}
-			t.c.received.Add(1)
-			t.h.Receive(m)
+			t.deliver(m)
+			t.net.handled.Add(1)
+			t.net.inflight.Add(-1)
 		}
 	}
+}
+
+func (t *MemTransport) deliver(m *pb.Message) {
+	// Checks the real transport makes.
+	if !t.allowed(m.GetFrom()) {
+		t.c.rejectedFrom.Add(1)
+		return
+	}
+	if m.GetTo() != t.id {
+		t.c.rejectedTo.Add(1)
+		return
+	}
+	t.c.received.Add(1)
+	t.h.Receive(m)
 }
 
 // Inject delivers a raw message as if it came from the network (tests of
