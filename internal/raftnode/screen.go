@@ -89,6 +89,13 @@ const (
 	// panics: "stepped empty MsgProp") or with a configuration change that
 	// does not decode (stepLeader panics on the unmarshal error).
 	ScreenBadProposal
+	// ScreenBadForward: a message a follower forwards to its leader
+	// (MsgProp, MsgReadIndex, MsgTransferLeader) that raft would forward
+	// with a term set: raft.send panics ("term should not be set when
+	// sending MsgProp"). Correct peers send MsgProp and MsgReadIndex without
+	// a term; a forwarded MsgTransferLeader carries the term and is only
+	// useful to the leader of that term.
+	ScreenBadForward
 	numScreenReasons
 )
 
@@ -106,6 +113,7 @@ var screenNames = [numScreenReasons]string{
 	ScreenSnapshotOutsideStream: "snapshot_outside_stream",
 	ScreenBadSnapshot:           "bad_snapshot",
 	ScreenBadProposal:           "bad_proposal",
+	ScreenBadForward:            "bad_forward",
 }
 
 // String returns the reason's metric label.
@@ -206,8 +214,20 @@ func (n *Node) screen(m *pb.Message, fromStream bool) ScreenReason {
 		// relies on the transport's roster alone.
 		return ScreenNotMember
 	}
-	if m.GetTerm() == 0 && t != pb.MsgProp && t != pb.MsgReadIndex {
-		return ScreenZeroTerm
+	switch t {
+	case pb.MsgProp, pb.MsgReadIndex:
+		if m.GetTerm() != 0 {
+			return ScreenBadForward
+		}
+	case pb.MsgTransferLeader:
+		st := n.rn.BasicStatus()
+		if st.RaftState != raft.StateLeader || m.GetTerm() != st.GetTerm() {
+			return ScreenBadForward
+		}
+	default:
+		if m.GetTerm() == 0 {
+			return ScreenZeroTerm
+		}
 	}
 	switch t {
 	case pb.MsgAppResp:

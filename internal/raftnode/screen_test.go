@@ -183,6 +183,19 @@ func forgedCases() []forgedCase {
 			m.Entries = []*pb.Entry{{Index: new(uint64(5)), Term: new(term), Data: []byte("forged")}}
 			return m
 		}},
+		{name: "proposal with a term, to a follower", reason: ScreenBadForward, to: 2, panics: true, m: func(term uint64) *pb.Message {
+			m := msgOf(pb.MsgProp, 3, 2, term)
+			m.Entries = []*pb.Entry{{Data: []byte("x")}}
+			return m
+		}},
+		{name: "read index with a term, to a follower", reason: ScreenBadForward, to: 2, panics: true, m: func(term uint64) *pb.Message {
+			m := msgOf(pb.MsgReadIndex, 3, 2, term)
+			m.Entries = []*pb.Entry{{Data: []byte("x")}}
+			return m
+		}},
+		{name: "leadership transfer to a follower", reason: ScreenBadForward, to: 2, panics: true, m: func(term uint64) *pb.Message {
+			return msgOf(pb.MsgTransferLeader, 3, 2, term)
+		}},
 		{name: "unknown message type", reason: ScreenUnknownType, m: func(term uint64) *pb.Message {
 			return msgOf(pb.MessageType(99), 2, 1, term)
 		}},
