@@ -73,6 +73,10 @@ type scrape struct {
 	taken, installed   uint64
 	queued, pending    int
 	dropped            uint64
+	screened           map[raftnode.ScreenReason]uint64
+	rejectedEntries    uint64
+	stalled            bool
+	stalls             uint64
 	ready              bool
 	trans              transport.Stats
 	logSegments        int
@@ -147,6 +151,16 @@ func newNodeCollector(s *Server) *nodeCollector {
 	gauge("kayadb_raft_proposals_pending", "Client writes proposed by this node that wait for their entry to be applied (or to fail).", func(sc *scrape) float64 { return float64(sc.pending) })
 	gauge("kayadb_raft_proposals_queued", "Proposals waiting for the raft loop (not yet handed to raft).", func(sc *scrape) float64 { return float64(sc.queued) })
 	counter("kayadb_raft_proposals_dropped_total", "Proposals raft refused since this node started (no leader, leadership transfer, too much uncommitted data); they were not appended.", u(func(sc *scrape) uint64 { return sc.dropped }))
+	const screenedHelp = "Raft messages from peers dropped before raft because they would make it panic or no correct peer sends them, by reason (see internal/raftnode/screen.go)."
+	for _, r := range raftnode.ScreenReasons() {
+		add("kayadb_raft_screened_messages_total", screenedHelp, prometheus.CounterValue, prometheus.Labels{"reason": r.String()},
+			u(func(sc *scrape) uint64 { return sc.screened[r] }))
+	}
+	counter("kayadb_apply_rejected_entries_total", "Committed raft entries that did not decode or held an invalid command or configuration change, applied as no-ops (on every node alike).",
+		u(func(sc *scrape) uint64 { return sc.rejectedEntries }))
+	gauge("kayadb_raft_stalled", "1 while the raft loop waits to retry a step that failed on a full disk (it still follows the leader, but acknowledges and applies nothing new).",
+		func(sc *scrape) float64 { return b2f(sc.stalled) })
+	counter("kayadb_raft_stalls_total", "Times the raft loop stalled on a full disk since this node started.", u(func(sc *scrape) uint64 { return sc.stalls }))
 	gauge("kayadb_raft_log_segments", "Segment files of the raft log.", func(sc *scrape) float64 { return float64(sc.logSegments) })
 	counter("kayadb_raft_log_bytes_written_total", "Bytes appended to the raft log since this node started.", func(sc *scrape) float64 { return float64(sc.logBytes) })
 	counter("kayadb_raft_log_fsyncs_total", "Raft log appends that were fsynced since this node started.", func(sc *scrape) float64 { return float64(sc.logSyncs) })
@@ -271,6 +285,10 @@ func (s *Server) scrapeNode() *scrape {
 	}
 	sc.taken, sc.installed = s.node.SnapshotCounts()
 	sc.queued, sc.dropped = s.node.ProposalsQueued(), s.node.ProposalsDropped()
+	sc.screened = s.node.ScreenStats()
+	sc.rejectedEntries = s.store.RejectedEntries() + s.node.RejectedConfChanges()
+	sc.stalled = s.node.Stalled() != nil
+	sc.stalls, _ = s.node.StallCounts()
 	sc.pending = s.store.PendingWrites()
 	sc.ready, _ = s.readiness()
 	sc.trans = s.trans.Stats()
