@@ -16,6 +16,10 @@
 // id is the proposing node's request id (node id in the top 16 bits); it
 // lets the proposer find its waiter when the entry is applied.
 //
+// A committed entry that does not follow this format, or holds a command a
+// proposer would have refused (see decodeCommands), is applied as a no-op
+// on every replica (Apply): never partly, and never a reason to stop.
+//
 // # System keys
 //
 //	0x00 "raft/applied"     appliedIndex u64 LE | appliedTerm u64 LE
