@@ -377,7 +377,10 @@ func New(cfg Config) (_ *Server, retErr error) {
 		Applied:      snapIndex,
 		TickInterval: cfg.TickInterval, ElectionTicks: cfg.ElectionTicks, HeartbeatTicks: cfg.HeartbeatTicks,
 		Snapshots: s, SnapshotEntries: snapshotEntries(cfg.SnapshotEntries), CatchUpEntries: cfg.CatchUpEntries,
-		Logger: log.With("component", "raft"),
+		// A step that failed for lack of space puts the node in disk-full
+		// mode at once (the loop retries the step by itself).
+		OnStall: func(err error) { s.disk.noteNoSpace(err) },
+		Logger:  log.With("component", "raft"),
 	})
 	if err != nil {
 		return nil, err
