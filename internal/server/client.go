@@ -263,8 +263,13 @@ func (s *Server) dispatch(op wire.Opcode, p []byte) (st wire.Status, payload []b
 func (s *Server) startWrite(op wire.Opcode, p []byte) (func(context.Context) error, wire.Status, []byte) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
 	defer cancel()
-	if err := s.disk.admit(); err != nil {
-		return nil, wire.StatusError, wire.AppendError(nil, err.Error())
+	// A full disk refuses the write before it is proposed (so the client
+	// knows it did not happen); a follower sends the client to the leader
+	// instead, whose disk may have room.
+	if s.node.IsLeader() {
+		if err := s.disk.admit(); err != nil {
+			return nil, wire.StatusError, wire.AppendError(nil, err.Error())
+		}
 	}
 	var wait func(context.Context) error
 	var err error
