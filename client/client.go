@@ -12,7 +12,9 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/kayadb/kayadb/internal/wire"
@@ -58,11 +60,19 @@ type Options struct {
 	// before it backs off (counting a retry) and starts over. Default 3;
 	// negative: none.
 	MaxRedirects int
-	// MaxRetries is how many times a call is retried after a failure that
-	// is safe to retry (see Client), with jittered exponential back-off
-	// from 50 ms to 1 s. Default 20 (the deadline usually ends retrying
-	// first); negative: none.
+	// MaxRetries is how many times a call is retried after a connection
+	// failure that is safe to retry (see Client), with jittered
+	// exponential back-off from 50 ms to 1 s. Default 20 (the deadline
+	// usually ends retrying first); negative: none. Waiting for a leader
+	// (NOT_LEADER without a usable hint: an election is under way) is not
+	// counted: it goes on until the deadline.
 	MaxRetries int
+	// FailFast makes a call fail at once, with ErrUnavailable, when every
+	// endpoint it may use refused the connection (ECONNREFUSED: nothing
+	// listens there), instead of retrying until the deadline. Interactive
+	// tools want this (kayactl sets it); a service that should ride out
+	// its servers' restarts does not. Default false.
+	FailFast bool
 	// ConnsPerEndpoint is the size of the connection pool of each server.
 	// Default 2.
 	ConnsPerEndpoint int
@@ -188,7 +198,8 @@ type Member struct {
 // leader, else round-robin over the known endpoints. A NOT_LEADER reply
 // with a hint is followed (the hint, a client address, joins the known
 // endpoints) up to Options.MaxRedirects times; one without a hint pauses
-// about 80 ms and tries again (counted as a retry).
+// about 80 ms and tries again, until the deadline (an election takes one
+// to a few election timeouts; Options.MaxRetries does not cut it short).
 //
 // Retries never pass the deadline. Reads (Get, Scan, Health, Status) are
 // retried after any connection failure or stuck connection. Writes (Put,
@@ -550,6 +561,9 @@ func (c *Client) do(ctx context.Context, req request) (answer, error) {
 		// call: a NOT_LEADER hint naming one of them is a stale leader (it
 		// crashed, the others have not elected a new one yet).
 		failed = map[string]bool{}
+		// refused holds the endpoints that refused the connection during
+		// this call (Options.FailFast).
+		refused = map[string]bool{}
 	)
 	for {
 		addr := req.fixed
@@ -575,6 +589,13 @@ func (c *Client) do(ctx context.Context, req request) (answer, error) {
 			c.forgetLeader(addr)
 			failed[addr] = true
 			lastErr = a.err
+			if c.opts.FailFast && errors.Is(a.err, syscall.ECONNREFUSED) {
+				refused[addr] = true
+				if eps, all := c.allRefused(req.fixed, refused); all {
+					return answer{}, fmt.Errorf("%w: nothing listening on %s (connection refused): %w",
+						ErrUnavailable, strings.Join(eps, ", "), a.err)
+				}
+			}
 			retries++
 			if retries > c.opts.MaxRetries {
 				return answer{}, fmt.Errorf("%w: %s failed after %d attempts: %w", ErrUnavailable, req.op, retries, lastErr)
@@ -593,9 +614,21 @@ func (c *Client) do(ctx context.Context, req request) (answer, error) {
 				// Followed enough hints for now (the cluster may be in the
 				// middle of an election): back off like "no leader known"
 				// and start over, within the retry budget and deadline.
+				// Unlike a plain "no leader known", a round of hints that
+				// lead nowhere counts as a retry: nodes that keep naming
+				// each other are not converging on their own.
+				c.forgetLeader(addr)
 				lastErr = &NotLeaderError{Leader: hint}
+				retries++
+				if retries > c.opts.MaxRetries {
+					return answer{}, fmt.Errorf("%w: %s: redirected in a loop %d times: %w", ErrUnavailable, req.op, retries, lastErr)
+				}
+				d := leaderBackoff*3/4 + rand.N(leaderBackoff/2)
+				if err := c.sleep(ctx, d); err != nil {
+					return answer{}, sleepError(err, lastErr)
+				}
 				redirects = 0
-				hint = ""
+				continue
 			}
 			if hint != "" {
 				redirects++
@@ -605,12 +638,12 @@ func (c *Client) do(ctx context.Context, req request) (answer, error) {
 				next = hint
 				continue
 			}
+			// No leader known: an election is under way, or this node is
+			// cut off from the majority. Ask again until the deadline (not
+			// counted against MaxRetries: an election outlasts 20 short
+			// pauses).
 			c.forgetLeader(addr)
 			lastErr = &NotLeaderError{}
-			retries++
-			if retries > c.opts.MaxRetries {
-				return answer{}, fmt.Errorf("%w: %s: no leader after %d attempts: %w", ErrUnavailable, req.op, retries, lastErr)
-			}
 			d := leaderBackoff*3/4 + rand.N(leaderBackoff/2)
 			if err := c.sleep(ctx, d); err != nil {
 				return answer{}, sleepError(err, lastErr)
@@ -622,6 +655,22 @@ func (c *Client) do(ctx context.Context, req request) (answer, error) {
 		}
 		return answer{st: a.st, payload: a.payload, addr: addr}, nil
 	}
+}
+
+// allRefused reports whether every endpoint a call may use is in refused,
+// and lists them: the fixed endpoint, else the rotation.
+func (c *Client) allRefused(fixed string, refused map[string]bool) ([]string, bool) {
+	if fixed != "" {
+		return []string{fixed}, refused[fixed]
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ep := range c.mu.rotation {
+		if !refused[ep] {
+			return nil, false
+		}
+	}
+	return slices.Clone(c.mu.rotation), true
 }
 
 func firstErr(errs ...error) error {

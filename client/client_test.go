@@ -17,6 +17,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -225,7 +226,8 @@ func TestEmptyHintBacksOff(t *testing.T) {
 		t.Fatalf("%d PUTs, want 3", srv.count(wire.OpPut))
 	}
 
-	// With no leader ever, the retry budget runs out.
+	// With no leader ever, the call asks until its deadline: the retry
+	// budget (for connection failures) does not cut an election short.
 	srv2 := newFakeServer(t)
 	srv2.setHandler(func(r *fakeReq) (fakeAction, bool) {
 		if r.op == wire.OpGet {
@@ -234,12 +236,71 @@ func TestEmptyHintBacksOff(t *testing.T) {
 		return fakeAction{}, false
 	})
 	c2 := newClient(t, []string{srv2.addr}, &Options{MaxRetries: 2})
-	_, err := c2.Get(ctxT(t, 5*time.Second), []byte("k"))
-	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, ErrNotLeader) {
-		t.Fatalf("got %v, want ErrUnavailable and ErrNotLeader", err)
+	_, err := c2.Get(ctxT(t, 700*time.Millisecond), []byte("k"))
+	if !errors.Is(err, ErrTimeout) || !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("got %v, want ErrTimeout and ErrNotLeader", err)
 	}
-	if srv2.count(wire.OpGet) != 3 {
-		t.Fatalf("%d GETs, want 1 + 2 retries", srv2.count(wire.OpGet))
+	if n := srv2.count(wire.OpGet); n <= 3 {
+		t.Fatalf("%d GETs: the call stopped at MaxRetries instead of its deadline", n)
+	}
+}
+
+// TestElectionOutlastsRetryBudget: a leaderless stretch longer than
+// DefaultMaxRetries pauses (21 attempts, ~1.6 s: shorter than a slow
+// election) does not fail a call whose deadline has not passed.
+func TestElectionOutlastsRetryBudget(t *testing.T) {
+	srv := newFakeServer(t)
+	const leaderless = DefaultMaxRetries + 10
+	srv.setHandler(func(r *fakeReq) (fakeAction, bool) {
+		if r.op == wire.OpPut && r.nth <= leaderless {
+			return fakeAction{st: wire.StatusNotLeader}, true
+		}
+		return fakeAction{}, false
+	})
+	c := newClient(t, []string{srv.addr}, &Options{RequestTimeout: 30 * time.Second})
+	if err := c.Put(ctxT(t, 30*time.Second), []byte("k"), []byte("v")); err != nil {
+		t.Fatalf("Put during a long election: %v", err)
+	}
+	if n := srv.count(wire.OpPut); n != leaderless+1 {
+		t.Fatalf("%d PUTs, want %d", n, leaderless+1)
+	}
+}
+
+// TestFailFast: with Options.FailFast, a call fails at once when every
+// endpoint refuses the connection, naming them; one live endpoint is
+// enough to go on.
+func TestFailFast(t *testing.T) {
+	dead1, dead2 := deadAddr(t), deadAddr(t)
+	c := newClient(t, []string{dead1, dead2}, &Options{FailFast: true, RequestTimeout: 30 * time.Second})
+	_, err := c.Get(ctxT(t, 30*time.Second), []byte("k"))
+	// ErrUnavailable and not ErrTimeout: it gave up before the deadline.
+	if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrTimeout) || !errors.Is(err, syscall.ECONNREFUSED) ||
+		!strings.Contains(err.Error(), "nothing listening on "+dead1+", "+dead2) {
+		t.Fatalf("got %v, want ErrUnavailable naming both endpoints", err)
+	}
+	// A fixed endpoint (Health, Status) fails alone.
+	if _, err := c.Health(ctxT(t, 30*time.Second), dead2); !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrTimeout) ||
+		!strings.Contains(err.Error(), "nothing listening on "+dead2+" ") {
+		t.Fatalf("Health: got %v", err)
+	}
+	// A write that was never sent is not ambiguous.
+	if err := c.Put(ctxT(t, 30*time.Second), []byte("k"), []byte("v")); !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrAmbiguous) {
+		t.Fatalf("Put: got %v", err)
+	}
+
+	srv := newFakeServer(t)
+	c2 := newClient(t, []string{dead1, srv.addr}, &Options{FailFast: true})
+	for i := 0; i < 4; i++ { // the rotation starts at each endpoint in turn
+		if err := c2.Put(ctxT(t, 5*time.Second), []byte("k"), []byte("v")); err != nil {
+			t.Fatalf("Put with one live endpoint: %v", err)
+		}
+	}
+
+	// Without FailFast, refused connections are retried until the
+	// deadline (a server that restarts is back soon).
+	c3 := newClient(t, []string{dead1}, nil)
+	if _, err := c3.Get(ctxT(t, 300*time.Millisecond), []byte("k")); !errors.Is(err, ErrTimeout) {
+		t.Fatalf("without FailFast: %v", err)
 	}
 }
 
