@@ -14,6 +14,7 @@ import (
 	"go.etcd.io/raft/v3"
 
 	"github.com/kayadb/kayadb/engine"
+	"github.com/kayadb/kayadb/internal/buildinfo"
 	"github.com/kayadb/kayadb/internal/kv"
 	"github.com/kayadb/kayadb/internal/wire"
 )
@@ -384,6 +385,7 @@ func (s *Server) stats() *wire.Stats {
 	taken, installed := s.node.SnapshotCounts()
 	put("snapshots_taken", taken)
 	put("snapshots_installed", installed)
+	put("version", buildinfo.Read().Version)
 	return &wire.Stats{
 		Extra: extra,
 		Role:  role, Term: st.Term, CommitIndex: st.Commit, AppliedIndex: s.store.AppliedIndex(),

@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/kayadb/kayadb/internal/buildinfo"
 	"github.com/kayadb/kayadb/internal/lsm/base"
 	"github.com/kayadb/kayadb/internal/security"
 )
@@ -36,7 +37,8 @@ func flagEnv(name string) string {
 
 // ParseFlags turns the command line and the KAYA_* environment into a
 // Config. On a bad or help invocation it has written to stderr and returns
-// the exit code; otherwise the code is -1.
+// the exit code; for --version it writes nothing and returns exitVersion
+// (-2: the caller prints the version); otherwise the code is -1.
 func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (Config, int) {
 	fs := pflag.NewFlagSet("kayadb-server", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -70,6 +72,7 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 		_          = fs.String("config", "", "YAML file of settings keyed by flag name (node-id: 1, peer: [...]); the environment and the command line win over it")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat  = fs.String("log-format", "text", "text or json")
+		showVer    = fs.Bool("version", false, "print the version (module, VCS revision, Go, client protocol) and exit")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: kayadb-server [flags]\n\nRuns one KayaDB node. With no flags it runs a single-node cluster in ./kayadb-data,\nclients on 127.0.0.1:7379. Every flag can also be set with KAYA_<FLAG> (e.g. KAYA_DATA);\nthe flag wins. See docs/server.md.\n\nFlags:\n")
@@ -85,6 +88,9 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 		}
 		return fail("%v\nhint: run kayadb-server --help", err)
 	}
+	if *showVer {
+		return Config{}, exitVersion
+	}
 	if fs.NArg() > 0 {
 		return fail("unexpected arguments %q\nhint: every setting is a --flag; run kayadb-server --help", fs.Args())
 	}
@@ -93,8 +99,8 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	// Environment variables fill flags that were not given.
 	var envErr error
 	fs.VisitAll(func(f *pflag.Flag) {
-		if f.Changed || envErr != nil {
-			return
+		if f.Changed || envErr != nil || f.Name == "version" {
+			return // KAYA_VERSION is too common a name (image tags) to obey
 		}
 		v, ok := lookupEnv(flagEnv(f.Name))
 		if !ok {
@@ -295,6 +301,10 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 // name) and returns the process exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
 	cfg, code := ParseFlags(args, os.LookupEnv, stderr)
+	if code == exitVersion {
+		fmt.Fprintln(stdout, buildinfo.Read().Line("kayadb-server"))
+		return exitOK
+	}
 	if code >= 0 {
 		return code
 	}

@@ -39,7 +39,7 @@ func (s *Server) newRegistry() *observability {
 		Help:    "Time from reading a client request to its reply being ready to send (replies on one connection go out in request order), by opcode.",
 		Buckets: requestBuckets,
 	}, []string{"opcode"})
-	o.reg.MustRegister(o.requests, o.latency, newNodeCollector(s),
+	o.reg.MustRegister(o.requests, o.latency, newNodeCollector(s), buildInfoMetric(),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return o
 }
