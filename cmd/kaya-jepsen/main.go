@@ -5,23 +5,27 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 	"time"
 
+	"github.com/kayadb/kayadb/internal/buildinfo"
 	"github.com/kayadb/kayadb/internal/jepsen"
 )
 
 func main() {
-	os.Exit(run())
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run() int {
+func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("kaya-jepsen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
 	var (
 		bin       = fs.String("server-bin", "", "kayadb-server binary (default: build it from this module)")
 		nodes     = fs.Int("nodes", 3, "cluster size (3 or 5)")
@@ -35,16 +39,24 @@ func run() int {
 		report    = fs.String("report", "", "report directory (default: ./jepsen-report/<time>)")
 		tick      = fs.Duration("tick", 50*time.Millisecond, "the servers' raft tick")
 		planted   = fs.String("planted-bug", "", "negative control: run a server with a deliberate bug, early-ack (writes acknowledged before commit) or stale-reads (reads without ReadIndex on any node); the run must be INVALID")
+		version   = fs.Bool("version", false, "print the version (module, VCS revision, Go, client protocol) and exit")
 	)
 	fs.Usage = func() {
-		fmt.Fprintf(os.Stderr, "Usage: kaya-jepsen [flags]\n\nRuns fault-injection tests against real kayadb-server processes on loopback.\nExit status: 0 every run valid, 1 a run was invalid, 2 the harness could not run.\n\nFlags:\n")
+		fmt.Fprintf(stderr, "Usage: kaya-jepsen [flags]\n\nRuns fault-injection tests against real kayadb-server processes on loopback.\nExit status: 0 every run valid, 1 a run was invalid, 2 the harness could not run.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(os.Args[1:]); err != nil {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0 // asked for help, and got it
+		}
 		return 2
 	}
+	if *version {
+		fmt.Fprintln(stdout, buildinfo.Read().Line("kaya-jepsen"))
+		return 0
+	}
 	fail := func(format string, args ...any) int {
-		fmt.Fprintf(os.Stderr, "kaya-jepsen: "+format+"\n", args...)
+		fmt.Fprintf(stderr, "kaya-jepsen: "+format+"\n", args...)
 		return 2
 	}
 	nem, err := jepsen.ParseList("nemesis", *nemeses, jepsen.AllNemeses)
@@ -81,7 +93,7 @@ func run() int {
 		if tag != "" {
 			tags = append(tags, tag)
 		}
-		fmt.Fprintf(os.Stderr, "building kayadb-server %v…\n", tags)
+		fmt.Fprintf(stderr, "building kayadb-server %v…\n", tags)
 		if *bin, err = jepsen.BuildServer(root, *report, tags...); err != nil {
 			return fail("%v", err)
 		}
@@ -94,13 +106,13 @@ func run() int {
 		cfg := jepsen.Config{Bin: *bin, Nodes: *nodes, Clients: *clients, Duration: *duration, Seed: s,
 			Nemeses: nem, Workloads: wl, Tick: *tick, ReportDir: filepath.Join(*report, fmt.Sprintf("seed-%d", s)),
 			Logf: func(format string, args ...any) {
-				fmt.Fprintf(os.Stderr, "[seed %d] "+format+"\n", append([]any{s}, args...)...)
+				fmt.Fprintf(stderr, "[seed %d] "+format+"\n", append([]any{s}, args...)...)
 			}}
 		sum, err := jepsen.Run(ctx, cfg)
 		if err != nil {
 			return fail("run %d (seed %d): %v", i+1, s, err)
 		}
-		fmt.Print(sum.Text())
+		fmt.Fprint(stdout, sum.Text())
 		if !sum.Valid {
 			invalid++
 			if !*keepGoing {
@@ -109,9 +121,9 @@ func run() int {
 		}
 	}
 	if invalid > 0 {
-		fmt.Printf("%d invalid run(s); reports under %s\n", invalid, *report)
+		fmt.Fprintf(stdout, "%d invalid run(s); reports under %s\n", invalid, *report)
 		return 1
 	}
-	fmt.Printf("all runs valid; reports under %s\n", *report)
+	fmt.Fprintf(stdout, "all runs valid; reports under %s\n", *report)
 	return 0
 }
