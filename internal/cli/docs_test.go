@@ -42,3 +42,34 @@ func TestEveryFlagIsDocumented(t *testing.T) {
 	}
 	walk(a.newRootCmd())
 }
+
+// TestReadmeListsEveryCommand: the kayactl summary of README.md names
+// every command kayactl has, completion and help included.
+func TestReadmeListsEveryCommand(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(b), "\n## kayactl\n")
+	if !ok {
+		t.Fatal("README.md has no \"## kayactl\" section")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	a := &app{stdout: io.Discard, stderr: io.Discard, lookupEnv: func(string) (string, bool) { return "", false }}
+	root := a.newRootCmd()
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		if c.Hidden {
+			continue
+		}
+		if !regexp.MustCompile(`\b` + regexp.QuoteMeta(c.Name()) + `\b`).MatchString(section) {
+			t.Errorf("README.md's kayactl summary does not list %q", c.Name())
+		}
+		for _, sub := range c.Commands() {
+			if !sub.Hidden && !strings.Contains(section, sub.Name()) {
+				t.Errorf("README.md's kayactl summary does not list %q", sub.CommandPath())
+			}
+		}
+	}
+}
