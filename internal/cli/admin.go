@@ -190,8 +190,14 @@ performs recovery, prints the report and closes it.`,
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "report what recovery would do without changing anything")
 	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
-		dir := a.dataDir()
 		if dryRun {
+			dir, err := a.localDir()
+			if err != nil {
+				return err
+			}
+			if err := checkNotServerDir(dir, readOnly); err != nil {
+				return err
+			}
 			if err := checkDatabaseExists(dir); err != nil {
 				return err
 			}

@@ -358,8 +358,8 @@ func TestBackupAndRestoreRefusals(t *testing.T) {
 	if _, errs, code := runCLI(srv, "--operator-token", tok, "backup"); code != ExitInvalidArgument || !strings.Contains(errs, "--out") {
 		t.Fatalf("backup without --out: %d %s", code, errs)
 	}
-	if _, errs, code := runCLI("backup", "--out", good); code != ExitInvalidArgument || !strings.Contains(errs, "needs --server") {
-		t.Fatalf("backup without --server: %d %s", code, errs)
+	if _, errs, code := runCLI("--data", t.TempDir(), "backup", "--out", good); code != ExitInvalidArgument || !strings.Contains(errs, "needs --server") {
+		t.Fatalf("backup in local mode: %d %s", code, errs)
 	}
 	out, errs, code := runCLI(srv, "--operator-token", tok, "backup", "--out", good)
 	if code != 0 || !strings.HasPrefix(out, "OK backup of node 1 at raft index ") || !strings.Contains(errs, "backup: 100%") {

@@ -48,6 +48,8 @@ func TestBinary(t *testing.T) {
 		{args: []string{"--data", filepath.Join(tmp, "nothing"), "get", "x"}, code: 2, stderr: "hint: no database in"},
 		{args: []string{"--data", data, "frobnicate"}, code: 4, stderr: "hint: run `kayactl --help`"},
 		{args: []string{"--data", data, "put", "only-key"}, code: 4, stderr: "error: "},
+		{args: []string{"put", "k", "-"}, env: []string{"KAYA_DATA=", "KAYA_SERVER=" + noServer()}, code: 1,
+			stderr: "error: nothing listening on " + noServer() + " — is kayadb-server running?"},
 	}
 	for _, s := range steps {
 		cmd := exec.Command(bin, s.args...)
@@ -74,5 +76,11 @@ func TestBinary(t *testing.T) {
 		if s.stderr != "" && !strings.Contains(stderr.String(), s.stderr) {
 			t.Errorf("%v: stderr %q lacks %q", s.args, stderr.String(), s.stderr)
 		}
+	}
+	// A built binary reports its build (what go build stamped: with
+	// -buildvcs=false, as in CI, "(devel)" and no revision).
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil || !strings.HasPrefix(string(out), "kayactl ") || !strings.HasSuffix(string(out), ", client protocol 1\n") {
+		t.Errorf("--version: %v %q", err, out)
 	}
 }

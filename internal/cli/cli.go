@@ -2,9 +2,13 @@
 //
 // Every command writes to the writers given to Execute and reports failure
 // through its return value (the process exit code), so the whole CLI runs
-// in-process in tests. Local mode opens the engine on --data; the key-value
-// commands go through the kvBackend interface so that a server mode can be
-// added beside it.
+// in-process in tests. It has two modes (mode.go): server mode talks to a
+// cluster through the public client package, at --server, $KAYA_SERVER, or
+// 127.0.0.1:7379 when nothing else is said; local mode opens the engine on
+// the directory that --data or $KAYA_DATA names, and only then. The
+// key-value commands go through the kvBackend interface and do not know
+// which mode they run in. kayactl never writes into a directory that a
+// kayadb-server owns: a server's data goes through the server.
 package cli
 
 import (
@@ -15,11 +19,13 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kayadb/kayadb/engine"
+	"github.com/kayadb/kayadb/internal/buildinfo"
 )
 
 // Exit codes. They are part of the CLI's interface (see docs/cli.md).
@@ -34,17 +40,26 @@ const (
 
 // Environment variables.
 const (
-	// EnvData overrides the default of --data (the flag wins).
+	// EnvData names the database directory of local mode when --data is
+	// not given (the flag wins).
 	EnvData = "KAYA_DATA"
-	// DefaultDataDir is --data's default when neither flag nor EnvData is set.
-	DefaultDataDir = "./data"
 )
 
-// Execute runs kayactl with args (without the program name), writing
-// results to stdout and diagnostics to stderr, and returns the process exit
-// code.
+// Execute runs kayactl with args (without the program name), reading
+// values from stdin (put KEY -), writing results to stdout and
+// diagnostics to stderr, and returns the process exit code.
 func Execute(args []string, stdout, stderr io.Writer) int {
-	return run(args, stdout, stderr, os.LookupEnv)
+	return run(args, invocation{stdin: os.Stdin, stdout: stdout, stderr: stderr, lookupEnv: os.LookupEnv})
+}
+
+// invocation is what one run of kayactl gets from its process.
+type invocation struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	lookupEnv      func(string) (string, bool)
+	// defaultServer replaces DefaultServer (tests point it at their own
+	// listener; "" means DefaultServer).
+	defaultServer string
 }
 
 // cliError is an error with its exit code and an optional hint line.
@@ -67,8 +82,10 @@ func usageErrorf(format string, args ...any) error {
 
 // app holds the global flags and the streams of one invocation.
 type app struct {
+	stdin          io.Reader
 	stdout, stderr io.Writer
 	lookupEnv      func(string) (string, bool)
+	defaultServer  string
 	sec            secureFlags
 
 	// Persistent flags.
@@ -82,8 +99,15 @@ type app struct {
 	root *cobra.Command
 }
 
-func run(args []string, stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) (code int) {
-	a := &app{stdout: stdout, stderr: stderr, lookupEnv: lookupEnv}
+func run(args []string, inv invocation) (code int) {
+	stdout, stderr := inv.stdout, inv.stderr
+	a := &app{stdin: inv.stdin, stdout: stdout, stderr: stderr, lookupEnv: inv.lookupEnv, defaultServer: inv.defaultServer}
+	if a.stdin == nil {
+		a.stdin = strings.NewReader("")
+	}
+	if a.defaultServer == "" {
+		a.defaultServer = DefaultServer
+	}
 	defer func() {
 		// Last line of defence: no input may crash the CLI with a raw panic.
 		if r := recover(); r != nil {
@@ -134,13 +158,18 @@ func (a *app) newRootCmd() *cobra.Command {
 		Short: "KayaDB operator command line",
 		Long: `kayactl reads, writes and inspects a KayaDB database.
 
-In server mode (--server ADDR[,ADDR...]) put, get, delete and scan go to a
-running cluster over the client protocol, health and status report on its
-nodes, add-node, remove-node, promote-node and transfer-leader change
-its membership and leadership, and backup takes an online backup (restore,
-local, turns one into a new cluster's data directory). In local mode (no --server) kayactl opens
-the database directory given by --data itself, so the directory must not be
-in use by a running kayadb-server or another kayactl. The inspect commands only read the files
+In server mode put, get, delete and scan go to a running cluster over the
+client protocol, health and status report on its nodes, add-node,
+remove-node, promote-node and transfer-leader change its membership and
+leadership, and backup takes an online backup (restore, local, turns one
+into a new cluster's data directory). The cluster is at --server
+ADDR[,ADDR...], else $KAYA_SERVER, else 127.0.0.1:7379 (where a
+kayadb-server started without flags listens).
+
+Local mode is chosen by --data DIR (or $KAYA_DATA) and only by it: kayactl
+opens that database directory itself, so it must not be in use by a running
+kayadb-server or another kayactl (stats, flush, compact, checkpoint and
+recover exist only in local mode). The inspect commands only read the files
 they are given and work on live, copied or damaged files.`,
 		SilenceErrors: true,
 		SilenceUsage:  true,
@@ -160,22 +189,21 @@ they are given and work on live, copied or damaged files.`,
 		},
 	}
 	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
-		if a.dataDir() == "" {
-			return usageErrorf("--data must not be empty")
-		}
-		return nil
+		return a.checkModeFlags()
 	}
+	root.Version = buildinfo.Read().String()
+	root.SetVersionTemplate("kayactl {{.Version}}\n")
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &cliError{code: ExitInvalidArgument, err: err, hint: fmt.Sprintf("run `%s --help` for usage", c.CommandPath())}
 	})
 	pf := root.PersistentFlags()
-	pf.StringVar(&a.dataFlag, "data", DefaultDataDir, "database directory; when not given, $"+EnvData+" if set, else ./data")
+	pf.StringVar(&a.dataFlag, "data", "", "local mode: open this database directory instead of talking to a server ($"+EnvData+")")
 	pf.BoolVar(&a.json, "json", false, "machine-readable JSON output (stable snake_case field names)")
 	pf.BoolVar(&a.sync, "sync", true, "fsync the WAL before put/delete return (--sync=false for bulk loads)")
 	pf.BoolVarP(&a.verbose, "verbose", "v", false, "log engine events (recovery, flushes, compactions) to stderr")
-	pf.StringSliceVar(&a.serverFlag, "server", nil, "server mode: talk to a cluster at ADDR[,ADDR...] (host:port of client listeners; $"+EnvServer+") instead of opening --data")
+	pf.StringSliceVar(&a.serverFlag, "server", nil, "server mode: the cluster's client addresses ADDR[,ADDR...] (host:port; $"+EnvServer+"; default "+DefaultServer+" unless --data is given)")
 	pf.DurationVar(&a.timeout, "timeout", 5*time.Second, "server mode: deadline of each request, retries included ($"+EnvTimeout+")")
 	a.addSecureFlags(pf)
 
@@ -184,7 +212,7 @@ they are given and work on live, copied or damaged files.`,
 		a.newStatsCmd(), a.newFlushCmd(), a.newCompactCmd(), a.newCheckpointCmd(), a.newRecoverCmd(),
 		a.newInspectCmd(), a.newHealthCmd(), a.newStatusCmd(), a.newBenchCmd(),
 		a.newAddNodeCmd(), a.newRemoveNodeCmd(), a.newPromoteNodeCmd(), a.newTransferLeaderCmd(),
-		a.newWatchCmd(), a.newBackupCmd(), a.newRestoreCmd(),
+		a.newWatchCmd(), a.newBackupCmd(), a.newRestoreCmd(), a.newVersionCmd(),
 	)
 	a.root = root
 	return root
@@ -201,18 +229,6 @@ func (a *app) runE(fn func(cmd *cobra.Command, args []string) error) func(*cobra
 	}
 }
 
-// dataDir resolves --data: the flag when given, else $KAYA_DATA, else the
-// default.
-func (a *app) dataDir() string {
-	if a.root != nil && a.root.PersistentFlags().Changed("data") {
-		return a.dataFlag
-	}
-	if v, ok := a.lookupEnv(EnvData); ok && v != "" {
-		return v
-	}
-	return a.dataFlag
-}
-
 // errNoDatabase reports that --data holds no database.
 type errNoDatabase struct{ dir string }
 
@@ -227,7 +243,16 @@ func (a *app) classify(err error) error {
 	if errors.As(err, &ce) {
 		return ce
 	}
+	if ce, ok := a.classifyRefused(err); ok {
+		return ce
+	}
 	if ce, ok := a.classifySecurity(err); ok {
+		return ce
+	}
+	if ce, ok := a.classifyWrongPort(err); ok {
+		return ce
+	}
+	if ce, ok := classifyGreeting(err); ok {
 		return ce
 	}
 	if ce, ok := a.classifyRemote(err); ok {
@@ -237,6 +262,11 @@ func (a *app) classify(err error) error {
 	var nodb *errNoDatabase
 	switch {
 	case errors.Is(err, engine.ErrLocked):
+		if owner, ok := findServerDir(dir); ok {
+			// The directory (or its parent) is a kayadb-server's: that
+			// server runs and holds the lock.
+			return owner.runningError(dir, err)
+		}
 		return &cliError{code: ExitLocked, err: err,
 			hint: fmt.Sprintf("another kayactl or kayadb-server is using %s; stop it or pass --data to a copy", dir)}
 	case errors.Is(err, engine.ErrCorruption):
@@ -272,7 +302,13 @@ const (
 // and a hint. Read commands open the engine read-only: recovery replays the
 // WAL in memory and nothing on disk changes.
 func (a *app) openDB(mode openMode) (*engine.DB, error) {
-	dir := a.dataDir()
+	dir, err := a.localDir()
+	if err != nil {
+		return nil, err
+	}
+	if err := checkNotServerDir(dir, mode); err != nil {
+		return nil, err
+	}
 	opts := &engine.Options{}
 	if mode != mayCreate {
 		if err := checkDatabaseExists(dir); err != nil {

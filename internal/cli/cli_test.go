@@ -4,10 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/kayadb/kayadb/engine"
@@ -27,11 +30,30 @@ func (r result) String() string {
 func runEnv(t *testing.T, env map[string]string, args ...string) result {
 	t.Helper()
 	var out, errb bytes.Buffer
-	code := run(args, &out, &errb, func(k string) (string, bool) {
+	code := run(args, testInvocation(&out, &errb, func(k string) (string, bool) {
 		v, ok := env[k]
 		return v, ok
-	})
+	}))
 	return result{code: code, stdout: out.String(), stderr: errb.String()}
+}
+
+// noServer is an address where nothing listens: the tests' stand-in for
+// DefaultServer, so that a command without --server or --data never
+// reaches a real server that happens to run on this machine.
+var noServer = sync.OnceValue(func() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+})
+
+// testInvocation is an invocation with an empty stdin and noServer as the
+// default server.
+func testInvocation(stdout, stderr io.Writer, lookupEnv func(string) (string, bool)) invocation {
+	return invocation{stdin: strings.NewReader(""), stdout: stdout, stderr: stderr, lookupEnv: lookupEnv, defaultServer: noServer()}
 }
 
 // kc runs kayactl with --data dir prepended.

@@ -54,7 +54,7 @@ func clusterStatus(ctx context.Context, c *client.Client, seeds []string, perCal
 		cancel()
 		if err != nil {
 			if firstErr == nil {
-				firstErr = fmt.Errorf("%s: %w", ep, err)
+				firstErr = &endpointError{ep: ep, err: err}
 			}
 			continue
 		}

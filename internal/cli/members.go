@@ -55,8 +55,8 @@ func (a *app) needServer(cmd *cobra.Command) error {
 	if a.serverMode() {
 		return nil
 	}
-	return usageErrorf("%s needs --server ADDR[,ADDR...] (or $%s): it changes a running cluster through its leader",
-		cmd.Name(), EnvServer)
+	return usageErrorf("%s needs --server ADDR[,ADDR...] (or $%s): it works on a running cluster, and --data (or $%s) chose local mode",
+		cmd.Name(), EnvServer, EnvData)
 }
 
 // runAdmin runs one admin request against the cluster and prints

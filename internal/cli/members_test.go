@@ -296,11 +296,12 @@ func TestMembershipArgs(t *testing.T) {
 			t.Errorf("kayactl %s: exit %d, stdout %q, stderr %q; want exit 4 and %q", strings.Join(tc.args, " "), code, out, errs, tc.want)
 		}
 	}
-	// Local mode has no cluster to change.
+	// Local mode (--data) has no cluster to change.
+	local := t.TempDir()
 	for _, args := range [][]string{
 		{"add-node", "4", "10.0.0.4:7481", "10.0.0.4:7379"}, {"remove-node", "4"}, {"promote-node", "4"}, {"transfer-leader", "4"},
 	} {
-		_, errs, code := runCLI(args...)
+		_, errs, code := runCLI(append([]string{"--data", local}, args...)...)
 		if code != ExitInvalidArgument || !strings.Contains(errs, "error: "+args[0]+" needs --server ADDR[,ADDR...] (or $KAYA_SERVER)") {
 			t.Errorf("kayactl %s without --server: %d %q", strings.Join(args, " "), code, errs)
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/kayadb/kayadb/client"
 	"github.com/kayadb/kayadb/engine"
+	"github.com/kayadb/kayadb/internal/wire"
 )
 
 // Environment variables of server mode.
@@ -22,28 +24,6 @@ const (
 	// EnvTimeout sets --timeout when it is not given.
 	EnvTimeout = "KAYA_TIMEOUT"
 )
-
-// servers resolves --server: the flag when given, else $KAYA_SERVER. Empty
-// means local mode.
-func (a *app) servers() []string {
-	var list []string
-	if a.root != nil && a.root.PersistentFlags().Changed("server") {
-		list = a.serverFlag
-	} else if v, ok := a.lookupEnv(EnvServer); ok && !(a.root != nil && a.root.PersistentFlags().Changed("data")) {
-		// An explicit --data means local mode even when $KAYA_SERVER is
-		// set in the environment.
-		list = strings.Split(v, ",")
-	}
-	var out []string
-	for _, s := range list {
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
-		}
-	}
-	return out
-}
-
-func (a *app) serverMode() bool { return len(a.servers()) > 0 }
 
 // requestTimeout resolves --timeout (flag, else $KAYA_TIMEOUT, else 5s).
 func (a *app) requestTimeout() (time.Duration, error) {
@@ -139,6 +119,70 @@ func (r *remoteBackend) Scan(prefix []byte, limit int, fn func(key, value []byte
 
 func (r *remoteBackend) Close() error { return r.c.Close() }
 
+// endpointError is the failure of a request to one given server (health,
+// status): the classification names that server, not every --server.
+type endpointError struct {
+	ep  string
+	err error
+}
+
+func (e *endpointError) Error() string { return e.ep + ": " + e.err.Error() }
+func (e *endpointError) Unwrap() error { return e.err }
+
+// failedEndpoints are the servers a failure concerns.
+func (a *app) failedEndpoints(err error) []string {
+	var ee *endpointError
+	if errors.As(err, &ee) {
+		return []string{ee.ep}
+	}
+	return a.servers()
+}
+
+// classifyRefused explains a server-mode failure in which nothing listens
+// at any of the addresses (the client gave up at once: FailFast).
+func (a *app) classifyRefused(err error) (*cliError, bool) {
+	if !a.serverMode() || !isRefusedEverywhere(err) {
+		return nil, false
+	}
+	hint := "start kayadb-server (docs/getting-started.md), or name the cluster's client addresses with --server ADDR[,ADDR...] ($" + EnvServer + ")"
+	if !a.explicitServers() {
+		hint += fmt.Sprintf("; kayactl talks to %s when no --server is given, and opens a local database directory only with --data DIR", a.defaultServer)
+	}
+	return &cliError{code: ExitError,
+		err:  fmt.Errorf("nothing listening on %s — is kayadb-server running?", strings.Join(a.failedEndpoints(err), ", ")),
+		hint: hint}, true
+}
+
+// classifyWrongPort explains a server-mode failure in which no server
+// answered the client protocol by probing what listens at the addresses
+// (see probe.go).
+func (a *app) classifyWrongPort(err error) (*cliError, bool) {
+	if !a.serverMode() || !mayBeWrongPort(err) {
+		return nil, false
+	}
+	servers := a.failedEndpoints(err)
+	opts, oerr := a.clientOptions()
+	if oerr != nil {
+		return nil, false
+	}
+	var why, fixes []string
+	for _, r := range probeAll(servers, opts.TLS, min(opts.RequestTimeout, probeBudget)) {
+		if e := r.explain(); e != "" {
+			why = append(why, e)
+			if f := r.fix(); !slices.Contains(fixes, f) {
+				fixes = append(fixes, f)
+			}
+		}
+	}
+	if len(why) == 0 {
+		return nil, false
+	}
+	if a.verbose {
+		fmt.Fprintf(a.stderr, "detail: %v\n", err)
+	}
+	return &cliError{code: ExitError, err: errors.New(strings.Join(why, "; ")), hint: strings.Join(fixes, "; ")}, true
+}
+
 // classifyRemote maps client errors to exit codes and hints.
 func (a *app) classifyRemote(err error) (*cliError, bool) {
 	servers := strings.Join(a.servers(), ",")
@@ -157,63 +201,139 @@ func (a *app) classifyRemote(err error) (*cliError, bool) {
 	return nil, false
 }
 
+// healthResult is one server's health (the JSON field names are stable).
 type healthResult struct {
+	// OK is true when the server answers and knows a leader (it leads, or
+	// follows one): it can serve requests.
 	OK       bool   `json:"ok"`
-	Role     string `json:"role"`
+	Role     string `json:"role"` // leader, follower, candidate; "" when unreachable
 	Endpoint string `json:"endpoint"`
+	NodeID   uint64 `json:"node_id,omitempty"`
+	// LeaderID is the leader the server knows; 0 when it knows none (or
+	// could not say).
+	LeaderID uint64 `json:"leader_id"`
+	Term     uint64 `json:"term,omitempty"`
+	// Error says why OK is false.
+	Error string `json:"error,omitempty"`
+
+	err error // the client's error when the server did not answer
+}
+
+// health asks one server: its STATS (role, term, leader), or, from a
+// server that wants a client token kayactl does not have, its HEALTH
+// (role only).
+func (a *app) health(c *client.Client, ep string, timeout time.Duration) healthResult {
+	r := healthResult{Endpoint: ep}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	st, err := c.Status(ctx, ep)
+	var se *client.ServerError
+	if errors.As(err, &se) && se.Message == wire.MsgClientCredential {
+		// HEALTH needs no token, but tells only leader or follower.
+		role, herr := c.Health(ctx, ep)
+		switch {
+		case herr != nil:
+			r.Error, r.err = herr.Error(), herr
+		case role == wire.HealthLeader:
+			r.OK, r.Role = true, role
+		default:
+			r.Role = role
+			r.Error = "cannot tell whether it knows a leader: its STATS need the client token (pass --client-token-file FILE or $KAYA_CLIENT_TOKEN_FILE)"
+		}
+		return r
+	}
+	if err != nil {
+		r.Error, r.err = err.Error(), err
+		return r
+	}
+	r.Role, r.NodeID, r.LeaderID, r.Term = st.Role, st.NodeID, st.LeaderID, st.Term
+	switch {
+	case st.NodeID == 0:
+		// A server older than leader ids in STATS: its role is all it says.
+		r.OK = st.Role == wire.HealthLeader || st.Role == wire.HealthFollower
+	case st.LeaderID != 0 && st.Role != "candidate":
+		r.OK = true
+	}
+	if !r.OK {
+		r.Error = fmt.Sprintf("no leader known (role %s, term %d): an election is under way, or this node cannot reach a majority of the voters", st.Role, st.Term)
+	}
+	return r
 }
 
 func (a *app) newHealthCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "health",
-		Short: "Ask each --server whether it is the leader or a follower",
-		Args:  exactArgs(0, "no arguments"),
+		Short: "Ask each server whether it can serve: its role, and whether it knows a leader",
+		Long: `Ask each server (every --server address) for its role and the leader it
+knows. A server is healthy when it leads or follows a known leader; a
+candidate, or a follower that knows no leader (an election is under way, or
+it is cut off from the majority), is not, and neither is one that does not
+answer. Exit status 0 when every server is healthy, 1 otherwise (the same
+verdict as the server's /readyz, without its catch-up condition).`,
+		Args: exactArgs(0, "no arguments"),
 	}
 	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
-		if !a.serverMode() {
-			return usageErrorf("health needs --server ADDR (or $%s)", EnvServer)
+		if err := a.needServer(cmd); err != nil {
+			return err
 		}
-		c, ctx, cancel, err := a.newClient()
+		c, _, cancel, err := a.newClient()
 		if err != nil {
 			return err
 		}
 		defer cancel()
 		defer c.Close()
+		timeout, err := a.requestTimeout()
+		if err != nil {
+			return err
+		}
+		eps := a.servers()
 		var results []healthResult
-		var firstErr error
-		for _, ep := range a.servers() {
-			role, err := c.Health(ctx, ep)
-			if err != nil {
-				if firstErr == nil {
-					firstErr = fmt.Errorf("%s: %w", ep, err)
-				}
-				results = append(results, healthResult{OK: false, Endpoint: ep})
-				continue
+		var firstBad *healthResult
+		for _, ep := range eps {
+			// Each server has its own deadline: a stopped one must not use
+			// up the others' time.
+			results = append(results, a.health(c, ep, timeout))
+			if r := &results[len(results)-1]; !r.OK && firstBad == nil {
+				firstBad = r
 			}
-			results = append(results, healthResult{OK: true, Role: role, Endpoint: ep})
 		}
 		if a.json {
+			var err error
 			if len(results) == 1 {
-				if err := writeJSON(a.stdout, results[0]); err != nil {
-					return err
-				}
-			} else if err := writeJSON(a.stdout, results); err != nil {
+				err = writeJSON(a.stdout, results[0])
+			} else {
+				err = writeJSON(a.stdout, results)
+			}
+			if err != nil {
 				return err
 			}
 		} else {
 			for _, r := range results {
-				if r.OK {
-					if len(results) == 1 {
-						fmt.Fprintf(a.stdout, "OK role=%s\n", r.Role)
-					} else {
-						fmt.Fprintf(a.stdout, "%s OK role=%s\n", r.Endpoint, r.Role)
-					}
-				} else {
-					fmt.Fprintf(a.stdout, "%s UNREACHABLE\n", r.Endpoint)
+				prefix := ""
+				if len(results) > 1 || r.Role == "" {
+					prefix = r.Endpoint + " "
+				}
+				switch {
+				case r.OK:
+					fmt.Fprintf(a.stdout, "%sOK role=%s\n", prefix, r.Role)
+				case r.Role != "":
+					// Not "no leader" on stdout: scripts grep it for "leader".
+					fmt.Fprintf(a.stdout, "%sNOT READY role=%s\n", prefix, r.Role)
+				default:
+					fmt.Fprintf(a.stdout, "%sUNREACHABLE\n", prefix)
 				}
 			}
 		}
-		return firstErr
+		if firstBad == nil {
+			return nil
+		}
+		if firstBad.err != nil {
+			// It did not answer: classified like any client error (nothing
+			// listening, a wrong port, TLS, credentials).
+			return &endpointError{ep: firstBad.Endpoint, err: firstBad.err}
+		}
+		return &cliError{code: ExitError, err: fmt.Errorf("%s: %s", firstBad.Endpoint, firstBad.Error),
+			hint: fmt.Sprintf("run `kayactl --server %s status --cluster` to see every member's view; a majority of the voters must be up and connected to elect a leader", strings.Join(eps, ","))}
 	})
 	return cmd
 }

@@ -43,7 +43,7 @@ func startServer(t *testing.T) string {
 
 func runCLI(args ...string) (string, string, int) {
 	var out, errb bytes.Buffer
-	code := run(args, &out, &errb, func(string) (string, bool) { return "", false })
+	code := run(args, testInvocation(&out, &errb, func(string) (string, bool) { return "", false }))
 	return out.String(), errb.String(), code
 }
 
@@ -98,8 +98,8 @@ func TestServerMode(t *testing.T) {
 	if code != ExitError || !strings.Contains(errs, "hint:") || time.Since(start) > 5*time.Second {
 		t.Fatalf("unreachable server: %d %q after %v", code, errs, time.Since(start))
 	}
-	if _, _, code := runCLI("health"); code != ExitInvalidArgument {
-		t.Fatalf("health without --server: %d", code)
+	if _, _, code := runCLI("--data", t.TempDir(), "health"); code != ExitInvalidArgument {
+		t.Fatalf("health in local mode: %d", code)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -63,7 +64,13 @@ func (a *app) clientOptions() (*client.Options, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := &client.Options{RequestTimeout: timeout}
+	// FailFast: nothing listening anywhere is an answer now, not after
+	// --timeout. MaxRetries: connection failures are retried until
+	// --timeout rather than for a fixed count, so --timeout means what it
+	// says: every back-off pauses at least 25 ms, so this many retries
+	// cannot run out before the deadline does.
+	o := &client.Options{RequestTimeout: timeout, FailFast: true,
+		MaxRetries: max(client.DefaultMaxRetries, int(timeout/(25*time.Millisecond))+1)}
 	tok := func(name, fileName, value, file string) (string, error) {
 		value, file = a.secureValue(name, value), a.secureValue(fileName, file)
 		if value != "" && file != "" {
@@ -168,11 +175,18 @@ func (a *app) classifySecurity(err error) (*cliError, bool) {
 		return &cliError{code: ExitError, err: err, hint: "the server did not answer with TLS: drop --tls and the --tls-* flags, or check the address"}, true
 	}
 	msg := err.Error()
-	if strings.Contains(msg, "reading HELLO reply: EOF") || strings.Contains(msg, "reading HELLO reply: read: connection reset") {
-		return &cliError{code: ExitError, err: err, hint: "the server closed the connection at the greeting: it probably requires TLS (pass --tls-ca-cert, and --tls-cert/--tls-key when it asks for client certificates) or is not a KayaDB client port"}, true
-	}
 	if strings.Contains(msg, "certificate required") || strings.Contains(msg, "bad certificate") || strings.Contains(msg, "unknown certificate authority") {
 		return &cliError{code: ExitError, err: err, hint: "the server requires a client certificate signed by its CA: pass --tls-cert and --tls-key"}, true
+	}
+	return nil, false
+}
+
+// classifyGreeting is the fallback for a server that hung up at the
+// greeting when probing it told nothing more.
+func classifyGreeting(err error) (*cliError, bool) {
+	msg := err.Error()
+	if strings.Contains(msg, "reading HELLO reply: EOF") || strings.Contains(msg, "reading HELLO reply: read: connection reset") {
+		return &cliError{code: ExitError, err: err, hint: "the server closed the connection at the greeting: it probably requires TLS (pass --tls-ca-cert, and --tls-cert/--tls-key when it asks for client certificates) or is not a KayaDB client port"}, true
 	}
 	return nil, false
 }

@@ -17,7 +17,7 @@ import (
 
 func runCLIEnv(env map[string]string, args ...string) (string, string, int) {
 	var out, errb bytes.Buffer
-	code := run(args, &out, &errb, func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+	code := run(args, testInvocation(&out, &errb, func(k string) (string, bool) { v, ok := env[k]; return v, ok }))
 	return out.String(), errb.String(), code
 }
 
