@@ -4,6 +4,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -58,20 +60,42 @@ type putResult struct {
 
 func (a *app) newPutCmd() *cobra.Command {
 	var h hexArgs
+	var valueFile string
 	cmd := &cobra.Command{
-		Use:   "put KEY VALUE",
-		Short: "Store VALUE under KEY (creates the database if needed)",
-		Args:  exactArgs(2, "KEY and VALUE"),
+		Use:   "put KEY VALUE | put KEY - | put KEY --value-file FILE",
+		Short: "Store VALUE (or stdin with -, or a file's bytes) under KEY",
+		Long: `Store VALUE under KEY. With - as VALUE the value is read from standard
+input, with --value-file FILE from that file: the bytes exactly as they are
+(a trailing newline included; --hex applies to arguments only), at most
+16 MiB. In local mode put creates the database if --data holds none.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if valueFile != "" {
+				return exactArgs(1, "KEY (the value comes from --value-file)")(cmd, args)
+			}
+			return exactArgs(2, "KEY and VALUE (or - to read the value from stdin, or --value-file FILE)")(cmd, args)
+		},
 	}
 	h.register(cmd)
+	cmd.Flags().StringVar(&valueFile, "value-file", "", "read the value from FILE (its bytes as they are) instead of the VALUE argument")
 	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
 		key, err := h.decode("KEY", args[0])
 		if err != nil {
 			return err
 		}
-		value, err := h.decode("VALUE", args[1])
-		if err != nil {
-			return err
+		var value []byte
+		switch {
+		case valueFile != "":
+			if value, err = readValue("--value-file "+valueFile, func() (io.ReadCloser, error) { return os.Open(valueFile) }); err != nil {
+				return err
+			}
+		case args[1] == "-":
+			if value, err = readValue("stdin", func() (io.ReadCloser, error) { return io.NopCloser(a.stdin), nil }); err != nil {
+				return err
+			}
+		default:
+			if value, err = h.decode("VALUE", args[1]); err != nil {
+				return err
+			}
 		}
 		return a.withBackend(mayCreate, func(b kvBackend) error {
 			seq, err := b.Put(key, value)
@@ -94,6 +118,28 @@ func (a *app) newPutCmd() *cobra.Command {
 		})
 	})
 	return cmd
+}
+
+// readValue reads a value of at most engine.MaxValueSize bytes (the
+// limit of both modes, so a larger input is refused before it is held in
+// memory whole).
+func readValue(what string, open func() (io.ReadCloser, error)) ([]byte, error) {
+	r, err := open()
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, usageErrorf("%s: no such file", what)
+		}
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	defer r.Close()
+	v, err := io.ReadAll(io.LimitReader(r, engine.MaxValueSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading the value from %s: %w", what, err)
+	}
+	if len(v) > engine.MaxValueSize {
+		return nil, usageErrorf("the value from %s is larger than the %d-byte (16 MiB) limit", what, engine.MaxValueSize)
+	}
+	return v, nil
 }
 
 type getResult struct {
@@ -199,17 +245,19 @@ type scanResult struct {
 func (a *app) newScanCmd() *cobra.Command {
 	var h hexArgs
 	var limit int
+	var keysOnly bool
 	cmd := &cobra.Command{
 		Use:   "scan PREFIX",
 		Short: "List the keys starting with PREFIX (\"\" for all) and their values",
 		Long: `List the keys starting with PREFIX, in key order, one "key<TAB>value" line
-each. PREFIX may be the empty string ("") to list everything. Keys and values
-that are not printable ASCII are shown Go-quoted, or as 0x-hex when they are
-not valid UTF-8.`,
+each (only the key with --keys-only). PREFIX may be the empty string ("") to
+list everything. Keys and values that are not printable ASCII are shown
+Go-quoted, or as 0x-hex when they are not valid UTF-8.`,
 		Args: exactArgs(1, "PREFIX"),
 	}
 	h.register(cmd)
 	cmd.Flags().IntVar(&limit, "limit", 0, "print at most N keys (0 = no limit)")
+	cmd.Flags().BoolVar(&keysOnly, "keys-only", false, "print only the keys (JSON items without value)")
 	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
 		if limit < 0 {
 			return usageErrorf("--limit must be >= 0 (got %d)", limit)
@@ -223,8 +271,16 @@ not valid UTF-8.`,
 			more, err := b.Scan(prefix, limit, func(k, v []byte) error {
 				res.Count++
 				if a.json {
-					res.Items = append(res.Items, scanItem{keyField: makeKeyField(k), valueField: makeValueField(v)})
+					item := scanItem{keyField: makeKeyField(k)}
+					if !keysOnly {
+						item.valueField = makeValueField(v)
+					}
+					res.Items = append(res.Items, item)
 					return nil
+				}
+				if keysOnly {
+					_, err := fmt.Fprintf(a.stdout, "%s\n", formatBytes(k))
+					return err
 				}
 				_, err := fmt.Fprintf(a.stdout, "%s\t%s\n", formatBytes(k), formatBytes(v))
 				return err
@@ -237,7 +293,7 @@ not valid UTF-8.`,
 				return writeJSON(a.stdout, res)
 			}
 			if more {
-				fmt.Fprintf(a.stderr, "note: stopped after %d keys (--limit); more keys match\n", res.Count)
+				fmt.Fprintf(a.stderr, "note: stopped after %s (--limit); more keys match\n", plural(res.Count, "key"))
 			}
 			return nil
 		})
