@@ -2,10 +2,15 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"math"
 	"math/rand/v2"
 	"os"
 	"slices"
+	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,21 +20,183 @@ import (
 	"github.com/kayadb/kayadb/client"
 )
 
-// benchResult is the JSON form of a benchmark run.
+// benchResult is the JSON form of a benchmark run. Durations are in
+// milliseconds; latencies are those of the requests that succeeded (as in
+// etcd's benchmark tool).
 type benchResult struct {
-	Op        string  `json:"op"`
-	Clients   int     `json:"clients"`
-	Conns     int     `json:"conns"`
-	KeySize   int     `json:"key_size"`
-	ValSize   int     `json:"val_size"`
-	Total     int     `json:"total"`
-	Errors    int64   `json:"errors"`
-	Seconds   float64 `json:"seconds"`
-	PerSecond float64 `json:"requests_per_second"`
-	P50Ms     float64 `json:"p50_ms"`
-	P99Ms     float64 `json:"p99_ms"`
-	P999Ms    float64 `json:"p999_ms"`
-	MaxMs     float64 `json:"max_ms"`
+	Op      string `json:"op"`
+	Clients int    `json:"clients"`
+	Conns   int    `json:"conns"`
+	KeySize int    `json:"key_size"`
+	ValSize int    `json:"val_size"`
+	Total   int    `json:"total"`
+	// Errors is the number of failed requests; ErrorsByKind splits them.
+	Errors       int64           `json:"errors"`
+	ErrorsByKind []benchErrKind  `json:"errors_by_kind"`
+	Seconds      float64         `json:"seconds"`
+	PerSecond    float64         `json:"requests_per_second"`
+	FastestMs    float64         `json:"fastest_ms"`
+	AverageMs    float64         `json:"average_ms"`
+	StddevMs     float64         `json:"stddev_ms"`
+	P50Ms        float64         `json:"p50_ms"`
+	P99Ms        float64         `json:"p99_ms"`
+	P999Ms       float64         `json:"p999_ms"`
+	MaxMs        float64         `json:"max_ms"`
+	Percentiles  []benchPctl     `json:"percentiles"`
+	Histogram    []benchHistoRow `json:"histogram"`
+}
+
+// benchPctl is one percentile of the latency distribution.
+type benchPctl struct {
+	Percentile float64 `json:"percentile"`
+	Ms         float64 `json:"ms"`
+}
+
+// benchHistoRow is one bar of the latency histogram: the requests whose
+// latency is at most UpToMs and above the previous row's.
+type benchHistoRow struct {
+	UpToMs float64 `json:"up_to_ms"`
+	Count  int     `json:"count"`
+}
+
+// benchErrKind counts the failures of one kind, with one message as an
+// example.
+type benchErrKind struct {
+	Kind    string `json:"kind"`
+	Count   int    `json:"count"`
+	Example string `json:"example"`
+}
+
+// benchPercentiles are the percentiles etcd's benchmark reports.
+var benchPercentiles = []float64{10, 25, 50, 75, 90, 95, 99, 99.9}
+
+// benchHistBuckets is the number of equal-width bars between the fastest
+// and the slowest request (plus one for the slowest).
+const benchHistBuckets = 10
+
+// errKind names the kind of a failed request, for the error distribution:
+// few kinds, so that messages with changing numbers do not each get a
+// line.
+func errKind(err error) string {
+	var se *client.ServerError
+	switch {
+	case errors.Is(err, client.ErrAmbiguous):
+		return "ambiguous (sent, outcome unknown)"
+	case errors.Is(err, client.ErrTimeout):
+		return "timeout"
+	case errors.Is(err, client.ErrNotLeader):
+		return "no leader"
+	case errors.Is(err, client.ErrUnavailable):
+		return "unavailable"
+	case errors.Is(err, client.ErrInvalidArgument):
+		return "invalid argument"
+	case errors.Is(err, client.ErrNotFound):
+		return "not found"
+	case errors.As(err, &se):
+		return fmt.Sprintf("server error (status %d)", se.Status)
+	case errors.Is(err, client.ErrClosed):
+		return "client closed"
+	}
+	return "other"
+}
+
+// benchReport computes the summary of a run from the latencies of the
+// successful requests (sorted here) and the failures.
+func benchReport(res *benchResult, lat []time.Duration, elapsed time.Duration, failures []error) {
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	res.Seconds = elapsed.Seconds()
+	res.Errors = int64(len(failures))
+	res.ErrorsByKind = []benchErrKind{}
+	res.Percentiles = []benchPctl{}
+	res.Histogram = []benchHistoRow{}
+	byKind := map[string]int{}
+	for _, err := range failures {
+		k := errKind(err)
+		if i, ok := byKind[k]; ok {
+			res.ErrorsByKind[i].Count++
+			continue
+		}
+		byKind[k] = len(res.ErrorsByKind)
+		res.ErrorsByKind = append(res.ErrorsByKind, benchErrKind{Kind: k, Count: 1, Example: err.Error()})
+	}
+	sort.SliceStable(res.ErrorsByKind, func(i, j int) bool { return res.ErrorsByKind[i].Count > res.ErrorsByKind[j].Count })
+	if len(lat) == 0 {
+		return
+	}
+	slices.Sort(lat)
+	if elapsed > 0 {
+		res.PerSecond = float64(len(lat)) / elapsed.Seconds()
+	}
+	var sum float64
+	for _, d := range lat {
+		sum += ms(d)
+	}
+	avg := sum / float64(len(lat))
+	var sq float64
+	for _, d := range lat {
+		sq += (ms(d) - avg) * (ms(d) - avg)
+	}
+	res.FastestMs, res.MaxMs, res.AverageMs = ms(lat[0]), ms(lat[len(lat)-1]), avg
+	res.StddevMs = math.Sqrt(sq / float64(len(lat)))
+	// Nearest rank: the smallest latency with at least p% of the requests
+	// at or below it.
+	rank := func(p float64) float64 {
+		i := int(math.Ceil(p/100*float64(len(lat)))) - 1
+		return ms(lat[min(max(i, 0), len(lat)-1)])
+	}
+	for _, p := range benchPercentiles {
+		res.Percentiles = append(res.Percentiles, benchPctl{Percentile: p, Ms: rank(p)})
+	}
+	res.P50Ms, res.P99Ms, res.P999Ms = rank(50), rank(99), rank(99.9)
+	width := (lat[len(lat)-1] - lat[0]) / benchHistBuckets
+	i := 0
+	for b := 0; b <= benchHistBuckets; b++ {
+		upTo := lat[0] + width*time.Duration(b)
+		if b == benchHistBuckets {
+			upTo = lat[len(lat)-1]
+		}
+		n := 0
+		for i < len(lat) && lat[i] <= upTo {
+			n++
+			i++
+		}
+		res.Histogram = append(res.Histogram, benchHistoRow{UpToMs: ms(upTo), Count: n})
+	}
+}
+
+// writeBenchReport prints a run the way etcd's benchmark tool does.
+func writeBenchReport(w io.Writer, res *benchResult) {
+	secs := func(msv float64) string { return fmt.Sprintf("%.4f secs.", msv/1000) }
+	fmt.Fprintf(w, "Summary (%s, %d clients, %d conns, %d-byte keys, %d-byte values, %d requests):\n",
+		res.Op, res.Clients, res.Conns, res.KeySize, res.ValSize, res.Total)
+	fmt.Fprintf(w, "  Total:\t%.4f secs.\n", res.Seconds)
+	if len(res.Histogram) > 0 {
+		fmt.Fprintf(w, "  Slowest:\t%s\n  Fastest:\t%s\n  Average:\t%s\n  Stddev:\t%s\n",
+			secs(res.MaxMs), secs(res.FastestMs), secs(res.AverageMs), secs(res.StddevMs))
+		fmt.Fprintf(w, "  Requests/sec:\t%.4f\n", res.PerSecond)
+		fmt.Fprintf(w, "\nResponse time histogram:\n")
+		most := 0
+		for _, r := range res.Histogram {
+			most = max(most, r.Count)
+		}
+		for _, r := range res.Histogram {
+			bar := 0
+			if most > 0 {
+				bar = r.Count * 40 / most
+			}
+			fmt.Fprintf(w, "  %.4f [%d]\t|%s\n", r.UpToMs/1000, r.Count, strings.Repeat("∎", bar))
+		}
+		fmt.Fprintf(w, "\nLatency distribution:\n")
+		for _, p := range res.Percentiles {
+			fmt.Fprintf(w, "  %v%% in %.4f secs.\n", p.Percentile, p.Ms/1000)
+		}
+	}
+	if len(res.ErrorsByKind) > 0 {
+		fmt.Fprintf(w, "\nError distribution:\n")
+		for _, e := range res.ErrorsByKind {
+			fmt.Fprintf(w, "  [%d]\t%s (e.g. %s)\n", e.Count, e.Kind, e.Example)
+		}
+	}
 }
 
 func (a *app) newBenchCmd() *cobra.Command {
@@ -38,7 +205,10 @@ func (a *app) newBenchCmd() *cobra.Command {
 		Short: "Load a cluster with puts or linearizable gets and report throughput and latency",
 		Long: `Load the cluster at --server with requests from --clients concurrent clients
 sharing --conns connections per server (the shape of etcd's benchmark tool),
-and print requests per second and p50/p99/p99.9 latency.
+and print what etcd's benchmark prints: total time, slowest, fastest, average
+and standard deviation of the latency, requests per second, a latency
+histogram, the percentiles 10 to 99.9 and the errors by kind (--json: the
+same as one JSON object).
 
   put  writes --total random keys of --key-size bytes with --val-size values
   get  first writes --key-space keys (untimed), then reads random ones; reads
@@ -56,8 +226,8 @@ and print requests per second and p50/p99/p99.9 latency.
 		if op != "put" && op != "get" {
 			return usageErrorf("bench %q: want put or get", op)
 		}
-		if !a.serverMode() {
-			return usageErrorf("bench needs --server ADDR[,ADDR...] (or $%s)", EnvServer)
+		if err := a.needServer(cmd); err != nil {
+			return err
 		}
 		if *clients < 1 || *conns < 1 || *total < 1 || *keySize < 1 || *valSize < 0 || *keySpace < 1 {
 			return usageErrorf("--clients, --conns, --total, --key-size and --key-space must be positive")
@@ -90,6 +260,7 @@ and print requests per second and p50/p99/p99.9 latency.
 		}
 		bar := newProgress(a.stderr, *total)
 		lat := make([]time.Duration, *total)
+		failed := make([]error, *total) // nil: the request succeeded
 		var errs atomic.Int64
 		start := time.Now()
 		err = runLoad(*total, *clients, func(ctx context.Context, i int) error {
@@ -102,6 +273,7 @@ and print requests per second and p50/p99/p99.9 latency.
 			}
 			lat[i] = time.Since(t0)
 			if err != nil {
+				failed[i] = err
 				errs.Add(1)
 			}
 			bar.add()
@@ -112,24 +284,26 @@ and print requests per second and p50/p99/p99.9 latency.
 		if err != nil {
 			return err
 		}
-		slices.Sort(lat)
-		q := func(p float64) float64 {
-			return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))]) / float64(time.Millisecond)
+		var ok []time.Duration
+		var failures []error
+		for i, e := range failed {
+			if e != nil {
+				failures = append(failures, e)
+			} else {
+				ok = append(ok, lat[i])
+			}
 		}
-		res := benchResult{Op: op, Clients: *clients, Conns: *conns, KeySize: *keySize, ValSize: *valSize, Total: *total,
-			Errors: errs.Load(), Seconds: elapsed.Seconds(), PerSecond: float64(*total) / elapsed.Seconds(),
-			P50Ms: q(0.50), P99Ms: q(0.99), P999Ms: q(0.999), MaxMs: float64(lat[len(lat)-1]) / float64(time.Millisecond)}
+		res := benchResult{Op: op, Clients: *clients, Conns: *conns, KeySize: *keySize, ValSize: *valSize, Total: *total}
+		benchReport(&res, ok, elapsed, failures)
 		if a.json {
-			return writeJSON(a.stdout, res)
+			if err := writeJSON(a.stdout, res); err != nil {
+				return err
+			}
+		} else {
+			writeBenchReport(a.stdout, &res)
 		}
-		fmt.Fprintf(a.stdout, "Summary (%s, %d clients, %d conns, %d-byte keys, %d-byte values):\n", op, res.Clients, res.Conns, res.KeySize, res.ValSize)
-		fmt.Fprintf(a.stdout, "  Total:        %.4f s\n", res.Seconds)
-		fmt.Fprintf(a.stdout, "  Requests/sec: %.1f\n", res.PerSecond)
-		fmt.Fprintf(a.stdout, "  Latency p50:  %.3f ms\n  Latency p99:  %.3f ms\n  Latency p99.9: %.3f ms\n  Slowest:      %.3f ms\n",
-			res.P50Ms, res.P99Ms, res.P999Ms, res.MaxMs)
 		if res.Errors > 0 {
-			fmt.Fprintf(a.stdout, "  Errors:       %d\n", res.Errors)
-			return fmt.Errorf("%d of %d requests failed", res.Errors, res.Total)
+			return fmt.Errorf("%d of %d requests failed (see the error distribution)", res.Errors, res.Total)
 		}
 		return nil
 	})
