@@ -2,12 +2,14 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -201,20 +203,47 @@ before removing the leader from the cluster.`,
 		})
 }
 
-// writeMembership prints the membership part of a status: node id, leader
-// id, snapshot index and the members table. Servers that predate
-// membership changes report no node id; nothing is printed for them.
-func writeMembership(w io.Writer, st *client.Status) {
-	if st.NodeID == 0 {
-		return
+// writeStatus prints one server's STATS for humans: the members table
+// first (what an operator looks for), then the node, then the engine's
+// counters in human units. Servers that predate membership changes report
+// no node id and no members; only what they report is printed.
+func writeStatus(w io.Writer, ep string, st *client.Status) {
+	fmt.Fprintf(w, "=== KayaDB Cluster Node Status (%s) ===\n", ep)
+	writeMembers(w, st)
+	if st.NodeID != 0 {
+		fmt.Fprintf(w, "node id:       %d\n", st.NodeID)
 	}
-	fmt.Fprintf(w, "node id:       %d\n", st.NodeID)
-	if st.LeaderID == 0 {
-		fmt.Fprintf(w, "leader id:     0 (no leader known)\n")
-	} else {
-		fmt.Fprintf(w, "leader id:     %d\n", st.LeaderID)
+	fmt.Fprintf(w, "role:          %s\n", formatBytes([]byte(st.Role)))
+	if st.NodeID != 0 {
+		if st.LeaderID == 0 {
+			fmt.Fprintf(w, "leader id:     0 (no leader known)\n")
+		} else {
+			fmt.Fprintf(w, "leader id:     %d\n", st.LeaderID)
+		}
 	}
-	fmt.Fprintf(w, "snapshot index: %d\n", st.SnapshotIndex)
+	fmt.Fprintf(w, "term:          %d\n", st.Term)
+	fmt.Fprintf(w, "commit index:  %d\n", st.CommitIndex)
+	fmt.Fprintf(w, "applied index: %d\n", st.AppliedIndex)
+	if st.NodeID != 0 {
+		fmt.Fprintf(w, "snapshot index: %d\n", st.SnapshotIndex)
+	}
+	fmt.Fprintf(w, "peers:         %d\n", st.PeerCount)
+	fmt.Fprintf(w, "raft groups:   %d\n", st.RaftGroups)
+	var doc struct {
+		Version string `json:"version"`
+	}
+	if json.Unmarshal(st.Raw, &doc) == nil && doc.Version != "" {
+		fmt.Fprintf(w, "version:       %s\n", formatBytes([]byte(doc.Version)))
+	}
+	fmt.Fprintf(w, "engine:\n")
+	for _, k := range sortedKeys(st.Engine) {
+		name, value := humanCounter(k, st.Engine[k])
+		fmt.Fprintf(w, "  %-22s %s\n", formatBytes([]byte(name)), value)
+	}
+}
+
+// writeMembers prints the members line and table of a status.
+func writeMembers(w io.Writer, st *client.Status) {
 	if len(st.Members) == 0 {
 		return
 	}
@@ -234,7 +263,7 @@ func writeMembership(w io.Writer, st *client.Status) {
 	}
 	for _, r := range order {
 		if r != "voter" && r != "learner" {
-			counts = append(counts, fmt.Sprintf("%d %s", roles[r], r))
+			counts = append(counts, fmt.Sprintf("%d %s", roles[r], formatBytes([]byte(r))))
 		}
 	}
 	fmt.Fprintf(w, "members:       %d (%s)\n", len(st.Members), strings.Join(counts, ", "))
@@ -266,4 +295,44 @@ func writeMembership(w io.Writer, st *client.Status) {
 		}
 		fmt.Fprintln(w, strings.TrimRight(b.String(), " "))
 	}
+}
+
+// humanCounter renders an engine counter of STATS in human units: a name
+// ending in _us is a duration in microseconds (shown without the suffix,
+// as 850µs, 12.3ms, 4.56s); one that mentions bytes is a size (1.2MiB);
+// anything else a count with thousands separators.
+func humanCounter(name string, v uint64) (string, string) {
+	switch {
+	case strings.HasSuffix(name, "_us"):
+		return strings.TrimSuffix(name, "_us"), humanMicros(v)
+	case strings.Contains(name, "bytes"):
+		return name, humanBytes(v)
+	}
+	return name, groupThousands(v)
+}
+
+// humanMicros formats a duration given in microseconds.
+func humanMicros(us uint64) string {
+	switch {
+	case us < 1000:
+		return fmt.Sprintf("%dµs", us)
+	case us < 1_000_000:
+		return fmt.Sprintf("%.1fms", float64(us)/1e3)
+	case us < 60_000_000:
+		return fmt.Sprintf("%.2fs", float64(us)/1e6)
+	}
+	return (time.Duration(us/1_000_000) * time.Second).String()
+}
+
+// groupThousands writes n with commas between groups of three digits.
+func groupThousands(n uint64) string {
+	s := strconv.FormatUint(n, 10)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
 }

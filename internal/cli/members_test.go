@@ -431,22 +431,30 @@ func TestStatusOlderServer(t *testing.T) {
 	// A newer one, no leader known, a member whose role this kayactl does
 	// not know and an address that needs quoting.
 	node.setHandle(func(op wire.Opcode, p []byte) (wire.Status, []byte) {
-		return wire.StatusOK, []byte(`{"role":"candidate","term":5,"commit_index":9,"applied_index":9,"peer_count":2,"raft_groups":1,"engine":{},` +
-			`"node_id":2,"leader_id":0,"snapshot_index":8,"members":[` +
+		return wire.StatusOK, []byte(`{"role":"candidate","term":5,"commit_index":9,"applied_index":9,"peer_count":2,"raft_groups":1,` +
+			`"engine":{"put_count":1234567,"wal_bytes_written":3145728,"wal_fsync_total_us":1500,"flush_max_us":2500000,"compaction_total_us":750},` +
+			`"node_id":2,"leader_id":0,"snapshot_index":8,"version":"v1.2.3","members":[` +
 			`{"id":2,"raft_addr":"10.0.0.2:7481","client_addr":"10.0.0.2:7379","role":"voter"},` +
 			`{"id":1,"raft_addr":"10.0.0.1:7481","client_addr":"10.0.0.1:7379","role":"voter"},` +
 			`{"id":3,"raft_addr":"h\u001b[2J:1","client_addr":"","role":"unknown"}]}`)
 	})
 	out, _, code = runCLI("--server="+node.addr, "status")
+	// The members table comes first; engine counters in human units.
 	want = "=== KayaDB Cluster Node Status (" + node.addr + ") ===\n" +
-		"role:          candidate\nterm:          5\ncommit index:  9\napplied index: 9\npeers:         2\nraft groups:   1\n" +
-		"node id:       2\nleader id:     0 (no leader known)\nsnapshot index: 8\n" +
 		"members:       3 (2 voters, 1 unknown)\n" +
 		"  ID  ROLE     RAFT ADDR      CLIENT ADDR\n" +
 		"  1   voter    10.0.0.1:7481  10.0.0.1:7379\n" +
 		"  2   voter    10.0.0.2:7481  10.0.0.2:7379\n" +
 		"  3   unknown  \"h\\x1b[2J:1\"   \"\"\n" +
-		"engine:\n"
+		"node id:       2\nrole:          candidate\nleader id:     0 (no leader known)\n" +
+		"term:          5\ncommit index:  9\napplied index: 9\nsnapshot index: 8\npeers:         2\nraft groups:   1\n" +
+		"version:       v1.2.3\n" +
+		"engine:\n" +
+		"  compaction_total       750µs\n" +
+		"  flush_max              2.50s\n" +
+		"  put_count              1,234,567\n" +
+		"  wal_bytes_written      3.0MiB\n" +
+		"  wal_fsync_total        1.5ms\n"
 	if code != 0 || out != want {
 		t.Fatalf("status:\n got:\n%s\nwant:\n%s", out, want)
 	}

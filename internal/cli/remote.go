@@ -342,19 +342,19 @@ func (a *app) newStatusCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show a server's raft role, term, indexes, members and engine counters (STATS)",
-		Long: `Show the STATS of the first --server (or of each with --all): raft role,
-term, commit and applied index, peer count, and the engine's counters; from
-servers that report them, also the node's id, the leader's id, the index of
-its latest snapshot and the members (id, role, raft and client address, the
-leader marked). With --json the server's STATS document is printed as it
-came.`,
+		Long: `Show the STATS of the first --server (or of each with --all). The human form
+leads with the members table (id, role, raft and client address, the leader
+marked), then the node: its id, role, the leader it knows, term, commit,
+applied and snapshot index, peer count, version; then the engine's counters
+in human units (bytes as KiB/MiB, microseconds as ms/s). With --json the
+server's STATS document is printed as it came.`,
 		Args: exactArgs(0, "no arguments"),
 	}
 	all := cmd.Flags().Bool("all", false, "ask every --server, not only the first")
 	cluster := cmd.Flags().Bool("cluster", false, "ask every member of the cluster (found through --server) and report disagreements; exit status 1 when there are any")
 	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
 		if !a.serverMode() {
-			return usageErrorf("status needs --server ADDR (or $%s); for a local database use `kayactl stats`", EnvServer)
+			return usageErrorf("status needs --server ADDR (or $%s), and --data (or $%s) chose local mode; for a local database use `kayactl stats`", EnvServer, EnvData)
 		}
 		if *cluster {
 			if *all {
@@ -376,24 +376,13 @@ came.`,
 		for _, ep := range eps {
 			st, err := c.Status(ctx, ep)
 			if err != nil {
-				return fmt.Errorf("%s: %w", ep, err)
+				return &endpointError{ep: ep, err: err}
 			}
 			if a.json {
 				raws = append(raws, st.Raw)
 				continue
 			}
-			fmt.Fprintf(a.stdout, "=== KayaDB Cluster Node Status (%s) ===\n", ep)
-			fmt.Fprintf(a.stdout, "role:          %s\n", st.Role)
-			fmt.Fprintf(a.stdout, "term:          %d\n", st.Term)
-			fmt.Fprintf(a.stdout, "commit index:  %d\n", st.CommitIndex)
-			fmt.Fprintf(a.stdout, "applied index: %d\n", st.AppliedIndex)
-			fmt.Fprintf(a.stdout, "peers:         %d\n", st.PeerCount)
-			fmt.Fprintf(a.stdout, "raft groups:   %d\n", st.RaftGroups)
-			writeMembership(a.stdout, st)
-			fmt.Fprintf(a.stdout, "engine:\n")
-			for _, k := range sortedKeys(st.Engine) {
-				fmt.Fprintf(a.stdout, "  %-22s %d\n", k, st.Engine[k])
-			}
+			writeStatus(a.stdout, ep, st)
 		}
 		if a.json {
 			if len(raws) == 1 {
