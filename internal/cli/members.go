@@ -84,6 +84,10 @@ func (a *app) runAdmin(op string, call func(ctx context.Context, c *client.Clien
 // adminError adds the hints of the membership commands; other failures
 // are classified as for every server-mode command.
 func (a *app) adminError(op string, err error) error {
+	var ce *cliError
+	if errors.As(err, &ce) {
+		return ce // already explained (remove-node's reasons)
+	}
 	status := fmt.Sprintf("kayactl --server %s status", strings.Join(a.servers(), ","))
 	switch {
 	case errors.Is(err, client.ErrAmbiguous):
@@ -171,11 +175,101 @@ func (a *app) newRemoveNodeCmd() *cobra.Command {
 		`Ask the leader to remove node ID from the cluster. Prints "OK membership
 removal proposed at index N" once the change is applied; stop the removed
 node afterwards. The leader refuses to remove a node that is not a member,
-or a voter without which the remaining voters could not form a reachable
-quorum. The leader may remove itself: it steps down once the change applies
+the only voter, or a voter without which the remaining voters could not
+form a reachable quorum; kayactl says which. The leader may remove itself: it steps down once the change applies
 and the others elect a new leader (run transfer-leader first to pick the
 successor). A removed node's id can never be added again.`,
-		func(ctx context.Context, c *client.Client, id uint64) (string, error) { return c.RemoveMember(ctx, id) })
+		func(ctx context.Context, c *client.Client, id uint64) (string, error) {
+			msg, err := c.RemoveMember(ctx, id)
+			if errors.Is(err, client.ErrInvalidArgument) {
+				return "", a.removeRefusal(c, id, err)
+			}
+			return msg, err
+		})
+}
+
+// removeRefusal says which of the leader's three reasons refused removing
+// node id. The server's message names all three at once (the original's
+// text: "not a member, is self, or would shrink below quorum"); the leader
+// refuses (internal/server removeMember) a node that is neither a voter
+// nor a learner, the only voter, and a voter without which fewer of the
+// remaining voters than their quorum are recently active. kayactl asks a
+// member for the membership, and the remaining voters whether they
+// answer, to tell which. When it cannot find out, the refusal is reported
+// as the server put it.
+func (a *app) removeRefusal(c *client.Client, id uint64, refused error) error {
+	timeout, err := a.requestTimeout()
+	if err != nil {
+		return refused
+	}
+	perCall := min(timeout, 2*time.Second)
+	status := fmt.Sprintf("kayactl --server %s status --cluster", strings.Join(a.servers(), ","))
+	ctx, cancel := context.WithTimeout(context.Background(), perCall)
+	st, err := c.Status(ctx, "")
+	cancel()
+	if err != nil || len(st.Members) == 0 {
+		return refused
+	}
+	if st.LeaderID != 0 && st.LeaderID != st.NodeID {
+		// The leader's view is the one that refused.
+		for _, m := range st.Members {
+			if m.ID == st.LeaderID {
+				ctx, cancel := context.WithTimeout(context.Background(), perCall)
+				if lst, err := c.Status(ctx, m.ClientAddr); err == nil && len(lst.Members) > 0 {
+					st = lst
+				}
+				cancel()
+			}
+		}
+	}
+	var voters []client.Member
+	role := ""
+	var ids []string
+	for _, m := range st.Members {
+		if m.Role == "voter" || m.Role == "learner" {
+			ids = append(ids, fmt.Sprintf("%d (%s)", m.ID, m.Role))
+		}
+		if m.Role == "voter" {
+			voters = append(voters, m)
+		}
+		if m.ID == id {
+			role = m.Role
+		}
+	}
+	refusal := func(reason, hint string) error {
+		return &cliError{code: ExitInvalidArgument, err: fmt.Errorf("cannot remove node %d: %s", id, reason), hint: hint}
+	}
+	switch {
+	case role != "voter" && role != "learner":
+		return refusal(fmt.Sprintf("it is not a member of the cluster (the members: %s)", strings.Join(ids, ", ")),
+			fmt.Sprintf("check the id: `kayactl --server %s status` lists the members and their roles", strings.Join(a.servers(), ",")))
+	case role == "learner":
+		return refused // learners are always removable: a race with another change
+	case len(voters) == 1:
+		return refusal("it is the cluster's only voter: without it no node could elect a leader or commit anything",
+			"add another voter first (add-node --learner, start it, promote-node), then remove this one")
+	}
+	need := (len(voters)-1)/2 + 1
+	var silent []string
+	for _, v := range voters {
+		if v.ID == id {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), perCall)
+		if _, err := c.Status(ctx, v.ClientAddr); err != nil {
+			silent = append(silent, fmt.Sprintf("%d (%s)", v.ID, formatBytes([]byte(v.ClientAddr))))
+		}
+		cancel()
+	}
+	reason := fmt.Sprintf("without it the remaining %d voters need %d of them in touch with the leader to form a quorum, and the leader hears from fewer", len(voters)-1, need)
+	switch len(silent) {
+	case 0:
+	case 1:
+		reason += fmt.Sprintf(" (voter %s does not answer kayactl either)", silent[0])
+	default:
+		reason += fmt.Sprintf(" (voters %s do not answer kayactl either)", strings.Join(silent, ", "))
+	}
+	return refusal(reason, fmt.Sprintf("bring the down voters back first, or remove a down voter instead; `%s` shows which members answer", status))
 }
 
 func (a *app) newPromoteNodeCmd() *cobra.Command {

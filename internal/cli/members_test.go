@@ -237,10 +237,11 @@ func TestMembershipCommands(t *testing.T) {
 		t.Fatalf("status --json: %d %s", code, out)
 	}
 
-	// A node that is not a member cannot be removed; an original member can.
+	// A node that is not a member cannot be removed (and kayactl says that
+	// this is the reason); an original member can.
 	if _, errs, code := runCLI(srv, "remove-node", "9"); code != ExitInvalidArgument ||
-		!strings.Contains(errs, "error: kayadb: invalid argument: cannot remove node 9 (not a member, is self, or would shrink below quorum)\n") ||
-		!strings.Contains(errs, "hint: run `kayactl --server "+srv[len("--server="):]+" status` to see the members and their roles") {
+		!strings.Contains(errs, "error: cannot remove node 9: it is not a member of the cluster (the members: 1 (voter), 2 (voter), 3 (voter), 4 (voter))\n") ||
+		!strings.Contains(errs, "hint: check the id: `kayactl --server "+srv[len("--server="):]+" status` lists the members and their roles") {
 		t.Fatalf("remove-node of a stranger: %d %q", code, errs)
 	}
 	out, errs, code = runCLI(srv, "--json", "remove-node", "1")
