@@ -191,19 +191,24 @@ func writeClusterView(w io.Writer, v *clusterView) {
 	}
 }
 
-// runClusterStatus prints the cluster view once.
-func (a *app) runClusterStatus() error {
+// askCluster builds the cluster view once.
+func (a *app) askCluster() (*clusterView, error) {
 	c, _, cancel, err := a.newClient()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer cancel()
 	defer c.Close()
 	timeout, err := a.requestTimeout()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	v, err := clusterStatus(context.Background(), c, a.servers(), min(timeout, 2*time.Second))
+	return clusterStatus(context.Background(), c, a.servers(), min(timeout, 2*time.Second))
+}
+
+// runClusterStatus prints the cluster view once.
+func (a *app) runClusterStatus() error {
+	v, err := a.askCluster()
 	if err != nil {
 		return err
 	}
@@ -226,7 +231,10 @@ func (a *app) newWatchCmd() *cobra.Command {
 		Short: "Refresh `status --cluster` every --interval until interrupted",
 		Long: `Ask every member of the cluster for its status every --interval and print
 the table of status --cluster, clearing the screen between refreshes when
-stdout is a terminal. --count N stops after N refreshes.`,
+stdout is a terminal. --count N stops after N refreshes. With --json every
+refresh is one line of JSON and stdout holds nothing else: the view of
+status --cluster --json with a "time" member, or {"time":...,"error":...}
+when no member answered.`,
 		Args: exactArgs(1, "the thing to watch: status"),
 	}
 	interval := cmd.Flags().Duration("interval", 2*time.Second, "time between refreshes")
@@ -235,31 +243,51 @@ stdout is a terminal. --count N stops after N refreshes.`,
 		if args[0] != "status" {
 			return usageErrorf("watch %q: only `watch status` exists", args[0])
 		}
-		if !a.serverMode() {
-			return usageErrorf("watch status needs --server ADDR (or $%s)", EnvServer)
+		if err := a.needServer(cmd); err != nil {
+			return err
 		}
 		if *interval < 100*time.Millisecond || *count < 0 {
 			return usageErrorf("--interval must be at least 100ms and --count not negative")
 		}
-		tty := isTerminal(a.stdout)
+		tty := isTerminal(a.stdout) && !a.json
 		for i := 0; *count == 0 || i < *count; i++ {
 			if i > 0 {
 				time.Sleep(*interval)
 			}
+			now := time.Now()
+			v, err := a.askCluster()
+			if a.json {
+				// One JSON document per line, and nothing else on stdout.
+				line := watchLine{Time: now.Format(time.RFC3339Nano), clusterView: v}
+				if err != nil {
+					line.Error = a.classify(err).Error()
+				}
+				if werr := writeJSON(a.stdout, line); werr != nil {
+					return werr
+				}
+				continue
+			}
 			if tty {
 				fmt.Fprint(a.stdout, "\033[H\033[2J")
 			}
-			fmt.Fprintf(a.stdout, "%s\n", time.Now().Format("2006-01-02 15:04:05"))
-			if err := a.runClusterStatus(); err != nil {
-				var ce *cliError
-				if !errors.As(err, &ce) || !errors.Is(ce.err, errClusterProblems) {
-					fmt.Fprintf(a.stdout, "error: %v\n", err)
-				}
+			fmt.Fprintf(a.stdout, "%s\n", now.Format("2006-01-02 15:04:05"))
+			if err != nil {
+				fmt.Fprintf(a.stdout, "error: %v\n", a.classify(err))
+				continue
 			}
+			writeClusterView(a.stdout, v)
 		}
 		return nil
 	})
 	return cmd
+}
+
+// watchLine is one refresh of watch status --json: the cluster view, or
+// the error when no member answered.
+type watchLine struct {
+	Time string `json:"time"`
+	*clusterView
+	Error string `json:"error,omitempty"`
 }
 
 // isTerminal reports whether w is a terminal (not a pipe or a file).

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestStatusClusterAndWatch(t *testing.T) {
@@ -33,6 +34,23 @@ func TestStatusClusterAndWatch(t *testing.T) {
 	out, _, code = runCLI(srv, "watch", "status", "--count", "2", "--interval", "100ms")
 	if code != 0 || strings.Count(out, "CLIENT ADDR") != 2 {
 		t.Fatalf("watch: exit %d\n%s", code, out)
+	}
+	// --json: one JSON document per refresh, nothing else on stdout.
+	out, _, code = runCLI(srv, "--json", "watch", "status", "--count", "2", "--interval", "100ms")
+	lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	if code != 0 || len(lines) != 2 {
+		t.Fatalf("watch --json: exit %d\n%s", code, out)
+	}
+	for _, line := range lines {
+		var w struct {
+			Time string `json:"time"`
+			clusterView
+			Error string `json:"error"`
+		}
+		decodeStrict(t, line, &w)
+		if _, err := time.Parse(time.RFC3339Nano, w.Time); err != nil || !w.OK || len(w.Nodes) != 3 || w.Error != "" {
+			t.Fatalf("watch --json line %q", line)
+		}
 	}
 
 	// A member down: reported, exit status 1.
