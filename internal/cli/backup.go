@@ -205,11 +205,9 @@ checked and nothing is written.`,
 		}
 		data := ""
 		if !dryRun {
-			_, env := a.lookupEnv(EnvData)
-			if !a.root.PersistentFlags().Changed("data") && !env {
+			if data = a.dataDir(); data == "" {
 				return usageErrorf("restore needs --data DIR: the new server's data directory (empty or not existing)")
 			}
-			data = a.dataDir()
 			if err := checkRestoreTarget(data); err != nil {
 				return err
 			}

@@ -442,6 +442,10 @@ func TestBackupAndRestoreRefusals(t *testing.T) {
 	if _, errs, code := runCLI("restore", "--from", good); code != ExitInvalidArgument || !strings.Contains(errs, "needs --data") {
 		t.Fatalf("restore without --data: %d %s", code, errs)
 	}
+	// An empty $KAYA_DATA counts as unset: no fallback directory.
+	if _, errs, code := runCLIEnv(map[string]string{"KAYA_DATA": ""}, "restore", "--from", good); code != ExitInvalidArgument || !strings.Contains(errs, "needs --data") {
+		t.Fatalf("restore with an empty $KAYA_DATA: %d %s", code, errs)
+	}
 	if _, errs, code := runCLI("restore", "--data", data); code != ExitInvalidArgument || !strings.Contains(errs, "needs --from") {
 		t.Fatalf("restore without --from: %d %s", code, errs)
 	}
