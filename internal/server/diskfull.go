@@ -60,9 +60,13 @@ type diskGuard struct {
 	log     *slog.Logger
 	// reserve is the ballast size in bytes; 0 when disabled.
 	reserve int64
-	// resume is called before leaving disk-full mode; an error keeps the
-	// node in it (the engine could not write yet).
-	resume func() error
+	// resumeEngine, when set, asks the storage engine to resume writing
+	// if a write of its own failed for lack of space: stopped says whether
+	// it had stopped, err whether it is still stopped. It runs at every
+	// check, in disk-full mode too: with the ballast given back, the engine
+	// can take raft's committed entries again (the node keeps applying and
+	// serving reads) while client writes stay refused.
+	resumeEngine func() (stopped bool, err error)
 
 	noBallast bool // a warning that the reserve cannot be kept was logged
 
@@ -167,7 +171,11 @@ func (g *diskGuard) check() {
 	}
 	if !g.full.Load() {
 		low := avail < g.lowWater()
-		if !failed && !low {
+		engineStopped := false
+		if !failed && !low && g.resumeEngine != nil {
+			engineStopped, _ = g.resumeEngine()
+		}
+		if !failed && !low && !engineStopped {
 			g.ensureBallast(avail)
 			return
 		}
@@ -176,19 +184,20 @@ func (g *diskGuard) check() {
 			why = fmt.Sprintf("%s free, below the %s low-water mark", humanBytes(avail), humanBytes(g.lowWater()))
 		}
 		g.enter(why)
-		return
 	}
-	if failed {
-		return // still failing: stay
-	}
-	if g.unchecked || avail < g.highWater() {
-		return
-	}
-	if g.resume != nil {
-		if err := g.resume(); err != nil {
-			g.log.Warn("disk space is back but the storage engine cannot resume writing yet; will retry", "err", err)
-			return
+	// In disk-full mode: the ballast is given back; let the engine use it.
+	engineErr := error(nil)
+	if g.resumeEngine != nil {
+		if stopped, err := g.resumeEngine(); stopped && err != nil {
+			engineErr = err
 		}
+	}
+	if failed || g.unchecked || avail < g.highWater() {
+		return
+	}
+	if engineErr != nil {
+		g.log.Warn("disk space is back but the storage engine cannot resume writing yet; will retry", "err", engineErr)
+		return
 	}
 	g.full.Store(false)
 	g.ensureBallast(avail)

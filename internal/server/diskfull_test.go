@@ -86,7 +86,7 @@ func TestDiskGuardEntersAndLeavesDiskFullMode(t *testing.T) {
 
 	// Enough space: the node resumes by itself and makes its ballast again.
 	resumed := 0
-	g.resume = func() error { resumed++; return nil }
+	g.resumeEngine = func() (bool, error) { resumed++; return false, nil }
 	if err := fs.Remove(filepath.Join(dir, "filler")); err != nil {
 		t.Fatal(err)
 	}
@@ -94,8 +94,8 @@ func TestDiskGuardEntersAndLeavesDiskFullMode(t *testing.T) {
 	if err := g.admit(); err != nil {
 		t.Fatalf("still refusing writes with the disk freed: %v", err)
 	}
-	if resumed != 1 {
-		t.Errorf("resume called %d times, want 1", resumed)
+	if resumed == 0 {
+		t.Error("the engine was not asked to resume")
 	}
 	if _, err := fs.Stat(filepath.Join(dir, ballastName)); err != nil {
 		t.Errorf("no ballast after resuming: %v", err)
@@ -123,12 +123,12 @@ func TestDiskGuardFailedWriteEntersModeAndResumeFailureKeepsIt(t *testing.T) {
 		t.Fatal("a write that failed with ENOSPC did not enter disk-full mode")
 	}
 	// Next check: no new failure and room, but the engine cannot resume yet.
-	g.resume = func() error { return vfs.ErrNoSpace }
+	g.resumeEngine = func() (bool, error) { return true, vfs.ErrNoSpace }
 	g.check()
 	if g.admit() == nil {
 		t.Fatal("left disk-full mode although the engine could not resume")
 	}
-	g.resume = func() error { return nil }
+	g.resumeEngine = func() (bool, error) { return true, nil }
 	g.check()
 	if err := g.admit(); err != nil {
 		t.Fatalf("did not leave disk-full mode: %v", err)
@@ -190,5 +190,37 @@ func TestDiskGuardWithoutRoomForTheReserve(t *testing.T) {
 	g.check()
 	if g.admit() == nil {
 		t.Fatal("below the low-water mark, writes are still admitted")
+	}
+}
+
+// TestDiskGuardEngineStoppedEntersMode: a storage engine stopped by a full
+// disk (another program took the space between two checks) puts the node in
+// disk-full mode, which gives the ballast back, and the engine is asked to
+// resume with it at once.
+func TestDiskGuardEngineStoppedEntersMode(t *testing.T) {
+	fs := vfs.NewMem()
+	fs.SetCapacity(64 << 20)
+	dir := "/data"
+	_ = fs.MkdirAll(dir, 0o700)
+	g := newDiskGuard(fs, dir, 1, 4<<20, slog.New(slog.DiscardHandler))
+	fillTo(t, fs, dir, 3<<20) // above the low-water mark, below the high
+	stopped, calls := true, 0
+	g.resumeEngine = func() (bool, error) {
+		calls++
+		if !stopped {
+			return false, nil
+		}
+		if _, err := fs.Stat(filepath.Join(dir, ballastName)); err == nil {
+			return true, vfs.ErrNoSpace // no room until the ballast is gone
+		}
+		stopped = false
+		return true, nil
+	}
+	g.check()
+	if g.admit() == nil {
+		t.Fatal("an engine stopped by a full disk did not put the node in disk-full mode")
+	}
+	if stopped {
+		t.Fatalf("the engine was not resumed with the reserve (%d calls)", calls)
 	}
 }
