@@ -28,6 +28,39 @@
 // A Save writes one batch record. On replay an entry with index i replaces
 // every entry >= i (raft log truncation is represented by rewriting), a
 // snapshot record drops the entries it covers, and the last hard state wins.
+//
+// # What happens on a failed write
+//
+// The rule: a failed write never leaves bytes on disk that recovery
+// misreads, so a full disk never damages the log, and the log goes on once
+// space is back.
+//
+//   - A write that fails (typically ENOSPC, possibly after writing part of
+//     its bytes) is cut off before the call returns: the segment is
+//     truncated to the end of the last complete record, the write offset
+//     and the record encoder go back there, and the buffered bytes are
+//     dropped. No later record is ever written behind a partial one, and no
+//     chunk ever claims (by its sync offset) that cut bytes were durable.
+//     The call returns the error (matching vfs.IsNoSpace when it is one)
+//     and changes nothing, on disk or in memory: Save and SaveSnapshot may
+//     be called again with the same arguments and succeed once there is
+//     space.
+//   - A failed fsync is never retried (the kernel may have dropped the
+//     pages it could not write: PostgreSQL's "fsyncgate"), and a write
+//     that cannot be cut off (the truncate or seek fails) leaves a partial
+//     record at the end. Either way the log is broken: every later call
+//     returns an error matching ErrBroken, and nothing more is written, not
+//     even a seal marker on Close. The segment is the newest, so Open
+//     accepts what is there as a torn tail.
+//   - Rotation seals the current segment (its marker durable) before it
+//     creates the next, so at every instant only the newest segment can end
+//     in a torn record. If the next segment cannot be created, its file is
+//     removed (durably), the sealed segment stays in use (records may
+//     follow a seal marker), and rotation is tried again later; the Save
+//     that triggered it still succeeds. Preallocation is a hint and its
+//     failure is ignored.
+//   - Close on a full disk: the seal marker's failed write is cut off and
+//     the segment ends with its last complete record.
 package raftlog
 
 import (
@@ -35,6 +68,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	iofs "io/fs"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -89,6 +123,19 @@ type Log struct {
 	syncs    int64
 	closed   bool
 	lastSnap *pb.SnapshotMetadata
+	// writeFailures counts failed writes that were cut off;
+	// rotateFailures counts failed segment rotations (the current segment
+	// stayed in use).
+	writeFailures  int64
+	rotateFailures int64
+	// broken is set, to an error matching ErrBroken, when a failure could
+	// not be undone: every later call returns it, and nothing more is
+	// written to the current segment. Written only by the raft goroutine.
+	broken error
+
+	// rotateRetryAt is the offset at which a failed rotation is tried
+	// again (see maybeRotate).
+	rotateRetryAt int64
 
 	syncLatency latencyHistogram // fsyncs of Save (lock-free)
 
@@ -384,24 +431,28 @@ func lenPrefixed(p []byte) (b, rest []byte, ok bool) {
 
 // truncate cuts a segment's torn tail at off and seals what remains (a
 // marker record after a sync), so that on later opens the segment, no longer
-// the newest, ends cleanly.
+// the newest, ends cleanly. If the marker cannot be written, it is cut off
+// again and Open fails; the segment is still the newest, so the next Open
+// does the same.
 func (l *Log) truncate(path string, seq uint64, off int64) error {
 	f, err := l.opts.FS.OpenReadWrite(path)
 	if err != nil {
 		return fmt.Errorf("raftlog: opening %s to cut its torn tail: %w", path, err)
 	}
-	w := &segWriter{f: f, enc: record.NewEncoder(base.FileNum(seq), off)}
+	w := &segWriter{f: f, enc: record.NewEncoder(base.FileNum(seq), off), written: off, sealedAt: -1}
 	err = f.Truncate(off)
 	if err == nil {
-		_, err = seekEnd(f, off)
+		_, err = f.Seek(off, io.SeekStart)
 	}
 	if err == nil {
 		err = f.Sync()
 	}
 	if err == nil {
 		w.synced = off
-		w.buf = w.enc.Append(w.buf, nil, off)
-		err = w.flush(true)
+		w.add(nil)
+		if err, _ = w.write(); err == nil {
+			err = f.Sync()
+		}
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -412,96 +463,216 @@ func (l *Log) truncate(path string, seq uint64, off int64) error {
 	return nil
 }
 
-// seekEnd positions f's write offset at off by reading up to it (vfs.File
-// has no Seek; OpenReadWrite starts at offset 0).
-func seekEnd(f vfs.File, off int64) (int64, error) {
-	return io.CopyN(io.Discard, f, off)
+// segWriter appends records to one segment.
+//
+// Between calls buf is empty, the file holds exactly the complete records
+// [0, written), written == enc.Offset(), and the handle's offset is
+// written: a write that fails is cut off before the call returns (see
+// write), or else the log is broken and never writes to the file again.
+type segWriter struct {
+	seg     segment
+	f       vfs.File
+	enc     *record.Encoder
+	buf     []byte
+	written int64 // end of the last complete record in the file
+	synced  int64 // the file is durable up to here (stamped in every chunk)
+	// sealedAt equals written when the segment ends in a durable seal
+	// marker, so that sealing again writes nothing; -1 before any seal.
+	sealedAt int64
 }
 
-// segWriter appends records to one segment.
-type segWriter struct {
-	seg    segment
-	f      vfs.File
-	enc    *record.Encoder
-	buf    []byte
-	synced int64
+// add encodes payload as the next record into buf.
+func (w *segWriter) add(payload []byte) {
+	w.buf = w.enc.Append(w.buf, payload, w.synced)
+}
+
+// write writes buf to the file and empties it. If the write fails, it cuts
+// the file back to the end of the last complete record (truncate, seek,
+// rewind the encoder), so that no partial record is ever followed by a
+// later one, and returns the write's error; cut reports whether cutting
+// worked. If it did not, the file may end in a partial record and must
+// never be written again.
+func (w *segWriter) write() (err error, cut bool) {
+	if len(w.buf) == 0 {
+		return nil, true
+	}
+	_, err = w.f.Write(w.buf)
+	w.buf = w.buf[:0]
+	if err == nil {
+		w.written = w.enc.Offset()
+		return nil, true
+	}
+	w.enc.Rewind(w.written)
+	if cerr := w.f.Truncate(w.written); cerr != nil {
+		return fmt.Errorf("%w; cutting it off at offset %d failed too: %v", err, w.written, cerr), false
+	}
+	if _, cerr := w.f.Seek(w.written, io.SeekStart); cerr != nil {
+		return fmt.Errorf("%w; seeking back to offset %d after cutting it off failed: %v", err, w.written, cerr), false
+	}
+	return err, true
+}
+
+// ErrBroken matches the errors of a Log that stopped writing after a
+// failure it could not undo: a failed fsync (the kernel may have dropped
+// the data it could not write, so an fsync is never retried), or a failed
+// write that could not be cut off. Every later call returns such an error
+// and Close writes nothing. It never matches vfs.IsNoSpace, since freeing
+// space does not repair it: the owner must reopen the log (restart the
+// node), and Open cuts the unfinished tail off.
+var ErrBroken = errors.New("raftlog: the log stopped writing after a failure it could not undo")
+
+// fail breaks the log with the cause and returns the error every later call
+// returns.
+func (l *Log) fail(format string, args ...any) error {
+	err := fmt.Errorf("%w: %s; nothing more is written to it: restart the node (opening the log cuts the unfinished tail off)",
+		ErrBroken, fmt.Sprintf(format, args...))
+	l.mu.Lock()
+	l.broken = err
+	l.mu.Unlock()
+	return err
+}
+
+// usable returns the error of a broken or closed log, or nil.
+func (l *Log) usable() error {
+	if l.broken != nil {
+		return l.broken
+	}
+	if l.closed {
+		return base.ErrClosed
+	}
+	return nil
+}
+
+// writeCur writes the records buffered in the current segment and, if
+// sync, fsyncs it. A failed write that was cut off is returned wrapped (it
+// still matches vfs.IsNoSpace if it is one) and the caller may retry; any
+// other failure breaks the log.
+func (l *Log) writeCur(sync bool) error {
+	w := l.cur
+	at := w.written
+	if err, cut := w.write(); err != nil {
+		if !cut {
+			return l.fail("writing %s at offset %d: %v", w.seg.name, at, err)
+		}
+		l.mu.Lock()
+		l.writeFailures++
+		l.mu.Unlock()
+		return fmt.Errorf("raftlog: writing %s at offset %d: %w (the failed write was cut off; retry once space is free)",
+			w.seg.name, at, err)
+	}
+	if sync {
+		if err := w.f.Sync(); err != nil {
+			return l.fail("syncing %s: %v", w.seg.name, err)
+		}
+		w.synced = w.written
+	}
+	return nil
 }
 
 // startSegment creates the next segment, whose first entry will be first,
-// and makes its directory entry durable.
+// writes its first records, syncs it and its directory entry, and makes it
+// the current segment. If a step fails, the new file is removed (and the
+// removal made durable) and the error returned: the previous segment, if
+// any, stays current and the log usable. If even the removal fails, the log
+// is broken; the previous segment was sealed before, so it ends cleanly,
+// and the new one, the newest, may only end in a torn record, which Open
+// accepts.
 func (l *Log) startSegment(first uint64) error {
 	seg := segment{seq: l.nextSeq, first: first, name: segmentName(l.nextSeq, first)}
 	path := filepath.Join(l.opts.Dir, seg.name)
 	f, err := l.opts.FS.Create(path)
 	if err != nil {
-		return fmt.Errorf("raftlog: creating %s: %w", path, err)
+		return l.abandonSegment(path, nil, fmt.Errorf("raftlog: creating %s: %w", path, err))
 	}
-	_ = f.Preallocate(0, l.opts.SegmentBytes+l.opts.SegmentBytes/8)
-	w := &segWriter{seg: seg, f: f, enc: record.NewEncoder(base.FileNum(seg.seq), 0)}
+	_ = f.Preallocate(0, l.opts.SegmentBytes+l.opts.SegmentBytes/8) // a hint; fails on a full disk
+	w := &segWriter{seg: seg, f: f, enc: record.NewEncoder(base.FileNum(seg.seq), 0), sealedAt: -1}
 	var node [9]byte
 	node[0] = recNode
 	binary.LittleEndian.PutUint64(node[1:], l.opts.NodeID)
-	w.buf = w.enc.Append(w.buf, node[:], 0)
+	w.add(node[:])
 	// Every segment repeats the current hard state, so that releasing older
 	// segments never loses the latest one.
 	if hs, _, err := l.MemoryStorage.InitialState(); err == nil && !raft.IsEmptyHardState(hs) {
 		rec := []byte{recBatch, 0, 1}
 		rec, err = appendProto(rec, hs)
 		if err != nil {
-			_ = f.Close()
-			return err
+			return l.abandonSegment(path, f, err)
 		}
-		w.buf = w.enc.Append(w.buf, rec, 0)
+		w.add(rec)
 	}
-	if err := w.flush(true); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("raftlog: writing %s: %w", path, err)
+	if err, _ := w.write(); err != nil {
+		return l.abandonSegment(path, f, fmt.Errorf("raftlog: writing %s: %w", path, err))
 	}
+	if err := f.Sync(); err != nil {
+		return l.abandonSegment(path, f, fmt.Errorf("raftlog: syncing %s: %w", path, err))
+	}
+	w.synced = w.written
 	if err := vfs.SyncDir(l.opts.FS, l.opts.Dir); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("raftlog: syncing %s: %w", l.opts.Dir, err)
+		return l.abandonSegment(path, f, fmt.Errorf("raftlog: syncing %s: %w", l.opts.Dir, err))
 	}
 	l.nextSeq++
 	l.cur = w
 	return nil
 }
 
-func (w *segWriter) flush(sync bool) error {
-	if len(w.buf) > 0 {
-		if _, err := w.f.Write(w.buf); err != nil {
-			return err
-		}
-		w.buf = w.buf[:0]
+// abandonSegment closes and removes a segment that startSegment could not
+// finish, makes the removal durable, and returns err. If that fails, the
+// log is broken.
+func (l *Log) abandonSegment(path string, f vfs.File, err error) error {
+	if f != nil {
+		_ = f.Close()
 	}
-	if sync {
-		if err := w.f.Sync(); err != nil {
-			return err
-		}
-		w.synced = w.enc.Offset()
+	rerr := l.opts.FS.Remove(path)
+	if errors.Is(rerr, iofs.ErrNotExist) {
+		rerr = nil
 	}
-	return nil
+	if rerr == nil {
+		rerr = vfs.SyncDir(l.opts.FS, l.opts.Dir)
+	}
+	if rerr != nil {
+		return l.fail("%v; removing the unfinished segment failed too: %v", err, rerr)
+	}
+	return err
 }
 
-// seal syncs the segment, writes the empty marker record that proves
-// everything before it durable, syncs again and closes the file.
-func (w *segWriter) seal() error {
-	if err := w.flush(true); err != nil {
+// seal makes the current segment end in a durable seal marker: it syncs
+// what is written, writes the empty marker record (whose sync offset
+// declares everything before it durable) and syncs again. A marker that
+// cannot be written is cut off and the error returned (the segment stays
+// usable); a failed sync breaks the log.
+func (l *Log) seal() error {
+	w := l.cur
+	if w.sealedAt == w.written && w.synced == w.written {
+		return nil
+	}
+	if w.synced < w.written {
+		if err := l.writeCur(true); err != nil {
+			return err
+		}
+	}
+	w.add(nil)
+	if err := l.writeCur(true); err != nil {
 		return err
 	}
-	w.buf = w.enc.Append(w.buf, nil, w.synced)
-	if err := w.flush(true); err != nil {
-		return err
-	}
-	return w.f.Close()
+	w.sealedAt = w.written
+	return nil
 }
 
 // Save persists entries and the hard state (either may be empty) as one
 // record, fsyncs when sync is set, and then makes them visible to raft
-// through the MemoryStorage. A write or sync error leaves the log unusable:
-// the caller must stop the node.
+// through the MemoryStorage.
+//
+// If the record cannot be written (a full disk), the partial write is cut
+// off, nothing changes (on disk or in memory), and the error, matching
+// vfs.IsNoSpace if it is one, is returned: Save may be called again with
+// the same arguments, and succeeds once there is space. A failed fsync, or
+// a write that cannot be cut off, breaks the log (ErrBroken). Rotating to a
+// new segment once the current one is full never fails a Save that wrote
+// its record: if the new segment cannot be created, the current one stays
+// in use and rotation is tried again later.
 func (l *Log) Save(hs *pb.HardState, ents []*pb.Entry, sync bool) error {
-	if l.closed {
-		return base.ErrClosed
+	if err := l.usable(); err != nil {
+		return err
 	}
 	if len(ents) == 0 && (hs == nil || raft.IsEmptyHardState(hs)) {
 		return nil
@@ -532,20 +703,20 @@ func (l *Log) Save(hs *pb.HardState, ents []*pb.Entry, sync bool) error {
 	} else {
 		rec = append(rec, 0)
 	}
-	w.buf = w.enc.Append(w.buf, rec, w.synced)
+	w.add(rec)
 	if cap(rec) <= 8<<20 {
 		l.rec = rec[:0] // copied into w.buf: reuse it for the next Save
 	}
 	n := int64(len(w.buf))
-	if err := w.flush(false); err != nil {
-		return fmt.Errorf("raftlog: writing %s: %w", w.seg.name, err)
+	if err := l.writeCur(false); err != nil {
+		return err
 	}
 	if sync {
 		t0 := time.Now()
-		err := w.flush(true) // the record is written: this is the fsync alone
+		err := l.writeCur(true) // the record is written: this is the fsync alone
 		l.syncLatency.record(time.Since(t0))
 		if err != nil {
-			return fmt.Errorf("raftlog: writing %s: %w", w.seg.name, err)
+			return err
 		}
 	}
 	l.mu.Lock()
@@ -564,12 +735,7 @@ func (l *Log) Save(hs *pb.HardState, ents []*pb.Entry, sync bool) error {
 			return err
 		}
 	}
-	if w.enc.Offset() >= l.opts.SegmentBytes {
-		last, _ := l.MemoryStorage.LastIndex()
-		if err := l.rotate(last + 1); err != nil {
-			return err
-		}
-	}
+	l.maybeRotate()
 	return nil
 }
 
@@ -583,23 +749,61 @@ func appendProto(dst []byte, m proto.Message) ([]byte, error) {
 	return out, nil
 }
 
-// rotate seals the current segment and starts the next.
+// maybeRotate starts a new segment once the current one has reached
+// SegmentBytes. A rotation that fails (on a full disk) leaves the current
+// segment in use and is counted; it is tried again after another
+// 1/rotateRetryFraction of SegmentBytes was written, so that a disk that
+// stays short of space does not cost a seal and a failed create on every
+// Save. If the rotation broke the log (a failed fsync), the next call
+// returns that.
+func (l *Log) maybeRotate() {
+	off := l.cur.written
+	if off < l.opts.SegmentBytes || off < l.rotateRetryAt {
+		return
+	}
+	last, _ := l.MemoryStorage.LastIndex()
+	if err := l.rotate(last + 1); err != nil {
+		l.rotateRetryAt = off + max(l.opts.SegmentBytes/rotateRetryFraction, 1)
+		l.mu.Lock()
+		l.rotateFailures++
+		l.mu.Unlock()
+	}
+}
+
+// rotateRetryFraction: a failed rotation is retried after SegmentBytes/16
+// more bytes (4 MiB by default), bounding both the retries and how far a
+// segment outgrows SegmentBytes while the disk is full.
+const rotateRetryFraction = 16
+
+// rotate seals the current segment and starts the next. The order matters:
+// the current segment is sealed (and durable) before the next exists, so
+// every segment but the newest ends cleanly at every instant. If the next
+// segment cannot be started, it is removed and the sealed segment stays
+// current: appending after a seal marker is allowed.
 func (l *Log) rotate(first uint64) error {
 	old := l.cur
-	if err := old.seal(); err != nil {
+	if err := l.seal(); err != nil {
 		return fmt.Errorf("raftlog: sealing %s: %w", old.seg.name, err)
+	}
+	if err := l.startSegment(first); err != nil {
+		return err
 	}
 	l.mu.Lock()
 	l.segs = append(l.segs, old.seg)
 	l.mu.Unlock()
-	return l.startSegment(first)
+	if err := old.f.Close(); err != nil {
+		return fmt.Errorf("raftlog: closing %s: %w", old.seg.name, err)
+	}
+	l.rotateRetryAt = 0
+	return nil
 }
 
 // SaveSnapshot records an installed snapshot: a durable snapshot record,
-// then the in-memory log is replaced by it. Entries it covers are gone.
+// then the in-memory log is replaced by it. Entries it covers are gone. A
+// failed write is handled as in Save: cut off, nothing changed, retry.
 func (l *Log) SaveSnapshot(snap *pb.Snapshot) error {
-	if l.closed {
-		return base.ErrClosed
+	if err := l.usable(); err != nil {
+		return err
 	}
 	meta := snap.GetMetadata()
 	rec := []byte{recSnapshot}
@@ -609,10 +813,9 @@ func (l *Log) SaveSnapshot(snap *pb.Snapshot) error {
 	if rec, err = appendProto(rec, meta.GetConfState()); err != nil {
 		return err
 	}
-	w := l.cur
-	w.buf = w.enc.Append(w.buf, rec, w.synced)
-	if err := w.flush(true); err != nil {
-		return fmt.Errorf("raftlog: writing %s: %w", w.seg.name, err)
+	l.cur.add(rec)
+	if err := l.writeCur(true); err != nil {
+		return err
 	}
 	if err := l.MemoryStorage.ApplySnapshot(snap); err != nil && !errors.Is(err, raft.ErrSnapOutOfDate) {
 		return err
@@ -627,6 +830,9 @@ func (l *Log) SaveSnapshot(snap *pb.Snapshot) error {
 // deletes the sealed segments that hold only such entries. The caller
 // guarantees that a snapshot at or above index is durable.
 func (l *Log) Compact(index uint64) error {
+	if err := l.usable(); err != nil {
+		return err
+	}
 	if err := l.MemoryStorage.Compact(index); err != nil && !errors.Is(err, raft.ErrCompacted) {
 		return err
 	}
@@ -657,7 +863,11 @@ func (l *Log) Compact(index uint64) error {
 	return nil
 }
 
-// Close seals the current segment.
+// Close seals the current segment and closes it. If the seal marker cannot
+// be written (a full disk), it is cut off, the segment ends with its last
+// complete record, and the error is returned; a broken log writes nothing
+// and returns its error. Either way the log is closed and Open recovers
+// everything that was saved.
 func (l *Log) Close() error {
 	if l.closed {
 		return nil
@@ -666,7 +876,14 @@ func (l *Log) Close() error {
 	if l.cur == nil {
 		return nil
 	}
-	err := l.cur.seal()
+	w := l.cur
+	err := l.broken
+	if err == nil {
+		err = l.seal()
+	}
+	if cerr := w.f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("raftlog: closing %s: %w", w.seg.name, cerr)
+	}
 	l.cur = nil
 	return err
 }
@@ -676,11 +893,25 @@ type Stats struct {
 	Segments     int
 	BytesWritten int64
 	Syncs        int64
+	// WriteFailures counts writes that failed (a full disk) and were cut
+	// off; RotationFailures counts segment rotations that failed, leaving
+	// the current segment in use.
+	WriteFailures    int64
+	RotationFailures int64
+	// Broken reports that the log stopped writing (see ErrBroken).
+	Broken bool
 }
 
 // Stats returns the log's counters.
 func (l *Log) Stats() Stats {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return Stats{Segments: len(l.segs) + 1, BytesWritten: l.bytes, Syncs: l.syncs}
+	return Stats{
+		Segments:         len(l.segs) + 1,
+		BytesWritten:     l.bytes,
+		Syncs:            l.syncs,
+		WriteFailures:    l.writeFailures,
+		RotationFailures: l.rotateFailures,
+		Broken:           l.broken != nil,
+	}
 }

@@ -700,3 +700,17 @@ func BenchmarkDefaultAppend(b *testing.B) {
 		}
 	}
 }
+
+// TestMkdirAllSyncRetry: a MkdirAllSync that created the directory but
+// failed to sync its parent, called again, makes the directory durable.
+func TestMkdirAllSyncRetry(t *testing.T) {
+	mem := NewMem()
+	fs := NewErrorFS(mem, OnIndex(0, func(op Op) bool { return op.Kind == OpFileSync }))
+	if err := MkdirAllSync(fs, "/d", 0o700); err != ErrInjected {
+		t.Fatalf("first MkdirAllSync = %v", err)
+	}
+	must(t, MkdirAllSync(fs, "/d", 0o700))
+	if _, err := crash(mem).Stat("/d"); err != nil {
+		t.Fatalf("after a retried MkdirAllSync and a crash: %v", err)
+	}
+}

@@ -136,14 +136,21 @@ func WriteFileSync(fs FS, dir, name string, data []byte) error {
 // MkdirAllSync creates dir and any missing parents like MkdirAll, and makes
 // every directory it created durable by syncing its parent. Without that a
 // power cut can lose a new directory (and everything synced inside it).
+//
+// It syncs dir's parent even when dir exists, because an earlier call may
+// have created dir and then failed to sync its parent; a caller that
+// retries after a failure thus still gets a durable dir (parents above dir
+// created by the failed call are synced only if still missing).
 func MkdirAllSync(fs FS, dir string, perm os.FileMode) error {
 	dir = filepath.Clean(dir)
-	var missing []string
+	missing := []string{dir}
 	for d := dir; ; d = filepath.Dir(d) {
 		if _, err := fs.Stat(d); err == nil {
 			break
 		}
-		missing = append(missing, d)
+		if d != dir {
+			missing = append(missing, d)
+		}
 		if parent := filepath.Dir(d); parent == d {
 			break
 		}
