@@ -714,3 +714,17 @@ func TestMkdirAllSyncRetry(t *testing.T) {
 		t.Fatalf("after a retried MkdirAllSync and a crash: %v", err)
 	}
 }
+
+// TestWriteFileSyncFailureLeavesNoTemp: on a full disk WriteFileSync fails
+// before the rename, leaves the old content and removes its temporary
+// file, so that nothing half-written keeps occupying the space.
+func TestWriteFileSyncFailureLeavesNoTemp(t *testing.T) {
+	mem := NewMem()
+	must(t, WriteFileSync(mem, "/", "/f", []byte("old")))
+	mem.SetCapacity(10)
+	if err := WriteFileSync(mem, "/", "/f", []byte("a much longer new content")); !IsNoSpace(err) {
+		t.Fatalf("WriteFileSync on a full disk = %v", err)
+	}
+	expectContent(t, mem, "/f", "old")
+	expectMissing(t, mem, "/f.tmp")
+}

@@ -109,25 +109,25 @@ func SyncDir(fs FS, dir string) error {
 // WriteFileSync writes data to the file at path name (a full path inside
 // dir) through a temporary file, syncs it, renames it into place and syncs
 // dir, so that after a crash name holds either its old content or data,
-// never a mix.
+// never a mix. If it fails before the rename, it removes the temporary file
+// (a full disk keeps no half-written leftovers) and name is untouched.
 func WriteFileSync(fs FS, dir, name string, data []byte) error {
 	tmp := name + ".tmp"
 	f, err := fs.Create(tmp)
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
-		_ = f.Close()
-		return err
+	if _, err = f.Write(data); err == nil {
+		err = f.Sync()
 	}
-	if err := f.Sync(); err != nil {
-		_ = f.Close()
-		return err
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	if err := f.Close(); err != nil {
-		return err
+	if err == nil {
+		err = fs.Rename(tmp, name)
 	}
-	if err := fs.Rename(tmp, name); err != nil {
+	if err != nil {
+		_ = fs.Remove(tmp)
 		return err
 	}
 	return SyncDir(fs, dir)

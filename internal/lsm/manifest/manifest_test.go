@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/kayadb/kayadb/internal/lsm/base"
@@ -286,6 +287,140 @@ func TestCurrentDamage(t *testing.T) {
 		_ = f.Close()
 		if _, _, err := Load(Options{FS: fs, Dir: "/db"}); !errors.Is(err, base.ErrCorruption) {
 			t.Errorf("%s: got %v", name, err)
+		}
+	}
+}
+
+// TestManifestNoSpaceAtEveryWrite fails each write operation of a sequence
+// of edits (with rotations) for lack of space, entirely or part way, and
+// retries the edit as the engine does once space is back. A failure that
+// is undone must leave the set usable and unchanged; then a crash and a
+// clean Close must both load every acknowledged edit.
+func TestManifestNoSpaceAtEveryWrite(t *testing.T) {
+	setup := func() *vfs.MemFS {
+		mem := vfs.NewMem()
+		_ = mem.MkdirAll("/db", 0o700)
+		_ = vfs.SyncDir(mem, "/")
+		return mem
+	}
+	counter := vfs.OnIndex(-1, vfs.WriteOps)
+	{
+		vs, err := Create(Options{FS: vfs.NewErrorFS(setup(), counter), Dir: "/db", MaxManifestBytes: 300})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 30; i++ {
+			addTable(t, vs, i)
+		}
+		_ = vs.ProveDurable()
+		_ = vs.Close()
+	}
+	for _, partial := range []bool{false, true} {
+		for k := int64(0); k < counter.Count(); k++ {
+			what := fmt.Sprintf("partial=%v op %d", partial, k)
+			mem := setup()
+			inj := vfs.OnIndex(k, vfs.WriteOps)
+			inj.Err = vfs.ErrNoSpace
+			if partial {
+				inj.Err = vfs.PartialWrite(7, vfs.ErrNoSpace)
+			}
+			var failed vfs.Op
+			fs := vfs.NewErrorFS(mem, vfs.InjectorFunc(func(op vfs.Op) error {
+				err := inj.MaybeError(op)
+				if err != nil {
+					failed = op
+				}
+				return err
+			}))
+			vs, err := Create(Options{FS: fs, Dir: "/db", MaxManifestBytes: 300})
+			if err != nil {
+				if !vfs.IsNoSpace(err) {
+					t.Fatalf("%s: Create: %v", what, err)
+				}
+				// A retried Open.
+				if vs, err = Create(Options{FS: fs, Dir: "/db", MaxManifestBytes: 300}); err != nil {
+					t.Fatalf("%s: second Create: %v\n%s", what, err, mem)
+				}
+			}
+			acked := 0
+			for i := 0; i < 30; i++ {
+				num := vs.NewFileNum()
+				key := fmt.Sprintf("k%05d", i)
+				e := func() *VersionEdit {
+					return &VersionEdit{LastSeq: base.SeqNum(i + 1), HasLastSeq: true,
+						NewFiles: []NewFile{{Level: 6, Meta: meta(num, key, key, base.SeqNum(i+1), base.SeqNum(i+1))}}}
+				}
+				err := vs.LogAndApply(e())
+				if err != nil {
+					if !vfs.IsNoSpace(err) {
+						t.Fatalf("%s: edit %d: %v", what, i, err)
+					}
+					if v := vs.Current(); v.NumFiles(6) != acked {
+						t.Fatalf("%s: a failed edit was applied", what)
+					} else {
+						v.Unref()
+					}
+					err = vs.LogAndApply(e())
+				}
+				if err != nil {
+					// Only a failure that could not be undone is sticky.
+					if vs.Err() == nil {
+						t.Fatalf("%s: retried edit %d failed but the set is not stopped: %v", what, i, err)
+					}
+					break
+				}
+				acked++
+			}
+			if err := vs.ProveDurable(); err != nil && vs.Err() == nil {
+				t.Fatalf("%s: ProveDurable: %v", what, err)
+			}
+			// A failure that was not undone stopped the set; the edit it
+			// failed on may or may not have reached the disk.
+			maybe := 0
+			if vs.Err() != nil {
+				maybe = 1
+				// Only a failed fsync (of the MANIFEST, or of the directory
+				// after CURRENT was renamed) cannot be undone.
+				if failed.Kind != vfs.OpFileSync {
+					t.Fatalf("%s: the set stopped after a failed %v: %v", what, failed, vs.Err())
+				}
+			}
+			crashed := mem.CrashClone(vfs.CrashCloneOptions{})
+			_ = vs.Close()
+			for _, c := range []struct {
+				fs  *vfs.MemFS
+				how string
+			}{{crashed, "crash"}, {mem, "close"}} {
+				vs2, _, err := Load(Options{FS: c.fs, Dir: "/db"})
+				if err != nil {
+					t.Fatalf("%s: load after %s: %v\n%s", what, c.how, err, c.fs)
+				}
+				v := vs2.Current()
+				if n := v.NumFiles(6); n < acked || n > acked+maybe {
+					t.Fatalf("%s: %d tables after %s, %d edits acknowledged", what, n, c.how, acked)
+				}
+				v.Unref()
+				_ = vs2.Close()
+				if c.how == "crash" || maybe == 1 {
+					continue
+				}
+				// An undone failure leaves nothing behind.
+				names, _ := c.fs.List("/db")
+				manifests := 0
+				for _, n := range names {
+					if ft, _, _ := base.ParseFilename(n); ft == base.FileTypeManifest {
+						manifests++
+					}
+					if strings.HasSuffix(n, ".tmp") {
+						t.Fatalf("%s: %s left behind", what, n)
+					}
+				}
+				// (A failed removal of the MANIFEST a rotation replaced
+				// leaves it for the next Load to remove.)
+				if manifests != 1 && failed.Kind != vfs.OpRemove {
+					t.Fatalf("%s: %d MANIFEST files left: %v", what, manifests, names)
+				}
+			}
 		}
 	}
 }

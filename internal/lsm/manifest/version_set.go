@@ -273,9 +273,17 @@ func (vs *VersionSet) ManifestFileNum() base.FileNum {
 
 // LogAndApply makes edit durable in the MANIFEST and then installs the
 // resulting Version. The edit's next-file-number is filled in; its log number
-// and last sequence are kept if set. A failure to write or sync the MANIFEST
-// is sticky: the set refuses every later edit, because the durable state is
-// no longer known (the engine must be reopened).
+// and last sequence are kept if set.
+//
+// A write that fails for lack of space (vfs.IsNoSpace) is undone: the
+// partial record is cut off the MANIFEST (truncate, seek, rewind), or a new
+// MANIFEST that could not be finished is removed before CURRENT names it;
+// the edit is not applied and the error, still matching vfs.IsNoSpace, is
+// returned, so the caller may retry once space is free. Any other failure
+// (an I/O error, a failed fsync, a cut that fails, a CURRENT whose rename
+// may or may not be durable) is sticky: the set refuses every later edit,
+// because the durable state is no longer known (the engine must be
+// reopened).
 func (vs *VersionSet) LogAndApply(edit *VersionEdit) error {
 	vs.logMu.Lock()
 	defer vs.logMu.Unlock()
@@ -304,7 +312,10 @@ func (vs *VersionSet) LogAndApply(edit *VersionEdit) error {
 	if vs.manifestW == nil || vs.manifestW.Size() >= vs.opts.MaxManifestBytes {
 		if err := vs.rotate(nv, logNum, lastSeq); err != nil {
 			vs.releaseUninstalled(nv)
-			vs.err = err
+			var undone *undoneError
+			if !errors.As(err, &undone) {
+				vs.err = err
+			}
 			return err
 		}
 		// The first record of a MANIFEST is durable before CURRENT names
@@ -312,20 +323,9 @@ func (vs *VersionSet) LogAndApply(edit *VersionEdit) error {
 		vs.unproven = false
 	} else {
 		vs.unproven = true
-		if err := vs.manifestW.WriteRecord(edit.Encode(nil)); err != nil {
+		if err := vs.appendRecord(edit.Encode(nil)); err != nil {
 			vs.releaseUninstalled(nv)
-			vs.err = err
 			return err
-		}
-		if err := vs.manifestW.Flush(); err != nil {
-			vs.releaseUninstalled(nv)
-			vs.err = fmt.Errorf("manifest: writing %s: %w", vs.manifestName(), err)
-			return vs.err
-		}
-		if err := vs.manifest.Sync(); err != nil {
-			vs.releaseUninstalled(nv)
-			vs.err = fmt.Errorf("manifest: syncing %s: %w", vs.manifestName(), err)
-			return vs.err
 		}
 	}
 	vs.manifestWrites++
@@ -350,18 +350,53 @@ func (vs *VersionSet) ProveDurable() error {
 	if !vs.unproven || vs.manifestW == nil {
 		return nil
 	}
-	err := vs.manifestW.WriteRecord((&VersionEdit{}).Encode(nil))
+	if err := vs.appendRecord((&VersionEdit{}).Encode(nil)); err != nil {
+		return err
+	}
+	vs.unproven = false
+	return nil
+}
+
+// undoneError wraps a no-space failure that left the MANIFEST as it was.
+type undoneError struct{ err error }
+
+func (e *undoneError) Error() string {
+	return e.err.Error() + " (undone: the MANIFEST is as before; retry once space is free)"
+}
+func (e *undoneError) Unwrap() error { return e.err }
+
+// appendRecord writes one record to the current MANIFEST and syncs it. A
+// write that fails for lack of space is cut off (see LogAndApply) and
+// returned as an *undoneError; every other failure is made sticky. Called
+// with logMu.
+func (vs *VersionSet) appendRecord(payload []byte) error {
+	before := vs.manifestW.Size()
+	err := vs.manifestW.WriteRecord(payload)
 	if err == nil {
 		err = vs.manifestW.Flush()
 	}
-	if err == nil {
-		err = vs.manifest.Sync()
-	}
 	if err != nil {
-		vs.err = fmt.Errorf("manifest: writing %s: %w", vs.manifestName(), err)
+		err = fmt.Errorf("manifest: writing %s: %w", vs.manifestName(), err)
+		if vfs.IsNoSpace(err) {
+			cerr := vs.manifest.Truncate(before)
+			if cerr == nil {
+				_, cerr = vs.manifest.Seek(before, io.SeekStart)
+			}
+			if cerr == nil {
+				vs.manifestW.Rewind(before)
+				return &undoneError{err}
+			}
+			err = fmt.Errorf("%w; cutting the failed write off at offset %d failed: %v", err, before, cerr)
+		}
+		vs.err = err
+		return err
+	}
+	if err := vs.manifest.Sync(); err != nil {
+		// After a failed fsync the kernel may have dropped the pages it
+		// could not write; an fsync is never retried.
+		vs.err = fmt.Errorf("manifest: syncing %s: %w", vs.manifestName(), err)
 		return vs.err
 	}
-	vs.unproven = false
 	return nil
 }
 
@@ -400,12 +435,21 @@ func SnapshotEdit(v *Version, logNum base.FileNum, nextFileNum base.FileNum, las
 // it and the directory, then points CURRENT at it (temp file + fsync + rename
 // + directory fsync). It returns the open file and writer, positioned for
 // more edits; the caller owns them.
+//
+// If it fails before CURRENT was renamed, it removes the new MANIFEST (and
+// the temporary CURRENT) again, leaving dir as it was, and the error is an
+// *undoneError when the cause was a lack of space.
 func WriteManifest(fs vfs.FS, dir string, num base.FileNum, snap *VersionEdit) (vfs.File, *record.Writer, error) {
 	name := base.MakeFilename(base.FileTypeManifest, num)
 	path := filepath.Join(dir, name)
 	f, err := fs.Create(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("manifest: creating %s: %w", path, err)
+		err = fmt.Errorf("manifest: creating %s: %w", path, err)
+		if vfs.IsNoSpace(err) {
+			_ = fs.Remove(path)
+			err = &undoneError{err}
+		}
+		return nil, nil, err
 	}
 	w := record.NewWriter(f, num)
 	err = w.WriteRecord(snap.Encode(nil))
@@ -423,7 +467,17 @@ func WriteManifest(fs vfs.FS, dir string, num base.FileNum, snap *VersionEdit) (
 	}
 	if err != nil {
 		_ = f.Close()
-		return nil, nil, fmt.Errorf("manifest: writing %s: %w", path, err)
+		err = fmt.Errorf("manifest: writing %s: %w", path, err)
+		// CURRENT still names another MANIFEST unless the rename happened
+		// (and only its directory sync failed): then the new file stays.
+		if cur, rerr := ReadCurrent(fs, dir); rerr == nil && cur != name || errors.Is(rerr, os.ErrNotExist) {
+			if rmErr := fs.Remove(path); rmErr == nil || errors.Is(rmErr, os.ErrNotExist) {
+				if vfs.IsNoSpace(err) {
+					err = &undoneError{err}
+				}
+			}
+		}
+		return nil, nil, err
 	}
 	return f, w, nil
 }

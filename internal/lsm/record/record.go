@@ -185,6 +185,17 @@ func (w *Writer) Flush() error {
 // Size returns the log size including buffered bytes.
 func (w *Writer) Size() int64 { return w.enc.Offset() }
 
+// Rewind drops the buffered records and the sticky error and makes the next
+// record start at offset, the end of a complete record (a Size returned
+// earlier). A caller whose Flush failed calls it after cutting the file
+// back to offset (truncate and seek), so that the log goes on without the
+// failed bytes.
+func (w *Writer) Rewind(offset int64) {
+	w.buf = w.buf[:0]
+	w.err = nil
+	w.enc.Rewind(offset)
+}
+
 // TornTailError reports that a log ends in a partially written region: from
 // Offset on, the file holds no valid record that was ever durable. It is the
 // expected state of the newest log after a crash; in any older log it means
