@@ -19,8 +19,9 @@ import (
 // (and possibly some later ones), always a prefix of the commit order.
 //
 // Checkpoint flushes the memtables first, so the copy needs no WAL. The
-// tables it links stay pinned (they cannot be deleted) until it is done.
-func (d *DB) Checkpoint(destDir string) error {
+// tables it links stay pinned (they cannot be deleted) until it is done. A
+// Checkpoint that fails (on a full disk, say) removes destDir again.
+func (d *DB) Checkpoint(destDir string) (retErr error) {
 	if d.opts.ReadOnly {
 		return ErrReadOnly
 	}
@@ -40,6 +41,11 @@ func (d *DB) Checkpoint(destDir string) error {
 	if err := fs.MkdirAll(destDir, 0o700); err != nil {
 		return fmt.Errorf("engine: creating %s: %w", destDir, err)
 	}
+	defer func() {
+		if retErr != nil {
+			_ = fs.RemoveAll(destDir)
+		}
+	}()
 	var lastSeq base.SeqNum
 	var maxNum base.FileNum
 	for _, files := range v.Levels {

@@ -281,13 +281,25 @@ func (d *DB) pickManualLocked(v *manifest.Version, mc *manualCompaction) *compac
 
 func (d *DB) compactLoop() {
 	defer d.bgWG.Done()
+	retry := time.NewTimer(backoffMax)
+	retry.Stop()
+	defer retry.Stop()
 	for {
 		select {
 		case <-d.closing:
 			return
 		case <-d.workCh:
+		case <-retry.C:
 		}
 		for d.compactOne() {
+		}
+		// After a failure for lack of space, try again when the back-off
+		// ends (sooner if Resume expires it).
+		d.mu.Lock()
+		wait := d.mu.compactRetry.delay(time.Now())
+		d.mu.Unlock()
+		if wait > 0 {
+			retry.Reset(wait)
 		}
 	}
 }
@@ -297,6 +309,12 @@ func (d *DB) compactLoop() {
 func (d *DB) compactOne() bool {
 	d.mu.Lock()
 	if d.mu.closed || d.mu.bgErr != nil {
+		// Answer the manual requests queued meanwhile, or their callers
+		// would wait forever.
+		for _, mc := range d.mu.manual {
+			mc.done <- d.usableLocked()
+		}
+		d.mu.manual = nil
 		d.mu.Unlock()
 		return false
 	}
@@ -307,8 +325,11 @@ func (d *DB) compactOne() bool {
 		mc = d.mu.manual[0]
 		d.mu.manual = d.mu.manual[1:]
 		c = d.pickManualLocked(v, mc)
-	} else if !d.opts.DisableAutomaticCompactions {
-		c = d.pickAutoLocked(v)
+	} else if !d.opts.DisableAutomaticCompactions && !d.mu.compactRetry.waiting(time.Now()) {
+		if c = d.pickAutoLocked(v); c == nil {
+			// Nothing to do: no compaction is failing any more.
+			d.mu.compactRetry.succeed()
+		}
 	}
 	v.Unref()
 	if c == nil {
@@ -334,11 +355,11 @@ func (d *DB) compactOne() bool {
 		f.Compacting = false
 	}
 	d.mu.compacting = false
-	if err != nil && d.mu.bgErr == nil && !d.mu.closed {
-		d.mu.bgErr = fmt.Errorf("engine: compaction failed: %w", err)
-		d.opts.Logger.Error("compaction failed", "err", err)
-	}
-	if err == nil {
+	if err != nil {
+		err = fmt.Errorf("engine: compaction failed: %w", err)
+		d.backgroundFailedLocked(&d.mu.compactRetry, &d.m.compactNoSpace, err)
+	} else {
+		d.mu.compactRetry.succeed()
 		d.updateReadStateLocked(nil)
 	}
 	d.mu.cond.Broadcast()
@@ -393,9 +414,7 @@ func (d *DB) runCompaction(c *compaction, snapshots []base.SeqNum) error {
 		written += m.Size
 	}
 	if err := d.vs.LogAndApply(edit); err != nil {
-		for _, m := range metas {
-			_ = d.fs.Remove(d.path(base.FileTypeTable, m.FileNum))
-		}
+		d.removeTables(metas)
 		return err
 	}
 	read := c.inputBytes()

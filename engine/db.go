@@ -26,6 +26,39 @@
 //   - A directory is used by one process at a time (a LOCK file with
 //     flock); a second Open fails with an error matching ErrLocked.
 //
+// # What happens on a failed write
+//
+// The rule: a failed write never leaves bytes that recovery misreads, and a
+// full disk stops writes without losing or reordering acknowledged ones.
+//
+//   - WAL. A write or fsync that fails is sticky for that WAL file: nothing
+//     more is written to it, not even the sync marker at close, so a
+//     partial record can only be its last bytes, and it stays the newest
+//     WAL (a new one is only created after it was closed cleanly, or after
+//     it stopped mattering, see Resume). Recovery drops such a tail.
+//   - If the failure is a lack of space (vfs.IsNoSpace), the DB enters the
+//     disk-full state: writes fail with an error matching ErrDiskFull (and
+//     vfs.IsNoSpace), reads go on, and DB.DiskFull reports it. Once space
+//     is freed, DB.Resume flushes every memtable to tables (the writes that
+//     never reached the WAL are in them), records in the MANIFEST that the
+//     failed WAL is obsolete, starts a new WAL and accepts writes again. A
+//     write that failed may or may not be applied (it may already be
+//     visible, and Resume makes it durable), as with any failed write.
+//   - Any other failure (an I/O error, a failed fsync that did not report
+//     a lack of space) is fatal: writes fail with it until the DB is
+//     reopened. An fsync is never retried: after a failure the kernel may
+//     have dropped the pages it could not write.
+//   - MANIFEST. A record that cannot be written for lack of space is cut
+//     off (truncate, seek, rewind) and the edit not applied; a new MANIFEST
+//     that cannot be finished is removed before CURRENT names it. A failed
+//     MANIFEST fsync is fatal.
+//   - Flushes and compactions that fail for lack of space delete their
+//     partial tables, are counted (Metrics.DiskFull) and retried after a
+//     back-off (0.1 s doubling to 10 s; Resume retries at once). Meanwhile
+//     writes go on; a write that would have to wait for a flush (the
+//     memtables are full) or a compaction (L0 is full) fails at once with
+//     ErrDiskFull instead of stalling until an operator frees space.
+//
 // # Concurrency
 //
 // A DB is safe for concurrent use. Iterators, Snapshots and Batches are not:
@@ -76,8 +109,9 @@ const (
 // order, memtable inserts, memtable rotation). mu guards the memtable list,
 // snapshots and background state. Lock order: commitMu, then mu, then the
 // VersionSet's internal locks. mu is never held across disk I/O; commitMu is
-// held across WAL rotation (creating the next WAL), during which writes
-// cannot proceed anyway.
+// held across WAL rotation (creating the next WAL) and Resume, during which
+// writes cannot proceed anyway. A WAL reports its failure (onErr) holding
+// none of its locks, and nothing waits for a WAL holding mu.
 type DB struct {
 	dir     string
 	opts    *Options
@@ -107,12 +141,19 @@ type DB struct {
 		mem       *memTable
 		imm       []*memTable // oldest first
 		snapshots snapshotList
-		// bgErr is the first background failure (flush, compaction, WAL).
-		// Once set, writes fail with it: the durable state is uncertain.
-		bgErr      error
-		closed     bool
-		flushing   bool
-		compacting bool
+		// bgErr is the first fatal failure (an I/O error or failed fsync of
+		// the WAL, a table or the MANIFEST). Once set, writes fail with it:
+		// the durable state is uncertain.
+		bgErr error
+		// diskFull is the WAL write that failed for lack of space; while
+		// set, writes fail with ErrDiskFull until Resume (see diskfull.go).
+		diskFull error
+		// flushRetry and compactRetry hold the back-off of flushes and
+		// compactions that failed for lack of space.
+		flushRetry, compactRetry backoff
+		closed                   bool
+		flushing                 bool
+		compacting               bool
 		// manual compactions waiting for the compactor.
 		manual []*manualCompaction
 		// flushed counts memtables flushed since Open (Flush waits on it).
@@ -305,7 +346,7 @@ func (d *DB) Apply(b *Batch, opts *WriteOptions) error {
 	if err != nil {
 		d.commitMu.Unlock()
 		d.setBackgroundError(err)
-		return err
+		return writeError(err)
 	}
 	if err := mem.apply(repr, seq); err != nil {
 		// The record is in the WAL but not the memtable: the in-memory state
@@ -325,7 +366,7 @@ func (d *DB) Apply(b *Batch, opts *WriteOptions) error {
 	if sync {
 		if err := w.waitSynced(end); err != nil {
 			d.setBackgroundError(err)
-			return err
+			return writeError(err)
 		}
 	}
 	return nil
@@ -353,12 +394,20 @@ func (d *DB) makeRoomForWrite(need int) (*memTable, error) {
 		if d.mu.bgErr != nil {
 			return nil, d.mu.bgErr
 		}
+		if d.mu.diskFull != nil {
+			return nil, diskFullError(d.mu.diskFull, whatResume)
+		}
 		mem := d.mu.mem
 		if mem.t.Available() >= need {
 			return mem, nil
 		}
 		// The memtable must rotate. Stall at the hard limits.
 		if len(d.mu.imm)+1 >= d.opts.MemTableStopWritesThreshold {
+			if err := d.mu.flushRetry.err; err != nil {
+				// Flushes fail for lack of space: waiting could last until
+				// an operator frees space; fail the write instead.
+				return nil, diskFullError(err, whatStall)
+			}
 			if stallStart.IsZero() {
 				stallStart = time.Now()
 				d.m.stallsMemtable.Add(1)
@@ -368,6 +417,9 @@ func (d *DB) makeRoomForWrite(need int) (*memTable, error) {
 			continue
 		}
 		if l0 := d.l0Count(); l0 >= d.opts.L0StopWritesThreshold && !d.opts.DisableAutomaticCompactions {
+			if err := d.mu.compactRetry.err; err != nil {
+				return nil, diskFullError(err, whatStall)
+			}
 			if stallStart.IsZero() {
 				stallStart = time.Now()
 				d.m.stallsL0.Add(1)
@@ -412,11 +464,12 @@ func (d *DB) rotateLocked(need int) error {
 	}
 	d.mu.Lock()
 	if err != nil {
-		// Writes cannot continue without a WAL.
-		if d.mu.bgErr == nil {
-			d.mu.bgErr = err
+		// Writes cannot continue without a WAL: a lack of space waits for
+		// Resume, anything else is fatal.
+		d.noteFailureLocked(err)
+		if vfs.IsNoSpace(err) {
+			return diskFullError(err, whatResume)
 		}
-		d.mu.cond.Broadcast()
 		return err
 	}
 	d.wal = newWAL
@@ -438,16 +491,21 @@ func (d *DB) createWAL(num base.FileNum) (*walWriter, error) {
 	name := d.path(base.FileTypeLog, num)
 	f, err := d.fs.Create(name)
 	if err != nil {
+		_ = d.fs.Remove(name)
 		return nil, fmt.Errorf("engine: creating WAL %s: %w", name, err)
 	}
 	if d.opts.WALPreallocateBytes > 0 {
-		_ = f.Preallocate(0, d.opts.WALPreallocateBytes)
+		_ = f.Preallocate(0, d.opts.WALPreallocateBytes) // a hint; fails on a full disk
 	}
 	if err := vfs.SyncDir(d.fs, d.dir); err != nil {
+		// The WAL was never written: removing it (and the space it
+		// reserved) is safe, and if the removal is lost in a crash
+		// recovery finds an empty newest WAL.
 		_ = f.Close()
+		_ = d.fs.Remove(name)
 		return nil, fmt.Errorf("engine: syncing directory %s after creating %s: %w", d.dir, name, err)
 	}
-	return newWALWriter(f, name, num, d.m), nil
+	return newWALWriter(f, name, num, d.m, d.setBackgroundError), nil
 }
 
 func (d *DB) l0Count() int {
@@ -491,19 +549,51 @@ func (d *DB) updateReadStateLocked(v *manifest.Version) {
 	}
 }
 
-// setBackgroundError records the first fatal error; later writes fail with
-// it.
+// setBackgroundError records a failure of the WAL or of the commit
+// pipeline: a lack of space puts the engine in the disk-full state (writes
+// fail with ErrDiskFull until Resume); any other failure is fatal, and
+// later writes fail with it.
 func (d *DB) setBackgroundError(err error) {
 	if err == nil || errors.Is(err, ErrClosed) {
 		return
 	}
 	d.mu.Lock()
-	if d.mu.bgErr == nil {
-		d.mu.bgErr = err
+	d.noteFailureLocked(err)
+	d.mu.Unlock()
+}
+
+// noteFailureLocked is setBackgroundError with mu held.
+func (d *DB) noteFailureLocked(err error) {
+	switch {
+	case errors.Is(err, ErrDiskFull):
+		// Already recorded when it was made.
+	case vfs.IsNoSpace(err):
+		d.noteDiskFullLocked(err)
+	case d.mu.bgErr == nil:
+		d.mu.bgErr = fatalError(err)
 		d.opts.Logger.Error("engine stopped accepting writes after a failure", "err", err)
 	}
 	d.mu.cond.Broadcast()
-	d.mu.Unlock()
+}
+
+// fatalError is err as the sticky error of a failure that freeing space
+// does not undo: if err says the disk was full (an fsync that reported
+// ENOSPC), the result no longer matches vfs.IsNoSpace, so that an owner
+// does not wait for space and call Resume in vain.
+func fatalError(err error) error {
+	if vfs.IsNoSpace(err) {
+		return fmt.Errorf("%v; this cannot be undone by freeing space: reopen the database", err)
+	}
+	return err
+}
+
+// writeError is the error of a write whose WAL record failed: ErrDiskFull
+// for a lack of space.
+func writeError(err error) error {
+	if vfs.IsNoSpace(err) && !errors.Is(err, ErrDiskFull) {
+		return diskFullError(err, whatResume)
+	}
+	return err
 }
 
 // Close flushes nothing (the WAL holds unflushed writes), waits for
@@ -536,6 +626,9 @@ func (d *DB) Close() error {
 	}
 	d.mu.Lock()
 	bgErr := d.mu.bgErr
+	if bgErr == nil && d.mu.diskFull != nil {
+		bgErr = diskFullError(d.mu.diskFull, "the last writes before the disk filled are not durable")
+	}
 	d.mu.Unlock()
 	d.rsMu.Lock()
 	rs := d.rs

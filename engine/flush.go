@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"math"
+	"sync/atomic"
 	"time"
 
 	"github.com/kayadb/kayadb/internal/lsm/base"
@@ -29,13 +30,25 @@ func (d *DB) maybeScheduleCompactionLocked() {
 
 func (d *DB) flushLoop() {
 	defer d.bgWG.Done()
+	retry := time.NewTimer(backoffMax)
+	retry.Stop()
+	defer retry.Stop()
 	for {
 		select {
 		case <-d.closing:
 			return
 		case <-d.flushCh:
+		case <-retry.C:
 		}
 		for d.flushOne() {
+		}
+		// After a failure for lack of space, try again when the back-off
+		// ends (sooner if Resume expires it).
+		d.mu.Lock()
+		wait := d.mu.flushRetry.delay(time.Now())
+		d.mu.Unlock()
+		if wait > 0 {
+			retry.Reset(wait)
 		}
 	}
 }
@@ -44,7 +57,7 @@ func (d *DB) flushLoop() {
 // it. It reports whether it did any work.
 func (d *DB) flushOne() bool {
 	d.mu.Lock()
-	if d.mu.closed || d.mu.bgErr != nil || len(d.mu.imm) == 0 {
+	if d.mu.closed || d.mu.bgErr != nil || len(d.mu.imm) == 0 || d.mu.flushRetry.waiting(time.Now()) {
 		d.mu.Unlock()
 		return false
 	}
@@ -64,29 +77,31 @@ func (d *DB) flushOne() bool {
 		edit.LastSeq, edit.HasLastSeq = seq, true
 	}
 	var err error
+	var metas []*manifest.FileMetadata
 	if !mem.t.Empty() {
-		var metas []*manifest.FileMetadata
 		metas, err = d.writeTables([]base.InternalIterator{mem.t.NewIter()}, snapshots, false, 0, 1<<62, nil)
 		for _, m := range metas {
 			edit.NewFiles = append(edit.NewFiles, manifest.NewFile{Level: 0, Meta: m})
-			d.m.flushBytes.Add(m.Size)
-			d.m.levelBytesIn[0].Add(m.Size)
 		}
 	}
 	if err == nil {
-		err = d.vs.LogAndApply(edit)
+		if err = d.vs.LogAndApply(edit); err != nil {
+			d.removeTables(metas)
+		}
 	}
 
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.mu.flushing = false
 	if err != nil {
-		if d.mu.bgErr == nil && !d.mu.closed {
-			d.mu.bgErr = fmt.Errorf("engine: flush failed: %w", err)
-			d.opts.Logger.Error("flush failed", "err", err)
-		}
-		d.mu.cond.Broadcast()
+		err = fmt.Errorf("engine: flush failed: %w", err)
+		d.backgroundFailedLocked(&d.mu.flushRetry, &d.m.flushNoSpace, err)
 		return false
+	}
+	d.mu.flushRetry.succeed()
+	for _, m := range metas {
+		d.m.flushBytes.Add(m.Size)
+		d.m.levelBytesIn[0].Add(m.Size)
 	}
 	d.mu.imm = d.mu.imm[1:]
 	d.mu.flushed++
@@ -145,6 +160,41 @@ func (o *tableOutput) finish() (*manifest.FileMetadata, error) {
 func (o *tableOutput) abandon(fs vfs.FS) {
 	_ = o.f.Close()
 	_ = fs.Remove(o.path)
+}
+
+// removeTables deletes tables whose edit failed to install. It keeps them
+// when the MANIFEST stopped (a failed fsync): the edit naming them may have
+// reached the disk, and recovery would then need them (it removes them
+// otherwise).
+func (d *DB) removeTables(metas []*manifest.FileMetadata) {
+	if d.vs.Err() != nil {
+		return
+	}
+	for _, m := range metas {
+		_ = d.fs.Remove(d.path(base.FileTypeTable, m.FileNum))
+	}
+}
+
+// backgroundFailedLocked handles a failed flush or compaction, whose
+// partial outputs are already deleted: a lack of space (with the MANIFEST
+// still usable) is counted and retried after the job's back-off; anything
+// else is fatal. Called with mu held.
+func (d *DB) backgroundFailedLocked(b *backoff, counter *atomic.Uint64, err error) {
+	defer d.mu.cond.Broadcast()
+	if d.mu.closed {
+		return
+	}
+	if vfs.IsNoSpace(err) && d.vs.Err() == nil {
+		counter.Add(1)
+		b.fail(err)
+		d.opts.Logger.Warn("no space for a flush or compaction; retrying later", "err", err,
+			"retry_in", b.delay(time.Now()), "consecutive_failures", b.failures)
+		return
+	}
+	if d.mu.bgErr == nil {
+		d.mu.bgErr = fatalError(err)
+		d.opts.Logger.Error("engine stopped accepting writes after a failure", "err", err)
+	}
 }
 
 // writeTables merges iters through the compaction rules and writes the

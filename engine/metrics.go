@@ -31,6 +31,11 @@ type metrics struct {
 	flushDuration, compactDuration histogram
 	compactionEntriesDropped       atomic.Uint64
 	compactionTombstonesDropped    atomic.Uint64
+	// Lack of space: WAL failures that stopped writes, flushes and
+	// compactions that failed and were retried, calls of Resume that had
+	// work to do.
+	diskFullEvents, resumes      atomic.Uint64
+	flushNoSpace, compactNoSpace atomic.Uint64
 }
 
 // histogram is a lock-free latency histogram with power-of-two microsecond
@@ -177,6 +182,21 @@ type Metrics struct {
 		OldestSeq uint64 `json:"oldest_seq"`
 	} `json:"snapshots"`
 
+	// DiskFull describes running out of space (see DB.DiskFull, DB.Resume).
+	DiskFull struct {
+		// Active: a WAL write failed for lack of space and writes are
+		// refused until Resume succeeds.
+		Active bool `json:"active"`
+		// Events counts the times writes were stopped that way.
+		Events uint64 `json:"events"`
+		// FlushFailures and CompactionFailures count flushes and
+		// compactions that failed for lack of space (and were retried).
+		FlushFailures      uint64 `json:"flush_failures"`
+		CompactionFailures uint64 `json:"compaction_failures"`
+		// Resumes counts the calls of Resume that had something to do.
+		Resumes uint64 `json:"resumes"`
+	} `json:"disk_full"`
+
 	Writes      uint64 `json:"writes"`
 	Batches     uint64 `json:"batches"`
 	Gets        uint64 `json:"gets"`
@@ -203,6 +223,7 @@ func (d *DB) Metrics() *Metrics {
 	mt.Compaction.InProgress = d.mu.compacting
 	mt.Snapshots.Count = d.mu.snapshots.count()
 	mt.Snapshots.OldestSeq = uint64(d.mu.snapshots.oldest())
+	mt.DiskFull.Active = d.mu.diskFull != nil
 	walFiles := len(d.mu.imm) + 1
 	d.mu.Unlock()
 	mt.MemTable.Count, mt.MemTable.Size, mt.MemTable.Entries = memCount, memSize, memEntries
@@ -254,6 +275,10 @@ func (d *DB) Metrics() *Metrics {
 	mt.BytesIn = m.bytesIn.Load()
 	mt.VisibleSeq = d.visibleSeq.Load()
 	mt.ObsoleteDel = m.obsoleteDeleted.Load()
+	mt.DiskFull.Events = m.diskFullEvents.Load()
+	mt.DiskFull.FlushFailures = m.flushNoSpace.Load()
+	mt.DiskFull.CompactionFailures = m.compactNoSpace.Load()
+	mt.DiskFull.Resumes = m.resumes.Load()
 	if wal := mt.WAL.BytesWritten; wal > 0 {
 		mt.WriteAmp = float64(mt.Flush.BytesWritten+mt.Compaction.BytesWritten) / float64(wal)
 	}
@@ -277,6 +302,10 @@ func (mt *Metrics) String() string {
 		humanBytes(mt.Compaction.BytesWritten), humanBytes(mt.Compaction.EstimatedDebt),
 		mt.Compaction.EntriesDropped, mt.Compaction.TombstonesDropped)
 	fmt.Fprintf(&sb, "stalls: %d memtable, %d L0, %v total\n", mt.Stalls.MemTable, mt.Stalls.L0, mt.Stalls.Duration)
+	if df := mt.DiskFull; df.Active || df.Events+df.FlushFailures+df.CompactionFailures > 0 {
+		fmt.Fprintf(&sb, "disk full: active %v, %d times; %d flushes and %d compactions failed for lack of space; %d resumes\n",
+			df.Active, df.Events, df.FlushFailures, df.CompactionFailures, df.Resumes)
+	}
 	fmt.Fprintf(&sb, "block cache: %s of %s, %d blocks, hit ratio %.3f\n", humanBytes(uint64(mt.BlockCache.Size)),
 		humanBytes(uint64(mt.BlockCache.Capacity)), mt.BlockCache.Count, mt.BlockCache.HitRatio)
 	fmt.Fprintf(&sb, "tables: %s on disk, %d readers open; snapshots: %d; write amp %.2f\n",

@@ -61,7 +61,14 @@ func (d *DB) deleteObsoleteFiles() {
 	// record proves it, so that losing that edit to damage can never leave
 	// the database without the files it replaced.
 	if err := d.vs.ProveDurable(); err != nil {
-		d.opts.Logger.Error("not deleting obsolete files: MANIFEST write failed", "err", err)
+		// Keep them queued: on a full disk these deletions are what frees
+		// space, and the next cleaning (a flush, a compaction, Resume)
+		// tries again.
+		d.obsoleteMu.Lock()
+		d.obsoleteTables = append(d.obsoleteTables, tables...)
+		d.obsoleteLogs = append(d.obsoleteLogs, logs...)
+		d.obsoleteMu.Unlock()
+		d.opts.Logger.Error("not deleting obsolete files yet: MANIFEST write failed", "err", err)
 		return
 	}
 	for _, f := range tables {
@@ -105,7 +112,11 @@ func (d *DB) SyncWAL() error {
 	w := d.wal
 	end := w.offset()
 	d.commitMu.Unlock()
-	return w.waitSynced(end)
+	if err := w.waitSynced(end); err != nil {
+		d.setBackgroundError(err)
+		return writeError(err)
+	}
+	return nil
 }
 
 // Flush writes every memtable to L0 tables and waits until that is durable.
@@ -120,6 +131,13 @@ func (d *DB) Flush() error {
 		d.commitMu.Unlock()
 		return ErrClosed
 	}
+	if d.mu.diskFull != nil {
+		// The current memtable's WAL failed: Resume flushes it.
+		err := diskFullError(d.mu.diskFull, whatResume)
+		d.mu.Unlock()
+		d.commitMu.Unlock()
+		return err
+	}
 	if !d.mu.mem.t.Empty() {
 		if err := d.rotateLocked(0); err != nil {
 			d.mu.Unlock()
@@ -128,6 +146,8 @@ func (d *DB) Flush() error {
 		}
 	}
 	target := d.mu.flushed + uint64(len(d.mu.imm))
+	failures := d.mu.flushRetry.total
+	d.mu.flushRetry.expire()
 	d.maybeScheduleFlushLocked()
 	d.commitMu.Unlock()
 	for d.mu.flushed < target {
@@ -136,6 +156,13 @@ func (d *DB) Flush() error {
 			return ErrClosed
 		}
 		if err := d.mu.bgErr; err != nil {
+			d.mu.Unlock()
+			return err
+		}
+		if d.mu.flushRetry.total != failures {
+			// A flush failed for lack of space; it is retried in the
+			// background, but this call does not wait for space.
+			err := diskFullError(d.mu.flushRetry.err, "flushing failed for lack of space")
 			d.mu.Unlock()
 			return err
 		}

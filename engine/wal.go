@@ -25,11 +25,18 @@ import (
 // Every chunk carries the synced offset known when it was encoded; see
 // package record for how recovery uses it to tell torn tails from
 // corruption.
+//
+// A failed write or sync is sticky: the writer never touches the file
+// again, not even for the sync marker at close, so a partial record can
+// only ever be the WAL's last bytes, and no chunk after it claims it was
+// durable. The failure is reported to onErr once (with no lock held), and
+// returned to every waiter and later append.
 type walWriter struct {
 	f      vfs.File
 	name   string
 	logNum base.FileNum
 	m      *metrics
+	onErr  func(error)
 
 	mu struct {
 		sync.Mutex
@@ -60,8 +67,8 @@ const walBytesPerSync = 1 << 20
 // outpace the disk.
 const maxPendingBytes = 4 << 20
 
-func newWALWriter(f vfs.File, name string, logNum base.FileNum, m *metrics) *walWriter {
-	w := &walWriter{f: f, name: name, logNum: logNum, m: m, done: make(chan struct{})}
+func newWALWriter(f vfs.File, name string, logNum base.FileNum, m *metrics, onErr func(error)) *walWriter {
+	w := &walWriter{f: f, name: name, logNum: logNum, m: m, onErr: onErr, done: make(chan struct{})}
 	w.mu.enc = record.NewEncoder(logNum, 0)
 	w.mu.work = sync.NewCond(&w.mu.Mutex)
 	w.mu.progress = sync.NewCond(&w.mu.Mutex)
@@ -151,6 +158,11 @@ func (w *walWriter) flushLocked() {
 		}
 		w.m.walSyncs.Add(1)
 		w.m.walSyncLatency.record(time.Since(start))
+	}
+	if err != nil && w.onErr != nil {
+		// Before err is published: a committer that sees it finds the DB
+		// already in the state it implies.
+		w.onErr(err)
 	}
 
 	w.mu.Lock()
