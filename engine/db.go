@@ -56,8 +56,10 @@
 //     partial tables, are counted (Metrics.DiskFull) and retried after a
 //     back-off (0.1 s doubling to 10 s; Resume retries at once). Meanwhile
 //     writes go on; a write that would have to wait for a flush (the
-//     memtables are full) or a compaction (L0 is full) fails at once with
-//     ErrDiskFull instead of stalling until an operator frees space.
+//     memtables are full) fails at once with ErrDiskFull instead of
+//     stalling until an operator frees space. While compactions fail, L0
+//     may grow past L0StopWritesThreshold up to twice it (flushes that fit
+//     keep the DB writable); a write beyond that fails with ErrDiskFull.
 //
 // # Concurrency
 //
@@ -418,7 +420,20 @@ func (d *DB) makeRoomForWrite(need int) (*memTable, error) {
 		}
 		if l0 := d.l0Count(); l0 >= d.opts.L0StopWritesThreshold && !d.opts.DisableAutomaticCompactions {
 			if err := d.mu.compactRetry.err; err != nil {
-				return nil, diskFullError(err, whatStall)
+				// Compactions fail for lack of space: L0 cannot shrink
+				// until an operator frees space. Flushes that still fit
+				// keep the DB writable meanwhile (a replicated state
+				// machine must go on applying the few entries it gets
+				// while its clients' writes are refused), with L0 up to
+				// twice its stop threshold (reads slow down, and no
+				// further: past that the write fails).
+				if l0 >= 2*d.opts.L0StopWritesThreshold {
+					return nil, diskFullError(err, whatStall)
+				}
+				if err := d.rotateLocked(need); err != nil {
+					return nil, err
+				}
+				continue
 			}
 			if stallStart.IsZero() {
 				stallStart = time.Now()

@@ -3,11 +3,13 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/kayadb/kayadb/internal/vfs"
 )
@@ -95,8 +97,14 @@ func TestDiskFullFillAndResume(t *testing.T) {
 		if err := db.Resume(); err != nil {
 			t.Fatalf("round %d: Resume after freeing space: %v", round, err)
 		}
-		if err := db.DiskFull(); err != nil {
-			t.Fatalf("round %d: DiskFull() after Resume = %v", round, err)
+		// Resume retries the compactions that failed at once, without
+		// waiting for them; they clear the state when they succeed.
+		deadline := time.Now().Add(10 * time.Second)
+		for err := db.DiskFull(); err != nil; err = db.DiskFull() {
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: DiskFull() after Resume = %v", round, err)
+			}
+			time.Sleep(time.Millisecond)
 		}
 	}
 	check := func(db *DB, what string, upTo int) {
@@ -450,4 +458,56 @@ func runNoSpaceFault(t *testing.T, w *crashWorkload, k int64, partial bool) {
 		all = int(acked.Load())
 	}
 	verifyRecovered(t, mem, w, all, what+", after Close")
+}
+
+// TestL0GrowsWhileCompactionsLackSpace: when compactions fail for lack of
+// space but flushes fit, writes go on past L0StopWritesThreshold (a
+// replicated state machine must keep applying while its clients' writes are
+// refused), up to twice it; then they fail with ErrDiskFull.
+func TestL0GrowsWhileCompactionsLackSpace(t *testing.T) {
+	mem := vfs.NewMem()
+	// A table that grows past 96 KiB fails for lack of space: a flush of
+	// a 64 KiB memtable fits, a compaction of several tables does not.
+	fs := vfs.NewErrorFS(mem, vfs.InjectorFunc(func(op vfs.Op) error {
+		if op.Kind == vfs.OpFileWrite && strings.HasSuffix(op.Path, ".sst") && op.Offset+int64(op.Len) > 96<<10 {
+			return vfs.ErrNoSpace
+		}
+		return nil
+	}))
+	opts := crashOptions(mem)
+	opts.FS = fs
+	opts.MemTableSize = 64 << 10
+	opts.L0CompactionThreshold = 2
+	opts.L0StopWritesThreshold = 4
+	opts.TargetFileSize = 1 << 20 // one table per flush
+	opts.LBaseMaxBytes = 4 << 20
+	db, err := Open("/db", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	r := rand.New(rand.NewPCG(1, 2))
+	val := make([]byte, 1000) // incompressible
+	wrote := 0
+	var werr error
+	for i := 0; werr == nil && i < 10000; i++ {
+		for j := range val {
+			val[j] = byte(r.Uint32())
+		}
+		werr = db.Set([]byte(fmt.Sprintf("k%06d", r.IntN(100000))), val, NoSync) // overlapping tables: no trivial moves
+		if werr == nil {
+			wrote++
+		}
+	}
+	l0 := db.l0Count()
+	if l0 <= opts.L0StopWritesThreshold {
+		t.Fatalf("L0 holds %d tables (stop threshold %d) after %d writes: writes stopped at the threshold although flushes fit (%v)", l0, opts.L0StopWritesThreshold, wrote, werr)
+	}
+	if werr == nil {
+		t.Fatalf("%d writes went through with L0 at %d tables: L0 grows without bound while compactions fail", wrote, l0)
+	}
+	expectDiskFull(t, "a write with L0 at twice its stop threshold", werr)
+	if l0 > 2*opts.L0StopWritesThreshold+1 {
+		t.Fatalf("L0 grew to %d tables, more than twice its stop threshold %d", l0, opts.L0StopWritesThreshold)
+	}
 }

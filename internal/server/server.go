@@ -445,6 +445,7 @@ func New(cfg Config) (_ *Server, retErr error) {
 			}()
 		}
 	}
+	s.disk.resumeEngine = s.resumeEngine
 	s.node.Start(s.trans)
 	s.store.Start(s.node)
 	s.disk.start()
@@ -579,3 +580,16 @@ func snapshotEntries(n int64) uint64 {
 }
 
 func (s *Server) enginePath() string { return filepath.Join(s.cfg.DataDir, "engine") }
+
+// resumeEngine asks the storage engine to resume writing when a write of its
+// own failed for lack of space (the disk guard calls it).
+func (s *Server) resumeEngine() (stopped bool, err error) {
+	err = s.store.DB(func(db *engine.DB) error {
+		if db.DiskFull() == nil {
+			return nil
+		}
+		stopped = true
+		return db.Resume()
+	})
+	return stopped, err
+}
