@@ -32,7 +32,6 @@ type smallDisk struct {
 	mem  *vfs.MemFS
 }
 
-//
 // KAYA_TEST_NO_TMPFS=1 uses the in-memory file system even as root.
 func newSmallDisk(t *testing.T, size int64) *smallDisk {
 	t.Helper()
