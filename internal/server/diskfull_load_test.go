@@ -32,7 +32,8 @@ type smallDisk struct {
 	mem  *vfs.MemFS
 }
 
-// KAYA_TEST_NO_TMPFS=1 uses the in-memory file system even as root.
+// newSmallDisk makes a size-byte one; KAYA_TEST_NO_TMPFS=1 takes the
+// in-memory file system even as root.
 func newSmallDisk(t *testing.T, size int64) *smallDisk {
 	t.Helper()
 	if os.Geteuid() == 0 && os.Getenv("KAYA_TEST_NO_TMPFS") == "" {
