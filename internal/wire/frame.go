@@ -109,7 +109,12 @@ func readBody(r io.Reader, buf []byte, n int) ([]byte, error) {
 		return buf, nil
 	}
 	// Large frame, small buffer: grow as the bytes arrive.
-	buf = buf[:0]
+	return fill(r, buf[:0], n)
+}
+
+// fill reads from r until buf holds n bytes, growing it (doubling, from at
+// least smallFrame, never beyond n) only as bytes arrive.
+func fill(r io.Reader, buf []byte, n int) ([]byte, error) {
 	for len(buf) < n {
 		if len(buf) == cap(buf) {
 			c := max(2*cap(buf), smallFrame)
@@ -122,6 +127,81 @@ func readBody(r io.Reader, buf []byte, n int) ([]byte, error) {
 		if err != nil {
 			return buf[:0], unexpected(err)
 		}
+	}
+	return buf, nil
+}
+
+// Reading a request in steps
+//
+// A server that checks credentials reads a request frame in up to three
+// steps, so that a frame from a client without the right token costs it
+// the prefix's bytes, not the frame's: ReadRequestHeader (frame_len and
+// opcode), ReadAuthPrefix (the authentication prefix and nothing after
+// it), then ReadPayload for the rest, or bufio.Reader.Discard to skip it.
+// The bytes on the wire are those of ReadRequest; only the reading differs.
+
+// MaxAuthPrefixSize is the longest authentication prefix ReadAuthPrefix
+// reads: "CLIENT\0" (the longer marker), a token of MaxTokenSize bytes with
+// its length, and ADMIN's embedded opcode.
+const MaxAuthPrefixSize = len(ClientPrefix) + 2 + MaxTokenSize + 1
+
+// ReadRequestHeader reads a request frame's frame_len and opcode and
+// returns the opcode and the length of the payload that follows, which it
+// leaves unread. Its errors are those of ReadRequest.
+func ReadRequestHeader(r *bufio.Reader) (Opcode, int, error) {
+	n, err := readFrameLen(r, 1)
+	if err != nil {
+		return 0, 0, err
+	}
+	op, err := r.ReadByte()
+	if err != nil {
+		return 0, 0, fmt.Errorf("wire: reading request frame of %d bytes: %w", n, unexpected(err))
+	}
+	return Opcode(op), n - 1, nil
+}
+
+// ReadAuthPrefix reads the first bytes of an n-byte payload, as far as the
+// authentication prefix marker (AdminPrefix or ClientPrefix) reaches: when
+// the payload starts with the marker, the marker, the token's length and
+// the token, and for AdminPrefix the embedded opcode; otherwise the bytes
+// that show it does not (at most len(marker)+2). It never reads beyond the
+// payload, nor more than MaxAuthPrefixSize bytes. It returns those bytes,
+// appended to buf[:0]: SplitClient and SplitAdmin decide on them exactly
+// as they would on the whole payload, and ReadPayload reads the rest.
+func ReadAuthPrefix(r *bufio.Reader, marker string, n int, buf []byte) ([]byte, error) {
+	want := min(n, len(marker)+2)
+	buf = append(buf[:0], make([]byte, want)...)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return buf[:0], fmt.Errorf("wire: reading an authentication prefix: %w", unexpected(err))
+	}
+	if want < len(marker)+2 || string(buf[:len(marker)]) != marker {
+		return buf, nil
+	}
+	more := int(binary.LittleEndian.Uint16(buf[len(marker):]))
+	if marker == AdminPrefix {
+		more++ // the embedded opcode
+	}
+	more = min(more, n-want)
+	buf = append(buf, make([]byte, more)...)
+	if _, err := io.ReadFull(r, buf[want:]); err != nil {
+		return buf[:0], fmt.Errorf("wire: reading an authentication prefix: %w", unexpected(err))
+	}
+	return buf, nil
+}
+
+// ReadPayload reads the rest of an n-byte payload whose first bytes, start,
+// were read already (by ReadAuthPrefix, or none), and returns the whole
+// payload in a new buffer. Like ReadRequest, it allocates as the bytes
+// arrive, not as announced. A truncated payload is io.ErrUnexpectedEOF.
+func ReadPayload(r *bufio.Reader, start []byte, n int) ([]byte, error) {
+	if len(start) > n {
+		return nil, fmt.Errorf("wire: ReadPayload: %d bytes already read of a %d-byte payload", len(start), n)
+	}
+	buf := make([]byte, len(start), max(len(start), min(n, smallFrame)))
+	copy(buf, start)
+	buf, err := fill(r, buf, n)
+	if err != nil {
+		return nil, fmt.Errorf("wire: reading a request payload of %d bytes: %w", n, err)
 	}
 	return buf, nil
 }

@@ -215,3 +215,68 @@ func TestReadReusesBuffer(t *testing.T) {
 		t.Fatal("buffer not reused")
 	}
 }
+
+// TestAuthPrefixFirst: ReadAuthPrefix reads the prefix of a frame that
+// announces 64 MiB and nothing more, so that a server refuses a wrong token
+// having read (and allocated) a few bytes; with the right token,
+// ReadPayload reads the rest, and the payload is the one ReadRequest reads.
+func TestAuthPrefixFirst(t *testing.T) {
+	inner := bytes.Repeat([]byte{'x'}, 3000)
+	for _, tc := range []struct {
+		marker string
+		op     Opcode
+		p      []byte
+		want   int // bytes of the payload ReadAuthPrefix reads
+	}{
+		{ClientPrefix, OpPut, AppendClient(nil, "secret-token", inner), len(ClientPrefix) + 2 + 12},
+		{AdminPrefix, OpAddMember, AppendAdmin(nil, "op-token", OpAddMember, inner), len(AdminPrefix) + 2 + 8 + 1},
+		{ClientPrefix, OpGet, inner, len(ClientPrefix) + 2},    // not prefixed: the marker's room only
+		{ClientPrefix, OpGet, []byte("CLI"), 3},                // shorter than a marker
+		{ClientPrefix, OpGet, []byte("CLIENT\x00\xff\xff"), 9}, // a token longer than the payload
+		{AdminPrefix, OpAddMember, []byte("ADMIN\x00\x02\x00a"), 9},
+	} {
+		frame := AppendRequest(nil, tc.op, tc.p)
+		r := bufio.NewReader(bytes.NewReader(frame))
+		op, n, err := ReadRequestHeader(r)
+		if err != nil || op != tc.op || n != len(tc.p) {
+			t.Fatalf("header: %v %d %v", op, n, err)
+		}
+		head, err := ReadAuthPrefix(r, tc.marker, n, nil)
+		if err != nil || len(head) != min(tc.want, n) || !bytes.Equal(head, tc.p[:len(head)]) {
+			t.Fatalf("%q: prefix %q, %v; want %d bytes", tc.p[:min(12, len(tc.p))], head, err, tc.want)
+		}
+		p, err := ReadPayload(r, head, n)
+		if err != nil || !bytes.Equal(p, tc.p) {
+			t.Fatalf("payload: %d bytes, %v", len(p), err)
+		}
+	}
+
+	// A frame announcing 64 MiB: the prefix step reads the header and the
+	// prefix from the stream, nothing more.
+	p := AppendClient(nil, "wrong", nil)
+	header := append(frameLen(MaxFrameSize), byte(OpPut))
+	src := &countingReader{header: append(header, p...)}
+	r := bufio.NewReaderSize(src, 16)
+	_, n, err := ReadRequestHeader(r)
+	if err != nil || n != MaxFrameSize-1 {
+		t.Fatalf("header: %d %v", n, err)
+	}
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	head, err := ReadAuthPrefix(r, ClientPrefix, n, nil)
+	runtime.ReadMemStats(&ms1)
+	if err != nil || !bytes.Equal(head, p) {
+		t.Fatalf("prefix %q, %v", head, err)
+	}
+	if got := src.n - int64(r.Buffered()); got != int64(len(header)+len(p)) {
+		t.Fatalf("consumed %d bytes, want the %d of the header and the prefix", got, len(header)+len(p))
+	}
+	if d := ms1.TotalAlloc - ms0.TotalAlloc; d > 1<<16 {
+		t.Fatalf("allocated %d bytes to read a %d-byte prefix", d, len(p))
+	}
+	// A truncated prefix is io.ErrUnexpectedEOF.
+	r = bufio.NewReader(bytes.NewReader([]byte("CLIENT\x00\x05\x00ab")))
+	if _, err := ReadAuthPrefix(r, ClientPrefix, 100, nil); !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("truncated prefix: %v", err)
+	}
+}

@@ -133,6 +133,83 @@ func FuzzReadRequest(f *testing.F) {
 	})
 }
 
+// stepSeeds are request streams for FuzzReadRequestInSteps: the frame
+// seeds and frames carrying the auth seeds.
+func stepSeeds() [][]byte {
+	seeds := frameSeeds()
+	for _, a := range authSeeds() {
+		seeds = append(seeds, AppendRequest(nil, Opcode(a.op), a.p))
+	}
+	return seeds
+}
+
+// FuzzReadRequestInSteps: reading a stream with ReadRequestHeader,
+// ReadAuthPrefix and ReadPayload yields the frames ReadRequest yields, the
+// prefix step reads no more than the prefix, and the credential decision
+// taken on the prefix alone is the one taken on the whole payload.
+func FuzzReadRequestInSteps(f *testing.F) {
+	for _, s := range stepSeeds() {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		whole := bufio.NewReader(bytes.NewReader(data))
+		steps := bufio.NewReader(bytes.NewReader(data))
+		for {
+			op, p, _, err := ReadRequest(whole, nil)
+			sop, n, serr := ReadRequestHeader(steps)
+			if serr != nil {
+				if err == nil {
+					t.Fatalf("ReadRequestHeader failed (%v) where ReadRequest read a frame", serr)
+				}
+				checkFrameErr(t, serr)
+				return
+			}
+			marker := ""
+			switch {
+			case IsAdmin(sop):
+				marker = AdminPrefix
+			case IsData(sop):
+				marker = ClientPrefix
+			}
+			var head []byte
+			if marker != "" {
+				head, serr = ReadAuthPrefix(steps, marker, n, nil)
+				if serr == nil && (len(head) > n || len(head) > MaxAuthPrefixSize) {
+					t.Fatalf("ReadAuthPrefix read %d bytes of a %d-byte payload", len(head), n)
+				}
+			}
+			var sp []byte
+			if serr == nil {
+				sp, serr = ReadPayload(steps, head, n)
+			}
+			if (err == nil) != (serr == nil) {
+				t.Fatalf("ReadRequest: %v; in steps: %v", err, serr)
+			}
+			if err != nil {
+				checkFrameErr(t, serr)
+				return
+			}
+			if op != sop || !bytes.Equal(p, sp) {
+				t.Fatalf("in steps: opcode %v, %d bytes; ReadRequest: opcode %v, %d bytes", sop, len(sp), op, len(p))
+			}
+			switch marker {
+			case ClientPrefix:
+				tok, pre, _, err := SplitClient(head)
+				wtok, wpre, _, werr := SplitClient(p)
+				if tok != wtok || pre != wpre || (err == nil) != (werr == nil) {
+					t.Fatalf("CLIENT prefix: on the prefix %q %v %v; on the payload %q %v %v", tok, pre, err, wtok, wpre, werr)
+				}
+			case AdminPrefix:
+				tok, pre, _, err := SplitAdmin(op, head)
+				wtok, wpre, _, werr := SplitAdmin(op, p)
+				if tok != wtok || pre != wpre || (err == nil) != (werr == nil) || errors.Is(err, ErrAdminMismatch) != errors.Is(werr, ErrAdminMismatch) {
+					t.Fatalf("ADMIN prefix: on the prefix %q %v %v; on the payload %q %v %v", tok, pre, err, wtok, wpre, werr)
+				}
+			}
+		}
+	})
+}
+
 func FuzzReadResponse(f *testing.F) {
 	for _, s := range frameSeeds() {
 		f.Add(s)
@@ -340,6 +417,10 @@ func TestWriteFuzzSeeds(t *testing.T) {
 		e := "go test fuzz v1\n[]byte(" + strconv.Quote(string(s)) + ")\n"
 		corpora["FuzzReadRequest"] = append(corpora["FuzzReadRequest"], e)
 		corpora["FuzzReadResponse"] = append(corpora["FuzzReadResponse"], e)
+	}
+	for _, s := range stepSeeds() {
+		corpora["FuzzReadRequestInSteps"] = append(corpora["FuzzReadRequestInSteps"],
+			"go test fuzz v1\n[]byte("+strconv.Quote(string(s))+")\n")
 	}
 	for _, s := range payloadSeeds() {
 		corpora["FuzzDecodePayloads"] = append(corpora["FuzzDecodePayloads"],
