@@ -3,10 +3,12 @@ package server
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"time"
@@ -21,10 +23,9 @@ import (
 
 const (
 	// maxPipelined bounds the requests one connection may have in flight;
-	// the reader stops reading until replies drain.
+	// the reader stops reading until replies drain. (The bytes they hold
+	// are bounded too: clientlimits.go.)
 	maxPipelined = 128
-	// maxConns bounds concurrent client connections.
-	maxConns = 4096
 	// protocolVersion is the client protocol version this server speaks.
 	protocolVersion = 1
 )
@@ -49,20 +50,33 @@ func (s *Server) acceptLoop() {
 			time.Sleep(20 * time.Millisecond)
 			continue
 		}
+		src := sourceOf(c.RemoteAddr())
 		s.mu.Lock()
-		if s.closing || len(s.conns) >= maxConns {
-			full := !s.closing
+		if s.closing {
 			s.mu.Unlock()
-			if full {
-				s.log.Warn("refusing a client connection: too many connections", "limit", maxConns)
-			}
 			_ = c.Close()
 			continue
 		}
-		s.conns[c] = struct{}{}
-		s.wg.Add(1)
+		reason, msg := s.clim.admit(src)
+		if reason == "" {
+			s.conns[c] = struct{}{}
+			s.wg.Add(1)
+			s.mu.Unlock()
+			go s.serveClient(c, src)
+			continue
+		}
+		// Over a limit: one ERROR frame that names it, then close.
+		s.conns[c] = struct{}{} // so that Close closes it meanwhile
+		replied := s.refuse(c, msg)
+		if !replied {
+			delete(s.conns, c)
+		}
 		s.mu.Unlock()
-		go s.serveClient(c)
+		if !replied {
+			_ = c.Close()
+		}
+		s.clim.refused.WithLabelValues(reason).Inc()
+		s.clim.note(slog.LevelWarn, reason, "refusing client connections over a limit", "limit", reason, "source", src.String(), "reply", msg)
 	}
 }
 
@@ -73,19 +87,29 @@ type call struct {
 	payload []byte
 	op      wire.Opcode
 	start   time.Time // when the request was read (metrics)
+
+	// Memory accounting (clientlimits.go). seq numbers the call on its
+	// connection; conn is its charge there, global its reply's charge in
+	// the server's budget, reqGlobal its request payload's.
+	seq                     uint64
+	conn, global, reqGlobal int64
 }
 
 // serveClient reads pipelined requests, handles each on its own goroutine,
 // and writes the replies in order. A malformed frame closes the connection
 // (with a logged reason); it never affects other connections or data.
-func (s *Server) serveClient(raw net.Conn) {
+func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 	defer s.wg.Done()
 	log := s.log.With("client", raw.RemoteAddr().String())
+	cc := newClientConn(s.clim.connBytes)
+	s.clim.track(cc, true)
 	defer func() {
 		_ = raw.Close()
 		s.mu.Lock()
 		delete(s.conns, raw)
 		s.mu.Unlock()
+		s.clim.track(cc, false)
+		s.clim.leave(src)
 	}()
 	c, err := s.tlsServer(raw)
 	if err != nil {
@@ -95,72 +119,61 @@ func (s *Server) serveClient(raw net.Conn) {
 	refused := false // one log line per connection, however many refusals
 	queue := make(chan *call, maxPipelined)
 	writerDone := make(chan struct{})
-	go func() {
-		defer close(writerDone)
-		w := bufio.NewWriterSize(c, 64<<10)
-		var buf []byte
-		broken := false
-		for cl := range queue {
-			<-cl.done
-			s.observeRequest(cl.op, cl.status, cl.start)
-			if !broken {
-				buf = wire.AppendResponse(buf[:0], cl.status, cl.payload)
-				if _, err := w.Write(buf); err != nil {
-					broken = true
-					_ = c.Close()
-				} else if len(queue) == 0 {
-					if err := w.Flush(); err != nil {
-						broken = true
-						_ = c.Close()
-					}
-				}
-			}
-			s.inflight.Add(-1) // answered (or its connection is gone)
-		}
-		_ = w.Flush()
-	}()
-	r := bufio.NewReaderSize(c, 64<<10)
+	go s.writeReplies(c, cc, queue, writerDone)
+	rd := &clientReader{s: s, c: c, r: bufio.NewReaderSize(c, 64<<10), cc: cc}
 	var lastWrite <-chan struct{} // done when this connection's latest write has its reply
 	for {
-		op, payload, _, err := wire.ReadRequest(r, nil)
+		cl, req, err := rd.next()
 		if err != nil {
-			switch {
-			case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
-			case errors.Is(err, wire.ErrFrameEmpty), errors.Is(err, wire.ErrFrameTooLarge):
-				log.Warn("closing client connection: bad frame", "err", err)
-			default:
-				log.Debug("client connection ended", "err", err)
-			}
+			rd.ended(err, log)
 			break
 		}
-		cl := &call{done: make(chan struct{}), op: op, start: time.Now()}
+		op := req.op
 		s.inflight.Add(1)
+		cc.enqueue(cl)
 		queue <- cl
-		inner, ast, areply, ok := s.authorize(op, payload)
+		if req.refusal != nil {
+			s.clim.note(slog.LevelWarn, "reply_memory", "refused a request: the reply memory budget is full", "opcode", op.String(), "client", raw.RemoteAddr().String())
+			s.settle(cc, cl, req.refusalSt, req.refusal)
+			close(cl.done)
+			if err := rd.discard(req.skip); err != nil {
+				rd.ended(err, log)
+				break
+			}
+			continue
+		}
+		inner, ast, areply, ok := s.authorize(op, req.payload)
 		if !ok {
 			if !refused {
 				refused = true
 				reason, _ := wire.DecodeError(areply)
 				log.Warn("refused a request", "opcode", op.String(), "reason", reason)
 			}
-			cl.status, cl.payload = ast, areply
+			s.settle(cc, cl, ast, areply)
 			close(cl.done)
+			// A refusal decided on the auth prefix alone: the rest of the
+			// frame is skipped, never held.
+			if err := rd.discard(req.skip); err != nil {
+				rd.ended(err, log)
+				break
+			}
 			continue
 		}
-		payload = inner
+		payload := inner
 		if op == wire.OpPut || op == wire.OpDelete {
 			// Writes enter the raft log in the order they arrived on this
 			// connection: they are queued here, on the reader, and only
 			// their wait runs concurrently.
 			wait, st, p := s.startWrite(op, payload)
 			if wait == nil {
-				cl.status, cl.payload = st, p
+				s.settle(cc, cl, st, p)
 				close(cl.done)
 				continue
 			}
 			go func() {
 				defer close(cl.done)
-				cl.status, cl.payload = s.finishWrite(wait)
+				st, p := s.finishWrite(wait)
+				s.settle(cc, cl, st, p)
 			}()
 			lastWrite = cl.done
 			continue
@@ -173,16 +186,271 @@ func (s *Server) serveClient(raw net.Conn) {
 			if after != nil {
 				<-after
 			}
-			cl.status, cl.payload = s.dispatch(op, payload)
+			var st wire.Status
+			var p []byte
+			if waitsForReplyMemory(op) {
+				st, p = s.handleRead(cc, cl, op, payload)
+			} else {
+				st, p = s.dispatch(op, payload)
+			}
+			s.settle(cc, cl, st, p)
 		}()
+		// An opcode without credentials keeps only the start of its
+		// payload; the rest is skipped.
+		if err := rd.discard(req.skip); err != nil {
+			rd.ended(err, log)
+			break
+		}
 	}
 	close(queue)
 	<-writerDone
 	_ = c.Close()
 }
 
+// writeReplies writes the replies of queue's calls in order, as each is
+// done, and releases their memory. After a failed write it drops the rest.
+func (s *Server) writeReplies(c net.Conn, cc *clientConn, queue <-chan *call, done chan<- struct{}) {
+	defer close(done)
+	rw := &replyWriter{c: c, w: bufio.NewWriterSize(c, 64<<10), idle: s.clim.idle}
+	broken := false
+	for cl := range queue {
+		<-cl.done
+		s.observeRequest(cl.op, cl.status, cl.start)
+		if !broken {
+			if err := rw.writeReply(cl.status, cl.payload, len(queue) == 0); err != nil {
+				broken = true
+				if deadlineExceeded(err) {
+					s.clim.closed.WithLabelValues(closedWrite).Inc()
+					s.clim.note(slog.LevelInfo, closedWrite, "closing a client connection: its client read none of its replies for the idle timeout (--client-idle-timeout)",
+						"client", c.RemoteAddr().String(), "timeout", s.clim.idle)
+				}
+				_ = c.Close()
+				cc.fail()
+			}
+		}
+		cl.payload = nil
+		cc.written(cl)
+		s.clim.replyMem.release(cl.global)
+		s.inflight.Add(-1) // answered (or its connection is gone)
+	}
+	if !broken {
+		rw.arm()
+		_ = rw.w.Flush()
+	}
+}
+
+// authMarker is the auth prefix op must carry on this server, or "".
+func (s *Server) authMarker(op wire.Opcode) string {
+	switch {
+	case wire.IsAdmin(op) && s.cfg.OperatorToken != "":
+		return wire.AdminPrefix
+	case wire.IsData(op) && s.cfg.ClientToken != "":
+		return wire.ClientPrefix
+	}
+	return ""
+}
+
+// errIdle ends a connection that had nothing in flight and sent nothing for
+// the idle timeout.
+var errIdle = errors.New("idle")
+
+// clientReader is the reading side of a client connection: the idle and
+// frame timeouts, and the memory a request may take before it is read.
+type clientReader struct {
+	s        *Server
+	c        net.Conn
+	r        *bufio.Reader
+	cc       *clientConn
+	deadline bool // a read deadline is set
+}
+
+// request is a request frame as the reader leaves it.
+type request struct {
+	op      wire.Opcode
+	payload []byte // the payload, or its start when skip > 0
+	skip    int    // payload bytes not read: skipped after the call is queued
+	// refusal, when set, is the reply (status refusalSt) of a request
+	// refused before its payload was read.
+	refusal   []byte
+	refusalSt wire.Status
+}
+
+// next reads the next request and returns it with its call, admitted and
+// charged. The payload is read only once the connection has room for it;
+// with credentials required, only once its prefix carries them.
+func (rd *clientReader) next() (*call, *request, error) {
+	s, l := rd.s, rd.s.clim
+	if err := rd.waitFrame(); err != nil {
+		return nil, nil, err
+	}
+	op, n, err := wire.ReadRequestHeader(rd.r)
+	if err != nil {
+		return nil, nil, err
+	}
+	cl := &call{done: make(chan struct{}), op: op}
+	req := &request{op: op}
+	var head []byte
+	if marker := s.authMarker(op); marker != "" {
+		if head, err = wire.ReadAuthPrefix(rd.r, marker, n, nil); err != nil {
+			return nil, nil, err
+		}
+		if _, _, _, ok := s.authorize(op, head); !ok {
+			req.payload, req.skip = head, n-len(head)
+			return rd.admitSmall(cl, req)
+		}
+	} else if !wire.IsAdmin(op) && !wire.IsData(op) {
+		k := min(n, openPayloadBytes(op))
+		if head, err = wire.ReadPayload(rd.r, nil, k); err != nil {
+			return nil, nil, err
+		}
+		req.payload, req.skip = head, n-k
+		return rd.admitSmall(cl, req)
+	}
+	// The payload is charged before it is read: to the connection, and
+	// when large to the server's budget too.
+	charge := int64(n) + replyEstimate(op)
+	if !rd.cc.admit(charge, l.stopping) {
+		return nil, nil, net.ErrClosed
+	}
+	cl.conn = charge
+	if rest := n - len(head); rest > largeRequest {
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+		err := l.replyMem.acquire(ctx, rd.cc.gone, l.stopping, int64(rest))
+		cancel()
+		rd.armFrame() // the wait was the server's, not the client's
+		if errors.Is(err, errReplyMemory) {
+			req.refusalSt, req.refusal = s.replyMemoryError()
+			req.payload, req.skip = head, rest
+			cl.start = time.Now()
+			return cl, req, nil
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		cl.reqGlobal = int64(rest)
+	}
+	if req.payload, err = wire.ReadPayload(rd.r, head, n); err != nil {
+		l.replyMem.release(cl.reqGlobal)
+		return nil, nil, err
+	}
+	cl.start = time.Now()
+	return cl, req, nil
+}
+
+// admitSmall admits a request whose reply is small and whose payload has
+// been read as far as it will be.
+func (rd *clientReader) admitSmall(cl *call, req *request) (*call, *request, error) {
+	charge := int64(len(req.payload)) + smallReplyEstimate
+	if !rd.cc.admit(charge, rd.s.clim.stopping) {
+		return nil, nil, net.ErrClosed
+	}
+	cl.conn = charge
+	cl.start = time.Now()
+	return cl, req, nil
+}
+
+// waitFrame waits for the first byte of the next frame — closing the
+// connection once it has had nothing in flight and received nothing for
+// the idle timeout, counted from its last reply — then starts the frame
+// timeout.
+func (rd *clientReader) waitFrame() error {
+	l := rd.s.clim
+	if rd.r.Buffered() == 0 {
+		wait := l.idle
+		for {
+			if wait > 0 {
+				_ = rd.c.SetReadDeadline(time.Now().Add(wait))
+				rd.deadline = true
+			} else if rd.deadline {
+				_ = rd.c.SetReadDeadline(time.Time{})
+				rd.deadline = false
+			}
+			_, err := rd.r.Peek(1)
+			if err == nil {
+				break
+			}
+			if !deadlineExceeded(err) {
+				return err
+			}
+			pending, last := rd.cc.activity()
+			if pending > 0 {
+				wait = l.idle // the client waits for replies: it is not idle
+				continue
+			}
+			if wait = l.idle - time.Since(last); wait <= 0 {
+				return errIdle
+			}
+		}
+	}
+	if rd.r.Buffered() >= 4 {
+		b, _ := rd.r.Peek(4)
+		if n := int(binary.LittleEndian.Uint32(b)); n <= wire.MaxFrameSize && rd.r.Buffered() >= 4+n {
+			return nil // the whole frame is here: no more reading from the network
+		}
+	}
+	rd.armFrame()
+	return nil
+}
+
+// armFrame gives the frame being read the frame timeout from now.
+func (rd *clientReader) armFrame() {
+	if f := rd.s.clim.frame; f > 0 {
+		_ = rd.c.SetReadDeadline(time.Now().Add(f))
+		rd.deadline = true
+	} else if rd.deadline {
+		_ = rd.c.SetReadDeadline(time.Time{})
+		rd.deadline = false
+	}
+}
+
+// discard skips n bytes of the current frame, within its frame timeout,
+// without holding them.
+func (rd *clientReader) discard(n int) error {
+	if n == 0 {
+		return nil
+	}
+	if _, err := rd.r.Discard(n); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return fmt.Errorf("skipping the rest of a request frame: %w", err)
+	}
+	return nil
+}
+
+// ended logs and counts why the reader stopped.
+func (rd *clientReader) ended(err error, log *slog.Logger) {
+	l := rd.s.clim
+	switch {
+	case errors.Is(err, errIdle):
+		l.closed.WithLabelValues(closedIdle).Inc()
+		log.Debug("closing an idle client connection", "timeout", l.idle)
+	case deadlineExceeded(err):
+		l.closed.WithLabelValues(closedFrame).Inc()
+		l.note(slog.LevelWarn, closedFrame, "closing a client connection: a request frame did not arrive whole within the frame timeout (--client-frame-timeout)",
+			"client", rd.c.RemoteAddr().String(), "timeout", l.frame)
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+	case errors.Is(err, wire.ErrFrameEmpty), errors.Is(err, wire.ErrFrameTooLarge):
+		log.Warn("closing client connection: bad frame", "err", err)
+	default:
+		log.Debug("client connection ended", "err", err)
+	}
+	if errors.Is(err, net.ErrClosed) || errors.Is(err, errIdle) || deadlineExceeded(err) {
+		rd.cc.fail()
+	}
+	if errors.Is(err, errIdle) || deadlineExceeded(err) {
+		_ = rd.c.Close()
+	}
+}
+
 // dispatch handles one request and returns the reply.
 func (s *Server) dispatch(op wire.Opcode, p []byte) (st wire.Status, payload []byte) {
+	return s.dispatchBy(context.Background(), op, p)
+}
+
+// dispatchBy is dispatch within parent's deadline (time a request spent
+// waiting for reply memory counts against its request timeout).
+func (s *Server) dispatchBy(parent context.Context, op wire.Opcode, p []byte) (st wire.Status, payload []byte) {
 	defer func() {
 		// A bug in a handler must not take the node down or leave the
 		// client without a reply.
@@ -191,7 +459,7 @@ func (s *Server) dispatch(op wire.Opcode, p []byte) (st wire.Status, payload []b
 			st, payload = wire.StatusError, wire.AppendError(nil, "internal error")
 		}
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+	ctx, cancel := context.WithTimeout(parent, s.cfg.RequestTimeout)
 	defer cancel()
 	switch op {
 	case wire.OpHello:
@@ -230,7 +498,7 @@ func (s *Server) dispatch(op wire.Opcode, p []byte) (st wire.Status, payload []b
 		if err != nil {
 			return invalid(err)
 		}
-		items, err := s.store.Scan(ctx, prefix, wire.MaxScanItems, wire.MaxScanBytes)
+		items, err := s.store.Scan(ctx, prefix, wire.MaxScanItems, scanMaxBytes)
 		if err != nil {
 			return s.reply(err, nil)
 		}

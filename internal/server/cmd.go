@@ -69,6 +69,10 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 		tlsKey     = fs.String("tls-key", "", "PEM private key of --tls-cert")
 		tlsCA      = fs.String("tls-ca", "", "PEM CA bundle: clients and peers must present a certificate it signed (mutual TLS), and peers' certificates are checked against it")
 		tlsReload  = fs.Duration("tls-reload-interval", 5*time.Second, "how often to check the TLS files for changes and reload them (0 disables; SIGHUP always reloads)")
+		maxConns   = fs.Int("max-client-connections", defaultMaxClientConnections, "most client connections open at once; one source address may hold a quarter of them (at least 16); more get an ERROR reply and are closed")
+		clIdle     = fs.Duration("client-idle-timeout", defaultClientIdleTimeout, "close a client connection that sends no request (none in flight) or reads none of its replies for this long (0 disables)")
+		clFrame    = fs.Duration("client-frame-timeout", defaultClientFrameTimeout, "a client's request frame must arrive whole within this long of its first byte")
+		replyMem   = fs.String("max-reply-memory", "512MiB", "memory for replies not yet sent to their clients, all connections together (e.g. 512MiB, 2GiB); a request that finds no room within its request timeout is refused")
 		_          = fs.String("config", "", "YAML file of settings keyed by flag name (node-id: 1, peer: [...]); the environment and the command line win over it")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		logFormat  = fs.String("log-format", "text", "text or json")
@@ -167,6 +171,19 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 			diskReserve = -1
 		}
 	}
+	if *maxConns < 1 {
+		return fail("--max-client-connections %d: want at least 1 (default %d)", *maxConns, defaultMaxClientConnections)
+	}
+	if *clIdle < 0 {
+		return fail("--client-idle-timeout must not be negative (0 disables it)")
+	}
+	if *clFrame <= 0 {
+		return fail("--client-frame-timeout must be a positive duration (default %s)", defaultClientFrameTimeout)
+	}
+	replyBytes, err := parseBytes(*replyMem)
+	if err != nil || replyBytes < 1<<20 {
+		return fail("--max-reply-memory %q: want a byte count of at least 1MiB (for example 512MiB, 2GiB)", *replyMem)
+	}
 	logger := slog.New(handler)
 	// A token comes from its flag or its file flag, each possibly from the
 	// environment; a command-line flag beats the environment, and two
@@ -260,6 +277,11 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 		MetricsOptional: !fs.Changed("metrics-addr") && !*pprofOn && !*metricsTLS,
 	}
 	cfg.PeerToken = peerTok
+	cfg.MaxClientConnections, cfg.ClientFrameTimeout, cfg.MaxReplyMemory = *maxConns, *clFrame, replyBytes
+	cfg.ClientIdleTimeout = *clIdle
+	if cfg.ClientIdleTimeout == 0 {
+		cfg.ClientIdleTimeout = -1 // Config's zero is the default
+	}
 	if cfg.TLSReloadInterval == 0 {
 		cfg.TLSReloadInterval = -1
 	}

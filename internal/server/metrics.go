@@ -41,6 +41,9 @@ func (s *Server) newRegistry() *observability {
 	}, []string{"opcode"})
 	o.reg.MustRegister(o.requests, o.latency, newNodeCollector(s), buildInfoMetric(),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if s.clim != nil {
+		o.reg.MustRegister(s.clim.collectors()...) // clientlimits.go
+	}
 	return o
 }
 

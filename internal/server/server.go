@@ -128,6 +128,28 @@ type Config struct {
 	// busy port logs a warning and the node runs without the listener
 	// instead of refusing to start.
 	MetricsOptional bool
+
+	// Client port limits (clientlimits.go). MaxClientConnections bounds
+	// open client connections (default 1,024), and
+	// MaxClientConnectionsPerSource those from one source address, an IPv4
+	// address or an IPv6 /64 (default a quarter of MaxClientConnections,
+	// at least 16).
+	MaxClientConnections, MaxClientConnectionsPerSource int
+	// ClientIdleTimeout closes a connection with no request in flight that
+	// sends nothing for this long, or whose client reads none of its
+	// replies for this long. Default 5 min; negative disables.
+	ClientIdleTimeout time.Duration
+	// ClientFrameTimeout: once a request frame's first byte has arrived,
+	// the whole frame must arrive within this. Default 30 s; negative
+	// disables.
+	ClientFrameTimeout time.Duration
+	// MaxReplyMemory bounds the bytes of replies not yet written (and of
+	// large requests being handled), for all clients together. Default
+	// 512 MiB.
+	MaxReplyMemory int64
+	// MaxConnReplyBytes bounds the bytes of requests and replies in flight
+	// on one connection; its reader stops reading past it. Default 8 MiB.
+	MaxConnReplyBytes int64
 }
 
 // Server is a running node.
@@ -167,7 +189,8 @@ type Server struct {
 	started  time.Time
 	openDur  time.Duration
 
-	inflight atomic.Int64 // client requests read and not yet answered
+	inflight atomic.Int64  // client requests read and not yet answered
+	clim     *clientLimits // client connection and reply memory limits
 	nodeRef  atomic.Pointer[raftnode.Node]
 
 	obs *observability // metrics registry and HTTP listener (metrics.go, httpapi.go)
@@ -420,6 +443,7 @@ func New(cfg Config) (_ *Server, retErr error) {
 	}
 	s.trans.SetPeers(ros.raftAddrs())
 
+	s.clim = newClientLimits(&cfg, log.With("component", "clients"))
 	if err := s.startObservability(); err != nil {
 		return nil, err
 	}
@@ -512,6 +536,9 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closing = true
+	if s.clim != nil {
+		s.clim.shutdown()
+	}
 	for c := range s.conns {
 		_ = c.Close()
 	}
