@@ -22,7 +22,8 @@ import (
 
 // Tests of the client port's limits (clientlimits.go): reply memory per
 // connection and for the server, connection limits and fairness, idle and
-// frame timeouts, and credentials checked before the payload is read.
+// frame timeouts, credentials checked before the payload is read, and the
+// addresses ADD_MEMBER accepts.
 
 // dialFrom connects to addr from a loopback address of choice: 127.0.0.N
 // are all this machine, and each is a source address of its own.
@@ -596,6 +597,80 @@ func TestTokenCheckedBeforePayload(t *testing.T) {
 	}
 }
 
+// Control: ADD_MEMBER validates the addresses it will put in the roster as
+// --peer validates them: a host (an IP address or a DNS name) and a port
+// from 1 to 65535, no control characters, no spaces.
+func TestAddMemberAddressValidation(t *testing.T) {
+	for _, tc := range []struct {
+		addr   string
+		ok     bool
+		listen bool // also valid as a listen address
+		want   string
+	}{
+		{"10.0.0.5:7481", true, true, ""},
+		{"node-1.kaya.internal:7481", true, true, ""},
+		{"kaya_node1:7481", true, true, ""},
+		{"localhost:1", true, true, ""},
+		{"[::1]:7379", true, true, ""},
+		{"[fd00::5]:65535", true, true, ""},
+		{"example.com.:7481", true, true, ""},
+		{"127.0/0.1:q", false, false, "the port \"q\""},
+		{"127.0/0.1:7481", false, false, "not an IP address or a DNS name"},
+		{"127.0.0:7481", false, false, "does not end in a number"},
+		{"1.2.3.4.5:7481", false, false, "does not end in a number"},
+		{"10.0.0.5:7481\n", false, false, "control character"},
+		{"10.0.0.5\x00:7481", false, false, "control character"},
+		{"host name:7481", false, false, "space"},
+		{"hôte:7481", false, false, "not ASCII"},
+		{"nonsense", false, false, "not host:port"},
+		{"10.0.0.5:", false, false, "port \"\""},
+		{"10.0.0.5:0", false, true, "port 0"},
+		{"10.0.0.5:65536", false, false, "1 to 65535"},
+		{"10.0.0.5:+80", false, false, "1 to 65535"},
+		{":7481", false, true, "no host"},
+		{"[fe80::1%eth0]:7481", false, true, "zone"},
+		{"-bad.example:7481", false, false, "not an IP address or a DNS name"},
+		{"a..b:7481", false, false, "not an IP address or a DNS name"},
+		{strings.Repeat("a", 64) + ".example:1", false, false, "not an IP address or a DNS name"},
+		{strings.Repeat("a.", 200) + "b:1", false, false, "too long"},
+	} {
+		err := checkHostPort("raft_addr", tc.addr, false)
+		if (err == nil) != tc.ok || (err != nil && (!strings.Contains(err.Error(), tc.want) || !strings.HasPrefix(err.Error(), "raft_addr"))) {
+			t.Errorf("%q: %v; want ok=%v, %q", tc.addr, err, tc.ok, tc.want)
+		}
+		if err := checkHostPort("--client-addr", tc.addr, true); (err == nil) != tc.listen {
+			t.Errorf("%q as a listen address: %v; want ok=%v", tc.addr, err, tc.listen)
+		}
+		if strings.TrimSpace(tc.addr) != tc.addr {
+			continue // --peer trims white space around its addresses
+		}
+		if _, err := ParsePeer("2=" + tc.addr + ",10.0.0.6:7379"); (err == nil) != tc.ok {
+			t.Errorf("--peer with %q: %v; want ok=%v", tc.addr, err, tc.ok)
+		}
+	}
+
+	// Over the wire: INVALID_ARGUMENT naming the field, nothing proposed.
+	c := newTestCluster(t, 1)
+	cl := dial(t, c.lns[c.leader()])
+	for _, tc := range []struct{ raft, client, field string }{
+		{"127.0/0.1:q", "127.0.0.1:7379", "raft_addr"},
+		{"127.0.0.1:7481", "127.0.0.1:7379\x1b[2J", "client_addr"},
+		{"127.0.0.1\r\n:7481", "127.0.0.1:7379", "raft_addr"},
+	} {
+		st, p, err := cl.do(wire.OpAddMember, wire.AppendAddMember(nil, 9, tc.raft, tc.client, nil))
+		msg, _ := wire.DecodeError(p)
+		if err != nil || st != wire.StatusInvalidArgument || !strings.HasPrefix(msg, tc.field+" ") {
+			t.Errorf("ADD_MEMBER %q %q: %v %v %q; want INVALID_ARGUMENT naming %s", tc.raft, tc.client, st, err, msg, tc.field)
+		}
+		if strings.ContainsAny(msg, "\x00\r\n\x1b") {
+			t.Errorf("the error echoes control characters: %q", msg)
+		}
+	}
+	if n := len(c.nodes[1].ros.list()); n != 1 {
+		t.Fatalf("the roster has %d members after refused additions", n)
+	}
+}
+
 // The flags of the client port's limits: defaults, the environment, and
 // bad values (exit status 4).
 func TestClientLimitFlags(t *testing.T) {
@@ -616,6 +691,9 @@ func TestClientLimitFlags(t *testing.T) {
 		{"--client-frame-timeout", "0"},
 		{"--max-reply-memory", "1000"},
 		{"--max-reply-memory", "lots"},
+		{"--client-addr", "127.0/0.1:q"},
+		{"--raft-addr", "127.0.0.1:7481\n"},
+		{"--peer", "1=127.0.0.1:7481,127.0.0.1:x"},
 	} {
 		errb.Reset()
 		if _, code := ParseFlags(args, env(nil), &errb); code != exitUsage || !strings.Contains(errb.String(), args[0]) {

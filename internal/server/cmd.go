@@ -259,6 +259,14 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	if *noMetrics {
 		*metrics = ""
 	}
+	for _, a := range []struct{ flag, addr string }{{"--raft-addr", *raftAddr}, {"--client-addr", *clientAddr}, {"--metrics-addr", *metrics}} {
+		if a.addr == "" && a.flag == "--metrics-addr" {
+			continue // --no-metrics
+		}
+		if err := checkHostPort(a.flag, a.addr, true); err != nil {
+			return fail("%v", err)
+		}
+	}
 	if *pprofOn && *metrics == "" {
 		return fail("--enable-pprof needs the metrics listener: drop --no-metrics (or give a --metrics-addr)")
 	}

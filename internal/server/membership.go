@@ -8,6 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"strconv"
+	"strings"
 	"time"
 
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -171,12 +174,77 @@ func invalidf(format string, args ...any) (wire.Status, []byte) {
 	return wire.StatusInvalidArgument, wire.AppendError(nil, fmt.Sprintf(format, args...))
 }
 
-func checkAddr(what, addr string) error {
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil || port == "" {
-		return fmt.Errorf("%s %q is not host:port (for example 127.0.0.1:7481)", what, addr)
+// maxHostPort bounds an address: a 253-byte DNS name, brackets, a colon
+// and a 5-digit port.
+const maxHostPort = 253 + 2 + 1 + 5
+
+// checkHostPort validates an address: one a node listens on (listen: the
+// host may be empty, a wildcard, and the port 0, any free port) or one it
+// advertises to the others — a member's raft or client address in --peer
+// or ADD_MEMBER (a host and a port from 1 to 65535). The host is an IP
+// address or a DNS name (letters, digits, '-' and '_' in dot-separated
+// labels of at most 63 bytes; a name is not all digits and dots, which
+// resolvers read as an IPv4 address in another form). The error names
+// field and the problem, quoting the address with its control characters
+// escaped.
+func checkHostPort(field, addr string, listen bool) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%s %q: %s (want HOST:PORT, for example 10.0.0.5:7481)", field, addr, fmt.Sprintf(format, args...))
 	}
-	_ = host
+	if len(addr) > maxHostPort {
+		return fmt.Errorf("%s of %d bytes is too long for HOST:PORT (at most %d)", field, len(addr), maxHostPort)
+	}
+	for i := 0; i < len(addr); i++ {
+		if c := addr[i]; c <= ' ' || c >= 0x7f {
+			return bad("byte %d is a space, a control character or not ASCII", i)
+		}
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			err = errors.New(ae.Err)
+		}
+		return bad("not host:port: %v", err)
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	switch {
+	case err != nil || port[0] == '+':
+		return bad("the port %q is not a number from 1 to 65535", port)
+	case p == 0 && !listen:
+		return bad("port 0 cannot be dialled")
+	}
+	if host == "" {
+		if listen {
+			return nil // every interface (the bind guard judges it)
+		}
+		return bad("no host")
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if ip.Zone() != "" && !listen {
+			return bad("an IPv6 zone (%%%s) names an interface of one machine only", ip.Zone())
+		}
+		return nil
+	}
+	name := strings.TrimSuffix(host, ".")
+	if len(name) > 253 || name == "" {
+		return bad("the host is not an IP address or a DNS name")
+	}
+	labels := strings.Split(name, ".")
+	for _, l := range labels {
+		if len(l) == 0 || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return bad("the host %q is not an IP address or a DNS name", host)
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return bad("the host %q is not an IP address or a DNS name (%q is not allowed in a name)", host, c)
+			}
+		}
+	}
+	if last := labels[len(labels)-1]; strings.Trim(last, "0123456789") == "" {
+		return bad("the host %q is neither an IP address nor a DNS name (a name does not end in a number)", host)
+	}
 	return nil
 }
 
@@ -190,10 +258,10 @@ func (s *Server) addMember(ctx context.Context, p []byte) (wire.Status, []byte) 
 	if id == 0 {
 		return invalidf("node id must be a positive integer")
 	}
-	if err := checkAddr("raft address", req.RaftAddr); err != nil {
+	if err := checkHostPort("raft_addr", req.RaftAddr, false); err != nil {
 		return invalid(err)
 	}
-	if err := checkAddr("client address", req.ClientAddr); err != nil {
+	if err := checkHostPort("client_addr", req.ClientAddr, false); err != nil {
 		return invalid(err)
 	}
 	if !s.node.IsLeader() {

@@ -37,7 +37,13 @@ func ParsePeer(s string) (Member, error) {
 	if !ok || raft == "" || client == "" {
 		return Member{}, fmt.Errorf("--peer %q: want ID=RAFT_ADDR,CLIENT_ADDR (both addresses)", s)
 	}
-	return Member{ID: n, RaftAddr: strings.TrimSpace(raft), ClientAddr: strings.TrimSpace(client)}, nil
+	m := Member{ID: n, RaftAddr: strings.TrimSpace(raft), ClientAddr: strings.TrimSpace(client)}
+	for _, a := range []struct{ field, addr string }{{"raft address", m.RaftAddr}, {"client address", m.ClientAddr}} {
+		if err := checkHostPort(a.field, a.addr, false); err != nil {
+			return Member{}, fmt.Errorf("--peer %q: %w", s, err)
+		}
+	}
+	return m, nil
 }
 
 // roster is the membership as this node knows it. It is part of the
