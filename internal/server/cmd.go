@@ -20,14 +20,23 @@ import (
 	"github.com/kayadb/kayadb/internal/security"
 )
 
-// Exit codes of kayadb-server.
+// Exit codes of kayadb-server (docs/server.md, "Signals and exit status").
 const (
 	exitOK         = 0
 	exitError      = 1
-	exitUsage      = 4
+	exitUsage      = 4 // bad flags, or a configuration New refuses (configError)
 	exitLocked     = 6
 	shutdownBudget = 20 * time.Second
 )
+
+// configError is an error of New that a configuration causes before the
+// node opens anything: a listen address the bind guard refuses, a bad
+// token, unusable TLS files. Main exits with exitUsage for it, as for bad
+// flags.
+type configError struct{ err error }
+
+func (e configError) Error() string { return e.err.Error() }
+func (e configError) Unwrap() error { return e.err }
 
 // flagEnv returns the environment variable that can set a flag:
 // --client-addr → KAYA_CLIENT_ADDR.
@@ -344,6 +353,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 		if errors.Is(err, base.ErrLocked) {
 			return exitLocked
+		}
+		if errors.As(err, new(configError)) {
+			return exitUsage
 		}
 		return exitError
 	}

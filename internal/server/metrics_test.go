@@ -410,9 +410,10 @@ func TestMetricsBindGuard(t *testing.T) {
 		!strings.Contains(err.Error(), "--client-addr") {
 		t.Fatalf("want the client address refused first, got %v", err)
 	}
-	// The command line: the flag's value is checked, exit status 1.
+	// The command line: the flag's value is checked, exit status 4 (a
+	// configuration error).
 	var out, errb bytes.Buffer
-	if code := Main([]string{"--data", filepath.Join(t.TempDir(), "d"), "--metrics-addr", "0.0.0.0:9090"}, &out, &errb); code != exitError ||
+	if code := Main([]string{"--data", filepath.Join(t.TempDir(), "d"), "--metrics-addr", "0.0.0.0:9090"}, &out, &errb); code != exitUsage ||
 		!strings.Contains(errb.String(), "--metrics-addr") || !strings.Contains(errb.String(), "--allow-public-bind") {
 		t.Fatalf("Main: exit %d, stderr %q", code, errb.String())
 	}

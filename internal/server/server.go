@@ -209,7 +209,7 @@ type Server struct {
 func New(cfg Config) (_ *Server, retErr error) {
 	start := time.Now()
 	if cfg.NodeID == 0 {
-		return nil, errors.New("--node-id must be a positive integer")
+		return nil, configError{errors.New("--node-id must be a positive integer")}
 	}
 	if cfg.RequestTimeout <= 0 {
 		cfg.RequestTimeout = 5 * time.Second
@@ -226,7 +226,7 @@ func New(cfg Config) (_ *Server, retErr error) {
 		}
 	}()
 	if err := s.checkSecurity(); err != nil {
-		return nil, err
+		return nil, configError{err}
 	}
 
 	var fs vfs.FS = vfs.Default
