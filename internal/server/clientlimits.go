@@ -293,7 +293,7 @@ func (l *clientLimits) admit(src sourceKey) (reason, msg string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	switch {
-	case l.bySource[src] >= l.perSource:
+	case l.perSource < l.maxConns && l.bySource[src] >= l.perSource:
 		return refusedPerSource, fmt.Sprintf("too many client connections from %s (%d of the server's %d, --max-client-connections); close some or spread the clients over more hosts, then try again",
 			src, l.perSource, l.maxConns)
 	case l.total >= l.maxConns:
