@@ -530,14 +530,15 @@ type clientConn struct {
 	gone     chan struct{} // closed when no reply can be written any more
 	goneOnce sync.Once
 
-	mu      sync.Mutex
-	charged int64         // bytes charged by calls not yet written (and by the request being read)
-	pending int           // calls read and not yet written
-	head    uint64        // seq of the oldest call not yet written
-	next    uint64        // seq of the next call
-	wake    chan struct{} // closed, and replaced, when charged falls or head moves
-	waiting bool          // the reader waits for room (tests)
-	last    time.Time     // when the last reply was written (idle timeout)
+	mu       sync.Mutex
+	charged  int64         // bytes charged by calls not yet written (and by the request being read)
+	pending  int           // calls read and not yet written
+	head     uint64        // seq of the oldest call not yet written
+	next     uint64        // seq of the next call
+	wake     chan struct{} // closed, and replaced, when charged falls or head moves
+	waiting  bool          // the reader waits for room (tests)
+	sleepers int           // goroutines waiting on wake
+	last     time.Time     // when the last reply was written (idle timeout)
 }
 
 func newClientConn(limit int64) *clientConn {
@@ -548,8 +549,29 @@ func newClientConn(limit int64) *clientConn {
 func (cc *clientConn) fail() { cc.goneOnce.Do(func() { close(cc.gone) }) }
 
 func (cc *clientConn) wakeLocked() {
-	close(cc.wake)
-	cc.wake = make(chan struct{})
+	if cc.sleepers > 0 {
+		close(cc.wake)
+		cc.wake = make(chan struct{})
+	}
+}
+
+// sleepLocked waits for a wake, the connection's end or stop, with cc.mu
+// held on entry and on return; false means it ended or stopped.
+func (cc *clientConn) sleepLocked(stop <-chan struct{}) bool {
+	cc.sleepers++
+	wake := cc.wake
+	cc.mu.Unlock()
+	ok := true
+	select {
+	case <-wake:
+	case <-cc.gone:
+		ok = false
+	case <-stop:
+		ok = false
+	}
+	cc.mu.Lock()
+	cc.sleepers--
+	return ok
 }
 
 // admit charges n for a request about to be read, waiting while the charge
@@ -559,16 +581,11 @@ func (cc *clientConn) admit(n int64, stop <-chan struct{}) bool {
 	cc.mu.Lock()
 	for cc.charged != 0 && cc.charged+n > cc.limit {
 		cc.waiting = true
-		wake := cc.wake
-		cc.mu.Unlock()
-		select {
-		case <-wake:
-		case <-cc.gone:
-			return false
-		case <-stop:
+		if !cc.sleepLocked(stop) {
+			cc.waiting = false
+			cc.mu.Unlock()
 			return false
 		}
-		cc.mu.Lock()
 	}
 	cc.waiting = false
 	cc.charged += n
@@ -591,20 +608,10 @@ func (cc *clientConn) enqueue(cl *call) {
 func (cc *clientConn) grow(seq uint64, n int64, wait bool, stop <-chan struct{}) bool {
 	cc.mu.Lock()
 	for cc.head != seq && cc.charged+n > cc.limit {
-		if !wait {
+		if !wait || !cc.sleepLocked(stop) {
 			cc.mu.Unlock()
 			return false
 		}
-		wake := cc.wake
-		cc.mu.Unlock()
-		select {
-		case <-wake:
-		case <-cc.gone:
-			return false
-		case <-stop:
-			return false
-		}
-		cc.mu.Lock()
 	}
 	cc.charged += n
 	cc.mu.Unlock()
@@ -712,27 +719,23 @@ func (s *Server) settle(cc *clientConn, cl *call, st wire.Status, p []byte) {
 // timeout; a wait for the client to read its earlier replies starts the
 // timeout afresh (that wait is the client's doing).
 func (s *Server) handleRead(cc *clientConn, cl *call, op wire.Opcode, p []byte) (wire.Status, []byte) {
-	var cancels []context.CancelFunc
-	defer func() {
-		for _, c := range cancels {
-			c()
-		}
-	}()
-	timeout := func() context.Context {
+	budget := s.clim.replyMem
+	// wait charges n, waiting for room within a request timeout that the
+	// request's handling then shares.
+	wait := func(n int64) (context.Context, context.CancelFunc, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
-		cancels = append(cancels, cancel)
-		return ctx
+		err := budget.acquire(ctx, cc.gone, s.clim.stopping, n)
+		return ctx, cancel, err
 	}
-	ctx := timeout()
-	refused := func(err error) (wire.Status, []byte) {
-		if errors.Is(err, errReplyMemory) {
-			return s.replyMemoryError()
-		}
-		return wire.StatusError, wire.AppendError(nil, "the server is closing the connection")
-	}
+	ctx := context.Background() // dispatch applies the request timeout
 	est := replyEstimate(op)
-	if err := s.clim.replyMem.acquire(ctx, cc.gone, s.clim.stopping, est); err != nil {
-		return refused(err)
+	if !budget.tryAcquire(est) {
+		wctx, cancel, err := wait(est)
+		defer cancel()
+		if err != nil {
+			return s.readRefused(err)
+		}
+		ctx = wctx
 	}
 	cl.global = est
 	for {
@@ -743,7 +746,7 @@ func (s *Server) handleRead(cc *clientConn, cl *call, op wire.Opcode, p []byte) 
 		}
 		extra := size - cl.global
 		if cc.grow(cl.seq, extra, false, nil) {
-			if s.clim.replyMem.tryAcquire(extra) {
+			if budget.tryAcquire(extra) {
 				cl.conn += extra
 				cl.global += extra
 				return st, reply
@@ -751,18 +754,29 @@ func (s *Server) handleRead(cc *clientConn, cl *call, op wire.Opcode, p []byte) 
 			cc.adjust(-extra)
 		}
 		// No room for this value now: drop it, wait for the room, read
-		// again.
+		// again. (Rare: the loop runs again only when the value grew.)
 		reply = nil
 		if !cc.grow(cl.seq, extra, true, s.clim.stopping) {
-			return refused(net.ErrClosed)
+			return s.readRefused(net.ErrClosed)
 		}
 		cl.conn += extra
-		ctx = timeout()
-		if err := s.clim.replyMem.acquire(ctx, cc.gone, s.clim.stopping, extra); err != nil {
-			return refused(err)
+		wctx, cancel, err := wait(extra)
+		defer cancel()
+		if err != nil {
+			return s.readRefused(err)
 		}
 		cl.global += extra
+		ctx = wctx
 	}
+}
+
+// readRefused is the reply to a read that got no reply memory: the budget
+// had no room in time, or the connection or the server is closing.
+func (s *Server) readRefused(err error) (wire.Status, []byte) {
+	if errors.Is(err, errReplyMemory) {
+		return s.replyMemoryError()
+	}
+	return wire.StatusError, wire.AppendError(nil, "the server is closing the connection")
 }
 
 // writeReply writes one reply frame: the header, then the payload in
