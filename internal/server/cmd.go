@@ -30,9 +30,9 @@ const (
 )
 
 // configError is an error of New that a configuration causes before the
-// node opens anything: a listen address the bind guard refuses, a bad
-// token, unusable TLS files. Main exits with exitUsage for it, as for bad
-// flags.
+// node opens anything (checkSecurity: a listen address the bind guard
+// refuses, a bad token, unusable TLS files, the production checks). Main
+// exits with exitUsage for it, as for bad flags.
 type configError struct{ err error }
 
 func (e configError) Error() string { return e.err.Error() }
