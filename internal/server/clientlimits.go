@@ -53,8 +53,9 @@ import (
 //     it is read and handled. The requests that can produce large replies
 //     (GET, SCAN, BACKUP_READ) and large request payloads wait for room
 //     (first fit, oldest first) within the request timeout; then they are
-//     refused with a clear ERROR. Small replies never wait: they are charged as an
-//     overdraft, bounded by connections × 128 requests × small replies.
+//     refused with a clear ERROR. Small replies never wait: they are
+//     charged as an overdraft, bounded by connections × 128 requests ×
+//     small replies.
 //
 // Estimates. A SCAN may return up to a whole frame (wire.MaxFrameSize): it
 // is charged that much while it runs, so on one connection it runs alone
@@ -63,8 +64,11 @@ import (
 // getReplyEstimate (values are usually small): when its value turns out
 // larger and there is no room for it, the reply is dropped and the GET runs
 // again once the room is there — a GET is a pure read, and reading again
-// before answering is still linearizable. A BACKUP_READ is charged its
-// largest chunk.
+// before answering is still linearizable. (Its value is read before it is
+// charged: the engine gives no size first. So the values of the GETs in
+// flight, at most 128 per connection, are held a moment uncharged; an
+// engine Get that reports the size before it copies would close that.) A
+// BACKUP_READ is charged its largest chunk.
 //
 // Lock order: Server.mu, then clientLimits.mu, then clientConn.mu (only
 // readersWaiting nests it). budget.mu is taken alone.
