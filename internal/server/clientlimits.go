@@ -371,9 +371,27 @@ func (l *clientLimits) note(level slog.Level, kind, msg string, args ...any) {
 
 // refuse answers an over-limit connection with one ERROR frame and closes
 // it. It returns false when too many refusals are under way: the caller
-// closes the connection without a reply.
+// closes the connection at once (on plain TCP the ERROR frame has been
+// sent; a TLS client gets no reply then).
 func (s *Server) refuse(c net.Conn, msg string) bool {
 	l := s.clim
+	frame := wire.AppendResponse(nil, wire.StatusError, wire.AppendError(nil, msg))
+	plain := s.tlsConf == nil
+	if plain {
+		// Plain TCP: the ERROR frame goes out at once (a fresh socket's
+		// send buffer takes it without blocking), then a FIN, so that
+		// every refused client can read why, also during a flood, when
+		// too many refusals are under way to linger over each. It is the
+		// first frame on the connection: the reply to the client's first
+		// request.
+		_ = c.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		if _, err := c.Write(frame); err != nil {
+			return false
+		}
+		if cw, ok := c.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+	}
 	l.mu.Lock()
 	if l.refusing >= maxRefusing {
 		l.mu.Unlock()
@@ -393,14 +411,20 @@ func (s *Server) refuse(c net.Conn, msg string) bool {
 			l.refusing--
 			l.mu.Unlock()
 		}()
-		conn := c
-		if s.tlsConf != nil {
-			tc := tls.Server(c, s.tlsConf)
-			if err := security.Handshake(tc); err != nil {
-				return
-			}
-			conn = tc
+		if plain {
+			// Linger: drain what the client sends (its first request,
+			// likely) before closing, since closing with unread bytes
+			// resets the connection, which can destroy the ERROR frame
+			// before the client reads it.
+			_ = c.SetReadDeadline(time.Now().Add(refuseLinger))
+			_, _ = io.CopyN(io.Discard, c, 64<<10)
+			return
 		}
+		tc := tls.Server(c, s.tlsConf)
+		if err := security.Handshake(tc); err != nil {
+			return
+		}
+		conn := net.Conn(tc)
 		// Wait (briefly) for the client's first request, so that the ERROR
 		// is its reply: clients match replies to requests. A client that
 		// sends nothing gets it all the same.
@@ -408,18 +432,14 @@ func (s *Server) refuse(c net.Conn, msg string) bool {
 		var first [1]byte
 		_, _ = io.ReadFull(conn, first[:])
 		_ = conn.SetDeadline(time.Now().Add(refuseLinger))
-		if _, err := conn.Write(wire.AppendResponse(nil, wire.StatusError, wire.AppendError(nil, msg))); err != nil {
+		if _, err := conn.Write(frame); err != nil {
 			return
 		}
 		// Half-close, then drain what the client sent meanwhile (its first
 		// request, likely): closing with unread bytes would reset the
 		// connection and could destroy the ERROR frame before the client
 		// reads it.
-		if tc, ok := conn.(*tls.Conn); ok {
-			_ = tc.CloseWrite()
-		} else if cw, ok := conn.(interface{ CloseWrite() error }); ok {
-			_ = cw.CloseWrite()
-		}
+		_ = tc.CloseWrite()
 		_, _ = io.CopyN(io.Discard, conn, 64<<10)
 	}()
 	return true

@@ -701,3 +701,31 @@ func TestClientLimitFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestFloodRefusalsAllNameTheLimit: during a flood of idle connections over
+// the limit, more than the refusals that can linger at once, every refused
+// connection still reads the ERROR frame that names the limit (plain TCP).
+func TestFloodRefusalsAllNameTheLimit(t *testing.T) {
+	s, _ := startSecured(t, Config{MaxClientConnections: 8, MaxClientConnectionsPerSource: 4})
+	addr := s.ClientAddr()
+	var held []net.Conn
+	for range 4 {
+		held = append(held, dialFrom(t, addr, "127.0.0.5"))
+	}
+	n := 3 * maxRefusing
+	conns := make([]net.Conn, n)
+	for i := range conns {
+		conns[i] = dialFrom(t, addr, "127.0.0.5")
+	}
+	for i, c := range conns {
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		st, p, _, err := wire.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("refused connection %d of %d (sending nothing) got no ERROR frame: %v", i, n, err)
+		}
+		if msg, _ := wire.DecodeError(p); st != wire.StatusError || !strings.Contains(msg, "--max-client-connections") {
+			t.Fatalf("refused connection %d: %v %q", i, st, msg)
+		}
+	}
+	_ = held
+}
