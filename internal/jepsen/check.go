@@ -179,16 +179,22 @@ func checkLinearizable(name string, model porcupine.Model, ops []porcupine.Opera
 }
 
 // checkSet verifies the set workload: every acknowledged element is in the
-// final read, and nothing there was never written.
+// final read, and nothing there was never written or was refused (a
+// failed add was certainly not applied: see writeStatus).
 func checkSet(ops []Op, final map[string]int64) Verdict {
 	v := Verdict{Checker: "set", Result: "ok"}
 	attempted := map[string]int64{}
+	failed := map[string]bool{}
 	var lost []string
 	for _, op := range ops {
 		if op.Kind != KindAdd {
 			continue
 		}
 		v.Ops++
+		if op.Status == StatusFail {
+			failed[op.Key] = true
+			continue
+		}
 		attempted[op.Key] = op.Value
 		if op.Status == StatusOK {
 			if got, ok := final[op.Key]; !ok || got != op.Value {
@@ -196,17 +202,25 @@ func checkSet(ops []Op, final map[string]int64) Verdict {
 			}
 		}
 	}
-	var phantom []string
+	var phantom, refused []string
 	for k, val := range final {
 		if want, ok := attempted[k]; !ok || want != val {
-			phantom = append(phantom, k)
+			if failed[k] {
+				refused = append(refused, k)
+			} else {
+				phantom = append(phantom, k)
+			}
 		}
 	}
-	if len(lost) > 0 || len(phantom) > 0 {
+	if len(lost) > 0 || len(phantom) > 0 || len(refused) > 0 {
 		v.Result = "violation"
 		sort.Strings(lost)
 		sort.Strings(phantom)
+		sort.Strings(refused)
 		v.Detail = fmt.Sprintf("%d acknowledged elements missing %s; %d unexpected elements %s", len(lost), head(lost, 10), len(phantom), head(phantom, 10))
+		if len(refused) > 0 {
+			v.Detail += fmt.Sprintf("; %d elements present whose add failed (refused before it was proposed) %s", len(refused), head(refused, 10))
+		}
 	}
 	return v
 }

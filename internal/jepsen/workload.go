@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kayadb/kayadb/client"
+	"github.com/kayadb/kayadb/internal/wire"
 )
 
 // Workload names.
@@ -36,7 +37,7 @@ const (
 // Statuses of a completed op.
 const (
 	StatusOK      = "ok"
-	StatusFail    = "fail"    // definitely not applied (reads only)
+	StatusFail    = "fail"    // definitely not applied: a read that failed, a write refused before it was proposed
 	StatusUnknown = "unknown" // a write whose outcome is unknown
 )
 
@@ -60,6 +61,9 @@ type Op struct {
 	Return int64   `json:"return_ns"`
 	Status string  `json:"status"`
 	Error  string  `json:"error,omitempty"`
+	// Refused marks a write the server refused before proposing it (disk
+	// full): failed, certainly not applied.
+	Refused bool `json:"refused,omitempty"`
 }
 
 // History is the record of a run, safe for concurrent appends.
@@ -141,17 +145,58 @@ func (w *worker) opCtx(ctx context.Context) (context.Context, context.CancelFunc
 	return context.WithTimeout(ctx, w.opTimeout)
 }
 
-// classify turns a write's error into a status: a write is "fail" only
-// when it provably never reached a server; anything else may have been
-// applied.
+// writeStatus turns a write's error into a status: a write is "fail" only
+// when it certainly was not applied — refused by the client before it was
+// sent, or refused by the server before it was proposed; anything else
+// may have been applied.
 func writeStatus(err error) string {
 	switch {
 	case err == nil:
 		return StatusOK
 	case errors.Is(err, client.ErrInvalidArgument):
 		return StatusFail
+	case refusedBeforeProposal(err):
+		return StatusFail
 	}
 	return StatusUnknown
+}
+
+// The refusal of a write by a node in disk-full mode
+// (internal/server diskfull.go, diskGuard.admit): "disk full on node N:
+// <why> (<free> free on <dir>); writes are refused until space is freed —
+// free space or add capacity".
+const (
+	diskFullPrefix = "disk full on node "
+	diskFullMarker = "; writes are refused until space is freed"
+)
+
+// refusedBeforeProposal reports whether err is a write's refusal that the
+// server makes before it proposes the write, so that the write was
+// certainly not applied: a node in disk-full mode checks its disk before
+// anything else (internal/server client.go, startWrite: disk.admit comes
+// before the proposal, and is the only source of this message on the
+// client port). The client (client.Put) returns such an ERROR reply
+// wrapped in ErrAmbiguous, because an ERROR reply to a write in general
+// may come after the proposal; and it never re-sends a write once it may
+// have reached a server, so the reply is the answer to the only send that
+// did (earlier attempts failed before sending, or were answered
+// NOT_LEADER, which the server gives only for writes it did not append).
+//
+// The test is strict on purpose: only the reply itself (as a
+// *client.ServerError with status ERROR, bare or wrapped once in
+// ErrAmbiguous, as client.Put returns it) and only the disk guard's
+// message. Anything else — a timeout whose last error was a refusal, an
+// error that only mentions a full disk — stays unknown.
+func refusedBeforeProposal(err error) bool {
+	var se *client.ServerError
+	if !errors.As(err, &se) || se.Status != uint16(wire.StatusError) {
+		return false
+	}
+	if !strings.HasPrefix(se.Message, diskFullPrefix) || !strings.Contains(se.Message, diskFullMarker) {
+		return false
+	}
+	msg := err.Error()
+	return msg == se.Error() || msg == client.ErrAmbiguous.Error()+": "+se.Error()
 }
 
 func (w *worker) read(ctx context.Context, k int) {
@@ -199,6 +244,7 @@ func (w *worker) doPut(ctx context.Context, op Op) {
 	op.Return, op.Status = w.h.now(), writeStatus(err)
 	if err != nil {
 		op.Error = err.Error()
+		op.Refused = refusedBeforeProposal(err)
 	}
 	w.h.add(op)
 }
