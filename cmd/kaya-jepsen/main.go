@@ -27,19 +27,23 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("kaya-jepsen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
-		bin       = fs.String("server-bin", "", "kayadb-server binary (default: build it from this module)")
-		nodes     = fs.Int("nodes", 3, "cluster size (3 or 5)")
-		clients   = fs.Int("clients", 10, "concurrent clients")
-		duration  = fs.Duration("duration", 60*time.Second, "how long each run's workload lasts")
-		seed      = fs.Int64("seed", 0, "seed of the first run (0: from the clock); run i uses seed+i")
-		runs      = fs.Int("runs", 1, "number of runs (stops at the first invalid one unless -keep-going)")
-		keepGoing = fs.Bool("keep-going", false, "continue after an invalid run")
-		nemeses   = fs.String("nemesis", "all", "faults: kill,pause,partition,slow,membership, all or none")
-		workloads = fs.String("workload", "all", "workloads: register,set,scan or all")
-		report    = fs.String("report", "", "report directory (default: ./jepsen-report/<time>)")
-		tick      = fs.Duration("tick", 50*time.Millisecond, "the servers' raft tick")
-		planted   = fs.String("planted-bug", "", "negative control: run a server with a deliberate bug, early-ack (writes acknowledged before commit) or stale-reads (reads without ReadIndex on any node); the run must be INVALID")
-		version   = fs.Bool("version", false, "print the version (module, VCS revision, Go, client protocol) and exit")
+		bin        = fs.String("server-bin", "", "kayadb-server binary (default: build it from this module)")
+		nodes      = fs.Int("nodes", 3, "cluster size (3 or 5)")
+		clients    = fs.Int("clients", 10, "concurrent clients")
+		duration   = fs.Duration("duration", 60*time.Second, "how long each run's workload lasts")
+		seed       = fs.Int64("seed", 0, "seed of the first run (0: from the clock); run i uses seed+i")
+		runs       = fs.Int("runs", 1, "number of runs (stops at the first invalid one unless -keep-going)")
+		keepGoing  = fs.Bool("keep-going", false, "continue after an invalid run")
+		nemeses    = fs.String("nemesis", "all", "faults: kill,pause,partition,slow,membership,disk,slow-client,flood, all or none (disk needs root: all leaves it out without)")
+		workloads  = fs.String("workload", "all", "workloads: register,set,scan or all")
+		report     = fs.String("report", "", "report directory (default: ./jepsen-report/<time>)")
+		tick       = fs.Duration("tick", 50*time.Millisecond, "the servers' raft tick")
+		diskMiB    = fs.Int64("disk-mib", jepsen.DefaultDiskBytes>>20, "disk nemesis: each node's tmpfs, in MiB")
+		reserveMiB = fs.Int64("disk-reserve-mib", jepsen.DefaultDiskReserveBytes>>20, "disk nemesis: the servers' --disk-reserve on their tmpfs, in MiB")
+		floodN     = fs.Int("flood-conns", 2000, "flood nemesis: connections opened from one other loopback address")
+		maxRSS     = fs.Int64("max-rss-mib", 1024, "a node whose resident memory exceeds this many MiB makes the run invalid")
+		planted    = fs.String("planted-bug", "", "negative control: run a server with a deliberate bug, early-ack (writes acknowledged before commit) or stale-reads (reads without ReadIndex on any node); the run must be INVALID")
+		version    = fs.Bool("version", false, "print the version (module, VCS revision, Go, client protocol) and exit")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: kaya-jepsen [flags]\n\nRuns fault-injection tests against real kayadb-server processes on loopback.\nExit status: 0 every run valid, 1 a run was invalid, 2 the harness could not run.\n\nFlags:\n")
@@ -69,6 +73,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if *nodes < 3 || *nodes > 9 || *clients < 1 || *runs < 1 || *duration < 5*time.Second {
 		return fail("want -nodes 3..9, -clients ≥ 1, -runs ≥ 1, -duration ≥ 5s")
+	}
+	if *diskMiB < 64 || *reserveMiB < 1 || *reserveMiB*4 > *diskMiB || *floodN < 1 || *maxRSS < 64 {
+		return fail("want -disk-mib ≥ 64, -disk-reserve-mib from 1 to a quarter of -disk-mib, -flood-conns ≥ 1, -max-rss-mib ≥ 64")
+	}
+	// "all" runs what this machine can; a nemesis named explicitly that
+	// cannot run here is an error (exit 2).
+	leaveOut := *nemeses == "all"
+	if _, leftOut, err := jepsen.ResolveNemeses(nem, leaveOut); err != nil {
+		return fail("-nemesis: %v", err)
+	} else if leftOut != "" {
+		fmt.Fprintf(os.Stderr, "kaya-jepsen: left out: %s\n", leftOut)
 	}
 	if *seed == 0 {
 		*seed = time.Now().UnixNano() % 1_000_000
@@ -105,6 +120,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		s := *seed + int64(i)
 		cfg := jepsen.Config{Bin: *bin, Nodes: *nodes, Clients: *clients, Duration: *duration, Seed: s,
 			Nemeses: nem, Workloads: wl, Tick: *tick, ReportDir: filepath.Join(*report, fmt.Sprintf("seed-%d", s)),
+			LeaveOutUnavailable: leaveOut, DiskBytes: *diskMiB << 20, DiskReserveBytes: *reserveMiB << 20,
+			FloodConns: *floodN, MaxRSSBytes: *maxRSS << 20,
 			Logf: func(format string, args ...any) {
 				fmt.Fprintf(stderr, "[seed %d] "+format+"\n", append([]any{s}, args...)...)
 			}}

@@ -22,10 +22,28 @@ const (
 	// NemesisMembership replaces a follower: remove it, wipe it, add a new
 	// node (a new id) in its place as a learner, promote it at the heal.
 	NemesisMembership = "membership"
+
+	// Resource nemeses (docs/design/hostile-input-and-resources.md).
+
+	// NemesisDisk fills the disk of one node or of all (each node has its
+	// own tmpfs; needs root) with a filler file, to the last byte, and
+	// deletes the filler at the heal. Modes: fill (once), exhaust (fill
+	// again once the node has given its reserve back to itself), restart
+	// (at the heal, stop the node gracefully and start it again).
+	NemesisDisk = "disk"
+	// NemesisSlowClient opens a connection to a node that pipelines large
+	// SCANs and GETs and reads the replies one byte a second or never;
+	// closed at the heal.
+	NemesisSlowClient = "slow-client"
+	// NemesisFlood opens Config.FloodConns connections to a node from
+	// another loopback address (127.0.0.2–251) that send nothing, or one
+	// byte a second; closed at the heal.
+	NemesisFlood = "flood"
 )
 
 // AllNemeses lists every nemesis.
-var AllNemeses = []string{NemesisKill, NemesisPause, NemesisPartition, NemesisSlow, NemesisMembership}
+var AllNemeses = []string{NemesisKill, NemesisPause, NemesisPartition, NemesisSlow, NemesisMembership,
+	NemesisDisk, NemesisSlowClient, NemesisFlood}
 
 // Fault is one scheduled fault. The schedule (kinds, variants, targets'
 // roles, times) follows from the seed alone; which node is "the leader"
@@ -34,13 +52,18 @@ type Fault struct {
 	At       time.Duration `json:"at"`
 	Duration time.Duration `json:"duration"`
 	Kind     string        `json:"kind"`
-	Variant  string        `json:"variant"` // leader, follower, random; isolate-leader, split, bridge, one-way; …
-	Pick     uint64        `json:"-"`       // random draw used to choose nodes
-	Delay    time.Duration `json:"delay,omitempty"`
+	Variant  string        `json:"variant"` // leader, follower, random, all; isolate-leader, split, bridge, one-way; …
+	// Mode is how a resource fault behaves: fill, exhaust, restart (disk);
+	// no-read, trickle (slow-client); idle, trickle (flood).
+	Mode  string        `json:"mode,omitempty"`
+	Pick  uint64        `json:"-"` // random draw used to choose nodes
+	Delay time.Duration `json:"delay,omitempty"`
 
 	// Filled in when applied.
 	Nodes   []uint64 `json:"nodes,omitempty"`
 	Applied string   `json:"applied,omitempty"`
+	// Result is what a resource fault saw, filled in at its heal.
+	Result string `json:"result,omitempty"`
 }
 
 // Schedule draws the fault schedule of a run from its seed: faults of the
@@ -72,6 +95,17 @@ func Schedule(seed int64, nemeses []string, duration time.Duration) []Fault {
 				f.Delay = time.Duration(20+rng.IntN(130)) * time.Millisecond
 			case NemesisMembership:
 				f.Variant = "replace-follower"
+			case NemesisDisk:
+				f.Variant = []string{"leader", "follower", "random", "all"}[rng.IntN(4)]
+				f.Mode = []string{"fill", "exhaust", "restart"}[rng.IntN(3)]
+			case NemesisSlowClient:
+				// Only the leader answers reads with data (a follower
+				// redirects), so it is the target twice as often.
+				f.Variant = []string{"leader", "leader", "random"}[rng.IntN(3)]
+				f.Mode = []string{"no-read", "trickle"}[rng.IntN(2)]
+			case NemesisFlood:
+				f.Variant = []string{"leader", "follower", "random"}[rng.IntN(3)]
+				f.Mode = []string{"idle", "trickle"}[rng.IntN(2)]
 			}
 			out = append(out, f)
 		}
@@ -92,6 +126,21 @@ type nemesis struct {
 	// until it has (and then replaces the node) rather than keep counting
 	// on a node that may have left the cluster.
 	removing map[uint64]bool
+
+	// Resource nemeses.
+	floodConns int
+	mem        *memoryMonitor
+	// problems are findings of the nemeses themselves (a node that did
+	// not serve a new client under a resource fault, a stop that failed):
+	// each makes the run invalid.
+	problems []string
+}
+
+// problem records a finding that makes the run invalid.
+func (nm *nemesis) problem(format string, args ...any) {
+	p := fmt.Sprintf(format, args...)
+	nm.problems = append(nm.problems, p)
+	nm.log("PROBLEM: %s", p)
 }
 
 // joiner is the progress of a replacement node.
@@ -232,6 +281,12 @@ func (nm *nemesis) apply(ctx context.Context, f *Fault) func() {
 			f.Applied = fmt.Sprintf("+%s latency on every link", f.Delay)
 		}
 		return net.Heal
+	case NemesisDisk:
+		return nm.applyDisk(ctx, f)
+	case NemesisSlowClient:
+		return nm.applySlowClient(ctx, f)
+	case NemesisFlood:
+		return nm.applyFlood(ctx, f)
 	}
 	return func() {}
 }

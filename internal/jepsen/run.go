@@ -4,7 +4,10 @@
 // protocol while a nemesis kills, pauses, partitions and slows nodes, and
 // checks the recorded history: linearizability of registers and scans with
 // porcupine, no lost acknowledged set elements, and identical data on
-// every node after healing.
+// every node after healing. Resource nemeses fill a node's disk (its own
+// tmpfs), hold a connection that asks much and reads little, and flood a
+// node with connections; under them every node must stay up, keep its
+// memory bounded and keep serving new clients.
 package jepsen
 
 import (
@@ -17,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,6 +50,25 @@ type Config struct {
 	Keys int
 	// CheckTimeout bounds each porcupine check. Default 60 s.
 	CheckTimeout time.Duration
+	// LeaveOutUnavailable leaves out the nemeses this machine cannot run
+	// (disk, without root), saying so in the summary, instead of failing.
+	// Nil Nemeses (the default, all) implies it.
+	LeaveOutUnavailable bool
+	// DiskBytes is the size of each node's tmpfs when the disk nemesis
+	// runs. Default DefaultDiskBytes.
+	DiskBytes int64
+	// DiskReserveBytes is the servers' --disk-reserve on those tmpfs.
+	// Default DefaultDiskReserveBytes.
+	DiskReserveBytes int64
+	// FloodConns is the number of connections the flood nemesis opens.
+	// Default 2000: more than the server's default connection limit
+	// (1024), so that without a per-source limit one host locks everyone
+	// out.
+	FloodConns int
+	// MaxRSSBytes is the resident memory no node may exceed: a node above
+	// it makes the run invalid. Default 1 GiB, several times what a node
+	// of this workload uses.
+	MaxRSSBytes int64
 	// Logf receives progress lines (nil: silent).
 	Logf func(format string, args ...any)
 }
@@ -65,11 +88,20 @@ type Summary struct {
 	States    []NodeState `json:"node_states,omitempty"`
 	Crashed   []uint64    `json:"crashed_nodes,omitempty"`
 	CrashLog  []string    `json:"crash_log,omitempty"` // the last lines of each crashed node's log
-	Valid     bool        `json:"valid"`
-	Problem   string      `json:"problem,omitempty"`
-	Elapsed   string      `json:"elapsed"`
-	ReportDir string      `json:"report_dir"`
-	start     time.Time
+	// LeftOut names the nemeses left out because this machine cannot run
+	// them, and why.
+	LeftOut string `json:"left_out,omitempty"`
+	// Memory is each node's resident memory before the workload and at
+	// its peak.
+	Memory []NodeMemory `json:"memory,omitempty"`
+	// DiskFullRefusals counts writes refused with "disk full" (failed:
+	// the server refuses them before proposing).
+	DiskFullRefusals int    `json:"disk_full_refusals,omitempty"`
+	Valid            bool   `json:"valid"`
+	Problem          string `json:"problem,omitempty"`
+	Elapsed          string `json:"elapsed"`
+	ReportDir        string `json:"report_dir"`
+	start            time.Time
 }
 
 func (c *Config) defaults() error {
@@ -101,7 +133,22 @@ func (c *Config) defaults() error {
 		c.Workloads = AllWorkloads
 	}
 	if c.Nemeses == nil {
-		c.Nemeses = AllNemeses
+		c.Nemeses, c.LeaveOutUnavailable = AllNemeses, true
+	}
+	if c.DiskBytes <= 0 {
+		c.DiskBytes = DefaultDiskBytes
+	}
+	if c.DiskReserveBytes <= 0 {
+		c.DiskReserveBytes = DefaultDiskReserveBytes
+	}
+	if c.DiskReserveBytes*4 > c.DiskBytes {
+		return fmt.Errorf("jepsen: a disk reserve of %d bytes on a %d-byte tmpfs: keep the reserve under a quarter of the disk", c.DiskReserveBytes, c.DiskBytes)
+	}
+	if c.FloodConns <= 0 {
+		c.FloodConns = 2000
+	}
+	if c.MaxRSSBytes <= 0 {
+		c.MaxRSSBytes = 1 << 30
 	}
 	if c.ReportDir == "" {
 		return errors.New("jepsen: Config.ReportDir is required")
@@ -118,17 +165,34 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
+	nemeses, leftOut, err := ResolveNemeses(cfg.Nemeses, cfg.LeaveOutUnavailable)
+	if err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(cfg.ReportDir, 0o755); err != nil {
 		return nil, err
 	}
 	sum := &Summary{Seed: cfg.Seed, Nodes: cfg.Nodes, Clients: cfg.Clients, Duration: cfg.Duration.String(),
-		Nemeses: cfg.Nemeses, Workloads: cfg.Workloads, ReportDir: cfg.ReportDir, start: time.Now(), Valid: true}
+		Nemeses: nemeses, Workloads: cfg.Workloads, ReportDir: cfg.ReportDir, start: time.Now(), Valid: true, LeftOut: leftOut}
 	logf := cfg.Logf
+	if leftOut != "" {
+		logf("left out: %s", leftOut)
+	}
 	c, err := NewCluster(cfg.Bin, filepath.Join(cfg.ReportDir, "cluster"), cfg.Nodes, cfg.Tick)
 	if err != nil {
 		return nil, err
 	}
-	defer c.Shutdown()
+	if contains(nemeses, NemesisDisk) {
+		if err := c.UseTmpfs(cfg.DiskBytes, cfg.DiskReserveBytes); err != nil {
+			c.Net.Close()
+			return nil, fmt.Errorf("jepsen: the disk nemesis: %w", err)
+		}
+	}
+	defer func() {
+		if err := c.Close(); err != nil {
+			logf("closing the cluster: %v", err)
+		}
+	}()
 	for _, n := range c.Nodes {
 		if err := c.Start(n.ID); err != nil {
 			return nil, err
@@ -142,7 +206,17 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if err := waitLeader(ctx, c, admin, 30*time.Second); err != nil {
 		return nil, fmt.Errorf("jepsen: the cluster did not elect a leader: %w (logs in %s)", err, c.Nodes[0].logPath)
 	}
-	logf("seed %d: %d nodes up, running %s with %d clients, nemeses %v", cfg.Seed, cfg.Nodes, cfg.Duration, cfg.Clients, cfg.Nemeses)
+	if contains(nemeses, NemesisSlowClient) {
+		preloadSlowValues(ctx, admin, logf)
+	}
+	mem := startMemoryMonitor(c)
+	memClosed := false
+	defer func() {
+		if !memClosed {
+			mem.close()
+		}
+	}()
+	logf("seed %d: %d nodes up, running %s with %d clients, nemeses %v", cfg.Seed, cfg.Nodes, cfg.Duration, cfg.Clients, nemeses)
 
 	// Clients.
 	h := newHistory(time.Now())
@@ -165,17 +239,27 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 
 	// The nemesis follows the schedule.
-	faults := Schedule(cfg.Seed, cfg.Nemeses, cfg.Duration)
-	nm := &nemesis{c: c, cl: admin, log: logf}
+	faults := Schedule(cfg.Seed, nemeses, cfg.Duration)
+	nm := &nemesis{c: c, cl: admin, log: logf, floodConns: cfg.FloodConns, mem: mem}
 	var heals []func()
 	for i := range faults {
 		f := &faults[i]
 		if !sleepUntil(wctx, h.start.Add(f.At)) {
 			break
 		}
+		if len(heals) == 0 {
+			mem.startWindow()
+		}
 		heal := nm.apply(wctx, f)
 		logf("%6.1fs  %s (%s, %s)", time.Since(h.start).Seconds(), f.Applied, f.Kind, f.Duration)
-		heals = append(heals, heal)
+		if f.Kind == NemesisDisk {
+			// Space comes back before killed nodes restart: a node
+			// killed while its disk was full is then restarted as an
+			// operator would, after freeing space.
+			heals = append([]func(){heal}, heals...)
+		} else {
+			heals = append(heals, heal)
+		}
 		// Faults starting together share the window: heal after the last
 		// of them starts.
 		if i+1 < len(faults) && faults[i+1].At == f.At {
@@ -189,6 +273,11 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		}
 		heals = nil
 		logf("%6.1fs  healed", time.Since(h.start).Seconds())
+		for _, g := range faults[:i+1] {
+			if g.Result != "" && g.At == f.At {
+				logf("         %s: %s", g.Kind, g.Result)
+			}
+		}
 	}
 	<-wctx.Done()
 	wg.Wait()
@@ -197,16 +286,13 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 	sum.Faults = faults[:appliedCount(faults)]
 
-	// Heal everything: the network, paused and killed nodes.
+	// Heal everything: the network, the disks, paused and killed nodes.
 	c.Net.Heal()
 	for _, n := range c.Nodes {
-		c.Resume(n.ID)
-	}
-	sum.Crashed = c.Crashed()
-	for _, id := range sum.Crashed {
-		for _, l := range c.LogTail(id, 8) {
-			sum.CrashLog = append(sum.CrashLog, fmt.Sprintf("node %d: %s", id, l))
+		if err := c.Unfill(n.ID); err != nil {
+			nm.problem("deleting node %d's filler: %v", n.ID, err)
 		}
+		c.Resume(n.ID)
 	}
 	for _, n := range c.Nodes {
 		if _, pending := nm.joining[n.ID]; pending {
@@ -227,6 +313,11 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	ops := h.Ops()
 	sum.Ops = countOps(ops)
 	sum.Errors = errorSummary(ops, 5)
+	for _, op := range ops {
+		if op.Status == StatusFail && op.Refused {
+			sum.DiskFullRefusals++
+		}
+	}
 	logf("workload done: %d ops (%d ok, %d fail, %d unknown); healing and checking", sum.Ops.Total, sum.Ops.OK, sum.Ops.Fail, sum.Ops.Unknown)
 
 	// Final reads (linearizable, through the leader) once healed.
@@ -250,8 +341,30 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		}
 	}
 
+	// Every node must be up now and answer a new client.
+	for _, n := range c.Nodes {
+		if !c.Running(n.ID) {
+			nm.problem("node %d is not running at the end of the run", n.ID)
+			continue
+		}
+		if err := probe(n.ClientAddr, probeTimeout); err != nil {
+			nm.problem("node %d does not answer HEALTH at the end of the run: %v; its log ends: %s", n.ID, err, strings.Join(c.LogTail(n.ID, 6), " | "))
+		}
+	}
+	sum.Memory = mem.close()
+	memClosed = true
+	for _, m := range sum.Memory {
+		if m.PeakMiB<<20 > cfg.MaxRSSBytes {
+			nm.problem("node %d's resident memory reached %d MiB, above the %d MiB bound", m.ID, m.PeakMiB, cfg.MaxRSSBytes>>20)
+		}
+	}
+
 	// Stop the nodes cleanly and compare what each one holds.
-	c.Shutdown()
+	if err := c.Shutdown(); err != nil {
+		for _, e := range strings.Split(err.Error(), "\n") {
+			nm.problem("%s", e)
+		}
+	}
 	var states []NodeState
 	for _, n := range c.Nodes {
 		st, err := readNodeState(n)
@@ -265,9 +378,20 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if len(states) == len(c.Nodes) {
 		sum.Verdicts = append(sum.Verdicts, checkConvergence(states))
 	}
+	sum.Crashed = c.Crashed()
+	for _, cr := range c.Crashes() {
+		sum.CrashLog = append(sum.CrashLog, fmt.Sprintf("node %d: exited on its own at %s (%s); its log ends:", cr.ID, cr.At, cr.Status))
+		for _, l := range cr.Tail {
+			sum.CrashLog = append(sum.CrashLog, fmt.Sprintf("node %d: %s", cr.ID, l))
+		}
+	}
 	if len(sum.Crashed) > 0 {
 		sum.Valid = false
 		sum.addProblem(fmt.Sprintf("nodes %v exited on their own (the last lines of their logs follow)", sum.Crashed))
+	}
+	for _, p := range nm.problems {
+		sum.Valid = false
+		sum.addProblem(p)
 	}
 	for _, v := range sum.Verdicts {
 		if v.Result == "violation" {
@@ -441,6 +565,24 @@ func (s *Summary) Text() string {
 		kinds[f.Kind]++
 	}
 	fmt.Fprintf(&b, "  faults: %d %v\n", len(s.Faults), kinds)
+	if s.LeftOut != "" {
+		fmt.Fprintf(&b, "  left out: %s\n", s.LeftOut)
+	}
+	for _, f := range s.Faults {
+		if f.Result != "" {
+			fmt.Fprintf(&b, "  %6.1fs %-11s %s → %s\n", f.At.Seconds(), f.Kind, f.Applied, f.Result)
+		}
+	}
+	if s.DiskFullRefusals > 0 {
+		fmt.Fprintf(&b, "  writes refused with \"disk full\": %d\n", s.DiskFullRefusals)
+	}
+	if len(s.Memory) > 0 {
+		var parts []string
+		for _, m := range s.Memory {
+			parts = append(parts, fmt.Sprintf("node %d %d→%d", m.ID, m.BeforeMiB, m.PeakMiB))
+		}
+		fmt.Fprintf(&b, "  memory (RSS MiB, before→peak): %s\n", strings.Join(parts, ", "))
+	}
 	for _, v := range s.Verdicts {
 		fmt.Fprintf(&b, "  %-12s %-9s (%d ops) %s\n", v.Checker, v.Result, v.Ops, v.Detail)
 		if v.Visualization != "" {
@@ -458,4 +600,56 @@ func (s *Summary) Text() string {
 	}
 	fmt.Fprintf(&b, "  report: %s (elapsed %s)\n", s.ReportDir, s.Elapsed)
 	return b.String()
+}
+
+// ResolveNemeses checks that this machine can run the nemeses asked for,
+// and returns those to run. The disk nemesis needs to mount tmpfs
+// (TmpfsAvailable): without that, it is an error when leaveOut is unset
+// (it was asked for by name), and is left out when set, with the reason
+// returned in leftOut.
+func ResolveNemeses(nemeses []string, leaveOut bool) (out []string, leftOut string, err error) {
+	return resolveNemeses(nemeses, leaveOut, TmpfsAvailable)
+}
+
+func resolveNemeses(nemeses []string, leaveOut bool, tmpfs func() error) (out []string, leftOut string, err error) {
+	if !contains(nemeses, NemesisDisk) {
+		return nemeses, "", nil
+	}
+	diskErr := tmpfs()
+	if diskErr == nil {
+		return nemeses, "", nil
+	}
+	if !leaveOut {
+		return nil, "", fmt.Errorf("jepsen: the %s nemesis cannot run here: %w", NemesisDisk, diskErr)
+	}
+	for _, n := range nemeses {
+		if n != NemesisDisk {
+			out = append(out, n)
+		}
+	}
+	return out, fmt.Sprintf("%s (%v)", NemesisDisk, diskErr), nil
+}
+
+// preloadSlowValues writes the large values the slow-client nemesis asks
+// for. A failure only makes that nemesis's replies smaller: it is logged.
+func preloadSlowValues(ctx context.Context, cl *client.Client, logf func(string, ...any)) {
+	v := make([]byte, slowValueBytes)
+	for i := range v {
+		v[i] = byte('a' + i%26)
+	}
+	for i := 0; i < slowValues; i++ {
+		var err error
+		for attempt := 0; attempt < 5; attempt++ {
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			err = cl.Put(pctx, []byte(slowKey(i)), v)
+			cancel()
+			if err == nil {
+				break
+			}
+		}
+		if err != nil {
+			logf("preloading the slow client's values: %v (its replies will be smaller)", err)
+			return
+		}
+	}
 }
