@@ -70,7 +70,7 @@ func TmpfsAvailable() error {
 		tmpfsOnce.err = syscall.Unmount(dir, 0)
 	})
 	if tmpfsOnce.err != nil {
-		return fmt.Errorf("the disk nemesis mounts a small tmpfs per node, which needs root (CAP_SYS_ADMIN): %w", tmpfsOnce.err)
+		return fmt.Errorf("mounting a small tmpfs per node needs root (CAP_SYS_ADMIN): %w", tmpfsOnce.err)
 	}
 	return nil
 }
