@@ -8,7 +8,8 @@
 // for that) and never interprets keys. It must never panic on input bytes,
 // and it never allocates the length a frame announces before checking it
 // against MaxFrameSize. Every decoder reads its fields in order and ignores
-// bytes after the last field, as the reference implementation does; a
+// bytes after the last field, as the reference implementation does, except
+// the decoders of the versioned-data opcodes 68–70, which are strict; a
 // payload shorter than its fields need is an error matching ErrMalformed.
 // Decoded byte slices alias the input; copy them to keep them past the
 // lifetime of the buffer they came from.
@@ -74,7 +75,97 @@
 //	67  BACKUP_STATUS   bytes16 backup_id                            BackupInfo
 //
 // TXN_OP kinds are 1 get, 2 put, 3 delete; CDC event ops are 1 put,
-// 2 delete. Non-OK responses carry:
+// 2 delete.
+//
+// # Transactions (9–12)
+//
+// An interactive transaction lives on the leader that answered TXN_BEGIN;
+// every later request of it goes to that node. Bytes of one, txn 1 putting
+// k=v (frame_len · opcode · payload; replies frame_len · status · payload):
+//
+//	TXN_BEGIN           01 00 00 00 09
+//	  OK id 1, ts 0     12 00 00 00 00 00 | 01 00 00 00 00 00 00 00 | 00 00 00 00 00 00 00 00
+//	TXN_OP put k=v      14 00 00 00 0a | 01 00 00 00 00 00 00 00 | 02 | 01 00 00 00 6b | 01 00 00 00 76
+//	  OK                02 00 00 00 00 00
+//	TXN_OP get k        0f 00 00 00 0a | 01 00 00 00 00 00 00 00 | 01 | 01 00 00 00 6b
+//	  OK "v"            07 00 00 00 00 00 | 01 00 00 00 76
+//	  miss              02 00 00 00 02 00                     (NOT_FOUND, empty body)
+//	TXN_COMMIT          09 00 00 00 0b | 01 00 00 00 00 00 00 00
+//	  OK ts 12          0a 00 00 00 00 00 | 0c 00 00 00 00 00 00 00
+//	  conflict          12 00 00 00 03 00 | 0c 00 00 00 "txn conflict"
+//	TXN_ROLLBACK        09 00 00 00 0c | 01 00 00 00 00 00 00 00
+//	unknown txn 7       39 00 00 00 01 00 | 33 00 00 00 "invalid argument: unknown or finished transaction 7"
+//
+// The error texts are constants (MsgTxnUnknown, MsgTxnLost, MsgTxnConflict,
+// …, in txn.go), byte for byte the original's where it has one.
+//
+// # Versioned data (68–70, KayaDB additions; data opcodes; mvcc.go)
+//
+//	op  name      request payload                                    OK payload
+//	68  KAYA_TXN  CondTxn                                            CondTxnReply
+//	69  GET_AT    read_ts u64 · bytes32 key                          bytes32 value · mod_rev u64
+//	70  SCAN_AT   read_ts u64 · bytes32 prefix · bytes32 start ·     read_rev u64 · more u8 · count u32 ·
+//	              limit u32                                          (bytes32 key · bytes32 value · mod_rev u64)*
+//
+// KAYA_TXN request (a one-shot conditional write: if every compare holds,
+// the then-ops run, else the else-ops, atomically in one raft entry):
+//
+//	+-----------+-----------------+------------+-------------+------------+-------------+
+//	| n_cmp u32 | Compare × n_cmp | n_then u32 | CondOp × .. | n_else u32 | CondOp × .. |
+//	+-----------+-----------------+------------+-------------+------------+-------------+
+//	  n_cmp ≤ 128 (MaxCondCompares), n_then, n_else ≤ 128 (MaxCondOps)
+//
+//	Compare:  +-----------+-------+---------------+--------------------------------------+
+//	          | target u8 | op u8 | bytes32 key   | operand                              |
+//	          +-----------+-------+---------------+--------------------------------------+
+//	          target 1 EXISTS (no operand; op = exists, != does not exist)
+//	                 2 VALUE  (operand bytes32 value; false whenever the key is absent)
+//	                 3 MOD    (operand mod_rev u64; an absent key has mod revision 0)
+//	          op     1 =  2 !=  3 <  4 >  5 <=  6 >=
+//	CondOp:   +---------+-------------+--------------------------------------+
+//	          | kind u8 | bytes32 key | bytes32 value, only when kind = put  |
+//	          +---------+-------------+--------------------------------------+
+//	          kind   1 get  2 put  3 delete
+//
+// KAYA_TXN OK reply:
+//
+//	+--------------+--------------+-------+-------------------------------------+
+//	| succeeded u8 | revision u64 | n u32 | CondResult × n (the branch that ran) |
+//	+--------------+--------------+-------+-------------------------------------+
+//	  revision: the commit revision of the branch's writes, 0 if it wrote nothing
+//
+//	CondResult: kind u8 · get:    found u8 · [bytes32 value · mod_rev u64, when found = 1]
+//	                      put:    (nothing)
+//	                      delete: found u8 (1: the key existed and was deleted)
+//
+// Example: if value("k") = "v" then put k=w else get k (a compare-and-swap):
+//
+//	request  2a 00 00 00 44 | 01 00 00 00 | 02 01 01 00 00 00 6b 01 00 00 00 76
+//	                        | 01 00 00 00 | 02 01 00 00 00 6b 01 00 00 00 77
+//	                        | 01 00 00 00 | 01 01 00 00 00 6b
+//	swapped  10 00 00 00 00 00 | 01 | 07 00 00 00 00 00 00 00 | 01 00 00 00 | 02
+//	not      1e 00 00 00 00 00 | 00 | 00 00 00 00 00 00 00 00 | 01 00 00 00 | 01 01 01 00 00 00 78 05 00 00 00 00 00 00 00
+//
+// GET_AT at revision 5 of k, and its OK reply (value v, mod revision 3):
+//
+//	request  0e 00 00 00 45 | 05 00 00 00 00 00 00 00 | 01 00 00 00 6b
+//	reply    0f 00 00 00 00 00 | 01 00 00 00 76 | 03 00 00 00 00 00 00 00
+//
+// SCAN_AT reply (read_rev, more, then the SCAN items each followed by its
+// mod revision); a page ends where limit or the server's cap stopped it,
+// and the next one is asked at read_ts = read_rev from the last key + 0x00:
+//
+//	+--------------+---------+-----------+----------------------------------------------------+
+//	| read_rev u64 | more u8 | count u32 | (bytes32 key · bytes32 value · mod_rev u64) × count |
+//	+--------------+---------+-----------+----------------------------------------------------+
+//
+// A read below the retained history answers status 64 COMPACTED with the
+// error body "mvcc: revision R is compacted; the oldest readable revision
+// is H" (MsgCompacted; ParseCompacted); above the newest revision, status 1
+// with MsgFutureRevision. The decoders of 68–70 are strict: trailing bytes
+// are an error.
+//
+// Non-OK responses carry:
 //
 //	status  name              payload
 //	 0      OK                opcode-specific (above)
@@ -84,6 +175,7 @@
 //	 9      ERROR             bytes32 UTF-8 message
 //	10      NOT_LEADER        raw UTF-8 "host:port" of the leader's client address, no length; empty if unknown
 //	11      RANGE_MOVED       reserved (a LIST_RANGES body)
+//	64      COMPACTED         bytes32 UTF-8 message (MsgCompacted; a KayaDB addition)
 //
 // Clients treat any other status as ERROR.
 //
@@ -95,7 +187,7 @@
 //	"ADMIN\0" (41 44 4d 49 4e 00) · token_len u16 · token · opcode u8 · inner payload
 //
 // The embedded opcode must equal the frame's opcode (MsgAdminMismatch).
-// Data opcodes (1–4, 6, 9–17), when the server has a client token:
+// Data opcodes (1–4, 6, 9–17, 68–70), when the server has a client token:
 //
 //	"CLIENT\0" (43 4c 49 45 4e 54 00) · token_len u16 · token · inner payload
 //

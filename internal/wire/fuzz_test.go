@@ -45,6 +45,17 @@ func frameSeeds() [][]byte {
 		"17000000014 34c49454e5400030074 6f6b01000000010000006162",
 		"1500000008 41444d494e0003 00746f6b080400000000000000",
 		"09000000080400000000000000",
+		// Transactions (protocol-later.md §7) and the versioned-data opcodes.
+		"0100000009",
+		"120000000000 0100000000000000 0000000000000000",
+		"140000000a 0100000000000000 02 010000006b 0100000076",
+		"0f0000000a 0100000000000000 01 010000006b",
+		"090000000b 0100000000000000",
+		"0a0000000000 0c00000000000000",
+		"120000000300 0c000000 74786e20636f6e666c696374",
+		"2a00000044 01000000 0201 010000006b 0100000076 01000000 02 010000006b 0100000077 01000000 01 010000006b",
+		"0e00000045 0500000000000000 010000006b",
+		"1800000046 0000000000000000 0100000061 020000006162 02000000",
 	}
 	var all []byte
 	for _, w := range worked {
@@ -75,7 +86,15 @@ func payloadSeeds() [][]byte {
 	for _, n := range names {
 		seeds = append(seeds, valid[n])
 	}
-	for _, h := range []string{"0500", "64000000", "00842e45", "03000000fffefd", "01000000", "0100"} {
+	seeds = append(seeds, AppendCompacted(nil, 3, 10), AppendError(nil, fmt.Sprintf(MsgTxnLost, 1<<32|1, 1)))
+	for _, h := range []string{"0500", "64000000", "00842e45", "03000000fffefd", "01000000", "0100",
+		"00000000000000000000000000",                 // an empty KAYA_TXN with a trailing byte
+		"01000000 0103 010000006b 00000000 00000000", // exists with <
+		"00 0000000000000000 01000000 05",            // unknown result kind
+		"0000000000000000 02 00000000",               // SCAN_AT reply, more = 2
+		"0c000000" + "74786e20636f6e666c696374",
+	} {
+		h = stripSpaces(h)
 		b, _ := hex.DecodeString(h)
 		seeds = append(seeds, b)
 	}
@@ -337,6 +356,52 @@ func FuzzDecodePayloads(f *testing.F) {
 		if c, err := DecodeCDCCheckpoint(p); err == nil {
 			c2, err := DecodeCDCCheckpoint(AppendCDCCheckpoint(nil, c))
 			same("cdc checkpoint", []any{c, nil}, []any{c2, err})
+		}
+		// The versioned-data decoders are strict and their encodings
+		// canonical: what decodes re-encodes to exactly the input.
+		exact := func(what string, again []byte) {
+			if !bytes.Equal(again, p) {
+				t.Fatalf("%s: re-encoded % x from % x", what, again, p)
+			}
+		}
+		if txn, err := DecodeCondTxn(p); err == nil {
+			exact("KAYA_TXN request", AppendCondTxn(nil, txn))
+			for _, c := range txn.Compares {
+				// Every decoded compare is well formed, and its negation
+				// is its complement (but for value compares on a missing
+				// key, which are always false).
+				n := c
+				n.Op = c.Op.Negate()
+				for _, exists := range []bool{false, true} {
+					a, b := c.Holds(exists, p, uint64(len(p))), n.Holds(exists, p, uint64(len(p)))
+					if a == b && (c.Target != CmpValue || exists) {
+						t.Fatalf("%s and %s agree (%v) with exists=%v", c, n, a, exists)
+					}
+				}
+			}
+		}
+		if r, err := DecodeCondTxnReply(p); err == nil {
+			exact("KAYA_TXN reply", AppendCondTxnReply(nil, r))
+		}
+		if ts, k, err := DecodeGetAt(p); err == nil {
+			exact("GET_AT request", AppendGetAt(nil, ts, k))
+		}
+		if v, rev, err := DecodeGetAtReply(p); err == nil {
+			exact("GET_AT reply", AppendGetAtReply(nil, v, rev))
+		}
+		if s, err := DecodeScanAt(p); err == nil {
+			exact("SCAN_AT request", AppendScanAt(nil, s))
+		}
+		if r, err := DecodeScanAtReply(p); err == nil {
+			exact("SCAN_AT reply", AppendScanAtReply(nil, r))
+		}
+		if msg, err := DecodeError(p); err == nil {
+			if r, h, ok := ParseCompacted(msg); ok && !bytes.Equal(AppendCompacted(nil, r, h), p[:4+len(msg)]) {
+				t.Fatalf("compacted %q does not re-encode", msg)
+			}
+			if id, term, ok := ParseTxnLost(msg); ok && fmt.Sprintf(MsgTxnLost, id, term) != msg {
+				t.Fatalf("txn lost %q does not re-format", msg)
+			}
 		}
 	})
 }

@@ -35,37 +35,55 @@ var decoders = map[string]func(p []byte) error{
 	"CDCPoll":          func(p []byte) error { _, err := DecodeCDCPoll(p); return err },
 	"CDCPollReply":     func(p []byte) error { _, err := DecodeCDCPollReply(p); return err },
 	"CDCCheckpoint":    func(p []byte) error { _, err := DecodeCDCCheckpoint(p); return err },
+	"CondTxn":          func(p []byte) error { _, err := DecodeCondTxn(p); return err },
+	"CondTxnReply":     func(p []byte) error { _, err := DecodeCondTxnReply(p); return err },
+	"GetAt":            func(p []byte) error { _, _, err := DecodeGetAt(p); return err },
+	"GetAtReply":       func(p []byte) error { _, _, err := DecodeGetAtReply(p); return err },
+	"ScanAt":           func(p []byte) error { _, err := DecodeScanAt(p); return err },
+	"ScanAtReply":      func(p []byte) error { _, err := DecodeScanAtReply(p); return err },
 	"Admin":            func(p []byte) error { _, _, _, err := DecodeAdmin(p); return err },
 	"Client":           func(p []byte) error { _, _, err := DecodeClient(p); return err },
 	"SplitAdmin(PUT)":  func(p []byte) error { _, _, _, err := SplitAdmin(OpRemoveMember, p); return err },
 	"SplitClient(PUT)": func(p []byte) error { _, _, _, err := SplitClient(p); return err },
 }
 
+// strictDecoders are the decoders that refuse trailing bytes (the
+// versioned-data opcodes 68–70).
+var strictDecoders = map[string]bool{"CondTxn": true, "CondTxnReply": true, "GetAt": true, "GetAtReply": true,
+	"ScanAt": true, "ScanAtReply": true}
+
 // validPayloads holds one well-formed payload per decoder.
 func validPayloads() map[string][]byte {
 	yes := true
 	return map[string][]byte{
-		"Hello":            AppendHello(nil, 1),
-		"Put":              AppendPut(nil, []byte("key"), []byte("value")),
-		"Key":              AppendKey(nil, []byte("key")),
-		"Value":            AppendValue(nil, []byte("value")),
-		"ScanResult":       AppendScanResult(nil, []KV{{[]byte("a"), []byte("1")}, {[]byte("b"), []byte("2")}}),
-		"Error":            AppendError(nil, "boom"),
-		"NotLeader":        AppendNotLeader(nil, "10.0.0.1:7379"),
-		"Health":           AppendHealth(nil, HealthFollower),
-		"Text":             AppendText(nil, fmt.Sprintf(MsgMembershipProposed, 7)),
-		"AddMember":        AppendAddMember(nil, 3, "h:7481", "h:7379", &yes),
-		"RemoveMember":     AppendRemoveMember(nil, 3),
-		"PromoteLearner":   AppendPromoteLearner(nil, 3),
-		"TransferLeader":   AppendTransferLeader(nil, 0, 3),
-		"Stats":            []byte(`{"role":"leader","term":1,"commit_index":2,"applied_index":2,"peer_count":2,"raft_groups":1,"engine":{"put_count":5}}`),
-		"TxnBeginReply":    AppendTxnBeginReply(nil, 1, 2),
-		"TxnOp":            AppendTxnOp(nil, TxnOp{TxnID: 1, Kind: TxnOpPut, Key: []byte("k"), Value: []byte("v")}),
-		"TxnID":            AppendTxnID(nil, 9),
-		"TxnCommitReply":   AppendTxnCommitReply(nil, 9),
-		"CDCPoll":          AppendCDCPoll(nil, CDCPoll{Consumer: "c", FromSeq: 1, Limit: 2}),
-		"CDCPollReply":     AppendCDCPollReply(nil, []CDCEvent{{1, CDCOpPut, []byte("k"), []byte("v")}, {2, CDCOpDelete, []byte("k"), nil}}),
-		"CDCCheckpoint":    AppendCDCCheckpoint(nil, "c"),
+		"Hello":          AppendHello(nil, 1),
+		"Put":            AppendPut(nil, []byte("key"), []byte("value")),
+		"Key":            AppendKey(nil, []byte("key")),
+		"Value":          AppendValue(nil, []byte("value")),
+		"ScanResult":     AppendScanResult(nil, []KV{{[]byte("a"), []byte("1")}, {[]byte("b"), []byte("2")}}),
+		"Error":          AppendError(nil, "boom"),
+		"NotLeader":      AppendNotLeader(nil, "10.0.0.1:7379"),
+		"Health":         AppendHealth(nil, HealthFollower),
+		"Text":           AppendText(nil, fmt.Sprintf(MsgMembershipProposed, 7)),
+		"AddMember":      AppendAddMember(nil, 3, "h:7481", "h:7379", &yes),
+		"RemoveMember":   AppendRemoveMember(nil, 3),
+		"PromoteLearner": AppendPromoteLearner(nil, 3),
+		"TransferLeader": AppendTransferLeader(nil, 0, 3),
+		"Stats":          []byte(`{"role":"leader","term":1,"commit_index":2,"applied_index":2,"peer_count":2,"raft_groups":1,"engine":{"put_count":5}}`),
+		"TxnBeginReply":  AppendTxnBeginReply(nil, 1, 2),
+		"TxnOp":          AppendTxnOp(nil, TxnOp{TxnID: 1, Kind: TxnOpPut, Key: []byte("k"), Value: []byte("v")}),
+		"TxnID":          AppendTxnID(nil, 9),
+		"TxnCommitReply": AppendTxnCommitReply(nil, 9),
+		"CDCPoll":        AppendCDCPoll(nil, CDCPoll{Consumer: "c", FromSeq: 1, Limit: 2}),
+		"CDCPollReply":   AppendCDCPollReply(nil, []CDCEvent{{1, CDCOpPut, []byte("k"), []byte("v")}, {2, CDCOpDelete, []byte("k"), nil}}),
+		"CDCCheckpoint":  AppendCDCCheckpoint(nil, "c"),
+		"CondTxn":        AppendCondTxn(nil, casTxn()),
+		"CondTxnReply": AppendCondTxnReply(nil, &CondTxnReply{Succeeded: true, Revision: 9, Results: []CondResult{
+			{Kind: TxnOpGet, Found: true, Value: []byte("v"), ModRev: 3}, {Kind: TxnOpPut}, {Kind: TxnOpDelete, Found: true}}}),
+		"GetAt":            AppendGetAt(nil, 5, []byte("k")),
+		"GetAtReply":       AppendGetAtReply(nil, []byte("v"), 3),
+		"ScanAt":           AppendScanAt(nil, ScanAt{ReadTS: 5, Prefix: []byte("a"), Start: []byte("ab"), Limit: 10}),
+		"ScanAtReply":      AppendScanAtReply(nil, &ScanAtReply{ReadRev: 5, More: true, Items: []VersionedKV{{Key: []byte("ab"), Value: []byte("1"), ModRev: 4}}}),
 		"Admin":            AppendAdmin(nil, "tok", OpRemoveMember, AppendRemoveMember(nil, 4)),
 		"Client":           AppendClient(nil, "tok", AppendKey(nil, []byte("k"))),
 		"SplitAdmin(PUT)":  AppendAdmin(nil, "tok", OpRemoveMember, nil),
@@ -87,8 +105,15 @@ func TestDecodersShortPayloads(t *testing.T) {
 			t.Fatalf("%s: valid payload: %v", name, err)
 		}
 		// Trailing bytes are ignored (except by the raw-text decoders and
-		// STATS, where the whole payload is the value).
-		if err := dec(append(bytes.Clone(p), 0x41, 0x42)); err != nil && name != "Stats" {
+		// STATS, where the whole payload is the value), and refused by the
+		// strict decoders of the versioned-data opcodes.
+		err := dec(append(bytes.Clone(p), 0x41, 0x42))
+		switch {
+		case strictDecoders[name]:
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("%s: trailing bytes: %v, want ErrMalformed", name, err)
+			}
+		case err != nil && name != "Stats":
 			t.Fatalf("%s: trailing bytes: %v", name, err)
 		}
 		for cut := range len(p) {
@@ -245,7 +270,8 @@ func TestAddMemberLearner(t *testing.T) {
 func TestOpcodesAndStatuses(t *testing.T) {
 	admin := map[Opcode]bool{7: true, 8: true, 18: true, 19: true, 20: true, 21: true, 22: true,
 		64: true, 65: true, 66: true, 67: true} // the backup opcodes (KayaDB additions)
-	data := map[Opcode]bool{1: true, 2: true, 3: true, 4: true, 6: true}
+	data := map[Opcode]bool{1: true, 2: true, 3: true, 4: true, 6: true,
+		68: true, 69: true, 70: true} // the versioned-data opcodes (KayaDB additions)
 	for op := Opcode(9); op <= 17; op++ {
 		data[op] = true
 	}
@@ -254,22 +280,24 @@ func TestOpcodesAndStatuses(t *testing.T) {
 		if IsAdmin(op) != admin[op] || IsData(op) != data[op] {
 			t.Errorf("opcode %d: IsAdmin %v IsData %v", i, IsAdmin(op), IsData(op))
 		}
-		if (i <= 22 || (i >= 64 && i <= 67)) == strings.HasPrefix(op.String(), "OPCODE(") {
+		if (i <= 22 || (i >= 64 && i <= 70)) == strings.HasPrefix(op.String(), "OPCODE(") {
 			t.Errorf("opcode %d is named %q", i, op.String())
 		}
 	}
 	if OpHello.String() != "HELLO" || OpTxnForward.String() != "TXN_FORWARD" || Opcode(64).String() != "BACKUP_BEGIN" ||
-		Opcode(67).String() != "BACKUP_STATUS" || Opcode(63).String() != "OPCODE(63)" || Opcode(68).String() != "OPCODE(68)" {
+		Opcode(67).String() != "BACKUP_STATUS" || Opcode(63).String() != "OPCODE(63)" || Opcode(68).String() != "KAYA_TXN" ||
+		Opcode(69).String() != "GET_AT" || Opcode(70).String() != "SCAN_AT" || Opcode(71).String() != "OPCODE(71)" {
 		t.Error("opcode names")
 	}
-	want := map[Status]string{0: "OK", 1: "INVALID_ARGUMENT", 2: "NOT_FOUND", 3: "TXN_CONFLICT", 9: "ERROR", 10: "NOT_LEADER", 11: "RANGE_MOVED", 4: "STATUS(4)"}
+	want := map[Status]string{0: "OK", 1: "INVALID_ARGUMENT", 2: "NOT_FOUND", 3: "TXN_CONFLICT", 9: "ERROR", 10: "NOT_LEADER", 11: "RANGE_MOVED", 64: "COMPACTED", 4: "STATUS(4)"}
 	for st, name := range want {
 		if st.String() != name {
 			t.Errorf("status %d: %q, want %q", st, st.String(), name)
 		}
 	}
 	// The numbers are fixed by the protocol.
-	if OpCDCPoll != 13 || OpListRanges != 15 || OpTransferLeader != 18 || OpTxnForward != 22 || StatusNotLeader != 10 {
+	if OpCDCPoll != 13 || OpListRanges != 15 || OpTransferLeader != 18 || OpTxnForward != 22 || StatusNotLeader != 10 ||
+		OpKayaTxn != 68 || OpGetAt != 69 || OpScanAt != 70 || StatusCompacted != 64 {
 		t.Error("opcode or status numbers moved")
 	}
 }

@@ -5,10 +5,74 @@ import (
 	"fmt"
 )
 
-// The codecs in this file belong to reserved features (transactions and
-// change data capture). The layouts are fixed by the protocol and the
-// cross-language conformance vectors; the server answers their opcodes with
-// "unknown opcode" until the features land.
+// The codecs in this file belong to the original's transactions (opcodes
+// 9–12) and change data capture (13, 14). The layouts are fixed by the
+// protocol and the cross-language conformance vectors; a server answers an
+// opcode whose feature has not landed with "unknown opcode".
+
+// Error texts of the transaction opcodes, byte for byte as the original
+// sends them (reference protocol-later.md §2.1), and the texts KayaDB adds.
+// The ones with a verb are fmt formats. MsgTxnConflict (status 3) is in
+// wire.go.
+const (
+	// MsgTxnUnknown (StatusInvalidArgument) answers TXN_OP, TXN_COMMIT or
+	// TXN_ROLLBACK of a transaction the server does not know or that has
+	// finished; the verb takes the txn id.
+	MsgTxnUnknown = "invalid argument: unknown or finished transaction %d"
+	// MsgTxnLost (StatusInvalidArgument, a KayaDB text) answers a request
+	// for an open transaction that a previous leader held: open
+	// transactions live in the leader's memory and are lost when leadership
+	// moves. The verbs take the txn id and the term it began in. Clients
+	// start the transaction again (ParseTxnLost tells the text apart).
+	MsgTxnLost = "transaction %d was lost when leadership moved (term %d); start it again"
+	// MsgTxnOpUnknownKind (StatusInvalidArgument) answers a TXN_OP whose op
+	// is not 1–3; the verb takes the op.
+	MsgTxnOpUnknownKind = "unknown TXN_OP kind: %d"
+	// MsgACLDenied (StatusError) answers a request its token's ACL does not
+	// allow.
+	MsgACLDenied = "acl denied"
+	// MsgTxnEmptyKey (StatusInvalidArgument) is the original's answer to a
+	// TXN_OP put or delete of the empty key.
+	MsgTxnEmptyKey = "invalid argument: empty keys are not supported in MVP"
+	// MsgTxnKeyTooLong (StatusInvalidArgument): the verb takes the key
+	// length; the limit is MaxKeySize.
+	MsgTxnKeyTooLong = "invalid argument: key length %d exceeds max 4096"
+	// MsgTxnValueTooLong (StatusInvalidArgument): the verb takes the value
+	// length; the limit is MaxValueSize.
+	MsgTxnValueTooLong = "invalid argument: value length %d exceeds max 16777216"
+	// MsgRaftUnavailable and MsgReplyDropped (StatusError) are the
+	// original's answers when a proposal cannot be made or its outcome is
+	// lost.
+	MsgRaftUnavailable = "raft loop unavailable"
+	MsgReplyDropped    = "reply channel dropped"
+)
+
+// The original's decoding error texts (StatusInvalidArgument, raw, without
+// an "invalid argument:" prefix). A TXN_OP put without its value gets
+// fmt.Sprintf(MsgEOFU32, 0): its "TXN_OP put missing value" branch is dead
+// code.
+const (
+	MsgEOFU8     = "unexpected EOF reading u8"
+	MsgEOFU16    = "unexpected EOF reading u16 (have %d bytes)"
+	MsgEOFU32    = "unexpected EOF reading u32 (have %d bytes)"
+	MsgEOFU64    = "unexpected EOF reading u64 (have %d bytes)"
+	MsgTruncated = "truncated data: need %d bytes, have %d"
+)
+
+// ParseTxnLost recovers the txn id and term of a MsgTxnLost text; ok is
+// false for any other text.
+func ParseTxnLost(msg string) (txnID, term uint64, ok bool) {
+	return parse2(msg, MsgTxnLost)
+}
+
+// ParseTxnUnknown recovers the txn id of a MsgTxnUnknown text; ok is false
+// for any other text.
+func ParseTxnUnknown(msg string) (txnID uint64, ok bool) {
+	if _, err := fmt.Sscanf(msg, MsgTxnUnknown, &txnID); err != nil {
+		return 0, false
+	}
+	return txnID, fmt.Sprintf(MsgTxnUnknown, txnID) == msg
+}
 
 // TxnOpKind is the kind of a TXN_OP request.
 type TxnOpKind uint8

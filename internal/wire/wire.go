@@ -67,6 +67,9 @@ const (
 	OpBackupRead   Opcode = 65
 	OpBackupEnd    Opcode = 66
 	OpBackupStatus Opcode = 67
+
+	// KayaDB additions for versioned data: OpKayaTxn (68), OpGetAt (69)
+	// and OpScanAt (70), data opcodes; see mvcc.go.
 )
 
 var opcodeNames = [...]string{
@@ -97,6 +100,9 @@ var opcodeNames = [...]string{
 	OpBackupRead:     "BACKUP_READ",
 	OpBackupEnd:      "BACKUP_END",
 	OpBackupStatus:   "BACKUP_STATUS",
+	OpKayaTxn:        "KAYA_TXN",
+	OpGetAt:          "GET_AT",
+	OpScanAt:         "SCAN_AT",
 }
 
 // String returns the protocol name of op ("PUT"), or "OPCODE(N)" for a
@@ -116,10 +122,12 @@ func IsAdmin(op Opcode) bool {
 		(op >= OpBackupBegin && op <= OpBackupStatus)
 }
 
-// IsData reports whether op is a data opcode (1–4, 6, 9–17): one that
-// carries the CLIENT prefix when the server has a client token.
+// IsData reports whether op is a data opcode (1–4, 6, 9–17, and the
+// versioned-data opcodes 68–70): one that carries the CLIENT prefix when
+// the server has a client token.
 func IsData(op Opcode) bool {
-	return (op >= OpPut && op <= OpScan) || op == OpStats || (op >= OpTxnBegin && op <= OpMergeRange)
+	return (op >= OpPut && op <= OpScan) || op == OpStats || (op >= OpTxnBegin && op <= OpMergeRange) ||
+		(op >= OpKayaTxn && op <= OpScanAt)
 }
 
 // Status is the first field of a response frame's body.
@@ -145,6 +153,8 @@ const (
 	StatusNotLeader Status = 10
 	// StatusRangeMoved is reserved for range sharding.
 	StatusRangeMoved Status = 11
+
+	// StatusCompacted (64, a KayaDB addition) is in mvcc.go.
 )
 
 // String returns the protocol name of s ("NOT_LEADER"), or "STATUS(N)"
@@ -165,6 +175,8 @@ func (s Status) String() string {
 		return "NOT_LEADER"
 	case StatusRangeMoved:
 		return "RANGE_MOVED"
+	case StatusCompacted:
+		return "COMPACTED"
 	}
 	return "STATUS(" + strconv.Itoa(int(s)) + ")"
 }
