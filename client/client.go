@@ -28,6 +28,7 @@ const (
 	DefaultMaxRetries       = 20
 	DefaultConnsPerEndpoint = 2
 	DefaultMaxPipeline      = 128
+	DefaultMaxTxnAttempts   = 10
 )
 
 // Bounds that are not options.
@@ -83,12 +84,18 @@ type Options struct {
 	// is empty the host part of the endpoint is used.
 	TLS *tls.Config
 	// ClientToken, when not empty, is sent in the CLIENT prefix of every
-	// data request (PUT, GET, DELETE, SCAN, STATS).
+	// data request (PUT, GET, DELETE, SCAN, STATS, the transactions'
+	// requests, conditional writes and reads at a revision).
 	ClientToken string
 	// OperatorToken, when not empty, is sent in the ADMIN prefix of every
 	// admin request (ADD_MEMBER, REMOVE_MEMBER, PROMOTE_LEARNER,
 	// TRANSFER_LEADER, and the BACKUP_* requests of Backup).
 	OperatorToken string
+	// MaxTxnAttempts is how many times RunTxn runs a transaction that
+	// conflicts or is lost before it gives up (the first run included).
+	// Default 10; negative: 1 (no retries). The context's deadline may end
+	// retrying first.
+	MaxTxnAttempts int
 }
 
 // withDefaults returns o with defaults filled in, or an error naming the
@@ -121,9 +128,11 @@ func (o Options) withDefaults() (Options, error) {
 		count("MaxRetries", &o.MaxRetries, DefaultMaxRetries, true),
 		count("ConnsPerEndpoint", &o.ConnsPerEndpoint, DefaultConnsPerEndpoint, false),
 		count("MaxPipeline", &o.MaxPipeline, DefaultMaxPipeline, false),
+		count("MaxTxnAttempts", &o.MaxTxnAttempts, DefaultMaxTxnAttempts, true),
 	); err != nil {
 		return o, err
 	}
+	o.MaxTxnAttempts = max(o.MaxTxnAttempts, 1)
 	if len(o.ClientToken) > wire.MaxTokenSize || len(o.OperatorToken) > wire.MaxTokenSize {
 		return o, fmt.Errorf("%w: tokens are limited to %d bytes", ErrInvalidArgument, wire.MaxTokenSize)
 	}
@@ -137,6 +146,10 @@ func (o Options) withDefaults() (Options, error) {
 type KV struct {
 	Key   []byte
 	Value []byte
+	// ModRevision is the revision of the write that gave Key this value,
+	// when the scan asked for revisions (WithReadAt, WithModRevisions,
+	// ScanPage); 0 otherwise.
+	ModRevision uint64
 }
 
 // Status is a server's STATS document.
@@ -542,6 +555,30 @@ func (c *Client) frame(req request) []byte {
 	return f
 }
 
+// once sends req to addr once: no retries, no redirects (a transaction's
+// requests, which must reach the node the transaction began on). When err
+// is not nil, sent reports whether the request may have reached the
+// server.
+func (c *Client) once(ctx context.Context, addr string, req request) (a answer, sent bool, err error) {
+	if c.isClosed() {
+		return answer{}, false, ErrClosed
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	frame := c.frame(req)
+	if len(frame)-4 > wire.MaxFrameSize {
+		return answer{}, false, fmt.Errorf("%w: request of %d bytes exceeds the frame limit", ErrInvalidArgument, len(frame)-4)
+	}
+	at := c.roundTrip(ctx, addr, frame)
+	if at.err != nil {
+		if c.isClosed() {
+			return answer{}, at.sent, ErrClosed
+		}
+		return answer{}, at.sent, c.cause(ctx, at.err)
+	}
+	return answer{st: at.st, payload: at.payload, addr: addr}, true, nil
+}
+
 // do runs req with routing, redirects and retries within the deadline.
 func (c *Client) do(ctx context.Context, req request) (answer, error) {
 	if c.isClosed() {
@@ -779,8 +816,13 @@ func writeOutcome(err error) error {
 }
 
 // Get returns the value of key, linearizably (served by the leader), or an
-// error matching ErrNotFound.
-func (c *Client) Get(ctx context.Context, key []byte) ([]byte, error) {
+// error matching ErrNotFound. With WithReadAt it returns the value key had
+// at that revision (GET_AT).
+func (c *Client) Get(ctx context.Context, key []byte, opts ...ReadOption) ([]byte, error) {
+	if len(opts) > 0 {
+		v, _, err := c.GetWithRevision(ctx, key, opts...)
+		return v, err
+	}
 	if err := checkKey("key", key); err != nil {
 		return nil, err
 	}
@@ -812,8 +854,18 @@ func (c *Client) Delete(ctx context.Context, key []byte) error {
 }
 
 // Scan returns the pairs whose keys begin with prefix, in ascending key
-// order, linearizably. The server caps a result at 100,000 items or 64 MiB.
-func (c *Client) Scan(ctx context.Context, prefix []byte) ([]KV, error) {
+// order, linearizably. The server caps a result at 100,000 items or 64 MiB
+// (ScanPage reads past the cap). With WithReadAt it reads at that
+// revision, and with WithReadAt or WithModRevisions every KV carries its
+// ModRevision (SCAN_AT).
+func (c *Client) Scan(ctx context.Context, prefix []byte, opts ...ReadOption) ([]KV, error) {
+	if len(opts) > 0 {
+		page, err := c.ScanPage(ctx, prefix, nil, 0, opts...)
+		if err != nil {
+			return nil, err
+		}
+		return page.KVs, nil
+	}
 	if err := checkKey("prefix", prefix); err != nil {
 		return nil, err
 	}
@@ -830,7 +882,7 @@ func (c *Client) Scan(ctx context.Context, prefix []byte) ([]KV, error) {
 	}
 	kvs := make([]KV, len(items))
 	for i, it := range items {
-		kvs[i] = KV(it)
+		kvs[i] = KV{Key: it.Key, Value: it.Value}
 	}
 	return kvs, nil
 }

@@ -74,7 +74,7 @@ func TestBasicOps(t *testing.T) {
 	kvs, err := c.Scan(ctx, []byte("user:"))
 	if err != nil || len(kvs) != 2 || string(kvs[0].Key) != "user:1" || string(kvs[1].Key) != "user:2" ||
 		string(kvs[0].Value) != "ada" || len(kvs[1].Value) != 0 {
-		t.Fatalf("Scan: %q %v", kvs, err)
+		t.Fatalf("Scan: %+v %v", kvs, err)
 	}
 	if err := c.Delete(ctx, []byte("user:1")); err != nil {
 		t.Fatal(err)

@@ -25,6 +25,38 @@
 // ErrAmbiguous: the write may or may not be applied, and only the caller
 // can decide how to find out.
 //
+// # Transactions
+//
+// Begin starts an interactive transaction (TXN_BEGIN, opcodes 9–12, the
+// original KayaDB's wire format): reads at a snapshot, writes buffered on
+// the server and applied atomically by Commit, which returns the commit
+// revision. Servers make them serializable by default: Commit fails with
+// ErrTxnConflict when something the transaction read or wrote changed
+// since its snapshot. A transaction is bound to the leader it began on and
+// is never redirected: when leadership moves, it is lost (ErrTxnLost).
+// RunTxn runs a function in a transaction and starts it again on a
+// conflict or a loss, with a jittered exponential back-off, up to
+// Options.MaxTxnAttempts times:
+//
+//	rev, err := c.RunTxn(ctx, func(tx *client.Txn) error {
+//		v, err := tx.Get(ctx, []byte("a"))
+//		...
+//		return tx.Put(ctx, []byte("b"), v)
+//	})
+//
+// For one-shot coordination without holding anything on the server, Txn
+// builds a conditional write in etcd's style (opcode 68: compares, then
+// ops, else ops, evaluated and applied atomically in one raft entry);
+// CompareAndSwap and PutIfAbsent are the common cases.
+//
+// # Revisions
+//
+// Every write has a revision (its commit timestamp; all writes of one
+// transaction share one). GetWithRevision returns a value with its mod
+// revision, WithReadAt reads at a past revision within the servers'
+// retained history (older: ErrCompacted), and ScanPage reads a prefix page
+// by page at one revision.
+//
 // # Connections
 //
 // The client keeps a small pool of connections per server
@@ -41,6 +73,8 @@
 // ErrInvalidArgument (refused locally, such as a key over 4 KiB or one
 // beginning with 0x00, or by the server), ErrNotLeader (*NotLeaderError),
 // ErrUnavailable, ErrTimeout (which also matches context.DeadlineExceeded),
-// ErrAmbiguous, ErrClosed, ErrProtocol, and ErrServer (*ServerError, which
-// includes credential failures).
+// ErrAmbiguous, ErrClosed, ErrProtocol, ErrServer (*ServerError, which
+// includes credential failures), ErrTxnConflict, ErrTxnLost
+// (*TxnLostError), ErrTxnDone, ErrCompacted (*CompactedError) and
+// ErrUnsupported (a server that predates a feature).
 package client

@@ -43,7 +43,78 @@ var (
 	// ErrProtocol: the server's reply could not be decoded, or it speaks
 	// another protocol version.
 	ErrProtocol = errors.New("kayadb: protocol error")
+	// ErrTxnConflict: a transaction (Txn, RunTxn) conflicted with another
+	// one or with a plain write (status 3 TXN_CONFLICT) and was not
+	// committed; start it again (RunTxn does). Such errors are
+	// *ServerError with Status 3.
+	ErrTxnConflict = errors.New("kayadb: transaction conflict")
+	// ErrTxnLost: a transaction can no longer go on and was not committed:
+	// leadership moved (open transactions live in the leader's memory), the
+	// server forgot it (it stayed open longer than the server's
+	// --txn-timeout), the connection to its server failed before COMMIT
+	// was sent, or its snapshot fell out of the retained history. Start it
+	// again (RunTxn does). The error is a *TxnLostError.
+	ErrTxnLost = errors.New("kayadb: transaction lost")
+	// ErrTxnDone: the transaction was already committed or rolled back.
+	ErrTxnDone = errors.New("kayadb: transaction already committed or rolled back")
+	// ErrCompacted: a read at a revision older than the server retains
+	// (WithReadAt). The error is a *CompactedError naming the oldest
+	// readable revision.
+	ErrCompacted = errors.New("kayadb: revision compacted")
+	// ErrUnsupported: the server does not know the request (it answered
+	// "unknown opcode"): it predates the feature (transactions, conditional
+	// writes, reads at a revision). Nothing was done.
+	ErrUnsupported = errors.New("kayadb: not supported by the server")
 )
+
+// TxnLostError reports that a transaction was lost (see ErrTxnLost). It
+// matches ErrTxnLost.
+type TxnLostError struct {
+	// TxnID is the transaction's id.
+	TxnID uint64
+	// Term is the raft term the transaction began in, when the server
+	// said (0 otherwise).
+	Term uint64
+	// Leader is the leader's client address when a NOT_LEADER hint named
+	// it ("" otherwise).
+	Leader string
+	// Reason says what happened.
+	Reason string
+	// Err is the underlying failure, if any.
+	Err error
+}
+
+// Error implements error.
+func (e *TxnLostError) Error() string {
+	s := fmt.Sprintf("kayadb: transaction %d lost: %s; start it again", e.TxnID, e.Reason)
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Is makes a *TxnLostError match ErrTxnLost.
+func (e *TxnLostError) Is(target error) bool { return target == ErrTxnLost }
+
+// Unwrap returns the underlying failure.
+func (e *TxnLostError) Unwrap() error { return e.Err }
+
+// CompactedError reports a read below the retained history. It matches
+// ErrCompacted.
+type CompactedError struct {
+	// Revision is the revision asked for.
+	Revision uint64
+	// Oldest is the oldest revision the server can still read.
+	Oldest uint64
+}
+
+// Error implements error.
+func (e *CompactedError) Error() string {
+	return fmt.Sprintf("kayadb: revision %d is compacted; the oldest readable revision is %d", e.Revision, e.Oldest)
+}
+
+// Is makes a *CompactedError match ErrCompacted.
+func (e *CompactedError) Is(target error) bool { return target == ErrCompacted }
 
 // NotLeaderError reports that the cluster kept redirecting the request
 // (more than Options.MaxRedirects times) or that no leader was known. It
@@ -84,8 +155,11 @@ func (e *ServerError) Error() string {
 	return fmt.Sprintf("kayadb: server error (status %d %s): %s", e.Status, wire.Status(e.Status), e.Message)
 }
 
-// Is makes a *ServerError match ErrServer.
-func (e *ServerError) Is(target error) bool { return target == ErrServer }
+// Is makes a *ServerError match ErrServer, and ErrTxnConflict when its
+// status is 3 (TXN_CONFLICT).
+func (e *ServerError) Is(target error) bool {
+	return target == ErrServer || (target == ErrTxnConflict && e.Status == uint16(wire.StatusTxnConflict))
+}
 
 // statusError maps a non-OK response to the client's errors.
 func statusError(st wire.Status, p []byte) error {
@@ -105,7 +179,22 @@ func statusError(st wire.Status, p []byte) error {
 	if st == wire.StatusInvalidArgument {
 		return fmt.Errorf("%w: %s", ErrInvalidArgument, msg)
 	}
+	if st == wire.StatusCompacted {
+		if rev, oldest, ok := wire.ParseCompacted(msg); ok {
+			return &CompactedError{Revision: rev, Oldest: oldest}
+		}
+	}
 	return &ServerError{Status: uint16(st), Message: msg}
+}
+
+// unsupported turns the server's "unknown opcode" answer to op into
+// ErrUnsupported; other errors pass unchanged.
+func unsupported(op wire.Opcode, err error) error {
+	var se *ServerError
+	if errors.As(err, &se) && se.Status == uint16(wire.StatusError) && se.Message == fmt.Sprintf(wire.MsgUnknownOpcode, op) {
+		return fmt.Errorf("%w: the server does not know %s (opcode %d); upgrade it: %w", ErrUnsupported, op, op, err)
+	}
+	return err
 }
 
 // timeoutError is ErrTimeout (also matching context.DeadlineExceeded),

@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"net"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 
 	"github.com/kayadb/kayadb/internal/wire"
+	"github.com/kayadb/kayadb/internal/wire/wiretest"
 )
 
 // fakeServer speaks the client protocol through internal/wire, serving an
@@ -25,6 +25,10 @@ type fakeServer struct {
 	closing chan struct{}
 	wg      sync.WaitGroup
 
+	// model serves the data opcodes: plain reads and writes, transactions,
+	// conditional writes and reads at a revision.
+	model *wiretest.Model
+
 	mu struct {
 		sync.Mutex
 		// handler, when set, is asked first; returning ok=false falls back
@@ -32,7 +36,6 @@ type fakeServer struct {
 		handler       func(r *fakeReq) (act fakeAction, ok bool)
 		clientToken   string // when set, data opcodes must carry it
 		operatorToken string // when set, admin opcodes must carry it
-		kv            map[string][]byte
 		reqs          []*fakeReq
 		conns         map[net.Conn]bool
 		accepted      int
@@ -70,8 +73,7 @@ func newFakeServerTLS(t testing.TB, cfg *tls.Config) *fakeServer {
 	if cfg != nil {
 		ln = tls.NewListener(ln, cfg)
 	}
-	s := &fakeServer{t: t, ln: ln, addr: ln.Addr().String(), closing: make(chan struct{})}
-	s.mu.kv = map[string][]byte{}
+	s := &fakeServer{t: t, ln: ln, addr: ln.Addr().String(), closing: make(chan struct{}), model: wiretest.New()}
 	s.mu.conns = map[net.Conn]bool{}
 	s.wg.Add(1)
 	go s.accept()
@@ -198,6 +200,12 @@ func (s *fakeServer) serveDefault(r *fakeReq) fakeAction {
 		}
 		p = inner
 	}
+	switch r.op {
+	case wire.OpPut, wire.OpGet, wire.OpDelete, wire.OpScan, wire.OpTxnBegin, wire.OpTxnOp, wire.OpTxnCommit,
+		wire.OpTxnRollback, wire.OpKayaTxn, wire.OpGetAt, wire.OpScanAt:
+		st, reply := s.model.Handle(r.op, p)
+		return fakeAction{st: st, payload: reply}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch r.op {
@@ -210,43 +218,6 @@ func (s *fakeServer) serveDefault(r *fakeReq) fakeAction {
 			return errAction(wire.StatusInvalidArgument, fmt.Sprintf(wire.MsgUnsupportedVersion, v))
 		}
 		return fakeAction{payload: wire.AppendHello(nil, 1)}
-	case wire.OpPut:
-		k, v, err := wire.DecodePut(p)
-		if err != nil {
-			return errAction(wire.StatusInvalidArgument, err.Error())
-		}
-		s.mu.kv[string(k)] = slices.Clone(v)
-		return fakeAction{}
-	case wire.OpGet:
-		k, err := wire.DecodeKey(p)
-		if err != nil {
-			return errAction(wire.StatusInvalidArgument, err.Error())
-		}
-		v, ok := s.mu.kv[string(k)]
-		if !ok {
-			return fakeAction{st: wire.StatusNotFound}
-		}
-		return fakeAction{payload: wire.AppendValue(nil, v)}
-	case wire.OpDelete:
-		k, err := wire.DecodeKey(p)
-		if err != nil {
-			return errAction(wire.StatusInvalidArgument, err.Error())
-		}
-		delete(s.mu.kv, string(k))
-		return fakeAction{}
-	case wire.OpScan:
-		prefix, err := wire.DecodeKey(p)
-		if err != nil {
-			return errAction(wire.StatusInvalidArgument, err.Error())
-		}
-		var items []wire.KV
-		for k, v := range s.mu.kv {
-			if strings.HasPrefix(k, string(prefix)) {
-				items = append(items, wire.KV{Key: []byte(k), Value: v})
-			}
-		}
-		slices.SortFunc(items, func(a, b wire.KV) int { return strings.Compare(string(a.Key), string(b.Key)) })
-		return fakeAction{payload: wire.AppendScanResult(nil, items)}
 	case wire.OpHealth:
 		return fakeAction{payload: wire.AppendHealth(nil, wire.HealthLeader)}
 	case wire.OpStats:
