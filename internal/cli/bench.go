@@ -44,6 +44,28 @@ type benchResult struct {
 	MaxMs        float64         `json:"max_ms"`
 	Percentiles  []benchPctl     `json:"percentiles"`
 	Histogram    []benchHistoRow `json:"histogram"`
+	// Txn is set by bench txn.
+	Txn *benchTxnStats `json:"txn,omitempty"`
+}
+
+// benchTxnStats are bench txn's own figures. Each transaction reads two
+// distinct keys and writes both; one that conflicts (or is lost) starts
+// again, up to MaxAttempts runs.
+type benchTxnStats struct {
+	KeySpace int `json:"key_space"`
+	// HotKeys is the fraction of key picks that go to the HotSet keys
+	// 0 … HotSet-1; the others are uniform over the key space.
+	HotKeys     float64 `json:"hot_keys"`
+	HotSet      int     `json:"hot_set"`
+	MaxAttempts int     `json:"max_attempts"`
+	// Committed transactions; Attempts counts every run of one (commits,
+	// conflicts, losses, failures).
+	Committed int64 `json:"committed"`
+	Attempts  int64 `json:"attempts"`
+	// Conflicts is the number of attempts that ended in a conflict;
+	// ConflictRate is Conflicts / Attempts.
+	Conflicts    int64   `json:"conflicts"`
+	ConflictRate float64 `json:"conflict_rate"`
 }
 
 // benchPctl is one percentile of the latency distribution.
@@ -80,6 +102,10 @@ const benchHistBuckets = 10
 func errKind(err error) string {
 	var se *client.ServerError
 	switch {
+	case errors.Is(err, client.ErrTxnConflict):
+		return "txn conflict (gave up)"
+	case errors.Is(err, client.ErrTxnLost):
+		return "txn lost (gave up)"
 	case errors.Is(err, client.ErrAmbiguous):
 		return "ambiguous (sent, outcome unknown)"
 	case errors.Is(err, client.ErrTimeout):
@@ -170,6 +196,12 @@ func writeBenchReport(w io.Writer, res *benchResult) {
 	fmt.Fprintf(w, "Summary (%s, %d clients, %d conns, %d-byte keys, %d-byte values, %d requests):\n",
 		res.Op, res.Clients, res.Conns, res.KeySize, res.ValSize, res.Total)
 	fmt.Fprintf(w, "  Total:\t%.4f secs.\n", res.Seconds)
+	if t := res.Txn; t != nil {
+		fmt.Fprintf(w, "  Transactions:\t%d committed, %d attempts, %d conflicts (conflict rate %.2f%%)\n",
+			t.Committed, t.Attempts, t.Conflicts, 100*t.ConflictRate)
+		fmt.Fprintf(w, "  Keys:\t%d, %.0f%% of picks among the %d hot ones; 2 reads and 2 writes each, at most %d attempts\n",
+			t.KeySpace, 100*t.HotKeys, t.HotSet, t.MaxAttempts)
+	}
 	if len(res.Histogram) > 0 {
 		fmt.Fprintf(w, "  Slowest:\t%s\n  Fastest:\t%s\n  Average:\t%s\n  Stddev:\t%s\n",
 			secs(res.MaxMs), secs(res.FastestMs), secs(res.AverageMs), secs(res.StddevMs))
@@ -201,8 +233,8 @@ func writeBenchReport(w io.Writer, res *benchResult) {
 
 func (a *app) newBenchCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "bench put|get",
-		Short: "Load a cluster with puts or linearizable gets and report throughput and latency",
+		Use:   "bench put|get|txn",
+		Short: "Load a cluster with puts, linearizable gets or transactions and report throughput and latency",
 		Long: `Load the cluster at --server with requests from --clients concurrent clients
 sharing --conns connections per server (the shape of etcd's benchmark tool),
 and print what etcd's benchmark prints: total time, slowest, fastest, average
@@ -212,25 +244,57 @@ same as one JSON object).
 
   put  writes --total random keys of --key-size bytes with --val-size values
   get  first writes --key-space keys (untimed), then reads random ones; reads
-       are linearizable (ReadIndex on the leader)`,
-		Args: exactArgs(1, "put or get"),
+       are linearizable (ReadIndex on the leader)
+  txn  runs --total transactions, each reading two distinct random keys and
+       writing both (--val-size values), over --key-space keys (100000 unless
+       given), a --hot-keys fraction of the picks going to the first
+       --hot-set keys; a transaction that conflicts starts again, at most
+       --max-attempts times. It reports committed transactions per second,
+       their latency (retries included) and the conflict rate (attempts that
+       conflicted / attempts)`,
+		Args: exactArgs(1, "put, get or txn"),
 	}
 	clients := cmd.Flags().Int("clients", 1, "concurrent clients (goroutines, each one request at a time)")
 	conns := cmd.Flags().Int("conns", 1, "connections per server, shared by the clients (requests are pipelined)")
 	keySize := cmd.Flags().Int("key-size", 8, "key size in bytes")
 	valSize := cmd.Flags().Int("val-size", 256, "value size in bytes")
 	total := cmd.Flags().Int("total", 10000, "requests to send")
-	keySpace := cmd.Flags().Int("key-space", 10000, "distinct keys (get loads them first)")
+	keySpace := cmd.Flags().Int("key-space", 10000, "distinct keys (get loads them first; txn: 100000 unless given)")
+	hotKeys := cmd.Flags().Float64("hot-keys", 0, "txn: fraction (0 to 1) of key picks that go to the --hot-set hot keys")
+	hotSet := cmd.Flags().Int("hot-set", 100, "txn: how many keys are hot (the first of the key space)")
+	maxAttempts := cmd.Flags().Int("max-attempts", client.DefaultMaxTxnAttempts, "txn: runs of a transaction that conflicts before it counts as failed")
 	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
 		op := args[0]
-		if op != "put" && op != "get" {
-			return usageErrorf("bench %q: want put or get", op)
+		if op != "put" && op != "get" && op != "txn" {
+			return usageErrorf("bench %q: want put, get or txn", op)
 		}
 		if err := a.needServer(cmd); err != nil {
 			return err
 		}
+		if op == "txn" && !cmd.Flags().Changed("key-space") {
+			*keySpace = 100000
+		}
 		if *clients < 1 || *conns < 1 || *total < 1 || *keySize < 1 || *valSize < 0 || *keySpace < 1 {
 			return usageErrorf("--clients, --conns, --total, --key-size and --key-space must be positive")
+		}
+		if op != "txn" {
+			for _, f := range []string{"hot-keys", "hot-set", "max-attempts"} {
+				if cmd.Flags().Changed(f) {
+					return usageErrorf("--%s is for bench txn only", f)
+				}
+			}
+		}
+		if op == "txn" {
+			switch {
+			case *hotKeys < 0 || *hotKeys > 1 || *hotKeys != *hotKeys:
+				return usageErrorf("--hot-keys must be a fraction between 0 and 1 (got %v)", *hotKeys)
+			case *hotKeys > 0 && (*hotSet < 2 || *hotSet > *keySpace):
+				return usageErrorf("--hot-set must be between 2 and --key-space %d (got %d)", *keySpace, *hotSet)
+			case *keySpace < 2:
+				return usageErrorf("bench txn needs a --key-space of at least 2 (each transaction uses two distinct keys)")
+			case *maxAttempts < 1:
+				return usageErrorf("--max-attempts must be positive")
+			}
 		}
 		opts, err := a.clientOptions()
 		if err != nil {
@@ -258,6 +322,7 @@ same as one JSON object).
 				return err
 			}
 		}
+		tb := &txnBench{c: c, key: key, value: value, keySpace: *keySpace, hotKeys: *hotKeys, hotSet: *hotSet, maxAttempts: *maxAttempts}
 		bar := newProgress(a.stderr, *total)
 		lat := make([]time.Duration, *total)
 		failed := make([]error, *total) // nil: the request succeeded
@@ -266,10 +331,13 @@ same as one JSON object).
 		err = runLoad(*total, *clients, func(ctx context.Context, i int) error {
 			t0 := time.Now()
 			var err error
-			if op == "put" {
+			switch op {
+			case "put":
 				err = c.Put(ctx, key(rand.IntN(*keySpace)), value)
-			} else {
+			case "get":
 				_, err = c.Get(ctx, key(rand.IntN(*keySpace)))
+			default:
+				err = tb.run(ctx)
 			}
 			lat[i] = time.Since(t0)
 			if err != nil {
@@ -295,6 +363,9 @@ same as one JSON object).
 		}
 		res := benchResult{Op: op, Clients: *clients, Conns: *conns, KeySize: *keySize, ValSize: *valSize, Total: *total}
 		benchReport(&res, ok, elapsed, failures)
+		if op == "txn" {
+			res.Txn = tb.stats()
+		}
 		if a.json {
 			if err := writeJSON(a.stdout, res); err != nil {
 				return err
@@ -308,6 +379,99 @@ same as one JSON object).
 		return nil
 	})
 	return cmd
+}
+
+// txnBench runs bench txn's transactions and counts their attempts.
+type txnBench struct {
+	c           *client.Client
+	key         func(i int) []byte
+	value       []byte
+	keySpace    int
+	hotKeys     float64
+	hotSet      int
+	maxAttempts int
+
+	committed, attempts, conflicts atomic.Int64
+}
+
+// pick draws a key index: a hot one with probability hotKeys, else any.
+func (b *txnBench) pick() int {
+	if b.hotKeys > 0 && rand.Float64() < b.hotKeys {
+		return rand.IntN(b.hotSet)
+	}
+	return rand.IntN(b.keySpace)
+}
+
+// run runs one transaction until it commits, fails for another reason
+// than a conflict or a loss, or used up its attempts. Between attempts it
+// pauses at random up to 5 ms·2^attempt, at most 500 ms (as RunTxn).
+func (b *txnBench) run(ctx context.Context) error {
+	k1 := b.pick()
+	k2 := b.pick()
+	for k2 == k1 {
+		k2 = b.pick()
+	}
+	keys := [2][]byte{b.key(k1), b.key(k2)}
+	for attempt := 1; ; attempt++ {
+		b.attempts.Add(1)
+		err := b.once(ctx, keys)
+		if err == nil {
+			b.committed.Add(1)
+			return nil
+		}
+		conflict := errors.Is(err, client.ErrTxnConflict)
+		if conflict {
+			b.conflicts.Add(1)
+		}
+		if !conflict && !errors.Is(err, client.ErrTxnLost) {
+			return err
+		}
+		if attempt >= b.maxAttempts {
+			return fmt.Errorf("gave up after %d attempts: %w", attempt, err)
+		}
+		d := rand.N(min(5*time.Millisecond<<min(attempt-1, 10), 500*time.Millisecond) + 1)
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("gave up after %d attempts (deadline): %w", attempt, err)
+		}
+	}
+}
+
+// once is one attempt: begin, read both keys, write both, commit.
+func (b *txnBench) once(ctx context.Context, keys [2][]byte) (err error) {
+	tx, err := b.c.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback(ctx)
+		}
+	}()
+	for _, k := range keys {
+		if _, err := tx.Get(ctx, k); err != nil && !errors.Is(err, client.ErrNotFound) {
+			return err
+		}
+	}
+	for _, k := range keys {
+		if err := tx.Put(ctx, k, b.value); err != nil {
+			return err
+		}
+	}
+	_, err = tx.Commit(ctx)
+	return err
+}
+
+func (b *txnBench) stats() *benchTxnStats {
+	s := &benchTxnStats{KeySpace: b.keySpace, HotKeys: b.hotKeys, HotSet: b.hotSet, MaxAttempts: b.maxAttempts,
+		Committed: b.committed.Load(), Attempts: b.attempts.Load(), Conflicts: b.conflicts.Load()}
+	if s.Attempts > 0 {
+		s.ConflictRate = float64(s.Conflicts) / float64(s.Attempts)
+	}
+	return s
 }
 
 func pow10(n int) int64 {

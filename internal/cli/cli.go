@@ -36,6 +36,7 @@ const (
 	ExitCorruption      = 3 // damaged data (engine.ErrCorruption, or a damaged file given to inspect)
 	ExitInvalidArgument = 4 // bad command, flag or argument; engine.ErrInvalidArgument
 	ExitLocked          = 6 // the data directory is in use (engine.ErrLocked)
+	ExitCompareFailed   = 7 // cas: the value was not the expected one, nothing was written
 )
 
 // Environment variables.
@@ -159,7 +160,8 @@ func (a *app) newRootCmd() *cobra.Command {
 		Long: `kayactl reads, writes and inspects a KayaDB database.
 
 In server mode put, get, delete and scan go to a running cluster over the
-client protocol, health and status report on its nodes, add-node,
+client protocol (get and scan also at a past --at-revision), txn and cas
+make conditional writes, health and status report on its nodes, add-node,
 remove-node, promote-node and transfer-leader change its membership and
 leadership, and backup takes an online backup (restore, local, turns one
 into a new cluster's data directory). The cluster is at --server
@@ -213,6 +215,7 @@ they are given and work on live, copied or damaged files.`,
 		a.newInspectCmd(), a.newHealthCmd(), a.newStatusCmd(), a.newBenchCmd(),
 		a.newAddNodeCmd(), a.newRemoveNodeCmd(), a.newPromoteNodeCmd(), a.newTransferLeaderCmd(),
 		a.newWatchCmd(), a.newBackupCmd(), a.newRestoreCmd(), a.newVersionCmd(),
+		a.newTxnCmd(), a.newCasCmd(),
 	)
 	a.root = root
 	return root

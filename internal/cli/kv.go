@@ -146,26 +146,97 @@ type getResult struct {
 	Found bool `json:"found"`
 	keyField
 	valueField
+	// ModRevision is set with --at-revision: the revision of the write
+	// that gave the key its value.
+	ModRevision *uint64 `json:"mod_revision,omitempty"`
+}
+
+// revisionReader is what get and scan --at-revision need: a backend that
+// reads at a revision (server mode; the engine of local mode keeps only
+// the latest values).
+type revisionReader interface {
+	// GetAt returns key's value and mod revision at rev (0: the latest),
+	// or an error matching engine.ErrNotFound.
+	GetAt(key []byte, rev uint64) ([]byte, uint64, error)
+	// ScanAt is Scan at rev (0: the latest), with each key's mod revision;
+	// it also returns the revision it read at.
+	ScanAt(prefix []byte, rev uint64, limit int, fn func(key, value []byte, modRev uint64) error) (more bool, readRev uint64, err error)
+}
+
+// atRevision is the --at-revision flag of get and scan.
+type atRevision struct {
+	rev uint64
+	cmd *cobra.Command
+}
+
+func (r *atRevision) register(cmd *cobra.Command) {
+	r.cmd = cmd
+	cmd.Flags().Uint64Var(&r.rev, "at-revision", 0, "server mode: read at revision R, a past point within the servers' retained history (0: the latest, with mod revisions)")
+}
+
+// set reports whether --at-revision was given.
+func (r *atRevision) set() bool { return r.cmd.Flags().Changed("at-revision") }
+
+// check refuses --at-revision in local mode, before anything is opened.
+func (r *atRevision) check(a *app) error {
+	if r.set() && !a.serverMode() {
+		return r.localError()
+	}
+	return nil
+}
+
+func (r *atRevision) localError() error {
+	return usageErrorf("--at-revision needs server mode: a local database (--data) keeps only the latest values; drop --data, or give --server ADDR")
+}
+
+// reader returns b as a revisionReader, or a usage error in local mode.
+func (r *atRevision) reader(b kvBackend) (revisionReader, error) {
+	rr, ok := b.(revisionReader)
+	if !ok {
+		return nil, r.localError()
+	}
+	return rr, nil
 }
 
 func (a *app) newGetCmd() *cobra.Command {
 	var h hexArgs
+	var at atRevision
 	cmd := &cobra.Command{
 		Use:   "get KEY",
 		Short: "Print the value stored under KEY (exit 2 when absent)",
 		Long: `Print the value stored under KEY: the raw bytes followed by a newline.
 A missing key prints an error on stderr and exits with status 2; with --json
-it prints {"found":false,...} on stdout and exits with status 2.`,
+it prints {"found":false,...} on stdout and exits with status 2.
+
+With --at-revision R (server mode) it prints the value KEY had at revision R
+(--json adds its mod_revision); a revision older than the servers' retained
+history exits with status 4 and names the oldest readable one.`,
 		Args: exactArgs(1, "KEY"),
 	}
 	h.register(cmd)
+	at.register(cmd)
 	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
 		key, err := h.decode("KEY", args[0])
 		if err != nil {
 			return err
 		}
+		if err := at.check(a); err != nil {
+			return err
+		}
 		return a.withBackend(readOnly, func(b kvBackend) error {
-			v, err := b.Get(key)
+			var v []byte
+			var modRev *uint64
+			if at.set() {
+				rr, rerr := at.reader(b)
+				if rerr != nil {
+					return rerr
+				}
+				var mod uint64
+				v, mod, err = rr.GetAt(key, at.rev)
+				modRev = &mod
+			} else {
+				v, err = b.Get(key)
+			}
 			if errors.Is(err, engine.ErrNotFound) {
 				nf := &cliError{code: ExitNotFound, err: fmt.Errorf("key %s not found", quoteForMessage(key))}
 				if a.json {
@@ -180,7 +251,7 @@ it prints {"found":false,...} on stdout and exits with status 2.`,
 				return err
 			}
 			if a.json {
-				return writeJSON(a.stdout, getResult{Found: true, keyField: makeKeyField(key), valueField: makeValueField(v)})
+				return writeJSON(a.stdout, getResult{Found: true, keyField: makeKeyField(key), valueField: makeValueField(v), ModRevision: modRev})
 			}
 			// One write: a reader that stops after the value (od -N, head -c)
 			// must not make kayactl fail with SIGPIPE on a second write.
@@ -232,6 +303,8 @@ func (a *app) newDeleteCmd() *cobra.Command {
 type scanItem struct {
 	keyField
 	valueField
+	// ModRevision is set with --at-revision.
+	ModRevision *uint64 `json:"mod_revision,omitempty"`
 }
 
 type scanResult struct {
@@ -240,22 +313,30 @@ type scanResult struct {
 	// Truncated is true when --limit stopped the scan before the last
 	// matching key.
 	Truncated bool `json:"truncated"`
+	// Revision is set with --at-revision: the revision the scan read at.
+	Revision *uint64 `json:"revision,omitempty"`
 }
 
 func (a *app) newScanCmd() *cobra.Command {
 	var h hexArgs
 	var limit int
 	var keysOnly bool
+	var at atRevision
 	cmd := &cobra.Command{
 		Use:   "scan PREFIX",
 		Short: "List the keys starting with PREFIX (\"\" for all) and their values",
 		Long: `List the keys starting with PREFIX, in key order, one "key<TAB>value" line
 each (only the key with --keys-only). PREFIX may be the empty string ("") to
 list everything. Keys and values that are not printable ASCII are shown
-Go-quoted, or as 0x-hex when they are not valid UTF-8.`,
+Go-quoted, or as 0x-hex when they are not valid UTF-8.
+
+With --at-revision R (server mode) it lists what the keys held at revision R
+(0: the latest), all at that one revision, page by page past the server's
+100,000-item cap; --json adds each key's mod_revision and the revision read.`,
 		Args: exactArgs(1, "PREFIX"),
 	}
 	h.register(cmd)
+	at.register(cmd)
 	cmd.Flags().IntVar(&limit, "limit", 0, "print at most N keys (0 = no limit)")
 	cmd.Flags().BoolVar(&keysOnly, "keys-only", false, "print only the keys (JSON items without value)")
 	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
@@ -266,12 +347,15 @@ Go-quoted, or as 0x-hex when they are not valid UTF-8.`,
 		if err != nil {
 			return err
 		}
+		if err := at.check(a); err != nil {
+			return err
+		}
 		return a.withBackend(readOnly, func(b kvBackend) error {
 			res := scanResult{Items: []scanItem{}}
-			more, err := b.Scan(prefix, limit, func(k, v []byte) error {
+			each := func(k, v []byte, modRev *uint64) error {
 				res.Count++
 				if a.json {
-					item := scanItem{keyField: makeKeyField(k)}
+					item := scanItem{keyField: makeKeyField(k), ModRevision: modRev}
 					if !keysOnly {
 						item.valueField = makeValueField(v)
 					}
@@ -284,7 +368,22 @@ Go-quoted, or as 0x-hex when they are not valid UTF-8.`,
 				}
 				_, err := fmt.Fprintf(a.stdout, "%s\t%s\n", formatBytes(k), formatBytes(v))
 				return err
-			})
+			}
+			var more bool
+			var err error
+			if at.set() {
+				rr, rerr := at.reader(b)
+				if rerr != nil {
+					return rerr
+				}
+				var readRev uint64
+				more, readRev, err = rr.ScanAt(prefix, at.rev, limit, func(k, v []byte, modRev uint64) error {
+					return each(k, v, &modRev)
+				})
+				res.Revision = &readRev
+			} else {
+				more, err = b.Scan(prefix, limit, func(k, v []byte) error { return each(k, v, nil) })
+			}
 			if err != nil {
 				return err
 			}

@@ -117,6 +117,45 @@ func (r *remoteBackend) Scan(prefix []byte, limit int, fn func(key, value []byte
 	return false, nil
 }
 
+// GetAt returns key's value and mod revision at revision rev (0: the
+// latest).
+func (r *remoteBackend) GetAt(key []byte, rev uint64) ([]byte, uint64, error) {
+	ctx, cancel := r.ctx()
+	defer cancel()
+	v, mod, err := r.c.GetWithRevision(ctx, key, client.WithReadAt(rev))
+	if errors.Is(err, client.ErrNotFound) {
+		return nil, 0, engine.ErrNotFound
+	}
+	return v, mod, err
+}
+
+// ScanAt calls fn for the keys under prefix at revision rev (0: the
+// latest), in key order, at most limit of them (0 = all), reading page by
+// page at one revision (each page within its own deadline). It returns
+// whether more keys matched and the revision it read at.
+func (r *remoteBackend) ScanAt(prefix []byte, rev uint64, limit int, fn func(key, value []byte, modRev uint64) error) (more bool, readRev uint64, err error) {
+	var start []byte
+	n := 0
+	for {
+		ctx, cancel := r.ctx()
+		page, err := r.c.ScanPage(ctx, prefix, start, max(limit-n, 0), client.WithReadAt(rev))
+		cancel()
+		if err != nil {
+			return false, 0, err
+		}
+		for _, kv := range page.KVs {
+			if err := fn(kv.Key, kv.Value, kv.ModRevision); err != nil {
+				return false, page.Revision, err
+			}
+			n++
+		}
+		if !page.More || (limit > 0 && n >= limit) {
+			return page.More, page.Revision, nil
+		}
+		start, rev = page.Next, page.Revision
+	}
+}
+
 func (r *remoteBackend) Close() error { return r.c.Close() }
 
 // endpointError is the failure of a request to one given server (health,
@@ -191,6 +230,16 @@ func (a *app) classifyRemote(err error) (*cliError, bool) {
 		return &cliError{code: ExitNotFound, err: err}, true
 	case errors.Is(err, client.ErrInvalidArgument):
 		return &cliError{code: ExitInvalidArgument, err: err}, true
+	case errors.Is(err, client.ErrCompacted):
+		var ce *client.CompactedError
+		hint := "the servers keep --mvcc-retention of history (default 1h); read at a newer revision"
+		if errors.As(err, &ce) {
+			hint = fmt.Sprintf("read at revision %d or newer: the servers keep --mvcc-retention of history (default 1h)", ce.Oldest)
+		}
+		return &cliError{code: ExitInvalidArgument, err: err, hint: hint}, true
+	case errors.Is(err, client.ErrUnsupported):
+		return &cliError{code: ExitError, err: err,
+			hint: "the server predates this request (transactions, conditional writes and reads at a revision came with issue 13): upgrade kayadb-server"}, true
 	case errors.Is(err, client.ErrAmbiguous):
 		return &cliError{code: ExitError, err: err,
 			hint: "the connection failed after the request was sent: the write may or may not have been applied; read the key to find out"}, true
