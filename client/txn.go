@@ -371,28 +371,28 @@ ask:
 			last = statusError(a.st, a.payload) // not decided yet, or the server failed: ask again
 			continue
 		}
-		if gone, ok := t.serverGone(a); ok {
-			var le *TxnLostError
-			if errors.As(gone, &le) && le.Term == 0 {
-				// "Unknown or finished": the node that knows the
-				// transaction never saw this commit decided, yet it may
-				// have been.
-				if !wrote {
-					// Nothing to apply: committed at its snapshot.
-					t.mu.Lock()
-					t.mu.state, t.mu.rev, t.mu.err = txnCommitted, t.snapshot, nil
-					t.mu.Unlock()
-					return t.snapshot, nil
-				}
-				last = gone
-				break ask
-			}
+		last = statusError(a.st, a.payload)
+		if a.st != wire.StatusInvalidArgument {
+			break ask
+		}
+		msg, _ := wire.DecodeError(a.payload)
+		if id, _, ok := wire.ParseTxnLost(msg); ok && id == t.id {
 			// Lost with leadership: the new leader has applied every
 			// entry of the old terms and holds no outcome, so the commit
 			// was never applied.
+			gone, _ := t.serverGone(a)
 			return 0, t.end(txnReleased, gone)
 		}
-		last = statusError(a.st, a.payload)
+		if id, ok := wire.ParseTxnUnknown(msg); ok && id == t.id && !wrote {
+			// "Unknown or finished": the node that held the transaction
+			// has no outcome for it. With writes it may still have been
+			// applied (the outcome unknown); without, there was nothing
+			// to apply: committed at its snapshot.
+			t.mu.Lock()
+			t.mu.state, t.mu.rev, t.mu.err = txnCommitted, t.snapshot, nil
+			t.mu.Unlock()
+			return t.snapshot, nil
+		}
 		break ask
 	}
 	err := fmt.Errorf("%w: TXN_COMMIT of transaction %d sent to %s, outcome unknown: %w", ErrAmbiguous, t.id, t.addr, last)

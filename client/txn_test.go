@@ -525,28 +525,39 @@ func TestTxnConnectionFailure(t *testing.T) {
 // cannot learn it, ErrAmbiguous.
 func TestTxnCommitOutcomeResolved(t *testing.T) {
 	srv := newFakeServer(t)
-	var mode atomic.Int64 // 1: apply, then lose the reply; 2: lose it unapplied; 3: lose it and lose the txns; 4: always lose
+	// What happens to the first COMMIT after mode is set (armed): 1 it is
+	// applied and its reply lost; 2 it is lost unapplied; 3 it is lost
+	// and leadership moves; 4 (every COMMIT) no reply ever; 5 the server
+	// forgets the transaction and the reply is lost.
+	var mode atomic.Int64
+	var armed atomic.Bool
 	srv.setHandler(func(r *fakeReq) (fakeAction, bool) {
 		if r.op != wire.OpTxnCommit {
 			return fakeAction{}, false
 		}
+		first := armed.CompareAndSwap(true, false)
 		switch m := mode.Load(); {
-		case m == 1 && r.nth%2 == 1:
+		case m == 1 && first:
 			srv.model.Handle(r.op, r.payload)
 			return fakeAction{drop: true}, true
-		case m == 2 && r.nth%2 == 1:
+		case m == 2 && first:
 			return fakeAction{drop: true}, true
-		case m == 3 && r.nth%2 == 1:
+		case m == 3 && first:
 			srv.model.LoseTxns()
 			return fakeAction{drop: true}, true
 		case m == 4:
+			return fakeAction{drop: true}, true
+		case m == 5 && first:
+			// The server forgets it (as after a read-only commit, or
+			// an expiry), and the reply is lost.
+			srv.model.Handle(wire.OpTxnRollback, r.payload)
 			return fakeAction{drop: true}, true
 		}
 		return fakeAction{}, false
 	})
 	c := newClient(t, []string{srv.addr}, &Options{RequestTimeout: 2 * time.Second})
 	ctx := ctxT(t, 20*time.Second)
-	commit := func(m int64, key string) (uint64, error) {
+	commit := func(m int64, key string) (uint64, error) { // key "": a read-only transaction
 		t.Helper()
 		ctx := ctx
 		if m == 4 {
@@ -560,10 +571,13 @@ func TestTxnCommitOutcomeResolved(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := tx.Put(ctx, []byte(key), []byte("v")); err != nil {
-			t.Fatal(err)
+		if key != "" {
+			if err := tx.Put(ctx, []byte(key), []byte("v")); err != nil {
+				t.Fatal(err)
+			}
 		}
 		mode.Store(m)
+		armed.Store(true)
 		return tx.Commit(ctx)
 	}
 	// Applied, reply lost: the retry answers the first outcome; the write
@@ -584,11 +598,21 @@ func TestTxnCommitOutcomeResolved(t *testing.T) {
 	if _, err := c.Get(ctx, []byte("c")); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("c applied: %v", err)
 	}
+	// Forgotten by its server: a read-only transaction is committed at its
+	// snapshot; one with writes cannot be known (ambiguous).
+	snap := srv.model.Revision()
+	if rev, err := commit(5, ""); err != nil || rev != snap {
+		t.Fatalf("read-only, forgotten: %d %v (snapshot %d)", rev, err, snap)
+	}
+	if _, err := commit(5, "f"); !errors.Is(err, ErrAmbiguous) || !strings.Contains(err.Error(), "unknown or finished") {
+		t.Fatalf("with writes, forgotten: %v", err)
+	}
 	// No answer at all: ambiguous (and RunTxn does not retry it).
 	if _, err := commit(4, "d"); !errors.Is(err, ErrAmbiguous) {
 		t.Fatalf("no answer: %v", err)
 	}
 	runs := 0
+	mode.Store(4)
 	short, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	_, err = c.RunTxn(short, func(tx *Txn) error { runs++; return tx.Put(short, []byte("e"), nil) })

@@ -305,3 +305,28 @@ func TestBenchTxn(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseTxn: no input makes the txn parser panic, and every compare it
+// accepts renders (Cmp.String) to a line that parses to the same compare.
+func FuzzParseTxn(f *testing.F) {
+	for _, s := range []string{
+		"mod(\"key1\") > \"0\"\n\nput key1 \"overwrote-key1\"\n\nput key1 \"created-key1\"\nput key2 \"some extra key\"\n",
+		"value(\"\\x00\") != '\\n'\n!exists(\"a\")\ncreate(\"c\") = \"0\"\n\nget 'a b'\ndel \"x\"\n\n",
+		"\n\n\n\n", "#\n", "value(\"k\")==\"v\"", "mod(\"k\") <= 18446744073709551615", "!exists(\"k\") = 1",
+		"\nput \"a\\\" b\" 'c'", "val(\"\xff\") >= x\n\nget \xff",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		spec, err := parseTxn(strings.NewReader(in))
+		if err != nil {
+			return
+		}
+		for _, c := range spec.cmps {
+			again, err := parseCompare(c.String())
+			if err != nil || again.String() != c.String() {
+				t.Fatalf("%s re-parsed as %s, %v", c, again, err)
+			}
+		}
+	})
+}
