@@ -56,7 +56,8 @@ import (
 // scan read at (read_ts, or the latest revision when read_ts is 0); more is
 // 1 when keys under the prefix remain after the last one returned. To read
 // the next page at the same revision, send read_ts = read_rev and start =
-// the last key returned followed by one 0x00 byte.
+// the last key returned followed by one 0x00 byte (so a start may be one
+// byte longer than MaxKeySize).
 //
 // A read below the retained history (revision R older than the oldest
 // readable revision H) answers StatusCompacted with the error body
