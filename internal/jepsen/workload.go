@@ -32,6 +32,13 @@ const (
 	KindAdd   = "add"   // set element
 	KindPut   = "put"   // scan workload write
 	KindScan  = "scan"  // scan workload read
+	// The transactional workloads (workload_txn.go).
+	KindTxn      = "txn"       // list-append transaction (Op.Txn)
+	KindTransfer = "transfer"  // bank transfer from Key to To of Value
+	KindBalances = "balances"  // bank read of every account (Op.Balances)
+	KindCASRead  = "cas-read"  // CAS register read
+	KindCASWrite = "cas-write" // CAS register write
+	KindCAS      = "cas"       // compare-and-swap of Key from Old to Value
 )
 
 // Statuses of a completed op.
@@ -64,6 +71,21 @@ type Op struct {
 	// Refused marks a write the server refused before proposing it (disk
 	// full): failed, certainly not applied.
 	Refused bool `json:"refused,omitempty"`
+	// Txn is a list-append transaction's micro-ops.
+	Txn []Mop `json:"txn,omitempty"`
+	// Final marks the reads made after the workload, once everything
+	// healed and every other operation ended.
+	Final bool `json:"final,omitempty"`
+	// To is a bank transfer's destination account.
+	To string `json:"to,omitempty"`
+	// Balances is what a bank read returned, one per account.
+	Balances []int64 `json:"balances,omitempty"`
+	// Declined marks a transfer rolled back because the source account
+	// held less than the amount (failed: nothing written).
+	Declined bool `json:"declined,omitempty"`
+	// Old is a compare-and-swap's expected value; Swapped its answer.
+	Old     int64 `json:"old,omitempty"`
+	Swapped bool  `json:"swapped,omitempty"`
 }
 
 // History is the record of a run, safe for concurrent appends.
