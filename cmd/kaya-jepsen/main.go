@@ -12,6 +12,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -35,14 +37,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		runs       = fs.Int("runs", 1, "number of runs (stops at the first invalid one unless -keep-going)")
 		keepGoing  = fs.Bool("keep-going", false, "continue after an invalid run")
 		nemeses    = fs.String("nemesis", "all", "faults: kill,pause,partition,slow,membership,disk,slow-client,flood, all or none (disk needs root: all leaves it out without)")
-		workloads  = fs.String("workload", "all", "workloads: register,set,scan or all")
+		workloads  = fs.String("workload", "all", "workloads: register,set,scan,list-append,bank,cas-register or all (all: the default set; the transactional ones join it once the client and server support transactions)")
 		report     = fs.String("report", "", "report directory (default: ./jepsen-report/<time>)")
 		tick       = fs.Duration("tick", 50*time.Millisecond, "the servers' raft tick")
 		diskMiB    = fs.Int64("disk-mib", jepsen.DefaultDiskBytes>>20, "disk nemesis: each node's tmpfs, in MiB")
 		reserveMiB = fs.Int64("disk-reserve-mib", jepsen.DefaultDiskReserveBytes>>20, "disk nemesis: the servers' --disk-reserve on their tmpfs, in MiB")
 		floodN     = fs.Int("flood-conns", 2000, "flood nemesis: connections opened from one other loopback address")
 		maxRSS     = fs.Int64("max-rss-mib", 1024, "a node whose resident memory exceeds this many MiB makes the run invalid")
-		planted    = fs.String("planted-bug", "", "negative control: run a server with a deliberate bug, early-ack (writes acknowledged before commit) or stale-reads (reads without ReadIndex on any node); the run must be INVALID")
+		planted    = fs.String("planted-bug", "", "negative control: run a server with a deliberate bug, early-ack (writes acknowledged before commit), stale-reads (reads without ReadIndex on any node) or skip-read-validation (transactions validate only their writes: needs -workload list-append); the run must be INVALID")
 		version    = fs.Bool("version", false, "print the version (module, VCS revision, Go, client protocol) and exit")
 	)
 	fs.Usage = func() {
@@ -67,7 +69,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail("-nemesis: %v", err)
 	}
-	wl, err := jepsen.ParseList("workload", *workloads, jepsen.AllWorkloads)
+	wl, err := jepsen.ParseWorkloads(*workloads)
 	if err != nil || len(wl) == 0 {
 		return fail("-workload: %v (at least one)", err)
 	}
@@ -96,7 +98,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	tag, ok := jepsen.PlantedBugs[*planted]
 	if *planted != "" && !ok {
-		return fail("-planted-bug %q: want early-ack or stale-reads", *planted)
+		return fail("-planted-bug %q: want one of %s", *planted, strings.Join(jepsen.PlantedBugNames(), ", "))
+	}
+	if need := jepsen.PlantedBugWorkloads[*planted]; len(need) > 0 && !slices.ContainsFunc(wl, func(w string) bool { return slices.Contains(need, w) }) {
+		return fail("-planted-bug %s is seen only by the workloads %s: add one to -workload", *planted, strings.Join(need, ","))
 	}
 	if *bin == "" || *planted != "" {
 		wd, _ := os.Getwd()

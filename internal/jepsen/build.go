@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 )
 
@@ -17,6 +18,29 @@ var PlantedBugs = map[string]string{
 	// Every node answers GET and SCAN from its local state without
 	// ReadIndex: a deposed or lagging node serves stale data.
 	"stale-reads": "kaya_planted_stale_reads",
+	// Transaction commits validate only the write set, not the read set
+	// (snapshot isolation where serializability is promised): write skew
+	// commits, and the list-append checker must find G2 cycles. The
+	// server implements it with the issue-13 transactions
+	// (internal/kv/planted_readval_{on,off}.go, a constant
+	// plantedSkipReadValidation); until then the tag changes nothing.
+	"skip-read-validation": "kaya_planted_skip_read_validation",
+}
+
+// PlantedBugWorkloads names, for a planted bug that only some workloads
+// can expose, the workloads a negative control must run.
+var PlantedBugWorkloads = map[string][]string{
+	"skip-read-validation": {WorkloadListAppend},
+}
+
+// PlantedBugNames lists the planted bugs, sorted.
+func PlantedBugNames() []string {
+	var out []string
+	for k := range PlantedBugs {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // BuildServer compiles kayadb-server from the module at moduleDir into

@@ -151,6 +151,9 @@ type Verdict struct {
 	Detail  string `json:"detail,omitempty"`
 	// Visualization is the porcupine HTML written for this checker.
 	Visualization string `json:"visualization,omitempty"`
+	// Report is this checker's full report (the list-append checker's
+	// anomalies, each written out).
+	Report string `json:"report,omitempty"`
 }
 
 // checkLinearizable runs porcupine on ops with model and writes the

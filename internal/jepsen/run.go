@@ -169,6 +169,12 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
+	txnWorkloads := txnWorkloadsIn(cfg.Workloads)
+	if len(txnWorkloads) > 0 {
+		if err := txnClientSupported(); err != nil {
+			return nil, fmt.Errorf("jepsen: workloads %v: %w", txnWorkloads, err)
+		}
+	}
 	if err := os.MkdirAll(cfg.ReportDir, 0o755); err != nil {
 		return nil, err
 	}
@@ -209,6 +215,19 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if contains(nemeses, NemesisSlowClient) {
 		preloadSlowValues(ctx, admin, logf)
 	}
+	var shared *txnShared
+	var txnAdmin TxnClient
+	if len(txnWorkloads) > 0 {
+		if txnAdmin, err = txnClientFor(admin); err != nil {
+			return nil, err
+		}
+		shared = newTxnShared()
+		if contains(txnWorkloads, WorkloadBank) {
+			if err := setupBank(ctx, txnAdmin, 30*time.Second); err != nil {
+				return nil, err
+			}
+		}
+	}
 	mem := startMemoryMonitor(c)
 	memClosed := false
 	defer func() {
@@ -231,6 +250,12 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		defer cl.Close()
 		w := &worker{id: i, cl: cl, h: h, rng: rand.New(rand.NewPCG(uint64(cfg.Seed), uint64(i))), regKeys: cfg.Keys,
 			workloads: cfg.Workloads, opTimeout: 2 * time.Second}
+		if shared != nil {
+			if w.txn, err = txnClientFor(cl); err != nil {
+				return nil, err
+			}
+			w.shared = shared
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -310,6 +335,15 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		sum.Valid = false
 		sum.addProblem(fmt.Sprintf("after healing: %v", err))
 	}
+	// The transactional workloads' final reads join the history: every
+	// list-append key and the balances, read once everything healed.
+	var finalMissing []string
+	if shared != nil {
+		if err := waitLeader(ctx, c, admin, 30*time.Second); err != nil {
+			logf("no leader for the final reads: %v", err)
+		}
+		finalMissing = finalTxnReads(ctx, txnAdmin, h, cfg.Workloads, shared, logf)
+	}
 	ops := h.Ops()
 	sum.Ops = countOps(ops)
 	sum.Errors = errorSummary(ops, 5)
@@ -333,6 +367,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if contains(cfg.Workloads, WorkloadScan) {
 		sum.Verdicts = append(sum.Verdicts, checkLinearizable("scan", scanModel, scanOps(ops), cfg.CheckTimeout, cfg.ReportDir, visualize))
 	}
+	sum.Verdicts = append(sum.Verdicts, checkTxnWorkloads(ops, cfg.Workloads, finalMissing, cfg.CheckTimeout, cfg.ReportDir)...)
 	if contains(cfg.Workloads, WorkloadSet) {
 		if ferr != nil {
 			sum.Verdicts = append(sum.Verdicts, Verdict{Checker: "set", Result: "unknown", Detail: "final read failed: " + ferr.Error()})
@@ -587,6 +622,9 @@ func (s *Summary) Text() string {
 		fmt.Fprintf(&b, "  %-12s %-9s (%d ops) %s\n", v.Checker, v.Result, v.Ops, v.Detail)
 		if v.Visualization != "" {
 			fmt.Fprintf(&b, "               visualization: %s\n", v.Visualization)
+		}
+		if v.Report != "" && v.Result != "ok" {
+			fmt.Fprintf(&b, "               report: %s\n", v.Report)
 		}
 	}
 	if s.Problem != "" {

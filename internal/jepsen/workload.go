@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,8 +23,32 @@ const (
 	WorkloadScan     = "scan"
 )
 
-// AllWorkloads lists the workloads in the order they are mixed.
-var AllWorkloads = []string{WorkloadRegister, WorkloadSet, WorkloadScan}
+// baseWorkloads need only GET, PUT and SCAN.
+var baseWorkloads = []string{WorkloadRegister, WorkloadSet, WorkloadScan}
+
+// AllWorkloads are the workloads a run mixes by default: the base ones,
+// and the transactional ones (TxnWorkloads) once txnWorkloadsByDefault
+// says the client and the server support them (txnclient*.go).
+var AllWorkloads = defaultWorkloads()
+
+// KnownWorkloads are all the workloads a run may name.
+var KnownWorkloads = append(slices.Clone(baseWorkloads), TxnWorkloads...)
+
+func defaultWorkloads() []string {
+	if txnWorkloadsByDefault {
+		return append(slices.Clone(baseWorkloads), TxnWorkloads...)
+	}
+	return slices.Clone(baseWorkloads)
+}
+
+// ParseWorkloads parses a comma-separated list of workload names: "all"
+// is AllWorkloads, and any of KnownWorkloads may be named.
+func ParseWorkloads(s string) ([]string, error) {
+	if s == "all" {
+		return slices.Clone(AllWorkloads), nil
+	}
+	return ParseList("workload", s, KnownWorkloads)
+}
 
 // Op kinds in the history.
 const (
@@ -122,6 +147,13 @@ type worker struct {
 	workloads []string
 	seq       int64
 	opTimeout time.Duration
+	// txn and shared serve the transactional workloads (nil without
+	// them).
+	txn    TxnClient
+	shared *txnShared
+	// limit, when positive, stops the worker after that many operations
+	// (tests); otherwise it runs until ctx ends.
+	limit int
 }
 
 func regKey(i int) string      { return "reg/" + strconv.Itoa(i) }
@@ -143,7 +175,7 @@ func (w *worker) nextValue() int64 {
 }
 
 func (w *worker) run(ctx context.Context) {
-	for ctx.Err() == nil {
+	for n := 0; ctx.Err() == nil && (w.limit <= 0 || n < w.limit); n++ {
 		switch w.workloads[w.rng.IntN(len(w.workloads))] {
 		case WorkloadRegister:
 			if w.rng.IntN(2) == 0 {
@@ -159,6 +191,12 @@ func (w *worker) run(ctx context.Context) {
 			} else {
 				w.put(ctx, w.rng.IntN(scanKeys))
 			}
+		case WorkloadListAppend:
+			w.listAppend(ctx)
+		case WorkloadBank:
+			w.bankOp(ctx)
+		case WorkloadCAS:
+			w.casOp(ctx)
 		}
 	}
 }
