@@ -15,8 +15,11 @@ import (
 // lockedKV stands in for the client's transactions in the wiring test:
 // every transaction and every single-key operation of every worker holds
 // one lock, so that plain GETs and PUTs through the real client behave as
-// strictly serializable transactions as long as no PUT fails (the test
-// runs no nemesis). A commit applies its writes one PUT at a time.
+// strictly serializable transactions. A commit applies its writes one PUT
+// at a time; so that it is all or nothing, each PUT made under the lock
+// has its own deadline (not the caller's, which the wait for the lock
+// may have used up) and is repeated until it succeeds — the same value
+// again, while nobody else writes (the test runs no nemesis).
 type lockedKV struct {
 	mu *sync.Mutex
 	cl *client.Client
@@ -45,7 +48,29 @@ func (l lockedKV) Get(ctx context.Context, key []byte) ([]byte, bool, error) {
 func (l lockedKV) Put(ctx context.Context, key, value []byte) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.cl.Put(ctx, key, value)
+	return l.put(key, value, false)
+}
+
+// put writes under the lock until the write succeeds: about a minute at
+// most, far beyond what a cluster without faults needs.
+func (l lockedKV) put(key, value []byte, del bool) error {
+	var err error
+	for attempt := 0; attempt < 12; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if del {
+			err = l.cl.Delete(ctx, key)
+			if errors.Is(err, client.ErrNotFound) {
+				err = nil
+			}
+		} else {
+			err = l.cl.Put(ctx, key, value)
+		}
+		cancel()
+		if err == nil {
+			return nil
+		}
+	}
+	return err
 }
 
 func (l lockedKV) CompareAndSwap(ctx context.Context, key, old, new []byte) (bool, error) {
@@ -55,7 +80,7 @@ func (l lockedKV) CompareAndSwap(ctx context.Context, key, old, new []byte) (boo
 	if err != nil || !found || string(v) != string(old) {
 		return false, err
 	}
-	if err := l.cl.Put(ctx, key, new); err != nil {
+	if err := l.put(key, new, false); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -108,13 +133,12 @@ func (t *lockedTxn) Commit(ctx context.Context) error {
 	}
 	sort.Strings(keys)
 	for _, k := range keys {
-		var err error
-		if v := t.writes[k]; v == nil {
-			err = t.l.cl.Delete(ctx, []byte(k))
-		} else {
-			err = t.l.cl.Put(ctx, []byte(k), *v)
+		var v []byte
+		w := t.writes[k]
+		if w != nil {
+			v = *w
 		}
-		if err != nil {
+		if err := t.l.put([]byte(k), v, w == nil); err != nil {
 			return err
 		}
 	}

@@ -4,7 +4,10 @@ package jepsen
 
 // The adapter from the Go client to TxnClient: a thin mapping, one method
 // each. Built only with the kaya_txn_client tag until the client has
-// transactions (see txnclient_pending.go).
+// transactions (see txnclient_pending.go). Written against the client of
+// branch i13-txnapi (45390d2): Begin → *Txn; Txn.Commit → (revision,
+// error); CompareAndSwap → (swapped, revision, error); ErrTxnConflict,
+// ErrTxnLost.
 
 import (
 	"context"
@@ -41,13 +44,17 @@ func (c clientTxns) Put(ctx context.Context, key, value []byte) error {
 }
 
 func (c clientTxns) CompareAndSwap(ctx context.Context, key, old, new []byte) (bool, error) {
-	return c.cl.CompareAndSwap(ctx, key, old, new)
+	swapped, _, err := c.cl.CompareAndSwap(ctx, key, old, new)
+	return swapped, err
 }
 
-// NotApplied: a conflict aborted the transaction; anything writeStatus
+// NotApplied: a conflict aborted the transaction; a lost one was not
+// committed (the client says so — and the checkers test that claim: a
+// lost transaction whose append is seen is a G1a); anything writeStatus
 // calls failed (refused before it was sent or proposed) did not happen.
+// ErrAmbiguous and everything else stay unknown.
 func (c clientTxns) NotApplied(err error) bool {
-	return errors.Is(err, client.ErrTxnConflict) || writeStatus(err) == StatusFail
+	return errors.Is(err, client.ErrTxnConflict) || errors.Is(err, client.ErrTxnLost) || writeStatus(err) == StatusFail
 }
 
 type clientTxn struct{ t *client.Txn }
@@ -57,8 +64,11 @@ func (t clientTxn) Get(ctx context.Context, key []byte) ([]byte, bool, error) {
 }
 func (t clientTxn) Put(ctx context.Context, key, value []byte) error { return t.t.Put(ctx, key, value) }
 func (t clientTxn) Delete(ctx context.Context, key []byte) error     { return t.t.Delete(ctx, key) }
-func (t clientTxn) Commit(ctx context.Context) error                 { return t.t.Commit(ctx) }
-func (t clientTxn) Rollback(ctx context.Context) error               { return t.t.Rollback(ctx) }
+func (t clientTxn) Commit(ctx context.Context) error {
+	_, err := t.t.Commit(ctx)
+	return err
+}
+func (t clientTxn) Rollback(ctx context.Context) error { return t.t.Rollback(ctx) }
 
 // found turns the client's ErrNotFound into found = false.
 func found(v []byte, err error) ([]byte, bool, error) {

@@ -475,7 +475,9 @@ func finalTxnReads(ctx context.Context, cl TxnClient, h *History, workloads []st
 				h.add(last)
 				return
 			}
-			time.Sleep(finalRetryWait)
+			if !sleepUntil(ctx, time.Now().Add(finalRetryWait)) {
+				break
+			}
 		}
 		logf("final read of %s failed: %s", what, last.Error)
 		missing = append(missing, fmt.Sprintf("%s (%s)", what, last.Error))
