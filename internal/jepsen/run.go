@@ -228,6 +228,9 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		if txnAdmin, err = txnFor(admin); err != nil {
 			return nil, err
 		}
+		if err := probeTxns(ctx, txnAdmin, txnWorkloads, 30*time.Second); err != nil {
+			return nil, err
+		}
 		shared = newTxnShared()
 		if contains(txnWorkloads, WorkloadBank) {
 			if err := setupBank(ctx, txnAdmin, 30*time.Second); err != nil {

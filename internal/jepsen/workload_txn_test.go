@@ -2,6 +2,7 @@ package jepsen
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -230,5 +231,29 @@ func TestWorkloadSets(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "issue 13") {
 			t.Fatalf("running a transactional workload without a client for it: %v", err)
 		}
+	}
+}
+
+// unsupported answers every request as a server without transactions.
+type unsupported struct{ memClient }
+
+var errUnsupported = errors.New("not supported by the server")
+
+func (unsupported) Begin(context.Context) (TxnHandle, error) { return nil, errUnsupported }
+
+// A cluster that does not serve transactions stops the run before the
+// workload (not a VALID run with nothing in it); a history in which no
+// transaction committed is not called valid either.
+func TestTxnWorkloadsNeedTransactions(t *testing.T) {
+	err := probeTxns(context.Background(), unsupported{memClient{newMemStore(1, memMode{})}}, TxnWorkloads, 0)
+	if err == nil || !strings.Contains(err.Error(), "BEGIN: not supported") || !strings.Contains(err.Error(), "does not serve") {
+		t.Fatalf("probe of a server without transactions: %v", err)
+	}
+	if err := probeTxns(context.Background(), memClient{newMemStore(1, memMode{})}, TxnWorkloads, 0); err != nil {
+		t.Fatalf("probe of a store with transactions: %v", err)
+	}
+	ops := []Op{tx(0, StatusFail, 0, 1, ap("la/0", 1)), final(2, rd("la/0"))}
+	if v := listAppendVerdict(ops, nil, ""); v.Result != "unknown" || !strings.Contains(v.Detail, "no transaction of the workload committed") {
+		t.Fatalf("a history without a committed transaction: %s: %s", v.Result, v.Detail)
 	}
 }
