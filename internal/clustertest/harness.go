@@ -618,7 +618,9 @@ func (h *Harness[N]) TickNodes(k int, ids ...uint64) {
 }
 
 func (h *Harness[N]) tickOnce(ids []uint64) {
+	h.t.Helper()
 	type ticking struct {
+		id   uint64
 		tk   *Ticker
 		done <-chan struct{}
 	}
@@ -629,12 +631,20 @@ func (h *Harness[N]) tickOnce(ids []uint64) {
 	var all []ticking
 	for _, id := range ids {
 		if s := h.slots[id]; s != nil && s.running {
-			all = append(all, ticking{s.ticker, s.node.Node().Done()})
+			all = append(all, ticking{id, s.ticker, s.node.Node().Done()})
 		}
 	}
 	h.mu.Unlock()
 	for _, x := range all {
-		x.tk.Tick(x.done)
+		timer := time.NewTimer(waitTimeout)
+		select {
+		case x.tk.c <- time.Now():
+		case <-x.done:
+		case <-x.tk.stop:
+		case <-timer.C:
+			h.t.Fatalf("node %d's raft loop took no tick within %v: it is stuck, or its start function did not pass Env.Ticker on", x.id, waitTimeout)
+		}
+		timer.Stop()
 	}
 }
 
