@@ -60,6 +60,11 @@ type Config struct {
 	// TickInterval, ElectionTicks, HeartbeatTicks tune raft timing.
 	TickInterval                  time.Duration
 	ElectionTicks, HeartbeatTicks int
+	// RaftTicker, when set, is the raft clock instead of a time.Ticker of
+	// TickInterval (raftnode.Config.Ticker); the node stops it. A test
+	// seam: tests drive elections and heartbeats by hand with it (package
+	// clustertest). TickInterval still says how long a tick stands for.
+	RaftTicker raftnode.Ticker
 	// RequestTimeout bounds every client request. Default 5 s.
 	RequestTimeout time.Duration
 	// SnapshotEntries: a snapshot is taken (and the raft log compacted)
@@ -398,7 +403,7 @@ func New(cfg Config) (_ *Server, retErr error) {
 		// stored elsewhere); the state machine skips the data entries it has
 		// already applied. This is etcd's arrangement.
 		Applied:      snapIndex,
-		TickInterval: cfg.TickInterval, ElectionTicks: cfg.ElectionTicks, HeartbeatTicks: cfg.HeartbeatTicks,
+		TickInterval: cfg.TickInterval, Ticker: cfg.RaftTicker, ElectionTicks: cfg.ElectionTicks, HeartbeatTicks: cfg.HeartbeatTicks,
 		Snapshots: s, SnapshotEntries: snapshotEntries(cfg.SnapshotEntries), CatchUpEntries: cfg.CatchUpEntries,
 		// A step that failed for lack of space puts the node in disk-full
 		// mode at once (the loop retries the step by itself).
