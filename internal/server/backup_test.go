@@ -83,21 +83,21 @@ func readFileFS(t *testing.T, fs vfs.FS, path string) []byte {
 // offsets and lengths; END removes the files; at most maxBackups exist.
 func TestBackupProtocol(t *testing.T) {
 	c := newTestCluster(t, 3)
-	lead := c.leader()
-	cl := dial(t, c.lns[lead])
+	lead := c.WaitLeader()
+	cl := dial(t, c.addr(lead))
 	for i := range 300 {
 		if st, p, err := cl.put(fmt.Sprintf("k%04d", i), strings.Repeat("v", 500)); err != nil || st != wire.StatusOK {
 			t.Fatalf("put: %v %v %s", st, err, errText(p))
 		}
 	}
-	acked := c.nodes[lead].Store().AppliedIndex()
+	acked := c.node(lead).Store().AppliedIndex()
 
 	// A follower answers NOT_LEADER with the leader's client address.
 	follower := lead%3 + 1
-	fc := dial(t, c.lns[follower])
+	fc := dial(t, c.addr(follower))
 	st, p, err := fc.do(wire.OpBackupBegin, nil)
-	if err != nil || st != wire.StatusNotLeader || string(p) != c.lns[lead] {
-		t.Fatalf("BEGIN on a follower: %v %v %q, want NOT_LEADER %s", st, err, p, c.lns[lead])
+	if err != nil || st != wire.StatusNotLeader || string(p) != c.addr(lead) {
+		t.Fatalf("BEGIN on a follower: %v %v %q, want NOT_LEADER %s", st, err, p, c.addr(lead))
 	}
 
 	info := backupReady(t, cl)
@@ -105,7 +105,7 @@ func TestBackupProtocol(t *testing.T) {
 		t.Fatalf("backup info %+v (acked index %d, leader %d)", info, acked, lead)
 	}
 	dir := filepath.Join("/node", backupsDir, info.ID+".tmp")
-	disk := c.disk(lead)
+	disk := c.Disk(lead)
 	var names []string
 	for _, f := range info.Files {
 		names = append(names, f.Name)
@@ -212,9 +212,9 @@ func TestBackupCleanup(t *testing.T) {
 	defer func() { backupIdleTimeout, backupReapInterval = oldIdle, oldReap }()
 
 	c := newTestCluster(t, 1)
-	c.leader()
-	cl := dial(t, c.lns[1])
-	disk := c.disk(1)
+	c.WaitLeader()
+	cl := dial(t, c.addr(1))
+	disk := c.Disk(1)
 	info := backupReady(t, cl)
 	dir := filepath.Join("/node", backupsDir, info.ID+".tmp")
 	if _, err := disk.Stat(dir); err != nil {
@@ -238,7 +238,7 @@ func TestBackupCleanup(t *testing.T) {
 
 	// Stopping the server removes the backups it holds.
 	info = backupReady(t, cl)
-	c.stop(1)
+	c.Stop(1)
 	if _, err := disk.Stat(filepath.Join("/node", backupsDir)); err == nil {
 		t.Fatal("the backups directory survived a clean stop")
 	}
@@ -250,8 +250,8 @@ func TestBackupCleanup(t *testing.T) {
 	if err := vfs.WriteFileSync(disk, left, filepath.Join(left, "000001.sst"), []byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	c.start(1)
-	c.leader()
+	c.Start(1)
+	c.WaitLeader()
 	waitFor(t, "the leftover backup to be removed", func() bool {
 		_, err := disk.Stat(filepath.Join("/node", backupsDir))
 		return err != nil
@@ -262,8 +262,8 @@ func TestBackupCleanup(t *testing.T) {
 func TestBackupNeedsOperatorToken(t *testing.T) {
 	const tok = "operator-secret-0123456789"
 	c := newTestCluster(t, 1, func(id uint64, cfg *Config) { cfg.OperatorToken = tok })
-	c.leader()
-	cl := dial(t, c.lns[1])
+	c.WaitLeader()
+	cl := dial(t, c.addr(1))
 	for _, op := range []wire.Opcode{wire.OpBackupBegin, wire.OpBackupRead, wire.OpBackupEnd, wire.OpBackupStatus} {
 		inner := wire.AppendBackupID(nil, "0123456789abcdef")
 		if op == wire.OpBackupRead {
@@ -297,11 +297,11 @@ func TestBackupNeedsOperatorToken(t *testing.T) {
 // new leader checkpoints before it has applied the write.
 func TestBackupIncludesWritesAckedByOldLeader(t *testing.T) {
 	c := newTestCluster(t, 3)
-	old := c.leader()
+	old := c.WaitLeader()
 	var others []uint64
 	conns := map[uint64]*conn{}
 	for id := uint64(1); id <= 3; id++ {
-		conns[id] = dial(t, c.lns[id])
+		conns[id] = dial(t, c.addr(id))
 		if id != old {
 			others = append(others, id)
 		}
@@ -310,7 +310,7 @@ func TestBackupIncludesWritesAckedByOldLeader(t *testing.T) {
 	// their acknowledgements reach the leader, which commits, applies and
 	// answers; the commit index it would send next is cut off with the rest
 	// of its outgoing traffic.
-	c.net.SetDelay(20 * time.Millisecond)
+	c.Net.SetDelay(20 * time.Millisecond)
 	time.Sleep(200 * time.Millisecond)
 	type result struct {
 		st  wire.Status
@@ -323,7 +323,7 @@ func TestBackupIncludesWritesAckedByOldLeader(t *testing.T) {
 	}()
 	time.Sleep(10 * time.Millisecond) // the entry is on its way to the followers
 	for _, id := range others {
-		c.net.BlockLink(old, id)
+		c.Net.BlockLink(old, id)
 	}
 	if r := <-res; r.err != nil || r.st != wire.StatusOK {
 		t.Skipf("the write was not acknowledged (%v %v): the timing of this test did not work out", r.st, r.err)
@@ -333,7 +333,7 @@ func TestBackupIncludesWritesAckedByOldLeader(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for lead == 0 {
 		for _, id := range others {
-			if c.nodes[id].Node().IsLeader() {
+			if c.node(id).Node().IsLeader() {
 				lead = id
 			}
 		}
@@ -343,7 +343,7 @@ func TestBackupIncludesWritesAckedByOldLeader(t *testing.T) {
 		time.Sleep(200 * time.Microsecond)
 	}
 	info := backupReady(t, conns[lead])
-	db, err := engine.Open(filepath.Join("/node", backupsDir, info.ID+".tmp"), &engine.Options{FS: c.disk(lead), ReadOnly: true})
+	db, err := engine.Open(filepath.Join("/node", backupsDir, info.ID+".tmp"), &engine.Options{FS: c.Disk(lead), ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,6 +351,6 @@ func TestBackupIncludesWritesAckedByOldLeader(t *testing.T) {
 	if v, err := db.Get([]byte("acked-by-old-leader")); err != nil || string(v) != "v" {
 		t.Fatalf("the backup of the new leader (index %d) lacks a write the old leader acknowledged: %q %v", info.AppliedIndex, v, err)
 	}
-	c.net.Heal()
-	c.net.SetDelay(0)
+	c.Net.Heal()
+	c.Net.SetDelay(0)
 }

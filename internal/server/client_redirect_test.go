@@ -13,15 +13,15 @@ import (
 // to the leader (NOT_LEADER with the leader's address) and works.
 func TestClientRedirect(t *testing.T) {
 	c := newTestCluster(t, 3)
-	lead := c.leader()
+	lead := c.WaitLeader()
 	var follower uint64
-	for id := range c.nodes {
+	for id := range c.Nodes() {
 		if id != lead {
 			follower = id
 			break
 		}
 	}
-	cl, err := client.New([]string{c.lns[follower]}, &client.Options{RequestTimeout: 5 * time.Second})
+	cl, err := client.New([]string{c.addr(follower)}, &client.Options{RequestTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,8 +34,8 @@ func TestClientRedirect(t *testing.T) {
 	if v, err := cl.Get(ctx, []byte("k")); err != nil || string(v) != "v" {
 		t.Fatalf("get: %q %v", v, err)
 	}
-	if got := cl.Leader(); got != c.lns[lead] {
-		t.Fatalf("client learned leader %q, want %q", got, c.lns[lead])
+	if got := cl.Leader(); got != c.addr(lead) {
+		t.Fatalf("client learned leader %q, want %q", got, c.addr(lead))
 	}
 	if _, err := cl.Get(ctx, []byte("missing")); !errors.Is(err, client.ErrNotFound) {
 		t.Fatalf("missing key: %v", err)

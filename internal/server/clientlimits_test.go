@@ -651,7 +651,7 @@ func TestAddMemberAddressValidation(t *testing.T) {
 
 	// Over the wire: INVALID_ARGUMENT naming the field, nothing proposed.
 	c := newTestCluster(t, 1)
-	cl := dial(t, c.lns[c.leader()])
+	cl := dial(t, c.addr(c.WaitLeader()))
 	for _, tc := range []struct{ raft, client, field string }{
 		{"127.0/0.1:q", "127.0.0.1:7379", "raft_addr"},
 		{"127.0.0.1:7481", "127.0.0.1:7379\x1b[2J", "client_addr"},
@@ -666,7 +666,7 @@ func TestAddMemberAddressValidation(t *testing.T) {
 			t.Errorf("the error echoes control characters: %q", msg)
 		}
 	}
-	if n := len(c.nodes[1].ros.list()); n != 1 {
+	if n := len(c.node(1).ros.list()); n != 1 {
 		t.Fatalf("the roster has %d members after refused additions", n)
 	}
 }

@@ -2,13 +2,9 @@ package server
 
 import (
 	"fmt"
-	"net"
 	"sync/atomic"
 	"testing"
-	"time"
 
-	"github.com/kayadb/kayadb/engine"
-	"github.com/kayadb/kayadb/internal/transport"
 	"github.com/kayadb/kayadb/internal/vfs"
 	"github.com/kayadb/kayadb/internal/wire"
 )
@@ -62,28 +58,4 @@ func TestSingleNodePowerCutAtEveryWrite(t *testing.T) {
 		}
 		stop()
 	}
-}
-
-func startSingle(t *testing.T, fs vfs.FS) (string, func()) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	network := transport.NewMemNetwork(1)
-	s, err := New(Config{NodeID: 1, DataDir: "/node", TickInterval: 10 * time.Millisecond, RequestTimeout: 2 * time.Second,
-		EngineOptions:  &engine.Options{FS: fs, MemTableSize: 64 << 10},
-		NewTransport:   func(h transport.Handler) transport.Transport { return network.Transport(1, h) },
-		ClientListener: ln})
-	if err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !s.Node().IsLeader() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no leader: %v", s.Err())
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	return ln.Addr().String(), func() { _ = s.Close() }
 }

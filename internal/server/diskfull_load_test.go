@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/kayadb/kayadb/engine"
-	"github.com/kayadb/kayadb/internal/transport"
 	"github.com/kayadb/kayadb/internal/vfs"
 	"github.com/kayadb/kayadb/internal/wire"
 )
@@ -102,31 +101,17 @@ func (d *smallDisk) free(t *testing.T) {
 	}
 }
 
-// startOn starts a single node whose data lives on d.
-func startOn(t *testing.T, d *smallDisk, reserve int64) *Server {
+// startOn starts a single node whose data lives on d. Its clock runs
+// freely: the raft loop counts its retries on a full disk in ticks.
+func startOn(t *testing.T, d *smallDisk, reserve int64) *testCluster {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	network := transport.NewMemNetwork(1)
-	s, err := New(Config{NodeID: 1, DataDir: d.dir, TickInterval: 10 * time.Millisecond, RequestTimeout: time.Second,
-		SnapshotEntries: 500, CatchUpEntries: 100, DiskReserve: reserve,
-		EngineOptions:  &engine.Options{FS: d.fs, MemTableSize: 256 << 10},
-		NewTransport:   func(h transport.Handler) transport.Transport { return network.Transport(1, h) },
-		ClientListener: ln})
-	if err != nil {
-		_ = ln.Close()
-		t.Fatalf("the node does not start: %v", err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !s.Node().IsLeader() {
-		if time.Now().After(deadline) {
-			t.Fatalf("no leader: %v", s.Err())
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	return s
+	c := newCluster(t, 1, clusterOpts{configure: func(_ uint64, cfg *Config) {
+		cfg.DataDir, cfg.RequestTimeout = d.dir, time.Second
+		cfg.SnapshotEntries, cfg.CatchUpEntries, cfg.DiskReserve = 500, 100, reserve
+		cfg.EngineOptions = &engine.Options{FS: d.fs, MemTableSize: 256 << 10}
+	}})
+	c.WaitLeader()
+	return c
 }
 
 // TestDiskFullUnderLoad fills the data file system under a write load, at
@@ -140,8 +125,13 @@ func TestDiskFullUnderLoad(t *testing.T) {
 	}
 	d := newSmallDisk(t, 48<<20)
 	const reserve = 4 << 20
-	s := startOn(t, d, reserve)
-	defer func() { _ = s.Close() }()
+	c := startOn(t, d, reserve)
+	s := c.node(1)
+	defer func() {
+		if c.Running(1) {
+			_ = c.Detach(1).Close()
+		}
+	}()
 
 	var (
 		mu    sync.Mutex
@@ -274,10 +264,11 @@ func TestDiskFullUnderLoad(t *testing.T) {
 		if round == 2 {
 			d.fill(t)
 		}
-		if err := s.Close(); err != nil {
+		if err := c.Detach(1).Close(); err != nil {
 			t.Logf("round %d: closing: %v", round, err)
 		}
-		s = startOn(t, d, reserve)
+		s = c.Start(1)
+		c.WaitLeader()
 		setAddr(s.ClientAddr())
 		if round == 2 {
 			// It started (its ballast given back first). Reads work

@@ -22,9 +22,9 @@ import (
 // the time Shutdown returns, and no acknowledged write is lost.
 func TestGracefulShutdownHandsOffLeadership(t *testing.T) {
 	c := newTestCluster(t, 3)
-	old := c.leader()
+	old := c.WaitLeader()
 	var addrs []string
-	for _, m := range c.members {
+	for _, m := range c.members() {
 		addrs = append(addrs, m.ClientAddr)
 	}
 	ctx, stop := context.WithCancel(context.Background())
@@ -55,10 +55,7 @@ func TestGracefulShutdownHandsOffLeadership(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 
-	c.mu.Lock()
-	s := c.nodes[old]
-	delete(c.nodes, old)
-	c.mu.Unlock()
+	s := c.Detach(old) // Shutdown stops it
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	if err := s.Shutdown(sctx); err != nil {
 		t.Fatal(err)
@@ -70,9 +67,7 @@ func TestGracefulShutdownHandsOffLeadership(t *testing.T) {
 	if next == 0 || next == old {
 		t.Fatalf("the leader shut down without handing over (it knew leader %d)", next)
 	}
-	c.mu.Lock()
-	successor := c.nodes[next]
-	c.mu.Unlock()
+	successor := c.node(next)
 	if successor == nil || !successor.Node().IsLeader() {
 		t.Fatalf("node %d was named successor but does not lead", next)
 	}
@@ -129,24 +124,14 @@ func TestLogLinesCarryNodeAndTerm(t *testing.T) {
 func TestLostRaftStateRefusesToStart(t *testing.T) {
 	for _, keepRoster := range []bool{true, false} {
 		dir := filepath.Join(t.TempDir(), "data")
-		start := func() (*Server, error) {
-			mem := transport.NewMemNetwork(1)
-			return New(Config{NodeID: 1, DataDir: dir, ClientListener: loopbackListener(t), TickInterval: 10 * time.Millisecond,
-				NewTransport: func(h transport.Handler) transport.Transport { return mem.Transport(1, h) }})
-		}
-		s, err := start()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.WaitLeader(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		if st, _, err := dial(t, s.ClientAddr()).put("k", "v"); err != nil || st != wire.StatusOK {
+		c := newCluster(t, 1, clusterOpts{manual: true, configure: func(_ uint64, cfg *Config) {
+			cfg.DataDir, cfg.EngineOptions = dir, nil // real files
+		}})
+		c.Elect(1)
+		if st, _, err := dial(t, c.addr(1)).put("k", "v"); err != nil || st != wire.StatusOK {
 			t.Fatalf("put: %d %v", st, err)
 		}
-		if err := s.Close(); err != nil {
-			t.Fatal(err)
-		}
+		c.Stop(1)
 		if err := os.RemoveAll(filepath.Join(dir, "raft")); err != nil {
 			t.Fatal(err)
 		}
@@ -155,9 +140,8 @@ func TestLostRaftStateRefusesToStart(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		s, err = start()
+		_, err := c.TryStart(1)
 		if err == nil {
-			s.Close()
 			t.Fatalf("roster kept %v: a node whose raft log is gone started", keepRoster)
 		}
 		if !strings.Contains(err.Error(), "raft state was lost") || !strings.Contains(err.Error(), "remove-node 1") {

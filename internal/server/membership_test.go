@@ -15,39 +15,14 @@ import (
 	"github.com/kayadb/kayadb/internal/wire"
 )
 
-// leaderOf waits until the running nodes among ids agree on a leader in
-// ids, and returns it.
-func (c *testCluster) leaderOf(ids ...uint64) uint64 {
-	c.t.Helper()
-	var lead uint64
-	waitFor(c.t, fmt.Sprintf("an agreed leader among %v", ids), func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		lead = 0
-		for _, id := range ids {
-			s := c.nodes[id]
-			if s == nil {
-				continue
-			}
-			l := s.Node().Leader()
-			if l == 0 || (lead != 0 && l != lead) {
-				return false
-			}
-			lead = l
-		}
-		return lead != 0 && c.nodes[lead] != nil && c.nodes[lead].Node().IsLeader()
-	})
-	return lead
-}
-
 // admin sends an admin request to the leader among ids, following leader
 // changes and retrying while another change is in progress. It returns the
 // final status and the reply text.
 func (c *testCluster) admin(ids []uint64, op wire.Opcode, payload []byte) (wire.Status, string) {
 	c.t.Helper()
 	for attempt := 0; ; attempt++ {
-		lead := c.leaderOf(ids...)
-		cl := dial(c.t, c.lns[lead])
+		lead := c.WaitLeader(ids...)
+		cl := dial(c.t, c.addr(lead))
 		st, p, err := cl.do(op, payload)
 		_ = cl.c.Close()
 		text := string(p)
@@ -102,7 +77,7 @@ func (c *testCluster) startLoad(writers int) *writeLoad {
 					}
 					cl := conns[target]
 					if cl == nil {
-						nc, err := net.DialTimeout("tcp", c.lns[target], 200*time.Millisecond)
+						nc, err := net.DialTimeout("tcp", c.addr(target), 200*time.Millisecond)
 						if err != nil {
 							time.Sleep(10 * time.Millisecond)
 							continue
@@ -141,8 +116,8 @@ func (l *writeLoad) finish() {
 // write.
 func (c *testCluster) verifyAcked(l *writeLoad, ids ...uint64) {
 	c.t.Helper()
-	lead := c.leaderOf(ids...)
-	cl := dial(c.t, c.lns[lead])
+	lead := c.WaitLeader(ids...)
+	cl := dial(c.t, c.addr(lead))
 	l.acked.Range(func(k, _ any) bool {
 		for attempt := 0; ; attempt++ {
 			st, v, err := cl.get(k.(string))
@@ -151,8 +126,8 @@ func (c *testCluster) verifyAcked(l *writeLoad, ids ...uint64) {
 			}
 			if attempt < 10 && (err != nil || st == wire.StatusNotLeader || st == wire.StatusError) {
 				_ = cl.c.Close()
-				lead = c.leaderOf(ids...)
-				cl = dial(c.t, c.lns[lead])
+				lead = c.WaitLeader(ids...)
+				cl = dial(c.t, c.addr(lead))
 				continue
 			}
 			c.t.Errorf("acknowledged write %s lost: %v %v %q", k, err, st, v)
@@ -170,8 +145,8 @@ func sortedIDs(ids []uint64) []uint64 {
 func (c *testCluster) waitVoters(ids []uint64, want ...uint64) {
 	c.t.Helper()
 	for _, id := range ids {
-		s := c.nodes[id]
-		waitFor(c.t, fmt.Sprintf("node %d to have voters %v", id, want), func() bool {
+		s := c.node(id)
+		c.Eventually(fmt.Sprintf("node %d to have voters %v", id, want), func() bool {
 			return fmt.Sprint(sortedIDs(s.Node().Status().Voters)) == fmt.Sprint(want)
 		})
 	}
@@ -182,14 +157,12 @@ func (c *testCluster) waitVoters(ids []uint64, want ...uint64) {
 // the survivors end with identical data.
 func TestMembershipGrowAndShrinkUnderLoad(t *testing.T) {
 	c := newTestCluster(t, 3, snapCfg(50, 10))
-	c.leader()
+	c.WaitLeader()
 	load := c.startLoad(3)
 	// New members must catch up by snapshot: wait until every log was
 	// compacted.
 	waitFor(t, "some writes and compacted logs", func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		for _, s := range c.nodes {
+		for _, s := range c.Nodes() {
 			if first, _ := s.rlog.FirstIndex(); first <= 1 {
 				return false
 			}
@@ -202,7 +175,7 @@ func TestMembershipGrowAndShrinkUnderLoad(t *testing.T) {
 	if st, msg := c.admin([]uint64{1, 2, 3}, wire.OpAddMember, wire.AppendAddMember(nil, 4, m4.RaftAddr, m4.ClientAddr, nil)); st != wire.StatusOK || !proposedAt.MatchString(msg) {
 		t.Fatalf("add node 4: %v %q", st, msg)
 	}
-	c.start(4)
+	c.Start(4)
 	c.waitVoters([]uint64{1, 2, 3, 4}, 1, 2, 3, 4)
 
 	// 4 → 5: node 5 joins as a learner and is promoted once caught up.
@@ -210,7 +183,7 @@ func TestMembershipGrowAndShrinkUnderLoad(t *testing.T) {
 	if st, msg := c.admin([]uint64{1, 2, 3, 4}, wire.OpAddMember, addMemberPayload(m5, true)); st != wire.StatusOK || !proposedAt.MatchString(msg) {
 		t.Fatalf("add node 5 as a learner: %v %q", st, msg)
 	}
-	c.start(5)
+	c.Start(5)
 	waitFor(t, "node 5 to catch up and be promoted", func() bool {
 		st, msg := c.admin([]uint64{1, 2, 3, 4, 5}, wire.OpPromoteLearner, appendU64(nil, 5))
 		if st == wire.StatusInvalidArgument && strings.Contains(msg, "yet") {
@@ -230,7 +203,7 @@ func TestMembershipGrowAndShrinkUnderLoad(t *testing.T) {
 		if st, msg := c.admin(all, wire.OpRemoveMember, appendU64(nil, id)); st != wire.StatusOK || !proposedAt.MatchString(msg) {
 			t.Fatalf("remove node %d: %v %q", id, st, msg)
 		}
-		c.stop(id)
+		c.Stop(id)
 		all = all[1:]
 	}
 	c.waitVoters(all, 3, 4, 5)
@@ -243,7 +216,7 @@ func TestMembershipGrowAndShrinkUnderLoad(t *testing.T) {
 		t.Fatalf("%d keys on the survivors, %d writes acknowledged", keys, load.n.Load())
 	}
 	for _, id := range []uint64{4, 5} {
-		if _, installed := c.nodes[id].Node().SnapshotCounts(); installed == 0 {
+		if _, installed := c.node(id).Node().SnapshotCounts(); installed == 0 {
 			t.Errorf("node %d caught up without a snapshot", id)
 		}
 	}
@@ -254,9 +227,9 @@ func TestMembershipGrowAndShrinkUnderLoad(t *testing.T) {
 // elect a leader, and the cluster keeps serving.
 func TestRemoveLeader(t *testing.T) {
 	c := newTestCluster(t, 3)
-	lead := c.leader()
-	putMany(t, c.lns[lead], "a", 20, 10)
-	cl := dial(t, c.lns[lead])
+	lead := c.WaitLeader()
+	putMany(t, c.addr(lead), "a", 20, 10)
+	cl := dial(t, c.addr(lead))
 	st, p, err := cl.do(wire.OpRemoveMember, appendU64(nil, lead))
 	if err != nil || st != wire.StatusOK || !proposedAt.MatchString(string(p)) {
 		t.Fatalf("removing the leader: %v %v %q", err, st, p)
@@ -269,17 +242,17 @@ func TestRemoveLeader(t *testing.T) {
 	}
 	// The reply comes when the removal is proposed; the leader steps down
 	// once it applies it.
-	waitFor(t, "the removed leader to step down", func() bool { return !c.nodes[lead].Node().IsLeader() })
-	newLead := c.leaderOf(rest...)
+	waitFor(t, "the removed leader to step down", func() bool { return !c.node(lead).Node().IsLeader() })
+	newLead := c.WaitLeader(rest...)
 	if newLead == lead {
 		t.Fatal("the removed leader still leads")
 	}
 	c.waitVoters(rest, rest...)
-	putMany(t, c.lns[newLead], "b", 20, 10)
-	if !c.nodes[newLead].ros.isRemoved(lead) {
+	putMany(t, c.addr(newLead), "b", 20, 10)
+	if !c.node(newLead).ros.isRemoved(lead) {
 		t.Fatal("the roster does not record the removed leader")
 	}
-	c.stop(lead)
+	c.Stop(lead)
 	if _, keys := c.waitConverged(rest...); keys != 40 {
 		t.Fatalf("%d keys after removing the leader, want 40", keys)
 	}
@@ -290,31 +263,37 @@ func TestRemoveLeader(t *testing.T) {
 // others drop its messages, the leader and term do not change, and its id
 // can never be added again.
 func TestRemovedNodeCannotDisrupt(t *testing.T) {
-	c := newTestCluster(t, 3)
-	lead := c.leader()
+	c := newCluster(t, 3, clusterOpts{manual: true})
+	lead := c.WaitLeader()
 	f := c.follower(lead)
-	c.stop(f)
+	c.Stop(f)
 	if st, msg := c.admin([]uint64{1, 2, 3}, wire.OpRemoveMember, appendU64(nil, f)); st != wire.StatusOK {
 		t.Fatalf("remove node %d: %v %q", f, st, msg)
 	}
-	term := c.nodes[lead].Node().Status().Term
-	rejectedBefore := c.nodes[lead].trans.Stats().RejectedFrom
-	c.start(f) // old data: it still counts itself a voter
-	// Give it many election timeouts to try.
-	deadline := time.Now().Add(time.Second)
-	for time.Now().Before(deadline) {
-		if !c.nodes[lead].Node().IsLeader() {
-			t.Fatal("the removed node disrupted the leader")
+	var rest []uint64
+	for _, id := range []uint64{1, 2, 3} {
+		if id != f {
+			rest = append(rest, id)
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
-	if got := c.nodes[lead].Node().Status().Term; got != term {
+	c.waitVoters(rest, rest...) // removed while it was down
+	term := c.node(lead).Node().Status().Term
+	rejectedBefore := c.node(lead).trans.Stats().RejectedFrom
+	c.Start(f) // old data: it still counts itself a voter
+	// Give it many election timeouts (10 to 19 ticks each) to try.
+	for i := 0; i < 100; i++ {
+		c.Tick(1)
+		if !c.node(lead).Node().IsLeader() {
+			t.Fatalf("the removed node disrupted the leader at tick %d", i+1)
+		}
+	}
+	if got := c.node(lead).Node().Status().Term; got != term {
 		t.Fatalf("the leader's term moved from %d to %d", term, got)
 	}
-	if c.nodes[lead].trans.Stats().RejectedFrom == rejectedBefore {
+	if c.node(lead).trans.Stats().RejectedFrom == rejectedBefore {
 		t.Fatal("the leader never saw (and dropped) a message from the removed node")
 	}
-	putMany(t, c.lns[lead], "a", 10, 10)
+	putMany(t, c.addr(lead), "a", 10, 10)
 	m := Member{ID: f, RaftAddr: "127.0.0.1:1", ClientAddr: "127.0.0.1:2"}
 	st, msg := c.admin([]uint64{lead}, wire.OpAddMember, addMemberPayload(m, false))
 	if st != wire.StatusInvalidArgument || !strings.Contains(msg, "never be reused") {
@@ -325,8 +304,8 @@ func TestRemovedNodeCannotDisrupt(t *testing.T) {
 // TestMembershipRefusals checks every refusal and its message.
 func TestMembershipRefusals(t *testing.T) {
 	c := newTestCluster(t, 3)
-	lead := c.leader()
-	cl := dial(t, c.lns[lead])
+	lead := c.WaitLeader()
+	cl := dial(t, c.addr(lead))
 	f := c.follower(lead)
 	ask := func(op wire.Opcode, payload []byte) (wire.Status, string) {
 		t.Helper()
@@ -349,7 +328,7 @@ func TestMembershipRefusals(t *testing.T) {
 			t.Errorf("%s: got %v %q, want %v containing %q", what, gotSt, got, wantSt, want)
 		}
 	}
-	existing := c.members[f-1]
+	existing := c.members()[f-1]
 	st, msg := ask(wire.OpAddMember, addMemberPayload(existing, false))
 	expect("adding a member", st, msg, wire.StatusInvalidArgument, fmt.Sprintf("node %d is already a cluster member", f))
 	st, msg = ask(wire.OpRemoveMember, appendU64(nil, 9))
@@ -370,9 +349,9 @@ func TestMembershipRefusals(t *testing.T) {
 	expect("transfer in an unknown group", st, msg, wire.StatusInvalidArgument, "unknown raft group 3")
 
 	// A follower points at the leader.
-	fc := dial(t, c.lns[f])
+	fc := dial(t, c.addr(f))
 	st2, p, err := fc.do(wire.OpAddMember, wire.AppendAddMember(nil, 7, "127.0.0.1:1", "127.0.0.1:2", nil))
-	if err != nil || st2 != wire.StatusNotLeader || string(p) != c.lns[lead] {
+	if err != nil || st2 != wire.StatusNotLeader || string(p) != c.addr(lead) {
 		t.Errorf("ADD_MEMBER on a follower: %v %v %q", err, st2, p)
 	}
 
@@ -385,9 +364,9 @@ func TestMembershipRefusals(t *testing.T) {
 			other = id
 		}
 	}
-	c.stop(other)
+	c.Stop(other)
 	waitFor(t, "the leader to notice the stopped follower", func() bool {
-		prog, _, err := c.nodes[lead].Node().Progress(t.Context())
+		prog, _, err := c.node(lead).Node().Progress(t.Context())
 		return err == nil && !prog[other].RecentActive
 	})
 	st, msg = ask(wire.OpRemoveMember, appendU64(nil, f))
@@ -404,7 +383,7 @@ func TestMembershipRefusals(t *testing.T) {
 	// Leadership moves on request.
 	st, msg = ask(wire.OpTransferLeader, append(appendU64(nil, 0), appendU64(nil, f)...))
 	expect("transfer to a voter", st, msg, wire.StatusOK, "")
-	if got := c.leaderOf(lead, f); got != f {
+	if got := c.WaitLeader(lead, f); got != f {
 		t.Fatalf("leader is %d after the transfer, want %d", got, f)
 	}
 }
@@ -412,8 +391,8 @@ func TestMembershipRefusals(t *testing.T) {
 // TestStatsShowMembers: STATS lists the members with their roles.
 func TestStatsShowMembers(t *testing.T) {
 	c := newTestCluster(t, 3)
-	lead := c.leader()
-	cl := dial(t, c.lns[lead])
+	lead := c.WaitLeader()
+	cl := dial(t, c.addr(lead))
 	learner := true
 	m4 := Member{ID: 4, RaftAddr: "127.0.0.1:40004", ClientAddr: "127.0.0.1:1"}
 	if st, p, err := cl.do(wire.OpAddMember, addMemberPayload(m4, learner)); err != nil || st != wire.StatusOK {
@@ -439,22 +418,22 @@ func TestStatsShowMembers(t *testing.T) {
 // restarted (without --join) before the cluster reached it still waits to
 // be contacted instead of bootstrapping a cluster of its own.
 func TestJoinerRestartedBeforeContact(t *testing.T) {
-	c := newTestCluster(t, 3)
-	lead := c.leader()
+	c := newCluster(t, 3, clusterOpts{manual: true})
+	lead := c.WaitLeader()
 	m4 := c.newNodeSlot(4)
-	c.net.Isolate(4)
-	c.start(4)
-	c.stop(4)
-	c.joiners[4] = false // the operator forgot --join on the restart
-	c.start(4)
-	time.Sleep(300 * time.Millisecond) // 30 ticks: an election timeout and more
-	if st := c.nodes[4].Node().Status(); st.Role != 0 || len(st.Voters) != 0 {
+	c.Net.Isolate(4)
+	c.Start(4)
+	c.Stop(4)
+	c.SetJoin(4, false) // the operator forgot --join on the restart
+	c.Start(4)
+	c.Tick(30) // longer than any election timeout
+	if st := c.node(4).Node().Status(); st.Role != 0 || len(st.Voters) != 0 {
 		t.Fatalf("the joiner bootstrapped on its own: %+v", st)
 	}
-	c.net.Heal()
+	c.Net.Heal()
 	if st, msg := c.admin([]uint64{1, 2, 3}, wire.OpAddMember, addMemberPayload(m4, false)); st != wire.StatusOK {
 		t.Fatalf("add node 4: %v %q", st, msg)
 	}
-	putMany(t, c.lns[lead], "a", 10, 10)
+	putMany(t, c.addr(lead), "a", 10, 10)
 	c.waitConverged(1, 2, 3, 4)
 }

@@ -295,14 +295,14 @@ func waitProbe(t *testing.T, addr string, want bool, within time.Duration) strin
 // heals.
 func TestMetricsCluster(t *testing.T) {
 	c := newTestCluster(t, 3, func(id uint64, cfg *Config) { cfg.MetricsListener = metricsListener(t) })
-	lead := c.leader()
+	lead := c.WaitLeader()
 	addrs := map[uint64]string{}
-	for id, s := range c.nodes {
+	for id, s := range c.Nodes() {
 		addrs[id] = s.MetricsAddr()
 		waitProbe(t, addrs[id], true, 10*time.Second)
 	}
 	before := scrapeMetrics(t, addrs[lead])
-	cl := dial(t, c.lns[lead])
+	cl := dial(t, c.addr(lead))
 	for i := 0; i < 30; i++ {
 		if st, _, err := cl.put(fmt.Sprintf("k%02d", i), "v"); err != nil || st != wire.StatusOK {
 			t.Fatalf("put: %v %v", st, err)
@@ -353,9 +353,9 @@ func TestMetricsCluster(t *testing.T) {
 			break
 		}
 	}
-	c.net.Isolate(follower)
+	c.Net.Isolate(follower)
 	waitProbe(t, addrs[follower], false, 5*time.Second)
-	c.net.Heal()
+	c.Net.Heal()
 	waitProbe(t, addrs[follower], true, 10*time.Second)
 
 	// Two nodes stopped: the one left (the leader steps down for lack of a
@@ -367,15 +367,15 @@ func TestMetricsCluster(t *testing.T) {
 		}
 	}
 	for _, id := range others {
-		c.stop(id)
+		c.Stop(id)
 	}
 	waitProbe(t, addrs[lead], false, 5*time.Second)
 	if v := series(t, scrapeMetrics(t, addrs[lead]), "kayadb_server_ready"); v != 0 {
 		t.Errorf("kayadb_server_ready %v without a quorum", v)
 	}
 	for _, id := range others {
-		c.start(id) // new metrics listeners
-		addrs[id] = c.nodes[id].MetricsAddr()
+		c.Start(id) // new metrics listeners
+		addrs[id] = c.node(id).MetricsAddr()
 	}
 	for id, addr := range addrs {
 		waitProbe(t, addr, true, 15*time.Second)

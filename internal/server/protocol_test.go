@@ -17,7 +17,7 @@ import (
 // all answered, in order.
 func TestPipelining(t *testing.T) {
 	c := newTestCluster(t, 1)
-	addr := c.lns[c.leader()]
+	addr := c.addr(c.WaitLeader())
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +52,7 @@ func TestPipelining(t *testing.T) {
 // is unchanged.
 func TestMalformedFrames(t *testing.T) {
 	c := newTestCluster(t, 1)
-	addr := c.lns[c.leader()]
+	addr := c.addr(c.WaitLeader())
 	good := dial(t, addr)
 	if st, _, err := good.put("stable", "value"); err != nil || st != wire.StatusOK {
 		t.Fatalf("put: %v %v", st, err)
@@ -109,7 +109,7 @@ func TestMalformedFrames(t *testing.T) {
 	if err != nil || st != wire.StatusOK || string(v) != "value" {
 		t.Fatalf("after the corpus: %v %v %q", err, st, v)
 	}
-	it, _ := c.nodes[c.leader()].DB().NewIter(nil)
+	it, _ := c.node(c.WaitLeader()).DB().NewIter(nil)
 	n := 0
 	for ok := it.First(); ok; ok = it.Next() {
 		if k := it.Key(); len(k) > 0 && k[0] != 0 {

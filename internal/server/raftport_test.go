@@ -23,6 +23,7 @@ import (
 
 	"github.com/kayadb/kayadb/client"
 	"github.com/kayadb/kayadb/engine"
+	"github.com/kayadb/kayadb/internal/clustertest"
 	"github.com/kayadb/kayadb/internal/lsm/base"
 	"github.com/kayadb/kayadb/internal/security"
 	"github.com/kayadb/kayadb/internal/security/securitytest"
@@ -42,52 +43,31 @@ func writeTokenFile(t *testing.T, dir, name string) string {
 	return p
 }
 
-// tokenCluster is three nodes on loopback TCP (raft and client), started
-// through ParseFlags with --peer-token-file, as kayadb-server would be.
-type tokenCluster struct {
-	nodes   map[uint64]*Server
-	logs    map[uint64]*syncBuffer
-	members []Member
-}
-
-func newTokenCluster(t *testing.T, tokenFile string) *tokenCluster {
+// newTokenCluster starts three nodes on loopback TCP (raft and client),
+// each configured through ParseFlags with --peer-token-file, as
+// kayadb-server would be.
+func newTokenCluster(t *testing.T, tokenFile string) *testCluster {
 	t.Helper()
-	c := &tokenCluster{nodes: map[uint64]*Server{}, logs: map[uint64]*syncBuffer{}}
-	raftLns, cliLns := map[uint64]net.Listener{}, map[uint64]net.Listener{}
-	var peerArgs []string
-	for id := uint64(1); id <= 3; id++ {
-		raftLns[id], cliLns[id] = loopbackListener(t), loopbackListener(t)
-		m := Member{ID: id, RaftAddr: raftLns[id].Addr().String(), ClientAddr: cliLns[id].Addr().String()}
-		c.members = append(c.members, m)
-		peerArgs = append(peerArgs, "--peer", fmt.Sprintf("%d=%s,%s", id, m.RaftAddr, m.ClientAddr))
-	}
-	for id := uint64(1); id <= 3; id++ {
+	return newCluster(t, 3, clusterOpts{tcpRaft: true, logs: true, base: func(e *clustertest.Env) (Config, error) {
+		var peerArgs []string
+		for _, m := range e.Peers {
+			peerArgs = append(peerArgs, "--peer", fmt.Sprintf("%d=%s,%s", m.ID, m.RaftAddr, m.ClientAddr))
+		}
 		var errb bytes.Buffer
-		args := append([]string{"--node-id", fmt.Sprint(id), "--peer-token-file", tokenFile, "--no-metrics",
+		args := append([]string{"--node-id", fmt.Sprint(e.ID), "--peer-token-file", tokenFile, "--no-metrics",
 			"--tick", "10ms", "--request-timeout", "3s"}, peerArgs...)
 		cfg, code := ParseFlags(args, env(nil), &errb)
 		if code != -1 {
-			t.Fatalf("node %d: ParseFlags exit %d: %s", id, code, errb.String())
+			return cfg, fmt.Errorf("ParseFlags exit %d: %s", code, errb.String())
 		}
 		if cfg.PeerToken == "" {
-			t.Fatal("--peer-token-file did not reach the configuration")
+			return cfg, errors.New("--peer-token-file did not reach the configuration")
 		}
-		c.logs[id] = &syncBuffer{}
-		cfg.Logger = slog.New(slog.NewTextHandler(c.logs[id], &slog.HandlerOptions{Level: slog.LevelDebug}))
-		cfg.DataDir, cfg.EngineOptions = "/node", &engine.Options{FS: vfs.NewMem()}
-		cfg.RaftListener, cfg.ClientListener = raftLns[id], cliLns[id]
-		s, err := New(cfg)
-		if err != nil {
-			t.Fatalf("node %d: %v", id, err)
-		}
-		c.nodes[id] = s
-		t.Cleanup(func() { _ = s.Close() })
-	}
-	return c
-}
-
-func (c *tokenCluster) stats(id uint64) transport.Stats {
-	return c.nodes[id].trans.(*transport.TCP).Stats()
+		cfg.Logger, cfg.RaftTicker = e.Logger, e.Ticker
+		cfg.DataDir, cfg.EngineOptions = "/node", &engine.Options{FS: e.Disk}
+		cfg.RaftListener, cfg.ClientListener = e.RaftListener, e.ClientListener
+		return cfg, nil
+	}})
 }
 
 // putCommand is a kv command as the state machine decodes it (see the kv
@@ -142,7 +122,7 @@ func TestForgedRaftFramesNeedThePeerToken(t *testing.T) {
 	dir := t.TempDir()
 	c := newTokenCluster(t, writeTokenFile(t, dir, "peer.token"))
 	var addrs []string
-	for _, m := range c.members {
+	for _, m := range c.members() {
 		addrs = append(addrs, m.ClientAddr)
 	}
 	cl, err := client.New(addrs, nil)
@@ -157,18 +137,16 @@ func TestForgedRaftFramesNeedThePeerToken(t *testing.T) {
 	}
 	var lead uint64
 	for lead == 0 {
-		for id, s := range c.nodes {
-			if s.Node().IsLeader() {
-				lead = id
-			}
+		if lead = c.leaderGuess(); lead != 0 {
+			break
 		}
 		if ctx.Err() != nil {
 			t.Fatal("no leader")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	st := c.nodes[lead].Node().Status()
-	for id, s := range c.nodes {
+	st := c.node(lead).Node().Status()
+	for id, s := range c.Nodes() {
 		for s.Node().Status().Applied < st.Commit {
 			if ctx.Err() != nil {
 				t.Fatalf("node %d did not apply %d", id, st.Commit)
@@ -194,15 +172,15 @@ func TestForgedRaftFramesNeedThePeerToken(t *testing.T) {
 		return b
 	}
 	var followers []uint64
-	for id := range c.nodes {
+	for id := range c.Nodes() {
 		if id != lead {
 			followers = append(followers, id)
 		}
 	}
 	before := map[uint64]transport.Stats{}
 	for _, f := range followers {
-		before[f] = c.stats(f)
-		addr := c.members[f-1].RaftAddr
+		before[f] = tcpStats(c.node(f))
+		addr := c.member(f).RaftAddr
 		frame := rawFrame(t, forged(f))
 		// No proof.
 		if got := strangerSession(t, addr, append(hello(3, lead, f, 0), frame...)); len(got) == 0 || got[0] != 1 {
@@ -218,7 +196,7 @@ func TestForgedRaftFramesNeedThePeerToken(t *testing.T) {
 	defer impostor.Close()
 	roster := map[uint64]string{}
 	for _, f := range followers {
-		roster[f] = c.members[f-1].RaftAddr
+		roster[f] = c.member(f).RaftAddr
 	}
 	impostor.SetPeers(roster)
 	for _, f := range followers {
@@ -226,7 +204,7 @@ func TestForgedRaftFramesNeedThePeerToken(t *testing.T) {
 	}
 	for _, f := range followers {
 		for {
-			s := c.stats(f)
+			s := tcpStats(c.node(f))
 			if s.RejectedAuth >= before[f].RejectedAuth+3 && s.RejectedVersion >= before[f].RejectedVersion+1 {
 				break
 			}
@@ -244,7 +222,7 @@ func TestForgedRaftFramesNeedThePeerToken(t *testing.T) {
 	if err := cl.Put(ctx, []byte("after"), []byte("2")); err != nil {
 		t.Fatalf("the cluster stopped working: %v", err)
 	}
-	for id, s := range c.nodes {
+	for id, s := range c.Nodes() {
 		for {
 			if _, err := s.DB().Get([]byte("after")); err == nil {
 				break
@@ -262,8 +240,8 @@ func TestForgedRaftFramesNeedThePeerToken(t *testing.T) {
 		}
 	}
 	for _, f := range followers {
-		if !strings.Contains(c.logs[f].String(), "configure the same --peer-token-file on every node") {
-			t.Errorf("node %d's log does not name the fix:\n%s", f, c.logs[f])
+		if !strings.Contains(c.Log(f), "configure the same --peer-token-file on every node") {
+			t.Errorf("node %d's log does not name the fix:\n%s", f, c.Log(f))
 		}
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -55,39 +54,6 @@ func loopbackListener(t *testing.T) net.Listener {
 		t.Fatal(err)
 	}
 	return ln
-}
-
-// startSecured starts a one-node server (in-memory disk and raft network)
-// with cfg's security settings and returns it with its log.
-func startSecured(t *testing.T, cfg Config) (*Server, *syncBuffer) {
-	t.Helper()
-	logs := &syncBuffer{}
-	if cfg.ClientListener == nil {
-		cfg.ClientListener = loopbackListener(t)
-	}
-	cfg.NodeID, cfg.DataDir = 1, "/node"
-	cfg.TickInterval, cfg.RequestTimeout = 10*time.Millisecond, 2*time.Second
-	if cfg.EngineOptions == nil {
-		cfg.EngineOptions = &engine.Options{FS: vfs.NewMem()}
-	}
-	mem := transport.NewMemNetwork(1)
-	cfg.NewTransport = func(h transport.Handler) transport.Transport { return mem.Transport(1, h) }
-	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	s, err := New(cfg)
-	if err != nil {
-		cfg.ClientListener.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for !s.Node().IsLeader() {
-		if ctx.Err() != nil {
-			t.Fatal("the single node did not become leader")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return s, logs
 }
 
 // Control: bind guard. Wildcard and public listen addresses are refused
@@ -292,51 +258,34 @@ func TestClientTokenOnDataOpcodes(t *testing.T) {
 	}
 }
 
-// tlsNode is one node of a real-TCP test cluster.
+// tlsCluster is a testCluster on loopback TCP (raft and client) with
+// mutual TLS on both ports: every node has a certificate of the cluster's
+// CA.
 type tlsCluster struct {
-	t       *testing.T
-	members []Member
-	nodes   map[uint64]*Server
-	logs    map[uint64]*syncBuffer
-	raftLns map[uint64]net.Listener
-	cliLns  map[uint64]net.Listener
-	files   map[uint64]securitytest.Files
-	ca      *securitytest.CA
-	dir     string
+	*testCluster
+	files map[uint64]securitytest.Files
+	ca    *securitytest.CA
+	dir   string
 }
 
-// newTLSCluster starts n nodes on loopback TCP (raft and client) with
-// mutual TLS on both ports.
+// newTLSCluster starts n such nodes; mutate (optional) adjusts a node's
+// configuration.
 func newTLSCluster(t *testing.T, n int, mutate func(id uint64, cfg *Config)) *tlsCluster {
 	t.Helper()
-	c := &tlsCluster{t: t, nodes: map[uint64]*Server{}, logs: map[uint64]*syncBuffer{}, raftLns: map[uint64]net.Listener{},
-		cliLns: map[uint64]net.Listener{}, files: map[uint64]securitytest.Files{}, dir: t.TempDir()}
+	c := &tlsCluster{files: map[uint64]securitytest.Files{}, dir: t.TempDir()}
 	c.ca = securitytest.NewCA(t, "kaya test cluster CA")
 	for id := uint64(1); id <= uint64(n); id++ {
-		c.raftLns[id], c.cliLns[id] = loopbackListener(t), loopbackListener(t)
-		c.members = append(c.members, Member{ID: id, RaftAddr: c.raftLns[id].Addr().String(), ClientAddr: c.cliLns[id].Addr().String()})
 		c.files[id] = c.ca.Issue(t, fmt.Sprintf("node%d.kaya.local", id), nil).Write(t, c.ca, c.dir, fmt.Sprintf("node%d", id))
 	}
-	for id := uint64(1); id <= uint64(n); id++ {
+	c.testCluster = newCluster(t, n, clusterOpts{tcpRaft: true, logs: true, configure: func(id uint64, cfg *Config) {
 		f := c.files[id]
-		c.logs[id] = &syncBuffer{}
-		cfg := Config{NodeID: id, DataDir: "/node", Peers: c.members,
-			TickInterval: 10 * time.Millisecond, RequestTimeout: 3 * time.Second,
-			EngineOptions:  &engine.Options{FS: vfs.NewMem()},
-			ClientListener: c.cliLns[id], RaftListener: c.raftLns[id],
-			TLS:    security.TLSFiles{Cert: f.Cert, Key: f.Key, CA: f.CA},
-			Logger: slog.New(slog.NewTextHandler(c.logs[id], &slog.HandlerOptions{Level: slog.LevelDebug})),
-		}
+		cfg.RequestTimeout = 3 * time.Second
+		cfg.EngineOptions = &engine.Options{FS: cfg.EngineOptions.FS}
+		cfg.TLS = security.TLSFiles{Cert: f.Cert, Key: f.Key, CA: f.CA}
 		if mutate != nil {
-			mutate(id, &cfg)
+			mutate(id, cfg)
 		}
-		s, err := New(cfg)
-		if err != nil {
-			t.Fatalf("node %d: %v", id, err)
-		}
-		c.nodes[id] = s
-		t.Cleanup(func() { _ = s.Close() })
-	}
+	}})
 	return c
 }
 
@@ -414,7 +363,7 @@ func TestMutualTLSBothPorts(t *testing.T) {
 	c := newTLSCluster(t, 3, nil)
 	admin := c.ca.Issue(t, "admin-client.kaya.local", &securitytest.CertOptions{NameOnly: true})
 	var addrs []string
-	for _, m := range c.members {
+	for _, m := range c.members() {
 		addrs = append(addrs, m.ClientAddr)
 	}
 	cl, err := client.New(addrs, &client.Options{TLS: c.clientTLS(admin)})
@@ -430,7 +379,7 @@ func TestMutualTLSBothPorts(t *testing.T) {
 			t.Fatalf("put over mTLS: %v", err)
 		}
 	}
-	for id, s := range c.nodes {
+	for id, s := range c.Nodes() {
 		waitFor(t, fmt.Sprintf("node %d applied", id), func() bool {
 			_, err := s.DB().Get([]byte("k19"))
 			return err == nil
@@ -439,7 +388,7 @@ func TestMutualTLSBothPorts(t *testing.T) {
 
 	other := securitytest.NewCA(t, "another CA")
 	foreign := other.Issue(t, "node1.kaya.local", nil)
-	for _, m := range c.members {
+	for _, m := range c.members() {
 		// A client certificate is required on the client port.
 		if _, err := tlsHello(m.ClientAddr, c.clientTLS(nil)); err == nil {
 			t.Errorf("%s: a client without a certificate was served", m.ClientAddr)
@@ -473,8 +422,8 @@ func TestMutualTLSBothPorts(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		rejected = 0
-		for _, s := range c.nodes {
-			rejected += s.trans.(*transport.TCP).Stats().RejectedTLS
+		for _, s := range c.Nodes() {
+			rejected += tcpStats(s).RejectedTLS
 		}
 		if rejected >= 6 || time.Now().After(deadline) {
 			break
@@ -485,8 +434,8 @@ func TestMutualTLSBothPorts(t *testing.T) {
 		t.Errorf("raft ports counted %d TLS rejections; want at least 6 (foreign + plain on 3 nodes)", rejected)
 	}
 	joined := ""
-	for id := range c.nodes {
-		joined += c.logs[id].String()
+	for id := range c.Nodes() {
+		joined += c.Log(id)
 	}
 	for _, want := range []string{"closing client connection: TLS handshake failed", "plain TCP to a TLS port", "closing raft connection"} {
 		if !strings.Contains(joined, want) {
@@ -517,7 +466,7 @@ func TestPeerWithForeignCertificateIsShutOut(t *testing.T) {
 		cfg.TLS = security.TLSFiles{Cert: rogueFiles.Cert, Key: rogueFiles.Key, CA: rogueFiles.CA}
 	})
 	admin := c.ca.Issue(t, "admin-client.kaya.local", nil)
-	cl, err := client.New([]string{c.members[0].ClientAddr, c.members[1].ClientAddr}, &client.Options{TLS: c.clientTLS(admin)})
+	cl, err := client.New([]string{c.addr(1), c.addr(2)}, &client.Options{TLS: c.clientTLS(admin)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -528,13 +477,13 @@ func TestPeerWithForeignCertificateIsShutOut(t *testing.T) {
 		t.Fatalf("nodes 1 and 2 cannot commit: %v", err)
 	}
 	time.Sleep(300 * time.Millisecond)
-	if _, err := c.nodes[3].DB().Get([]byte("k")); err == nil {
+	if _, err := c.node(3).DB().Get([]byte("k")); err == nil {
 		t.Fatal("the node with a foreign certificate received data")
 	}
-	if lead := c.nodes[3].Node().Leader(); lead == 1 || lead == 2 {
+	if lead := c.node(3).Node().Leader(); lead == 1 || lead == 2 {
 		t.Fatalf("the rogue node learned leader %d", lead)
 	}
-	if c.nodes[1].trans.(*transport.TCP).Stats().RejectedTLS+c.nodes[2].trans.(*transport.TCP).Stats().RejectedTLS == 0 {
+	if tcpStats(c.node(1)).RejectedTLS+tcpStats(c.node(2)).RejectedTLS == 0 {
 		t.Fatal("no raft TLS rejection counted")
 	}
 }
@@ -544,7 +493,7 @@ func TestPeerWithForeignCertificateIsShutOut(t *testing.T) {
 // CA but not issued for a node's raft address, cannot open a raft stream.
 func TestRaftPortRequiresMemberCertificate(t *testing.T) {
 	c := newTLSCluster(t, 1, nil)
-	s, m := c.nodes[1], c.members[0]
+	s, m := c.node(1), c.member(1)
 	// Add member 2 to the roster so that the claim names a real member.
 	s.ros.mu.Lock()
 	s.ros.members[2] = Member{ID: 2, RaftAddr: "127.0.0.1:47999", ClientAddr: "127.0.0.1:47998"}
@@ -580,7 +529,7 @@ func TestRaftPortRequiresMemberCertificate(t *testing.T) {
 	if s.trans.(*transport.TCP).Stats().RejectedTLS == before {
 		t.Fatal("the refusal was not counted")
 	}
-	if !strings.Contains(c.logs[1].String(), "does not belong to the member") {
+	if !strings.Contains(c.Log(1), "does not belong to the member") {
 		t.Fatal("the refusal was not logged")
 	}
 	// A node certificate valid for the member's address is accepted.
@@ -636,7 +585,7 @@ func TestBadTLSConfigFailsStartup(t *testing.T) {
 // calls ReloadTLS) and when the files change.
 func TestTLSCertificateReload(t *testing.T) {
 	c := newTLSCluster(t, 1, func(id uint64, cfg *Config) { cfg.TLSReloadInterval = 30 * time.Millisecond })
-	s, addr, f := c.nodes[1], c.members[0].ClientAddr, c.files[1]
+	s, addr, f := c.node(1), c.addr(1), c.files[1]
 	admin := c.ca.Issue(t, "admin", nil)
 	first := s.tls.Certificate().SerialNumber.String()
 	if got, err := tlsHello(addr, c.clientTLS(admin)); err != nil || got != first {
@@ -673,27 +622,20 @@ func TestTLSCertificateReload(t *testing.T) {
 func TestDataDirectoryPermissions(t *testing.T) {
 	root := t.TempDir()
 	dir := filepath.Join(root, "data")
+	c := newCluster(t, 1, clusterOpts{manual: true, logs: true, deferred: true, configure: func(_ uint64, cfg *Config) {
+		cfg.DataDir, cfg.EngineOptions = dir, nil // real files
+	}})
+	// run starts the node, writes and stops it, and returns what it logged
+	// so far.
 	run := func() string {
-		logs := &syncBuffer{}
-		ln := loopbackListener(t)
-		mem := transport.NewMemNetwork(1)
-		s, err := New(Config{NodeID: 1, DataDir: dir, ClientListener: ln, TickInterval: 10 * time.Millisecond,
-			NewTransport: func(h transport.Handler) transport.Transport { return mem.Transport(1, h) },
-			Logger:       slog.New(slog.NewTextHandler(logs, nil))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.WaitLeader(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		cl := dial(t, s.ClientAddr())
+		c.Start(1)
+		c.Elect(1)
+		cl := dial(t, c.addr(1))
 		if st, _, err := cl.put("k", "v"); err != nil || st != wire.StatusOK {
 			t.Fatalf("put: %d %v", st, err)
 		}
-		if err := s.Close(); err != nil {
-			t.Fatal(err)
-		}
-		return logs.String()
+		c.Stop(1)
+		return c.Log(1)
 	}
 	out := run()
 	if strings.Contains(out, "accessible by other users") {
@@ -749,7 +691,7 @@ func TestMetricsOverTLS(t *testing.T) {
 		mln[id] = loopbackListener(t)
 		cfg.MetricsListener, cfg.MetricsTLS = mln[id], true
 	})
-	addr := c.nodes[1].MetricsAddr()
+	addr := c.node(1).MetricsAddr()
 	get := func(cfg *tls.Config, url string) (int, string, error) {
 		hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true}}
 		resp, err := hc.Get(url)

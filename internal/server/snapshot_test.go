@@ -56,43 +56,6 @@ func dataHash(t *testing.T, s *Server) (string, int) {
 	return hex.EncodeToString(h.Sum(nil)), n
 }
 
-// waitConverged waits until the nodes ids have all applied the same index
-// and hold identical data; it returns the common hash and key count.
-func (c *testCluster) waitConverged(ids ...uint64) (string, int) {
-	c.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		var hash string
-		var keys int
-		var applied uint64
-		same := true
-		var status []string
-		for i, id := range ids {
-			c.mu.Lock()
-			s := c.nodes[id]
-			c.mu.Unlock()
-			if s == nil {
-				c.t.Fatalf("node %d is not running", id)
-			}
-			h, n := dataHash(c.t, s)
-			a := s.Store().AppliedIndex()
-			status = append(status, fmt.Sprintf("node %d: applied %d, %d keys", id, a, n))
-			if i == 0 {
-				hash, keys, applied = h, n, a
-			} else if h != hash || a != applied {
-				same = false
-			}
-		}
-		if same {
-			return hash, keys
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("nodes did not converge in 20s: %s", strings.Join(status, "; "))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // putMany writes n keys prefix-00000.. with values of size bytes through
 // the node at addr.
 func putMany(t *testing.T, addr, prefix string, n, size int) {
@@ -117,41 +80,18 @@ func valueFor(k string, size int) string {
 	return b.String()[:size]
 }
 
-func (c *testCluster) follower(lead uint64) uint64 {
-	for id := range c.nodes {
-		if id != lead {
-			return id
-		}
-	}
-	c.t.Fatal("no follower")
-	return 0
-}
-
-// kill stops a node as a crash would, without checking Close's error (its
-// disk may be failing on purpose).
-func (c *testCluster) kill(id uint64) {
-	c.mu.Lock()
-	s := c.nodes[id]
-	delete(c.nodes, id)
-	c.mu.Unlock()
-	if s != nil {
-		_ = s.trans.Close()
-		_ = s.Close()
-	}
-}
-
 // TestFollowerCatchesUpBySnapshot: a follower that was down while the
 // leader compacted its log past it restarts, receives a snapshot, and ends
 // with exactly the leader's data; restarted again, it keeps it.
 func TestFollowerCatchesUpBySnapshot(t *testing.T) {
 	c := newTestCluster(t, 3, snapCfg(50, 10))
-	lead := c.leader()
+	lead := c.WaitLeader()
 	f := c.follower(lead)
-	behind := c.nodes[f].Store().AppliedIndex()
-	c.stop(f)
-	putMany(t, c.lns[lead], "a", 400, 100)
+	behind := c.node(f).Store().AppliedIndex()
+	c.Stop(f)
+	putMany(t, c.addr(lead), "a", 400, 100)
 
-	ls := c.nodes[lead]
+	ls := c.node(lead)
 	first, _ := ls.rlog.FirstIndex()
 	if first <= behind+1 {
 		t.Fatalf("the leader's log starts at %d: not compacted past the stopped follower (at %d)", first, behind)
@@ -159,32 +99,32 @@ func TestFollowerCatchesUpBySnapshot(t *testing.T) {
 	if taken, _ := ls.Node().SnapshotCounts(); taken == 0 {
 		t.Fatal("the leader took no snapshot")
 	}
-	c.start(f)
+	c.Start(f)
 	hash, keys := c.waitConverged(1, 2, 3)
 	if keys != 400 {
 		t.Fatalf("converged on %d keys, want 400", keys)
 	}
-	if _, installed := c.nodes[f].Node().SnapshotCounts(); installed == 0 {
+	if _, installed := c.node(f).Node().SnapshotCounts(); installed == 0 {
 		t.Fatal("the follower caught up without installing a snapshot")
 	}
-	cur := c.nodes[f].snaps.Current()
+	cur := c.node(f).snaps.Current()
 	if cur == nil {
 		t.Fatal("the follower has no raft-snapshot.bin after installing")
 	}
 
 	// Restarted, the follower starts from its snapshot and log.
-	c.stop(f)
-	c.start(f)
-	if a := c.nodes[f].Store().AppliedIndex(); a < cur.Index {
+	c.Stop(f)
+	c.Start(f)
+	if a := c.node(f).Store().AppliedIndex(); a < cur.Index {
 		t.Fatalf("after a restart the follower's applied index %d is below its snapshot %d", a, cur.Index)
 	}
-	if h, _ := dataHash(t, c.nodes[f]); h != hash {
+	if h, _ := dataHash(t, c.node(f)); h != hash {
 		t.Fatal("the follower's data changed across a restart")
 	}
 	// So does the leader, whose log now starts after its snapshot.
-	c.stop(lead)
-	c.start(lead)
-	putMany(t, c.lns[c.leader()], "b", 10, 10)
+	c.Stop(lead)
+	c.Start(lead)
+	putMany(t, c.addr(c.WaitLeader()), "b", 10, 10)
 	if _, keys := c.waitConverged(1, 2, 3); keys != 410 {
 		t.Fatalf("after restarts: %d keys, want 410", keys)
 	}
@@ -194,43 +134,49 @@ func TestFollowerCatchesUpBySnapshot(t *testing.T) {
 // log was compacted catches up by snapshot, is promoted, and votes.
 func TestNewNodeJoinsBySnapshot(t *testing.T) {
 	c := newTestCluster(t, 3, snapCfg(50, 10))
-	lead := c.leader()
-	putMany(t, c.lns[lead], "a", 300, 50)
+	lead := c.WaitLeader()
+	putMany(t, c.addr(lead), "a", 300, 50)
 	m4 := c.newNodeSlot(4)
-	cl := dial(t, c.lns[lead])
+	cl := dial(t, c.addr(lead))
 	learner := true
 	st, p, err := cl.do(wire.OpAddMember, wire.AppendAddMember(nil, 4, m4.RaftAddr, m4.ClientAddr, &learner))
 	if err != nil || st != wire.StatusOK || !strings.HasPrefix(string(p), "membership change proposed at index ") {
 		t.Fatalf("ADD_MEMBER: %v %v %q", err, st, p)
 	}
-	c.start(4)
+	c.Start(4)
 	if _, keys := c.waitConverged(1, 2, 3, 4); keys != 300 {
 		t.Fatalf("converged on %d keys, want 300", keys)
 	}
-	if _, installed := c.nodes[4].Node().SnapshotCounts(); installed == 0 {
+	if _, installed := c.node(4).Node().SnapshotCounts(); installed == 0 {
 		t.Fatal("the new node caught up without a snapshot")
 	}
 	// The roster reached the new node with the snapshot: it knows every
 	// member's addresses.
-	for _, m := range c.members {
-		got, ok := c.nodes[4].ros.get(m.ID)
+	for _, m := range c.members() {
+		got, ok := c.node(4).ros.get(m.ID)
 		if !ok || got.ClientAddr != m.ClientAddr {
 			t.Fatalf("node 4's roster lacks member %d: %+v", m.ID, got)
 		}
 	}
+	// The leader learns of the catch-up from node 4's acknowledgement, which
+	// may come after node 4 applied the snapshot.
+	c.Eventually("the leader to know that node 4 caught up", func() bool {
+		prog, last, err := c.node(lead).Node().Progress(t.Context())
+		return err == nil && prog[4].Match >= last
+	})
 	st, p, err = cl.do(wire.OpPromoteLearner, appendU64(nil, 4))
 	if err != nil || st != wire.StatusOK || !strings.HasPrefix(string(p), "learner promote proposed at index ") {
 		t.Fatalf("PROMOTE_LEARNER: %v %v %q", err, st, p)
 	}
-	for id, s := range c.nodes {
+	for id, s := range c.Nodes() {
 		waitFor(t, fmt.Sprintf("node %d to see node 4 as a voter", id), func() bool {
 			return contains(s.Node().Status().Voters, 4)
 		})
 	}
 	// With four voters, two may not commit alone, but three may: stop one
 	// old member and keep writing.
-	c.stop(c.follower(c.leader()))
-	putMany(t, c.lns[c.leader()], "b", 20, 10)
+	c.Stop(c.follower(c.WaitLeader()))
+	putMany(t, c.addr(c.WaitLeader()), "b", 20, 10)
 }
 
 // cutter simulates a power cut at the k-th write operation it counts: the
@@ -305,21 +251,20 @@ func TestSnapshotTakeCrashAtEveryStep(t *testing.T) {
 		var acked, ackedAtCut atomic.Int64
 		ct := &cutter{mem: mem, k: k, counted: snapshotOp, onCut: func() { ackedAtCut.Store(acked.Load()) }}
 		fs := vfs.NewErrorFS(mem, ct)
-		c := newTestCluster(t, 0, func(_ uint64, cfg *Config) {
+		c := newCluster(t, 1, clusterOpts{manual: true, deferred: true, configure: func(_ uint64, cfg *Config) {
 			cfg.SnapshotEntries, cfg.CatchUpEntries = 8, 2
 			cfg.RequestTimeout = 500 * time.Millisecond
 			cfg.EngineOptions.FS = fs
-		})
-		c.members = append(c.members, c.reserve(1))
-		c.fs[1] = mem
-		err := c.tryStart(1)
+		}})
+		c.SetDisk(1, mem)
+		_, err := c.TryStart(1)
 		if err != nil && !ct.cut.Load() {
 			t.Fatalf("starting: %v", err)
 		}
 		var cl *conn
 		if err == nil {
-			waitFor(t, "a leader or the cut", func() bool { return ct.cut.Load() || c.nodes[1].Node().IsLeader() })
-			cl = dial(t, c.lns[1])
+			c.Eventually("a leader or the cut", func() bool { return ct.cut.Load() || c.node(1).Node().IsLeader() })
+			cl = dial(t, c.addr(1))
 		}
 		for i := 0; cl != nil && i < writes && !ct.cut.Load(); i++ {
 			st, _, err := cl.put(fmt.Sprintf("k%02d", i), fmt.Sprint(i))
@@ -329,23 +274,23 @@ func TestSnapshotTakeCrashAtEveryStep(t *testing.T) {
 			acked.Store(int64(i + 1))
 			if i%10 == 9 {
 				// Pace the writes so that several snapshots are taken.
-				s := c.nodes[1]
-				waitFor(t, "a snapshot", func() bool {
+				s := c.node(1)
+				c.Eventually("a snapshot", func() bool {
 					taken, _ := s.Node().SnapshotCounts()
 					return ct.cut.Load() || taken >= uint64(i/10+1)
 				})
 			}
 		}
 		var taken uint64
-		if s := c.nodes[1]; s != nil {
+		if s := c.node(1); s != nil {
 			// Let the snapshots the writes call for finish (or be cut).
-			waitFor(t, "snapshots", func() bool {
+			c.Eventually("snapshots", func() bool {
 				taken, _ = s.Node().SnapshotCounts()
 				cur := s.snaps.Current()
 				return ct.cut.Load() || (cur != nil && s.Node().Applied() < cur.Index+8)
 			})
 		}
-		c.kill(1)
+		c.Kill(1)
 		clone := ct.result()
 		if clone == nil {
 			t.Logf("cut power at each of %d steps of taking %d snapshots (%d writes)", k-1, taken, acked.Load())
@@ -354,11 +299,11 @@ func TestSnapshotTakeCrashAtEveryStep(t *testing.T) {
 			}
 			return
 		}
-		c.fs[1] = clone
-		c.configure = snapCfg(8, 2)
-		c.start(1)
-		c.leader()
-		cl = dial(t, c.lns[1])
+		c.SetDisk(1, clone)
+		c.setConfigure(snapCfg(8, 2))
+		c.Start(1)
+		c.WaitLeader()
+		cl = dial(t, c.addr(1))
 		for i := 0; i < int(ackedAtCut.Load()); i++ {
 			st, v, err := cl.get(fmt.Sprintf("k%02d", i))
 			if err != nil || st != wire.StatusOK || string(v) != fmt.Sprint(i) {
@@ -368,7 +313,7 @@ func TestSnapshotTakeCrashAtEveryStep(t *testing.T) {
 		if st, _, err := cl.put("after", "x"); err != nil || st != wire.StatusOK {
 			t.Fatalf("cut at snapshot step %d: the restarted node does not take writes: %v %v", k, st, err)
 		}
-		c.stopAll()
+		c.StopAll()
 	}
 }
 
@@ -383,7 +328,7 @@ func TestSnapshotReceiveCrashAtEveryStep(t *testing.T) {
 	}
 	var wrapped atomic.Pointer[vfs.FS]
 	var f atomic.Uint64
-	c := newTestCluster(t, 3, func(id uint64, cfg *Config) {
+	c := newCluster(t, 3, clusterOpts{manual: true, configure: func(id uint64, cfg *Config) {
 		cfg.SnapshotEntries, cfg.CatchUpEntries = 50, 10
 		if id == f.Load() {
 			if fs := wrapped.Load(); fs != nil {
@@ -391,12 +336,12 @@ func TestSnapshotReceiveCrashAtEveryStep(t *testing.T) {
 			}
 			cfg.SnapshotEntries = -1 // only the leader's snapshots are in play
 		}
-	})
-	lead := c.leader()
+	}})
+	lead := c.WaitLeader()
 	f.Store(c.follower(lead))
 	fid := f.Load()
-	c.stop(fid)
-	putMany(t, c.lns[lead], "a", 300, 200)
+	c.Stop(fid)
+	putMany(t, c.addr(lead), "a", 300, 200)
 	want, keys := c.waitConverged(lead)
 	if keys != 300 {
 		t.Fatalf("leader holds %d keys", keys)
@@ -404,22 +349,22 @@ func TestSnapshotReceiveCrashAtEveryStep(t *testing.T) {
 	// Every iteration starts from these disks: the other two up to date,
 	// the follower far behind. (Reusing a running leader would not do: it
 	// remembers what the follower acknowledged before the cut.)
-	c.stopAll()
+	c.StopAll()
 	bases := map[uint64]*vfs.MemFS{}
-	for id, fs := range c.fs {
-		bases[id] = fs
+	for id := uint64(1); id <= 3; id++ {
+		bases[id] = c.Disk(id)
 	}
 	cuts := 0
 	for k := int64(1); ; k += stride {
 		for id := range bases {
-			c.fs[id] = bases[id].CrashClone(vfs.CrashCloneOptions{})
+			c.SetDisk(id, bases[id].CrashClone(vfs.CrashCloneOptions{}))
 			if id != fid {
-				c.start(id)
+				c.Start(id)
 			}
 		}
-		lead := c.leader()
-		mem := c.fs[fid]
-		ct := &cutter{mem: mem, k: k, onCut: func() { c.net.Isolate(fid) }}
+		lead := c.WaitLeader()
+		mem := c.Disk(fid)
+		ct := &cutter{mem: mem, k: k, onCut: func() { c.Net.Isolate(fid) }}
 		ct.counted = func(op vfs.Op) bool {
 			// Count from the first snapshot operation on: the stream, the
 			// install, and the log appends that follow.
@@ -427,27 +372,25 @@ func TestSnapshotReceiveCrashAtEveryStep(t *testing.T) {
 		}
 		var fs vfs.FS = vfs.NewErrorFS(mem, ct)
 		wrapped.Store(&fs)
-		if err := c.tryStart(fid); err != nil && !ct.cut.Load() {
+		if _, err := c.TryStart(fid); err != nil && !ct.cut.Load() {
 			t.Fatalf("starting the follower: %v", err)
 		}
-		waitFor(t, "the follower to catch up or be cut", func() bool {
+		c.Eventually("the follower to catch up or be cut", func() bool {
 			if ct.cut.Load() {
 				return true
 			}
-			c.mu.Lock()
-			s := c.nodes[fid]
-			c.mu.Unlock()
+			s := c.node(fid)
 			if s == nil {
 				return false
 			}
 			_, installed := s.Node().SnapshotCounts()
-			return installed > 0 && s.Store().AppliedIndex() >= c.nodes[lead].Store().AppliedIndex()
+			return installed > 0 && s.Store().AppliedIndex() >= c.node(lead).Store().AppliedIndex()
 		})
-		c.kill(fid)
+		c.Kill(fid)
 		wrapped.Store(nil)
 		clone := ct.result()
 		if clone == nil {
-			c.stopAll()
+			c.StopAll()
 			if cuts < 10 {
 				t.Fatalf("only %d cut points: the follower did not receive a snapshot", cuts)
 			}
@@ -455,13 +398,13 @@ func TestSnapshotReceiveCrashAtEveryStep(t *testing.T) {
 			return
 		}
 		cuts++
-		c.net.Heal()
-		c.fs[fid] = clone
-		c.start(fid)
+		c.Net.Heal()
+		c.SetDisk(fid, clone)
+		c.Start(fid)
 		if got, n := c.waitConverged(lead, fid); got != want || n != keys {
 			t.Fatalf("cut at step %d: the follower converged on different data (%d keys)", k, n)
 		}
-		c.stopAll()
+		c.StopAll()
 	}
 }
 
@@ -470,14 +413,14 @@ func TestSnapshotReceiveCrashAtEveryStep(t *testing.T) {
 // snapshot again and it completes.
 func TestSnapshotTransferInterruptedByReceiverDeath(t *testing.T) {
 	c, lead, f := crashMidTransfer(t, func(lead, f uint64) uint64 { return f })
-	if st := c.nodes[lead].trans.Stats(); st.SnapshotsFailed == 0 {
+	if st := c.node(lead).trans.Stats(); st.SnapshotsFailed == 0 {
 		t.Fatal("the interrupted transfer was not reported as failed")
 	}
-	c.start(f)
+	c.Start(f)
 	if _, keys := c.waitConverged(1, 2, 3); keys != 300 {
 		t.Fatalf("converged on %d keys", keys)
 	}
-	if _, installed := c.nodes[f].Node().SnapshotCounts(); installed == 0 {
+	if _, installed := c.node(f).Node().SnapshotCounts(); installed == 0 {
 		t.Fatal("the follower caught up without a snapshot")
 	}
 }
@@ -487,27 +430,25 @@ func TestSnapshotTransferInterruptedByReceiverDeath(t *testing.T) {
 // the snapshot stream to the follower has gone through.
 func crashMidTransfer(t *testing.T, victim func(lead, f uint64) uint64) (c *testCluster, lead, f uint64) {
 	c = newTestCluster(t, 3, snapCfg(50, 10))
-	lead = c.leader()
+	lead = c.WaitLeader()
 	f = c.follower(lead)
-	c.stop(f)
-	putMany(t, c.lns[lead], "a", 300, 1000)
+	c.Stop(f)
+	putMany(t, c.addr(lead), "a", 300, 1000)
 	v := victim(lead, f)
 	var killed atomic.Bool
-	c.net.SetSnapshotFilter(func(from, to uint64, w io.Writer) io.Writer {
+	c.Net.SetSnapshotFilter(func(from, to uint64, w io.Writer) io.Writer {
 		if to != f || killed.Load() {
 			return w
 		}
 		return &cutWriter{w: w, after: 64 << 10, at: func() {
 			killed.Store(true)
-			go c.crash(v)
+			go c.Crash(v)
 		}}
 	})
-	c.start(f)
+	c.Start(f)
 	waitFor(t, fmt.Sprintf("node %d to die mid-transfer", v), func() bool { return killed.Load() })
 	waitFor(t, fmt.Sprintf("node %d to be stopped", v), func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return c.nodes[v] == nil
+		return c.node(v) == nil
 	})
 	return c, lead, f
 }
@@ -518,18 +459,18 @@ func crashMidTransfer(t *testing.T, victim func(lead, f uint64) uint64) (c *test
 func TestSnapshotTransferInterruptedBySenderDeath(t *testing.T) {
 	c, lead, f := crashMidTransfer(t, func(lead, f uint64) uint64 { return lead })
 	var rest []uint64
-	for id := range c.nodes {
+	for id := range c.Nodes() {
 		rest = append(rest, id)
 	}
 	if _, keys := c.waitConverged(rest...); keys != 300 {
 		t.Fatalf("converged on %d keys", keys)
 	}
-	c.start(lead)
+	c.Start(lead)
 	if _, keys := c.waitConverged(1, 2, 3); keys != 300 {
 		t.Fatalf("converged on %d keys", keys)
 	}
 	// No partial stream was left behind on the follower.
-	names, _ := c.fs[f].List("/node/raft")
+	names, _ := c.Disk(f).List("/node/raft")
 	for _, n := range names {
 		if strings.HasSuffix(n, ".tmp") {
 			t.Fatalf("leftover partial snapshot %s on the follower", n)
@@ -543,24 +484,24 @@ func TestSnapshotTransferInterruptedBySenderDeath(t *testing.T) {
 // ends, which succeeds the first time.
 func TestCompactionDuringSnapshotTransfer(t *testing.T) {
 	c := newTestCluster(t, 3, snapCfg(50, 10))
-	lead := c.leader()
+	lead := c.WaitLeader()
 	f := c.follower(lead)
-	c.stop(f)
-	putMany(t, c.lns[lead], "a", 300, 1000)
-	ls := c.nodes[lead]
+	c.Stop(f)
+	putMany(t, c.addr(lead), "a", 300, 1000)
+	ls := c.node(lead)
 	release := make(chan struct{})
 	var releaseOnce sync.Once
 	open := func() { releaseOnce.Do(func() { close(release) }) }
 	defer open() // never leave the sender blocked
 	var started atomic.Bool
 	var sentDir atomic.Value
-	c.net.SetSnapshotFilter(func(from, to uint64, w io.Writer) io.Writer {
+	c.Net.SetSnapshotFilter(func(from, to uint64, w io.Writer) io.Writer {
 		if to != f || started.Load() {
 			return w
 		}
 		// The stream has started, so its checkpoint is pinned; it is the
 		// oldest checkpoint on disk (the current one or an older pinned one).
-		names, _ := c.disk(lead).List("/node/raft")
+		names, _ := c.Disk(lead).List("/node/raft")
 		sort.Strings(names)
 		for _, n := range names {
 			if strings.HasPrefix(n, "snap-") && !strings.HasSuffix(n, ".tmp") {
@@ -571,19 +512,19 @@ func TestCompactionDuringSnapshotTransfer(t *testing.T) {
 		started.Store(true)
 		return &gateWriter{w: w, after: 16 << 10, gate: release}
 	})
-	c.start(f)
+	c.Start(f)
 	waitFor(t, "the transfer to start", func() bool { return started.Load() })
 	dir, _ := sentDir.Load().(string)
 	if dir == "" {
 		t.Fatal("no checkpoint on the leader's disk during the transfer")
 	}
 	sentIndex, _ := strconv.ParseUint(strings.TrimPrefix(dir, "snap-"), 16, 64)
-	putMany(t, c.lns[lead], "b", 200, 1000)
+	putMany(t, c.addr(lead), "b", 200, 1000)
 	if err := ls.DB().Compact(nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "a newer snapshot on the leader", func() bool { return ls.snaps.Current().Index > sentIndex })
-	if _, err := c.disk(lead).Stat(ls.snaps.Path(dir)); err != nil {
+	if _, err := c.Disk(lead).Stat(ls.snaps.Path(dir)); err != nil {
 		t.Fatalf("the checkpoint being sent was deleted mid-transfer: %v", err)
 	}
 	open()
@@ -595,7 +536,7 @@ func TestCompactionDuringSnapshotTransfer(t *testing.T) {
 	}
 	// Released, the superseded checkpoint is garbage-collected.
 	waitFor(t, "the old checkpoint to be removed", func() bool {
-		_, err := c.disk(lead).Stat(ls.snaps.Path(dir))
+		_, err := c.Disk(lead).Stat(ls.snaps.Path(dir))
 		return err != nil
 	})
 }
@@ -667,11 +608,11 @@ var _ = snap.DirName
 // with a hole between its engine and its log.
 func TestSnapshotsWithoutCheckpoints(t *testing.T) {
 	c := newTestCluster(t, 3, snapCfg(50, 10))
-	lead := c.leader()
+	lead := c.WaitLeader()
 	f := c.follower(lead)
-	c.stop(f)
-	putMany(t, c.lns[lead], "a", 300, 100)
-	ls := c.nodes[lead]
+	c.Stop(f)
+	putMany(t, c.addr(lead), "a", 300, 100)
+	ls := c.node(lead)
 	if taken, _ := ls.Node().SnapshotCounts(); taken < 3 {
 		t.Fatalf("the leader took %d snapshots, want several", taken)
 	}
@@ -679,21 +620,21 @@ func TestSnapshotsWithoutCheckpoints(t *testing.T) {
 	if cur == nil || cur.Dir != "" {
 		t.Fatalf("the leader's snapshot is %+v, want one without a checkpoint", cur)
 	}
-	if names, _ := c.fs[lead].List("/node/raft"); slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, "snap-") }) {
+	if names, _ := c.Disk(lead).List("/node/raft"); slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, "snap-") }) {
 		t.Fatalf("checkpoint directories exist without a transfer: %v", names)
 	}
 	// The follower needs a snapshot: the leader checkpoints for it.
-	c.start(f)
+	c.Start(f)
 	if _, keys := c.waitConverged(1, 2, 3); keys != 300 {
 		t.Fatalf("converged on %d keys, want 300", keys)
 	}
-	if _, installed := c.nodes[f].Node().SnapshotCounts(); installed == 0 {
+	if _, installed := c.node(f).Node().SnapshotCounts(); installed == 0 {
 		t.Fatal("the follower caught up without a snapshot")
 	}
 
 	// A snapshot claiming more than the engine holds: refuse to start.
-	c.stop(f)
-	st, err := snap.Open(c.fs[f], "/node/raft")
+	c.Stop(f)
+	st, err := snap.Open(c.Disk(f), "/node/raft")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -702,7 +643,7 @@ func TestSnapshotsWithoutCheckpoints(t *testing.T) {
 	if err := st.CommitMeta(&bad); err != nil {
 		t.Fatal(err)
 	}
-	err = c.tryStart(f)
+	_, err = c.TryStart(f)
 	if err == nil {
 		t.Fatal("a node whose engine is behind its snapshot started")
 	}
@@ -731,13 +672,13 @@ func TestSnapshotRefusedWhenItDoesNotFit(t *testing.T) {
 			cfg.EngineOptions.FS = vfs.NewErrorFS(cfg.EngineOptions.FS, streamed)
 		}
 	})
-	lead := c.leader()
+	lead := c.WaitLeader()
 	f := c.follower(lead)
-	c.stop(f)
-	putMany(t, c.lns[lead], "a", 400, 2000) // about 800 KB the follower lacks
+	c.Stop(f)
+	putMany(t, c.addr(lead), "a", 400, 2000) // about 800 KB the follower lacks
 
 	// The follower's disk has room to start, not to take the snapshot.
-	disk := c.disk(f)
+	disk := c.Disk(f)
 	u, err := vfs.DiskUsage(disk, "/node")
 	if err != nil {
 		t.Fatal(err)
@@ -745,8 +686,8 @@ func TestSnapshotRefusedWhenItDoesNotFit(t *testing.T) {
 	used := int64(vfs.MemUnlimitedBytes - u.AvailBytes)
 	disk.SetCapacity(used + 400<<10)
 	watch.Store(f)
-	c.start(f)
-	fs := c.nodes[f]
+	c.Start(f)
+	fs := c.node(f)
 	deadline := time.Now().Add(20 * time.Second)
 	for fs.trans.Stats().SnapshotsFailed == 0 {
 		if time.Now().After(deadline) {
@@ -780,7 +721,7 @@ func TestSnapshotRefusedWhenItDoesNotFit(t *testing.T) {
 	if _, keys := c.waitConverged(1, 2, 3); keys != 400 {
 		t.Fatalf("converged on %d keys, want 400", keys)
 	}
-	if _, installed := c.nodes[f].Node().SnapshotCounts(); installed == 0 {
+	if _, installed := c.node(f).Node().SnapshotCounts(); installed == 0 {
 		t.Fatal("the follower caught up without a snapshot")
 	}
 }
