@@ -15,9 +15,7 @@ import (
 	"time"
 
 	"github.com/kayadb/kayadb/client"
-	"github.com/kayadb/kayadb/engine"
 	"github.com/kayadb/kayadb/internal/server"
-	"github.com/kayadb/kayadb/internal/vfs"
 )
 
 // backupWrite is one put a writer attempted.
@@ -70,25 +68,14 @@ func (w *backupWriter) run(c *client.Client, stop <-chan struct{}) {
 // list.
 func restoredNodes(t *testing.T, dirs []string) (addrs []string, nodes []*server.Server) {
 	t.Helper()
-	c := &cliCluster{t: t, nodes: map[uint64]*server.Server{}, slots: map[uint64]nodeSlot{}}
-	for i := range dirs {
-		c.peers = append(c.peers, c.reserve(uint64(i+1)))
+	c := newCLICluster(t, len(dirs), nodeOpts{configure: func(id uint64, cfg *server.Config) {
+		cfg.DataDir, cfg.EngineOptions = dirs[id-1], nil
+	}})
+	c.WaitLeader()
+	for id := uint64(1); id <= uint64(len(dirs)); id++ {
+		nodes = append(nodes, c.node(id))
+		addrs = append(addrs, c.addr(id))
 	}
-	for i, dir := range dirs {
-		id := uint64(i + 1)
-		sl := c.slots[id]
-		s, err := server.New(server.Config{NodeID: id, DataDir: dir, RaftAddr: sl.m.RaftAddr, ClientAddr: sl.m.ClientAddr,
-			Peers: c.peers, TickInterval: 10 * time.Millisecond, RequestTimeout: 3 * time.Second,
-			ClientListener: sl.cl, RaftListener: sl.rl})
-		if err != nil {
-			t.Fatalf("starting a server on the restored %s: %v", dir, err)
-		}
-		t.Cleanup(func() { _ = s.Close() })
-		c.nodes[id] = s
-		nodes = append(nodes, s)
-		addrs = append(addrs, sl.m.ClientAddr)
-	}
-	c.waitLeader()
 	return addrs, nodes
 }
 
@@ -153,8 +140,8 @@ func TestBackupUnderLoadRestores(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
-	leader := c.waitLeader()
-	before := c.nodes[leader].Store().AppliedIndex()
+	leader := c.WaitLeader()
+	before := c.node(leader).Store().AppliedIndex()
 	began := time.Now()
 	out := filepath.Join(t.TempDir(), "backup")
 	stdout, stderr, code := runCLI("--server="+strings.Join(all, ","), "--json", "backup", "--out", out)
@@ -175,7 +162,7 @@ func TestBackupUnderLoadRestores(t *testing.T) {
 		t.Fatalf("no progress lines on stderr: %q", stderr)
 	}
 	// The backup directory is gone from the leader.
-	if _, err := c.nodes[leader].DB().Options().FS.Stat("/srv/backups/" + res.BackupID + ".tmp"); err == nil {
+	if _, err := c.node(leader).DB().Options().FS.Stat("/srv/backups/" + res.BackupID + ".tmp"); err == nil {
 		t.Fatal("the server kept the backup after it ended")
 	}
 
@@ -327,15 +314,8 @@ func copyDir(t *testing.T, from, to string) {
 // --data (exit 4), and writes nothing when it refuses.
 func TestBackupAndRestoreRefusals(t *testing.T) {
 	const tok = "operator-secret-0123456789"
-	cl, rl := listenLocal(t), listenLocal(t)
-	s, err := server.New(server.Config{NodeID: 1, DataDir: "/srv", ClientAddr: cl.Addr().String(), RaftAddr: rl.Addr().String(),
-		TickInterval: 10 * time.Millisecond, RequestTimeout: 3 * time.Second,
-		EngineOptions: &engine.Options{FS: vfs.NewMem()}, ClientListener: cl, RaftListener: rl, OperatorToken: tok})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	srv := "--server=" + cl.Addr().String()
+	c := startNode(t, func(_ uint64, cfg *server.Config) { cfg.OperatorToken = tok })
+	srv := "--server=" + c.addr(1)
 	for i := range 50 {
 		if _, errs, code := runCLI(srv, "put", fmt.Sprintf("k%02d", i), "v"); code != 0 {
 			t.Fatalf("put: %d %s", code, errs)

@@ -58,9 +58,7 @@ func TestStatusClusterAndWatch(t *testing.T) {
 	if c.addr(2) == c.addr(down) {
 		down = 1
 	}
-	if err := c.nodes[down].Close(); err != nil {
-		t.Fatal(err)
-	}
+	c.Stop(down)
 	out, errs, code = runCLI(srv, "status", "--cluster")
 	if code != ExitError || !strings.Contains(out, "DOWN") || !strings.Contains(out, "does not answer") || !strings.Contains(errs, "split-brain") {
 		t.Fatalf("a node down: exit %d\n%s%s", code, out, errs)

@@ -90,7 +90,7 @@ func TestHealthNeedsALeader(t *testing.T) {
 // names the same leader; a node left alone by its peers is not.
 func TestHealthOfARealCluster(t *testing.T) {
 	c := startCluster(t, 3)
-	leader := c.waitLeader()
+	leader := c.WaitLeader()
 	servers := "--server=" + c.addr(1) + "," + c.addr(2) + "," + c.addr(3)
 	// Followers learn the leader from its first heartbeat.
 	var hs []jHealth
@@ -117,11 +117,9 @@ func TestHealthOfARealCluster(t *testing.T) {
 	// Stop two nodes: the third loses its leader (a follower stops hearing
 	// from it; a leader steps down without a quorum) and must say so.
 	alone := leader%3 + 1
-	for id := range c.nodes {
+	for _, id := range c.IDs() {
 		if id != alone {
-			if err := c.nodes[id].Close(); err != nil {
-				t.Fatal(err)
-			}
+			c.Stop(id)
 		}
 	}
 	for deadline := time.Now().Add(20 * time.Second); ; {

@@ -11,9 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kayadb/kayadb/engine"
-	"github.com/kayadb/kayadb/internal/server"
-	"github.com/kayadb/kayadb/internal/vfs"
 	"github.com/kayadb/kayadb/internal/wire"
 )
 
@@ -24,82 +21,6 @@ type jMember struct {
 	Op      string `json:"op"`
 	Message string `json:"message"`
 }
-
-// cliCluster runs real servers in this process, on loopback TCP for both
-// the raft and the client traffic.
-type cliCluster struct {
-	t     *testing.T
-	peers []server.Member // the bootstrap members
-	nodes map[uint64]*server.Server
-	slots map[uint64]nodeSlot
-}
-
-type nodeSlot struct {
-	m      server.Member
-	cl, rl net.Listener
-}
-
-func listenLocal(t *testing.T) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ln
-}
-
-// reserve listens for node id's raft and client traffic.
-func (c *cliCluster) reserve(id uint64) server.Member {
-	cl, rl := listenLocal(c.t), listenLocal(c.t)
-	m := server.Member{ID: id, RaftAddr: rl.Addr().String(), ClientAddr: cl.Addr().String()}
-	c.slots[id] = nodeSlot{m: m, cl: cl, rl: rl}
-	return m
-}
-
-func (c *cliCluster) start(id uint64, join bool) {
-	c.t.Helper()
-	sl := c.slots[id]
-	s, err := server.New(server.Config{NodeID: id, DataDir: "/srv", RaftAddr: sl.m.RaftAddr, ClientAddr: sl.m.ClientAddr,
-		Peers: c.peers, Join: join, TickInterval: 10 * time.Millisecond, RequestTimeout: 3 * time.Second,
-		EngineOptions: &engine.Options{FS: vfs.NewMem()}, ClientListener: sl.cl, RaftListener: sl.rl})
-	if err != nil {
-		c.t.Fatalf("starting node %d: %v", id, err)
-	}
-	c.nodes[id] = s
-	c.t.Cleanup(func() { _ = s.Close() })
-}
-
-// startCluster starts an n-node cluster and waits for a leader.
-func startCluster(t *testing.T, n int) *cliCluster {
-	t.Helper()
-	c := &cliCluster{t: t, nodes: map[uint64]*server.Server{}, slots: map[uint64]nodeSlot{}}
-	for id := uint64(1); id <= uint64(n); id++ {
-		c.peers = append(c.peers, c.reserve(id))
-	}
-	for id := uint64(1); id <= uint64(n); id++ {
-		c.start(id, false)
-	}
-	c.waitLeader()
-	return c
-}
-
-// waitLeader waits until some node leads and returns its id.
-func (c *cliCluster) waitLeader() uint64 {
-	c.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		for id, s := range c.nodes {
-			if s.Node().IsLeader() {
-				return id
-			}
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	c.t.Fatal("no leader within 10s")
-	return 0
-}
-
-func (c *cliCluster) addr(id uint64) string { return c.slots[id].m.ClientAddr }
 
 var proposedRE = regexp.MustCompile(`^OK (membership change|membership removal|learner promote) proposed at index [1-9][0-9]*\n$`)
 
@@ -142,10 +63,10 @@ func TestMembershipCommands(t *testing.T) {
 		}
 	}
 	rows := memberRows(t, out)
-	leader := c.waitLeader()
+	leader := c.WaitLeader()
 	for id := uint64(1); id <= 3; id++ {
 		r := rows[fmt.Sprint(id)]
-		m := c.slots[id].m
+		m := c.Peer(id)
 		want := []string{"voter", m.RaftAddr, m.ClientAddr}
 		if id == leader {
 			want = append(want, "(leader)")
@@ -159,7 +80,7 @@ func TestMembershipCommands(t *testing.T) {
 	}
 
 	// add-node --learner, then start the node with --join.
-	m4 := c.reserve(4)
+	m4 := c.AddSlot(4, true)
 	out, errs, code = runCLI(srv, "add-node", "4", m4.RaftAddr, m4.ClientAddr, "--learner")
 	if code != 0 || !proposedRE.MatchString(out) || !strings.HasPrefix(out, "OK membership change") {
 		t.Fatalf("add-node: %d %q %q", code, out, errs)
@@ -181,7 +102,7 @@ func TestMembershipCommands(t *testing.T) {
 		!strings.Contains(errs, "cannot transfer leadership to node 4: it is not a voter") || !strings.Contains(errs, "promote-node") {
 		t.Fatalf("transfer-leader to a learner: %d %q", code, errs)
 	}
-	c.start(4, true)
+	c.Start(4)
 
 	// promote-node: refused with "yet" until the learner has caught up.
 	deadline := time.Now().Add(15 * time.Second)
@@ -257,7 +178,7 @@ func TestMembershipCommands(t *testing.T) {
 		t.Fatalf("status after removing node 1:\n%s", out)
 	}
 	// A removed id never comes back.
-	if _, errs, code := runCLI("--server="+m4.ClientAddr, "add-node", "1", c.slots[1].m.RaftAddr, c.slots[1].m.ClientAddr); code != ExitInvalidArgument ||
+	if _, errs, code := runCLI("--server="+m4.ClientAddr, "add-node", "1", c.Peer(1).RaftAddr, c.Peer(1).ClientAddr); code != ExitInvalidArgument ||
 		!strings.Contains(errs, "node 1 was removed from this cluster") {
 		t.Fatalf("add-node of a removed id: %d %q", code, errs)
 	}

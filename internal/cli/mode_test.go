@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/kayadb/kayadb/internal/server"
 	"github.com/kayadb/kayadb/internal/wire"
@@ -107,21 +106,11 @@ func TestNothingListening(t *testing.T) {
 // all three listeners: client, raft and metrics.
 func startFullServer(t *testing.T, dir string) (s *server.Server, client, raft, metrics string) {
 	t.Helper()
-	cl, rl, ml := listenLocal(t), listenLocal(t), listenLocal(t)
-	s, err := server.New(server.Config{NodeID: 1, DataDir: dir, RaftAddr: rl.Addr().String(), ClientAddr: cl.Addr().String(),
-		TickInterval: 10 * time.Millisecond, ClientListener: cl, RaftListener: rl, MetricsListener: ml})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	deadline := time.Now().Add(10 * time.Second)
-	for !s.Node().IsLeader() {
-		if time.Now().After(deadline) {
-			t.Fatal("no leader")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return s, cl.Addr().String(), rl.Addr().String(), ml.Addr().String()
+	ml := listenLocal(t)
+	c := startNode(t, func(_ uint64, cfg *server.Config) {
+		cfg.DataDir, cfg.EngineOptions, cfg.MetricsListener = dir, nil, ml
+	})
+	return c.node(1), c.addr(1), c.Peer(1).RaftAddr, ml.Addr().String()
 }
 
 // TestWrongPort: a --server that speaks something else is named for what

@@ -7,39 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/kayadb/kayadb/engine"
-	"github.com/kayadb/kayadb/internal/server"
-	"github.com/kayadb/kayadb/internal/vfs"
 )
-
-// startServer runs a single-node server in this process.
-func startServer(t *testing.T) string {
-	t.Helper()
-	cl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := server.New(server.Config{NodeID: 1, DataDir: "/srv", RaftAddr: rl.Addr().String(), ClientAddr: cl.Addr().String(),
-		TickInterval: 10 * time.Millisecond, EngineOptions: &engine.Options{FS: vfs.NewMem()},
-		ClientListener: cl, RaftListener: rl})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	deadline := time.Now().Add(5 * time.Second)
-	for !s.Node().IsLeader() {
-		if time.Now().After(deadline) {
-			t.Fatal("no leader")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return cl.Addr().String()
-}
 
 func runCLI(args ...string) (string, string, int) {
 	var out, errb bytes.Buffer

@@ -4,8 +4,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-
-	"github.com/kayadb/kayadb/internal/server"
 )
 
 // TestRemoveNodeSaysWhy: the leader refuses a removal for one of three
@@ -23,21 +21,17 @@ func TestRemoveNodeSaysWhy(t *testing.T) {
 	// A voter without which the rest has no reachable quorum: node 3 of
 	// three never started, so removing the follower of nodes 1 and 2 would
 	// leave the leader and a dead node.
-	c := &cliCluster{t: t, nodes: map[uint64]*server.Server{}, slots: map[uint64]nodeSlot{}}
-	for id := uint64(1); id <= 3; id++ {
-		c.peers = append(c.peers, c.reserve(id))
-	}
-	dead := c.slots[3]
-	dead.cl.Close()
-	dead.rl.Close()
-	c.start(1, false)
-	c.start(2, false)
-	leader := c.waitLeader()
+	c := newCLICluster(t, 3, nodeOpts{deferred: true})
+	dead := c.Peer(3)
+	c.Vacate(3) // nothing answers on its addresses
+	c.Start(1)
+	c.Start(2)
+	leader := c.WaitLeader()
 	follower := 3 - leader // of 1 and 2
 	_, errs, code = runCLI("--server", c.addr(leader), "remove-node", strconv.FormatUint(follower, 10))
 	if code != ExitInvalidArgument ||
 		!strings.Contains(errs, "error: cannot remove node "+strconv.FormatUint(follower, 10)+": without it the remaining 2 voters need 2 of them in touch with the leader to form a quorum, and the leader hears from fewer") ||
-		!strings.Contains(errs, "(voter 3 ("+dead.m.ClientAddr+") does not answer kayactl either)") ||
+		!strings.Contains(errs, "(voter 3 ("+dead.ClientAddr+") does not answer kayactl either)") ||
 		!strings.Contains(errs, "hint: bring the down voters back first") {
 		t.Fatalf("below quorum: %d %q", code, errs)
 	}

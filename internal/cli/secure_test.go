@@ -6,13 +6,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/kayadb/kayadb/engine"
 	"github.com/kayadb/kayadb/internal/security"
 	"github.com/kayadb/kayadb/internal/security/securitytest"
 	"github.com/kayadb/kayadb/internal/server"
-	"github.com/kayadb/kayadb/internal/vfs"
 )
 
 func runCLIEnv(env map[string]string, args ...string) (string, string, int) {
@@ -35,24 +32,11 @@ func TestKayactlTLSAndTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cl, rl := listenLocal(t), listenLocal(t)
-	s, err := server.New(server.Config{NodeID: 1, DataDir: "/srv", ClientAddr: cl.Addr().String(), RaftAddr: rl.Addr().String(),
-		TickInterval: 10 * time.Millisecond, RequestTimeout: 3 * time.Second,
-		EngineOptions: &engine.Options{FS: vfs.NewMem()}, ClientListener: cl, RaftListener: rl,
-		OperatorToken: opTok, ClientToken: clTok,
-		TLS: security.TLSFiles{Cert: node.Cert, Key: node.Key, CA: node.CA}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	deadline := time.Now().Add(5 * time.Second)
-	for !s.Node().IsLeader() {
-		if time.Now().After(deadline) {
-			t.Fatal("no leader")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	srv := "--server=" + cl.Addr().String()
+	c := startNode(t, func(_ uint64, cfg *server.Config) {
+		cfg.OperatorToken, cfg.ClientToken = opTok, clTok
+		cfg.TLS = security.TLSFiles{Cert: node.Cert, Key: node.Key, CA: node.CA}
+	})
+	srv := "--server=" + c.addr(1)
 	tlsArgs := []string{srv, "--tls-ca-cert", node.CA, "--tls-cert", admin.Cert, "--tls-key", admin.Key, "--timeout", "2s"}
 	with := func(extra ...string) []string { return append(append([]string{}, tlsArgs...), extra...) }
 
@@ -67,7 +51,7 @@ func TestKayactlTLSAndTokens(t *testing.T) {
 		t.Fatalf("add-node with the token: %d %q %q", code, out, errs)
 	}
 	// The same from the environment.
-	env := map[string]string{"KAYA_SERVER": cl.Addr().String(), "KAYA_TLS_CA_CERT": node.CA, "KAYA_TLS_CERT": admin.Cert,
+	env := map[string]string{"KAYA_SERVER": c.addr(1), "KAYA_TLS_CA_CERT": node.CA, "KAYA_TLS_CERT": admin.Cert,
 		"KAYA_TLS_KEY": admin.Key, "KAYA_CLIENT_TOKEN": clTok, "KAYA_OPERATOR_TOKEN": opTok}
 	if out, errs, code := runCLIEnv(env, "get", "k"); code != 0 || out != "v\n" {
 		t.Fatalf("get from the environment: %d %q %q", code, out, errs)
