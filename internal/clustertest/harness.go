@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -317,20 +316,23 @@ func (h *Harness[N]) TryStart(id uint64) (N, error) {
 }
 
 func (h *Harness[N]) logger(id uint64, buf *logBuffer) *slog.Logger {
-	var w []io.Writer
+	debug := &slog.HandlerOptions{Level: slog.LevelDebug}
+	var hs []slog.Handler
 	if buf != nil {
-		w = append(w, buf)
+		// The slot's own log: no attribute of the harness's in it, so
+		// that a test reads exactly what the node logged.
+		hs = append(hs, slog.NewTextHandler(buf, debug))
 	}
 	if os.Getenv("KAYA_TEST_LOG") != "" {
-		w = append(w, os.Stderr)
+		hs = append(hs, slog.NewTextHandler(os.Stderr, debug).WithAttrs([]slog.Attr{slog.Uint64("test_node", id)}))
 	}
-	switch len(w) {
+	switch len(hs) {
 	case 0:
 		return slog.New(slog.DiscardHandler)
 	case 1:
-		return slog.New(slog.NewTextHandler(w[0], &slog.HandlerOptions{Level: slog.LevelDebug})).With("test_node", id)
+		return slog.New(hs[0])
 	}
-	return slog.New(slog.NewTextHandler(io.MultiWriter(w...), &slog.HandlerOptions{Level: slog.LevelDebug})).With("test_node", id)
+	return slog.New(slog.NewMultiHandler(hs...))
 }
 
 // take marks node id stopped and returns what ran (ok false if nothing).
