@@ -34,7 +34,9 @@
 // delays) runs the clock freely (Config.FreeClock, Clock.SetFree); so does
 // a cluster whose raft traffic goes over real TCP (Config.TCPRaft: TLS and
 // peer-token tests), since only the in-memory network can tell when the
-// cluster is quiet.
+// cluster is quiet. Only raft's time stands still on a manual clock: what
+// a node measures in wall time (a request's timeout, a retry timer) still
+// runs.
 package clustertest
 
 import (

@@ -59,7 +59,9 @@ type Env struct {
 	// NewTransport returns the node's endpoint on the in-memory network
 	// (nil with Config.TCPRaft: the node dials its peers itself).
 	NewTransport func(h transport.Handler) transport.Transport
-	// Ticker is the node's raft clock (raftnode.Config.Ticker).
+	// Ticker is the node's raft clock (raftnode.Config.Ticker). The start
+	// function must hand it on: a manual tick that no loop takes within
+	// 20 s fails the test.
 	Ticker raftnode.Ticker
 	// TickInterval is the length of a tick the clock stands for: a node
 	// that derives durations from its tick (timeouts measured in election
@@ -75,7 +77,8 @@ type Env struct {
 type Config[N Member] struct {
 	// Nodes is the number of bootstrap members (ids 1..Nodes).
 	Nodes int
-	// Start builds and starts a node from env. Required.
+	// Start builds and starts a node from env, its raft clock env.Ticker.
+	// Required.
 	Start func(env *Env) (N, error)
 	// Seed seeds the in-memory network's randomness. Default 1.
 	Seed uint64
