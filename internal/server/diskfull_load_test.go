@@ -139,7 +139,7 @@ func TestDiskFullUnderLoad(t *testing.T) {
 		full  atomic.Int64 // writes refused with "disk full"
 		other atomic.Int64 // writes that failed otherwise (timeouts: unknown outcome)
 	)
-	var addrV atomic.Pointer[string] // the node's client address, which a restart changes
+	var addrV atomic.Pointer[string] // the node's client address (the harness keeps it across restarts)
 	setAddr := func(a string) { addrV.Store(&a) }
 	setAddr(s.ClientAddr())
 	stop := make(chan struct{})
