@@ -81,7 +81,8 @@ func relocate(block string, raftBase, clientBase int) string {
 // held until the test ends), so that two runs of the suite at the same
 // time do not collide. The runbook tests' bases are 1000 apart (raft
 // 22480, 28480, 29480, 30480 and 31480; clients 102 lower): clear of the
-// other e2e tests (27xxx, and 23000-26999 for the sidecar test) and of
+// other e2e tests (27xxx — 27480 for the scripts' cluster, 27680 for the
+// original's command lines — and 23000-26999 for the sidecar test) and of
 // Linux's ephemeral ports (32768 and up).
 func freeBases(t *testing.T, raftBase, clientBase int) (int, int) {
 	t.Helper()

@@ -183,7 +183,8 @@ func (c *Cluster) Start(id uint64) error {
 		}
 	}
 	args := []string{"--node-id", strconv.FormatUint(id, 10), "--data", n.Dir,
-		"--raft-addr", n.RaftListen, "--client-addr", n.ClientAddr, "--no-metrics",
+		// The other nodes reach this one through the harness's proxy.
+		"--raft-addr", n.RaftListen, "--advertise-raft-addr", n.RaftProxy, "--client-addr", n.ClientAddr, "--no-metrics",
 		"--tick", c.Tick.String(), "--request-timeout", "2s", "--log-format", "text", "--log-level", "info",
 		"--snapshot-entries", "2000", "--snapshot-catchup-entries", "500",
 		"--disk-reserve", strconv.FormatInt(c.diskReserve, 10)}

@@ -56,7 +56,9 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 		dataDir    = fs.String("data", "./kayadb-data", "data directory (engine, raft log, roster); created 0700")
 		raftAddr   = fs.String("raft-addr", "127.0.0.1:7481", "address for raft traffic from the other nodes")
 		clientAddr = fs.String("client-addr", "127.0.0.1:7379", "address for clients (kayactl, the Go client)")
-		peers      = fs.StringArray("peer", nil, "a member of a new cluster, ID=RAFT_ADDR,CLIENT_ADDR; repeat for each member, this node included (env KAYA_PEER: several separated by spaces)")
+		advRaft    = fs.String("advertise-raft-addr", "", "the raft address the other nodes dial, when it is not --raft-addr: a proxy or sidecar in front of this node (default: --raft-addr)")
+		advClient  = fs.String("advertise-client-addr", "", "the client address clients are redirected to, when it is not --client-addr: a proxy or sidecar in front of this node (default: --client-addr)")
+		peers      = fs.StringArray("peer", nil, "a member of a new cluster, ID=RAFT_ADDR,CLIENT_ADDR (or ID=RAFT_ADDR: clients are then sent to RAFT_ADDR); repeat for each member; this node's own entry may be left out (env KAYA_PEER: several separated by spaces)")
 		join       = fs.Bool("join", false, "start as a new member of a running cluster (add it with kayactl add-node first)")
 		tick       = fs.Duration("tick", 100*time.Millisecond, "raft clock tick; elections take about 10 ticks")
 		timeout    = fs.Duration("request-timeout", 5*time.Second, "longest a client request may wait for raft")
@@ -87,6 +89,9 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 		logFormat  = fs.String("log-format", "text", "text or json")
 		showVer    = fs.Bool("version", false, "print the version (module, VCS revision, Go, client protocol) and exit")
 	)
+	// The original KayaDB's spelling of --join; like it, a switch that takes
+	// no value (the members come from --peer).
+	fs.BoolVar(join, "join-cluster", false, "the same as --join (the original KayaDB's spelling)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: kayadb-server [flags]\n\nRuns one KayaDB node. With no flags it runs a single-node cluster in ./kayadb-data,\nclients on 127.0.0.1:7379. Every flag can also be set with KAYA_<FLAG> (e.g. KAYA_DATA);\nthe flag wins. See docs/server.md.\n\nFlags:\n")
 		fs.PrintDefaults()
@@ -105,6 +110,9 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 		return Config{}, exitVersion
 	}
 	if fs.NArg() > 0 {
+		if fs.Changed("join-cluster") || fs.Changed("join") {
+			return fail("unexpected arguments %q\nhint: --join and --join-cluster take no value; give the running cluster's members with --peer ID=RAFT_ADDR,CLIENT_ADDR (one --peer each)", fs.Args())
+		}
 		return fail("unexpected arguments %q\nhint: every setting is a --flag; run kayadb-server --help", fs.Args())
 	}
 	onCommandLine := map[string]bool{}
@@ -308,30 +316,13 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	if cfg.SnapshotBytesPerSecond == 0 {
 		cfg.SnapshotBytesPerSecond = -1
 	}
-	for _, p := range *peers {
-		m, err := ParsePeer(p)
-		if err != nil {
-			return fail("%v", err)
-		}
-		cfg.Peers = append(cfg.Peers, m)
-	}
-	if cfg.Join && len(cfg.Peers) == 0 {
+	if cfg.Join && len(*peers) == 0 {
 		return fail("--join needs the running cluster's members: add --peer ID=RAFT_ADDR,CLIENT_ADDR for each (at least one)")
 	}
-	for _, m := range cfg.Peers {
-		if m.ID != cfg.NodeID || (m.RaftAddr == cfg.RaftAddr && m.ClientAddr == cfg.ClientAddr) {
-			continue
-		}
-		if !fs.Changed("raft-addr") && !fs.Changed("client-addr") {
-			// Take this node's addresses from its --peer entry.
-			cfg.RaftAddr, cfg.ClientAddr = m.RaftAddr, m.ClientAddr
-			continue
-		}
-		// The --peer entry is what the other nodes dial and what clients
-		// are redirected to; --raft-addr/--client-addr are where this node
-		// listens. They differ behind a proxy, a sidecar or NAT.
-		logger.Info("this node listens on other addresses than it advertises in its --peer entry (fine behind a proxy or sidecar; otherwise a mistake)",
-			"raft_listen", cfg.RaftAddr, "raft_advertised", m.RaftAddr, "client_listen", cfg.ClientAddr, "client_advertised", m.ClientAddr)
+	raft := sideAddrs{side: "raft", listen: *raftAddr, listenSet: fs.Changed("raft-addr"), advertise: *advRaft}
+	client := sideAddrs{side: "client", listen: *clientAddr, listenSet: fs.Changed("client-addr"), advertise: *advClient}
+	if err := resolvePeers(&cfg, *peers, raft, client, logger); err != nil {
+		return fail("%v", err)
 	}
 	return cfg, -1
 }

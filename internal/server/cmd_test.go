@@ -55,10 +55,11 @@ func TestParseFlagsAndEnv(t *testing.T) {
 		}
 	}
 	// Listening on other addresses than the --peer entry advertises (a
-	// node behind a proxy or sidecar) is allowed and logged.
+	// node behind a proxy or sidecar) is said with --advertise-raft-addr
+	// (TestPeerListForms has the cases).
 	errb.Reset()
-	cfg, code = ParseFlags([]string{"--node-id", "1", "--raft-addr", "127.0.0.1:1", "--peer", "1=127.0.0.1:2,127.0.0.1:3"}, env(nil), &errb)
-	if code != -1 || cfg.RaftAddr != "127.0.0.1:1" || cfg.Peers[0].RaftAddr != "127.0.0.1:2" || !strings.Contains(errb.String(), "advertises") {
+	cfg, code = ParseFlags([]string{"--node-id", "1", "--raft-addr", "127.0.0.1:1", "--advertise-raft-addr", "127.0.0.1:2", "--peer", "1=127.0.0.1:2,127.0.0.1:3"}, env(nil), &errb)
+	if code != -1 || cfg.RaftAddr != "127.0.0.1:1" || cfg.Peers[0].RaftAddr != "127.0.0.1:2" {
 		t.Errorf("advertised addresses: exit %d, %+v, %q", code, cfg, errb.String())
 	}
 	errb.Reset()

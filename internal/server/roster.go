@@ -23,27 +23,39 @@ type Member struct {
 	Learner    bool   `json:"learner,omitempty"`
 }
 
-// ParsePeer parses a --peer value: ID=RAFT_ADDR,CLIENT_ADDR.
+// ParsePeer parses a --peer value: ID=RAFT_ADDR,CLIENT_ADDR, or ID=RAFT_ADDR
+// as the original KayaDB accepts it, whose client address is then the raft
+// address.
 func ParsePeer(s string) (Member, error) {
+	m, _, err := parsePeer(s)
+	return m, err
+}
+
+// parsePeer is ParsePeer that also tells whether the value named a client
+// address (clientGiven false: m.ClientAddr is the raft address).
+func parsePeer(s string) (m Member, clientGiven bool, err error) {
 	id, addrs, ok := strings.Cut(s, "=")
 	if !ok {
-		return Member{}, fmt.Errorf("--peer %q: want ID=RAFT_ADDR,CLIENT_ADDR (for example 2=127.0.0.1:7482,127.0.0.1:7380)", s)
+		return Member{}, false, fmt.Errorf("--peer %q: want ID=RAFT_ADDR,CLIENT_ADDR (for example 2=127.0.0.1:7482,127.0.0.1:7380)", s)
 	}
 	n, err := strconv.ParseUint(strings.TrimSpace(id), 10, 64)
 	if err != nil || n == 0 {
-		return Member{}, fmt.Errorf("--peer %q: the node id must be a positive integer", s)
+		return Member{}, false, fmt.Errorf("--peer %q: the node id must be a positive integer", s)
 	}
-	raft, client, ok := strings.Cut(addrs, ",")
-	if !ok || raft == "" || client == "" {
-		return Member{}, fmt.Errorf("--peer %q: want ID=RAFT_ADDR,CLIENT_ADDR (both addresses)", s)
+	raft, client, clientGiven := strings.Cut(addrs, ",")
+	if raft == "" || clientGiven && client == "" {
+		return Member{}, false, fmt.Errorf("--peer %q: want ID=RAFT_ADDR,CLIENT_ADDR (or ID=RAFT_ADDR alone, whose clients are then sent to RAFT_ADDR)", s)
 	}
-	m := Member{ID: n, RaftAddr: strings.TrimSpace(raft), ClientAddr: strings.TrimSpace(client)}
+	if !clientGiven {
+		client = raft
+	}
+	m = Member{ID: n, RaftAddr: strings.TrimSpace(raft), ClientAddr: strings.TrimSpace(client)}
 	for _, a := range []struct{ field, addr string }{{"raft address", m.RaftAddr}, {"client address", m.ClientAddr}} {
 		if err := checkHostPort(a.field, a.addr, false); err != nil {
-			return Member{}, fmt.Errorf("--peer %q: %w", s, err)
+			return Member{}, false, fmt.Errorf("--peer %q: %w", s, err)
 		}
 	}
-	return m, nil
+	return m, clientGiven, nil
 }
 
 // roster is the membership as this node knows it. It is part of the
@@ -170,13 +182,21 @@ func (r *roster) isRemoved(id uint64) bool {
 	return r.removed[id]
 }
 
-func (r *roster) set(members []Member) error {
+// setUnsaved sets the members without writing the file (save does): a
+// new node's roster from its flags is written only once it has started.
+func (r *roster) setUnsaved(members []Member) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.members = map[uint64]Member{}
 	for _, m := range members {
 		r.members[m.ID] = m
 	}
+}
+
+// save writes the roster (cluster-roster.json) crash-safely.
+func (r *roster) save() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	return r.saveLocked()
 }
 

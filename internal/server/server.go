@@ -223,7 +223,7 @@ func New(cfg Config) (_ *Server, retErr error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, conns: map[net.Conn]struct{}{}, done: make(chan struct{}), started: start}
-	log := slog.New(termHandler{cfg.Logger.Handler(), s.currentTerm}).With("node", cfg.NodeID)
+	log := slog.New(termHandler{Handler: cfg.Logger.Handler(), term: s.currentTerm}).With("node", cfg.NodeID)
 	s.log = log
 	defer func() {
 		if retErr != nil {
@@ -268,14 +268,23 @@ func New(cfg Config) (_ *Server, retErr error) {
 	// A node started with --join remembers it: restarted before it heard
 	// from the cluster, it must still wait to be contacted rather than
 	// bootstrap a cluster of its own.
+	//
+	// Neither the marker nor a roster from the flags is written yet: only
+	// once every listener is bound (just before raft starts), so that a start that
+	// fails (a port in use, a bad TLS file) leaves nothing that changes the
+	// next one — a restart with corrected flags must advertise them.
 	joinMarker := filepath.Join(cfg.DataDir, "JOINING")
+	var firstStart []func() error
 	if _, err := fs.Stat(joinMarker); err == nil {
 		cfg.Join = true
 		s.cfg.Join = true
 	} else if cfg.Join && !found {
-		if err := vfs.WriteFileSync(fs, cfg.DataDir, joinMarker, []byte("started with --join; this node never bootstraps a cluster\n")); err != nil {
-			return nil, fmt.Errorf("writing %s: %w", joinMarker, err)
-		}
+		firstStart = append(firstStart, func() error {
+			if err := vfs.WriteFileSync(fs, cfg.DataDir, joinMarker, []byte("started with --join; this node never bootstraps a cluster\n")); err != nil {
+				return fmt.Errorf("writing %s: %w", joinMarker, err)
+			}
+			return nil
+		})
 	}
 	if !found {
 		members := cfg.Peers
@@ -289,11 +298,15 @@ func New(cfg Config) (_ *Server, retErr error) {
 			}
 		}
 		if !self && !cfg.Join {
-			return nil, fmt.Errorf("the --peer list does not include this node (--node-id %d); list every member, this one too", cfg.NodeID)
+			return nil, fmt.Errorf("the members of the new cluster (--peer) do not include this node (--node-id %d)", cfg.NodeID)
 		}
-		if err := ros.set(members); err != nil {
-			return nil, fmt.Errorf("writing the roster: %w", err)
-		}
+		ros.setUnsaved(members)
+		firstStart = append(firstStart, func() error {
+			if err := ros.save(); err != nil {
+				return fmt.Errorf("writing the roster: %w", err)
+			}
+			return nil
+		})
 	} else if len(cfg.Peers) > 0 {
 		log.Info("using the roster saved in the data directory; --peer flags are ignored after the first start", "roster", ros.path)
 	}
@@ -472,6 +485,12 @@ func New(cfg Config) (_ *Server, retErr error) {
 				defer s.bg.Done()
 				s.tls.Watch(ctx, iv)
 			}()
+		}
+	}
+	// Every listener is bound: what the first start decided may be kept.
+	for _, persist := range firstStart {
+		if err := persist(); err != nil {
+			return nil, err
 		}
 	}
 	s.disk.resumeEngine = s.resumeEngine
