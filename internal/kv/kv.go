@@ -497,7 +497,7 @@ func (s *Store) Apply(ents []*pb.Entry) error {
 			rejects++
 			rejected = append(rejected, ids...)
 			s.log.Error("a committed raft entry is invalid; it is applied as a no-op on every node",
-				"index", e.GetIndex(), "term", e.GetTerm(), "bytes", len(e.GetData()), "err", err)
+				"index", e.GetIndex(), "entry_term", e.GetTerm(), "bytes", len(e.GetData()), "err", err)
 			continue
 		}
 		for _, c := range cmds {

@@ -170,7 +170,10 @@ type Config struct {
 	// MaxUncommittedBytes makes the leader refuse proposals (back-pressure)
 	// beyond this many uncommitted bytes. Default 64 MiB.
 	MaxUncommittedBytes uint64
-	Logger              *slog.Logger
+	// Logger receives the node's log lines, raft's own included. It should
+	// say which node they come from (the server's has node=ID): this
+	// package adds no attribute of its own for it.
+	Logger *slog.Logger
 }
 
 // Errors returned to proposers.
@@ -303,7 +306,9 @@ func New(cfg Config) (*Node, error) {
 	if cfg.StallRetryMaxTicks <= 0 {
 		cfg.StallRetryMaxTicks = 10
 	}
-	log := cfg.Logger.With("node", cfg.ID)
+	// The caller's logger identifies the node (the server's carries
+	// node=ID); adding it again here would print it twice.
+	log := cfg.Logger
 	rc := &raft.Config{
 		ID:                        cfg.ID,
 		ElectionTick:              cfg.ElectionTicks,
@@ -911,7 +916,7 @@ func (n *Node) installSnapshot(snap *pb.Snapshot) error {
 		return errors.New("raftnode: received a snapshot but snapshots are disabled")
 	}
 	meta := snap.GetMetadata()
-	n.log.Info("installing a snapshot from the leader", "index", meta.GetIndex(), "term", meta.GetTerm())
+	n.log.Info("installing a snapshot from the leader", "index", meta.GetIndex(), "snapshot_term", meta.GetTerm())
 	if err := n.cfg.Snapshots.Install(snap); err != nil {
 		return fmt.Errorf("raftnode: installing snapshot %d: %w", meta.GetIndex(), err)
 	}
@@ -1045,7 +1050,7 @@ func (n *Node) applyConfChange(p *pendingReady, e *pb.Entry) error {
 	if derr != nil {
 		n.rejectedConfCh.Add(1)
 		n.log.Error("a committed configuration change is invalid; it is applied as a no-op on every member",
-			"index", e.GetIndex(), "term", e.GetTerm(), "err", derr)
+			"index", e.GetIndex(), "entry_term", e.GetTerm(), "err", derr)
 		// The state machine records the index as applied.
 		empty := &pb.Entry{Index: e.Index, Term: e.Term, Type: pb.EntryNormal.Enum()}
 		if err := n.cfg.SM.Apply([]*pb.Entry{empty}); err != nil {
@@ -1077,8 +1082,42 @@ func (n *Node) raftApplyConfChange(cc pb.ConfChangeI) (cs *pb.ConfState, err err
 	return n.rn.ApplyConfChange(cc), nil
 }
 
-// raftLogger adapts slog to raft.Logger; raft's chatty Info goes to Debug.
+// raftLogger adapts slog to raft.Logger; raft's chatty Info goes to Debug,
+// and so do the warnings raft gives in the normal course of things
+// (routineRaftWarnings).
 type raftLogger struct{ log *slog.Logger }
+
+// routineRaftWarnings are the raft library's Warningf formats (raft.go of
+// go.etcd.io/raft/v3 v3.7.0) that describe normal operation, not a
+// problem, with the level they are logged at. The others — a leader that
+// stepped down because it lost its quorum, "should never happen" — stay
+// warnings.
+var routineRaftWarnings = []struct {
+	format string
+	level  slog.Level
+}{
+	// A learner, a removed node or a joining node not yet in the
+	// configuration was asked to campaign (an election timeout, a
+	// transfer): it cannot, and says so at every timeout.
+	{"%x is unpromotable and can not campaign", slog.LevelDebug},
+	// A node that restarted, or just bootstrapped, has committed
+	// configuration entries it has not applied yet; it campaigns once it
+	// has (a moment later).
+	{"%x cannot campaign at term %d since there are still pending configuration changes to apply", slog.LevelInfo},
+	// Back-pressure: the proposal is refused and its client gets an error
+	// (ErrProposalDropped); under load this is routine, and counted.
+	{"%x appending new entries to log would exceed uncommitted entry size limit; dropping proposal", slog.LevelInfo},
+}
+
+// warningLevel is the level of a raft warning with this format.
+func warningLevel(format string) slog.Level {
+	for _, w := range routineRaftWarnings {
+		if format == w.format {
+			return w.level
+		}
+	}
+	return slog.LevelWarn
+}
 
 func (l *raftLogger) Debug(v ...any)                 { l.log.Debug(fmt.Sprint(v...)) }
 func (l *raftLogger) Debugf(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
@@ -1086,7 +1125,7 @@ func (l *raftLogger) Info(v ...any)                  { l.log.Debug(fmt.Sprint(v.
 func (l *raftLogger) Infof(format string, v ...any)  { l.log.Debug(fmt.Sprintf(format, v...)) }
 func (l *raftLogger) Warning(v ...any)               { l.log.Warn(fmt.Sprint(v...)) }
 func (l *raftLogger) Warningf(format string, v ...any) {
-	l.log.Warn(fmt.Sprintf(format, v...))
+	l.log.Log(context.Background(), warningLevel(format), fmt.Sprintf(format, v...))
 }
 func (l *raftLogger) Error(v ...any)                 { l.log.Error(fmt.Sprint(v...)) }
 func (l *raftLogger) Errorf(format string, v ...any) { l.log.Error(fmt.Sprintf(format, v...)) }

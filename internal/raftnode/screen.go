@@ -156,7 +156,7 @@ func (n *Node) dropped(r ScreenReason, m *pb.Message) {
 	n.screenLogs[r] = now
 	n.log.Warn("dropped a raft message that no correct peer sends (further ones of this kind are counted, and logged at most once a minute)",
 		"reason", r.String(), "type", m.GetType().String(), "from", m.GetFrom(), "to", m.GetTo(),
-		"term", m.GetTerm(), "index", m.GetIndex(), "commit", m.GetCommit(), "entries", len(m.GetEntries()))
+		"msg_term", m.GetTerm(), "index", m.GetIndex(), "commit", m.GetCommit(), "entries", len(m.GetEntries()))
 }
 
 // refreshMembers reloads the ids of raft's configuration (loop only, and

@@ -303,7 +303,7 @@ func (set *backupSet) begin(ctx context.Context) (wire.Status, []byte) {
 	}
 	set.wg.Add(1) // under mu: stopBackups waits only after closing the set
 	set.mu.Unlock()
-	s.log.Info("backup started", "backup", id, "applied_index", st.Index, "term", st.Term, "files", len(files))
+	s.log.Info("backup started", "backup", id, "applied_index", st.Index, "applied_term", st.Term, "files", len(files))
 	go func() {
 		defer set.wg.Done()
 		defer close(b.ready)

@@ -66,10 +66,10 @@ func (s *Server) onConfChange(e *pb.Entry, cc pb.ConfChangeI, cs *pb.ConfState) 
 		case pb.ConfChangeAddNode, pb.ConfChangeAddLearnerNode:
 			learner := ch.GetType() == pb.ConfChangeAddLearnerNode
 			err = s.ros.applyChange(id, add, false, learner)
-			s.log.Info("membership change applied", "index", e.GetIndex(), "node", id, "learner", learner)
+			s.log.Info("membership change applied", "index", e.GetIndex(), "member", id, "learner", learner)
 		case pb.ConfChangeRemoveNode:
 			err = s.ros.applyChange(id, nil, true, false)
-			s.log.Info("membership change applied: node removed", "index", e.GetIndex(), "node", id)
+			s.log.Info("membership change applied: node removed", "index", e.GetIndex(), "member", id)
 			if id == s.cfg.NodeID {
 				s.log.Error("this node has been removed from the cluster; stop it and remove its data directory (its id can never rejoin)")
 			}

@@ -83,7 +83,7 @@ func (h *peerHandler) ReceiveSnapshot(from uint64, r io.Reader) error {
 		}
 	}
 	s.snapMu.Unlock()
-	s.log.Info("received a snapshot", "from", from, "index", idx, "term", m.GetSnapshot().GetMetadata().GetTerm())
+	s.log.Info("received a snapshot", "from", from, "index", idx, "snapshot_term", m.GetSnapshot().GetMetadata().GetTerm())
 	h.Node.DeliverSnapshot(m)
 	return nil
 }

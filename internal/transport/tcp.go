@@ -70,9 +70,19 @@ type TCPOptions struct {
 	// Logger receives connection events.
 	Logger *slog.Logger
 
-	// now is the clock of the log limiter (tests); nil is time.Now.
+	// now is the clock of the log limiter and of outages (tests); nil is
+	// time.Now.
 	now func() time.Time
+	// outageGrace is how long a peer must have been unreachable before it
+	// is logged (tests); 0 is defaultOutageGrace.
+	outageGrace time.Duration
 }
+
+// defaultOutageGrace: a peer unreachable for less than this is not logged.
+// The nodes of a cluster started together miss each other for a moment,
+// and a connection that breaks is re-dialled at once; neither is news. A
+// second is far above those and far below an outage worth knowing about.
+const defaultOutageGrace = time.Second
 
 // MinPeerTokenSize is the shortest peer token accepted: 16 bytes of a
 // random secret are 128 bits or more, beyond guessing.
@@ -143,6 +153,9 @@ func newTCP(opts TCPOptions) *TCP {
 	}
 	if opts.now == nil {
 		opts.now = time.Now
+	}
+	if opts.outageGrace <= 0 {
+		opts.outageGrace = defaultOutageGrace
 	}
 	if opts.Dial == nil {
 		d := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 15 * time.Second}
@@ -470,10 +483,17 @@ func (p *peer) dial(timeout time.Duration) (net.Conn, error) {
 
 // run dials the peer (with jittered exponential back-off) and writes queued
 // frames, batching them into as few writes as the queue allows.
+//
+// An outage — dials failing for outageGrace or longer — is logged once, as a
+// warning with the peer's address, and its end once, when a dial succeeds
+// again: an unreachable peer is visible at the default level without a
+// line per attempt.
 func (p *peer) run() {
 	defer p.t.wg.Done()
 	backoff := 50 * time.Millisecond
 	log := p.t.opts.Logger.With("peer", p.id, "addr", p.addr)
+	var outage time.Time // when the dials started failing; zero while they succeed
+	outageLogged := false
 	for {
 		select {
 		case <-p.quit:
@@ -491,7 +511,17 @@ func (p *peer) run() {
 		if err != nil {
 			p.t.c.fails.Add(1)
 			p.drainReportingUnreachable()
-			log.Debug("cannot reach raft peer", "err", err, "retry_in", backoff)
+			now := p.t.opts.now()
+			if outage.IsZero() {
+				outage = now
+			}
+			if !outageLogged && now.Sub(outage) >= p.t.opts.outageGrace {
+				outageLogged = true
+				log.Warn("cannot reach raft peer; retrying (logged once until it is reachable again)",
+					"err", err, "unreachable_for", now.Sub(outage).Round(time.Millisecond))
+			} else {
+				log.Debug("cannot reach raft peer", "err", err, "retry_in", backoff)
+			}
 			select {
 			case <-p.quit:
 				return
@@ -501,6 +531,10 @@ func (p *peer) run() {
 			continue
 		}
 		backoff = 50 * time.Millisecond
+		if outageLogged {
+			log.Info("raft peer reachable again", "unreachable_for", p.t.opts.now().Sub(outage).Round(time.Millisecond))
+		}
+		outage, outageLogged = time.Time{}, false
 		p.connected.Store(true)
 		err = p.write(c)
 		p.connected.Store(false)
