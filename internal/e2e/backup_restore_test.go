@@ -3,8 +3,10 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -121,6 +123,38 @@ func TestRunbookBackupRestore(t *testing.T) {
 		t.Fatalf("keys: %d in the backup, %d in the restored cluster", inBackup, res.Count)
 	}
 	t.Logf("keys: %d in the backup, %d in the restored cluster", inBackup, res.Count)
+
+	// What the page says of --data, against kayactl: it is local mode even
+	// with KAYA_SERVER set (the backup's copy of a key), and a running
+	// node's engine is refused with exit status 6 and the message the page
+	// quotes.
+	page, err := os.ReadFile(filepath.Join(e.root, "docs", "runbooks", "backup-restore.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kayactlEnv := func(env []string, args ...string) (string, int) {
+		cmd := exec.Command(filepath.Join(e.dir, "bin", "kayactl"), args...)
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.CombinedOutput()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return string(out), ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), 0
+	}
+	if out, code := kayactlEnv([]string{"KAYA_SERVER=" + all}, "--data", filepath.Join(e.dir, "backups", "b1"), "get", "after-restore"); code != 2 {
+		t.Errorf("kayactl --data BACKUP with KAYA_SERVER set: exit %d, want 2 (after-restore is not in the backup; the cluster has it):\n%s", code, out)
+	}
+	const running = "belongs to a running kayadb-server (it"
+	out, code = kayactlEnv(nil, "--data", filepath.Join(e.dir, "node-1", "engine"), "checkpoint", filepath.Join(e.dir, "refused-checkpoint"))
+	if code != 6 || !strings.Contains(out, running) {
+		t.Errorf("kayactl --data on a running node's engine: exit %d, want 6 and %q:\n%s", code, running, out)
+	}
+	if !strings.Contains(strings.Join(strings.Fields(string(page)), " "), running) {
+		t.Errorf("backup-restore.md does not quote kayactl's refusal %q", running)
+	}
 
 	cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)
 	defer ccancel()

@@ -71,7 +71,7 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 		pprofOn    = fs.Bool("enable-pprof", false, "serve Go's profiler (net/http/pprof) under /debug/pprof/ on the metrics listener")
 		metricsTLS = fs.Bool("metrics-tls", false, "serve the metrics listener over HTTPS with --tls-cert; with --tls-ca, scrapers and health checkers must present a certificate it signed")
 		allowPub   = fs.Bool("allow-public-bind", false, "allow listening on wildcard (0.0.0.0, ::) and public addresses; only behind a firewall with TLS and tokens (see docs/security.md)")
-		opToken    = fs.String("operator-token", "", "require this secret on admin requests (add/remove/promote node, transfer leader); prefer --operator-token-file or KAYA_OPERATOR_TOKEN, command lines are visible to other users")
+		opToken    = fs.String("operator-token", "", "require this secret on admin requests (add/remove/promote node, transfer leader, backup: it reads the whole database); prefer --operator-token-file or KAYA_OPERATOR_TOKEN, command lines are visible to other users")
 		opFile     = fs.String("operator-token-file", "", "read the operator token from this file (keep it chmod 600)")
 		clToken    = fs.String("client-token", "", "require this secret on data requests (put, get, delete, scan, stats); prefer --client-token-file or KAYA_CLIENT_TOKEN")
 		clFile     = fs.String("client-token-file", "", "read the client token from this file (keep it chmod 600)")
