@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/kayadb/kayadb/internal/vfs"
+	"github.com/kayadb/kayadb/internal/durable"
 	"github.com/kayadb/kayadb/internal/wire"
 )
 
@@ -187,7 +187,7 @@ func (c *Client) Backup(ctx context.Context, outDir string, progress func(done, 
 	}
 	path := filepath.Join(outDir, BackupManifestName)
 	written = append(written, path+".tmp", path)
-	if err := vfs.WriteFileSync(vfs.Default, outDir, path, append(b, '\n')); err != nil {
+	if err := durable.WriteFile(outDir, path, append(b, '\n')); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -244,7 +244,7 @@ func prepareOutDir(dir string) (created bool, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return false, err
 	}
-	return true, vfs.SyncDir(vfs.Default, filepath.Dir(filepath.Clean(dir)))
+	return true, durable.SyncDir(filepath.Dir(filepath.Clean(dir)))
 }
 
 // ReadBackupManifest reads and checks dir/MANIFEST.json: the format, and

@@ -12,7 +12,7 @@ import (
 	"github.com/kayadb/kayadb/internal/lsm/batch"
 	"github.com/kayadb/kayadb/internal/lsm/cache"
 	"github.com/kayadb/kayadb/internal/lsm/manifest"
-	"github.com/kayadb/kayadb/internal/lsm/record"
+	"github.com/kayadb/kayadb/internal/record"
 	"github.com/kayadb/kayadb/internal/vfs"
 )
 
@@ -478,7 +478,7 @@ func replayWAL(fs vfs.FS, path string, num base.FileNum, last bool,
 	if st, err := f.Stat(); err == nil {
 		rep.Bytes = st.Size()
 	}
-	r := record.NewReader(f, num, path)
+	r := record.NewReader(f, uint64(num), path)
 	var prevEnd base.SeqNum
 	for {
 		rec, err := r.Next()

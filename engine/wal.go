@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/kayadb/kayadb/internal/lsm/base"
-	"github.com/kayadb/kayadb/internal/lsm/record"
+	"github.com/kayadb/kayadb/internal/record"
 	"github.com/kayadb/kayadb/internal/vfs"
 )
 
@@ -69,7 +69,7 @@ const maxPendingBytes = 4 << 20
 
 func newWALWriter(f vfs.File, name string, logNum base.FileNum, m *metrics, onErr func(error)) *walWriter {
 	w := &walWriter{f: f, name: name, logNum: logNum, m: m, onErr: onErr, done: make(chan struct{})}
-	w.mu.enc = record.NewEncoder(logNum, 0)
+	w.mu.enc = record.NewEncoder(uint64(logNum), 0)
 	w.mu.work = sync.NewCond(&w.mu.Mutex)
 	w.mu.progress = sync.NewCond(&w.mu.Mutex)
 	go w.flushLoop()

@@ -12,7 +12,7 @@ import (
 
 	"github.com/kayadb/kayadb/engine"
 	"github.com/kayadb/kayadb/internal/lsm/base"
-	"github.com/kayadb/kayadb/internal/lsm/record"
+	"github.com/kayadb/kayadb/internal/record"
 )
 
 // inspectFlags are the flags shared by the inspect subcommands.

@@ -11,7 +11,7 @@ import (
 
 	"github.com/kayadb/kayadb/internal/lsm/base"
 	"github.com/kayadb/kayadb/internal/lsm/manifest"
-	"github.com/kayadb/kayadb/internal/lsm/record"
+	"github.com/kayadb/kayadb/internal/record"
 	"github.com/kayadb/kayadb/internal/vfs"
 )
 
@@ -163,7 +163,7 @@ func inspectManifest(path string, f inspectFlags) (*manifestResult, error) {
 	if warning != "" {
 		res.Warnings = append(res.Warnings, warning)
 	}
-	r := record.NewReader(file, logNum, path)
+	r := record.NewReader(file, uint64(logNum), path)
 	var v *manifest.Version
 	var readErr error
 	for {

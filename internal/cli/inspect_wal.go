@@ -11,7 +11,7 @@ import (
 
 	"github.com/kayadb/kayadb/internal/lsm/base"
 	"github.com/kayadb/kayadb/internal/lsm/batch"
-	"github.com/kayadb/kayadb/internal/lsm/record"
+	"github.com/kayadb/kayadb/internal/record"
 )
 
 type walOp struct {
@@ -123,7 +123,7 @@ func inspectWAL(path string, f inspectFlags) (*walResult, error) {
 	if warning != "" {
 		res.Warnings = append(res.Warnings, warning)
 	}
-	r := record.NewReader(file, logNum, path)
+	r := record.NewReader(file, uint64(logNum), path)
 	var prevEnd base.SeqNum
 	var readErr error
 	warnedMarker := false

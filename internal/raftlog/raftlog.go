@@ -79,8 +79,8 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/kayadb/kayadb/internal/lsm/base"
-	"github.com/kayadb/kayadb/internal/lsm/record"
+	"github.com/kayadb/kayadb/internal/errs"
+	"github.com/kayadb/kayadb/internal/record"
 	"github.com/kayadb/kayadb/internal/vfs"
 )
 
@@ -174,8 +174,8 @@ type OpenReport struct {
 }
 
 // ErrCorrupt wraps every error about damaged WAL contents; it also matches
-// base.ErrCorruption.
-var ErrCorrupt = base.ErrCorruption
+// errs.ErrCorruption.
+var ErrCorrupt = errs.ErrCorruption
 
 // Open reads every segment in Dir (creating Dir if needed), rebuilds the
 // in-memory log, cuts a torn tail off the newest segment, and starts a new
@@ -211,7 +211,7 @@ func Open(opts Options) (*Log, *OpenReport, error) {
 	st := &replayState{snap: opts.Snapshot}
 	for i, s := range segs {
 		if i > 0 && s.seq != segs[i-1].seq+1 {
-			return nil, nil, base.CorruptionErrorf(filepath.Join(opts.Dir, s.name), -1,
+			return nil, nil, errs.CorruptionErrorf(filepath.Join(opts.Dir, s.name), -1,
 				"segment sequence jumps from %d to %d: a segment is missing", segs[i-1].seq, s.seq)
 		}
 		torn, err := l.replaySegment(s, i == len(segs)-1, st)
@@ -247,7 +247,7 @@ func Open(opts Options) (*Log, *OpenReport, error) {
 	rep.FirstIndex, _ = l.MemoryStorage.FirstIndex()
 	rep.LastIndex, _ = l.MemoryStorage.LastIndex()
 	if st.hs != nil && st.hs.GetCommit() > rep.LastIndex {
-		return nil, nil, base.CorruptionErrorf(opts.Dir, -1,
+		return nil, nil, errs.CorruptionErrorf(opts.Dir, -1,
 			"hard state commit index %d is beyond the last log entry %d", st.hs.GetCommit(), rep.LastIndex)
 	}
 	l.segs = segs
@@ -283,7 +283,7 @@ func (st *replayState) appendEntry(e *pb.Entry, path string, off int64) error {
 		case idx <= last:
 			st.ents = st.ents[:idx-first]
 		case idx != last+1:
-			return base.CorruptionErrorf(path, off, "entry %d follows entry %d: the log has a gap", idx, last)
+			return errs.CorruptionErrorf(path, off, "entry %d follows entry %d: the log has a gap", idx, last)
 		}
 	} else if st.snap != nil && (st.diverged || idx != st.snap.GetIndex()+1) {
 		if idx == st.snap.GetIndex() && e.GetTerm() != st.snap.GetTerm() {
@@ -292,9 +292,9 @@ func (st *replayState) appendEntry(e *pb.Entry, path string, off int64) error {
 		if idx <= st.snap.GetIndex() || st.diverged {
 			return nil // covered by the snapshot, or discarded by it
 		}
-		return base.CorruptionErrorf(path, off, "entry %d follows snapshot %d: the log has a gap", idx, st.snap.GetIndex())
+		return errs.CorruptionErrorf(path, off, "entry %d follows snapshot %d: the log has a gap", idx, st.snap.GetIndex())
 	} else if st.snap == nil && idx != 1 {
-		return base.CorruptionErrorf(path, off,
+		return errs.CorruptionErrorf(path, off,
 			"the log starts at entry %d but there is no snapshot: earlier entries (or raft-snapshot.bin) are missing", idx)
 	}
 	st.ents = append(st.ents, e)
@@ -311,7 +311,7 @@ func (l *Log) replaySegment(s segment, last bool, st *replayState) (*record.Torn
 		return nil, fmt.Errorf("raftlog: opening %s: %w", path, err)
 	}
 	defer f.Close()
-	r := record.NewReader(f, base.FileNum(s.seq), path)
+	r := record.NewReader(f, s.seq, path)
 	first := true
 	for {
 		rec, err := r.Next()
@@ -321,7 +321,7 @@ func (l *Log) replaySegment(s segment, last bool, st *replayState) (*record.Torn
 		var torn *record.TornTailError
 		if errors.As(err, &torn) {
 			if !last {
-				return nil, base.CorruptionErrorf(path, torn.Offset,
+				return nil, errs.CorruptionErrorf(path, torn.Offset,
 					"segment is not the newest but ends in a torn record (%s); refusing to start", torn.Reason)
 			}
 			if err := l.truncate(path, s.seq, torn.Offset); err != nil {
@@ -337,7 +337,7 @@ func (l *Log) replaySegment(s segment, last bool, st *replayState) (*record.Torn
 			continue // seal marker
 		}
 		if first && rec[0] != recNode {
-			return nil, base.CorruptionErrorf(path, off, "segment does not start with a node record")
+			return nil, errs.CorruptionErrorf(path, off, "segment does not start with a node record")
 		}
 		first = false
 		if err := l.applyRecord(rec, path, off, st); err != nil {
@@ -348,7 +348,7 @@ func (l *Log) replaySegment(s segment, last bool, st *replayState) (*record.Torn
 
 func (l *Log) applyRecord(rec []byte, path string, off int64, st *replayState) error {
 	bad := func(format string, args ...any) error {
-		return base.CorruptionErrorf(path, off, format, args...)
+		return errs.CorruptionErrorf(path, off, format, args...)
 	}
 	p := rec[1:]
 	switch rec[0] {
@@ -439,7 +439,7 @@ func (l *Log) truncate(path string, seq uint64, off int64) error {
 	if err != nil {
 		return fmt.Errorf("raftlog: opening %s to cut its torn tail: %w", path, err)
 	}
-	w := &segWriter{f: f, enc: record.NewEncoder(base.FileNum(seq), off), written: off, sealedAt: -1}
+	w := &segWriter{f: f, enc: record.NewEncoder(seq, off), written: off, sealedAt: -1}
 	err = f.Truncate(off)
 	if err == nil {
 		_, err = f.Seek(off, io.SeekStart)
@@ -538,7 +538,7 @@ func (l *Log) usable() error {
 		return l.broken
 	}
 	if l.closed {
-		return base.ErrClosed
+		return errs.ErrClosed
 	}
 	return nil
 }
@@ -585,7 +585,7 @@ func (l *Log) startSegment(first uint64) error {
 		return l.abandonSegment(path, nil, fmt.Errorf("raftlog: creating %s: %w", path, err))
 	}
 	_ = f.Preallocate(0, l.opts.SegmentBytes+l.opts.SegmentBytes/8) // a hint; fails on a full disk
-	w := &segWriter{seg: seg, f: f, enc: record.NewEncoder(base.FileNum(seg.seq), 0), sealedAt: -1}
+	w := &segWriter{seg: seg, f: f, enc: record.NewEncoder(seg.seq, 0), sealedAt: -1}
 	var node [9]byte
 	node[0] = recNode
 	binary.LittleEndian.PutUint64(node[1:], l.opts.NodeID)

@@ -9,7 +9,7 @@ import (
 
 	pb "go.etcd.io/raft/v3/raftpb"
 
-	"github.com/kayadb/kayadb/internal/lsm/base"
+	"github.com/kayadb/kayadb/internal/errs"
 	"github.com/kayadb/kayadb/internal/vfs"
 )
 
@@ -190,7 +190,7 @@ func TestMidLogCorruption(t *testing.T) {
 	_ = w.Sync()
 	_ = w.Close()
 	_, _, err := Open(Options{FS: fs, Dir: "/wal", NodeID: 1})
-	if !errors.Is(err, base.ErrCorruption) || !strings.Contains(err.Error(), first) || !strings.Contains(err.Error(), "refusing to start") {
+	if !errors.Is(err, errs.ErrCorruption) || !strings.Contains(err.Error(), first) || !strings.Contains(err.Error(), "refusing to start") {
 		t.Fatalf("got %v", err)
 	}
 }

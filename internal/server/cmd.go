@@ -16,7 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kayadb/kayadb/internal/buildinfo"
-	"github.com/kayadb/kayadb/internal/lsm/base"
+	"github.com/kayadb/kayadb/internal/errs"
 	"github.com/kayadb/kayadb/internal/security"
 )
 
@@ -342,7 +342,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	srv, err := New(cfg)
 	if err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
-		if errors.Is(err, base.ErrLocked) {
+		if errors.Is(err, errs.ErrLocked) {
 			return exitLocked
 		}
 		if errors.As(err, new(configError)) {

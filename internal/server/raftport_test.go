@@ -24,7 +24,7 @@ import (
 	"github.com/kayadb/kayadb/client"
 	"github.com/kayadb/kayadb/engine"
 	"github.com/kayadb/kayadb/internal/clustertest"
-	"github.com/kayadb/kayadb/internal/lsm/base"
+	"github.com/kayadb/kayadb/internal/crc"
 	"github.com/kayadb/kayadb/internal/security"
 	"github.com/kayadb/kayadb/internal/security/securitytest"
 	"github.com/kayadb/kayadb/internal/transport"
@@ -88,7 +88,7 @@ func rawFrame(t *testing.T, m *pb.Message) []byte {
 		t.Fatal(err)
 	}
 	f := binary.LittleEndian.AppendUint32(nil, uint32(len(payload)))
-	f = binary.LittleEndian.AppendUint32(f, base.MaskedCRC(payload))
+	f = binary.LittleEndian.AppendUint32(f, crc.Masked(payload))
 	return append(f, payload...)
 }
 

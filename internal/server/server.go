@@ -33,8 +33,8 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 
 	"github.com/kayadb/kayadb/engine"
+	"github.com/kayadb/kayadb/internal/errs"
 	"github.com/kayadb/kayadb/internal/kv"
-	"github.com/kayadb/kayadb/internal/lsm/base"
 	"github.com/kayadb/kayadb/internal/raftlog"
 	"github.com/kayadb/kayadb/internal/raftnode"
 	"github.com/kayadb/kayadb/internal/security"
@@ -249,7 +249,7 @@ func New(cfg Config) (_ *Server, retErr error) {
 	lock, err := fs.Lock(filepath.Join(cfg.DataDir, "LOCK"))
 	if err != nil {
 		if errors.Is(err, vfs.ErrLocked) {
-			return nil, fmt.Errorf("%w: data directory %s is in use by another kayadb-server (%v); stop it or choose another --data", base.ErrLocked, cfg.DataDir, err)
+			return nil, fmt.Errorf("%w: data directory %s is in use by another kayadb-server (%v); stop it or choose another --data", errs.ErrLocked, cfg.DataDir, err)
 		}
 		return nil, fmt.Errorf("locking %s: %w", cfg.DataDir, err)
 	}

@@ -54,7 +54,8 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/kayadb/kayadb/internal/lsm/base"
+	"github.com/kayadb/kayadb/internal/crc"
+	"github.com/kayadb/kayadb/internal/errs"
 	"github.com/kayadb/kayadb/internal/vfs"
 )
 
@@ -127,7 +128,7 @@ func Open(fs vfs.FS, dir string) (*Store, error) {
 	}
 	if m != nil && m.Dir != "" {
 		if _, err := fs.Stat(filepath.Join(dir, m.Dir)); err != nil {
-			return nil, base.CorruptionErrorf(filepath.Join(dir, metaFile), -1,
+			return nil, errs.CorruptionErrorf(filepath.Join(dir, metaFile), -1,
 				"names checkpoint %s, which is missing (%v)", m.Dir, err)
 		}
 	}
@@ -279,7 +280,7 @@ func encodeMeta(m *Meta) []byte {
 	binary.LittleEndian.PutUint32(out[8:], metaVersion)
 	binary.LittleEndian.PutUint32(out[12:], uint32(len(body)))
 	out = append(out, body...)
-	return binary.LittleEndian.AppendUint32(out, base.MaskedCRC(body))
+	return binary.LittleEndian.AppendUint32(out, crc.Masked(body))
 }
 
 func (s *Store) readMeta() (*Meta, error) {
@@ -301,7 +302,7 @@ func (s *Store) readMeta() (*Meta, error) {
 
 func decodeMeta(b []byte, path string) (*Meta, error) {
 	bad := func(format string, args ...any) (*Meta, error) {
-		return nil, base.CorruptionErrorf(path, 0, format, args...)
+		return nil, errs.CorruptionErrorf(path, 0, format, args...)
 	}
 	if len(b) < 20 || string(b[:8]) != metaMagic {
 		return bad("not a snapshot metadata file (bad magic or too short)")
@@ -314,7 +315,7 @@ func decodeMeta(b []byte, path string) (*Meta, error) {
 		return bad("length %d does not match the file size %d", n, len(b))
 	}
 	body := b[16 : 16+n]
-	if got, want := base.MaskedCRC(body), binary.LittleEndian.Uint32(b[16+n:]); got != want {
+	if got, want := crc.Masked(body), binary.LittleEndian.Uint32(b[16+n:]); got != want {
 		return bad("checksum mismatch: stored %#08x, computed %#08x", want, got)
 	}
 	if len(body) < 16 {
@@ -420,7 +421,7 @@ func WriteStream(w io.Writer, fs vfs.FS, dir string, m *pb.Message, lim *Limiter
 	if _, err := bw.Write(hdr); err != nil {
 		return err
 	}
-	if _, err := bw.Write(binary.LittleEndian.AppendUint32(nil, base.MaskedCRC(hdr))); err != nil {
+	if _, err := bw.Write(binary.LittleEndian.AppendUint32(nil, crc.Masked(hdr))); err != nil {
 		return err
 	}
 	buf := make([]byte, 128<<10)
@@ -437,7 +438,7 @@ func WriteStream(w io.Writer, fs vfs.FS, dir string, m *pb.Message, lim *Limiter
 			_ = f.Close()
 			return err
 		}
-		crc := base.CRC(0).Update(rec[1:])
+		crc := crc.CRC(0).Update(rec[1:])
 		var done int64
 		for done < size {
 			n, err := f.Read(buf[:min(int64(len(buf)), size-done)])
@@ -467,7 +468,7 @@ func WriteStream(w io.Writer, fs vfs.FS, dir string, m *pb.Message, lim *Limiter
 	}
 	end := []byte{0, 0, 0, 0, 0}
 	binary.LittleEndian.PutUint32(end[1:], uint32(len(files)))
-	end = binary.LittleEndian.AppendUint32(end, base.MaskedCRC(end[1:5]))
+	end = binary.LittleEndian.AppendUint32(end, crc.Masked(end[1:5]))
 	if _, err := bw.Write(end); err != nil {
 		return err
 	}
@@ -505,8 +506,8 @@ func ReadStream(r io.Reader, fs vfs.FS, dest string, admit Admit) (*pb.Message, 
 		return nil, fmt.Errorf("snap: truncated stream header: %w", err)
 	}
 	hdr.Write(sizes[:12])
-	if got, want := base.MaskedCRC(hdr.Bytes()), binary.LittleEndian.Uint32(sizes[12:]); got != want {
-		return nil, base.CorruptionErrorf("snapshot stream", 0, "header checksum mismatch: sent %#08x, received %#08x", want, got)
+	if got, want := crc.Masked(hdr.Bytes()), binary.LittleEndian.Uint32(sizes[12:]); got != want {
+		return nil, errs.CorruptionErrorf("snapshot stream", 0, "header checksum mismatch: sent %#08x, received %#08x", want, got)
 	}
 	total := binary.LittleEndian.Uint64(sizes[:8])
 	declared := binary.LittleEndian.Uint32(sizes[8:12])
@@ -545,8 +546,8 @@ func ReadStream(r io.Reader, fs vfs.FS, dest string, admit Admit) (*pb.Message, 
 			if _, err := io.ReadFull(br, cnt[:]); err != nil {
 				return nil, fmt.Errorf("snap: truncated stream trailer: %w", err)
 			}
-			if got, want := base.MaskedCRC(cnt[:4]), binary.LittleEndian.Uint32(cnt[4:]); got != want {
-				return nil, base.CorruptionErrorf("snapshot stream", -1, "trailer checksum mismatch: sent %#08x, received %#08x", want, got)
+			if got, want := crc.Masked(cnt[:4]), binary.LittleEndian.Uint32(cnt[4:]); got != want {
+				return nil, errs.CorruptionErrorf("snapshot stream", -1, "trailer checksum mismatch: sent %#08x, received %#08x", want, got)
 			}
 			if c := binary.LittleEndian.Uint32(cnt[:]); uint64(c) != uint64(files) || c != declared {
 				return nil, fmt.Errorf("snap: stream trailer counts %d files and its header %d, but %d were received", c, declared, files)
@@ -594,7 +595,7 @@ func ReadStream(r io.Reader, fs vfs.FS, dest string, admit Admit) (*pb.Message, 
 		recHdr := binary.AppendUvarint(nil, nameLen)
 		recHdr = append(recHdr, nameB...)
 		recHdr = binary.AppendUvarint(recHdr, size)
-		crc := base.CRC(0).Update(recHdr)
+		crc := crc.CRC(0).Update(recHdr)
 		rest := int64(size)
 		for rest > 0 {
 			k, err := br.Read(buf[:min(int64(len(buf)), rest)])
@@ -618,7 +619,7 @@ func ReadStream(r io.Reader, fs vfs.FS, dest string, admit Admit) (*pb.Message, 
 		}
 		if got, want := crc.Value(), binary.LittleEndian.Uint32(sum[:]); got != want {
 			_ = f.Close()
-			return nil, base.CorruptionErrorf(name, -1, "snapshot file checksum mismatch: sent %#08x, received %#08x", want, got)
+			return nil, errs.CorruptionErrorf(name, -1, "snapshot file checksum mismatch: sent %#08x, received %#08x", want, got)
 		}
 		if err := f.Sync(); err != nil {
 			_ = f.Close()

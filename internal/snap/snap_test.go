@@ -19,7 +19,8 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/kayadb/kayadb/internal/lsm/base"
+	"github.com/kayadb/kayadb/internal/crc"
+	"github.com/kayadb/kayadb/internal/errs"
 	"github.com/kayadb/kayadb/internal/vfs"
 )
 
@@ -608,7 +609,7 @@ func expectCorrupt(t *testing.T, mem *vfs.MemFS, what string, b []byte, mention 
 	if !strings.Contains(err.Error(), metaFile) {
 		t.Fatalf("%s: error %q does not name %s", what, err, metaFile)
 	}
-	if !errors.Is(err, base.ErrCorruption) {
+	if !errors.Is(err, errs.ErrCorruption) {
 		t.Fatalf("%s: error %q is not a corruption error", what, err)
 	}
 	if mention != "" && !strings.Contains(err.Error(), mention) {
@@ -672,7 +673,7 @@ func frameMeta(body []byte) []byte {
 	binary.LittleEndian.PutUint32(out[8:], metaVersion)
 	binary.LittleEndian.PutUint32(out[12:], uint32(len(body)))
 	out = append(out, body...)
-	return binary.LittleEndian.AppendUint32(out, base.MaskedCRC(body))
+	return binary.LittleEndian.AppendUint32(out, crc.Masked(body))
 }
 
 func TestOpenMissingCheckpoint(t *testing.T) {
@@ -747,7 +748,7 @@ func (sb *streamBuilder) file(name string, data []byte) *streamBuilder {
 	sb.body = append(sb.body, name...)
 	sb.body = binary.AppendUvarint(sb.body, uint64(len(data)))
 	sb.body = append(sb.body, data...)
-	sb.body = binary.LittleEndian.AppendUint32(sb.body, base.MaskedCRC(sb.body[start:]))
+	sb.body = binary.LittleEndian.AppendUint32(sb.body, crc.Masked(sb.body[start:]))
 	// The name's length and the size steer the parse; a flip there may
 	// surface as another error than a checksum mismatch.
 	sb.bodyCov = append(sb.bodyCov, region{start + 1 + len(name) + uvarintLen(uint64(len(data))), len(sb.body)})
@@ -772,7 +773,7 @@ func (sb *streamBuilder) endAnnouncing(total uint64, files, count uint32) []byte
 	sb.b = append(sb.b, hdr...)
 	sb.b = binary.LittleEndian.AppendUint64(sb.b, total)
 	sb.b = binary.LittleEndian.AppendUint32(sb.b, files)
-	sb.b = binary.LittleEndian.AppendUint32(sb.b, base.MaskedCRC(sb.b[start:]))
+	sb.b = binary.LittleEndian.AppendUint32(sb.b, crc.Masked(sb.b[start:]))
 	sb.covered = append(sb.covered[:0], region{start, len(sb.b)})
 	off := len(sb.b)
 	sb.b = append(sb.b, sb.body...)
@@ -782,7 +783,7 @@ func (sb *streamBuilder) endAnnouncing(total uint64, files, count uint32) []byte
 	sb.b = append(sb.b, 0)
 	start = len(sb.b)
 	sb.b = binary.LittleEndian.AppendUint32(sb.b, count)
-	sb.b = binary.LittleEndian.AppendUint32(sb.b, base.MaskedCRC(sb.b[start:]))
+	sb.b = binary.LittleEndian.AppendUint32(sb.b, crc.Masked(sb.b[start:]))
 	sb.covered = append(sb.covered, region{start, len(sb.b)})
 	return sb.b
 }
@@ -943,7 +944,7 @@ func TestStreamDamage(t *testing.T) {
 				if err == nil {
 					t.Fatalf("byte %d ^ %#x (file data or checksum) went undetected", i, x)
 				}
-				if !errors.Is(err, base.ErrCorruption) {
+				if !errors.Is(err, errs.ErrCorruption) {
 					t.Fatalf("byte %d ^ %#x: error %v is not a corruption error", i, x, err)
 				}
 				continue
@@ -1179,7 +1180,7 @@ func parseStreamRef(b []byte) (*pb.Message, []streamFile, error) {
 	}
 	b = b[w:]
 	hdr, sizes := b[:n], b[n:n+12]
-	if base.MaskedCRC(b[:n+12]) != binary.LittleEndian.Uint32(b[n+12:]) {
+	if crc.Masked(b[:n+12]) != binary.LittleEndian.Uint32(b[n+12:]) {
 		return nil, nil, errors.New("header crc")
 	}
 	b = b[n+16:]
@@ -1200,7 +1201,7 @@ func parseStreamRef(b []byte) (*pb.Message, []streamFile, error) {
 			if len(b) < 8 {
 				return nil, nil, errors.New("short trailer")
 			}
-			if base.MaskedCRC(b[:4]) != binary.LittleEndian.Uint32(b[4:]) {
+			if crc.Masked(b[:4]) != binary.LittleEndian.Uint32(b[4:]) {
 				return nil, nil, errors.New("trailer crc")
 			}
 			if int(binary.LittleEndian.Uint32(b)) != len(files) || declared != len(files) {
@@ -1221,7 +1222,7 @@ func parseStreamRef(b []byte) (*pb.Message, []streamFile, error) {
 			return nil, nil, errors.New("data")
 		}
 		covered := rec[:len(rec)-len(rest)]
-		if base.MaskedCRC(covered) != binary.LittleEndian.Uint32(rest) {
+		if crc.Masked(covered) != binary.LittleEndian.Uint32(rest) {
 			return nil, nil, errors.New("crc")
 		}
 		files = append(files, streamFile{string(name), data})
@@ -1301,7 +1302,7 @@ func FuzzDecodeMeta(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := decodeMeta(b, "raft-snapshot.bin")
 		if err != nil {
-			if !errors.Is(err, base.ErrCorruption) || !strings.Contains(err.Error(), "raft-snapshot.bin") {
+			if !errors.Is(err, errs.ErrCorruption) || !strings.Contains(err.Error(), "raft-snapshot.bin") {
 				t.Fatalf("error %v is not a corruption error naming the file", err)
 			}
 			return

@@ -19,7 +19,7 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 	"go.uber.org/goleak"
 
-	"github.com/kayadb/kayadb/internal/lsm/base"
+	"github.com/kayadb/kayadb/internal/crc"
 )
 
 var testToken = []byte("test-peer-token-0123456789abcdef")
@@ -605,7 +605,7 @@ func TestLargeFramesCostOnlyWhatArrives(t *testing.T) {
 	}()
 	hdr := make([]byte, frameHeaderSize)
 	binary.LittleEndian.PutUint32(hdr[0:4], MaxFrameSize)
-	binary.LittleEndian.PutUint32(hdr[4:8], base.MaskedCRC(nil))
+	binary.LittleEndian.PutUint32(hdr[4:8], crc.Masked(nil))
 	part := append(hdr, make([]byte, sent)...)
 	for i := 0; i < conns; i++ {
 		c := rawDial(t, "", inner.Addr().String())

@@ -19,7 +19,7 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/kayadb/kayadb/internal/lsm/base"
+	"github.com/kayadb/kayadb/internal/crc"
 )
 
 // frameHeaderSize is a frame's length and checksum.
@@ -237,7 +237,7 @@ func encodeFrame(m *pb.Message) ([]byte, error) {
 		return nil, fmt.Errorf("message of %d bytes exceeds the %d-byte frame limit", len(payload), MaxFrameSize)
 	}
 	binary.LittleEndian.PutUint32(frame[0:4], uint32(len(payload)))
-	binary.LittleEndian.PutUint32(frame[4:8], base.MaskedCRC(payload))
+	binary.LittleEndian.PutUint32(frame[4:8], crc.Masked(payload))
 	return frame, nil
 }
 
@@ -381,7 +381,7 @@ func (t *TCP) serveConn(c net.Conn, src string) {
 		if cap(payload) <= frameChunk {
 			buf = payload // reuse small buffers; large ones go back to the GC
 		}
-		if got, want := base.MaskedCRC(payload), binary.LittleEndian.Uint32(hdr[4:8]); got != want {
+		if got, want := crc.Masked(payload), binary.LittleEndian.Uint32(hdr[4:8]); got != want {
 			t.c.badFrames.Add(1)
 			log.Warn("closing raft connection: frame checksum mismatch", "stored", want, "computed", got)
 			return

@@ -11,7 +11,7 @@ import (
 
 	pb "go.etcd.io/raft/v3/raftpb"
 
-	"github.com/kayadb/kayadb/internal/lsm/base"
+	"github.com/kayadb/kayadb/internal/crc"
 )
 
 type recorder struct {
@@ -133,7 +133,7 @@ func TestTCPRejectsStrangers(t *testing.T) {
 	send(append(hs(2, 1), zero...)) // zero-length frame
 	garbage := make([]byte, 12)
 	binary.LittleEndian.PutUint32(garbage, 4)
-	binary.LittleEndian.PutUint32(garbage[4:], base.MaskedCRC([]byte{0xff, 0xff, 0xff, 0xff}))
+	binary.LittleEndian.PutUint32(garbage[4:], crc.Masked([]byte{0xff, 0xff, 0xff, 0xff}))
 	copy(garbage[8:], []byte{0xff, 0xff, 0xff, 0xff})
 	send(append(hs(2, 1), garbage...)) // valid CRC, not a protobuf message
 	if n := r.count(); n != 0 {

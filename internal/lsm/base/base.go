@@ -1,10 +1,13 @@
 // Package base holds the vocabulary every LSM package shares: internal keys
-// and their ordering, sequence numbers, file numbers and names, the masked
-// CRC32C used by every on-disk format, the internal iterator interface, and
-// the error classes (corruption, not found, invalid argument).
+// and their ordering, sequence numbers, file numbers and names, the internal
+// iterator interface, and, under their LSM names, the masked CRC32C used by
+// every on-disk format and the error classes (corruption, not found,
+// invalid argument), which live in the neutral leaves internal/crc and
+// internal/errs so that the raft side shares them without importing this
+// package.
 //
 // It owns no state and performs no I/O. It must never import another package
-// of this module.
+// of this module but those two leaves.
 //
 // # Internal keys
 //

@@ -1,71 +1,41 @@
 package base
 
-import (
-	"errors"
-	"fmt"
-)
+import "github.com/kayadb/kayadb/internal/errs"
 
-// Error classes. Test for them with errors.Is; the engine package re-exports
-// them under its own names.
+// The error classes live in the neutral package errs, which the raft side
+// shares; these are the same values and functions under their LSM names,
+// so errors.Is(err, base.ErrCorruption) and errors.Is(err,
+// errs.ErrCorruption) are the same test.
 var (
 	// ErrNotFound means a key does not exist.
-	ErrNotFound = errors.New("kayadb: not found")
+	ErrNotFound = errs.ErrNotFound
 	// ErrCorruption means stored bytes failed a checksum or a structural
 	// check. Errors of this class name the file and offset.
-	ErrCorruption = errors.New("kayadb: corruption")
+	ErrCorruption = errs.ErrCorruption
 	// ErrInvalidArgument means the caller passed something the engine
 	// refuses (a key too large, options out of range, ...).
-	ErrInvalidArgument = errors.New("kayadb: invalid argument")
+	ErrInvalidArgument = errs.ErrInvalidArgument
 	// ErrClosed means the handle was used after Close.
-	ErrClosed = errors.New("kayadb: closed")
+	ErrClosed = errs.ErrClosed
 	// ErrLocked means another process holds the data directory lock.
-	ErrLocked = errors.New("kayadb: directory locked")
+	ErrLocked = errs.ErrLocked
 )
 
-// CorruptionError describes damaged on-disk data: which file, at which
-// offset, and what was wrong. It matches ErrCorruption with errors.Is.
-type CorruptionError struct {
-	// File is the path (or name) of the damaged file.
-	File string
-	// Offset is the byte offset of the damaged record or block, or -1 when
-	// the damage is not tied to one offset.
-	Offset int64
-	// Msg says what check failed.
-	Msg string
-}
+// CorruptionError describes damaged on-disk data (errs.CorruptionError).
+type CorruptionError = errs.CorruptionError
 
-// Error implements error.
-func (e *CorruptionError) Error() string {
-	if e.Offset >= 0 {
-		return fmt.Sprintf("kayadb: corruption in %s at offset %d: %s", e.File, e.Offset, e.Msg)
-	}
-	return fmt.Sprintf("kayadb: corruption in %s: %s", e.File, e.Msg)
-}
-
-// Is makes errors.Is(err, ErrCorruption) true.
-func (e *CorruptionError) Is(target error) bool { return target == ErrCorruption }
-
-// CorruptionErrorf builds a CorruptionError.
+// CorruptionErrorf builds a CorruptionError (errs.CorruptionErrorf).
 func CorruptionErrorf(file string, offset int64, format string, args ...any) error {
-	return &CorruptionError{File: file, Offset: offset, Msg: fmt.Sprintf(format, args...)}
+	return errs.CorruptionErrorf(file, offset, format, args...)
 }
 
 // WithFile fills in the file name of a CorruptionError produced by a decoder
-// that did not know it, and shifts its offset by base. Other errors are
-// returned unchanged.
+// that did not know it (errs.WithFile).
 func WithFile(err error, file string, baseOffset int64) error {
-	var ce *CorruptionError
-	if errors.As(err, &ce) && ce.File == "" {
-		off := ce.Offset
-		if off >= 0 {
-			off += baseOffset
-		}
-		return &CorruptionError{File: file, Offset: off, Msg: ce.Msg}
-	}
-	return err
+	return errs.WithFile(err, file, baseOffset)
 }
 
 // InvalidArgumentf builds an error that matches ErrInvalidArgument.
 func InvalidArgumentf(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrInvalidArgument, fmt.Sprintf(format, args...))
+	return errs.InvalidArgumentf(format, args...)
 }

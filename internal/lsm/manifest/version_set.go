@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/kayadb/kayadb/internal/lsm/base"
-	"github.com/kayadb/kayadb/internal/lsm/record"
+	"github.com/kayadb/kayadb/internal/record"
 	"github.com/kayadb/kayadb/internal/vfs"
 )
 
@@ -123,7 +123,7 @@ func ReplayManifest(fs vfs.FS, path string, fn func(*VersionEdit) error) (record
 		return 0, nil, err
 	}
 	defer f.Close()
-	r := record.NewReader(f, num, path)
+	r := record.NewReader(f, uint64(num), path)
 	for {
 		rec, err := r.Next()
 		if err == io.EOF {
@@ -451,7 +451,7 @@ func WriteManifest(fs vfs.FS, dir string, num base.FileNum, snap *VersionEdit) (
 		}
 		return nil, nil, err
 	}
-	w := record.NewWriter(f, num)
+	w := record.NewWriter(f, uint64(num))
 	err = w.WriteRecord(snap.Encode(nil))
 	if err == nil {
 		err = w.Flush()

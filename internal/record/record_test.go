@@ -8,7 +8,8 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/kayadb/kayadb/internal/lsm/base"
+	"github.com/kayadb/kayadb/internal/crc"
+	"github.com/kayadb/kayadb/internal/errs"
 )
 
 // makeRecords returns payloads of varied sizes, some spanning several blocks.
@@ -37,7 +38,7 @@ func makeRecords(rng *rand.Rand, n int) [][]byte {
 
 // writeLog writes records with the manifest-style Writer and returns the
 // bytes and each record's end offset.
-func writeLog(t testing.TB, logNum base.FileNum, recs [][]byte) ([]byte, []int64) {
+func writeLog(t testing.TB, logNum uint64, recs [][]byte) ([]byte, []int64) {
 	var buf bytes.Buffer
 	w := NewWriter(&buf, logNum)
 	ends := make([]int64, len(recs))
@@ -59,7 +60,7 @@ func writeLog(t testing.TB, logNum base.FileNum, recs [][]byte) ([]byte, []int64
 }
 
 // readAll reads every record and the terminating error.
-func readAll(data []byte, logNum base.FileNum) ([][]byte, error) {
+func readAll(data []byte, logNum uint64) ([][]byte, error) {
 	r := NewReader(bytes.NewReader(data), logNum, "test.log")
 	var out [][]byte
 	for {
@@ -117,7 +118,7 @@ func TestChunkLayout(t *testing.T) {
 	if !bytes.Equal(b[4:HeaderSize], wantHdr) {
 		t.Fatalf("header bytes 4..19 = % x, want % x", b[4:HeaderSize], wantHdr)
 	}
-	crc := base.NewCRC(b[6:]).Value()
+	crc := crc.New(b[6:]).Value()
 	if got := uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24; got != crc {
 		t.Fatalf("crc %#x want %#x", got, crc)
 	}
@@ -239,7 +240,7 @@ func TestByteFlips(t *testing.T) {
 			}
 			continue
 		}
-		var ce *base.CorruptionError
+		var ce *errs.CorruptionError
 		if !errors.As(err, &ce) {
 			t.Fatalf("flip at %d (record %d of %d): got %v, want corruption", p, i, len(recs), err)
 		}
@@ -291,7 +292,7 @@ func TestOutOfOrderPersistence(t *testing.T) {
 	for i := hole; i < hole+4096; i++ {
 		b[i] = 0
 	}
-	if _, err := readAll(b, 2); !errors.Is(err, base.ErrCorruption) {
+	if _, err := readAll(b, 2); !errors.Is(err, errs.ErrCorruption) {
 		t.Fatalf("got %v, want corruption", err)
 	}
 }
@@ -325,7 +326,7 @@ func TestMaxRecordSize(t *testing.T) {
 	_ = w.Flush()
 	r := NewReader(bytes.NewReader(buf.Bytes()), 1, "x")
 	r.maxRecord = BlockSize
-	if _, err := r.Next(); !errors.Is(err, base.ErrCorruption) {
+	if _, err := r.Next(); !errors.Is(err, errs.ErrCorruption) {
 		t.Fatalf("got %v", err)
 	}
 }
@@ -342,7 +343,7 @@ func FuzzReader(f *testing.F) {
 		for i := 0; i < 1000; i++ {
 			p, err := r.Next()
 			if err != nil {
-				if err != io.EOF && !errors.Is(err, ErrTornTail) && !errors.Is(err, base.ErrCorruption) {
+				if err != io.EOF && !errors.Is(err, ErrTornTail) && !errors.Is(err, errs.ErrCorruption) {
 					t.Fatalf("unexpected error class: %v", err)
 				}
 				return

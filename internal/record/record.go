@@ -1,5 +1,9 @@
 // Package record implements the chunked, checksummed log format shared by the
-// write-ahead log (WAL) and the MANIFEST.
+// engine's write-ahead log (WAL) and MANIFEST and by the raft log's segments
+// (internal/raftlog).
+//
+// It sits below both (it imports only the neutral leaves crc and errs), so
+// that the raft side uses it without importing the LSM packages.
 //
 // It owns the byte framing only: it never opens files, never syncs, and never
 // interprets payloads. It must never return a payload whose checksum failed,
@@ -19,7 +23,7 @@
 //
 // The fields, all little-endian:
 //
-//   - CRC: masked CRC-32C (base.MaskedCRC) of bytes 6..19 and the payload.
+//   - CRC: masked CRC-32C (crc.Masked) of bytes 6..19 and the payload.
 //   - Len: payload length in this chunk.
 //   - Type: 1 FULL (the whole record), 2 FIRST, 3 MIDDLE, 4 LAST.
 //   - LogNum: low 32 bits of the log's file number. A chunk whose LogNum does
@@ -43,7 +47,8 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/kayadb/kayadb/internal/lsm/base"
+	"github.com/kayadb/kayadb/internal/crc"
+	"github.com/kayadb/kayadb/internal/errs"
 )
 
 const (
@@ -73,7 +78,7 @@ type Encoder struct {
 }
 
 // NewEncoder returns an encoder for log logNum whose next byte goes at offset.
-func NewEncoder(logNum base.FileNum, offset int64) *Encoder {
+func NewEncoder(logNum uint64, offset int64) *Encoder {
 	return &Encoder{logNum: uint32(logNum), offset: offset}
 }
 
@@ -123,7 +128,7 @@ func (e *Encoder) Append(dst []byte, payload []byte, syncOffset int64) []byte {
 		h[6] = typ
 		binary.LittleEndian.PutUint32(h[7:11], e.logNum)
 		binary.LittleEndian.PutUint64(h[11:19], uint64(syncOffset))
-		crc := base.NewCRC(h[6:19]).Update(payload[:n]).Value()
+		crc := crc.New(h[6:19]).Update(payload[:n]).Value()
 		binary.LittleEndian.PutUint32(h[0:4], crc)
 		dst = append(dst, payload[:n]...)
 		e.offset += int64(HeaderSize + n)
@@ -148,7 +153,7 @@ type Writer struct {
 }
 
 // NewWriter returns a Writer for log logNum starting at offset 0.
-func NewWriter(w io.Writer, logNum base.FileNum) *Writer {
+func NewWriter(w io.Writer, logNum uint64) *Writer {
 	return &Writer{w: w, enc: NewEncoder(logNum, 0)}
 }
 
@@ -242,7 +247,7 @@ type Reader struct {
 }
 
 // NewReader returns a reader for log logNum. fileName appears in errors.
-func NewReader(r io.Reader, logNum base.FileNum, fileName string) *Reader {
+func NewReader(r io.Reader, logNum uint64, fileName string) *Reader {
 	return &Reader{r: r, fileName: fileName, logNum: uint32(logNum), maxRecord: MaxRecordSize}
 }
 
@@ -256,7 +261,7 @@ func (r *Reader) LastRecordOffset() int64 { return r.recStart }
 // Next returns the next record's payload. The slice is valid until the next
 // call. At the clean end of the log it returns io.EOF; at a torn tail it
 // returns a *TornTailError; damaged data before the tail is a
-// *base.CorruptionError. Errors are sticky.
+// *errs.CorruptionError. Errors are sticky.
 func (r *Reader) Next() ([]byte, error) {
 	if r.err != nil {
 		return nil, r.err
@@ -303,7 +308,7 @@ func (r *Reader) next() ([]byte, error) {
 			return nil, r.badChunk(off, "log ends inside a chunk")
 		}
 		want := binary.LittleEndian.Uint32(h[0:4])
-		got := base.NewCRC(h[6:HeaderSize]).Update(h[HeaderSize : HeaderSize+n]).Value()
+		got := crc.New(h[6:HeaderSize]).Update(h[HeaderSize : HeaderSize+n]).Value()
 		if want != got {
 			if want == 0 && n == 0 && typ == 0 {
 				return nil, r.badChunk(off, "zeroed chunk header")
@@ -369,7 +374,7 @@ func (r *Reader) readBlock() error {
 }
 
 func (r *Reader) corrupt(off int64, msg string) error {
-	return base.CorruptionErrorf(r.fileName, off, "%s", msg)
+	return errs.CorruptionErrorf(r.fileName, off, "%s", msg)
 }
 
 // badChunk decides whether an invalid chunk at off is a torn tail or
@@ -384,7 +389,7 @@ func (r *Reader) badChunk(off int64, reason string) error {
 		return err
 	}
 	if evidence >= 0 {
-		return base.CorruptionErrorf(r.fileName, off,
+		return errs.CorruptionErrorf(r.fileName, off,
 			"%s (the chunk at offset %d was written after offset %d had been synced)", reason, evidence, tail)
 	}
 	return &TornTailError{File: r.fileName, Offset: tail, Size: size, Reason: reason}
@@ -415,7 +420,7 @@ func (r *Reader) scanRest(from, tail int64) (size int64, evidence int64, err err
 				if int64(binary.LittleEndian.Uint64(h[11:19])) <= tail {
 					continue
 				}
-				if base.NewCRC(h[6:HeaderSize]).Update(h[HeaderSize:HeaderSize+n]).Value() !=
+				if crc.New(h[6:HeaderSize]).Update(h[HeaderSize:HeaderSize+n]).Value() !=
 					binary.LittleEndian.Uint32(h[0:4]) {
 					continue
 				}
