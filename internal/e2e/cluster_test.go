@@ -1,6 +1,3 @@
-// Package e2e holds process-level tests: they build the real binaries and
-// drive a cluster of kayadb-server processes with the scripts and kayactl,
-// as an operator would. They are skipped with -short.
 package e2e
 
 import (
