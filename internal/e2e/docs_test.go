@@ -66,3 +66,28 @@ func TestRunbooksStartCleanAndCreateTheirDirectories(t *testing.T) {
 		}
 	}
 }
+
+// TestOneFigureForTheSuiteTime: README.md, docs/testing.md and .ci/run's
+// comment give the same figure for how long `go test ./...` takes.
+func TestOneFigureForTheSuiteTime(t *testing.T) {
+	root := repoRoot(t)
+	figure := regexp.MustCompile(`go test \./\.\.\.[^\n]*?about (\d+) minutes on (?:2|two) cores|the test suite \(about (\d+) minutes on (?:2|two) cores`)
+	got := map[string]string{}
+	for _, f := range []string{"README.md", "docs/testing.md", ".ci/run"} {
+		b, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := figure.FindSubmatch(b)
+		if m == nil {
+			t.Errorf("%s gives no figure for go test ./... (\"about N minutes on 2 cores\")", f)
+			continue
+		}
+		got[f] = string(m[1]) + string(m[2])
+	}
+	for _, n := range got {
+		if n != got["README.md"] {
+			t.Fatalf("the figures differ: %v", got)
+		}
+	}
+}
