@@ -48,170 +48,281 @@ func flagEnv(name string) string {
 // Config. On a bad or help invocation it has written to stderr and returns
 // the exit code; for --version it writes nothing and returns exitVersion
 // (-2: the caller prints the version); otherwise the code is -1.
+//
+// The steps, each a function below: define the flags
+// (newServerFlags), parse the command line (parseCommandLine), fill the
+// flags it did not give from the environment (applyEnvironment) and the
+// --config file (applyConfigFile), make the logger (newLogger), check the
+// numbers and sizes (limits), read the tokens (tokens), check TLS and the
+// listen addresses (listeners), assemble the Config (config), and settle
+// the roster of a new cluster and this node's addresses (resolvePeers).
 func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.Writer) (Config, int) {
+	f := newServerFlags(stderr)
+	fail := func(err error) (Config, int) {
+		fmt.Fprintf(stderr, "error: %v\n", err)
+		return Config{}, exitUsage
+	}
+	if code, err := f.parseCommandLine(args); err != nil {
+		return fail(err)
+	} else if code != -1 {
+		return Config{}, code
+	}
+	if err := f.applyEnvironment(lookupEnv); err != nil {
+		return fail(err)
+	}
+	if path := configPath(f.fs, lookupEnv); path != "" {
+		if err := applyConfigFile(f.fs, path); err != nil {
+			return fail(err)
+		}
+	}
+	logger, err := f.newLogger(stderr)
+	if err != nil {
+		return fail(err)
+	}
+	lim, err := f.limits()
+	if err != nil {
+		return fail(err)
+	}
+	toks, err := f.tokens(logger)
+	if err != nil {
+		return fail(err)
+	}
+	tlsFiles, err := f.listeners()
+	if err != nil {
+		return fail(err)
+	}
+	cfg := f.config(logger, lim, toks, tlsFiles)
+	if cfg.Join && len(*f.peers) == 0 {
+		return fail(errors.New("--join needs the running cluster's members: add --peer ID=RAFT_ADDR,CLIENT_ADDR for each (at least one)"))
+	}
+	raft := sideAddrs{side: "raft", listen: *f.raftAddr, listenSet: f.fs.Changed("raft-addr"), advertise: *f.advRaft}
+	client := sideAddrs{side: "client", listen: *f.clientAddr, listenSet: f.fs.Changed("client-addr"), advertise: *f.advClient}
+	if err := resolvePeers(&cfg, *f.peers, raft, client, logger); err != nil {
+		return fail(err)
+	}
+	return cfg, -1
+}
+
+// serverFlags is kayadb-server's flag set and where each flag's value
+// lands.
+type serverFlags struct {
+	fs *pflag.FlagSet
+	// onCommandLine names the flags given on the command line itself (not
+	// from the environment or the config file): a token's flag given there
+	// beats its file flag from the environment.
+	onCommandLine map[string]bool
+
+	nodeID                                            *uint64
+	dataDir, raftAddr, clientAddr, advRaft, advClient *string
+	peers                                             *[]string
+	join                                              *bool
+	tick, timeout                                     *time.Duration
+	snapEvery                                         *int64
+	snapKeep                                          *uint64
+	snapRate, reserve, metrics                        *string
+	noMetrics, pprofOn, metricsTLS, allowPub          *bool
+	opToken, opFile, clToken, clFile, peerFile        *string
+	tlsCert, tlsKey, tlsCA                            *string
+	tlsReload                                         *time.Duration
+	maxConns                                          *int
+	clIdle, clFrame                                   *time.Duration
+	replyMem, logLevel, logFormat                     *string
+	showVer                                           *bool
+}
+
+// newServerFlags defines every flag of kayadb-server, with its default and
+// its help text (--help, written to stderr).
+func newServerFlags(stderr io.Writer) *serverFlags {
 	fs := pflag.NewFlagSet("kayadb-server", pflag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var (
-		nodeID     = fs.Uint64("node-id", 1, "this node's id: a positive integer, unique in the cluster and never reused")
-		dataDir    = fs.String("data", "./kayadb-data", "data directory (engine, raft log, roster); created 0700")
-		raftAddr   = fs.String("raft-addr", "127.0.0.1:7481", "address for raft traffic from the other nodes")
-		clientAddr = fs.String("client-addr", "127.0.0.1:7379", "address for clients (kayactl, the Go client)")
-		advRaft    = fs.String("advertise-raft-addr", "", "the raft address the other nodes dial, when it is not --raft-addr: a proxy or sidecar in front of this node (default: --raft-addr)")
-		advClient  = fs.String("advertise-client-addr", "", "the client address clients are redirected to, when it is not --client-addr: a proxy or sidecar in front of this node (default: --client-addr)")
-		peers      = fs.StringArray("peer", nil, "a member of a new cluster, ID=RAFT_ADDR,CLIENT_ADDR (or ID=RAFT_ADDR: clients are then sent to RAFT_ADDR); repeat for each member; this node's own entry may be left out (env KAYA_PEER: several separated by spaces)")
-		join       = fs.Bool("join", false, "start as a new member of a running cluster (add it with kayactl add-node first)")
-		tick       = fs.Duration("tick", 100*time.Millisecond, "raft clock tick; elections take about 10 ticks")
-		timeout    = fs.Duration("request-timeout", 5*time.Second, "longest a client request may wait for raft")
-		snapEvery  = fs.Int64("snapshot-entries", 10000, "take a raft snapshot and compact the raft log every this many applied entries (0 disables)")
-		snapKeep   = fs.Uint64("snapshot-catchup-entries", 5000, "raft log entries kept behind each snapshot, so that a follower slightly behind catches up from the log")
-		snapRate   = fs.String("snapshot-rate", "64MiB", "bandwidth limit for the snapshots this node sends to followers, all together, in bytes per second (e.g. 64MiB, 500KB; 0 = unlimited)")
-		reserve    = fs.String("disk-reserve", "auto", "space kept in reserve on the data directory's file system (a ballast file, DIR/RESERVE) and given back when the disk fills, so the node can still restart, compact and delete (e.g. 256MiB; auto = 1% of the file system, 32MiB to 1GiB; 0 disables)")
-		metrics    = fs.String("metrics-addr", "127.0.0.1:9090", "address of the HTTP listener for Prometheus metrics (/metrics) and health checks (/livez, /readyz, /health)")
-		noMetrics  = fs.Bool("no-metrics", false, "do not start the HTTP listener (no metrics, health checks or pprof)")
-		pprofOn    = fs.Bool("enable-pprof", false, "serve Go's profiler (net/http/pprof) under /debug/pprof/ on the metrics listener")
-		metricsTLS = fs.Bool("metrics-tls", false, "serve the metrics listener over HTTPS with --tls-cert; with --tls-ca, scrapers and health checkers must present a certificate it signed")
-		allowPub   = fs.Bool("allow-public-bind", false, "allow listening on wildcard (0.0.0.0, ::) and public addresses; only behind a firewall with TLS and tokens (see docs/security.md)")
-		opToken    = fs.String("operator-token", "", "require this secret on admin requests (add/remove/promote node, transfer leader, backup: it reads the whole database); prefer --operator-token-file or KAYA_OPERATOR_TOKEN, command lines are visible to other users")
-		opFile     = fs.String("operator-token-file", "", "read the operator token from this file (keep it chmod 600)")
-		clToken    = fs.String("client-token", "", "require this secret on data requests (put, get, delete, scan, stats); prefer --client-token-file or KAYA_CLIENT_TOKEN")
-		clFile     = fs.String("client-token-file", "", "read the client token from this file (keep it chmod 600)")
-		peerFile   = fs.String("peer-token-file", "", "read the cluster's peer token from this file (the same secret on every node, at least 16 bytes; keep it chmod 600): raft connections prove it both ways before any message is read; required with --allow-public-bind unless mutual TLS is on")
-		tlsCert    = fs.String("tls-cert", "", "PEM certificate (chain) for TLS on the client and raft ports; needs --tls-key")
-		tlsKey     = fs.String("tls-key", "", "PEM private key of --tls-cert")
-		tlsCA      = fs.String("tls-ca", "", "PEM CA bundle: clients and peers must present a certificate it signed (mutual TLS), and peers' certificates are checked against it")
-		tlsReload  = fs.Duration("tls-reload-interval", 5*time.Second, "how often to check the TLS files for changes and reload them (0 disables; SIGHUP always reloads)")
-		maxConns   = fs.Int("max-client-connections", defaultMaxClientConnections, "most client connections open at once; one source address may hold a quarter of them (at least 16); more get an ERROR reply and are closed")
-		clIdle     = fs.Duration("client-idle-timeout", defaultClientIdleTimeout, "close a client connection that sends no request (none in flight) or reads none of its replies for this long (0 disables)")
-		clFrame    = fs.Duration("client-frame-timeout", defaultClientFrameTimeout, "a client's request frame must arrive whole within this long of its first byte")
-		replyMem   = fs.String("max-reply-memory", "512MiB", "memory for replies not yet sent to their clients, all connections together (e.g. 512MiB, 2GiB); a request that finds no room within its request timeout is refused")
-		_          = fs.String("config", "", "YAML file of settings keyed by flag name (node-id: 1, peer: [...]); the environment and the command line win over it")
-		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
-		logFormat  = fs.String("log-format", "text", "text or json")
-		showVer    = fs.Bool("version", false, "print the version (module, VCS revision, Go, client protocol) and exit")
-	)
+	f := &serverFlags{fs: fs}
+	f.nodeID = fs.Uint64("node-id", 1, "this node's id: a positive integer, unique in the cluster and never reused")
+	f.dataDir = fs.String("data", "./kayadb-data", "data directory (engine, raft log, roster); created 0700")
+	f.raftAddr = fs.String("raft-addr", "127.0.0.1:7481", "address for raft traffic from the other nodes")
+	f.clientAddr = fs.String("client-addr", "127.0.0.1:7379", "address for clients (kayactl, the Go client)")
+	f.advRaft = fs.String("advertise-raft-addr", "", "the raft address the other nodes dial, when it is not --raft-addr: a proxy or sidecar in front of this node (default: --raft-addr)")
+	f.advClient = fs.String("advertise-client-addr", "", "the client address clients are redirected to, when it is not --client-addr: a proxy or sidecar in front of this node (default: --client-addr)")
+	f.peers = fs.StringArray("peer", nil, "a member of a new cluster, ID=RAFT_ADDR,CLIENT_ADDR (or ID=RAFT_ADDR: clients are then sent to RAFT_ADDR); repeat for each member; this node's own entry may be left out (env KAYA_PEER: several separated by spaces)")
+	f.join = fs.Bool("join", false, "start as a new member of a running cluster (add it with kayactl add-node first)")
+	f.tick = fs.Duration("tick", 100*time.Millisecond, "raft clock tick; elections take about 10 ticks")
+	f.timeout = fs.Duration("request-timeout", 5*time.Second, "longest a client request may wait for raft")
+	f.snapEvery = fs.Int64("snapshot-entries", 10000, "take a raft snapshot and compact the raft log every this many applied entries (0 disables)")
+	f.snapKeep = fs.Uint64("snapshot-catchup-entries", 5000, "raft log entries kept behind each snapshot, so that a follower slightly behind catches up from the log")
+	f.snapRate = fs.String("snapshot-rate", "64MiB", "bandwidth limit for the snapshots this node sends to followers, all together, in bytes per second (e.g. 64MiB, 500KB; 0 = unlimited)")
+	f.reserve = fs.String("disk-reserve", "auto", "space kept in reserve on the data directory's file system (a ballast file, DIR/RESERVE) and given back when the disk fills, so the node can still restart, compact and delete (e.g. 256MiB; auto = 1% of the file system, 32MiB to 1GiB; 0 disables)")
+	f.metrics = fs.String("metrics-addr", "127.0.0.1:9090", "address of the HTTP listener for Prometheus metrics (/metrics) and health checks (/livez, /readyz, /health)")
+	f.noMetrics = fs.Bool("no-metrics", false, "do not start the HTTP listener (no metrics, health checks or pprof)")
+	f.pprofOn = fs.Bool("enable-pprof", false, "serve Go's profiler (net/http/pprof) under /debug/pprof/ on the metrics listener")
+	f.metricsTLS = fs.Bool("metrics-tls", false, "serve the metrics listener over HTTPS with --tls-cert; with --tls-ca, scrapers and health checkers must present a certificate it signed")
+	f.allowPub = fs.Bool("allow-public-bind", false, "allow listening on wildcard (0.0.0.0, ::) and public addresses; only behind a firewall with TLS and tokens (see docs/security.md)")
+	f.opToken = fs.String("operator-token", "", "require this secret on admin requests (add/remove/promote node, transfer leader, backup: it reads the whole database); prefer --operator-token-file or KAYA_OPERATOR_TOKEN, command lines are visible to other users")
+	f.opFile = fs.String("operator-token-file", "", "read the operator token from this file (keep it chmod 600)")
+	f.clToken = fs.String("client-token", "", "require this secret on data requests (put, get, delete, scan, stats); prefer --client-token-file or KAYA_CLIENT_TOKEN")
+	f.clFile = fs.String("client-token-file", "", "read the client token from this file (keep it chmod 600)")
+	f.peerFile = fs.String("peer-token-file", "", "read the cluster's peer token from this file (the same secret on every node, at least 16 bytes; keep it chmod 600): raft connections prove it both ways before any message is read; required with --allow-public-bind unless mutual TLS is on")
+	f.tlsCert = fs.String("tls-cert", "", "PEM certificate (chain) for TLS on the client and raft ports; needs --tls-key")
+	f.tlsKey = fs.String("tls-key", "", "PEM private key of --tls-cert")
+	f.tlsCA = fs.String("tls-ca", "", "PEM CA bundle: clients and peers must present a certificate it signed (mutual TLS), and peers' certificates are checked against it")
+	f.tlsReload = fs.Duration("tls-reload-interval", 5*time.Second, "how often to check the TLS files for changes and reload them (0 disables; SIGHUP always reloads)")
+	f.maxConns = fs.Int("max-client-connections", defaultMaxClientConnections, "most client connections open at once; one source address may hold a quarter of them (at least 16); more get an ERROR reply and are closed")
+	f.clIdle = fs.Duration("client-idle-timeout", defaultClientIdleTimeout, "close a client connection that sends no request (none in flight) or reads none of its replies for this long (0 disables)")
+	f.clFrame = fs.Duration("client-frame-timeout", defaultClientFrameTimeout, "a client's request frame must arrive whole within this long of its first byte")
+	f.replyMem = fs.String("max-reply-memory", "512MiB", "memory for replies not yet sent to their clients, all connections together (e.g. 512MiB, 2GiB); a request that finds no room within its request timeout is refused")
+	_ = fs.String("config", "", "YAML file of settings keyed by flag name (node-id: 1, peer: [...]); the environment and the command line win over it")
+	f.logLevel = fs.String("log-level", "info", "debug, info, warn or error")
+	f.logFormat = fs.String("log-format", "text", "text or json")
+	f.showVer = fs.Bool("version", false, "print the version (module, VCS revision, Go, client protocol) and exit")
 	// The original KayaDB's spelling of --join; like it, a switch that takes
 	// no value (the members come from --peer).
-	fs.BoolVar(join, "join-cluster", false, "the same as --join (the original KayaDB's spelling)")
+	fs.BoolVar(f.join, "join-cluster", false, "the same as --join (the original KayaDB's spelling)")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: kayadb-server [flags]\n\nRuns one KayaDB node. With no flags it runs a single-node cluster in ./kayadb-data,\nclients on 127.0.0.1:7379. Every flag can also be set with KAYA_<FLAG> (e.g. KAYA_DATA);\nthe flag wins. See docs/server.md.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	fail := func(format string, args ...any) (Config, int) {
-		fmt.Fprintf(stderr, "error: "+format+"\n", args...)
-		return Config{}, exitUsage
-	}
+	return f
+}
+
+// parseCommandLine parses args. It returns exitOK for --help (pflag has
+// printed the usage), exitVersion for --version, -1 to go on, or an error
+// for a bad flag or a stray argument.
+func (f *serverFlags) parseCommandLine(args []string) (int, error) {
+	fs := f.fs
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
-			return Config{}, exitOK
+			return exitOK, nil
 		}
-		return fail("%v\nhint: run kayadb-server --help", err)
+		return 0, fmt.Errorf("%v\nhint: run kayadb-server --help", err)
 	}
-	if *showVer {
-		return Config{}, exitVersion
+	if *f.showVer {
+		return exitVersion, nil
 	}
 	if fs.NArg() > 0 {
 		if fs.Changed("join-cluster") || fs.Changed("join") {
-			return fail("unexpected arguments %q\nhint: --join and --join-cluster take no value; give the running cluster's members with --peer ID=RAFT_ADDR,CLIENT_ADDR (one --peer each)", fs.Args())
+			return 0, fmt.Errorf("unexpected arguments %q\nhint: --join and --join-cluster take no value; give the running cluster's members with --peer ID=RAFT_ADDR,CLIENT_ADDR (one --peer each)", fs.Args())
 		}
-		return fail("unexpected arguments %q\nhint: every setting is a --flag; run kayadb-server --help", fs.Args())
+		return 0, fmt.Errorf("unexpected arguments %q\nhint: every setting is a --flag; run kayadb-server --help", fs.Args())
 	}
-	onCommandLine := map[string]bool{}
-	fs.Visit(func(f *pflag.Flag) { onCommandLine[f.Name] = true })
-	// Environment variables fill flags that were not given.
+	f.onCommandLine = map[string]bool{}
+	fs.Visit(func(fl *pflag.Flag) { f.onCommandLine[fl.Name] = true })
+	return -1, nil
+}
+
+// applyEnvironment fills the flags the command line did not give from
+// their KAYA_* variables (KAYA_PEER: several entries separated by spaces).
+// KAYA_VERSION is not read: it is too common a name (image tags) to obey.
+func (f *serverFlags) applyEnvironment(lookupEnv func(string) (string, bool)) error {
 	var envErr error
-	fs.VisitAll(func(f *pflag.Flag) {
-		if f.Changed || envErr != nil || f.Name == "version" {
-			return // KAYA_VERSION is too common a name (image tags) to obey
+	f.fs.VisitAll(func(fl *pflag.Flag) {
+		if fl.Changed || envErr != nil || fl.Name == "version" {
+			return
 		}
-		v, ok := lookupEnv(flagEnv(f.Name))
+		v, ok := lookupEnv(flagEnv(fl.Name))
 		if !ok {
 			return
 		}
-		if f.Name == "peer" {
+		if fl.Name == "peer" {
 			for _, p := range strings.Fields(v) {
-				if err := f.Value.Set(p); err != nil {
-					envErr = fmt.Errorf("%s: %w", flagEnv(f.Name), err)
+				if err := fl.Value.Set(p); err != nil {
+					envErr = fmt.Errorf("%s: %w", flagEnv(fl.Name), err)
 				}
 			}
 			return
 		}
-		if err := f.Value.Set(v); err != nil {
-			envErr = fmt.Errorf("%s=%q: %w", flagEnv(f.Name), v, err)
+		if err := fl.Value.Set(v); err != nil {
+			envErr = fmt.Errorf("%s=%q: %w", flagEnv(fl.Name), v, err)
 		}
-		f.Changed = true
+		fl.Changed = true
 	})
-	if envErr != nil {
-		return fail("%v", envErr)
-	}
-	if path := configPath(fs, lookupEnv); path != "" {
-		if err := applyConfigFile(fs, path); err != nil {
-			return fail("%v", err)
-		}
-	}
+	return envErr
+}
+
+// newLogger makes the node's logger on stderr from --log-level and
+// --log-format.
+func (f *serverFlags) newLogger(stderr io.Writer) (*slog.Logger, error) {
 	level := slog.LevelInfo
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fail("--log-level %q: want debug, info, warn or error", *logLevel)
+	if err := level.UnmarshalText([]byte(*f.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", *f.logLevel)
 	}
-	var handler slog.Handler
-	switch *logFormat {
+	switch *f.logFormat {
 	case "text":
-		handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})
+		return slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})), nil
 	case "json":
-		handler = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})
-	default:
-		return fail("--log-format %q: want text or json", *logFormat)
+		return slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})), nil
 	}
-	if *nodeID == 0 {
-		return fail("--node-id must be a positive integer")
+	return nil, fmt.Errorf("--log-format %q: want text or json", *f.logFormat)
+}
+
+// parsedLimits are the flags' numbers and sizes, checked and converted.
+type parsedLimits struct {
+	snapshotRate, diskReserve, replyBytes int64
+}
+
+// limits checks the node id, the durations, the snapshot settings, the
+// disk reserve and the client limits, and converts the byte counts.
+func (f *serverFlags) limits() (parsedLimits, error) {
+	var l parsedLimits
+	if *f.nodeID == 0 {
+		return l, errors.New("--node-id must be a positive integer")
 	}
-	if *tick <= 0 || *timeout <= 0 {
-		return fail("--tick and --request-timeout must be positive durations")
+	if *f.tick <= 0 || *f.timeout <= 0 {
+		return l, errors.New("--tick and --request-timeout must be positive durations")
 	}
-	if *snapEvery < 0 {
-		return fail("--snapshot-entries %d: want a positive number of entries, or 0 to disable snapshots", *snapEvery)
+	if *f.snapEvery < 0 {
+		return l, fmt.Errorf("--snapshot-entries %d: want a positive number of entries, or 0 to disable snapshots", *f.snapEvery)
 	}
-	if *snapKeep == 0 {
-		return fail("--snapshot-catchup-entries must be positive (default 5000)")
+	if *f.snapKeep == 0 {
+		return l, errors.New("--snapshot-catchup-entries must be positive (default 5000)")
 	}
-	rate, err := parseBytes(*snapRate)
-	if err != nil {
-		return fail("--snapshot-rate %q: %v (for example 64MiB, 500KB, or 0 for unlimited)", *snapRate, err)
+	var err error
+	if l.snapshotRate, err = parseBytes(*f.snapRate); err != nil {
+		return l, fmt.Errorf("--snapshot-rate %q: %v (for example 64MiB, 500KB, or 0 for unlimited)", *f.snapRate, err)
 	}
-	diskReserve := int64(0) // auto
-	if *reserve != "auto" {
-		n, err := parseBytes(*reserve)
+	// Config's 0 is auto, negative disables.
+	if *f.reserve != "auto" {
+		n, err := parseBytes(*f.reserve)
 		if err != nil {
-			return fail("--disk-reserve %q: %v (for example 256MiB, 1GiB, auto, or 0 to disable)", *reserve, err)
+			return l, fmt.Errorf("--disk-reserve %q: %v (for example 256MiB, 1GiB, auto, or 0 to disable)", *f.reserve, err)
 		}
-		diskReserve = n
+		l.diskReserve = n
 		if n == 0 {
-			diskReserve = -1
+			l.diskReserve = -1
 		}
 	}
-	if *maxConns < 1 {
-		return fail("--max-client-connections %d: want at least 1 (default %d)", *maxConns, defaultMaxClientConnections)
+	if *f.maxConns < 1 {
+		return l, fmt.Errorf("--max-client-connections %d: want at least 1 (default %d)", *f.maxConns, defaultMaxClientConnections)
 	}
-	if *clIdle < 0 {
-		return fail("--client-idle-timeout must not be negative (0 disables it)")
+	if *f.clIdle < 0 {
+		return l, errors.New("--client-idle-timeout must not be negative (0 disables it)")
 	}
-	if *clFrame <= 0 {
-		return fail("--client-frame-timeout must be a positive duration (default %s)", defaultClientFrameTimeout)
+	if *f.clFrame <= 0 {
+		return l, fmt.Errorf("--client-frame-timeout must be a positive duration (default %s)", defaultClientFrameTimeout)
 	}
-	replyBytes, err := parseBytes(*replyMem)
-	if err != nil || replyBytes < 1<<20 {
-		return fail("--max-reply-memory %q: want a byte count of at least 1MiB (for example 512MiB, 2GiB)", *replyMem)
+	l.replyBytes, err = parseBytes(*f.replyMem)
+	if err != nil || l.replyBytes < 1<<20 {
+		return l, fmt.Errorf("--max-reply-memory %q: want a byte count of at least 1MiB (for example 512MiB, 2GiB)", *f.replyMem)
 	}
-	logger := slog.New(handler)
-	// A token comes from its flag or its file flag, each possibly from the
-	// environment; a command-line flag beats the environment, and two
-	// sources given the same way are a mistake.
-	production := *allowPub
+	return l, nil
+}
+
+// parsedTokens are the node's secrets, read and checked.
+type parsedTokens struct {
+	operator, client, peer string
+}
+
+// tokens reads the operator, client and peer tokens. A token comes from
+// its flag or its file flag, each possibly from the environment; a
+// command-line flag beats the environment, and two sources given the same
+// way are a mistake. With --allow-public-bind every token must be long
+// enough. A file readable by others is a warning on logger.
+func (f *serverFlags) tokens(logger *slog.Logger) (parsedTokens, error) {
+	var t parsedTokens
+	production := *f.allowPub
 	token := func(name, value, fileName, file string) (string, error) {
 		if value != "" && file != "" {
 			switch {
-			case onCommandLine[name] && !onCommandLine[fileName]:
+			case f.onCommandLine[name] && !f.onCommandLine[fileName]:
 				file = ""
-			case onCommandLine[fileName] && !onCommandLine[name]:
+			case f.onCommandLine[fileName] && !f.onCommandLine[name]:
 				value = ""
 			default:
 				return "", fmt.Errorf("--%s and --%s are both set (or %s and %s); give only one", name, fileName, flagEnv(name), flagEnv(fileName))
@@ -244,68 +355,79 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 		}
 		return value, nil
 	}
-	opTok, err := token("operator-token", *opToken, "operator-token-file", *opFile)
-	if err != nil {
-		return fail("%v", err)
+	var err error
+	if t.operator, err = token("operator-token", *f.opToken, "operator-token-file", *f.opFile); err != nil {
+		return t, err
 	}
-	clTok, err := token("client-token", *clToken, "client-token-file", *clFile)
-	if err != nil {
-		return fail("%v", err)
+	if t.client, err = token("client-token", *f.clToken, "client-token-file", *f.clFile); err != nil {
+		return t, err
 	}
-	var peerTok string
-	if *peerFile != "" {
-		tok, warn, err := security.ReadTokenFile("--peer-token-file", *peerFile)
+	if *f.peerFile != "" {
+		tok, warn, err := security.ReadTokenFile("--peer-token-file", *f.peerFile)
 		if err == nil {
-			err = security.CheckTokenLength("--peer-token-file", *peerFile, tok, "for the raft handshake")
+			err = security.CheckTokenLength("--peer-token-file", *f.peerFile, tok, "for the raft handshake")
 		}
 		if err != nil {
-			return fail("%v", err)
+			return t, err
 		}
 		if warn != "" {
 			logger.Warn(warn)
 		}
-		peerTok = tok
+		t.peer = tok
 	}
-	tlsFiles := security.TLSFiles{Cert: *tlsCert, Key: *tlsKey, CA: *tlsCA}
+	return t, nil
+}
+
+// listeners checks the TLS files and their reload interval, and the listen
+// addresses (--raft-addr, --client-addr, --metrics-addr, which --no-metrics
+// empties) with the settings that need the metrics listener or TLS.
+func (f *serverFlags) listeners() (security.TLSFiles, error) {
+	tlsFiles := security.TLSFiles{Cert: *f.tlsCert, Key: *f.tlsKey, CA: *f.tlsCA}
 	if err := tlsFiles.Validate(); err != nil {
-		return fail("%v", err)
+		return tlsFiles, err
 	}
-	if *tlsReload < 0 {
-		return fail("--tls-reload-interval must not be negative (0 disables the check)")
+	if *f.tlsReload < 0 {
+		return tlsFiles, errors.New("--tls-reload-interval must not be negative (0 disables the check)")
 	}
-	if *noMetrics {
-		*metrics = ""
+	if *f.noMetrics {
+		*f.metrics = ""
 	}
-	for _, a := range []struct{ flag, addr string }{{"--raft-addr", *raftAddr}, {"--client-addr", *clientAddr}, {"--metrics-addr", *metrics}} {
+	for _, a := range []struct{ flag, addr string }{{"--raft-addr", *f.raftAddr}, {"--client-addr", *f.clientAddr}, {"--metrics-addr", *f.metrics}} {
 		if a.addr == "" && a.flag == "--metrics-addr" {
 			continue // --no-metrics
 		}
 		if err := checkHostPort(a.flag, a.addr, true); err != nil {
-			return fail("%v", err)
+			return tlsFiles, err
 		}
 	}
-	if *pprofOn && *metrics == "" {
-		return fail("--enable-pprof needs the metrics listener: drop --no-metrics (or give a --metrics-addr)")
+	if *f.pprofOn && *f.metrics == "" {
+		return tlsFiles, errors.New("--enable-pprof needs the metrics listener: drop --no-metrics (or give a --metrics-addr)")
 	}
-	if *metricsTLS && *metrics == "" {
-		return fail("--metrics-tls needs the metrics listener: drop --no-metrics (or give a --metrics-addr)")
+	if *f.metricsTLS && *f.metrics == "" {
+		return tlsFiles, errors.New("--metrics-tls needs the metrics listener: drop --no-metrics (or give a --metrics-addr)")
 	}
-	if *metricsTLS && tlsFiles.Cert == "" {
-		return fail("--metrics-tls serves the node's certificate: give --tls-cert and --tls-key as well")
+	if *f.metricsTLS && tlsFiles.Cert == "" {
+		return tlsFiles, errors.New("--metrics-tls serves the node's certificate: give --tls-cert and --tls-key as well")
 	}
+	return tlsFiles, nil
+}
+
+// config assembles the Config from the checked flags. A flag's 0 that
+// means "off" becomes Config's negative (Config's zero is the default).
+func (f *serverFlags) config(logger *slog.Logger, l parsedLimits, t parsedTokens, tlsFiles security.TLSFiles) Config {
 	cfg := Config{
-		NodeID: *nodeID, DataDir: *dataDir, RaftAddr: *raftAddr, ClientAddr: *clientAddr,
-		Join: *join, TickInterval: *tick, RequestTimeout: *timeout, Logger: logger,
-		SnapshotEntries: *snapEvery, CatchUpEntries: *snapKeep, SnapshotBytesPerSecond: rate, DiskReserve: diskReserve,
-		AllowPublicBind: *allowPub, OperatorToken: opTok, ClientToken: clTok, TLS: tlsFiles,
-		TLSReloadInterval: *tlsReload, MetricsAddr: *metrics, EnablePprof: *pprofOn, MetricsTLS: *metricsTLS,
-		MetricsOptional: !fs.Changed("metrics-addr") && !*pprofOn && !*metricsTLS,
+		NodeID: *f.nodeID, DataDir: *f.dataDir, RaftAddr: *f.raftAddr, ClientAddr: *f.clientAddr,
+		Join: *f.join, TickInterval: *f.tick, RequestTimeout: *f.timeout, Logger: logger,
+		SnapshotEntries: *f.snapEvery, CatchUpEntries: *f.snapKeep, SnapshotBytesPerSecond: l.snapshotRate, DiskReserve: l.diskReserve,
+		AllowPublicBind: *f.allowPub, OperatorToken: t.operator, ClientToken: t.client, TLS: tlsFiles,
+		TLSReloadInterval: *f.tlsReload, MetricsAddr: *f.metrics, EnablePprof: *f.pprofOn, MetricsTLS: *f.metricsTLS,
+		MetricsOptional: !f.fs.Changed("metrics-addr") && !*f.pprofOn && !*f.metricsTLS,
 	}
-	cfg.PeerToken = peerTok
-	cfg.MaxClientConnections, cfg.ClientFrameTimeout, cfg.MaxReplyMemory = *maxConns, *clFrame, replyBytes
-	cfg.ClientIdleTimeout = *clIdle
+	cfg.PeerToken = t.peer
+	cfg.MaxClientConnections, cfg.ClientFrameTimeout, cfg.MaxReplyMemory = *f.maxConns, *f.clFrame, l.replyBytes
+	cfg.ClientIdleTimeout = *f.clIdle
 	if cfg.ClientIdleTimeout == 0 {
-		cfg.ClientIdleTimeout = -1 // Config's zero is the default
+		cfg.ClientIdleTimeout = -1
 	}
 	if cfg.TLSReloadInterval == 0 {
 		cfg.TLSReloadInterval = -1
@@ -316,15 +438,7 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 	if cfg.SnapshotBytesPerSecond == 0 {
 		cfg.SnapshotBytesPerSecond = -1
 	}
-	if cfg.Join && len(*peers) == 0 {
-		return fail("--join needs the running cluster's members: add --peer ID=RAFT_ADDR,CLIENT_ADDR for each (at least one)")
-	}
-	raft := sideAddrs{side: "raft", listen: *raftAddr, listenSet: fs.Changed("raft-addr"), advertise: *advRaft}
-	client := sideAddrs{side: "client", listen: *clientAddr, listenSet: fs.Changed("client-addr"), advertise: *advClient}
-	if err := resolvePeers(&cfg, *peers, raft, client, logger); err != nil {
-		return fail("%v", err)
-	}
-	return cfg, -1
+	return cfg
 }
 
 // Main runs kayadb-server with the given arguments (without the program

@@ -12,9 +12,10 @@
 //	DIR/raft/snap-<index>/    the current snapshot's engine checkpoint
 //	DIR/raft/raft-snapshot.bin  the current snapshot's metadata
 //
-// Start order: lock, engine, state machine, raft log, raft node, transport,
-// client listener. Close stops them in reverse and never leaves a goroutine
-// behind.
+// Start order (New, one named function per step): lock, roster, snapshot
+// store, engine, state machine, raft log, raft node, transport, client
+// listener, then the first start's roster is written and everything runs.
+// Close stops them in reverse and never leaves a goroutine behind.
 package server
 
 import (
@@ -210,8 +211,69 @@ type Server struct {
 	done    chan struct{}
 }
 
-// New opens the node's state and starts it.
+// New opens the node's state and starts it, in this order (each step is a
+// function below; a failure closes what the earlier ones opened):
+//
+//	newServer            defaults, the logger
+//	checkSecurity        the configuration's security checks (configError)
+//	openDataDir          create and lock DIR, the disk guard
+//	loadRoster           the roster (saved, or from the flags), DIR/JOINING
+//	openSnapshots        the snapshot store and its limiter
+//	openEngine           the storage engine, finishing a snapshot install
+//	openStateMachine     the replicated state machine, the engine's roster
+//	openRaftLog          the raft log, checked against the engine
+//	newRaftNode          the raft node (not running yet)
+//	startTransport       the raft listener and the peer transport
+//	listenForClients     client limits, metrics listener, client listener, TLS reloads
+//	persistFirstStart    the first start's roster and JOINING marker
+//	run                  raft, the state machine, the disk guard, the accept loop
+//
+// Nothing a failed start wrote changes the next start: the roster and the
+// JOINING marker of a first start are written only once every listener is
+// bound.
 func New(cfg Config) (_ *Server, retErr error) {
+	s, err := newServer(cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			s.closeParts()
+		}
+	}()
+	if err := s.checkSecurity(); err != nil {
+		return nil, configError{err}
+	}
+	var b boot
+	for _, step := range []func(*boot) error{
+		s.openDataDir, s.loadRoster, s.openSnapshots, s.openEngine, s.openStateMachine,
+		s.openRaftLog, s.newRaftNode, s.startTransport, s.listenForClients, s.persistFirstStart,
+	} {
+		if err := step(&b); err != nil {
+			return nil, err
+		}
+	}
+	s.run(&b)
+	return s, nil
+}
+
+// boot is what one step of New hands to the next.
+type boot struct {
+	// firstStart holds the writes of a first start (the roster from the
+	// flags, the JOINING marker), done by persistFirstStart once every
+	// listener is bound.
+	firstStart []func() error
+	// rep is the raft log's report on opening it.
+	rep *raftlog.OpenReport
+	// applied is the state machine's applied index at start, snapIndex the
+	// index of the raft log's snapshot (0 without one).
+	applied, snapIndex uint64
+}
+
+// newServer checks the settings New cannot do without, fills in defaults
+// and makes the server's logger (every line names the node and, once raft
+// runs, its term).
+func newServer(cfg Config) (*Server, error) {
 	start := time.Now()
 	if cfg.NodeID == 0 {
 		return nil, configError{errors.New("--node-id must be a positive integer")}
@@ -223,252 +285,314 @@ func New(cfg Config) (_ *Server, retErr error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, conns: map[net.Conn]struct{}{}, done: make(chan struct{}), started: start}
-	log := slog.New(termHandler{Handler: cfg.Logger.Handler(), term: s.currentTerm}).With("node", cfg.NodeID)
-	s.log = log
-	defer func() {
-		if retErr != nil {
-			s.closeParts()
-		}
-	}()
-	if err := s.checkSecurity(); err != nil {
-		return nil, configError{err}
-	}
+	s.log = slog.New(termHandler{Handler: cfg.Logger.Handler(), term: s.currentTerm}).With("node", cfg.NodeID)
+	return s, nil
+}
 
+// openDataDir creates the data directory (0700, made durable), warns about
+// its permissions, takes its lock (a second server on it fails with
+// errs.ErrLocked) and starts the disk guard's bookkeeping: a disk that
+// filled while the node was down gets its ballast back before anything
+// writes, so that the engine and the raft log can open.
+func (s *Server) openDataDir(*boot) error {
+	cfg := &s.cfg
 	var fs vfs.FS = vfs.Default
 	if cfg.EngineOptions != nil && cfg.EngineOptions.FS != nil {
 		fs = cfg.EngineOptions.FS
 	}
+	s.fs = fs
 	if err := vfs.MkdirAllSync(fs, cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating data directory %s: %w", cfg.DataDir, err)
+		return fmt.Errorf("creating data directory %s: %w", cfg.DataDir, err)
 	}
 	if fs == vfs.Default {
 		for _, w := range security.DirWarnings(cfg.DataDir) {
-			log.Warn(w)
+			s.log.Warn(w)
 		}
 	}
 	lock, err := fs.Lock(filepath.Join(cfg.DataDir, "LOCK"))
 	if err != nil {
 		if errors.Is(err, vfs.ErrLocked) {
-			return nil, fmt.Errorf("%w: data directory %s is in use by another kayadb-server (%v); stop it or choose another --data", errs.ErrLocked, cfg.DataDir, err)
+			return fmt.Errorf("%w: data directory %s is in use by another kayadb-server (%v); stop it or choose another --data", errs.ErrLocked, cfg.DataDir, err)
 		}
-		return nil, fmt.Errorf("locking %s: %w", cfg.DataDir, err)
+		return fmt.Errorf("locking %s: %w", cfg.DataDir, err)
 	}
 	s.lock = lock
-	// Before anything writes: a disk that filled while the node was down
-	// gets its ballast back, so that the engine and the raft log can open.
-	s.disk = newDiskGuard(fs, cfg.DataDir, cfg.NodeID, cfg.DiskReserve, log.With("component", "disk"))
+	s.disk = newDiskGuard(fs, cfg.DataDir, cfg.NodeID, cfg.DiskReserve, s.log.With("component", "disk"))
+	return nil
+}
 
-	// The roster: from the data directory when the node has run before,
-	// else from the flags.
+// loadRoster loads the roster: from the data directory when the node has
+// run before, else from the flags (Config.Peers, or this node alone). A
+// node started with --join remembers it in DIR/JOINING: restarted before
+// it heard from the cluster, it must still wait to be contacted rather
+// than bootstrap a cluster of its own.
+//
+// Neither the marker nor a roster from the flags is written here: only
+// once every listener is bound (persistFirstStart), so that a start that
+// fails (a port in use, a bad TLS file) leaves nothing that changes the
+// next one — a restart with corrected flags must advertise them.
+func (s *Server) loadRoster(b *boot) error {
+	cfg, fs := &s.cfg, s.fs
 	ros, found, err := loadRoster(fs, cfg.DataDir)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	s.ros = ros
-	// A node started with --join remembers it: restarted before it heard
-	// from the cluster, it must still wait to be contacted rather than
-	// bootstrap a cluster of its own.
-	//
-	// Neither the marker nor a roster from the flags is written yet: only
-	// once every listener is bound (just before raft starts), so that a start that
-	// fails (a port in use, a bad TLS file) leaves nothing that changes the
-	// next one — a restart with corrected flags must advertise them.
 	joinMarker := filepath.Join(cfg.DataDir, "JOINING")
-	var firstStart []func() error
 	if _, err := fs.Stat(joinMarker); err == nil {
 		cfg.Join = true
-		s.cfg.Join = true
 	} else if cfg.Join && !found {
-		firstStart = append(firstStart, func() error {
+		b.firstStart = append(b.firstStart, func() error {
 			if err := vfs.WriteFileSync(fs, cfg.DataDir, joinMarker, []byte("started with --join; this node never bootstraps a cluster\n")); err != nil {
 				return fmt.Errorf("writing %s: %w", joinMarker, err)
 			}
 			return nil
 		})
 	}
-	if !found {
-		members := cfg.Peers
-		if len(members) == 0 {
-			members = []Member{{ID: cfg.NodeID, RaftAddr: cfg.RaftAddr, ClientAddr: cfg.ClientAddr}}
+	if found {
+		if len(cfg.Peers) > 0 {
+			s.log.Info("using the roster saved in the data directory; --peer flags are ignored after the first start", "roster", ros.path)
 		}
-		self := false
-		for _, m := range members {
-			if m.ID == cfg.NodeID {
-				self = true
-			}
-		}
-		if !self && !cfg.Join {
-			return nil, fmt.Errorf("the members of the new cluster (--peer) do not include this node (--node-id %d)", cfg.NodeID)
-		}
-		ros.setUnsaved(members)
-		firstStart = append(firstStart, func() error {
-			if err := ros.save(); err != nil {
-				return fmt.Errorf("writing the roster: %w", err)
-			}
-			return nil
-		})
-	} else if len(cfg.Peers) > 0 {
-		log.Info("using the roster saved in the data directory; --peer flags are ignored after the first start", "roster", ros.path)
+		return nil
 	}
+	members := cfg.Peers
+	if len(members) == 0 {
+		members = []Member{{ID: cfg.NodeID, RaftAddr: cfg.RaftAddr, ClientAddr: cfg.ClientAddr}}
+	}
+	self := false
+	for _, m := range members {
+		if m.ID == cfg.NodeID {
+			self = true
+		}
+	}
+	if !self && !cfg.Join {
+		return fmt.Errorf("the members of the new cluster (--peer) do not include this node (--node-id %d)", cfg.NodeID)
+	}
+	ros.setUnsaved(members)
+	b.firstStart = append(b.firstStart, func() error {
+		if err := ros.save(); err != nil {
+			return fmt.Errorf("writing the roster: %w", err)
+		}
+		return nil
+	})
+	return nil
+}
 
-	s.fs = fs
+// openSnapshots opens the snapshot store (DIR/raft: the current snapshot's
+// metadata and checkpoint) and sets up the bookkeeping of snapshots sent
+// and received: the bandwidth limiter, received checkpoints waiting for
+// raft, and the waiters of membership changes.
+func (s *Server) openSnapshots(*boot) error {
 	s.snapPending = map[uint64]string{}
 	s.confWaiters = map[uint64]chan uint64{}
-	rate := cfg.SnapshotBytesPerSecond
+	rate := s.cfg.SnapshotBytesPerSecond
 	if rate == 0 {
 		rate = 64 << 20
 	}
 	if rate > 0 {
 		s.snapLimiter = &snap.Limiter{BytesPerSecond: rate}
 	}
-	s.snaps, err = snap.Open(fs, filepath.Join(cfg.DataDir, "raft"))
-	if err != nil {
-		return nil, err
-	}
+	var err error
+	s.snaps, err = snap.Open(s.fs, filepath.Join(s.cfg.DataDir, "raft"))
+	return err
+}
+
+// openEngine opens the storage engine (DIR/engine), after recovering from
+// a crash in the middle of swapping one in. When the current snapshot is
+// ahead of the engine, it finishes installing the snapshot's checkpoint,
+// or refuses to start if the snapshot has no checkpoint (the engine lost
+// writes it had made durable).
+func (s *Server) openEngine(*boot) error {
+	cfg := &s.cfg
 	eo := cfg.EngineOptions.EnsureDefaults()
-	eo.Logger = log.With("component", "engine")
+	eo.Logger = s.log.With("component", "engine")
 	s.eo = eo
 	if err := s.recoverEngine(); err != nil {
-		return nil, err
+		return err
 	}
+	var err error
 	s.db, err = engine.Open(s.enginePath(), eo)
 	if err != nil {
-		return nil, fmt.Errorf("opening the storage engine: %w", err)
+		return fmt.Errorf("opening the storage engine: %w", err)
 	}
-	if cur := s.snaps.Current(); cur != nil {
-		applied, _, err := kv.ReadApplied(s.db)
-		if err != nil {
-			return nil, err
-		}
-		if applied < cur.Index && cur.Dir == "" {
-			// A snapshot without a checkpoint is written only after the
-			// engine was made durable up to its index.
-			return nil, fmt.Errorf("the storage engine in %s has applied entries up to %d, but the raft snapshot (%s) says they were durable up to %d, "+
-				"and the raft log before that is gone: the engine lost writes (a disk that ignores fsync, or files restored from elsewhere). "+
-				"Replace the node: kayactl remove-node %d, then add a new member with a new id and an empty data directory",
-				s.enginePath(), applied, filepath.Join(cfg.DataDir, "raft", "raft-snapshot.bin"), cur.Index, cfg.NodeID)
-		}
-		if applied < cur.Index {
-			// A snapshot was committed but its engine was not swapped in
-			// before a crash: finish the installation now.
-			log.Info("finishing the installation of snapshot after a restart", "index", cur.Index, "engine_applied", applied)
-			if err := s.db.Close(); err != nil {
-				return nil, err
-			}
-			s.db = nil
-			if s.db, err = s.installEngine(s.snaps.Path(cur.Dir)); err != nil {
-				return nil, err
-			}
-		}
+	cur := s.snaps.Current()
+	if cur == nil {
+		return nil
 	}
-	s.store, err = kv.Open(kv.Options{NodeID: cfg.NodeID, DB: s.db, RequestTimeout: cfg.RequestTimeout,
-		Logger: log.With("component", "kv"), OnConfChange: s.onConfChange})
+	applied, _, err := kv.ReadApplied(s.db)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	// The engine's copy of the roster is the replicated one: it wins over
-	// the file (which may lag after a crash during a snapshot install).
-	if st, err := kv.ReadState(s.db); err != nil {
-		return nil, err
-	} else if st.Roster != nil {
-		if err := ros.replace(st.Roster); err != nil {
-			return nil, err
+	if applied < cur.Index && cur.Dir == "" {
+		// A snapshot without a checkpoint is written only after the
+		// engine was made durable up to its index.
+		return fmt.Errorf("the storage engine in %s has applied entries up to %d, but the raft snapshot (%s) says they were durable up to %d, "+
+			"and the raft log before that is gone: the engine lost writes (a disk that ignores fsync, or files restored from elsewhere). "+
+			"Replace the node: kayactl remove-node %d, then add a new member with a new id and an empty data directory",
+			s.enginePath(), applied, filepath.Join(cfg.DataDir, "raft", "raft-snapshot.bin"), cur.Index, cfg.NodeID)
+	}
+	if applied < cur.Index {
+		// A snapshot was committed but its engine was not swapped in
+		// before a crash: finish the installation now.
+		s.log.Info("finishing the installation of snapshot after a restart", "index", cur.Index, "engine_applied", applied)
+		if err := s.db.Close(); err != nil {
+			return err
+		}
+		s.db = nil
+		if s.db, err = s.installEngine(s.snaps.Path(cur.Dir)); err != nil {
+			return err
 		}
 	}
+	return nil
+}
+
+// openStateMachine opens the replicated state machine over the engine. The
+// engine's copy of the roster is the replicated one: it wins over the file
+// (which may lag after a crash during a snapshot install).
+func (s *Server) openStateMachine(*boot) error {
+	var err error
+	s.store, err = kv.Open(kv.Options{NodeID: s.cfg.NodeID, DB: s.db, RequestTimeout: s.cfg.RequestTimeout,
+		Logger: s.log.With("component", "kv"), OnConfChange: s.onConfChange})
+	if err != nil {
+		return err
+	}
+	st, err := kv.ReadState(s.db)
+	if err != nil {
+		return err
+	}
+	if st.Roster != nil {
+		return s.ros.replace(st.Roster)
+	}
+	return nil
+}
+
+// openRaftLog opens the raft log (DIR/raft/wal) from the current snapshot
+// on, cutting a torn tail (logged), and refuses to start when the log is
+// gone but the engine has applied entries: bootstrapping again would let
+// this node forget its votes and acknowledgements (or, with an engine
+// copied in from elsewhere, start a new log beside data that claims
+// another history), whether or not the roster file is there.
+func (s *Server) openRaftLog(b *boot) error {
+	cfg := &s.cfg
 	var snapMeta *pb.SnapshotMetadata
 	if cur := s.snaps.Current(); cur != nil {
 		snapMeta = &pb.SnapshotMetadata{Index: new(cur.Index), Term: new(cur.Term), ConfState: cur.ConfState}
 	}
-	var rep *raftlog.OpenReport
-	s.rlog, rep, err = raftlog.Open(raftlog.Options{FS: fs, Dir: filepath.Join(cfg.DataDir, "raft", "wal"), NodeID: cfg.NodeID, Snapshot: snapMeta})
+	var err error
+	s.rlog, b.rep, err = raftlog.Open(raftlog.Options{FS: s.fs, Dir: filepath.Join(cfg.DataDir, "raft", "wal"), NodeID: cfg.NodeID, Snapshot: snapMeta})
 	if err != nil {
-		return nil, fmt.Errorf("opening the raft log: %w", err)
+		return fmt.Errorf("opening the raft log: %w", err)
 	}
+	rep := b.rep
 	if rep.TornTail != nil {
-		log.Warn("raft log ended in a torn write; the unfinished tail was cut off",
+		s.log.Warn("raft log ended in a torn write; the unfinished tail was cut off",
 			"file", rep.TornTail.File, "offset", rep.TornTail.Offset, "bytes", rep.TornTail.Size-rep.TornTail.Offset)
 	}
-	applied := s.store.AppliedIndex()
-	snapIndex := uint64(0)
+	b.applied = s.store.AppliedIndex()
 	if rep.Snapshot != nil {
-		snapIndex = rep.Snapshot.GetIndex()
+		b.snapIndex = rep.Snapshot.GetIndex()
 	}
-	if applied > snapIndex && rep.HardState == nil {
-		// Bootstrapping again would let this node forget its votes and
-		// acknowledgements (or, with an engine copied in from elsewhere,
-		// start a new log beside data that claims another history):
-		// refuse, whether or not the roster file is there.
-		return nil, fmt.Errorf("the raft log in %s is missing or empty, but this node's engine has applied entries up to %d: its raft state was lost. "+
+	if b.applied > b.snapIndex && rep.HardState == nil {
+		return fmt.Errorf("the raft log in %s is missing or empty, but this node's engine has applied entries up to %d: its raft state was lost. "+
 			"In a running cluster, replace the node: kayactl remove-node %d, then add a new member with a new id and an empty data directory. "+
 			"To build a new cluster from a copy of the data, use kayactl backup and kayactl restore (see docs/runbooks/backup-restore.md)",
-			filepath.Join(cfg.DataDir, "raft", "wal"), applied, cfg.NodeID)
+			filepath.Join(cfg.DataDir, "raft", "wal"), b.applied, cfg.NodeID)
 	}
+	return nil
+}
+
+// newRaftNode creates the raft node over the raft log and the state
+// machine, with the roster's voters as the peers of a new cluster. It
+// does not run until run starts it.
+func (s *Server) newRaftNode(b *boot) error {
+	cfg := &s.cfg
 	var peers []uint64
-	for _, m := range ros.list() {
+	for _, m := range s.ros.list() {
 		if !m.Learner {
 			peers = append(peers, m.ID)
 		}
 	}
+	var err error
 	s.node, err = raftnode.New(raftnode.Config{
 		ID: cfg.NodeID, Peers: peers, Join: cfg.Join, Log: s.rlog, SM: s.store,
 		// Raft replays every committed entry after the last snapshot, so that
 		// it sees the configuration changes again (its configuration is not
 		// stored elsewhere); the state machine skips the data entries it has
 		// already applied. This is etcd's arrangement.
-		Applied:      snapIndex,
+		Applied:      b.snapIndex,
 		TickInterval: cfg.TickInterval, Ticker: cfg.RaftTicker, ElectionTicks: cfg.ElectionTicks, HeartbeatTicks: cfg.HeartbeatTicks,
 		Snapshots: s, SnapshotEntries: snapshotEntries(cfg.SnapshotEntries), CatchUpEntries: cfg.CatchUpEntries,
 		// A step that failed for lack of space puts the node in disk-full
 		// mode at once (the loop retries the step by itself).
 		OnStall: func(err error) { s.disk.noteNoSpace(err) },
-		Logger:  log.With("component", "raft"),
+		Logger:  s.log.With("component", "raft"),
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	s.nodeRef.Store(s.node)
+	return nil
+}
 
+// startTransport starts the peer transport: Config.NewTransport's (tests),
+// or TCP on the raft listener (bound here unless Config.RaftListener is
+// given), with the peer token and TLS when configured, and points it at
+// the roster's raft addresses.
+func (s *Server) startTransport(*boot) error {
+	cfg := &s.cfg
 	h := &peerHandler{Node: s.node, s: s}
 	if cfg.NewTransport != nil {
 		s.trans = cfg.NewTransport(h)
-	} else {
-		s.raftLn = cfg.RaftListener
-		if s.raftLn == nil {
-			if s.raftLn, err = net.Listen("tcp", cfg.RaftAddr); err != nil {
-				return nil, fmt.Errorf("listening for raft peers on %s: %w", cfg.RaftAddr, err)
-			}
-		}
-		topts := transport.TCPOptions{ID: cfg.NodeID, Listener: s.raftLn, Handler: h,
-			Logger: log.With("component", "transport")}
-		if cfg.PeerToken != "" {
-			topts.PeerToken = []byte(cfg.PeerToken)
-		}
-		if err := topts.Validate(); err != nil {
-			_ = s.raftLn.Close()
-			return nil, fmt.Errorf("--peer-token-file: %w", err)
-		}
-		if s.tls != nil {
-			topts.Listener = tls.NewListener(s.raftLn, s.tls.ServerConfig())
-			nd := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 15 * time.Second}
-			topts.Dial = func(ctx context.Context, addr string) (net.Conn, error) {
-				return (&tls.Dialer{NetDialer: nd, Config: s.tls.ClientConfig(addr)}).DialContext(ctx, "tcp", addr)
-			}
-			if s.tls.MutualTLS() {
-				topts.VerifyPeer = s.verifyPeer
-			}
-		}
-		s.trans = transport.NewTCP(topts)
+		s.trans.SetPeers(s.ros.raftAddrs())
+		return nil
 	}
-	s.trans.SetPeers(ros.raftAddrs())
+	s.raftLn = cfg.RaftListener
+	if s.raftLn == nil {
+		var err error
+		if s.raftLn, err = net.Listen("tcp", cfg.RaftAddr); err != nil {
+			return fmt.Errorf("listening for raft peers on %s: %w", cfg.RaftAddr, err)
+		}
+	}
+	topts := transport.TCPOptions{ID: cfg.NodeID, Listener: s.raftLn, Handler: h,
+		Logger: s.log.With("component", "transport")}
+	if cfg.PeerToken != "" {
+		topts.PeerToken = []byte(cfg.PeerToken)
+	}
+	if err := topts.Validate(); err != nil {
+		_ = s.raftLn.Close()
+		return fmt.Errorf("--peer-token-file: %w", err)
+	}
+	if s.tls != nil {
+		topts.Listener = tls.NewListener(s.raftLn, s.tls.ServerConfig())
+		nd := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 15 * time.Second}
+		topts.Dial = func(ctx context.Context, addr string) (net.Conn, error) {
+			return (&tls.Dialer{NetDialer: nd, Config: s.tls.ClientConfig(addr)}).DialContext(ctx, "tcp", addr)
+		}
+		if s.tls.MutualTLS() {
+			topts.VerifyPeer = s.verifyPeer
+		}
+	}
+	s.trans = transport.NewTCP(topts)
+	s.trans.SetPeers(s.ros.raftAddrs())
+	return nil
+}
 
-	s.clim = newClientLimits(&cfg, log.With("component", "clients"))
+// listenForClients sets up the client connection limits, starts the
+// metrics and health listener, binds the client listener (unless
+// Config.ClientListener is given) and, with TLS, its server configuration
+// and the goroutine that reloads changed certificate files. Clients are
+// accepted only once run starts the accept loop.
+func (s *Server) listenForClients(*boot) error {
+	cfg := &s.cfg
+	s.clim = newClientLimits(cfg, s.log.With("component", "clients"))
 	if err := s.startObservability(); err != nil {
-		return nil, err
+		return err
 	}
 	s.clientLn = cfg.ClientListener
 	if s.clientLn == nil {
+		var err error
 		if s.clientLn, err = net.Listen("tcp", cfg.ClientAddr); err != nil {
-			return nil, fmt.Errorf("listening for clients on %s: %w", cfg.ClientAddr, err)
+			return fmt.Errorf("listening for clients on %s: %w", cfg.ClientAddr, err)
 		}
 	}
 	if s.tls != nil {
@@ -487,24 +611,37 @@ func New(cfg Config) (_ *Server, retErr error) {
 			}()
 		}
 	}
-	// Every listener is bound: what the first start decided may be kept.
-	for _, persist := range firstStart {
+	return nil
+}
+
+// persistFirstStart writes what loadRoster held back (the roster from the
+// flags, the JOINING marker): every listener is bound, so the start will
+// not fail for a taken port or an unusable address after this.
+func (s *Server) persistFirstStart(b *boot) error {
+	for _, persist := range b.firstStart {
 		if err := persist(); err != nil {
-			return nil, err
+			return err
 		}
 	}
+	return nil
+}
+
+// run starts the node: the raft loop over the transport, the state
+// machine's appliers, the disk guard's monitor and the client accept loop,
+// and logs that the node started.
+func (s *Server) run(b *boot) {
+	cfg := &s.cfg
 	s.disk.resumeEngine = s.resumeEngine
 	s.node.Start(s.trans)
 	s.store.Start(s.node)
 	s.disk.start()
 	s.diskStarted = true
-	s.openDur = time.Since(start)
+	s.openDur = time.Since(s.started)
 	s.wg.Add(1)
 	go s.acceptLoop()
-	log.Info("kayadb node started", "client_addr", s.clientLn.Addr().String(), "raft_log_entries", rep.Entries,
-		"applied_index", applied, "open_duration", s.openDur, "tls", s.tls != nil, "mtls", s.tls != nil && s.tls.MutualTLS(),
+	s.log.Info("kayadb node started", "client_addr", s.clientLn.Addr().String(), "raft_log_entries", b.rep.Entries,
+		"applied_index", b.applied, "open_duration", s.openDur, "tls", s.tls != nil, "mtls", s.tls != nil && s.tls.MutualTLS(),
 		"operator_token", cfg.OperatorToken != "", "client_token", cfg.ClientToken != "", "peer_token", cfg.PeerToken != "")
-	return s, nil
 }
 
 // currentTerm is the raft term for log lines (0 before raft starts).
