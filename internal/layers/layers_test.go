@@ -53,11 +53,12 @@ func join(lists ...[]string) []string {
 // in go.mod are not listed). Every package of the module has a row.
 var allowed = map[string]rule{
 	// Neutral leaves: the standard library only.
-	"internal/crc":     {"masked CRC-32C of every file format and raft frame", leaf, nil},
-	"internal/errs":    {"error classes every layer shares (corruption with file and offset, not found, invalid argument, closed, locked)", leaf, nil},
-	"internal/vfs":     {"file system seam: OS (fdatasync, dir sync, preallocation), crash-simulating MemFS, error injection", leaf, nil},
-	"internal/durable": {"crash-safe file replacement on the OS file system, for code outside the storage layers", leaf, nil},
-	"internal/wire":    {"client protocol codec: frames, opcodes, statuses, auth prefixes, STATS", leaf, nil},
+	"internal/crc":           {"masked CRC-32C of every file format and raft frame", leaf, nil},
+	"internal/errs":          {"error classes every layer shares (corruption with file and offset, not found, invalid argument, closed, locked)", leaf, nil},
+	"internal/vfs":           {"file system seam: OS (fdatasync, dir sync, preallocation), crash-simulating MemFS, error injection", leaf, nil},
+	"internal/durable":       {"crash-safe file replacement on the OS file system, for code outside the storage layers", leaf, nil},
+	"internal/wire":          {"client protocol codec: frames, opcodes, statuses, auth prefixes, STATS", leaf, nil},
+	"internal/wire/wiretest": {"an in-memory model of a leader's data opcodes, for testing clients (tests only)", []string{"internal/wire"}, nil},
 	"internal/security": {"bind guard, token files, TLS configuration and reloads, directory permission checks", leaf,
 		[]string{"internal/security/securitytest"}},
 	"internal/loopport":              {"loopback ports outside the ephemeral range, for processes restarted on the same address", leaf, nil},
@@ -85,12 +86,12 @@ var allowed = map[string]rule{
 	// The node, the client, the tools.
 	"internal/buildinfo": {"module version, VCS revision, Go and protocol version of a binary", []string{"internal/wire"}, nil},
 	"internal/server": {"wiring and lifecycle of a node", join(neutral, []string{"engine", "internal/kv", "internal/raftlog", "internal/raftnode", "internal/transport",
-		"internal/snap", "internal/security", "internal/vfs", "internal/wire", "internal/buildinfo"}), join([]string{"client"}, testHelper)},
-	"client": {"public Go client", []string{"internal/wire", "internal/durable"}, nil},
+		"internal/snap", "internal/security", "internal/vfs", "internal/wire", "internal/buildinfo"}), join([]string{"client", "internal/clustertest"}, testHelper)},
+	"client": {"public Go client", []string{"internal/wire", "internal/durable"}, []string{"internal/wire/wiretest"}},
 	"internal/cli": {"kayactl: server mode over the client, local mode over the engine, inspectors", join(lsmAll, neutral, []string{"client", "engine", "internal/kv",
-		"internal/record", "internal/security", "internal/vfs", "internal/wire", "internal/buildinfo"}), join([]string{"internal/server"}, testHelper)},
-	"internal/clustertest": {"in-process raft cluster over the real stack below the server, for tests", []string{"engine", "internal/kv", "internal/raftlog",
-		"internal/raftnode", "internal/transport", "internal/vfs"}, nil},
+		"internal/record", "internal/security", "internal/vfs", "internal/wire", "internal/buildinfo"}), join([]string{"internal/server", "internal/clustertest", "internal/wire/wiretest"}, testHelper)},
+	"internal/clustertest": {"the shared cluster harness (generic over the node) and an in-process raft cluster over the real stack below the server, for tests", []string{"engine", "internal/kv", "internal/raftlog",
+		"internal/raftnode", "internal/transport", "internal/vfs", "internal/loopport"}, nil},
 	"internal/jepsen": {"Jepsen-style harness: real processes, fault-injecting proxy, nemeses, checkers", []string{"client", "engine", "internal/kv",
 		"internal/loopport", "internal/wire"}, nil},
 	"internal/e2e":    {"process-level tests of the binaries, scripts and runbooks (tests only)", nil, join([]string{"internal/wire"}, testHelper)},
@@ -344,7 +345,7 @@ func TestPrintDocTable(t *testing.T) {
 
 // order is the table's order in docs/architecture.md: bottom-up.
 var order = []string{
-	"internal/crc", "internal/errs", "internal/vfs", "internal/durable", "internal/wire", "internal/security", "internal/loopport",
+	"internal/crc", "internal/errs", "internal/vfs", "internal/durable", "internal/wire", "internal/wire/wiretest", "internal/security", "internal/loopport",
 	"internal/security/securitytest", "internal/record",
 	"internal/lsm/base", "internal/lsm/batch", "internal/lsm/cache", "internal/lsm/memtable", "internal/lsm/sstable", "internal/lsm/manifest", "engine",
 	"internal/raftlog", "internal/transport", "internal/snap", "internal/raftnode", "internal/kv",

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/kayadb/kayadb/internal/loopport"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -87,8 +88,8 @@ next:
 // life — elections, bootstrap, writes — is a warning.
 func TestClusterLogs(t *testing.T) {
 	h := newLineCapture()
-	raftAddrs := map[uint64]string{1: reservePort(t), 2: reservePort(t), 3: reservePort(t)}
-	clientAddrs := map[uint64]string{1: reservePort(t), 2: reservePort(t), 3: reservePort(t)}
+	raftAddrs := map[uint64]string{1: pickPort(t), 2: pickPort(t), 3: pickPort(t)}
+	clientAddrs := map[uint64]string{1: pickPort(t), 2: pickPort(t), 3: pickPort(t)}
 	var peers []string
 	for id := uint64(1); id <= 3; id++ {
 		peers = append(peers, "--peer", fmt.Sprintf("%d=%s,%s", id, raftAddrs[id], clientAddrs[id]))
@@ -196,4 +197,15 @@ func TestClusterLogs(t *testing.T) {
 		}
 		t.Log(b.String())
 	}
+}
+
+// pickPort picks a free loopback address outside the kernel's ephemeral
+// range (package loopport), for a node this test starts by hand.
+func pickPort(t *testing.T) string {
+	t.Helper()
+	addr, err := loopport.Pick()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addr
 }

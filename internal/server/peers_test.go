@@ -166,7 +166,7 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 	peers := []string{"--peer", "2=127.0.0.1:1,127.0.0.1:2", "--peer", "3=127.0.0.1:3,127.0.0.1:4"}
 	start := func(raftAddr string, extra ...string) (*Server, error) {
 		t.Helper()
-		args := append([]string{"--node-id", "1", "--data", dir, "--raft-addr", raftAddr, "--client-addr", reservePort(t), "--no-metrics", "--disk-reserve", "0"}, peers...)
+		args := append([]string{"--node-id", "1", "--data", dir, "--raft-addr", raftAddr, "--client-addr", pickPort(t), "--no-metrics", "--disk-reserve", "0"}, peers...)
 		var errb bytes.Buffer
 		cfg, code := ParseFlags(append(args, extra...), env(nil), &errb)
 		if code != -1 {
@@ -193,7 +193,7 @@ func TestFailedStartLeavesNothing(t *testing.T) {
 	}
 	// Corrected: the roster has the new raft address, and the node is not
 	// a joiner (it bootstraps with nodes 2 and 3).
-	good := reservePort(t)
+	good := pickPort(t)
 	s, err := start(good)
 	if err != nil {
 		t.Fatal(err)
