@@ -346,9 +346,16 @@ func (d *DB) compactOne() bool {
 	}
 	d.mu.compacting = true
 	snapshots := d.mu.snapshots.seqs()
+	snapGen := d.mu.snapshotGen
+	filter := d.opts.CompactionFilter
+	if d.mu.skipFilter {
+		// The last filtering compaction was discarded (a snapshot opened
+		// while it ran): this one makes progress without the filter.
+		filter, d.mu.skipFilter = nil, false
+	}
 	d.mu.Unlock()
 
-	err := d.runCompaction(c, snapshots)
+	err := d.runCompaction(c, snapshots, snapGen, filter)
 
 	d.mu.Lock()
 	for _, f := range inputs {
@@ -370,8 +377,11 @@ func (d *DB) compactOne() bool {
 	return err == nil
 }
 
-// runCompaction performs c and installs its result.
-func (d *DB) runCompaction(c *compaction, snapshots []base.SeqNum) error {
+// runCompaction performs c and installs its result. snapshots are the
+// sequence numbers of the snapshots open when it started, snapGen the
+// snapshot generation then, filter the compaction filter to apply (nil for
+// none).
+func (d *DB) runCompaction(c *compaction, snapshots []base.SeqNum, snapGen uint64, filter CompactionFilter) error {
 	start := time.Now()
 	edit := &manifest.VersionEdit{}
 	for i, level := range []int{c.startLevel, c.outputLevel} {
@@ -404,7 +414,8 @@ func (d *DB) runCompaction(c *compaction, snapshots []base.SeqNum) error {
 	if len(c.inputs[1]) > 0 {
 		iters = append(iters, newLevelIter(d.tables, c.inputs[1], nil, nil, topts))
 	}
-	metas, err := d.writeTables(iters, snapshots, c.bottommost, c.outputLevel, c.targetSize, c.grandparents)
+	var filtered uint64
+	metas, err := d.writeTables(iters, snapshots, c.bottommost, c.outputLevel, c.targetSize, c.grandparents, filter, &filtered)
 	if err != nil {
 		return err
 	}
@@ -413,7 +424,36 @@ func (d *DB) runCompaction(c *compaction, snapshots []base.SeqNum) error {
 		edit.NewFiles = append(edit.NewFiles, manifest.NewFile{Level: c.outputLevel, Meta: m})
 		written += m.Size
 	}
-	if err := d.vs.LogAndApply(edit); err != nil {
+	if filtered > 0 {
+		// No snapshot may open between the check and the new read state
+		// (see compactionIter).
+		d.filterMu.Lock()
+		d.mu.Lock()
+		conflict := d.mu.snapshots.openedSince(snapGen)
+		if conflict {
+			d.mu.skipFilter = true
+		}
+		d.mu.Unlock()
+		if conflict {
+			d.filterMu.Unlock()
+			d.removeTables(metas)
+			d.m.compactionFilterDiscarded.Add(1)
+			d.opts.Logger.Debug("discarded a filtering compaction: a snapshot opened while it ran", "from", levelName(c.startLevel), "to", levelName(c.outputLevel))
+			return nil
+		}
+		err := d.vs.LogAndApply(edit)
+		if err == nil {
+			d.mu.Lock()
+			d.updateReadStateLocked(nil)
+			d.mu.Unlock()
+		}
+		d.filterMu.Unlock()
+		if err != nil {
+			d.removeTables(metas)
+			return err
+		}
+		d.m.compactionFilterDropped.Add(filtered)
+	} else if err := d.vs.LogAndApply(edit); err != nil {
 		d.removeTables(metas)
 		return err
 	}

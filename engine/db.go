@@ -109,8 +109,8 @@ const (
 //
 // Locking: commitMu serializes the commit pipeline (sequence numbers, WAL
 // order, memtable inserts, memtable rotation). mu guards the memtable list,
-// snapshots and background state. Lock order: commitMu, then mu, then the
-// VersionSet's internal locks. mu is never held across disk I/O; commitMu is
+// snapshots and background state. Lock order: commitMu, then filterMu, then
+// mu, then the VersionSet's internal locks. mu is never held across disk I/O; commitMu is
 // held across WAL rotation (creating the next WAL) and Resume, during which
 // writes cannot proceed anyway. A WAL reports its failure (onErr) holding
 // none of its locks, and nothing waits for a WAL holding mu.
@@ -158,6 +158,11 @@ type DB struct {
 		compacting               bool
 		// manual compactions waiting for the compactor.
 		manual []*manualCompaction
+		// snapshotGen counts the snapshots ever opened; skipFilter makes
+		// the next compaction run without the compaction filter (see
+		// compactionIter).
+		snapshotGen uint64
+		skipFilter  bool
 		// flushed counts memtables flushed since Open (Flush waits on it).
 		flushed uint64
 		// memSize is the arena size of the current memtable generation; it
@@ -167,6 +172,12 @@ type DB struct {
 		// clears, or the DB closes.
 		cond sync.Cond
 	}
+
+	// filterMu is held exclusively while a compaction that dropped entries
+	// through Options.CompactionFilter checks the open snapshots and
+	// installs its output, and shared by NewSnapshot (when a filter is
+	// set), so that no snapshot opens in between. It is taken before mu.
+	filterMu sync.RWMutex
 
 	// obsoleteMu guards the files waiting for deletion. It is a leaf lock:
 	// Version releases (which may happen under mu) queue files here.

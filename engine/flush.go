@@ -79,7 +79,7 @@ func (d *DB) flushOne() bool {
 	var err error
 	var metas []*manifest.FileMetadata
 	if !mem.t.Empty() {
-		metas, err = d.writeTables([]base.InternalIterator{mem.t.NewIter()}, snapshots, false, 0, 1<<62, nil)
+		metas, err = d.writeTables([]base.InternalIterator{mem.t.NewIter()}, snapshots, false, 0, 1<<62, nil, nil, nil)
 		for _, m := range metas {
 			edit.NewFiles = append(edit.NewFiles, manifest.NewFile{Level: 0, Meta: m})
 		}
@@ -201,11 +201,12 @@ func (d *DB) backgroundFailedLocked(b *backoff, counter *atomic.Uint64, err erro
 // result as tables for outputLevel, split at targetSize (only between user
 // keys) and where overlap with grandparents would exceed its limit. On
 // success the tables are synced and so is the directory; on failure they are
-// removed.
+// removed. filter is the compaction filter (nil for flushes); *filtered, if
+// not nil, receives the number of entries it dropped.
 func (d *DB) writeTables(iters []base.InternalIterator, snapshots []base.SeqNum, bottommost bool,
-	outputLevel int, targetSize int64, grandparents []*manifest.FileMetadata) ([]*manifest.FileMetadata, error) {
+	outputLevel int, targetSize int64, grandparents []*manifest.FileMetadata, filter CompactionFilter, filtered *uint64) ([]*manifest.FileMetadata, error) {
 	in := newMergingIter(iters)
-	ci := newCompactionIter(in, snapshots, bottommost, d.m)
+	ci := newCompactionIter(in, snapshots, bottommost, d.m, filter)
 	var (
 		metas   []*manifest.FileMetadata
 		out     *tableOutput
@@ -262,6 +263,9 @@ func (d *DB) writeTables(iters []base.InternalIterator, snapshots []base.SeqNum,
 	if err = ci.Close(); err != nil {
 		cleanup()
 		return nil, err
+	}
+	if filtered != nil {
+		*filtered = ci.filtered
 	}
 	if out != nil {
 		m, err := out.finish()

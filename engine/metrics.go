@@ -31,6 +31,8 @@ type metrics struct {
 	flushDuration, compactDuration histogram
 	compactionEntriesDropped       atomic.Uint64
 	compactionTombstonesDropped    atomic.Uint64
+	compactionFilterDropped        atomic.Uint64
+	compactionFilterDiscarded      atomic.Uint64
 	// Lack of space: WAL failures that stopped writes, flushes and
 	// compactions that failed and were retried, calls of Resume that had
 	// work to do.
@@ -146,15 +148,22 @@ type Metrics struct {
 	} `json:"flush"`
 
 	Compaction struct {
-		Count             uint64         `json:"count"`
-		MoveCount         uint64         `json:"move_count"`
-		BytesRead         uint64         `json:"bytes_read"`
-		BytesWritten      uint64         `json:"bytes_written"`
-		EntriesDropped    uint64         `json:"entries_dropped"`
-		TombstonesDropped uint64         `json:"tombstones_dropped"`
-		EstimatedDebt     uint64         `json:"estimated_debt_bytes"`
-		InProgress        bool           `json:"in_progress"`
-		Duration          LatencySummary `json:"duration"`
+		Count             uint64 `json:"count"`
+		MoveCount         uint64 `json:"move_count"`
+		BytesRead         uint64 `json:"bytes_read"`
+		BytesWritten      uint64 `json:"bytes_written"`
+		EntriesDropped    uint64 `json:"entries_dropped"`
+		TombstonesDropped uint64 `json:"tombstones_dropped"`
+		// FilterDropped counts entries Options.CompactionFilter dropped
+		// (removed outright or written as tombstones).
+		FilterDropped uint64 `json:"filter_dropped"`
+		// FilterDiscarded counts filtering compactions whose output was
+		// thrown away because a snapshot opened while they ran (the next
+		// compaction then runs without the filter).
+		FilterDiscarded uint64         `json:"filter_discarded"`
+		EstimatedDebt   uint64         `json:"estimated_debt_bytes"`
+		InProgress      bool           `json:"in_progress"`
+		Duration        LatencySummary `json:"duration"`
 	} `json:"compaction"`
 
 	Stalls struct {
@@ -257,6 +266,8 @@ func (d *DB) Metrics() *Metrics {
 	mt.Compaction.BytesWritten = m.compactionBytesWritten.Load()
 	mt.Compaction.EntriesDropped = m.compactionEntriesDropped.Load()
 	mt.Compaction.TombstonesDropped = m.compactionTombstonesDropped.Load()
+	mt.Compaction.FilterDropped = m.compactionFilterDropped.Load()
+	mt.Compaction.FilterDiscarded = m.compactionFilterDiscarded.Load()
 	mt.Compaction.Duration = m.compactDuration.summary()
 	mt.Stalls.MemTable = m.stallsMemtable.Load()
 	mt.Stalls.L0 = m.stallsL0.Load()

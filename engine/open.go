@@ -212,7 +212,7 @@ func open(dir string, o *Options) (_ *DB, retErr error) {
 		if mem.t.Empty() {
 			return nil
 		}
-		metas, err := d.writeTables([]base.InternalIterator{mem.t.NewIter()}, nil, false, 0, 1<<62, nil)
+		metas, err := d.writeTables([]base.InternalIterator{mem.t.NewIter()}, nil, false, 0, 1<<62, nil, nil, nil)
 		if err != nil {
 			return err
 		}

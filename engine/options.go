@@ -103,7 +103,40 @@ type Options struct {
 	// DisableAutomaticCompactions turns off background compactions (manual
 	// Compact still works). For tests and tools.
 	DisableAutomaticCompactions bool
+
+	// CompactionFilter, when set, lets the application drop entries it no
+	// longer needs while compactions rewrite them (garbage collection of
+	// versioned data, expiry). See CompactionFilter. Nil costs nothing.
+	CompactionFilter CompactionFilter
 }
+
+// CompactionFilter decides, for an entry a compaction would otherwise
+// keep, whether to drop it. It is called only for a Set entry that is the
+// newest version of its key in the compaction and that no open Snapshot
+// can see (so every reader that could see the entry would see it as the
+// current value), never for deletions, never during flushes, and with key
+// and value valid only for the call.
+//
+// Dropping an entry makes the key read as deleted from then on, for new
+// readers: an older version of the key never resurfaces. When nothing
+// older of the key can exist below the compaction's output and no
+// snapshot is open, the entry simply disappears; otherwise it is written
+// as a deletion tombstone (same sequence number, no value) that shadows
+// whatever is older and is itself dropped by a later compaction at the
+// bottom of the tree (see compactionIter).
+//
+// A snapshot that opens while a compaction runs could see what the filter
+// drops; such a compaction's output is discarded (Metrics.Compaction.
+// FilterDiscarded) and the next compaction runs without the filter, so an
+// open Snapshot never loses an entry it sees, and a steady stream of
+// snapshots delays collection but never stalls compactions.
+//
+// The filter runs on the compaction goroutine, concurrently with reads and
+// writes, and must be fast and safe for concurrent use. It must not call
+// into the DB. Its decision may change over time (a horizon that moves
+// forward), but an application must accept that an entry it would drop
+// may survive until a compaction reaches it, and be read meanwhile.
+type CompactionFilter func(key, value []byte) (drop bool)
 
 // EnsureDefaults returns a copy of o with every unset field at its default.
 func (o *Options) EnsureDefaults() *Options {

@@ -13,6 +13,7 @@ import (
 type Snapshot struct {
 	db     *DB
 	seq    base.SeqNum
+	gen    uint64 // the DB's snapshotGen when it opened
 	prev   *Snapshot
 	next   *Snapshot
 	closed bool
@@ -20,9 +21,15 @@ type Snapshot struct {
 
 // NewSnapshot returns a snapshot of the current state. Close it when done.
 func (d *DB) NewSnapshot() *Snapshot {
+	if d.opts.CompactionFilter != nil {
+		// Not while a filtering compaction installs (see compactionIter).
+		d.filterMu.RLock()
+		defer d.filterMu.RUnlock()
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	s := &Snapshot{db: d, seq: base.SeqNum(d.visibleSeq.Load())}
+	d.mu.snapshotGen++
+	s := &Snapshot{db: d, seq: base.SeqNum(d.visibleSeq.Load()), gen: d.mu.snapshotGen}
 	d.mu.snapshots.push(s)
 	return s
 }
@@ -94,6 +101,17 @@ func (l *snapshotList) remove(s *Snapshot) {
 }
 
 func (l *snapshotList) count() int { return l.n }
+
+// openedSince reports whether a snapshot opened after generation gen is
+// still open.
+func (l *snapshotList) openedSince(gen uint64) bool {
+	for s := l.tail; s != nil; s = s.prev {
+		if s.gen > gen {
+			return true
+		}
+	}
+	return false
+}
 
 func (l *snapshotList) oldest() base.SeqNum {
 	if l.head == nil {
