@@ -66,6 +66,10 @@ type Options struct {
 	Configure func(id uint64, cfg *raftnode.Config)
 	// WrapFS, when set, wraps a node's disk (fault injection).
 	WrapFS func(id uint64, fs vfs.FS) vfs.FS
+	// StoreOptions, when set, adjusts a node's state machine options
+	// (evaluators, retention) before it opens, now and at every restart.
+	// The engine's compaction filter is the options' Collector when set.
+	StoreOptions func(id uint64, o *kv.Options)
 }
 
 // Node is one member: its disk survives restarts, the rest is rebuilt.
@@ -125,11 +129,20 @@ func (c *Cluster) start(env *Env) (*Node, error) {
 	if c.opts.WrapFS != nil {
 		fs = c.opts.WrapFS(id, env.Disk)
 	}
-	db, err := engine.Open("/engine", &engine.Options{FS: fs, MemTableSize: 256 << 10})
+	so := kv.Options{NodeID: id, RequestTimeout: 10 * time.Second, Logger: env.Logger}
+	if c.opts.StoreOptions != nil {
+		c.opts.StoreOptions(id, &so)
+	}
+	eo := &engine.Options{FS: fs, MemTableSize: 256 << 10}
+	if so.Collector != nil {
+		eo.CompactionFilter = so.Collector.Filter
+	}
+	db, err := engine.Open("/engine", eo)
 	if err != nil {
 		return nil, err
 	}
-	store, err := kv.Open(kv.Options{NodeID: id, DB: db, RequestTimeout: 10 * time.Second, Logger: env.Logger})
+	so.DB = db
+	store, err := kv.Open(so)
 	if err != nil {
 		_ = db.Close()
 		return nil, err
@@ -212,7 +225,7 @@ func (c *Cluster) Get(id uint64, key string) (string, error) {
 	var v []byte
 	err := c.Node(id).Store.DB(func(db *engine.DB) error {
 		var err error
-		v, err = db.Get([]byte(key))
+		v, err = kv.LocalGet(db, []byte(key))
 		return err
 	})
 	return string(v), err

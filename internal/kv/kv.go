@@ -1,34 +1,51 @@
 // Package kv is the replicated state machine: it turns client writes into
-// raft proposals, applies committed entries to the storage engine, and
-// serves linearizable reads with ReadIndex.
+// raft proposals, applies committed entries to the storage engine as
+// versioned data, and serves linearizable reads with ReadIndex, at the
+// latest state or at a past revision.
 //
-// It owns the command encoding inside raft entries and the system keys it
-// keeps in the engine (prefix 0x00). It must never acknowledge a write
-// before it is committed and applied, never serve a read without a fresh
-// ReadIndex round confirming leadership, and never re-apply an entry at or
-// below the applied index it recorded.
+// It owns the command encoding inside raft entries, the commit timestamps
+// (hlc.go), the versioned layout of the engine's keys (mvcc.go), the apply
+// (apply.go), garbage collection of old versions (gc.go), and the system
+// keys it keeps in the engine (prefix 0x00). It must never acknowledge a
+// write before it is committed and applied, never serve a read without a
+// fresh ReadIndex round confirming leadership, never re-apply an entry at
+// or below the applied index it recorded, and never decide anything in the
+// apply that another replica could decide differently.
 //
 // # Entry format
 //
-//	version u8 (=1) | uvarint n | n × command
-//	command: op u8 (1 put, 2 delete) | id u64 LE | uvarint keyLen | key | [uvarint valueLen | value]
+//	version 2: 2 | proposed_ts u64 LE | uvarint n | n × command
+//	version 1: 1 | uvarint n | n × command   (before versions; still applied)
+//	command:   op u8 | id u64 LE | operands
+//	  op 1 put:      uvarint keyLen | key | uvarint valueLen | value
+//	  op 2 delete:   uvarint keyLen | key
+//	  op 3 horizon:  u64 LE (a GC horizon proposed by the leader, gc.go)
+//	  op ≥ 16:       uvarint bodyLen | body (an Evaluator's command,
+//	                 apply.go: the transaction manager's TxnCommit and
+//	                 conditional writes)
 //
 // id is the proposing node's request id (node id in the top 16 bits); it
-// lets the proposer find its waiter when the entry is applied.
+// lets the proposer find its waiter when the entry is applied. The entry's
+// commit timestamp is max(proposed_ts, last applied + 1) (a version-1
+// entry proposes 0): every command of the entry shares it.
 //
 // A committed entry that does not follow this format, or holds a command a
-// proposer would have refused (see decodeCommands), is applied as a no-op
-// on every replica (Apply): never partly, and never a reason to stop.
+// proposer would have refused (see decodeCommands), or whose Evaluator
+// refuses it, is applied as a no-op on every replica (Apply): never partly,
+// and never a reason to stop. A node must know every op a committed entry
+// uses: new ops need every node upgraded before they are proposed.
 //
 // # System keys
 //
-//	0x00 "raft/applied"     appliedIndex u64 LE | appliedTerm u64 LE
+//	0x00 "raft/applied"     appliedIndex u64 LE | appliedTerm u64 LE | appliedTS u64 LE
+//	                        (16 bytes before versions: appliedTS 0)
 //	0x00 "raft/confstate"   raftpb.ConfState proto, as of the applied index
 //	0x00 "cluster/roster"   the membership roster (JSON, owned by the server)
+//	0x00 "mvcc/…", 0x00 'h', 0x00 'l', 0x00 'o'   versioned data (mvcc.go)
 //
 // They are written in the same engine batch as the entries' effects, so
-// after a crash they agree, and an engine checkpoint (a raft snapshot)
-// carries all of them.
+// after a crash they agree, and an engine checkpoint (a raft snapshot, a
+// backup) carries all of them.
 package kv
 
 import (
@@ -60,9 +77,13 @@ var (
 )
 
 const (
-	opPut    = 1
-	opDelete = 2
+	opPut     = 1
+	opDelete  = 2
+	opHorizon = 3
 )
+
+// entryVersion is the entry format this node proposes.
+const entryVersion = 2
 
 // Errors.
 var (
@@ -84,6 +105,10 @@ var (
 	ErrReservedKey = errors.New("keys beginning with byte 0x00 are reserved for the system")
 )
 
+func corruptf(format string, args ...any) error {
+	return fmt.Errorf("kv: "+format+": %w", append(args, engine.ErrCorruption)...)
+}
+
 // Options configures a Store.
 type Options struct {
 	NodeID uint64
@@ -95,6 +120,27 @@ type Options struct {
 	// OnConfChange is called (from the raft loop) for every applied
 	// membership change. It returns the new roster to store with it.
 	OnConfChange func(e *pb.Entry, cc pb.ConfChangeI, cs *pb.ConfState) (roster []byte, err error)
+
+	// Clock is the node's hybrid logical clock. Nil: the wall clock with
+	// DefaultMaxClockOffset.
+	Clock *Clock
+	// Collector is the compaction filter installed in DB's options (and in
+	// every engine that replaces it). Nil: a collector of this store's
+	// own, which collects nothing unless the engine uses its Filter.
+	Collector *Collector
+	// Retention: the leader moves the GC horizon to now − Retention (0: no
+	// time bound).
+	Retention time.Duration
+	// RetentionBytes bounds the history (and revision log and outcome
+	// records) garbage collection may still keep: beyond it the horizon
+	// moves past the oldest of it (0: no byte bound).
+	RetentionBytes int64
+	// GCInterval is how often the leader considers a new horizon.
+	// Default 1 s.
+	GCInterval time.Duration
+	// Evaluators are the custom commands (op ≥ OpCustomMin) the apply
+	// runs. Every node must have the same.
+	Evaluators map[byte]Evaluator
 }
 
 // Store is the state machine of one node.
@@ -111,9 +157,24 @@ type Store struct {
 	nextID  atomic.Uint64
 	applied atomic.Uint64
 	term    atomic.Uint64
+	// appliedTS is the commit timestamp of the last applied entry;
+	// horizon the applied GC horizon.
+	appliedTS atomic.Uint64
+	horizon   atomic.Uint64
+
+	clock *Clock
+	coll  *Collector
+	gc    *gcState
+	// ap is the apply state, reused by every Apply (raft loop only).
+	ap applier
+	// pubMu orders the Collector's horizon against checkpoints: Apply
+	// publishes a new horizon holding it exclusively, Checkpoint holds it
+	// shared, so a checkpoint never holds data collected past the horizon
+	// recorded in it (gc.go).
+	pubMu sync.RWMutex
 
 	mu      sync.Mutex
-	waiters map[uint64]chan error
+	waiters map[uint64]chan Result
 	// appliedWaiters are released when applied reaches their index.
 	appliedWaiters []appliedWaiter
 
@@ -142,7 +203,9 @@ type readRound struct {
 	err  error
 }
 
-// Open creates a Store over db and reads the applied index it recorded.
+// Open creates a Store over db, converts an engine written before
+// versions to the versioned format (Migrate), and reads the applied
+// position it recorded.
 func Open(opts Options) (*Store, error) {
 	if opts.RequestTimeout <= 0 {
 		opts.RequestTimeout = 5 * time.Second
@@ -150,43 +213,109 @@ func Open(opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	if opts.GCInterval <= 0 {
+		opts.GCInterval = time.Second
+	}
+	if opts.Retention < 0 || opts.RetentionBytes < 0 {
+		return nil, fmt.Errorf("%w: negative retention", engine.ErrInvalidArgument)
+	}
+	for op, ev := range opts.Evaluators {
+		if op < OpCustomMin || ev == nil {
+			return nil, fmt.Errorf("%w: evaluator for op %d: custom ops start at %d and need a function", engine.ErrInvalidArgument, op, OpCustomMin)
+		}
+	}
 	s := &Store{
 		opts: opts, db: opts.DB, log: opts.Logger,
-		waiters:  map[uint64]chan error{},
+		clock: opts.Clock, coll: opts.Collector, gc: newGCState(&opts),
+		waiters:  map[uint64]chan Result{},
 		readWake: make(chan struct{}, 1),
 		stopc:    make(chan struct{}),
 	}
+	if s.clock == nil {
+		s.clock = NewClock(nil, 0, opts.Logger)
+	}
+	if s.coll == nil {
+		s.coll = NewCollector()
+	}
 	_, _ = rand.Read(s.readSalt[:])
-	index, term, err := ReadApplied(opts.DB)
-	if err != nil {
+	if err := s.loadDB(opts.DB); err != nil {
 		return nil, err
+	}
+	s.nextID.Store(opts.NodeID << 48)
+	return s, nil
+}
+
+// loadDB migrates db if needed and loads its applied position, horizon and
+// byte accounting.
+func (s *Store) loadDB(db *engine.DB) error {
+	if _, err := Migrate(db, s.log); err != nil {
+		return err
+	}
+	index, term, ts, err := ReadAppliedTS(db)
+	if err != nil {
+		return err
+	}
+	h, err := readHorizon(db)
+	if err != nil {
+		return err
+	}
+	if err := s.gc.load(db); err != nil {
+		return err
 	}
 	s.applied.Store(index)
 	s.term.Store(term)
-	s.nextID.Store(opts.NodeID << 48)
-	return s, nil
+	s.appliedTS.Store(ts)
+	s.horizon.Store(h)
+	s.clock.Update(ts)
+	// The engine's horizon is durable (it was applied with a sync):
+	// nothing it replays can need what it lets the filter drop.
+	s.coll.publish(h)
+	return nil
 }
 
 // ReadApplied returns the applied index and term recorded in db (zeros for
 // a new database).
 func ReadApplied(db Getter) (index, term uint64, err error) {
+	index, term, _, err = ReadAppliedTS(db)
+	return index, term, err
+}
+
+// ReadAppliedTS returns the applied index, term and commit timestamp
+// recorded in db (zeros for a new database; timestamp 0 for a record
+// written before versions).
+func ReadAppliedTS(db Getter) (index, term, ts uint64, err error) {
 	v, err := db.Get(appliedKey)
 	switch {
 	case err == nil:
-		if len(v) != 16 {
-			return 0, 0, fmt.Errorf("kv: applied-index record is %d bytes, want 16: %w", len(v), engine.ErrCorruption)
+		if len(v) != 16 && len(v) != 24 {
+			return 0, 0, 0, corruptf("applied-index record is %d bytes, want 16 or 24", len(v))
 		}
-		return binary.LittleEndian.Uint64(v), binary.LittleEndian.Uint64(v[8:]), nil
+		if len(v) == 24 {
+			ts = binary.LittleEndian.Uint64(v[16:])
+		}
+		return binary.LittleEndian.Uint64(v), binary.LittleEndian.Uint64(v[8:]), ts, nil
 	case errors.Is(err, engine.ErrNotFound):
-		return 0, 0, nil
+		return 0, 0, 0, nil
 	}
-	return 0, 0, fmt.Errorf("kv: reading the applied index: %w", err)
+	return 0, 0, 0, fmt.Errorf("kv: reading the applied index: %w", err)
+}
+
+// appliedRecord encodes the applied-index record.
+func appliedRecord(index, term, ts uint64) []byte {
+	v := make([]byte, 24)
+	binary.LittleEndian.PutUint64(v, index)
+	binary.LittleEndian.PutUint64(v[8:], term)
+	binary.LittleEndian.PutUint64(v[16:], ts)
+	return v
 }
 
 // State is what an engine holds besides user data: the raft position and
 // the configuration as of that position.
 type State struct {
 	Index, Term uint64
+	// TS is the commit timestamp of the entry at Index (0 before
+	// versions); Horizon the GC horizon then.
+	TS, Horizon uint64
 	ConfState   *pb.ConfState
 	Roster      []byte
 }
@@ -201,7 +330,10 @@ type Getter interface {
 func ReadState(db Getter) (*State, error) {
 	st := &State{ConfState: &pb.ConfState{}}
 	var err error
-	if st.Index, st.Term, err = ReadApplied(db); err != nil {
+	if st.Index, st.Term, st.TS, err = ReadAppliedTS(db); err != nil {
+		return nil, err
+	}
+	if st.Horizon, err = readHorizon(db); err != nil {
 		return nil, err
 	}
 	if v, err := db.Get(confStateKey); err == nil {
@@ -253,10 +385,12 @@ func (s *Store) DB(fn func(db *engine.DB) error) error {
 // that index. It may run concurrently with Apply: the copy holds whatever
 // prefix of the applied entries was flushed, and says which.
 func (s *Store) Checkpoint(dest string) (*State, error) {
+	s.pubMu.RLock()
 	s.dbMu.RLock()
 	err := s.db.Checkpoint(dest)
 	opts := s.db.Options()
 	s.dbMu.RUnlock()
+	s.pubMu.RUnlock()
 	if err != nil {
 		return nil, err
 	}
@@ -292,25 +426,36 @@ func (s *Store) ReplaceDB(swap func(old *engine.DB) (*engine.DB, error)) error {
 		return err
 	}
 	s.db = db
+	err = s.loadDB(db)
 	s.dbMu.Unlock()
-	index, term, err := ReadApplied(db)
 	if err != nil {
 		return err
 	}
-	s.applied.Store(index)
-	s.term.Store(term)
-	s.releaseApplied(index)
+	s.releaseApplied(s.applied.Load())
 	return nil
 }
 
 // AppliedIndex returns the last applied raft index.
 func (s *Store) AppliedIndex() uint64 { return s.applied.Load() }
 
-// Start attaches the raft node and starts the read loop.
+// AppliedTS returns the commit timestamp of the last applied entry: every
+// write with a timestamp up to it is applied on this node, and every later
+// one will get a greater timestamp.
+func (s *Store) AppliedTS() uint64 { return s.appliedTS.Load() }
+
+// Clock returns the node's hybrid logical clock.
+func (s *Store) Clock() *Clock { return s.clock }
+
+// Start attaches the raft node and starts the read loop and, when a
+// retention is configured, the garbage-collection loop.
 func (s *Store) Start(n *raftnode.Node) {
 	s.node = n
 	s.wg.Add(1)
 	go s.readLoop()
+	if s.opts.Retention > 0 || s.opts.RetentionBytes > 0 {
+		s.wg.Add(1)
+		go s.gcLoop()
+	}
 }
 
 // Stop ends the read loop and fails every waiter.
@@ -366,7 +511,7 @@ func (s *Store) StartPut(ctx context.Context, key, value []byte) (func(context.C
 		return nil, fmt.Errorf("%w: value of %d bytes exceeds the %d-byte limit", engine.ErrInvalidArgument, len(value), engine.MaxValueSize)
 	}
 	s.counters.put.Add(1)
-	return s.start(ctx, opPut, key, value)
+	return errOnly(s.start(ctx, opPut, key, value))
 }
 
 // StartDelete is StartPut for a deletion.
@@ -375,7 +520,50 @@ func (s *Store) StartDelete(ctx context.Context, key []byte) (func(context.Conte
 		return nil, err
 	}
 	s.counters.del.Add(1)
-	return s.start(ctx, opDelete, key, nil)
+	return errOnly(s.start(ctx, opDelete, key, nil))
+}
+
+func errOnly(wait func(context.Context) (Result, error), err error) (func(context.Context) error, error) {
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) error {
+		_, err := wait(ctx)
+		return err
+	}, nil
+}
+
+// Result is the outcome of an applied command.
+type Result struct {
+	// TS is the commit timestamp (revision) of the entry that held it.
+	TS uint64
+	// Data is the Evaluator's result (custom commands only).
+	Data []byte
+	err  error
+}
+
+// Propose replicates a custom command (op ≥ OpCustomMin, with an
+// Evaluator registered in Options.Evaluators) and returns its result once
+// it is committed and applied on this node. The caller validates the body
+// before proposing it: an Evaluator's refusal in the apply rejects the
+// entry (ErrRejectedEntry) after it took a raft round.
+func (s *Store) Propose(ctx context.Context, op byte, body []byte) (Result, error) {
+	wait, err := s.StartPropose(ctx, op, body)
+	if err != nil {
+		return Result{}, err
+	}
+	return wait(ctx)
+}
+
+// StartPropose is Propose in two steps, like StartPut.
+func (s *Store) StartPropose(ctx context.Context, op byte, body []byte) (func(context.Context) (Result, error), error) {
+	if _, ok := s.opts.Evaluators[op]; !ok || op < OpCustomMin {
+		return nil, fmt.Errorf("%w: no evaluator for command op %d", engine.ErrInvalidArgument, op)
+	}
+	if len(body) > MaxCommandBody {
+		return nil, fmt.Errorf("%w: a command of %d bytes exceeds the %d-byte limit", engine.ErrInvalidArgument, len(body), MaxCommandBody)
+	}
+	return s.start(ctx, op, nil, body)
 }
 
 // bounded returns ctx limited to the request timeout. A context whose
@@ -389,21 +577,39 @@ func (s *Store) bounded(ctx context.Context) (context.Context, context.CancelFun
 	return context.WithTimeout(ctx, s.opts.RequestTimeout)
 }
 
-func (s *Store) start(ctx context.Context, op byte, key, value []byte) (func(context.Context) error, error) {
+// encodeEntry encodes a one-command entry: a put or delete of key, a
+// horizon (value holds it, 8 bytes LE), or a custom command (value is its
+// body).
+func encodeEntry(proposed uint64, op byte, id uint64, key, value []byte) []byte {
+	data := make([]byte, 0, 1+8+1+1+8+2+len(key)+4+len(value))
+	data = append(data, entryVersion)
+	data = binary.LittleEndian.AppendUint64(data, proposed)
+	data = append(data, 1, op)
+	data = binary.LittleEndian.AppendUint64(data, id)
+	switch op {
+	case opPut, opDelete:
+		data = binary.AppendUvarint(data, uint64(len(key)))
+		data = append(data, key...)
+		if op == opPut {
+			data = binary.AppendUvarint(data, uint64(len(value)))
+			data = append(data, value...)
+		}
+	case opHorizon:
+		data = append(data, value...)
+	default:
+		data = binary.AppendUvarint(data, uint64(len(value)))
+		data = append(data, value...)
+	}
+	return data
+}
+
+func (s *Store) start(ctx context.Context, op byte, key, value []byte) (func(context.Context) (Result, error), error) {
 	if !s.node.IsLeader() {
 		return nil, ErrNotLeader
 	}
 	id := s.nextID.Add(1)
-	data := make([]byte, 0, 1+1+1+8+2+len(key)+4+len(value))
-	data = append(data, 1, 1, op)
-	data = binary.LittleEndian.AppendUint64(data, id)
-	data = binary.AppendUvarint(data, uint64(len(key)))
-	data = append(data, key...)
-	if op == opPut {
-		data = binary.AppendUvarint(data, uint64(len(value)))
-		data = append(data, value...)
-	}
-	ch := make(chan error, 1)
+	data := encodeEntry(s.clock.Now(), op, id, key, value)
+	ch := make(chan Result, 1)
 	s.mu.Lock()
 	s.waiters[id] = ch
 	s.mu.Unlock()
@@ -423,10 +629,10 @@ func (s *Store) start(ctx context.Context, op byte, key, value []byte) (func(con
 		}
 		return nil, err
 	}
-	return func(ctx context.Context) error {
+	return func(ctx context.Context) (Result, error) {
 		defer unregister()
 		if plantedEarlyAck {
-			return nil
+			return Result{}, nil
 		}
 		ctx, cancel := s.bounded(ctx)
 		defer cancel()
@@ -434,42 +640,44 @@ func (s *Store) start(ctx context.Context, op byte, key, value []byte) (func(con
 		case err := <-errc:
 			if errors.Is(err, raftnode.ErrDropped) {
 				// Not appended: safe for the client to retry elsewhere.
-				return ErrNotLeader
+				return Result{}, ErrNotLeader
 			}
 			if err != nil {
-				return err
+				return Result{}, err
 			}
 		case <-ctx.Done():
-			return ErrTimeout
+			return Result{}, ErrTimeout
 		case <-s.stopc:
-			return ErrStopped
+			return Result{}, ErrStopped
 		}
 		select {
-		case err := <-ch:
-			return err
+		case r := <-ch:
+			return r, r.err
 		case <-ctx.Done():
-			return ErrTimeout
+			return Result{}, ErrTimeout
 		case <-s.stopc:
-			return ErrStopped
+			return Result{}, ErrStopped
 		}
 	}, nil
 }
 
 // Apply implements raftnode.StateMachine: one engine batch for the run of
-// entries, including the new applied index. The batch is not synced: the
-// raft log is the durable copy, and entries after the recorded applied index
-// are applied again after a crash. It applies the whole run or, on an
-// error, nothing (the raft node may retry it after a full disk).
+// entries, including the new applied index and timestamp. The batch is not
+// synced (unless an entry moved the GC horizon, gc.go): the raft log is
+// the durable copy, and entries after the recorded applied index are
+// applied again after a crash. It applies the whole run or, on an error,
+// nothing (the raft node may retry it after a full disk).
 //
 // An entry that does not decode, or holds a command that is not valid
-// (an unknown operation, a key or value over the limits, a system key), is
-// applied as a no-op: it is checked whole before any of its commands is
-// added, so every replica, deciding on the same bytes, applies exactly the
-// same thing; the applied index moves past it, RejectedEntries counts it,
-// the log names it, and the proposers whose ids it carries get
-// ErrRejectedEntry. Commands are validated before they are proposed, so a
-// correct node never proposes such an entry; this keeps one forged or
-// corrupted entry from stopping every replica at every restart.
+// (an unknown operation, a key or value over the limits, a system key), or
+// that its Evaluator refuses, is applied as a no-op: it is checked whole
+// before any of its writes is added, so every replica, deciding on the
+// same bytes, applies exactly the same thing; the applied index moves past
+// it, RejectedEntries counts it, the log names it, and the proposers whose
+// ids it carries get ErrRejectedEntry. Commands are validated before they
+// are proposed, so a correct node never proposes such an entry; this keeps
+// one forged or corrupted entry from stopping every replica at every
+// restart.
 func (s *Store) Apply(ents []*pb.Entry) error {
 	if len(ents) == 0 {
 		return nil
@@ -483,41 +691,67 @@ func (s *Store) Apply(ents []*pb.Entry) error {
 	b := s.db.NewBatch()
 	size := 32
 	for _, e := range ents {
-		size += len(e.GetData())
+		size += 2 * len(e.GetData())
 	}
-	b.Grow(size) // the commands' framing is about the batch records'
-	var done, rejected []uint64
+	b.Grow(size) // the value, its history and its revision-log entry
+	a := &s.ap
+	a.reset(s, s.db, b)
+	type done struct {
+		ids     []uint64
+		ts      uint64
+		results [][]byte
+	}
+	var applied []done
+	var rejected []uint64
+	var rejectErrs []error
 	var rejects int
 	for _, e := range ents {
 		if e.GetIndex() <= s.applied.Load() || len(e.GetData()) == 0 {
 			continue
 		}
-		cmds, ids, err := decodeCommands(e.GetData())
+		proposed, cmds, ids, err := s.decodeCommands(e.GetData())
+		var results [][]byte
+		ts := max(proposed, a.lastTS+1)
+		if err == nil {
+			var fatal error
+			results, err, fatal = a.applyEntry(cmds, ts)
+			if fatal != nil {
+				return fmt.Errorf("entry %d: %w", e.GetIndex(), fatal)
+			}
+		}
 		if err != nil {
 			rejects++
 			rejected = append(rejected, ids...)
+			for range ids {
+				rejectErrs = append(rejectErrs, err)
+			}
 			s.log.Error("a committed raft entry is invalid; it is applied as a no-op on every node",
 				"index", e.GetIndex(), "entry_term", e.GetTerm(), "bytes", len(e.GetData()), "err", err)
 			continue
 		}
-		for _, c := range cmds {
-			if c.op == opPut {
-				err = b.Set(c.key, c.value)
-			} else {
-				err = b.Delete(c.key)
-			}
-			if err != nil {
-				return fmt.Errorf("entry %d: %w", e.GetIndex(), err)
-			}
-		}
-		done = append(done, ids...)
+		applied = append(applied, done{ids, ts, results})
 	}
-	if err := s.recordApplied(b, last.GetIndex(), last.GetTerm()); err != nil {
+	if err := s.gc.flush(a); err != nil {
+		return err
+	}
+	if err := s.commitApplied(b, last.GetIndex(), last.GetTerm(), a); err != nil {
 		return err
 	}
 	s.rejected.Add(uint64(rejects))
-	s.complete(done, nil)
-	s.complete(rejected, ErrRejectedEntry)
+	s.mu.Lock()
+	for _, d := range applied {
+		for i, id := range d.ids {
+			r := Result{TS: d.ts}
+			if d.results != nil {
+				r.Data = d.results[i]
+			}
+			s.completeLocked(id, r)
+		}
+	}
+	for i, id := range rejected {
+		s.completeLocked(id, Result{err: fmt.Errorf("%w: %v", ErrRejectedEntry, rejectErrs[i])})
+	}
+	s.mu.Unlock()
 	return nil
 }
 
@@ -525,15 +759,36 @@ func (s *Store) Apply(ents []*pb.Entry) error {
 // no-ops because they were invalid.
 func (s *Store) RejectedEntries() uint64 { return s.rejected.Load() }
 
-func (s *Store) recordApplied(b *engine.Batch, index, term uint64) error {
-	var v [16]byte
-	binary.LittleEndian.PutUint64(v[:], index)
-	binary.LittleEndian.PutUint64(v[8:], term)
-	if err := b.Set(appliedKey, v[:]); err != nil {
+// commitApplied adds the applied record to b, commits it (with a sync when
+// the run moved the GC horizon) and publishes what the run applied. a is
+// the run's apply state (nil for a configuration change).
+func (s *Store) commitApplied(b *engine.Batch, index, term uint64, a *applier) error {
+	ts, horizonSet := s.appliedTS.Load(), false
+	if a != nil {
+		ts, horizonSet = a.lastTS, a.horizonSet
+	}
+	if err := b.Set(appliedKey, appliedRecord(index, term, ts)); err != nil {
 		return err
 	}
-	if err := b.Commit(engine.NoSync); err != nil {
+	wo := engine.NoSync
+	if horizonSet {
+		// The horizon reaches the compaction filter only once durable
+		// (gc.go).
+		wo = engine.Sync
+	}
+	if err := b.Commit(wo); err != nil {
 		return fmt.Errorf("kv: applying up to %d: %w", index, err)
+	}
+	if a != nil {
+		s.gc.commit(a)
+		s.appliedTS.Store(ts)
+		s.clock.Update(ts)
+		if horizonSet {
+			s.horizon.Store(a.horizon)
+			s.pubMu.Lock()
+			s.coll.publish(a.horizon)
+			s.pubMu.Unlock()
+		}
 	}
 	s.applied.Store(index)
 	s.term.Store(term)
@@ -544,69 +799,94 @@ func (s *Store) recordApplied(b *engine.Batch, index, term uint64) error {
 // command is one decoded command of an entry.
 type command struct {
 	op         byte
-	key, value []byte
+	key, value []byte // value: a put's value, a custom command's body
+	horizon    uint64
 }
 
 // minCommandSize is the smallest encoded command (op, id, empty key): it
 // bounds the count an entry may announce.
 const minCommandSize = 1 + 8 + 1
 
-// decodeCommands decodes and validates an entry's commands. On an error it
-// returns the ids of the commands it could read before the bad one, so
-// that their proposers learn the outcome.
-func decodeCommands(data []byte) ([]command, []uint64, error) {
+// decodeCommands decodes and validates an entry: its proposed timestamp
+// (0 for format version 1) and commands. On an error it returns the ids
+// of the commands it could read before the bad one, so that their
+// proposers learn the outcome.
+func (s *Store) decodeCommands(data []byte) (proposed uint64, cmds []command, ids []uint64, err error) {
 	if len(data) == 0 {
-		return nil, nil, errors.New("empty command")
+		return 0, nil, nil, errors.New("empty command")
 	}
-	if data[0] != 1 {
-		return nil, nil, fmt.Errorf("unknown command format version %d", data[0])
-	}
+	version := data[0]
 	p := data[1:]
+	switch version {
+	case 1:
+	case 2:
+		if len(p) < 8 {
+			return 0, nil, nil, errors.New("truncated timestamp")
+		}
+		proposed, p = binary.LittleEndian.Uint64(p), p[8:]
+	default:
+		return 0, nil, nil, fmt.Errorf("unknown command format version %d", version)
+	}
 	n, w := binary.Uvarint(p)
 	if w <= 0 {
-		return nil, nil, errors.New("bad command count")
+		return 0, nil, nil, errors.New("bad command count")
 	}
 	p = p[w:]
 	if n == 0 || n > uint64(len(p)/minCommandSize) {
-		return nil, nil, fmt.Errorf("entry announces %d commands in %d bytes", n, len(p))
+		return 0, nil, nil, fmt.Errorf("entry announces %d commands in %d bytes", n, len(p))
 	}
-	cmds := make([]command, 0, n)
-	ids := make([]uint64, 0, n)
+	cmds = make([]command, 0, n)
+	ids = make([]uint64, 0, n)
 	for i := uint64(0); i < n; i++ {
 		if len(p) < 9 {
-			return nil, ids, fmt.Errorf("command %d: truncated", i)
+			return 0, nil, ids, fmt.Errorf("command %d: truncated", i)
 		}
 		c := command{op: p[0]}
 		ids = append(ids, binary.LittleEndian.Uint64(p[1:9]))
 		p = p[9:]
-		key, rest, ok := uvarintBytes(p)
-		if !ok {
-			return nil, ids, fmt.Errorf("command %d: truncated key", i)
-		}
-		c.key, p = key, rest
-		if err := ValidateKey(key); err != nil {
-			return nil, ids, fmt.Errorf("command %d: %w", i, err)
-		}
-		switch c.op {
-		case opPut:
-			value, rest, ok := uvarintBytes(p)
+		switch {
+		case c.op == opPut || c.op == opDelete:
+			key, rest, ok := uvarintBytes(p)
 			if !ok {
-				return nil, ids, fmt.Errorf("command %d: truncated value", i)
+				return 0, nil, ids, fmt.Errorf("command %d: truncated key", i)
 			}
-			c.value, p = value, rest
-			if len(value) > engine.MaxValueSize {
-				return nil, ids, fmt.Errorf("command %d: value of %d bytes exceeds the %d-byte limit", i, len(value), engine.MaxValueSize)
+			c.key, p = key, rest
+			if err := ValidateKey(key); err != nil {
+				return 0, nil, ids, fmt.Errorf("command %d: %w", i, err)
 			}
-		case opDelete:
+			if c.op == opPut {
+				value, rest, ok := uvarintBytes(p)
+				if !ok {
+					return 0, nil, ids, fmt.Errorf("command %d: truncated value", i)
+				}
+				c.value, p = value, rest
+				if len(value) > engine.MaxValueSize {
+					return 0, nil, ids, fmt.Errorf("command %d: value of %d bytes exceeds the %d-byte limit", i, len(value), engine.MaxValueSize)
+				}
+			}
+		case c.op == opHorizon && version >= 2:
+			if len(p) < 8 {
+				return 0, nil, ids, fmt.Errorf("command %d: truncated horizon", i)
+			}
+			c.horizon, p = binary.LittleEndian.Uint64(p), p[8:]
+		case c.op >= OpCustomMin && version >= 2 && s.opts.Evaluators[c.op] != nil:
+			body, rest, ok := uvarintBytes(p)
+			if !ok {
+				return 0, nil, ids, fmt.Errorf("command %d: truncated body", i)
+			}
+			if len(body) > MaxCommandBody {
+				return 0, nil, ids, fmt.Errorf("command %d: body of %d bytes exceeds the %d-byte limit", i, len(body), MaxCommandBody)
+			}
+			c.value, p = body, rest
 		default:
-			return nil, ids, fmt.Errorf("command %d: unknown operation %d", i, c.op)
+			return 0, nil, ids, fmt.Errorf("command %d: unknown operation %d", i, c.op)
 		}
 		cmds = append(cmds, c)
 	}
 	if len(p) != 0 {
-		return nil, ids, fmt.Errorf("%d bytes after the last command", len(p))
+		return 0, nil, ids, fmt.Errorf("%d bytes after the last command", len(p))
 	}
-	return cmds, ids, nil
+	return proposed, cmds, ids, nil
 }
 
 func uvarintBytes(p []byte) (b, rest []byte, ok bool) {
@@ -645,7 +925,7 @@ func (s *Store) ApplyConfChange(e *pb.Entry, cc pb.ConfChangeI, cs *pb.ConfState
 	if err := b.Set(confStateKey, csb); err != nil {
 		return err
 	}
-	return s.recordApplied(b, e.GetIndex(), e.GetTerm())
+	return s.commitApplied(b, e.GetIndex(), e.GetTerm(), nil)
 }
 
 // LeadershipChanged implements raftnode.StateMachine: when this node stops
@@ -656,24 +936,18 @@ func (s *Store) LeadershipChanged(leader uint64, isLeader bool) {
 	}
 }
 
-func (s *Store) complete(ids []uint64, err error) {
-	if len(ids) == 0 {
-		return
+// completeLocked hands a proposer its result. Called with mu.
+func (s *Store) completeLocked(id uint64, r Result) {
+	if ch, ok := s.waiters[id]; ok {
+		ch <- r
+		delete(s.waiters, id)
 	}
-	s.mu.Lock()
-	for _, id := range ids {
-		if ch, ok := s.waiters[id]; ok {
-			ch <- err
-			delete(s.waiters, id)
-		}
-	}
-	s.mu.Unlock()
 }
 
 func (s *Store) failWaiters(err error) {
 	s.mu.Lock()
 	for id, ch := range s.waiters {
-		ch <- err
+		ch <- Result{err: err}
 		delete(s.waiters, id)
 	}
 	s.mu.Unlock()
@@ -816,7 +1090,89 @@ func (s *Store) Get(ctx context.Context, key []byte) ([]byte, error) {
 	}
 	s.dbMu.RLock()
 	defer s.dbMu.RUnlock()
-	return s.db.Get(key)
+	v, err := s.db.Get(key)
+	if err != nil {
+		return nil, err
+	}
+	val, _, err := DecodeValue(v)
+	if err != nil {
+		return nil, fmt.Errorf("key %q: %w", key, err)
+	}
+	return val, nil
+}
+
+// GetAt returns key's version at revision ts (0: the latest), with the
+// revision that wrote it, linearizably: after a ReadIndex round, so every
+// write acknowledged before the call is visible at ts ≥ its revision. A
+// revision below the horizon answers a *CompactedError, one above the last
+// applied a *FutureRevisionError.
+func (s *Store) GetAt(ctx context.Context, key []byte, ts uint64) (Version, error) {
+	if err := ValidateKey(key); err != nil {
+		return Version{}, err
+	}
+	s.counters.get.Add(1)
+	if err := s.readBarrier(ctx); err != nil {
+		return Version{}, err
+	}
+	return s.ReadAt(key, ts)
+}
+
+// ReadAt is GetAt on this node's applied state, without a ReadIndex round:
+// for the transaction manager, whose snapshot was fixed after one.
+func (s *Store) ReadAt(key []byte, ts uint64) (Version, error) {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	if ts == 0 {
+		v, err := getCurrent(s.db, key)
+		if err == nil {
+			v.Value = bytes.Clone(v.Value)
+		}
+		return v, err
+	}
+	// Everything up to ts is applied (checked first); the iterator then
+	// sees a state that holds all of it, and collection cannot touch the
+	// state it pins; the horizon, checked after it opened, covers
+	// whatever collection did before.
+	if applied := s.appliedTS.Load(); ts > applied {
+		return Version{}, &FutureRevisionError{Revision: ts, Newest: applied}
+	}
+	it, err := s.db.NewIter(&engine.IterOptions{LowerBound: historyKeyPrefix(nil, key), UpperBound: append(bytes.Clone(key), 0)})
+	if err != nil {
+		return Version{}, err
+	}
+	defer it.Close()
+	if h := s.horizon.Load(); ts < h {
+		return Version{}, &CompactedError{Revision: ts, Oldest: h}
+	}
+	return versionAt(it, key, ts, nil)
+}
+
+// LastModified returns the commit timestamp of key's last change on this
+// node (a put, or its deletion), 0 if none is known: never written, or
+// last changed at or before the horizon, whose history may be collected.
+func (s *Store) LastModified(key []byte) (uint64, error) {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	return lastModified(s.db, s.db, key)
+}
+
+// LookupOutcome returns the outcome recorded for transaction txnID on this
+// node (ApplyTx.RecordOutcome); false when there is none (never recorded,
+// not yet applied here, or collected after the horizon passed it).
+func (s *Store) LookupOutcome(txnID uint64) (Outcome, bool, error) {
+	s.dbMu.RLock()
+	v, err := s.db.Get(outcomeKey(txnID))
+	s.dbMu.RUnlock()
+	if errors.Is(err, engine.ErrNotFound) {
+		return Outcome{}, false, nil
+	}
+	if err != nil {
+		return Outcome{}, false, err
+	}
+	if len(v) != 9 {
+		return Outcome{}, false, corruptf("the outcome record of transaction %d is %d bytes, want 9", txnID, len(v))
+	}
+	return Outcome{TS: binary.BigEndian.Uint64(v), Code: v[8]}, true, nil
 }
 
 // readBarrier is the ReadIndex wait of a linearizable read (skipped only
@@ -828,8 +1184,11 @@ func (s *Store) readBarrier(ctx context.Context) error {
 	return s.Barrier(ctx)
 }
 
-// KV is one scan result.
-type KV struct{ Key, Value []byte }
+// KV is one scan result: a key, its value and the revision that wrote it.
+type KV struct {
+	Key, Value []byte
+	TS         uint64
+}
 
 // Scan returns the keys with the given prefix in order, linearizably, with
 // at most maxItems items and about maxBytes of keys and values (the first
@@ -858,17 +1217,62 @@ func (s *Store) Scan(ctx context.Context, prefix []byte, maxItems, maxBytes int)
 	var out []KV
 	size := 0
 	for ok := it.First(); ok; ok = it.Next() {
-		n := len(it.Key()) + len(it.Value())
+		val, ts, err := DecodeValue(it.Value())
+		if err != nil {
+			_ = it.Close()
+			return nil, fmt.Errorf("key %q: %w", it.Key(), err)
+		}
+		n := len(it.Key()) + len(val)
 		if len(out) >= maxItems || (len(out) > 0 && size+n > maxBytes) {
 			break
 		}
 		size += n
-		out = append(out, KV{Key: append([]byte(nil), it.Key()...), Value: append([]byte(nil), it.Value()...)})
+		out = append(out, KV{Key: append([]byte(nil), it.Key()...), Value: append([]byte(nil), val...), TS: ts})
 	}
 	if err := it.Close(); err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// ScanAt is Scan at revision ts (0: the latest), with GetAt's errors for
+// revisions below the horizon or above the last applied one.
+func (s *Store) ScanAt(ctx context.Context, prefix []byte, ts uint64, maxItems, maxBytes int) ([]KV, error) {
+	if ts == 0 {
+		return s.Scan(ctx, prefix, maxItems, maxBytes)
+	}
+	if len(prefix) > 0 && prefix[0] == SystemPrefix {
+		return nil, fmt.Errorf("%w: %v", engine.ErrInvalidArgument, ErrReservedKey)
+	}
+	if len(prefix) > engine.MaxKeySize {
+		return nil, fmt.Errorf("%w: prefix of %d bytes exceeds the %d-byte key limit", engine.ErrInvalidArgument, len(prefix), engine.MaxKeySize)
+	}
+	s.counters.scan.Add(1)
+	if err := s.readBarrier(ctx); err != nil {
+		return nil, err
+	}
+	return s.ReadScanAt(prefix, ts, maxItems, maxBytes)
+}
+
+// ReadScanAt is ScanAt on this node's applied state, without a ReadIndex
+// round (as ReadAt); ts 0 reads at the last applied revision.
+func (s *Store) ReadScanAt(prefix []byte, ts uint64, maxItems, maxBytes int) ([]KV, error) {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	if ts == 0 {
+		ts = s.appliedTS.Load()
+	}
+	if applied := s.appliedTS.Load(); ts > applied {
+		return nil, &FutureRevisionError{Revision: ts, Newest: applied}
+	}
+	// A snapshot: one state for both iterators, and the filter never
+	// drops what it sees (see ReadAt).
+	sn := s.db.NewSnapshot()
+	defer sn.Close()
+	if h := s.horizon.Load(); ts < h {
+		return nil, &CompactedError{Revision: ts, Oldest: h}
+	}
+	return scanAt(sn, prefix, ts, maxItems, maxBytes)
 }
 
 // prefixEnd returns the smallest key greater than every key with the

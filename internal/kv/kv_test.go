@@ -57,17 +57,17 @@ func TestNoReapplyAfterRestart(t *testing.T) {
 	if err := s.Apply([]*pb.Entry{putEntry(5, "k", "old"), putEntry(6, "k", "new"), putEntry(7, "j", "x")}); err != nil {
 		t.Fatal(err)
 	}
-	if v, _ := db.Get([]byte("k")); string(v) != "new" {
+	if v, _ := LocalGet(db, []byte("k")); string(v) != "new" {
 		t.Fatalf("re-applied an old entry: k=%q", v)
 	}
-	if v, _ := db.Get([]byte("j")); string(v) != "x" || s.AppliedIndex() != 7 {
+	if v, _ := LocalGet(db, []byte("j")); string(v) != "x" || s.AppliedIndex() != 7 {
 		t.Fatalf("new entry not applied: j=%q applied=%d", v, s.AppliedIndex())
 	}
 	// Entries wholly at or below the applied index change nothing.
 	if err := s.Apply([]*pb.Entry{putEntry(3, "k", "ancient")}); err != nil {
 		t.Fatal(err)
 	}
-	if v, _ := db.Get([]byte("k")); string(v) != "new" {
+	if v, _ := LocalGet(db, []byte("k")); string(v) != "new" {
 		t.Fatalf("k=%q", v)
 	}
 }
@@ -92,7 +92,7 @@ func TestValidateKeyAndCorruptEntry(t *testing.T) {
 	if err := s.Apply([]*pb.Entry{bad}); err != nil {
 		t.Fatalf("a truncated command stopped the state machine: %v", err)
 	}
-	if _, err := db.Get([]byte("k")); err == nil {
+	if _, err := LocalGet(db, []byte("k")); err == nil {
 		t.Fatal("part of a bad entry was applied")
 	}
 	if s.AppliedIndex() != 1 || s.RejectedEntries() != 1 {
@@ -148,19 +148,19 @@ func TestInvalidEntriesAreNoOps(t *testing.T) {
 			}
 			defer db.Close()
 			s, _ := Open(Options{NodeID: 1, DB: db})
-			ch := make(chan error, 1)
+			ch := make(chan Result, 1)
 			s.waiters[7] = ch
 			bad.Index, bad.Term, bad.Type = new(uint64(2)), new(uint64(1)), new(pb.EntryNormal)
 			if err := s.Apply([]*pb.Entry{putEntry(1, "a", "1"), bad, putEntry(3, "b", "2")}); err != nil {
 				t.Fatalf("an invalid entry stopped the state machine: %v", err)
 			}
-			if _, err := db.Get([]byte("first")); err == nil {
+			if _, err := LocalGet(db, []byte("first")); err == nil {
 				t.Fatal("a command of the invalid entry was applied")
 			}
-			if v, _ := db.Get([]byte("b")); string(v) != "2" {
+			if v, _ := LocalGet(db, []byte("b")); string(v) != "2" {
 				t.Fatal("the entry after the invalid one was not applied")
 			}
-			if v, _ := db.Get([]byte("a")); string(v) != "1" {
+			if v, _ := LocalGet(db, []byte("a")); string(v) != "1" {
 				t.Fatal("the entry before the invalid one was not applied")
 			}
 			if s.AppliedIndex() != 3 || s.RejectedEntries() != 1 {
@@ -172,9 +172,9 @@ func TestInvalidEntriesAreNoOps(t *testing.T) {
 			switch name {
 			case "unknown op", "system key", "key too long", "truncated", "no value":
 				select {
-				case err := <-ch:
-					if !errors.Is(err, ErrRejectedEntry) {
-						t.Fatalf("proposer got %v", err)
+				case r := <-ch:
+					if !errors.Is(r.err, ErrRejectedEntry) {
+						t.Fatalf("proposer got %v", r.err)
 					}
 				default:
 					t.Fatal("the proposer of the rejected command was not told")
@@ -254,10 +254,10 @@ func TestCheckpointCarriesRaftState(t *testing.T) {
 		t.Fatalf("applied index after ReplaceDB: %d", s2.AppliedIndex())
 	}
 	_ = s2.DB(func(d *engine.DB) error {
-		if v, err := d.Get([]byte("b")); err != nil || string(v) != "2" {
+		if v, err := LocalGet(d, []byte("b")); err != nil || string(v) != "2" {
 			t.Fatalf("b=%q %v", v, err)
 		}
-		if _, err := d.Get([]byte("c")); err == nil {
+		if _, err := LocalGet(d, []byte("c")); err == nil {
 			t.Fatal("the checkpoint holds an entry applied after it")
 		}
 		return d.Close()
