@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/kayadb/kayadb/engine"
+	"github.com/kayadb/kayadb/internal/kv"
 )
 
 // kvBackend is what the key-value commands (put, get, delete, scan) need.
@@ -42,7 +43,12 @@ func (a *app) openBackend(mode openMode) (kvBackend, error) {
 	if !a.sync {
 		wo = engine.NoSync
 	}
-	return &localBackend{db: db, wo: wo}, nil
+	versioned, err := kv.IsVersioned(db)
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return &localBackend{db: db, wo: wo, versioned: versioned}, nil
 }
 
 // withBackend opens the backend, runs fn and closes the backend.
@@ -60,26 +66,54 @@ func (a *app) withBackend(mode openMode, fn func(b kvBackend) error) (err error)
 }
 
 // localBackend runs key-value commands on an engine opened in-process.
+// A versioned engine (a kayadb-server's, copied or stopped) is read as the
+// server reads it: user keys only, values without their version header;
+// writes to it are refused.
 type localBackend struct {
-	db *engine.DB
-	wo *engine.WriteOptions
+	db        *engine.DB
+	wo        *engine.WriteOptions
+	versioned bool
 }
 
+// errVersionedWrite: a write into a server's versioned engine.
+var errVersionedWrite = fmt.Errorf("%w: this engine holds a kayadb-server's versioned data (it has the 0x00 \"mvcc/format\" marker); a write here would bypass raft and the version history: write through the cluster (kayactl --server ...)", engine.ErrInvalidArgument)
+
 func (l *localBackend) Put(key, value []byte) (uint64, error) {
+	if l.versioned {
+		return 0, errVersionedWrite
+	}
 	if err := l.db.Set(key, value, l.wo); err != nil {
 		return 0, err
 	}
 	return l.db.Metrics().VisibleSeq, nil
 }
 
-func (l *localBackend) Get(key []byte) ([]byte, error) { return l.db.Get(key) }
+func (l *localBackend) Get(key []byte) ([]byte, error) {
+	if l.versioned && (len(key) == 0 || key[0] != kv.SystemPrefix) {
+		return kv.LocalGet(l.db, key)
+	}
+	return l.db.Get(key) // system keys as they are stored
+}
 
-func (l *localBackend) Delete(key []byte) error { return l.db.Delete(key, l.wo) }
+func (l *localBackend) Delete(key []byte) error {
+	if l.versioned {
+		return errVersionedWrite
+	}
+	return l.db.Delete(key, l.wo)
+}
 
 func (l *localBackend) Scan(prefix []byte, limit int, fn func(key, value []byte) error) (more bool, err error) {
 	opts := &engine.IterOptions{UpperBound: prefixUpperBound(prefix)}
 	if len(prefix) > 0 {
 		opts.LowerBound = prefix
+	}
+	if l.versioned {
+		if len(prefix) > 0 && prefix[0] == kv.SystemPrefix {
+			return false, fmt.Errorf("%w: %v", engine.ErrInvalidArgument, kv.ErrReservedKey)
+		}
+		if len(prefix) == 0 {
+			opts.LowerBound = []byte{kv.SystemPrefix + 1} // user keys only
+		}
 	}
 	it, err := l.db.NewIter(opts)
 	if err != nil {
@@ -100,7 +134,13 @@ func (l *localBackend) Scan(prefix []byte, limit int, fn func(key, value []byte)
 		if limit > 0 && n == limit {
 			return true, it.Error()
 		}
-		if err := fn(it.Key(), it.Value()); err != nil {
+		v := it.Value()
+		if l.versioned {
+			if v, _, err = kv.DecodeValue(v); err != nil {
+				return false, fmt.Errorf("key %q: %w", it.Key(), err)
+			}
+		}
+		if err := fn(it.Key(), v); err != nil {
 			return false, err
 		}
 		n++

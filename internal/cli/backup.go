@@ -334,9 +334,12 @@ func restoreInto(from, data string, m *client.BackupManifest, progress func(done
 }
 
 // resetSystemKeys opens the restored engine, checks that it holds the raft
-// index and term the manifest names, and deletes every key starting with
-// byte 0x00 (applied index, membership, roster): the server then treats the
-// directory as a new node's and bootstraps a cluster from its flags.
+// index and term the manifest names, and removes what ties it to its
+// cluster (kv.ResetRaftState: applied index, membership, roster,
+// transaction outcomes), keeping the versioned data and its last revision:
+// the server then treats the directory as a new node's and bootstraps a
+// cluster from its flags, whose revisions continue after the restored
+// ones.
 func resetSystemKeys(dir string, m *client.BackupManifest) (int, error) {
 	db, err := engine.Open(dir, &engine.Options{ErrorIfNotExists: true})
 	if err != nil {
@@ -351,24 +354,8 @@ func resetSystemKeys(dir string, m *client.BackupManifest) (int, error) {
 			return 0, fmt.Errorf("%w: the checkpoint holds raft index %d term %d, but %s says index %d term %d",
 				client.ErrBackupInvalid, st.Index, st.Term, client.BackupManifestName, m.AppliedIndex, m.Term)
 		}
-		it, err := db.NewIter(&engine.IterOptions{LowerBound: []byte{kv.SystemPrefix}, UpperBound: []byte{kv.SystemPrefix + 1}})
+		n, err := kv.ResetRaftState(db)
 		if err != nil {
-			return 0, err
-		}
-		var keys [][]byte
-		for ok := it.First(); ok; ok = it.Next() {
-			keys = append(keys, append([]byte(nil), it.Key()...))
-		}
-		if err := it.Close(); err != nil {
-			return 0, err
-		}
-		b := db.NewBatch()
-		for _, k := range keys {
-			if err := b.Delete(k); err != nil {
-				return 0, err
-			}
-		}
-		if err := b.Commit(engine.Sync); err != nil {
 			return 0, fmt.Errorf("removing the raft state from the restored engine: %w", err)
 		}
 		if err := db.Flush(); err != nil {
@@ -377,7 +364,7 @@ func resetSystemKeys(dir string, m *client.BackupManifest) (int, error) {
 		if idx, _, err := kv.ReadApplied(db); err != nil || idx != 0 {
 			return 0, fmt.Errorf("the restored engine still records raft index %d (%v)", idx, err)
 		}
-		return len(keys), nil
+		return n, nil
 	}()
 	if cerr := db.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("closing the restored engine: %w", cerr)

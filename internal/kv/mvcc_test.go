@@ -837,3 +837,43 @@ func TestDecodeVersion1Entries(t *testing.T) {
 		t.Fatalf("a version-1 horizon entry: %v, rejected %d", err, s.RejectedEntries())
 	}
 }
+
+// TestGCTarget: the leader's horizon target follows the time bound, and
+// the byte bound cuts deeper when the counted history exceeds it; no
+// target past the applied revision, none behind the current horizon, none
+// when nothing would be collected.
+func TestGCTarget(t *testing.T) {
+	now := time.UnixMilli(1_700_000_000_000)
+	sec := func(s int) uint64 { return TSFromTime(now.Add(time.Duration(s) * time.Second)) }
+	g := newGCState(&Options{Retention: time.Minute, RetentionBytes: 1000})
+	if g.bucketMask != 1<<minBucketShift-1 {
+		t.Fatalf("a 1-minute retention should use the smallest buckets, mask %x", g.bucketMask)
+	}
+	if _, ok := g.target(now, sec(0), 0); ok {
+		t.Fatal("a target with nothing counted")
+	}
+	// 400 bytes at -120 s, -30 s, -20 s and -10 s.
+	for _, s := range []int{-120, -30, -20, -10} {
+		g.buckets[sec(s)|g.bucketMask] = 400
+		g.total += 400
+	}
+	h, ok := g.target(now, sec(0), 0)
+	// The byte bound (1000) keeps the two newest buckets: the one at
+	// -30 s goes too, beyond the 1-minute time bound.
+	if !ok || h != sec(-30)|g.bucketMask {
+		t.Fatalf("target %d (%v), want the end of the -30 s bucket %d", h, ok, sec(-30)|g.bucketMask)
+	}
+	if h, ok := g.target(now, sec(-100), 0); !ok || h != sec(-100) {
+		t.Fatalf("target %d (%v), want no further than the applied revision", h, ok)
+	}
+	if _, ok := g.target(now, sec(0), sec(-30)|g.bucketMask); ok {
+		t.Fatal("a target at the current horizon")
+	}
+	g.retentionBytes = 0
+	if h, ok := g.target(now, sec(0), 0); !ok || h != sec(-60) {
+		t.Fatalf("time bound only: %d %v, want %d", h, ok, sec(-60))
+	}
+	if g := newGCState(&Options{Retention: 30 * 24 * time.Hour}); (g.bucketMask+1)*maxBuckets < uint64((30*24*time.Hour).Milliseconds())<<LogicalBits {
+		t.Fatalf("a 30-day retention needs more than %d buckets of %d", maxBuckets, g.bucketMask+1)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/kayadb/kayadb/engine"
+	"github.com/kayadb/kayadb/internal/kv"
 	"github.com/kayadb/kayadb/internal/vfs"
 	"github.com/kayadb/kayadb/internal/wire"
 )
@@ -348,7 +349,7 @@ func TestBackupIncludesWritesAckedByOldLeader(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	if v, err := db.Get([]byte("acked-by-old-leader")); err != nil || string(v) != "v" {
+	if v, err := kv.LocalGet(db, []byte("acked-by-old-leader")); err != nil || string(v) != "v" {
 		t.Fatalf("the backup of the new leader (index %d) lacks a write the old leader acknowledged: %q %v", info.AppliedIndex, v, err)
 	}
 	c.Net.Heal()

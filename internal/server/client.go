@@ -654,6 +654,7 @@ func (s *Server) stats() *wire.Stats {
 	put("snapshots_taken", taken)
 	put("snapshots_installed", installed)
 	put("version", buildinfo.Read().Version)
+	put("mvcc", s.mvccStats())
 	return &wire.Stats{
 		Extra: extra,
 		Role:  role, Term: st.Term, CommitIndex: st.Commit, AppliedIndex: s.store.AppliedIndex(),

@@ -17,6 +17,7 @@ import (
 
 	"github.com/kayadb/kayadb/internal/buildinfo"
 	"github.com/kayadb/kayadb/internal/errs"
+	"github.com/kayadb/kayadb/internal/kv"
 	"github.com/kayadb/kayadb/internal/security"
 )
 
@@ -128,6 +129,8 @@ type serverFlags struct {
 	clIdle, clFrame                                   *time.Duration
 	replyMem, logLevel, logFormat                     *string
 	showVer                                           *bool
+	clockOff, retention                               *time.Duration
+	retBytes                                          *string
 }
 
 // newServerFlags defines every flag of kayadb-server, with its default and
@@ -168,6 +171,9 @@ func newServerFlags(stderr io.Writer) *serverFlags {
 	f.clIdle = fs.Duration("client-idle-timeout", defaultClientIdleTimeout, "close a client connection that sends no request (none in flight) or reads none of its replies for this long (0 disables)")
 	f.clFrame = fs.Duration("client-frame-timeout", defaultClientFrameTimeout, "a client's request frame must arrive whole within this long of its first byte")
 	f.replyMem = fs.String("max-reply-memory", "512MiB", "memory for replies not yet sent to their clients, all connections together (e.g. 512MiB, 2GiB); a request that finds no room within its request timeout is refused")
+	f.clockOff = fs.Duration("max-clock-offset", kv.DefaultMaxClockOffset, "the clock offset between nodes beyond which a commit timestamp ahead of this node's clock is counted and logged (keep the nodes' clocks in sync with NTP)")
+	f.retention = fs.Duration("mvcc-retention", time.Hour, "keep the history of every key (reads at past revisions) for at least this long, unless --mvcc-retention-bytes needs the space; older versions are garbage-collected (0 = no time bound)")
+	f.retBytes = fs.String("mvcc-retention-bytes", "auto", "bound on the retained history (old versions, the revision log) in bytes: beyond it the oldest history is collected even within --mvcc-retention (e.g. 2GiB; auto = 10% of the file system, 256MiB to 8GiB; 0 = no byte bound)")
 	_ = fs.String("config", "", "YAML file of settings keyed by flag name (node-id: 1, peer: [...]); the environment and the command line win over it")
 	f.logLevel = fs.String("log-level", "info", "debug, info, warn or error")
 	f.logFormat = fs.String("log-format", "text", "text or json")
@@ -255,6 +261,7 @@ func (f *serverFlags) newLogger(stderr io.Writer) (*slog.Logger, error) {
 // parsedLimits are the flags' numbers and sizes, checked and converted.
 type parsedLimits struct {
 	snapshotRate, diskReserve, replyBytes int64
+	retentionBytes                        int64
 }
 
 // limits checks the node id, the durations, the snapshot settings, the
@@ -300,6 +307,23 @@ func (f *serverFlags) limits() (parsedLimits, error) {
 	l.replyBytes, err = parseBytes(*f.replyMem)
 	if err != nil || l.replyBytes < 1<<20 {
 		return l, fmt.Errorf("--max-reply-memory %q: want a byte count of at least 1MiB (for example 512MiB, 2GiB)", *f.replyMem)
+	}
+	if *f.clockOff <= 0 {
+		return l, fmt.Errorf("--max-clock-offset must be a positive duration (default %s)", kv.DefaultMaxClockOffset)
+	}
+	if *f.retention < 0 {
+		return l, errors.New("--mvcc-retention must not be negative (0 means no time bound)")
+	}
+	// Config's 0 is auto, negative is no byte bound.
+	if *f.retBytes != "auto" {
+		n, err := parseBytes(*f.retBytes)
+		if err != nil {
+			return l, fmt.Errorf("--mvcc-retention-bytes %q: %v (for example 2GiB, auto, or 0 for no byte bound)", *f.retBytes, err)
+		}
+		l.retentionBytes = n
+		if n == 0 {
+			l.retentionBytes = -1
+		}
 	}
 	return l, nil
 }
@@ -426,6 +450,13 @@ func (f *serverFlags) config(logger *slog.Logger, l parsedLimits, t parsedTokens
 	cfg.PeerToken = t.peer
 	cfg.MaxClientConnections, cfg.ClientFrameTimeout, cfg.MaxReplyMemory = *f.maxConns, *f.clFrame, l.replyBytes
 	cfg.ClientIdleTimeout = *f.clIdle
+	cfg.MaxClockOffset, cfg.MVCCRetention, cfg.MVCCRetentionBytes = *f.clockOff, *f.retention, l.retentionBytes
+	if cfg.MVCCRetention == 0 {
+		cfg.MVCCRetention = -1 // Config's zero is the default
+		if l.retentionBytes < 0 {
+			logger.Warn("--mvcc-retention 0 and --mvcc-retention-bytes 0: the history of every key is kept forever and the data directory grows with every overwrite")
+		}
+	}
 	if cfg.ClientIdleTimeout == 0 {
 		cfg.ClientIdleTimeout = -1
 	}

@@ -2,11 +2,14 @@ package server
 
 import (
 	"bytes"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kayadb/kayadb/internal/vfs"
 )
 
 func env(m map[string]string) func(string) (string, bool) {
@@ -161,5 +164,41 @@ log-format: json
 	errb.Reset()
 	if _, code := ParseFlags([]string{"--config", filepath.Join(dir, "missing.yaml")}, env(nil), &errb); code != exitUsage || !strings.Contains(errb.String(), "missing.yaml") {
 		t.Errorf("missing file: exit %d %q", code, errb.String())
+	}
+}
+
+// TestMVCCFlags: --max-clock-offset, --mvcc-retention and
+// --mvcc-retention-bytes: defaults, explicit values, the environment, 0,
+// and refusals; mvccRetention resolves Config's zeros.
+func TestMVCCFlags(t *testing.T) {
+	var errb bytes.Buffer
+	cfg, code := ParseFlags(nil, env(nil), &errb)
+	if code != -1 || cfg.MaxClockOffset != 500*time.Millisecond || cfg.MVCCRetention != time.Hour || cfg.MVCCRetentionBytes != 0 {
+		t.Fatalf("defaults: %d %v %v %d %s", code, cfg.MaxClockOffset, cfg.MVCCRetention, cfg.MVCCRetentionBytes, errb.String())
+	}
+	cfg, code = ParseFlags([]string{"--max-clock-offset", "250ms", "--mvcc-retention", "10m", "--mvcc-retention-bytes", "2GiB"}, env(nil), &errb)
+	if code != -1 || cfg.MaxClockOffset != 250*time.Millisecond || cfg.MVCCRetention != 10*time.Minute || cfg.MVCCRetentionBytes != 2<<30 {
+		t.Fatalf("explicit: %v %v %d", cfg.MaxClockOffset, cfg.MVCCRetention, cfg.MVCCRetentionBytes)
+	}
+	cfg, code = ParseFlags(nil, env(map[string]string{"KAYA_MVCC_RETENTION": "0", "KAYA_MVCC_RETENTION_BYTES": "0"}), &errb)
+	if code != -1 || cfg.MVCCRetention >= 0 || cfg.MVCCRetentionBytes >= 0 {
+		t.Fatalf("0 must turn the bounds off: %v %d", cfg.MVCCRetention, cfg.MVCCRetentionBytes)
+	}
+	for _, args := range [][]string{{"--max-clock-offset", "0s"}, {"--mvcc-retention", "-1s"}, {"--mvcc-retention-bytes", "lots"}} {
+		errb.Reset()
+		if _, code := ParseFlags(args, env(nil), &errb); code != exitUsage || !strings.Contains(errb.String(), args[0]) {
+			t.Errorf("%v: code %d, %s", args, code, errb.String())
+		}
+	}
+	log := slog.New(slog.DiscardHandler)
+	fs := vfs.NewMem()
+	if r, b := mvccRetention(Config{DataDir: "/"}, fs, log); r != time.Hour || b < minAutoRetentionBytes || b > maxAutoRetentionBytes {
+		t.Fatalf("Config zeros: %v %d", r, b)
+	}
+	if r, b := mvccRetention(Config{MVCCRetention: -1, MVCCRetentionBytes: -1}, fs, log); r != 0 || b != 0 {
+		t.Fatalf("negative means none: %v %d", r, b)
+	}
+	if r, b := mvccRetention(Config{MVCCRetention: time.Minute, MVCCRetentionBytes: 5 << 20}, fs, log); r != time.Minute || b != 5<<20 {
+		t.Fatalf("explicit: %v %d", r, b)
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/kayadb/kayadb/engine"
 	"github.com/kayadb/kayadb/internal/clustertest"
+	"github.com/kayadb/kayadb/internal/kv"
 	"github.com/kayadb/kayadb/internal/transport"
 	"github.com/kayadb/kayadb/internal/vfs"
 )
@@ -202,7 +203,7 @@ func (c *testCluster) waitApplied(id uint64, k, v string) {
 		if s == nil {
 			return false
 		}
-		got, err := s.DB().Get([]byte(k))
+		got, err := kv.LocalGet(s.DB(), []byte(k))
 		return err == nil && string(got) == v
 	})
 }

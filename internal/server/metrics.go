@@ -9,6 +9,7 @@ import (
 	"go.etcd.io/raft/v3"
 
 	"github.com/kayadb/kayadb/engine"
+	"github.com/kayadb/kayadb/internal/kv"
 	"github.com/kayadb/kayadb/internal/raftnode"
 	"github.com/kayadb/kayadb/internal/transport"
 	"github.com/kayadb/kayadb/internal/wire"
@@ -97,6 +98,7 @@ type scrape struct {
 	diskTotal          uint64
 	diskReserve        uint64
 	diskEvents         uint64
+	mvcc               mvccStats
 }
 
 // metric is one series of the node collector.
@@ -251,6 +253,17 @@ func newNodeCollector(s *Server) *nodeCollector {
 	gauge("kayadb_disk_total_bytes", "Size of the data directory's file system.", u(func(sc *scrape) uint64 { return sc.diskTotal }))
 	gauge("kayadb_disk_reserve_bytes", "Size of the disk reserve (--disk-reserve): the ballast file kept while the disk has room and given back when it fills.", u(func(sc *scrape) uint64 { return sc.diskReserve }))
 	counter("kayadb_disk_full_events_total", "Times this node entered disk-full mode since it started.", u(func(sc *scrape) uint64 { return sc.diskEvents }))
+	// Versioned data (kv).
+	m := func(f func(st *mvccStats) uint64) func(*scrape) float64 {
+		return func(sc *scrape) float64 { return float64(f(&sc.mvcc)) }
+	}
+	gauge("kayadb_mvcc_applied_revision", "The commit timestamp (revision) of the last entry applied on this node (STATS mvcc.applied_revision).", m(func(st *mvccStats) uint64 { return st.AppliedRevision }))
+	gauge("kayadb_mvcc_oldest_readable_revision", "The GC horizon: reads at older revisions answer \"compacted\" (STATS mvcc.oldest_readable_revision).", m(func(st *mvccStats) uint64 { return st.OldestReadable }))
+	gauge("kayadb_mvcc_retained_seconds", "How far back in time reads at a past revision reach: the applied revision's time minus the horizon's.", func(sc *scrape) float64 { return sc.mvcc.RetainedSeconds })
+	gauge("kayadb_mvcc_history_bytes", "Bytes of history (old versions), revision log and transaction outcomes written since the horizon: what garbage collection may still have to reclaim (STATS mvcc.history_bytes).", m(func(st *mvccStats) uint64 { return st.HistoryBytes }))
+	gauge("kayadb_mvcc_retention_bytes", "The bound on history_bytes (--mvcc-retention-bytes; 0 = none).", m(func(st *mvccStats) uint64 { return st.RetentionBytes }))
+	counter("kayadb_mvcc_gc_entries_dropped_total", "History, revision-log and outcome entries garbage-collected by compactions since the engine opened.", e(func(m *engine.Metrics) float64 { return float64(m.Compaction.FilterDropped) }))
+	counter("kayadb_clock_offset_exceeded_total", "Commit timestamps applied here that were ahead of this node's clock by more than --max-clock-offset (a clock out of sync).", m(func(st *mvccStats) uint64 { return st.ClockOffsetExceeded }))
 	gauge("kayadb_engine_recovery_duration_seconds", "How long this node took to open its state at start (STATS recovery_duration_us).",
 		func(sc *scrape) float64 { return sc.openDur.Seconds() })
 	return c
@@ -309,7 +322,33 @@ func (s *Server) scrapeNode() *scrape {
 	}
 	k := s.store.Counters()
 	sc.kvPut, sc.kvGet, sc.kvDelete, sc.kvScan = k.Put, k.Get, k.Delete, k.Scan
+	sc.mvcc = s.mvccStats()
 	return sc
+}
+
+// mvccStats is the "mvcc" member of STATS and the kayadb_mvcc_* series.
+type mvccStats struct {
+	AppliedRevision     uint64  `json:"applied_revision"`
+	OldestReadable      uint64  `json:"oldest_readable_revision"`
+	RetainedSeconds     float64 `json:"retained_seconds"`
+	HistoryBytes        uint64  `json:"history_bytes"`
+	RetentionSeconds    float64 `json:"retention_seconds"`
+	RetentionBytes      uint64  `json:"retention_bytes"`
+	ClockOffsetExceeded uint64  `json:"clock_offset_exceeded"`
+}
+
+func (s *Server) mvccStats() mvccStats {
+	st := mvccStats{
+		AppliedRevision: s.store.AppliedTS(), OldestReadable: s.store.Horizon(),
+		HistoryBytes:        uint64(max(s.store.HistoryBytes(), 0)),
+		ClockOffsetExceeded: s.store.Clock().OffsetExceeded(),
+	}
+	ret, bytes := s.store.Retention()
+	st.RetentionSeconds, st.RetentionBytes = ret.Seconds(), uint64(bytes)
+	if st.OldestReadable > 0 && st.AppliedRevision > st.OldestReadable {
+		st.RetainedSeconds = kv.TSTime(st.AppliedRevision).Sub(kv.TSTime(st.OldestReadable)).Seconds()
+	}
+	return st
 }
 
 // Exported histogram buckets: 2^i µs for i in [firstBucket, lastBucket],

@@ -156,6 +156,21 @@ type Config struct {
 	// MaxConnReplyBytes bounds the bytes of requests and replies in flight
 	// on one connection; its reader stops reading past it. Default 8 MiB.
 	MaxConnReplyBytes int64
+
+	// Versioned data (kv, docs/design/mvcc-and-transactions.md).
+	// MaxClockOffset is the clock offset beyond which a commit timestamp
+	// ahead of this node's clock is counted and logged. Default 500 ms.
+	MaxClockOffset time.Duration
+	// MVCCRetention: history older than this may be garbage-collected.
+	// Default 1 h; negative: no time bound.
+	MVCCRetention time.Duration
+	// MVCCRetentionBytes bounds the retained history in bytes. 0 picks
+	// 10% of the data directory's file system (256 MiB to 8 GiB);
+	// negative: no byte bound.
+	MVCCRetentionBytes int64
+	// Clock replaces the wall clock of the node's hybrid logical clock
+	// (tests).
+	Clock func() time.Time
 }
 
 // Server is a running node.
@@ -164,6 +179,7 @@ type Server struct {
 	log   *slog.Logger
 	lock  io.Closer
 	db    *engine.DB
+	coll  *kv.Collector
 	store *kv.Store
 	rlog  *raftlog.Log
 	node  *raftnode.Node
@@ -406,6 +422,10 @@ func (s *Server) openEngine(*boot) error {
 	cfg := &s.cfg
 	eo := cfg.EngineOptions.EnsureDefaults()
 	eo.Logger = s.log.With("component", "engine")
+	// Garbage collection of old versions runs in the engine's compactions;
+	// the collector outlives engine replacements (snapshot installs).
+	s.coll = kv.NewCollector()
+	eo.CompactionFilter = s.coll.Filter
 	s.eo = eo
 	if err := s.recoverEngine(); err != nil {
 		return err
@@ -451,8 +471,12 @@ func (s *Server) openEngine(*boot) error {
 // (which may lag after a crash during a snapshot install).
 func (s *Server) openStateMachine(*boot) error {
 	var err error
-	s.store, err = kv.Open(kv.Options{NodeID: s.cfg.NodeID, DB: s.db, RequestTimeout: s.cfg.RequestTimeout,
-		Logger: s.log.With("component", "kv"), OnConfChange: s.onConfChange})
+	cfg := &s.cfg
+	retention, retentionBytes := mvccRetention(*cfg, s.fs, s.log)
+	s.store, err = kv.Open(kv.Options{NodeID: cfg.NodeID, DB: s.db, RequestTimeout: cfg.RequestTimeout,
+		Logger: s.log.With("component", "kv"), OnConfChange: s.onConfChange,
+		Clock:     kv.NewClock(cfg.Clock, cfg.MaxClockOffset, s.log.With("component", "clock")),
+		Collector: s.coll, Retention: retention, RetentionBytes: retentionBytes})
 	if err != nil {
 		return err
 	}
@@ -780,4 +804,36 @@ func (s *Server) resumeEngine() (stopped bool, err error) {
 		return db.Resume()
 	})
 	return stopped, err
+}
+
+// The automatic byte bound of the retained history: 10% of the data
+// directory's file system, within these limits (a small disk still keeps
+// some history; a large one does not spend more than a few GiB on it).
+const (
+	minAutoRetentionBytes = 256 << 20
+	maxAutoRetentionBytes = 8 << 30
+)
+
+// mvccRetention resolves the history retention from the configuration:
+// the time bound (0 when none) and the byte bound (0 when none).
+func mvccRetention(cfg Config, fs vfs.FS, log *slog.Logger) (time.Duration, int64) {
+	retention := cfg.MVCCRetention
+	switch {
+	case retention == 0:
+		retention = time.Hour
+	case retention < 0:
+		retention = 0
+	}
+	bytes := cfg.MVCCRetentionBytes
+	switch {
+	case bytes < 0:
+		bytes = 0
+	case bytes == 0:
+		bytes = minAutoRetentionBytes
+		if u, err := vfs.DiskUsage(fs, cfg.DataDir); err == nil {
+			bytes = min(max(int64(u.TotalBytes/10), minAutoRetentionBytes), maxAutoRetentionBytes)
+		}
+		log.Info("history retention", "mvcc_retention", retention, "mvcc_retention_bytes", bytes)
+	}
+	return retention, bytes
 }
