@@ -1,6 +1,7 @@
 package kv
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -72,6 +73,68 @@ type curVersion struct {
 	histKnown bool
 }
 
+// overlay maps the keys an apply run wrote to their current version. A
+// run is usually a few dozen entries: a slice searched from the end, with
+// a map index once it grows past overlayLinear (a catch-up run of
+// thousands). Keys alias the entries' data (or an Evaluator's slices),
+// which live as long as the Apply call.
+type overlay struct {
+	keys []keyedVersion
+	idx  map[string]int
+}
+
+type keyedVersion struct {
+	key []byte
+	v   curVersion
+}
+
+const overlayLinear = 32
+
+func (o *overlay) reset() {
+	clear(o.keys) // drop the references to the last run's data
+	o.keys = o.keys[:0]
+	o.idx = nil
+}
+
+func (o *overlay) find(key []byte) int {
+	if o.idx != nil {
+		if i, ok := o.idx[string(key)]; ok {
+			return i
+		}
+		return -1
+	}
+	for i := len(o.keys) - 1; i >= 0; i-- {
+		if bytes.Equal(o.keys[i].key, key) {
+			return i
+		}
+	}
+	return -1
+}
+
+func (o *overlay) get(key []byte) (curVersion, bool) {
+	if i := o.find(key); i >= 0 {
+		return o.keys[i].v, true
+	}
+	return curVersion{}, false
+}
+
+func (o *overlay) set(key []byte, v curVersion) {
+	if i := o.find(key); i >= 0 {
+		o.keys[i].v = v
+		return
+	}
+	o.keys = append(o.keys, keyedVersion{key, v})
+	switch {
+	case o.idx != nil:
+		o.idx[string(key)] = len(o.keys) - 1
+	case len(o.keys) > overlayLinear:
+		o.idx = make(map[string]int, 2*len(o.keys))
+		for i, kv := range o.keys {
+			o.idx[string(kv.key)] = i
+		}
+	}
+}
+
 // pendingOp is a write queued by an entry's evaluation phase.
 type pendingOp struct {
 	kind  byte // opPut, opDelete, or pendingOutcome
@@ -88,7 +151,7 @@ type applier struct {
 	s       *Store
 	db      *engine.DB
 	b       *engine.Batch
-	overlay map[string]curVersion
+	overlay overlay
 	// lastTS is the commit timestamp of the last entry applied so far.
 	lastTS uint64
 	// horizon is the GC horizon as of the entries applied so far;
@@ -105,11 +168,10 @@ type applier struct {
 
 func (a *applier) reset(s *Store, db *engine.DB, b *engine.Batch) {
 	a.s, a.db, a.b = s, db, b
-	if a.overlay == nil {
-		a.overlay = map[string]curVersion{}
+	if a.buckets == nil {
 		a.buckets = map[uint64]int64{}
 	}
-	clear(a.overlay)
+	a.overlay.reset()
 	clear(a.buckets)
 	a.lastTS = s.appliedTS.Load()
 	a.horizon = s.horizon.Load()
@@ -118,7 +180,7 @@ func (a *applier) reset(s *Store, db *engine.DB, b *engine.Batch) {
 
 // current returns key's current version as of the writes so far.
 func (a *applier) current(key []byte) (curVersion, error) {
-	if c, ok := a.overlay[string(key)]; ok {
+	if c, ok := a.overlay.get(key); ok {
 		return c, nil
 	}
 	v, err := a.db.Get(key)
@@ -137,7 +199,7 @@ func (a *applier) current(key []byte) (curVersion, error) {
 
 // lastModified is lastModified with the run's overlay.
 func (a *applier) lastModified(key []byte) (uint64, error) {
-	c, ok := a.overlay[string(key)]
+	c, ok := a.overlay.get(key)
 	switch {
 	case !ok:
 		return lastModified(a.db, a.db, key)
@@ -195,7 +257,7 @@ func (a *applier) write(op *pendingOp, ts uint64, n *uint32) (int, error) {
 			return 0, err
 		}
 	}
-	a.overlay[string(op.key)] = next
+	a.overlay.set(op.key, next)
 	a.keyBuf = revlogKey(a.keyBuf[:0], ts, *n)
 	*n++
 	a.valBuf = append(append(a.valBuf[:0], rev), op.key...)

@@ -691,9 +691,10 @@ func (s *Store) Apply(ents []*pb.Entry) error {
 	b := s.db.NewBatch()
 	size := 32
 	for _, e := range ents {
-		size += 2 * len(e.GetData())
+		size += 2*len(e.GetData()) + 48
 	}
 	b.Grow(size) // the value, its history and its revision-log entry
+	defer s.ap.overlay.reset()
 	a := &s.ap
 	a.reset(s, s.db, b)
 	type done struct {

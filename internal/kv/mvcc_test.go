@@ -274,6 +274,8 @@ type versionedRun struct {
 	twin   *Store
 	twinDB *engine.DB
 	log    []string
+	// dropped counts the entries collected by engines closed since.
+	dropped uint64
 }
 
 func (r *versionedRun) fatalf(format string, args ...any) {
@@ -658,6 +660,7 @@ func (r *versionedRun) step() {
 		}
 	case op < 86:
 		r.log = append(r.log, "reopen")
+		r.dropped += r.db.Metrics().Compaction.FilterDropped
 		if err := r.db.Close(); err != nil {
 			r.fatalf("close: %v", err)
 		}
@@ -710,12 +713,23 @@ func TestVersionedModel(t *testing.T) {
 				t.Fatal(err)
 			}
 			r.checkMeta()
-			dropped := r.db.Metrics().Compaction.FilterDropped
+			dropped := r.dropped + r.db.Metrics().Compaction.FilterDropped
 			t.Logf("seed %d: %d entries, last ts %d, horizon %d, %d history entries collected, %d bytes of history counted",
 				seed, r.index, r.m.lastTS, r.m.horizon, dropped, r.s.HistoryBytes())
 			if r.m.horizon > 0 && dropped == 0 {
 				t.Fatalf("seed %d: the horizon moved to %d but compactions collected nothing", seed, r.m.horizon)
 			}
+			// After a full compaction nothing collectible is left.
+			it, err := r.db.NewIter(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for ok := it.First(); ok; ok = it.Next() {
+				if r.coll.Filter(it.Key(), it.Value()) {
+					t.Fatalf("seed %d: %q survived a full compaction below the horizon %d", seed, it.Key(), r.m.horizon)
+				}
+			}
+			_ = it.Close()
 			_ = r.twinDB.Close()
 			_ = r.db.Close()
 		})
