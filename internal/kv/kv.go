@@ -43,6 +43,10 @@
 //	0x00 "cluster/roster"   the membership roster (JSON, owned by the server)
 //	0x00 "mvcc/…", 0x00 'h', 0x00 'l', 0x00 'o'   versioned data (mvcc.go)
 //
+// A new system key must not start with 0x00 'h', 0x00 'l' or 0x00 'o':
+// garbage collection (Collector.Filter) reads those as history, revision
+// log and outcome records and drops them by timestamp.
+//
 // They are written in the same engine batch as the entries' effects, so
 // after a crash they agree, and an engine checkpoint (a raft snapshot, a
 // backup) carries all of them.
