@@ -233,8 +233,8 @@ func writeBenchReport(w io.Writer, res *benchResult) {
 
 func (a *app) newBenchCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "bench put|get|txn",
-		Short: "Load a cluster with puts, linearizable gets or transactions and report throughput and latency",
+		Use:   "bench put|get|scan|txn",
+		Short: "Load a cluster with puts, linearizable gets, scans or transactions and report throughput and latency",
 		Long: `Load the cluster at --server with requests from --clients concurrent clients
 sharing --conns connections per server (the shape of etcd's benchmark tool),
 and print what etcd's benchmark prints: total time, slowest, fastest, average
@@ -245,6 +245,9 @@ same as one JSON object).
   put  writes --total random keys of --key-size bytes with --val-size values
   get  first writes --key-space keys (untimed), then reads random ones; reads
        are linearizable (ReadIndex on the leader)
+  scan first writes --key-space keys (untimed), then scans random prefixes
+       of --key-size minus 2 bytes: each covers 100 consecutive keys (fewer
+       at the end of the key space); linearizable, like get
   txn  runs --total transactions, each reading two distinct random keys and
        writing both (--val-size values), over --key-space keys (100000 unless
        given), a --hot-keys fraction of the picks going to the first
@@ -252,7 +255,7 @@ same as one JSON object).
        --max-attempts times. It reports committed transactions per second,
        their latency (retries included) and the conflict rate (attempts that
        conflicted / attempts)`,
-		Args: exactArgs(1, "put, get or txn"),
+		Args: exactArgs(1, "put, get, scan or txn"),
 	}
 	clients := cmd.Flags().Int("clients", 1, "concurrent clients (goroutines, each one request at a time)")
 	conns := cmd.Flags().Int("conns", 1, "connections per server, shared by the clients (requests are pipelined)")
@@ -265,8 +268,11 @@ same as one JSON object).
 	maxAttempts := cmd.Flags().Int("max-attempts", client.DefaultMaxTxnAttempts, "txn: runs of a transaction that conflicts before it counts as failed")
 	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
 		op := args[0]
-		if op != "put" && op != "get" && op != "txn" {
-			return usageErrorf("bench %q: want put, get or txn", op)
+		if op != "put" && op != "get" && op != "scan" && op != "txn" {
+			return usageErrorf("bench %q: want put, get, scan or txn", op)
+		}
+		if op == "scan" && *keySize < 3 {
+			return usageErrorf("bench scan needs a --key-size of at least 3 (its prefixes are the keys without their last two digits)")
 		}
 		if err := a.needServer(cmd); err != nil {
 			return err
@@ -314,7 +320,7 @@ same as one JSON object).
 		for i := range value {
 			value[i] = byte('a' + i%26)
 		}
-		if op == "get" {
+		if op == "get" || op == "scan" {
 			fmt.Fprintf(a.stderr, "loading %d keys...\n", *keySpace)
 			if err := runLoad(*keySpace, min(*clients, 64), func(ctx context.Context, i int) error {
 				return c.Put(ctx, key(i), value)
@@ -336,6 +342,9 @@ same as one JSON object).
 				err = c.Put(ctx, key(rand.IntN(*keySpace)), value)
 			case "get":
 				_, err = c.Get(ctx, key(rand.IntN(*keySpace)))
+			case "scan":
+				k := key(rand.IntN(*keySpace))
+				_, err = c.Scan(ctx, k[:len(k)-2])
 			default:
 				err = tb.run(ctx)
 			}

@@ -107,3 +107,25 @@ func TestBenchAgainstServer(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchScanAgainstServer: bench scan loads the key space into a real
+// server, then scans prefixes of 100 keys; every scan succeeds, and the
+// loaded keys are there. A key size too short for its prefixes is a usage
+// error.
+func TestBenchScanAgainstServer(t *testing.T) {
+	addr := startServer(t)
+	out, errs, code := runCLI("--server", addr, "--json", "bench", "scan", "--key-space", "250", "--total", "30", "--clients", "3")
+	var res benchResult
+	decodeStrict(t, out, &res)
+	if code != 0 || res.Op != "scan" || res.Total != 30 || res.Errors != 0 || res.PerSecond <= 0 {
+		t.Fatalf("bench scan: %d %q\n%+v", code, errs, res)
+	}
+	out, errs, code = runCLI("--server", addr, "scan", "--keys-only", "000001")
+	if code != 0 || strings.Count(out, "\n") != 100 || !strings.HasPrefix(out, "00000100\n") {
+		t.Fatalf("scan of a bench prefix: %d %q %q", code, out, errs)
+	}
+	_, errs, code = runCLI("--server", addr, "bench", "scan", "--key-size", "2")
+	if code != ExitInvalidArgument || !strings.Contains(errs, "--key-size of at least 3") {
+		t.Fatalf("bench scan --key-size 2: %d %q", code, errs)
+	}
+}

@@ -298,7 +298,7 @@ func TestBenchTxn(t *testing.T) {
 	}
 	for _, bad := range [][]string{
 		{"txn", "--hot-keys", "1.5"}, {"txn", "--hot-keys", "0.1", "--hot-set", "1"}, {"txn", "--key-space", "1"},
-		{"txn", "--max-attempts", "0"}, {"put", "--hot-keys", "0.1"}, {"scan"},
+		{"txn", "--max-attempts", "0"}, {"put", "--hot-keys", "0.1"}, {"range"}, {"scan", "--key-size", "2"},
 	} {
 		if _, errs, code := runCLI(append([]string{s, "bench"}, bad...)...); code != ExitInvalidArgument {
 			t.Errorf("bench %v: %d %q", bad, code, errs)
