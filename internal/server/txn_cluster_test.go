@@ -292,3 +292,88 @@ func TestTxnGoClientOnCluster(t *testing.T) {
 	c.waitConverged(c.IDs()...)
 	_ = lead
 }
+
+// TestGetAtScanAt: GET_AT and SCAN_AT on a real node: past revisions,
+// pages of one revision (start, limit, more), a future revision, and a
+// revision below the retained history (COMPACTED naming the oldest
+// readable one).
+func TestGetAtScanAt(t *testing.T) {
+	c := newCluster(t, 1, clusterOpts{manual: true, configure: func(_ uint64, cfg *Config) {
+		cfg.MVCCRetention = time.Millisecond
+	}})
+	c.Elect(1)
+	tc := txnConn{t, dial(t, c.addr(1))}
+	store := c.node(1).Store()
+	tc.put("p/a", "1")
+	r1 := store.AppliedTS()
+	tc.put("p/b", "2")
+	tc.put("p/c", "3")
+	tc.put("p/a", "4")
+	r2 := store.AppliedTS()
+	getAt := func(k string, ts uint64) (wire.Status, []byte) {
+		st, p, err := tc.do(wire.OpGetAt, wire.AppendGetAt(nil, ts, []byte(k)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st, p
+	}
+	if st, p := getAt("p/a", r1); st != wire.StatusOK {
+		t.Fatalf("GET_AT p/a@%d: %v %q", r1, st, p)
+	} else if v, rev, err := wire.DecodeGetAtReply(p); err != nil || string(v) != "1" || rev != r1 {
+		t.Fatalf("GET_AT p/a@%d: %q@%d %v", r1, v, rev, err)
+	}
+	if st, _ := getAt("p/b", r1); st != wire.StatusNotFound {
+		t.Fatalf("GET_AT p/b before it was written: %v", st)
+	}
+	if st, p := getAt("p/a", 0); st != wire.StatusOK {
+		t.Fatal(st)
+	} else if v, rev, _ := wire.DecodeGetAtReply(p); string(v) != "4" || rev != r2 {
+		t.Fatalf("GET_AT p/a latest: %q@%d", v, rev)
+	}
+	if st, p := getAt("p/a", r2+1000); st != wire.StatusInvalidArgument {
+		t.Fatalf("GET_AT at a future revision: %v %q", st, p)
+	} else if msg, _ := wire.DecodeError(p); !strings.Contains(msg, "in the future") {
+		t.Fatalf("future revision: %q", msg)
+	}
+	scan := func(req wire.ScanAt) *wire.ScanAtReply {
+		t.Helper()
+		st, p, err := tc.do(wire.OpScanAt, wire.AppendScanAt(nil, req))
+		if err != nil || st != wire.StatusOK {
+			t.Fatalf("SCAN_AT %+v: %v %v %q", req, st, err, p)
+		}
+		r, err := wire.DecodeScanAtReply(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	page := scan(wire.ScanAt{Prefix: []byte("p/"), Limit: 2})
+	if page.ReadRev != r2 || !page.More || len(page.Items) != 2 || string(page.Items[0].Value) != "4" {
+		t.Fatalf("first page: %+v", page)
+	}
+	tc.put("p/d", "5") // after the page's revision: not in the next page
+	next := scan(wire.ScanAt{ReadTS: page.ReadRev, Prefix: []byte("p/"), Start: append([]byte("p/b"), 0), Limit: 2})
+	if next.More || len(next.Items) != 1 || string(next.Items[0].Key) != "p/c" {
+		t.Fatalf("second page: %+v", next)
+	}
+	if old := scan(wire.ScanAt{ReadTS: r1, Prefix: []byte("p/")}); len(old.Items) != 1 || string(old.Items[0].Value) != "1" {
+		t.Fatalf("scan at %d: %+v", r1, old)
+	}
+	if st, p, _ := tc.do(wire.OpScanAt, wire.AppendScanAt(nil, wire.ScanAt{Prefix: []byte("p/"), Start: []byte("q")})); st != wire.StatusInvalidArgument {
+		t.Fatalf("a start outside the prefix: %v %q", st, p)
+	}
+	// History is collected past a 1 ms retention: the leader moves the
+	// horizon about once a second.
+	c.Eventually("the horizon to pass "+strconv.FormatUint(r1, 10), func() bool {
+		tc.put("p/a", "again")
+		return store.Horizon() > r1
+	})
+	st, p := getAt("p/a", r1)
+	msg, _ := wire.DecodeError(p)
+	if rev, oldest, ok := wire.ParseCompacted(msg); st != wire.StatusCompacted || !ok || rev != r1 || oldest != store.Horizon() {
+		t.Fatalf("GET_AT below the horizon: %v %q", st, msg)
+	}
+	if st, _, _ := tc.do(wire.OpScanAt, wire.AppendScanAt(nil, wire.ScanAt{ReadTS: r1, Prefix: []byte("p/")})); st != wire.StatusCompacted {
+		t.Fatalf("SCAN_AT below the horizon: %v", st)
+	}
+}
