@@ -356,3 +356,47 @@ func TestCommitCrashAllOrNothing(t *testing.T) {
 		t.Fatalf("the crash points never separated the states: %d with the commit, %d without", committedSeen, notSeen)
 	}
 }
+
+// TestDiskFullRefusesWritingCommits: with the disk guard refusing writes,
+// a commit with writes and a conditional write that writes are refused
+// before anything is proposed (the transaction stays open and commits
+// once there is room); read-only ones go on.
+func TestDiskFullRefusesWritingCommits(t *testing.T) {
+	c := clustertest.New(t, clustertest.Options{Nodes: 1, StoreOptions: func(id uint64, o *kv.Options) { o.Evaluators = Evaluators() }})
+	c.Elect(1)
+	var full atomic.Bool
+	full.Store(true)
+	m := managerOn(t, c, 1, Options{AdmitWrite: func() error {
+		if full.Load() {
+			return errors.New("disk full on node 1")
+		}
+		return nil
+	}})
+	st, p := handle(t, m, wire.OpTxnBegin, nil)
+	id, _, _ := wire.DecodeTxnBeginReply(p)
+	if st, p := handle(t, m, wire.OpTxnOp, wire.AppendTxnOp(nil, wire.TxnOp{TxnID: id, Kind: wire.TxnOpPut, Key: []byte("k"), Value: []byte("v")})); st != wire.StatusOK {
+		t.Fatalf("put: %v %q", st, p)
+	}
+	applied := c.Node(1).Store.AppliedIndex()
+	if st, p = handle(t, m, wire.OpTxnCommit, wire.AppendTxnID(nil, id)); st != wire.StatusError || !bytes.Contains(p, []byte("disk full")) {
+		t.Fatalf("commit on a full disk: %v %q", st, p)
+	}
+	write := wire.AppendCondTxn(nil, &wire.CondTxn{Then: []wire.CondOp{{Kind: wire.TxnOpPut, Key: []byte("c"), Value: []byte("v")}}})
+	if st, p := handle(t, m, wire.OpKayaTxn, write); st != wire.StatusError {
+		t.Fatalf("conditional write on a full disk: %v %q", st, p)
+	}
+	read := wire.AppendCondTxn(nil, &wire.CondTxn{Then: []wire.CondOp{{Kind: wire.TxnOpGet, Key: []byte("c")}}})
+	if st, p := handle(t, m, wire.OpKayaTxn, read); st != wire.StatusOK {
+		t.Fatalf("read-only conditional write on a full disk: %v %q", st, p)
+	}
+	if got := c.Node(1).Store.AppliedIndex(); got != applied+1 {
+		t.Fatalf("applied %d → %d: only the read-only conditional write should have gone through raft", applied, got)
+	}
+	full.Store(false)
+	if st, p := handle(t, m, wire.OpTxnCommit, wire.AppendTxnID(nil, id)); st != wire.StatusOK {
+		t.Fatalf("commit once there is room: %v %q", st, p)
+	}
+	if v, err := c.Get(1, "k"); err != nil || v != "v" {
+		t.Fatalf("k = %q %v", v, err)
+	}
+}
