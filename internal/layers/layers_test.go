@@ -94,7 +94,7 @@ var allowed = map[string]rule{
 	"internal/clustertest": {"the shared cluster harness (generic over the node) and an in-process raft cluster over the real stack below the server, for tests", []string{"engine", "internal/kv", "internal/raftlog",
 		"internal/raftnode", "internal/transport", "internal/vfs", "internal/loopport"}, nil},
 	"internal/jepsen": {"Jepsen-style harness: real processes, fault-injecting proxy, nemeses, checkers", []string{"client", "engine", "internal/kv",
-		"internal/loopport", "internal/wire"}, nil},
+		"internal/loopport", "internal/wire"}, []string{"internal/wire/wiretest"}},
 	"internal/e2e":    {"process-level tests of the binaries, scripts and runbooks (tests only)", nil, join([]string{"internal/wire"}, testHelper)},
 	"internal/layers": {"this table and its test (tests only)", nil, nil},
 
