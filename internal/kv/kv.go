@@ -719,7 +719,7 @@ func (s *Store) Apply(ents []*pb.Entry) error {
 		ts := max(proposed, a.lastTS+1)
 		if err == nil {
 			var fatal error
-			results, err, fatal = a.applyEntry(cmds, ts)
+			results, err, fatal = a.applyEntry(cmds, ts, e.GetTerm())
 			if fatal != nil {
 				return fmt.Errorf("entry %d: %w", e.GetIndex(), fatal)
 			}

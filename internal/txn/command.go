@@ -46,6 +46,14 @@ const (
 	// exact: the transaction is refused (it must start again with a new
 	// snapshot); nothing was written.
 	OutcomeCompacted uint8 = 3
+	// OutcomeLost: the commit entry was appended in a later raft term
+	// than the one the transaction began in (txn_id>>32): its proposer
+	// lost leadership with the proposal queued, and raft forwarded it to
+	// the new leader. Open transactions do not survive a leadership
+	// change (their locks and early conflicts lived on the old leader),
+	// and the new leader may already have told a retried TXN_COMMIT that
+	// the transaction is lost, so it must not commit; nothing was written.
+	OutcomeLost uint8 = 4
 )
 
 // Isolation is a transaction's isolation level.
@@ -218,6 +226,10 @@ func evalCommit(tx *kv.ApplyTx, body []byte) ([]byte, error) {
 	c, err := decodeCommit(body)
 	if err != nil {
 		return nil, err
+	}
+	if tx.Term() != c.txnID>>32 {
+		tx.RecordOutcome(c.txnID, OutcomeLost)
+		return []byte{OutcomeLost}, nil
 	}
 	code, err := validate(tx, c)
 	if err != nil {

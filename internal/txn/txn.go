@@ -710,6 +710,9 @@ func (m *Manager) commit(ctx context.Context, id uint64) (wire.Status, []byte) {
 		case OutcomeConflict:
 			outcome = "conflict"
 			t.status, t.reply = conflict()
+		case OutcomeLost:
+			outcome = "lost"
+			t.status, t.reply = errReply(wire.StatusInvalidArgument, wire.MsgTxnLost, id, id>>32)
 		default:
 			outcome = "conflict"
 			t.status, t.reply = compactedConflict(c.snapshot)
@@ -777,6 +780,8 @@ func (m *Manager) resolve(ctx context.Context, id uint64, t *txn) (wire.Status, 
 			return wire.StatusOK, wire.AppendTxnCommitReply(nil, out.TS)
 		case OutcomeCompacted:
 			return compactedConflict(0)
+		case OutcomeLost:
+			return errReply(wire.StatusInvalidArgument, wire.MsgTxnLost, id, id>>32)
 		}
 		return conflict()
 	}
@@ -787,8 +792,10 @@ func (m *Manager) resolve(ctx context.Context, id uint64, t *txn) (wire.Status, 
 		// still unknown.
 		return m.inDoubtReply(id)
 	}
-	// After the barrier, an entry of an earlier term that is not applied
-	// here is not in the log and never will be.
+	// After the barrier, a commit of an earlier term's transaction that is
+	// not applied here never commits: if it is appended later (a deposed
+	// leader's queued proposal, forwarded by raft), it is appended in a
+	// later term than its transaction's, and the apply records it lost.
 	return m.unknownLocked(id)
 }
 

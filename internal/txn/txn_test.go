@@ -197,7 +197,7 @@ func crashTxnEntries() (ents []*pb.Entry, txnID uint64, want map[string]string) 
 	for i := 0; i < 10; i++ {
 		ents = append(ents, entry(uint64(len(ents)+1), 1, uint64(i), []byte(fmt.Sprintf("key%02d", i)), []byte("before")))
 	}
-	txnID = 5<<32 | 1
+	txnID = 1<<32 | 1 // begun in term 1, the entries' term
 	c := &commitCmd{txnID: txnID, snapshot: 0, isolation: Serializable}
 	want = map[string]string{}
 	for i := 0; i < 40; i++ {
@@ -215,6 +215,42 @@ func crashTxnEntries() (ents []*pb.Entry, txnID uint64, want map[string]string) 
 	ents = append(ents, entry(uint64(len(ents)+1), OpTxnCommit, 100, encodeCommit(c)))
 	ents = append(ents, entry(uint64(len(ents)+1), 1, 101, []byte("after"), []byte("x")))
 	return ents, txnID, want
+}
+
+// TestCommitAppendedInALaterTermIsLost: a commit entry appended in a later
+// raft term than its transaction began in (a deposed leader's queued
+// proposal that raft forwarded to the new leader, which meanwhile told a
+// retried TXN_COMMIT that the transaction was lost) writes nothing and
+// records the outcome "lost", on every replica alike; the same commit in
+// its own term commits.
+func TestCommitAppendedInALaterTermIsLost(t *testing.T) {
+	_, s, err := openStore(vfs.NewMem())
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := &commitCmd{txnID: 3<<32 | 7, snapshot: 1 << 62, isolation: Serializable,
+		writes: []write{{kind: wire.TxnOpPut, key: []byte("k"), value: []byte("from a lost transaction")}}}
+	late := entry(1, OpTxnCommit, 1, encodeCommit(lost))
+	late.Term = new(uint64(4))
+	own := &commitCmd{txnID: 4<<32 | 1, snapshot: 1 << 62, isolation: Serializable,
+		writes: []write{{kind: wire.TxnOpPut, key: []byte("j"), value: []byte("committed")}}}
+	mine := entry(2, OpTxnCommit, 2, encodeCommit(own))
+	mine.Term = new(uint64(4))
+	if err := s.Apply([]*pb.Entry{late, mine}); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := s.ReadAt([]byte("k"), 0); err == nil {
+		t.Fatalf("the late commit wrote k = %q", v.Value)
+	}
+	if out, found, err := s.LookupOutcome(lost.txnID); err != nil || !found || out.Code != OutcomeLost {
+		t.Fatalf("the late commit's outcome: %+v %v %v, want lost", out, found, err)
+	}
+	if v, err := s.ReadAt([]byte("j"), 0); err != nil || string(v.Value) != "committed" {
+		t.Fatalf("the commit in its own term: j = %q, %v", v.Value, err)
+	}
+	if out, found, err := s.LookupOutcome(own.txnID); err != nil || !found || out.Code != OutcomeCommitted {
+		t.Fatalf("the own-term commit's outcome: %+v %v %v", out, found, err)
+	}
 }
 
 func crashEngineOptions(fs vfs.FS) *engine.Options {
@@ -291,6 +327,12 @@ func TestCommitCrashAllOrNothing(t *testing.T) {
 			}))
 			if err := runCrashTxn(fs, ents); err != nil {
 				t.Fatal(err)
+			}
+			if clone == nil {
+				// Background flushes and compactions make the number of
+				// writes vary a little between runs: this one ended
+				// before its k-th; cut power after its last.
+				clone = mem.CrashClone(vfs.CrashCloneOptions{UnsyncedKeepProbability: keep, Rand: rng})
 			}
 			what := fmt.Sprintf("crash at write %d (keep %.1f)", k, keep)
 			db, s, err := openStore(clone)
