@@ -122,6 +122,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 	go s.writeReplies(c, cc, queue, writerDone)
 	rd := &clientReader{s: s, c: c, r: bufio.NewReaderSize(c, 64<<10), cc: cc}
 	var lastWrite <-chan struct{} // done when this connection's latest write has its reply
+	txnLast := txnOrder{}         // each transaction's latest request on this connection
 	for {
 		cl, req, err := rd.next()
 		if err != nil {
@@ -179,16 +180,28 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			continue
 		}
 		// Other requests see every earlier write of this connection
-		// (read-your-writes under pipelining); the requests of
-		// transactions are ordered like writes (txnops.go).
+		// (read-your-writes under pipelining). A conditional write is
+		// ordered like a write; the requests of one transaction run in the
+		// order they were sent, after each other, but not after other
+		// transactions' (a commit waits for raft: ordering the
+		// transactions of a connection that many clients share would
+		// serialize them all).
 		after := lastWrite
-		if isTxnOp(op) {
+		var afterTxn <-chan struct{}
+		switch {
+		case op == wire.OpKayaTxn:
 			lastWrite = cl.done
+		case isTxnOp(op) && op != wire.OpTxnBegin && len(payload) >= 8:
+			id := binary.LittleEndian.Uint64(payload)
+			afterTxn = txnLast.order(id, op, cl.done)
 		}
 		go func() {
 			defer close(cl.done)
 			if after != nil {
 				<-after
+			}
+			if afterTxn != nil {
+				<-afterTxn
 			}
 			var st wire.Status
 			var p []byte
@@ -684,4 +697,36 @@ func (s *Server) stats() *wire.Stats {
 			RecoveryDurationUs: uint64(s.openDur.Microseconds()),
 		},
 	}
+}
+
+// txnOrder keeps, for each transaction with requests on one connection,
+// the completion of its latest request, so that the next one waits for it.
+// Only the connection's reader uses it.
+type txnOrder map[uint64]<-chan struct{}
+
+// txnOrderPrune is the size at which a connection's txnOrder drops the
+// transactions whose latest request is done (transactions that were
+// abandoned without a commit or rollback would otherwise stay).
+const txnOrderPrune = 1024
+
+// order records done as the latest request of transaction id (op) and
+// returns the completion of the one before it, if any. A commit or
+// rollback ends the transaction's entry.
+func (o txnOrder) order(id uint64, op wire.Opcode, done <-chan struct{}) <-chan struct{} {
+	prev := o[id]
+	if op == wire.OpTxnCommit || op == wire.OpTxnRollback {
+		delete(o, id)
+		return prev
+	}
+	if len(o) >= txnOrderPrune {
+		for k, ch := range o {
+			select {
+			case <-ch:
+				delete(o, k)
+			default:
+			}
+		}
+	}
+	o[id] = done
+	return prev
 }
