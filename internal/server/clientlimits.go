@@ -692,6 +692,8 @@ func replyEstimate(op wire.Opcode) int64 {
 		return getReplyEstimate
 	case wire.OpBackupRead:
 		return frameOverhead + 4 + wire.MaxBackupChunk
+	case wire.OpCDCPoll:
+		return maxPollReply
 	}
 	return smallReplyEstimate
 }
@@ -699,7 +701,7 @@ func replyEstimate(op wire.Opcode) int64 {
 // waitsForReplyMemory: the opcodes whose replies may be large wait for
 // room in replyMem before they run; the others are charged as overdrafts.
 func waitsForReplyMemory(op wire.Opcode) bool {
-	return op == wire.OpScan || op == wire.OpGet || op == wire.OpBackupRead
+	return op == wire.OpScan || op == wire.OpGet || op == wire.OpBackupRead || op == wire.OpCDCPoll
 }
 
 // replyMemoryError is the reply to a request refused for want of reply
