@@ -124,7 +124,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 	go s.writeReplies(c, cc, queue, writerDone)
 	rd := &clientReader{s: s, c: c, r: bufio.NewReaderSize(c, 64<<10), cc: cc}
 	ws := s.newConnWatches(cc, queue) // watches push frames into queue (feed.go)
-	var lastWrite <-chan struct{} // done when this connection's latest write has its reply
+	var lastWrite <-chan struct{}     // done when this connection's latest write has its reply
 	for {
 		cl, req, err := rd.next()
 		if err != nil {

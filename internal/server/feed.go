@@ -263,7 +263,10 @@ func (ws *connWatches) close() {
 	ws.goneOnce.Do(func() { close(ws.gone) })
 	ws.mu.Lock()
 	ws.closed = true
-	open := ws.open
+	open := make([]*feed.Watcher, 0, len(ws.open))
+	for _, w := range ws.open {
+		open = append(open, w)
+	}
 	ws.mu.Unlock()
 	for _, w := range open {
 		w.Close()
