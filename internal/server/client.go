@@ -122,9 +122,9 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 	queue := make(chan *call, maxPipelined)
 	writerDone := make(chan struct{})
 	go s.writeReplies(c, cc, queue, writerDone)
-	rd := &clientReader{s: s, c: c, r: bufio.NewReaderSize(c, 64<<10), cc: cc}
 	ws := s.newConnWatches(cc, queue) // watches push frames into queue (feed.go)
-	var lastWrite <-chan struct{}     // done when this connection's latest write has its reply
+	rd := &clientReader{s: s, c: c, r: bufio.NewReaderSize(c, 64<<10), cc: cc}
+	var lastWrite <-chan struct{} // done when this connection's latest write has its reply
 	for {
 		cl, req, err := rd.next()
 		if err != nil {
