@@ -565,6 +565,9 @@ func (s *Server) startWrite(op wire.Opcode, p []byte) (func(context.Context) err
 			return nil, st, payload
 		}
 		wait, err = s.store.StartPut(ctx, key, value)
+		if err == nil {
+			s.hub.Proposed(key, value) // a no-op but in a planted-bug build (feed)
+		}
 	} else {
 		key, derr := wire.DecodeKey(p)
 		if derr != nil {
