@@ -139,9 +139,14 @@ func sentinelKey(p int) string { return watchPrefix(p) + "end" }
 func startWatchers(ctx context.Context, addrs []string, logf func(string, ...any)) (*watchRun, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	wr := &watchRun{cancel: cancel}
+	n := 0
 	for p := 0; p < watchPrefixes; p++ {
 		for i := 0; i < watchersPerPrefix; i++ {
-			cl, err := client.New(addrs, &client.Options{RequestTimeout: 2 * time.Second, DialTimeout: 500 * time.Millisecond})
+			// Each watcher starts on another node: the leader serves some,
+			// followers the others.
+			n++
+			rot := append(append([]string(nil), addrs[n%len(addrs):]...), addrs[:n%len(addrs)]...)
+			cl, err := client.New(rot, &client.Options{RequestTimeout: 2 * time.Second, DialTimeout: 500 * time.Millisecond})
 			if err != nil {
 				cancel()
 				return nil, err
