@@ -41,6 +41,9 @@ const (
 	// commits, so a large commit makes a larger frame; a commit fits a
 	// frame, as it fits a raft entry).
 	maxFrameBytes = 1 << 20
+	// maxFrameCommits bounds the commits of one frame (what a watcher
+	// holds beyond its buffer while its sink writes).
+	maxFrameCommits = 256
 	// hubPage bounds one read of the hub (a catch-up of many revisions is
 	// read in pages, each dispatched before the next is read).
 	hubPageChanges = 4096
@@ -111,6 +114,14 @@ func (h *Hub) Watches() int {
 	return len(h.all)
 }
 
+// syncedWatches is the number of watchers that receive from the hub
+// (tests).
+func (h *Hub) syncedWatches() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.synced)
+}
+
 func (h *Hub) run() {
 	defer h.wg.Done()
 	tick := time.NewTicker(progressTick)
@@ -133,6 +144,12 @@ func (h *Hub) follow(applied uint64) {
 	for {
 		h.mu.Lock()
 		pos := h.pos
+		if len(h.synced) == 0 && pos < applied {
+			// Nobody to hand changes to: skip reading them (a watcher
+			// catching up reads its range itself, up to pos).
+			h.pos = applied
+			pos = applied
+		}
 		h.mu.Unlock()
 		if pos >= applied {
 			return
@@ -399,11 +416,7 @@ func (w *Watcher) run() {
 		case <-w.wake:
 		}
 		for {
-			w.mu.Lock()
-			q := w.mu.queue
-			w.mu.queue = nil
-			w.mu.bytes = 0
-			w.mu.Unlock()
+			q := w.take()
 			if len(q) == 0 {
 				break
 			}
@@ -412,6 +425,35 @@ func (w *Watcher) run() {
 			}
 		}
 	}
+}
+
+// take removes one frame's worth of items from the queue: commits up to
+// maxFrameCommits and about maxFrameBytes, or one other item. What stays
+// queued counts against the buffer's bounds, so at most one frame is out
+// of the bounds' sight while the sink writes it.
+func (w *Watcher) take() []item {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	q := w.mu.queue
+	n, size := 0, 0
+	for n < len(q) {
+		it := q[n]
+		if it.commit == nil {
+			if n == 0 {
+				n = 1
+			}
+			break
+		}
+		if n > 0 && (n >= maxFrameCommits || size+it.size > maxFrameBytes) {
+			break
+		}
+		n++
+		size += it.size
+	}
+	out := append([]item(nil), q[:n]...)
+	w.mu.queue = append(q[:0], q[n:]...)
+	w.mu.bytes -= size
+	return out
 }
 
 // deliver sends queued items to the sink, commits merged into frames of

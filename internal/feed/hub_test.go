@@ -193,7 +193,11 @@ func TestSlowWatcherDoesNotBlockTheHub(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < MaxBufferedCommits+100; i++ {
+	// Both receive from the hub (a watcher still catching up pulls at its
+	// sink's pace instead: it is never cancelled for it).
+	waitFor(t, "both watchers to join the hub", func() bool { return h.syncedWatches() == 2 })
+	// More than the buffer and the frame being written.
+	for i := 0; i < MaxBufferedCommits+maxFrameCommits+100; i++ {
 		ts.apply(fmt.Sprintf("k%d", i), "v")
 	}
 	want := history(t, ts.s, start-1, nil)
