@@ -82,7 +82,7 @@ var allowed = map[string]rule{
 	"internal/snap":      {"raft snapshots on disk: engine checkpoints, metadata, stream format", join(neutral, []string{"internal/vfs"}), nil},
 	"internal/raftnode":  {"the goroutine that owns the raft node", join(neutral, []string{"internal/raftlog", "internal/transport", "internal/vfs"}), nil},
 	"internal/kv":        {"replicated state machine over the engine", join(neutral, []string{"engine", "internal/raftnode"}), []string{"internal/clustertest", "internal/vfs"}},
-	"internal/feed":      {"change feed consumers and watches over the state machine's history", []string{"engine", "internal/kv", "internal/wire"}, nil},
+	"internal/feed":      {"change feed consumers and watches over the state machine's history", []string{"engine", "internal/kv", "internal/wire"}, []string{"internal/vfs"}},
 
 	// The node, the client, the tools.
 	"internal/buildinfo": {"module version, VCS revision, Go and protocol version of a binary", []string{"internal/wire"}, nil},
