@@ -437,8 +437,9 @@ func (d *DB) makeRoomForWrite(need int) (*memTable, error) {
 				// machine must go on applying the few entries it gets
 				// while its clients' writes are refused), with L0 up to
 				// twice its stop threshold (reads slow down, and no
-				// further: past that the write fails).
-				if l0 >= 2*d.opts.L0StopWritesThreshold {
+				// further: past that the write fails). The memtables
+				// queued for flushing count: each becomes an L0 table.
+				if l0+len(d.mu.imm) >= 2*d.opts.L0StopWritesThreshold {
 					return nil, diskFullError(err, whatStall)
 				}
 				if err := d.rotateLocked(need); err != nil {

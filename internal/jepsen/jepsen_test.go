@@ -215,9 +215,7 @@ func TestJepsenCatchesPlantedBug(t *testing.T) {
 // TestJepsenCatchesSkippedReadValidation is the transactions' negative
 // control: a server whose commits validate only their writes (snapshot
 // isolation where serializability is promised) lets write skew commit,
-// and the list-append checker must find the cycles. It needs the
-// client's and the server's transactions (issue 13): until then it is
-// skipped, saying so.
+// and the list-append checker must find the cycles.
 func TestJepsenCatchesSkippedReadValidation(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real processes; skipped in -short mode")

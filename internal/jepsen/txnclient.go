@@ -1,13 +1,8 @@
-//go:build kaya_txn_client
-
 package jepsen
 
 // The adapter from the Go client to TxnClient: a thin mapping, one method
-// each. Built only with the kaya_txn_client tag until the client has
-// transactions (see txnclient_pending.go). Written against the client of
-// branch i13-txnapi (45390d2): Begin → *Txn; Txn.Commit → (revision,
-// error); CompareAndSwap → (swapped, revision, error); ErrTxnConflict,
-// ErrTxnLost.
+// each: Begin → *Txn; Txn.Commit → (revision, error); CompareAndSwap →
+// (swapped, revision, error); ErrTxnConflict, ErrTxnLost.
 
 import (
 	"context"
@@ -17,7 +12,7 @@ import (
 )
 
 // txnWorkloadsByDefault puts TxnWorkloads in the default set
-// (AllWorkloads): set it false again if the server lags the client.
+// (AllWorkloads).
 const txnWorkloadsByDefault = true
 
 func txnClientSupported() error { return nil }

@@ -1,5 +1,3 @@
-//go:build kaya_txn_client
-
 package jepsen
 
 // The adapter (txnclient.go) end to end, before a server has

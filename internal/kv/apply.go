@@ -286,11 +286,19 @@ func (a *applier) write(op *pendingOp, ts uint64, n *uint32) (int, error) {
 type ApplyTx struct {
 	a       *applier
 	ts      uint64
+	term    uint64
 	pending []pendingOp
 }
 
 // TS returns the commit timestamp of the entry being applied.
 func (tx *ApplyTx) TS() uint64 { return tx.ts }
+
+// Term returns the raft term in which the entry being applied was appended
+// to the log (the same on every replica). A command proposed by a leader of
+// an earlier term can still be appended in a later one (a proposal a
+// deposed leader had queued is forwarded to the new leader): an evaluator
+// whose command is valid only within its proposer's term checks it here.
+func (tx *ApplyTx) Term() uint64 { return tx.term }
 
 // Horizon returns the GC horizon as of this entry. LastModified is exact
 // only for changes after it (a change at or before it may read as 0, and
@@ -386,9 +394,9 @@ func (tx *ApplyTx) DeleteSystem(key []byte) error {
 // applyEntry runs one decoded entry at ts. It returns the results for the
 // commands' proposers, or an error that rejects the entry (nothing of it
 // was written). An error of the engine batch is returned as fatal.
-func (a *applier) applyEntry(cmds []command, ts uint64) (results [][]byte, reject, fatal error) {
+func (a *applier) applyEntry(cmds []command, ts, term uint64) (results [][]byte, reject, fatal error) {
 	tx := &a.tx
-	*tx = ApplyTx{a: a, ts: ts, pending: tx.pending[:0]}
+	*tx = ApplyTx{a: a, ts: ts, term: term, pending: tx.pending[:0]}
 	horizon, horizonSet := a.horizon, false
 	for i := range cmds {
 		c := &cmds[i]

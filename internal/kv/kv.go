@@ -736,7 +736,7 @@ func (s *Store) Apply(ents []*pb.Entry) error {
 		ts := max(proposed, a.lastTS+1)
 		if err == nil {
 			var fatal error
-			results, err, fatal = a.applyEntry(cmds, ts)
+			results, err, fatal = a.applyEntry(cmds, ts, e.GetTerm())
 			if fatal != nil {
 				return fmt.Errorf("entry %d: %w", e.GetIndex(), fatal)
 			}
@@ -1295,7 +1295,28 @@ func (s *Store) ReadScanAt(prefix []byte, ts uint64, maxItems, maxBytes int) ([]
 	if h := s.horizon.Load(); ts < h {
 		return nil, &CompactedError{Revision: ts, Oldest: h}
 	}
-	return scanAt(sn, prefix, ts, maxItems, maxBytes)
+	out, _, err := scanAt(sn, prefix, nil, ts, maxItems, maxBytes)
+	return out, err
+}
+
+// ReadScanAtFrom is ReadScanAt from start on (inclusive; nil: from the
+// prefix), at revision ts (> 0), and says whether keys under the prefix
+// remain after the last one returned (the limits cut the scan).
+func (s *Store) ReadScanAtFrom(prefix, start []byte, ts uint64, maxItems, maxBytes int) ([]KV, bool, error) {
+	if len(prefix) > 0 && prefix[0] == SystemPrefix {
+		return nil, false, fmt.Errorf("%w: %v", engine.ErrInvalidArgument, ErrReservedKey)
+	}
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	if applied := s.appliedTS.Load(); ts > applied {
+		return nil, false, &FutureRevisionError{Revision: ts, Newest: applied}
+	}
+	sn := s.db.NewSnapshot()
+	defer sn.Close()
+	if h := s.horizon.Load(); ts < h {
+		return nil, false, &CompactedError{Revision: ts, Oldest: h}
+	}
+	return scanAt(sn, prefix, start, ts, maxItems, maxBytes)
 }
 
 // prefixEnd returns the smallest key greater than every key with the

@@ -286,22 +286,30 @@ func historyEnd(src iterSource, key []byte) (uint64, error) {
 	return end, nil
 }
 
-// scanAt returns the keys with prefix as of ts from sn, merging the current
-// keyspace with the history keyspace, with the limits of Store.Scan.
-func scanAt(sn iterSource, prefix []byte, ts uint64, maxItems, maxBytes int) ([]KV, error) {
+// scanAt returns the keys with prefix, from start on (inclusive; nil: the
+// prefix itself), as of ts from sn, merging the current keyspace with the
+// history keyspace, with the limits of Store.Scan; more says that a key
+// under the prefix was left out by the limits.
+func scanAt(sn iterSource, prefix, start []byte, ts uint64, maxItems, maxBytes int) (_ []KV, more bool, _ error) {
 	lower := prefix
+	if bytes.Compare(start, lower) > 0 {
+		lower = start
+	}
 	if len(lower) == 0 {
 		lower = []byte{SystemPrefix + 1}
 	}
 	cur, err := sn.NewIter(&engine.IterOptions{LowerBound: lower, UpperBound: prefixEnd(prefix)})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer cur.Close()
-	hlow := appendEscaped(append([]byte(nil), historyPrefix...), prefix)
-	hist, err := sn.NewIter(&engine.IterOptions{LowerBound: hlow, UpperBound: prefixEnd(hlow)})
+	hprefix := appendEscaped(append([]byte(nil), historyPrefix...), prefix)
+	// Escaping keeps the order of user keys: every history entry of a key
+	// at or after lower sorts at or after escaped(lower).
+	hlow := appendEscaped(append([]byte(nil), historyPrefix...), lower)
+	hist, err := sn.NewIter(&engine.IterOptions{LowerBound: hlow, UpperBound: prefixEnd(hprefix)})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer hist.Close()
 
@@ -325,7 +333,7 @@ func scanAt(sn iterSource, prefix []byte, ts uint64, maxItems, maxBytes int) ([]
 		if okH {
 			e, _, ok := splitHistoryKey(hist.Key())
 			if !ok {
-				return nil, fmt.Errorf("kv: malformed history key %q: %w", hist.Key(), engine.ErrCorruption)
+				return nil, false, fmt.Errorf("kv: malformed history key %q: %w", hist.Key(), engine.ErrCorruption)
 			}
 			escH = append(escH, e...) // hist moves before escH is used again
 		}
@@ -344,7 +352,7 @@ func scanAt(sn iterSource, prefix []byte, ts uint64, maxItems, maxBytes int) ([]
 			key = cur.Key()
 			val, cts, err := DecodeValue(cur.Value())
 			if err != nil {
-				return nil, fmt.Errorf("key %q: %w", key, err)
+				return nil, false, fmt.Errorf("key %q: %w", key, err)
 			}
 			if cts <= ts {
 				found, v = true, Version{Value: val, TS: cts}
@@ -352,7 +360,7 @@ func scanAt(sn iterSource, prefix []byte, ts uint64, maxItems, maxBytes int) ([]
 		} else {
 			k, ok := unescape(escH)
 			if !ok {
-				return nil, fmt.Errorf("kv: malformed history key %q: %w", hist.Key(), engine.ErrCorruption)
+				return nil, false, fmt.Errorf("kv: malformed history key %q: %w", hist.Key(), engine.ErrCorruption)
 			}
 			key = k
 		}
@@ -364,7 +372,7 @@ func scanAt(sn iterSource, prefix []byte, ts uint64, maxItems, maxBytes int) ([]
 			if hist.SeekGE(seek) && bytes.HasPrefix(hist.Key(), seek[:len(seek)-8]) && len(hist.Key()) == len(seek) {
 				end, val, err := decodeHistoryValue(hist.Value())
 				if err != nil {
-					return nil, fmt.Errorf("history of %q: %w", key, err)
+					return nil, false, fmt.Errorf("history of %q: %w", key, err)
 				}
 				if end > ts {
 					_, start, _ := splitHistoryKey(hist.Key())
@@ -373,6 +381,7 @@ func scanAt(sn iterSource, prefix []byte, ts uint64, maxItems, maxBytes int) ([]
 			}
 		}
 		if found && !emit(key, v) {
+			more = true
 			break
 		}
 		if c <= 0 {
@@ -386,10 +395,10 @@ func scanAt(sn iterSource, prefix []byte, ts uint64, maxItems, maxBytes int) ([]
 		}
 	}
 	if err := cur.Error(); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if err := hist.Error(); err != nil {
-		return nil, err
+		return nil, false, err
 	}
-	return out, nil
+	return out, more, nil
 }

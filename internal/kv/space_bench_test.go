@@ -1,7 +1,9 @@
 package kv
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -62,6 +64,9 @@ func envInt(name string, def int) int {
 func dirSize(b *testing.B, dir string) int64 {
 	var n int64
 	err := filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // deleted by a compaction since the directory was read
+		}
 		if err == nil && !fi.IsDir() {
 			n += fi.Size()
 		}

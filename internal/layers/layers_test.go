@@ -83,10 +83,11 @@ var allowed = map[string]rule{
 	"internal/raftnode":  {"the goroutine that owns the raft node", join(neutral, []string{"internal/raftlog", "internal/transport", "internal/vfs"}), nil},
 	"internal/kv":        {"replicated state machine over the engine", join(neutral, []string{"engine", "internal/raftnode"}), []string{"internal/clustertest", "internal/vfs"}},
 	"internal/feed":      {"change feed consumers and watches over the state machine's history", []string{"engine", "internal/kv", "internal/wire"}, []string{"internal/vfs"}},
+	"internal/txn":       {"transaction manager: open transactions on the leader, commit and conditional-write commands", []string{"engine", "internal/kv", "internal/wire"}, []string{"internal/clustertest", "internal/raftnode", "internal/vfs"}},
 
 	// The node, the client, the tools.
 	"internal/buildinfo": {"module version, VCS revision, Go and protocol version of a binary", []string{"internal/wire"}, nil},
-	"internal/server": {"wiring and lifecycle of a node", join(neutral, []string{"engine", "internal/feed", "internal/kv", "internal/raftlog", "internal/raftnode", "internal/transport",
+	"internal/server": {"wiring and lifecycle of a node", join(neutral, []string{"engine", "internal/feed", "internal/kv", "internal/txn", "internal/raftlog", "internal/raftnode", "internal/transport",
 		"internal/snap", "internal/security", "internal/vfs", "internal/wire", "internal/buildinfo"}), join([]string{"client", "internal/clustertest"}, testHelper)},
 	"client": {"public Go client", []string{"internal/wire", "internal/durable"}, []string{"internal/wire/wiretest"}},
 	"internal/cli": {"kayactl: server mode over the client, local mode over the engine, inspectors", join(lsmAll, neutral, []string{"client", "engine", "internal/kv",
@@ -94,7 +95,7 @@ var allowed = map[string]rule{
 	"internal/clustertest": {"the shared cluster harness (generic over the node) and an in-process raft cluster over the real stack below the server, for tests", []string{"engine", "internal/kv", "internal/raftlog",
 		"internal/raftnode", "internal/transport", "internal/vfs", "internal/loopport"}, nil},
 	"internal/jepsen": {"Jepsen-style harness: real processes, fault-injecting proxy, nemeses, checkers", []string{"client", "engine", "internal/kv",
-		"internal/loopport", "internal/wire"}, nil},
+		"internal/loopport", "internal/wire"}, []string{"internal/wire/wiretest"}},
 	"internal/e2e":    {"process-level tests of the binaries, scripts and runbooks (tests only)", nil, join([]string{"internal/wire"}, testHelper)},
 	"internal/layers": {"this table and its test (tests only)", nil, nil},
 
@@ -349,7 +350,7 @@ var order = []string{
 	"internal/crc", "internal/errs", "internal/vfs", "internal/durable", "internal/wire", "internal/wire/wiretest", "internal/security", "internal/loopport",
 	"internal/security/securitytest", "internal/record",
 	"internal/lsm/base", "internal/lsm/batch", "internal/lsm/cache", "internal/lsm/memtable", "internal/lsm/sstable", "internal/lsm/manifest", "engine",
-	"internal/raftlog", "internal/transport", "internal/snap", "internal/raftnode", "internal/kv", "internal/feed",
+	"internal/raftlog", "internal/transport", "internal/snap", "internal/raftnode", "internal/kv", "internal/feed", "internal/txn",
 	"internal/buildinfo", "internal/server", "client", "internal/cli", "internal/clustertest", "internal/jepsen", "internal/e2e", "internal/layers",
 	"cmd/kayadb-server", "cmd/kayactl", "cmd/kaya-jepsen",
 }

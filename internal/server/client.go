@@ -182,8 +182,12 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			continue
 		}
 		// Other requests see every earlier write of this connection
-		// (read-your-writes under pipelining).
+		// (read-your-writes under pipelining); the requests of
+		// transactions are ordered like writes (txnops.go).
 		after := lastWrite
+		if isTxnOp(op) {
+			lastWrite = cl.done
+		}
 		go func() {
 			defer close(cl.done)
 			if after != nil {
@@ -531,6 +535,12 @@ func (s *Server) dispatchBy(parent context.Context, op wire.Opcode, p []byte) (s
 		return s.transferLeader(ctx, p)
 	case wire.OpBackupBegin, wire.OpBackupRead, wire.OpBackupEnd, wire.OpBackupStatus:
 		return s.backupRequest(ctx, op, p)
+	case wire.OpTxnBegin, wire.OpTxnOp, wire.OpTxnCommit, wire.OpTxnRollback, wire.OpKayaTxn:
+		return s.txns.Handle(ctx, op, p)
+	case wire.OpGetAt:
+		return s.getAt(ctx, p)
+	case wire.OpScanAt:
+		return s.scanAt(ctx, p)
 	case wire.OpCDCPoll, wire.OpCDCCheckpoint, wire.OpCDCConsumer:
 		return s.cdcRequest(ctx, op, p) // feed.go
 	case wire.OpStats:
@@ -674,6 +684,7 @@ func (s *Server) stats() *wire.Stats {
 	put("snapshots_installed", installed)
 	put("version", buildinfo.Read().Version)
 	put("mvcc", s.mvccStats())
+	put("txn", s.txns.Stats())
 	put("cdc", s.cdcStats())
 	return &wire.Stats{
 		Extra: extra,

@@ -686,9 +686,9 @@ func openPayloadBytes(op wire.Opcode) int {
 // replyEstimate is what a request's reply is charged before it is known.
 func replyEstimate(op wire.Opcode) int64 {
 	switch op {
-	case wire.OpScan:
+	case wire.OpScan, wire.OpScanAt:
 		return maxScanReply
-	case wire.OpGet:
+	case wire.OpGet, wire.OpGetAt, wire.OpTxnOp, wire.OpKayaTxn:
 		return getReplyEstimate
 	case wire.OpBackupRead:
 		return frameOverhead + 4 + wire.MaxBackupChunk
@@ -701,7 +701,9 @@ func replyEstimate(op wire.Opcode) int64 {
 // waitsForReplyMemory: the opcodes whose replies may be large wait for
 // room in replyMem before they run; the others are charged as overdrafts.
 func waitsForReplyMemory(op wire.Opcode) bool {
-	return op == wire.OpScan || op == wire.OpGet || op == wire.OpBackupRead || op == wire.OpCDCPoll
+	return op == wire.OpScan || op == wire.OpGet || op == wire.OpBackupRead ||
+		op == wire.OpScanAt || op == wire.OpGetAt || op == wire.OpTxnOp || op == wire.OpKayaTxn ||
+		op == wire.OpCDCPoll
 }
 
 // replyMemoryError is the reply to a request refused for want of reply
@@ -767,7 +769,7 @@ func (s *Server) handleRead(cc *clientConn, cl *call, op wire.Opcode, p []byte) 
 	for {
 		st, reply := s.dispatchBy(ctx, op, p)
 		size := int64(frameOverhead + len(reply))
-		if op != wire.OpGet || size <= cl.global {
+		if !rerunnable(op) || size <= cl.global {
 			return st, reply
 		}
 		extra := size - cl.global
@@ -794,6 +796,13 @@ func (s *Server) handleRead(cc *clientConn, cl *call, op wire.Opcode, p []byte) 
 		cl.global += extra
 		ctx = wctx
 	}
+}
+
+// rerunnable: the reads handleRead may run again when their reply grew
+// past the room charged for it (a TXN_OP put or delete, whose reply is
+// empty, never does).
+func rerunnable(op wire.Opcode) bool {
+	return op == wire.OpGet || op == wire.OpGetAt || op == wire.OpTxnOp
 }
 
 // readRefused is the reply to a read that got no reply memory: the budget

@@ -19,6 +19,7 @@ import (
 	"github.com/kayadb/kayadb/internal/errs"
 	"github.com/kayadb/kayadb/internal/kv"
 	"github.com/kayadb/kayadb/internal/security"
+	"github.com/kayadb/kayadb/internal/txn"
 )
 
 // Exit codes of kayadb-server (docs/server.md, "Signals and exit status").
@@ -131,6 +132,9 @@ type serverFlags struct {
 	showVer                                           *bool
 	clockOff, retention                               *time.Duration
 	retBytes                                          *string
+	txnTimeout                                        *time.Duration
+	maxOpenTxns                                       *int
+	maxTxnBytes, txnIsolation                         *string
 	cdcRetention                                      *time.Duration
 	cdcBytes                                          *string
 }
@@ -178,6 +182,10 @@ func newServerFlags(stderr io.Writer) *serverFlags {
 	f.cdcRetention = fs.Duration("cdc-retention", 24*time.Hour, "a registered change-feed consumer (CDC_CHECKPOINT) keeps the history after its position for at most this long beyond --mvcc-retention; past it the history is collected and its next poll answers compacted (0 = no time bound)")
 	f.cdcBytes = fs.String("cdc-retention-bytes", "auto", "bound on the history registered change-feed consumers may keep beyond --mvcc-retention-bytes (e.g. 8GiB; auto = 25% of the file system, 1GiB to 32GiB; 0 = no byte bound)")
 	f.retBytes = fs.String("mvcc-retention-bytes", "auto", "bound on the retained history (old versions, the revision log) in bytes: beyond it the oldest history is collected even within --mvcc-retention (e.g. 2GiB; auto = 10% of the file system, 256MiB to 8GiB; 0 = no byte bound)")
+	f.txnTimeout = fs.Duration("txn-timeout", txn.DefaultTimeout, "a transaction that sends no request for this long is rolled back and forgotten (an abandoned client's)")
+	f.maxOpenTxns = fs.Int("max-open-txns", txn.DefaultMaxOpen, "most transactions open at once on the leader; TXN_BEGIN beyond it gets an error naming this flag")
+	f.maxTxnBytes = fs.String("max-txn-bytes", "16MiB", "most bytes of keys and values one transaction (or conditional write) may read and write: its commit is one raft entry (e.g. 16MiB, at most 31MiB)")
+	f.txnIsolation = fs.String("txn-isolation", "serializable", "isolation of transactions: serializable (the read set is validated at commit: no write skew) or snapshot (the original KayaDB's snapshot isolation: only the write set is)")
 	_ = fs.String("config", "", "YAML file of settings keyed by flag name (node-id: 1, peer: [...]); the environment and the command line win over it")
 	f.logLevel = fs.String("log-level", "info", "debug, info, warn or error")
 	f.logFormat = fs.String("log-format", "text", "text or json")
@@ -266,6 +274,8 @@ func (f *serverFlags) newLogger(stderr io.Writer) (*slog.Logger, error) {
 type parsedLimits struct {
 	snapshotRate, diskReserve, replyBytes int64
 	retentionBytes, cdcBytes              int64
+	txnBytes                              int64
+	isolation                             txn.Isolation
 }
 
 // limits checks the node id, the durations, the snapshot settings, the
@@ -341,6 +351,19 @@ func (f *serverFlags) limits() (parsedLimits, error) {
 		if n == 0 {
 			l.cdcBytes = -1
 		}
+	}
+	if *f.txnTimeout <= 0 {
+		return l, fmt.Errorf("--txn-timeout must be a positive duration (default %s)", txn.DefaultTimeout)
+	}
+	if *f.maxOpenTxns < 1 {
+		return l, fmt.Errorf("--max-open-txns %d: want at least 1 (default %d)", *f.maxOpenTxns, txn.DefaultMaxOpen)
+	}
+	l.txnBytes, err = parseBytes(*f.maxTxnBytes)
+	if err != nil || l.txnBytes < 1<<10 || l.txnBytes > txn.MaxBytesLimit {
+		return l, fmt.Errorf("--max-txn-bytes %q: want a byte count from 1KiB to %d bytes (one raft entry carries a commit), for example 16MiB", *f.maxTxnBytes, txn.MaxBytesLimit)
+	}
+	if l.isolation, err = txn.ParseIsolation(*f.txnIsolation); err != nil {
+		return l, fmt.Errorf("--txn-isolation: %v", err)
 	}
 	return l, nil
 }
@@ -468,6 +491,7 @@ func (f *serverFlags) config(logger *slog.Logger, l parsedLimits, t parsedTokens
 	cfg.MaxClientConnections, cfg.ClientFrameTimeout, cfg.MaxReplyMemory = *f.maxConns, *f.clFrame, l.replyBytes
 	cfg.ClientIdleTimeout = *f.clIdle
 	cfg.MaxClockOffset, cfg.MVCCRetention, cfg.MVCCRetentionBytes = *f.clockOff, *f.retention, l.retentionBytes
+	cfg.TxnTimeout, cfg.MaxOpenTxns, cfg.MaxTxnBytes, cfg.TxnIsolation = *f.txnTimeout, *f.maxOpenTxns, l.txnBytes, l.isolation
 	if cfg.MVCCRetention == 0 {
 		cfg.MVCCRetention = -1 // Config's zero is the default
 		if l.retentionBytes < 0 {

@@ -302,3 +302,18 @@ func (s *Server) cdcStats() map[string]any {
 	}
 	return m
 }
+
+// evaluators joins the custom commands of the components (their ops must
+// not collide: a collision is a programming error caught at start).
+func evaluators(sets ...map[byte]kv.Evaluator) map[byte]kv.Evaluator {
+	out := map[byte]kv.Evaluator{}
+	for _, set := range sets {
+		for op, ev := range set {
+			if _, dup := out[op]; dup {
+				panic(fmt.Sprintf("server: two components register the custom command op %d", op))
+			}
+			out[op] = ev
+		}
+	}
+	return out
+}

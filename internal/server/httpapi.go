@@ -29,6 +29,8 @@ type observability struct {
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	// txnCommit is the transaction commit latency (txnops.go).
+	txnCommit *prometheus.HistogramVec
 
 	readyMu     sync.Mutex
 	startCommit uint64 // the commit index seen once a leader was first known

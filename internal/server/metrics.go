@@ -45,6 +45,9 @@ func (s *Server) newRegistry() *observability {
 	if s.clim != nil {
 		o.reg.MustRegister(s.clim.collectors()...) // clientlimits.go
 	}
+	if s.txns != nil {
+		o.reg.MustRegister(s.txnCollectors(o)...) // txnops.go
+	}
 	return o
 }
 

@@ -214,6 +214,15 @@ func TestClientTokenOnDataOpcodes(t *testing.T) {
 		{"put, wrong token", wire.OpPut, wire.AppendClient(nil, "tok2", put)},
 		{"get, empty token", wire.OpGet, wire.AppendClient(nil, "", key)},
 		{"put, admin prefix", wire.OpPut, wire.AppendAdmin(nil, token, wire.OpPut, put)},
+		// Transactions and versioned reads are data requests too.
+		{"txn begin", wire.OpTxnBegin, nil},
+		{"txn op", wire.OpTxnOp, wire.AppendTxnOp(nil, wire.TxnOp{TxnID: 1 << 32, Kind: wire.TxnOpPut, Key: []byte("a"), Value: []byte("b")})},
+		{"txn commit", wire.OpTxnCommit, wire.AppendTxnID(nil, 1<<32)},
+		{"txn rollback", wire.OpTxnRollback, wire.AppendTxnID(nil, 1<<32)},
+		{"txn begin, wrong token", wire.OpTxnBegin, wire.AppendClient(nil, "tok2", nil)},
+		{"kaya txn", wire.OpKayaTxn, wire.AppendCondTxn(nil, &wire.CondTxn{Then: []wire.CondOp{{Kind: wire.TxnOpPut, Key: []byte("a"), Value: []byte("b")}}})},
+		{"get at", wire.OpGetAt, wire.AppendGetAt(nil, 0, []byte("a"))},
+		{"scan at", wire.OpScanAt, wire.AppendScanAt(nil, wire.ScanAt{Prefix: []byte("a")})},
 	} {
 		if st, msg := rawCall(t, c, tc.op, tc.payload); st != wire.StatusError || msg != wire.MsgClientCredential {
 			t.Errorf("%s: status %d %q; want 9 %q", tc.name, st, msg, wire.MsgClientCredential)

@@ -42,6 +42,7 @@ import (
 	"github.com/kayadb/kayadb/internal/security"
 	"github.com/kayadb/kayadb/internal/snap"
 	"github.com/kayadb/kayadb/internal/transport"
+	"github.com/kayadb/kayadb/internal/txn"
 	"github.com/kayadb/kayadb/internal/vfs"
 )
 
@@ -178,6 +179,16 @@ type Config struct {
 	// Clock replaces the wall clock of the node's hybrid logical clock
 	// (tests).
 	Clock func() time.Time
+
+	// Transactions (package txn). TxnTimeout expires a transaction that
+	// sees no request for this long (default 30 s); MaxOpenTxns bounds
+	// the open transactions (default 10,000); MaxTxnBytes one
+	// transaction's keys and values (default 16 MiB); TxnIsolation is
+	// the isolation level (default serializable).
+	TxnTimeout   time.Duration
+	MaxOpenTxns  int
+	MaxTxnBytes  int64
+	TxnIsolation txn.Isolation
 }
 
 // Server is a running node.
@@ -188,6 +199,7 @@ type Server struct {
 	db    *engine.DB
 	coll  *kv.Collector
 	store *kv.Store
+	txns  *txn.Manager
 	cdc   *feed.Consumers // change-feed consumers (feed.go)
 	hub   *feed.Hub       // watches (feed.go)
 	rlog  *raftlog.Log
@@ -475,7 +487,8 @@ func (s *Server) openEngine(*boot) error {
 	return nil
 }
 
-// openStateMachine opens the replicated state machine over the engine. The
+// openStateMachine opens the replicated state machine over the engine,
+// with the transaction manager's commands, and the manager. The
 // engine's copy of the roster is the replicated one: it wins over the file
 // (which may lag after a crash during a snapshot install).
 func (s *Server) openStateMachine(*boot) error {
@@ -487,9 +500,12 @@ func (s *Server) openStateMachine(*boot) error {
 		Logger: s.log.With("component", "kv"), OnConfChange: s.onConfChange,
 		Clock:     kv.NewClock(cfg.Clock, cfg.MaxClockOffset, s.log.With("component", "clock")),
 		Collector: s.coll, Retention: retention, RetentionBytes: retentionBytes,
-		Evaluators:  feed.Evaluators(),
+		Evaluators:  evaluators(txn.Evaluators(), feed.Evaluators()),
 		HoldHistory: feed.Hold(func() *kv.Store { return s.store }), HoldRetention: holdRetention, HoldRetentionBytes: holdBytes})
 	if err != nil {
+		return err
+	}
+	if err := s.newTxnManager(); err != nil {
 		return err
 	}
 	s.cdc = feed.NewConsumers(s.store, s.currentTerm)
@@ -672,6 +688,7 @@ func (s *Server) run(b *boot) {
 	s.disk.resumeEngine = s.resumeEngine
 	s.node.Start(s.trans)
 	s.store.Start(s.node)
+	s.txns.Start()
 	s.hub.Start()
 	s.disk.start()
 	s.diskStarted = true
@@ -762,6 +779,9 @@ func (s *Server) closeParts() error {
 	}
 	if s.hub != nil {
 		s.hub.Stop()
+	}
+	if s.txns != nil {
+		s.txns.Close()
 	}
 	if s.store != nil {
 		s.store.Stop()

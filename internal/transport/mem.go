@@ -136,6 +136,9 @@ type MemTransport struct {
 	once sync.Once
 	c    counters
 
+	inMu     sync.Mutex // enqueue against Close's drain of in
+	inClosed bool
+
 	mu     sync.Mutex
 	roster map[uint64]bool
 	closed bool
@@ -212,14 +215,23 @@ func (t *MemTransport) Send(msgs []*pb.Message) {
 	}
 }
 
+// enqueue queues m for delivery. Under inMu, so that Close can account for
+// every message it leaves undelivered: a message counted in flight is
+// either handed to the handler or discounted, never left counted (the
+// harness's Quiesce waits for the count to reach zero).
 func (t *MemTransport) enqueue(m *pb.Message, from *MemTransport) {
+	t.inMu.Lock()
+	if t.inClosed {
+		t.inMu.Unlock()
+		return
+	}
 	t.net.inflight.Add(1)
 	select {
-	case <-t.quit:
-		t.net.inflight.Add(-1)
 	case t.in <- m:
+		t.inMu.Unlock()
 	default:
 		t.net.inflight.Add(-1)
+		t.inMu.Unlock()
 		from.c.droppedFull.Add(1)
 		from.h.ReportUnreachable(t.id)
 	}
@@ -269,6 +281,19 @@ func (t *MemTransport) Close() error {
 		t.mu.Unlock()
 		close(t.quit)
 		<-t.done
+		// The messages queued and not delivered are dropped: no longer in
+		// flight.
+		t.inMu.Lock()
+		t.inClosed = true
+		for drained := false; !drained; {
+			select {
+			case <-t.in:
+				t.net.inflight.Add(-1)
+			default:
+				drained = true
+			}
+		}
+		t.inMu.Unlock()
 		t.net.mu.Lock()
 		if t.net.nodes[t.id] == t {
 			delete(t.net.nodes, t.id)

@@ -99,6 +99,29 @@
 // The error texts are constants (MsgTxnUnknown, MsgTxnLost, MsgTxnConflict,
 // …, in txn.go), byte for byte the original's where it has one.
 //
+// What KayaDB's server settles (package internal/txn):
+//
+//   - txn_id is term << 32 | counter (the original's ids count from 1):
+//     unique in the cluster, so a client never reaches another client's
+//     transaction. An id whose term is older than the leader's answers
+//     MsgTxnLost; a finished, expired or never-begun one, and any id of
+//     term 0, answers MsgTxnUnknown.
+//   - TXN_OP decodes as the original: fields in order, trailing bytes
+//     ignored, MsgEOFU64/MsgEOFU8/MsgEOFU32/MsgTruncated and
+//     MsgTxnOpUnknownKind for what is missing or wrong; key and value
+//     limits answer MsgTxnKeyTooLong and MsgTxnValueTooLong. A TXN_OP
+//     that conflicts (StatusTxnConflict) leaves the transaction open.
+//   - TXN_COMMIT answers the commit revision of the transaction's own
+//     writes (a read-only one: its snapshot). A TXN_COMMIT sent again for
+//     the same id answers the first outcome (OK with the same commit_ts,
+//     or TXN_CONFLICT), on any later leader. A commit refused because its
+//     snapshot fell below the retained history is TXN_CONFLICT whose body
+//     begins with "txn conflict" and says so. A commit whose raft entry was
+//     not applied in time answers ERROR "the outcome of committing
+//     transaction N is not known yet …": send TXN_COMMIT again.
+//   - Requests of transactions (9–12, 68) on one connection run in the
+//     order they were sent, like PUT and DELETE.
+//
 // # Versioned data (68–70, KayaDB additions; data opcodes; mvcc.go)
 //
 //	op  name      request payload                                    OK payload
