@@ -395,3 +395,51 @@ func TestCompactedStarts(t *testing.T) {
 		t.Fatalf("a watch from the oldest start: %v", r.Err)
 	}
 }
+
+// TestTransactionChangesTogether: the writes of a transaction reach a CDC
+// poll and a watch together, all with the transaction's commit revision,
+// in one watch response, and a poll with a limit smaller than the
+// transaction still returns it whole.
+func TestTransactionChangesTogether(t *testing.T) {
+	c := newTestCluster(t, 1)
+	lead := c.WaitLeader()
+	cl := newFeedClient(t, c.addr(lead))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := cl.Put(ctx, []byte("t/0"), []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	start := c.node(lead).Store().AppliedTS()
+	ch := cl.Watch(ctx, []byte("t/"), client.WithStartRevision(start+1))
+	rev, err := cl.RunTxn(ctx, func(tx *client.Txn) error {
+		for _, k := range []string{"t/1", "t/2", "t/3"} {
+			if err := tx.Put(ctx, []byte(k), []byte("in-txn")); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := cl.CDCPoll(ctx, "txn", start, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 3 || evs[0].Seq != rev || evs[2].Seq != rev {
+		t.Fatalf("a poll of 1 after the transaction: %s, want its 3 writes at %d", describeEvents(evs), rev)
+	}
+	select {
+	case r := <-ch:
+		if r.Err != nil || len(r.Events) != 3 || r.Revision != rev {
+			t.Fatalf("the watch's first response: %+v, want the 3 writes at %d", r, rev)
+		}
+		for _, e := range r.Events {
+			if e.Revision != rev {
+				t.Fatalf("an event of the transaction at %d, not %d", e.Revision, rev)
+			}
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no watch response for the transaction")
+	}
+}
