@@ -1,8 +1,10 @@
 package jepsen
 
 import (
+	"context"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestCheckWatch: the watch checker accepts a history whose watchers and
@@ -53,4 +55,45 @@ func TestCheckWatch(t *testing.T) {
 			t.Errorf("%s: %+v, want a violation naming %q", name, v, c.want)
 		}
 	}
+}
+
+// TestJepsenWatch runs the watch workload on a real 3-node cluster with
+// kills and partitions: every watcher and the CDC consumer must get the
+// committed history exactly.
+func TestJepsenWatch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes; skipped in -short mode")
+	}
+	bin := buildServer(t)
+	sum, err := Run(context.Background(), Config{Bin: bin, Seed: 41, Nemeses: []string{NemesisKill, NemesisPartition},
+		Workloads: []string{WorkloadWatch}, Duration: 10 * time.Second, ReportDir: reportDir(t), Logf: logf(t)})
+	if err != nil {
+		t.Fatalf("the harness failed: %v", err)
+	}
+	t.Log("\n" + sum.Text())
+	if !sum.Valid {
+		t.Fatalf("invalid: %s", sum.Problem)
+	}
+}
+
+// TestJepsenCatchesEarlyWatchDelivery is the watch workload's negative
+// control: a server whose hub delivers puts when they are proposed, before
+// they commit, must be caught by the watch checker.
+func TestJepsenCatchesEarlyWatchDelivery(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real processes; skipped in -short mode")
+	}
+	bin := buildServer(t, PlantedBugs["watch-early"])
+	sum, err := Run(context.Background(), Config{Bin: bin, Seed: 42, Nemeses: []string{},
+		Workloads: PlantedBugWorkloads["watch-early"], Duration: 10 * time.Second, ReportDir: reportDir(t), Logf: logf(t)})
+	if err != nil {
+		t.Fatalf("the harness failed: %v", err)
+	}
+	t.Log("\n" + sum.Text())
+	for _, v := range sum.Verdicts {
+		if v.Result == "violation" && v.Checker == "watch" {
+			return
+		}
+	}
+	t.Fatalf("a server delivering watch events before commit passed the watch checker: %+v", sum.Verdicts)
 }
