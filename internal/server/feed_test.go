@@ -258,7 +258,9 @@ func TestWatchResumesAcrossLeaderChange(t *testing.T) {
 // cancelled as slow (with the revision to resume from), while the other
 // watcher gets every change.
 func TestSlowWatcherCancelled(t *testing.T) {
-	c := newTestCluster(t, 1)
+	// A blocked write would wait forever: a generous request timeout keeps
+	// a busy machine's slow fsyncs from passing for one.
+	c := newTestCluster(t, 1, func(_ uint64, cfg *Config) { cfg.RequestTimeout = 10 * time.Second })
 	lead := c.WaitLeader()
 	slow := dial(t, c.addr(lead))
 	st, p, err := slow.do(wire.OpWatchCreate, wire.AppendWatchCreate(nil, wire.WatchCreate{Kind: wire.WatchPrefix, Key: []byte("s/")}))
@@ -269,7 +271,11 @@ func TestSlowWatcherCancelled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl := newFeedClient(t, c.addr(lead))
+	cl, err := client.New([]string{c.addr(lead)}, &client.Options{RequestTimeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	fast := cl.Watch(ctx, []byte("s/"), client.WithStartRevision(created.StartRevision), client.WithWatchBuffer(4096))
