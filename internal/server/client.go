@@ -87,6 +87,8 @@ type call struct {
 	payload []byte
 	op      wire.Opcode
 	start   time.Time // when the request was read (metrics)
+	// push: a frame pushed by a watch (feed.go), answering no request.
+	push bool
 
 	// Memory accounting (clientlimits.go). seq numbers the call on its
 	// connection; conn is its charge there, global its reply's charge in
@@ -120,6 +122,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 	queue := make(chan *call, maxPipelined)
 	writerDone := make(chan struct{})
 	go s.writeReplies(c, cc, queue, writerDone)
+	ws := s.newConnWatches(cc, queue) // watches push frames into queue (feed.go)
 	rd := &clientReader{s: s, c: c, r: bufio.NewReaderSize(c, 64<<10), cc: cc}
 	var lastWrite <-chan struct{} // done when this connection's latest write has its reply
 	txnLast := txnOrder{}         // each transaction's latest request on this connection
@@ -207,6 +210,10 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			var p []byte
 			if waitsForReplyMemory(op) {
 				st, p = s.handleRead(cc, cl, op, payload)
+			} else if ws.handles(op) {
+				ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+				st, p = ws.handle(ctx, op, payload)
+				cancel()
 			} else {
 				st, p = s.dispatch(op, payload)
 			}
@@ -219,6 +226,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			break
 		}
 	}
+	ws.close()
 	close(queue)
 	<-writerDone
 	_ = c.Close()
@@ -232,7 +240,9 @@ func (s *Server) writeReplies(c net.Conn, cc *clientConn, queue <-chan *call, do
 	broken := false
 	for cl := range queue {
 		<-cl.done
-		s.observeRequest(cl.op, cl.status, cl.start)
+		if !cl.push {
+			s.observeRequest(cl.op, cl.status, cl.start)
+		}
 		if !broken {
 			if err := rw.writeReply(cl.status, cl.payload, len(queue) == 0); err != nil {
 				broken = true
@@ -246,8 +256,12 @@ func (s *Server) writeReplies(c net.Conn, cc *clientConn, queue <-chan *call, do
 			}
 		}
 		cl.payload = nil
-		cc.written(cl)
 		s.clim.replyMem.release(cl.global)
+		if cl.push {
+			cc.pushed(cl)
+			continue
+		}
+		cc.written(cl)
 		s.inflight.Add(-1) // answered (or its connection is gone)
 	}
 	if !broken {
@@ -540,6 +554,8 @@ func (s *Server) dispatchBy(parent context.Context, op wire.Opcode, p []byte) (s
 		return s.getAt(ctx, p)
 	case wire.OpScanAt:
 		return s.scanAt(ctx, p)
+	case wire.OpCDCPoll, wire.OpCDCCheckpoint, wire.OpCDCConsumer:
+		return s.cdcRequest(ctx, op, p) // feed.go
 	case wire.OpStats:
 		b, err := wire.AppendStats(nil, s.stats())
 		if err != nil {
@@ -572,6 +588,9 @@ func (s *Server) startWrite(op wire.Opcode, p []byte) (func(context.Context) err
 			return nil, st, payload
 		}
 		wait, err = s.store.StartPut(ctx, key, value)
+		if err == nil {
+			s.hub.Proposed(key, value) // a no-op but in a planted-bug build (feed)
+		}
 	} else {
 		key, derr := wire.DecodeKey(p)
 		if derr != nil {
@@ -679,6 +698,7 @@ func (s *Server) stats() *wire.Stats {
 	put("version", buildinfo.Read().Version)
 	put("mvcc", s.mvccStats())
 	put("txn", s.txns.Stats())
+	put("cdc", s.cdcStats())
 	return &wire.Stats{
 		Extra: extra,
 		Role:  role, Term: st.Term, CommitIndex: st.Commit, AppliedIndex: s.store.AppliedIndex(),
