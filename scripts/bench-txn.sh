@@ -96,7 +96,7 @@ for r in $(seq "$ROUNDS"); do
   if (( r % 2 )); then run_kaya "$r"; run_etcd "$r"; else run_etcd "$r"; run_kaya "$r"; fi
   echo "round $r:"; tail -n 8 "$D/results" | sed 's/^/  /'
 done
-median() { sort -n | awk '{v[NR]=$1} END {if (NR%2) print v[(NR+1)/2]; else printf "%.1f\n", (v[NR/2]+v[NR/2+1])/2}'; }
+median() { sort -n | awk '{v[NR]=$1} END {if (NR%2) print v[(NR+1)/2]; else printf "%.4f\n", (v[NR/2]+v[NR/2+1])/2}'; }
 echo
 echo "system/workload        txn/s (median)   p99 ms   conflict rate"
 for w in "kaya c=1" "etcd c=1" "kaya c=64" "etcd c=64" "kaya c=256" "etcd c=256" "kaya-hot=0.01 c=64" "kaya-hot=0.5 c=64"; do
