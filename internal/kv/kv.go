@@ -145,6 +145,10 @@ type Options struct {
 	// Evaluators are the custom commands (op ≥ OpCustomMin) the apply
 	// runs. Every node must have the same.
 	Evaluators map[byte]Evaluator
+	// Stages, when set, receives the durations of the request stages the
+	// store sees (a read's queue, apply wait and engine lookup; every
+	// request's wake-up after the raft loop answered it).
+	Stages *raftnode.Stages
 }
 
 // Store is the state machine of one node.
@@ -205,6 +209,9 @@ type appliedWaiter struct {
 type readRound struct {
 	done chan struct{}
 	err  error
+	// created is when its first reader asked (raftnode.Now), doneAt when
+	// it finished (0 without stage timing).
+	created, doneAt int64
 }
 
 // Open creates a Store over db, converts an engine written before
@@ -544,6 +551,7 @@ type Result struct {
 	// Data is the Evaluator's result (custom commands only).
 	Data []byte
 	err  error
+	at   int64 // raftnode.Now() when the apply finished (stage timing)
 }
 
 // Propose replicates a custom command (op ≥ OpCustomMin, with an
@@ -656,6 +664,7 @@ func (s *Store) start(ctx context.Context, op byte, key, value []byte) (func(con
 		}
 		select {
 		case r := <-ch:
+			s.opts.Stages.Since(raftnode.StageWake, r.at)
 			return r, r.err
 		case <-ctx.Done():
 			return Result{}, ErrTimeout
@@ -743,10 +752,14 @@ func (s *Store) Apply(ents []*pb.Entry) error {
 		return err
 	}
 	s.rejected.Add(uint64(rejects))
+	var at int64
+	if s.opts.Stages != nil {
+		at = raftnode.Now()
+	}
 	s.mu.Lock()
 	for _, d := range applied {
 		for i, id := range d.ids {
-			r := Result{TS: d.ts}
+			r := Result{TS: d.ts, at: at}
 			if d.results != nil {
 				r.Data = d.results[i]
 			}
@@ -1006,6 +1019,9 @@ func (s *Store) Barrier(ctx context.Context) error {
 	r := s.pending
 	if r == nil {
 		r = &readRound{done: make(chan struct{})}
+		if s.opts.Stages != nil {
+			r.created = raftnode.Now()
+		}
 		s.pending = r
 	}
 	s.readMu.Unlock()
@@ -1017,6 +1033,7 @@ func (s *Store) Barrier(ctx context.Context) error {
 	defer cancel()
 	select {
 	case <-r.done:
+		s.opts.Stages.Since(raftnode.StageWake, r.doneAt)
 		return r.err
 	case <-ctx.Done():
 		return ErrTimeout
@@ -1042,7 +1059,10 @@ func (s *Store) readLoop() {
 		if r == nil {
 			continue
 		}
-		r.err = s.readIndex()
+		r.err = s.readIndex(r.created)
+		if s.opts.Stages != nil {
+			r.doneAt = raftnode.Now()
+		}
 		close(r.done)
 	}
 }
@@ -1050,7 +1070,7 @@ func (s *Store) readLoop() {
 // readIndex runs one ReadIndex exchange, retrying with a fresh request id
 // (never reusing one: etcd#20418) until it gets an answer, then waits for
 // the applied index to reach it.
-func (s *Store) readIndex() error {
+func (s *Store) readIndex(since int64) error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.RequestTimeout)
 	defer cancel()
 	for {
@@ -1060,7 +1080,8 @@ func (s *Store) readIndex() error {
 		var id [12]byte
 		copy(id[:4], s.readSalt[:])
 		binary.LittleEndian.PutUint64(id[4:], s.readSeq.Add(1))
-		s.node.ReadIndex(id[:])
+		s.node.ReadIndexSince(id[:], since)
+		since = 0 // a retry is timed from its own start
 		retry := time.NewTimer(500 * time.Millisecond)
 	wait:
 		for {
@@ -1070,7 +1091,13 @@ func (s *Store) readIndex() error {
 					continue // an answer to an earlier, abandoned attempt
 				}
 				retry.Stop()
-				return s.waitApplied(ctx, rs.Index)
+				var t0 int64
+				if s.opts.Stages != nil {
+					t0 = raftnode.Now()
+				}
+				err := s.waitApplied(ctx, rs.Index)
+				s.opts.Stages.Since(raftnode.StageApply, t0)
+				return err
 			case <-retry.C:
 				break wait
 			case <-ctx.Done():
@@ -1093,9 +1120,14 @@ func (s *Store) Get(ctx context.Context, key []byte) ([]byte, error) {
 	if err := s.readBarrier(ctx); err != nil {
 		return nil, err
 	}
+	var t0 int64
+	if s.opts.Stages != nil {
+		t0 = raftnode.Now()
+	}
 	s.dbMu.RLock()
 	defer s.dbMu.RUnlock()
 	v, err := s.db.Get(key)
+	s.opts.Stages.Since(raftnode.StageEngine, t0)
 	if err != nil {
 		return nil, err
 	}

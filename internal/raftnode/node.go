@@ -174,6 +174,9 @@ type Config struct {
 	// say which node they come from (the server's has node=ID): this
 	// package adds no attribute of its own for it.
 	Logger *slog.Logger
+	// Stages, when set, receives the durations of the request stages the
+	// loop sees (queue, raft_ready, log_fsync, replicate, apply).
+	Stages *Stages
 }
 
 // Errors returned to proposers.
@@ -241,6 +244,14 @@ type Node struct {
 	stallRetries   atomic.Uint64 // failed retries
 	rejectedConfCh atomic.Uint64 // committed conf changes applied as no-ops
 
+	// Stage timing, owned by the loop (stages.go): when the loop last
+	// woke up, when the newest ReadIndex reached it, and the leader's
+	// durable-but-uncommitted appends (last index, time saved).
+	stages  *Stages
+	wokeAt  int64
+	readAt  int64
+	pending appendRing
+
 	// Screening state, owned by the loop except the counters.
 	members    map[uint64]bool // ids in raft's configuration
 	screened   [numScreenReasons]atomic.Uint64
@@ -275,6 +286,7 @@ type proposal struct {
 	data []byte
 	cc   pb.ConfChangeI
 	errc chan error
+	at   int64 // Now() when queued (0 without stage timing)
 }
 
 // New creates a node. Call Start to run it.
@@ -358,6 +370,7 @@ func New(cfg Config) (*Node, error) {
 		stopc:    make(chan struct{}),
 		donec:    make(chan struct{}),
 		loopExit: make(chan struct{}),
+		stages:   cfg.Stages,
 	}
 	n.applied.Store(cfg.Applied)
 	if sn, err := cfg.Log.Snapshot(); err == nil {
@@ -494,6 +507,9 @@ func (n *Node) ProposeAsync(ctx context.Context, data []byte) (<-chan error, err
 }
 
 func (n *Node) enqueue(ctx context.Context, p proposal) (<-chan error, error) {
+	if n.stages != nil {
+		p.at = Now()
+	}
 	select {
 	case n.propc <- p:
 		return p.errc, nil
@@ -506,8 +522,19 @@ func (n *Node) enqueue(ctx context.Context, p proposal) (<-chan error, error) {
 
 // ReadIndex asks for a read index tagged rctx; the answer arrives on
 // ReadStates. Requests can be lost; callers retry with a fresh rctx.
-func (n *Node) ReadIndex(rctx []byte) {
-	n.control(func(rn *raft.RawNode) { rn.ReadIndex(rctx) })
+func (n *Node) ReadIndex(rctx []byte) { n.ReadIndexSince(rctx, 0) }
+
+// ReadIndexSince is ReadIndex for a read that started waiting at since (a
+// Now reading, 0 if unknown): the wait until the loop takes the request is
+// its queue stage.
+func (n *Node) ReadIndexSince(rctx []byte, since int64) {
+	if n.stages != nil && since == 0 {
+		since = Now()
+	}
+	n.control(func(rn *raft.RawNode) {
+		n.readAt = n.stages.Since(StageQueue, since)
+		rn.ReadIndex(rctx)
+	})
 }
 
 // ReadStates delivers ReadIndex answers. One consumer must drain it.
@@ -685,6 +712,9 @@ func (n *Node) run() {
 		case f := <-n.ctrlc:
 			f(n.rn)
 		}
+		if n.stages != nil {
+			n.wokeAt = Now()
+		}
 		// Take everything else that is waiting, so that one Ready (one
 		// fsync) covers as much as possible.
 		n.drain()
@@ -801,6 +831,7 @@ func (n *Node) handleProposal(p proposal) {
 	if p.cc != nil {
 		err = n.rn.ProposeConfChange(p.cc)
 	} else {
+		n.stages.Since(StageQueue, p.at)
 		err = n.rn.Propose(p.data)
 	}
 	if errors.Is(err, raft.ErrProposalDropped) {
@@ -832,10 +863,20 @@ func (n *Node) handleReady(p *pendingReady) error {
 		p.snapDone = true
 	}
 	if !p.saved {
+		var t0 int64
+		if n.stages != nil && (len(rd.Entries) > 0 || len(rd.ReadStates) > 0) {
+			t0 = n.stages.Since(StageRaftReady, n.wokeAt)
+		}
 		if err := n.cfg.Log.Save(rd.HardState, rd.Entries, rd.MustSync); err != nil {
 			return fmt.Errorf("raftnode: persisting raft state: %w", err)
 		}
 		p.saved = true
+		if t0 != 0 && rd.MustSync {
+			saved := n.stages.Since(StageLogFsync, t0)
+			if k := len(rd.Entries); k > 0 && p.leader {
+				n.pending.push(rd.Entries[k-1].GetIndex(), saved)
+			}
+		}
 		if rd.HardState != nil {
 			n.term.Store(rd.HardState.GetTerm())
 			n.commit.Store(rd.HardState.GetCommit())
@@ -845,6 +886,9 @@ func (n *Node) handleReady(p *pendingReady) error {
 		p.followerSent = true
 		if !p.leader {
 			n.send(rd.Messages)
+		}
+		if len(rd.ReadStates) > 0 {
+			n.stages.Since(StageReplicate, n.readAt)
 		}
 		for _, rs := range rd.ReadStates {
 			select {
@@ -874,6 +918,7 @@ func (n *Node) publishSoftState(rd raft.Ready) {
 	n.role.Store(int32(ss.RaftState))
 	if ss.RaftState != raft.StateLeader {
 		n.leaderStart.Store(0)
+		n.pending.reset()
 	} else if prevRole != raft.StateLeader {
 		// This Ready carries the empty entry that starts the term.
 		start := n.commit.Load()
@@ -997,11 +1042,20 @@ func (n *Node) SnapshotCounts() (taken, installed uint64) {
 // apply a run entirely or not at all.
 func (n *Node) apply(p *pendingReady) error {
 	ents := p.rd.CommittedEntries
+	if n.stages != nil && len(ents) > p.applied {
+		// The leader's appends that these entries commit.
+		n.pending.commit(n.stages, ents[len(ents)-1].GetIndex())
+	}
 	flush := func(end int) error {
 		if end > p.applied {
+			var t0 int64
+			if n.stages != nil {
+				t0 = Now()
+			}
 			if err := n.cfg.SM.Apply(ents[p.applied:end]); err != nil {
 				return fmt.Errorf("raftnode: applying entries %d..%d: %w", ents[p.applied].GetIndex(), ents[end-1].GetIndex(), err)
 			}
+			n.stages.Since(StageApply, t0)
 			n.applied.Store(ents[end-1].GetIndex())
 			p.applied = end
 		}

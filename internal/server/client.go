@@ -18,6 +18,7 @@ import (
 	"github.com/kayadb/kayadb/engine"
 	"github.com/kayadb/kayadb/internal/buildinfo"
 	"github.com/kayadb/kayadb/internal/kv"
+	"github.com/kayadb/kayadb/internal/raftnode"
 	"github.com/kayadb/kayadb/internal/wire"
 )
 
@@ -87,6 +88,9 @@ type call struct {
 	payload []byte
 	op      wire.Opcode
 	start   time.Time // when the request was read (metrics)
+	// Stage timing (raftnode.Now readings): when the frame was read, and
+	// when its reply was ready to write.
+	readAt, ready int64
 
 	// Memory accounting (clientlimits.go). seq numbers the call on its
 	// connection; conn is its charge there, global its reply's charge in
@@ -165,15 +169,17 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			// connection: they are queued here, on the reader, and only
 			// their wait runs concurrently.
 			wait, st, p := s.startWrite(op, payload)
+			s.stages.Since(raftnode.StageDecode, cl.readAt)
 			if wait == nil {
 				s.settle(cc, cl, st, p)
 				close(cl.done)
 				continue
 			}
 			go func() {
-				defer close(cl.done)
 				st, p := s.finishWrite(wait)
 				s.settle(cc, cl, st, p)
+				cl.ready = raftnode.Now()
+				close(cl.done)
 			}()
 			lastWrite = cl.done
 			continue
@@ -190,6 +196,10 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			if after != nil {
 				<-after
 			}
+			timed := op == wire.OpGet || op == wire.OpScan
+			if timed {
+				s.stages.Since(raftnode.StageDecode, cl.readAt)
+			}
 			var st wire.Status
 			var p []byte
 			if waitsForReplyMemory(op) {
@@ -198,6 +208,9 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 				st, p = s.dispatch(op, payload)
 			}
 			s.settle(cc, cl, st, p)
+			if timed {
+				cl.ready = raftnode.Now()
+			}
 		}()
 		// An opcode without credentials keeps only the start of its
 		// payload; the rest is skipped.
@@ -221,7 +234,9 @@ func (s *Server) writeReplies(c net.Conn, cc *clientConn, queue <-chan *call, do
 		<-cl.done
 		s.observeRequest(cl.op, cl.status, cl.start)
 		if !broken {
-			if err := rw.writeReply(cl.status, cl.payload, len(queue) == 0); err != nil {
+			err := rw.writeReply(cl.status, cl.payload, len(queue) == 0)
+			s.stages.Since(raftnode.StageReply, cl.ready)
+			if err != nil {
 				broken = true
 				if deadlineExceeded(err) {
 					s.clim.closed.WithLabelValues(closedWrite).Inc()
@@ -287,6 +302,7 @@ func (rd *clientReader) next() (*call, *request, error) {
 	if err := rd.waitFrame(); err != nil {
 		return nil, nil, err
 	}
+	first := raftnode.Now() // the frame's first byte is here
 	op, n, err := wire.ReadRequestHeader(rd.r)
 	if err != nil {
 		return nil, nil, err
@@ -338,6 +354,7 @@ func (rd *clientReader) next() (*call, *request, error) {
 		return nil, nil, err
 	}
 	cl.start = time.Now()
+	cl.readAt = s.stages.Since(raftnode.StageRead, first)
 	return cl, req, nil
 }
 

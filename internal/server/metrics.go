@@ -175,6 +175,11 @@ func newNodeCollector(s *Server) *nodeCollector {
 	c.hists = append(c.hists, histMetric{prometheus.NewDesc("kayadb_raft_log_fsync_duration_seconds",
 		"Latency of the raft log's fsyncs (every acknowledged write waits for one on a majority of the nodes).", nil, nil),
 		func(sc *scrape) ([32]uint64, time.Duration) { return sc.logSync, sc.logSyncSum }})
+	const stageHelp = "Time client requests spend in each stage of their path through this node (docs/design/latency.md): read (the request frame off the connection), decode (to the proposal queued or the store called), queue (waiting for the raft loop), raft_ready (the raft loop from waking to writing the log or answering reads), log_fsync (the raft log's write and fsync), replicate (a leader's entries from durable to committed; a read's ReadIndex round), apply (entries applied to the engine; a read waiting for the applied index), wake (from the raft loop's answer to the request's goroutine running), engine (a read's engine lookup), reply (from the reply ready to written). Stages of the raft loop are counted once per Ready, which may serve many requests."
+	for st := raftnode.Stage(0); st < raftnode.NumStages; st++ {
+		c.hists = append(c.hists, histMetric{prometheus.NewDesc("kayadb_request_stage_seconds", stageHelp, nil, prometheus.Labels{"stage": st.String()}),
+			func(*scrape) ([32]uint64, time.Duration) { return s.stages.Histogram(st) }})
+	}
 
 	// Peer transport.
 	t := func(f func(st *transport.Stats) uint64) func(*scrape) float64 {

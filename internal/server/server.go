@@ -196,10 +196,13 @@ type Server struct {
 	rlog  *raftlog.Log
 	node  *raftnode.Node
 	trans transport.Transport
-	ros   *roster
-	fs    vfs.FS
-	snaps *snap.Store
-	eo    *engine.Options
+	// stages times the steps of every client request
+	// (kayadb_request_stage_seconds; docs/design/latency.md).
+	stages *raftnode.Stages
+	ros    *roster
+	fs     vfs.FS
+	snaps  *snap.Store
+	eo     *engine.Options
 	// bset holds the backups in progress while the server accepts
 	// clients (backup.go).
 	bset atomic.Pointer[backupSet]
@@ -312,7 +315,7 @@ func newServer(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, conns: map[net.Conn]struct{}{}, done: make(chan struct{}), started: start}
+	s := &Server{cfg: cfg, conns: map[net.Conn]struct{}{}, done: make(chan struct{}), started: start, stages: new(raftnode.Stages)}
 	s.log = slog.New(termHandler{Handler: cfg.Logger.Handler(), term: s.currentTerm}).With("node", cfg.NodeID)
 	return s, nil
 }
@@ -490,7 +493,7 @@ func (s *Server) openStateMachine(*boot) error {
 		Logger: s.log.With("component", "kv"), OnConfChange: s.onConfChange,
 		Clock:     kv.NewClock(cfg.Clock, cfg.MaxClockOffset, s.log.With("component", "clock")),
 		Collector: s.coll, Retention: retention, RetentionBytes: retentionBytes,
-		Evaluators: txn.Evaluators()})
+		Evaluators: txn.Evaluators(), Stages: s.stages})
 	if err != nil {
 		return err
 	}
@@ -567,6 +570,7 @@ func (s *Server) newRaftNode(b *boot) error {
 		// mode at once (the loop retries the step by itself).
 		OnStall: func(err error) { s.disk.noteNoSpace(err) },
 		Logger:  s.log.With("component", "raft"),
+		Stages:  s.stages,
 	})
 	if err != nil {
 		return err

@@ -1,0 +1,95 @@
+package server
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/kayadb/kayadb/internal/raftnode"
+	"github.com/kayadb/kayadb/internal/wire"
+)
+
+// stageCounts reads how many durations every stage recorded on s.
+func stageCounts(s *Server) [raftnode.NumStages]uint64 {
+	var c [raftnode.NumStages]uint64
+	for st := raftnode.Stage(0); st < raftnode.NumStages; st++ {
+		c[st] = s.stages.Count(st)
+	}
+	return c
+}
+
+// waitStages waits until every stage of want recorded more than before on
+// s: the reply stage is recorded once the reply is written, which may be
+// just after the client read it.
+func waitStages(c *testCluster, s *Server, what string, before [raftnode.NumStages]uint64, want []raftnode.Stage) {
+	c.t.Helper()
+	missing := func() []string {
+		now := stageCounts(s)
+		var out []string
+		for _, st := range want {
+			if now[st] <= before[st] {
+				out = append(out, st.String())
+			}
+		}
+		return out
+	}
+	c.Eventually(fmt.Sprintf("%s records every stage it passes through", what), func() bool { return len(missing()) == 0 })
+	if m := missing(); len(m) > 0 {
+		c.t.Fatalf("%s: stages %s recorded nothing", what, strings.Join(m, ", "))
+	}
+}
+
+// TestRequestStagesRecorded: a put and a get each record every stage of
+// their path (kayadb_request_stage_seconds), on one node and on the leader
+// of three, and the stages show up in /metrics.
+func TestRequestStagesRecorded(t *testing.T) {
+	put := []raftnode.Stage{raftnode.StageRead, raftnode.StageDecode, raftnode.StageQueue, raftnode.StageRaftReady,
+		raftnode.StageLogFsync, raftnode.StageReplicate, raftnode.StageApply, raftnode.StageWake, raftnode.StageReply}
+	get := []raftnode.Stage{raftnode.StageRead, raftnode.StageDecode, raftnode.StageQueue, raftnode.StageRaftReady,
+		raftnode.StageReplicate, raftnode.StageApply, raftnode.StageWake, raftnode.StageEngine, raftnode.StageReply}
+	for _, n := range []int{1, 3} {
+		t.Run(fmt.Sprintf("nodes=%d", n), func(t *testing.T) {
+			c := newCluster(t, n, clusterOpts{})
+			lead := c.WaitLeader()
+			s := c.node(lead)
+			cl := dial(t, c.addr(lead))
+			// The cluster's own first writes (its term's entry) are done
+			// once a put went through.
+			if st, p, err := cl.put("warm", "up"); err != nil || st != wire.StatusOK {
+				t.Fatalf("put: %v %v %q", err, st, p)
+			}
+			before := stageCounts(s)
+			if st, p, err := cl.put("k", "v"); err != nil || st != wire.StatusOK {
+				t.Fatalf("put: %v %v %q", err, st, p)
+			}
+			waitStages(c, s, "a put", before, put)
+			before = stageCounts(s)
+			if st, v, err := cl.get("k"); err != nil || st != wire.StatusOK || string(v) != "v" {
+				t.Fatalf("get: %v %v %q", err, st, v)
+			}
+			waitStages(c, s, "a get", before, get)
+			mfs, err := s.obs.reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen := map[string]uint64{}
+			for _, mf := range mfs {
+				if mf.GetName() != "kayadb_request_stage_seconds" {
+					continue
+				}
+				for _, m := range mf.GetMetric() {
+					for _, l := range m.GetLabel() {
+						if l.GetName() == "stage" {
+							seen[l.GetValue()] = m.GetHistogram().GetSampleCount()
+						}
+					}
+				}
+			}
+			for _, st := range get {
+				if seen[st.String()] == 0 {
+					t.Errorf("the registry's kayadb_request_stage_seconds{stage=%q} counted nothing", st)
+				}
+			}
+		})
+	}
+}
