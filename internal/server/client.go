@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -91,6 +92,8 @@ type call struct {
 	// Stage timing (raftnode.Now readings): when the frame was read, and
 	// when its reply was ready to write.
 	readAt, ready int64
+	// finished: the reply is settled and may be written (replies.mu).
+	finished bool
 
 	// Memory accounting (clientlimits.go). seq numbers the call on its
 	// connection; conn is its charge there, global its reply's charge in
@@ -100,8 +103,9 @@ type call struct {
 }
 
 // serveClient reads pipelined requests, handles each on its own goroutine,
-// and writes the replies in order. A malformed frame closes the connection
-// (with a logged reason); it never affects other connections or data.
+// and writes the replies in order (replies: the goroutine that finishes
+// the oldest one writes). A malformed frame closes the connection (with a
+// logged reason); it never affects other connections or data.
 func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 	defer s.wg.Done()
 	log := s.log.With("client", raw.RemoteAddr().String())
@@ -121,9 +125,8 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 		return
 	}
 	refused := false // one log line per connection, however many refusals
-	queue := make(chan *call, maxPipelined)
-	writerDone := make(chan struct{})
-	go s.writeReplies(c, cc, queue, writerDone)
+	out := &replies{s: s, cc: cc, rw: &replyWriter{c: c, w: bufio.NewWriterSize(c, 64<<10), idle: s.clim.idle},
+		slots: make(chan struct{}, maxPipelined)}
 	rd := &clientReader{s: s, c: c, r: bufio.NewReaderSize(c, 64<<10), cc: cc}
 	var lastWrite <-chan struct{} // done when this connection's latest write has its reply
 	for {
@@ -135,11 +138,12 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 		op := req.op
 		s.inflight.Add(1)
 		cc.enqueue(cl)
-		queue <- cl
+		out.add(cl)
 		if req.refusal != nil {
 			s.clim.note(slog.LevelWarn, "reply_memory", "refused a request: the reply memory budget is full", "opcode", op.String(), "client", raw.RemoteAddr().String())
 			s.settle(cc, cl, req.refusalSt, req.refusal)
 			close(cl.done)
+			out.finish(cl)
 			if err := rd.discard(req.skip); err != nil {
 				rd.ended(err, log)
 				break
@@ -155,6 +159,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			}
 			s.settle(cc, cl, ast, areply)
 			close(cl.done)
+			out.finish(cl)
 			// A refusal decided on the auth prefix alone: the rest of the
 			// frame is skipped, never held.
 			if err := rd.discard(req.skip); err != nil {
@@ -173,6 +178,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			if wait == nil {
 				s.settle(cc, cl, st, p)
 				close(cl.done)
+				out.finish(cl)
 				continue
 			}
 			go func() {
@@ -180,6 +186,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 				s.settle(cc, cl, st, p)
 				cl.ready = raftnode.Now()
 				close(cl.done)
+				out.finish(cl)
 			}()
 			lastWrite = cl.done
 			continue
@@ -192,7 +199,6 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			lastWrite = cl.done
 		}
 		go func() {
-			defer close(cl.done)
 			if after != nil {
 				<-after
 			}
@@ -211,6 +217,8 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			if timed {
 				cl.ready = raftnode.Now()
 			}
+			close(cl.done)
+			out.finish(cl)
 		}()
 		// An opcode without credentials keeps only the start of its
 		// payload; the rest is skipped.
@@ -219,22 +227,91 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			break
 		}
 	}
-	close(queue)
-	<-writerDone
+	out.wait()
 	_ = c.Close()
 }
 
-// writeReplies writes the replies of queue's calls in order, as each is
-// done, and releases their memory. After a failed write it drops the rest.
-func (s *Server) writeReplies(c net.Conn, cc *clientConn, queue <-chan *call, done chan<- struct{}) {
-	defer close(done)
-	rw := &replyWriter{c: c, w: bufio.NewWriterSize(c, 64<<10), idle: s.clim.idle}
-	broken := false
-	for cl := range queue {
-		<-cl.done
+// replies writes a connection's replies in request order without a
+// goroutine of its own: the goroutine that finishes the oldest unwritten
+// call writes it and every later one already finished, so a reply goes
+// out with no scheduling hop after its request's own (a writer goroutine
+// cost one per reply: docs/design/latency.md). The mutex guards the queue
+// only and is never held across a write: writing, set and cleared under
+// it, says that a goroutine is writing, and a call finished meanwhile is
+// written by that goroutine before it clears the flag. A write that blocks
+// (a client that reads nothing) holds up the goroutine that writes, for
+// at most the idle timeout (replyWriter), as it held up the writer
+// goroutine before.
+type replies struct {
+	s  *Server
+	cc *clientConn
+	rw *replyWriter
+	// slots bounds the calls in flight on the connection (maxPipelined):
+	// the reader waits for one before it queues a call.
+	slots chan struct{}
+	// pending counts calls neither written nor dropped (wait).
+	pending sync.WaitGroup
+	mu      struct {
+		sync.Mutex
+		ring       [maxPipelined]*call // unwritten calls, oldest at head
+		head, n    int
+		writing    bool
+		broken     bool // a write failed: the rest is dropped
+		batchSpace [maxPipelined]*call
+	}
+}
+
+// add queues a call read from the connection, waiting while maxPipelined
+// are in flight.
+func (r *replies) add(cl *call) {
+	r.slots <- struct{}{}
+	r.pending.Add(1)
+	r.mu.Lock()
+	r.mu.ring[(r.mu.head+r.mu.n)%maxPipelined] = cl
+	r.mu.n++
+	r.mu.Unlock()
+}
+
+// finish marks cl's reply settled and, unless another goroutine is
+// writing, writes every settled reply at the head of the queue.
+func (r *replies) finish(cl *call) {
+	r.mu.Lock()
+	cl.finished = true
+	if r.mu.writing {
+		r.mu.Unlock()
+		return
+	}
+	r.mu.writing = true
+	for {
+		batch := r.mu.batchSpace[:0] // only the writing goroutine uses it
+		for r.mu.n > 0 && r.mu.ring[r.mu.head].finished {
+			batch = append(batch, r.mu.ring[r.mu.head])
+			r.mu.ring[r.mu.head] = nil
+			r.mu.head = (r.mu.head + 1) % maxPipelined
+			r.mu.n--
+		}
+		if len(batch) == 0 {
+			r.mu.writing = false
+			r.mu.Unlock()
+			return
+		}
+		broken := r.mu.broken
+		r.mu.Unlock()
+		broken = r.write(batch, broken)
+		r.mu.Lock()
+		r.mu.broken = broken
+	}
+}
+
+// write writes a batch of settled replies (flushing after the last),
+// releases their memory, and reports whether the connection is broken.
+// After a failed write it drops the rest.
+func (r *replies) write(batch []*call, broken bool) bool {
+	s, c := r.s, r.rw.c
+	for i, cl := range batch {
 		s.observeRequest(cl.op, cl.status, cl.start)
 		if !broken {
-			err := rw.writeReply(cl.status, cl.payload, len(queue) == 0)
+			err := r.rw.writeReply(cl.status, cl.payload, i == len(batch)-1)
 			s.stages.Since(raftnode.StageReply, cl.ready)
 			if err != nil {
 				broken = true
@@ -244,19 +321,23 @@ func (s *Server) writeReplies(c net.Conn, cc *clientConn, queue <-chan *call, do
 						"client", c.RemoteAddr().String(), "timeout", s.clim.idle)
 				}
 				_ = c.Close()
-				cc.fail()
+				r.cc.fail()
 			}
 		}
 		cl.payload = nil
-		cc.written(cl)
+		r.cc.written(cl)
 		s.clim.replyMem.release(cl.global)
 		s.inflight.Add(-1) // answered (or its connection is gone)
+		batch[i] = nil
+		<-r.slots
+		r.pending.Done()
 	}
-	if !broken {
-		rw.arm()
-		_ = rw.w.Flush()
-	}
+	return broken
 }
+
+// wait returns once every queued call was written (and flushed) or
+// dropped.
+func (r *replies) wait() { r.pending.Wait() }
 
 // authMarker is the auth prefix op must carry on this server, or "".
 func (s *Server) authMarker(op wire.Opcode) string {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -91,5 +92,34 @@ func TestRequestStagesRecorded(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRepliesNeedNoWriterGoroutine: a client connection costs the server
+// one goroutine (its reader) while it has nothing in flight: replies are
+// written by the goroutine that finishes them, not handed to a writer
+// goroutine of the connection (one scheduling hop per reply;
+// docs/design/latency.md). Replies still go out in request order
+// (TestPipelining).
+func TestRepliesNeedNoWriterGoroutine(t *testing.T) {
+	c := newTestCluster(t, 1)
+	addr := c.addr(c.WaitLeader())
+	c.Eventually("the node settles", func() bool { return c.node(1).inflight.Load() == 0 })
+	before := runtime.NumGoroutine()
+	const conns = 40
+	for i := 0; i < conns; i++ {
+		cl := dial(t, addr)
+		// A reply on each, so that the connection is fully set up.
+		if st, _, err := cl.do(wire.OpHealth, nil); err != nil || st != wire.StatusOK {
+			t.Fatalf("HEALTH: %v %v", st, err)
+		}
+	}
+	// Each connection adds its reader (and the test's side is a plain
+	// net.Conn, no goroutine); a writer goroutine each would double it.
+	// Goroutines of the node's own that come and go get a slack of half
+	// the connections.
+	grown := runtime.NumGoroutine() - before
+	if grown > conns+conns/2 {
+		t.Fatalf("%d idle client connections added %d goroutines; want about one each", conns, grown)
 	}
 }
