@@ -8,7 +8,9 @@
 // (apply.go), garbage collection of old versions (gc.go), and the system
 // keys it keeps in the engine (prefix 0x00). It must never acknowledge a
 // write before it is committed and applied, never serve a read without a
-// fresh ReadIndex round confirming leadership, never re-apply an entry at
+// fresh ReadIndex round confirming leadership (or, on a leader that is the
+// only voter, its commit index: raftnode.LocalReadIndex, what raft's round
+// would answer at once), never re-apply an entry at
 // or below the applied index it recorded, and never decide anything in the
 // apply that another replica could decide differently.
 //
@@ -191,6 +193,8 @@ type Store struct {
 	readWake chan struct{}
 	readSeq  atomic.Uint64
 	readSalt [4]byte
+	// rounds counts the ReadIndex rounds run (ReadRounds).
+	rounds atomic.Uint64
 
 	counters struct{ put, get, del, scan atomic.Uint64 }
 	// rejected counts committed entries applied as no-ops (they did not
@@ -1012,6 +1016,21 @@ func (s *Store) waitApplied(ctx context.Context, index uint64) error {
 // the call, confirmed by a ReadIndex round (leadership checked with a
 // quorum of heartbeats). Concurrent callers share rounds.
 func (s *Store) Barrier(ctx context.Context) error {
+	if idx, ok := s.node.LocalReadIndex(); ok {
+		// The only voter: no round (raftnode.LocalReadIndex).
+		if s.applied.Load() >= idx {
+			return nil
+		}
+		var t0 int64
+		if s.opts.Stages != nil {
+			t0 = raftnode.Now()
+		}
+		ctx, cancel := s.bounded(ctx)
+		defer cancel()
+		err := s.waitApplied(ctx, idx)
+		s.opts.Stages.Since(raftnode.StageApply, t0)
+		return err
+	}
 	if !s.node.IsLeader() {
 		return ErrNotLeader
 	}
@@ -1042,6 +1061,19 @@ func (s *Store) Barrier(ctx context.Context) error {
 	}
 }
 
+// ReadRounds returns how many ReadIndex rounds this store ran: reads share
+// rounds, and a node that is the only voter needs none.
+func (s *Store) ReadRounds() uint64 { return s.rounds.Load() }
+
+// ReadsLocally reports whether a linearizable read would be served now
+// without waiting: this node is the only voter and has applied its commit
+// index (raftnode.LocalReadIndex). The server then handles the read
+// without a goroutine of its own.
+func (s *Store) ReadsLocally() bool {
+	idx, ok := s.node.LocalReadIndex()
+	return ok && s.applied.Load() >= idx
+}
+
 // readLoop serves read rounds one after the other: every request that
 // arrives while a round is in flight joins the next one.
 func (s *Store) readLoop() {
@@ -1059,6 +1091,7 @@ func (s *Store) readLoop() {
 		if r == nil {
 			continue
 		}
+		s.rounds.Add(1)
 		r.err = s.readIndex(r.created)
 		if s.opts.Stages != nil {
 			r.doneAt = raftnode.Now()

@@ -223,6 +223,8 @@ type Node struct {
 	statusMu sync.Mutex
 	voters   []uint64
 	learners []uint64
+	// sole is set while this node is the only voter (LocalReadIndex).
+	sole atomic.Bool
 
 	// Snapshot state, owned by the loop.
 	loopExit       chan struct{} // closed when the loop returns
@@ -383,6 +385,7 @@ func New(cfg Config) (*Node, error) {
 	n.commit.Store(hs.GetCommit())
 	n.voters = cs.GetVoters()
 	n.learners = cs.GetLearners()
+	n.sole.Store(soleVoter(n.voters, cfg.ID))
 	n.refreshMembers()
 	return n, nil
 }
@@ -536,6 +539,35 @@ func (n *Node) ReadIndexSince(rctx []byte, since int64) {
 		rn.ReadIndex(rctx)
 	})
 }
+
+// LocalReadIndex returns what a ReadIndex round would answer when no round
+// is needed: on a leader that is the only voter and has committed an entry
+// of its term, its commit index (raft answers such a leader's ReadIndex at
+// once with it, its single-node fast path, so the hops through the raft
+// loop buy nothing). ok is false otherwise, and the caller asks raft.
+//
+// Why it is linearizable: every acknowledged write was applied, so its
+// index was published in commit (which is stored after the log is saved
+// and before the apply) before the acknowledgement. The entry of the term
+// being committed means commit covers everything committed in earlier
+// terms. Another node can lead only once this one voted for it (it is the
+// only voter until a configuration change adds another, and then a quorum
+// needs it), and this node publishes its step-down (handleReady's first
+// step) before its vote goes out; so while this node is seen leading,
+// no other leader has acknowledged anything, and a read that starts after
+// another leader's write was acknowledged sees this node as a follower.
+func (n *Node) LocalReadIndex() (index uint64, ok bool) {
+	if !n.sole.Load() || raft.StateType(n.role.Load()) != raft.StateLeader {
+		return 0, false
+	}
+	start, commit := n.leaderStart.Load(), n.commit.Load()
+	if start == 0 || commit < start {
+		return 0, false
+	}
+	return commit, true
+}
+
+func soleVoter(voters []uint64, id uint64) bool { return len(voters) == 1 && voters[0] == id }
 
 // ReadStates delivers ReadIndex answers. One consumer must drain it.
 func (n *Node) ReadStates() <-chan raft.ReadState { return n.reads }
@@ -971,6 +1003,7 @@ func (n *Node) installSnapshot(snap *pb.Snapshot) error {
 	cs := meta.GetConfState()
 	n.statusMu.Lock()
 	n.voters, n.learners = cs.GetVoters(), cs.GetLearners()
+	n.sole.Store(soleVoter(n.voters, n.cfg.ID))
 	n.statusMu.Unlock()
 	n.refreshMembers()
 	n.snapIndex = meta.GetIndex()
@@ -1115,6 +1148,7 @@ func (n *Node) applyConfChange(p *pendingReady, e *pb.Entry) error {
 	p.ccDone = cs
 	n.statusMu.Lock()
 	n.voters, n.learners = cs.GetVoters(), cs.GetLearners()
+	n.sole.Store(soleVoter(n.voters, n.cfg.ID))
 	n.statusMu.Unlock()
 	n.refreshMembers()
 	if err := n.cfg.SM.ApplyConfChange(e, cc, cs); err != nil {

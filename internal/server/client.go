@@ -143,7 +143,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			s.clim.note(slog.LevelWarn, "reply_memory", "refused a request: the reply memory budget is full", "opcode", op.String(), "client", raw.RemoteAddr().String())
 			s.settle(cc, cl, req.refusalSt, req.refusal)
 			close(cl.done)
-			out.finish(cl)
+			out.finish(cl, true)
 			if err := rd.discard(req.skip); err != nil {
 				rd.ended(err, log)
 				break
@@ -159,7 +159,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			}
 			s.settle(cc, cl, ast, areply)
 			close(cl.done)
-			out.finish(cl)
+			out.finish(cl, true)
 			// A refusal decided on the auth prefix alone: the rest of the
 			// frame is skipped, never held.
 			if err := rd.discard(req.skip); err != nil {
@@ -178,7 +178,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			if wait == nil {
 				s.settle(cc, cl, st, p)
 				close(cl.done)
-				out.finish(cl)
+				out.finish(cl, true)
 				continue
 			}
 			go func() {
@@ -186,7 +186,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 				s.settle(cc, cl, st, p)
 				cl.ready = raftnode.Now()
 				close(cl.done)
-				out.finish(cl)
+				out.finish(cl, false)
 			}()
 			lastWrite = cl.done
 			continue
@@ -198,7 +198,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 		if isTxnOp(op) {
 			lastWrite = cl.done
 		}
-		go func() {
+		run := func(onReader bool) {
 			if after != nil {
 				<-after
 			}
@@ -218,8 +218,18 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 				cl.ready = raftnode.Now()
 			}
 			close(cl.done)
-			out.finish(cl)
-		}()
+			out.finish(cl, onReader)
+		}
+		if op == wire.OpGet && closedOrNil(after) && out.alone() && s.store.ReadsLocally() {
+			// A read that waits for nothing (one voter, everything
+			// committed applied, nothing else of this connection
+			// unwritten, so no wait for room either) is served here: a
+			// goroutine of its own would cost a scheduling hop
+			// (docs/design/latency.md).
+			run(true)
+		} else {
+			go run(false)
+		}
 		// An opcode without credentials keeps only the start of its
 		// payload; the rest is skipped.
 		if err := rd.discard(req.skip); err != nil {
@@ -229,6 +239,19 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 	}
 	out.wait()
 	_ = c.Close()
+}
+
+// closedOrNil reports whether ch is nil or closed.
+func closedOrNil(ch <-chan struct{}) bool {
+	if ch == nil {
+		return true
+	}
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // replies writes a connection's replies in request order without a
@@ -272,9 +295,17 @@ func (r *replies) add(cl *call) {
 	r.mu.Unlock()
 }
 
+// readerWriteBytes bounds the replies the connection's reader writes
+// itself: a write of more may block until the client reads (a socket
+// buffer holds a few hundred KiB), and a reader blocked in a write could
+// not read the connection's next requests meanwhile, or wait for room to
+// read them (clientlimits.go), so larger replies go to a goroutine.
+const readerWriteBytes = 64 << 10
+
 // finish marks cl's reply settled and, unless another goroutine is
-// writing, writes every settled reply at the head of the queue.
-func (r *replies) finish(cl *call) {
+// writing, writes every settled reply at the head of the queue. onReader
+// says the caller is the connection's reader (readerWriteBytes).
+func (r *replies) finish(cl *call, onReader bool) {
 	r.mu.Lock()
 	cl.finished = true
 	if r.mu.writing {
@@ -282,10 +313,20 @@ func (r *replies) finish(cl *call) {
 		return
 	}
 	r.mu.writing = true
+	r.drainLocked(onReader)
+}
+
+// drainLocked writes the settled replies at the head until there are none,
+// then clears writing. Called with mu held and writing set; returns with
+// mu released.
+func (r *replies) drainLocked(onReader bool) {
 	for {
 		batch := r.mu.batchSpace[:0] // only the writing goroutine uses it
+		bytes := 0
 		for r.mu.n > 0 && r.mu.ring[r.mu.head].finished {
-			batch = append(batch, r.mu.ring[r.mu.head])
+			cl := r.mu.ring[r.mu.head]
+			batch = append(batch, cl)
+			bytes += len(cl.payload)
 			r.mu.ring[r.mu.head] = nil
 			r.mu.head = (r.mu.head + 1) % maxPipelined
 			r.mu.n--
@@ -297,6 +338,15 @@ func (r *replies) finish(cl *call) {
 		}
 		broken := r.mu.broken
 		r.mu.Unlock()
+		if onReader && bytes > readerWriteBytes {
+			go func() {
+				broken := r.write(batch, broken)
+				r.mu.Lock()
+				r.mu.broken = broken
+				r.drainLocked(false)
+			}()
+			return
+		}
 		broken = r.write(batch, broken)
 		r.mu.Lock()
 		r.mu.broken = broken
@@ -333,6 +383,13 @@ func (r *replies) write(batch []*call, broken bool) bool {
 		r.pending.Done()
 	}
 	return broken
+}
+
+// alone reports whether the one call queued is the only one unwritten.
+func (r *replies) alone() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.mu.n == 1
 }
 
 // wait returns once every queued call was written (and flushed) or

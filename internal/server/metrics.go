@@ -82,6 +82,7 @@ type scrape struct {
 	dropped            uint64
 	screened           map[raftnode.ScreenReason]uint64
 	rejectedEntries    uint64
+	readRounds         uint64
 	stalled            bool
 	stalls             uint64
 	ready              bool
@@ -164,6 +165,8 @@ func newNodeCollector(s *Server) *nodeCollector {
 		add("kayadb_raft_screened_messages_total", screenedHelp, prometheus.CounterValue, prometheus.Labels{"reason": r.String()},
 			u(func(sc *scrape) uint64 { return sc.screened[r] }))
 	}
+	counter("kayadb_read_index_rounds_total", "ReadIndex rounds run for linearizable reads (concurrent reads share one; a node that is the only voter needs none).",
+		u(func(sc *scrape) uint64 { return sc.readRounds }))
 	counter("kayadb_apply_rejected_entries_total", "Committed raft entries that did not decode or held an invalid command or configuration change, applied as no-ops (on every node alike).",
 		u(func(sc *scrape) uint64 { return sc.rejectedEntries }))
 	gauge("kayadb_raft_stalled", "1 while the raft loop waits to retry a step that failed on a full disk (it still follows the leader, but acknowledges and applies nothing new).",
@@ -328,6 +331,7 @@ func (s *Server) scrapeNode() *scrape {
 		sc.diskFull, sc.diskFree, sc.diskTotal = g.full.Load(), g.avail.Load(), g.total.Load()
 		sc.diskReserve, sc.diskEvents = uint64(g.reserve), g.events.Load()
 	}
+	sc.readRounds = s.store.ReadRounds()
 	k := s.store.Counters()
 	sc.kvPut, sc.kvGet, sc.kvDelete, sc.kvScan = k.Put, k.Get, k.Delete, k.Scan
 	sc.mvcc = s.mvccStats()

@@ -48,6 +48,9 @@ func TestRequestStagesRecorded(t *testing.T) {
 		raftnode.StageLogFsync, raftnode.StageReplicate, raftnode.StageApply, raftnode.StageWake, raftnode.StageReply}
 	get := []raftnode.Stage{raftnode.StageRead, raftnode.StageDecode, raftnode.StageQueue, raftnode.StageRaftReady,
 		raftnode.StageReplicate, raftnode.StageApply, raftnode.StageWake, raftnode.StageEngine, raftnode.StageReply}
+	// A node that is the only voter serves a get without a ReadIndex round
+	// (raftnode.LocalReadIndex), on the connection's reader.
+	localGet := []raftnode.Stage{raftnode.StageRead, raftnode.StageDecode, raftnode.StageEngine, raftnode.StageReply}
 	for _, n := range []int{1, 3} {
 		t.Run(fmt.Sprintf("nodes=%d", n), func(t *testing.T) {
 			c := newCluster(t, n, clusterOpts{})
@@ -65,10 +68,21 @@ func TestRequestStagesRecorded(t *testing.T) {
 			}
 			waitStages(c, s, "a put", before, put)
 			before = stageCounts(s)
+			rounds := s.store.ReadRounds()
 			if st, v, err := cl.get("k"); err != nil || st != wire.StatusOK || string(v) != "v" {
 				t.Fatalf("get: %v %v %q", err, st, v)
 			}
-			waitStages(c, s, "a get", before, get)
+			if n == 1 {
+				waitStages(c, s, "a get", before, localGet)
+				if got := s.store.ReadRounds(); got != rounds {
+					t.Fatalf("a get on the only voter ran %d ReadIndex rounds", got-rounds)
+				}
+			} else {
+				waitStages(c, s, "a get", before, get)
+				if got := s.store.ReadRounds(); got == rounds {
+					t.Fatal("a get on the leader of three ran no ReadIndex round")
+				}
+			}
 			mfs, err := s.obs.reg.Gather()
 			if err != nil {
 				t.Fatal(err)
@@ -86,7 +100,7 @@ func TestRequestStagesRecorded(t *testing.T) {
 					}
 				}
 			}
-			for _, st := range get {
+			for _, st := range put {
 				if seen[st.String()] == 0 {
 					t.Errorf("the registry's kayadb_request_stage_seconds{stage=%q} counted nothing", st)
 				}
