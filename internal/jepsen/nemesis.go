@@ -15,10 +15,15 @@ import (
 
 // Nemesis names.
 const (
-	NemesisKill      = "kill"      // kill -9 a node, restart it later
-	NemesisPause     = "pause"     // SIGSTOP a node, SIGCONT later
-	NemesisPartition = "partition" // isolate the leader, split, bridge, one-way
-	NemesisSlow      = "slow"      // added latency on links
+	NemesisKill  = "kill"  // kill -9 a node, restart it later
+	NemesisPause = "pause" // SIGSTOP a node, SIGCONT later
+	// NemesisLeaderPause stops the leader's clock: SIGSTOP the leader for
+	// 1–5 s, longer than its read lease (--read-mode lease) and than an
+	// election timeout, so that another leader takes over while it is
+	// stopped; SIGCONT at the heal, when it still believes it leads.
+	NemesisLeaderPause = "leader-pause"
+	NemesisPartition   = "partition" // isolate the leader, split, bridge, one-way
+	NemesisSlow        = "slow"      // added latency on links
 	// NemesisMembership replaces a follower: remove it, wipe it, add a new
 	// node (a new id) in its place as a learner, promote it at the heal.
 	NemesisMembership = "membership"
@@ -43,7 +48,7 @@ const (
 
 // AllNemeses lists every nemesis.
 var AllNemeses = []string{NemesisKill, NemesisPause, NemesisPartition, NemesisSlow, NemesisMembership,
-	NemesisDisk, NemesisSlowClient, NemesisFlood}
+	NemesisDisk, NemesisSlowClient, NemesisFlood, NemesisLeaderPause}
 
 // Fault is one scheduled fault. The schedule (kinds, variants, targets'
 // roles, times) follows from the seed alone; which node is "the leader"
@@ -88,6 +93,8 @@ func Schedule(seed int64, nemeses []string, duration time.Duration) []Fault {
 			switch kind {
 			case NemesisKill, NemesisPause:
 				f.Variant = []string{"leader", "follower", "random"}[rng.IntN(3)]
+			case NemesisLeaderPause:
+				f.Variant = "leader"
 			case NemesisPartition:
 				f.Variant = []string{"isolate-leader", "split", "bridge", "one-way"}[rng.IntN(4)]
 			case NemesisSlow:
@@ -200,7 +207,7 @@ func (nm *nemesis) apply(ctx context.Context, f *Fault) func() {
 				nm.log("restarting node %d: %v", id, err)
 			}
 		}
-	case NemesisPause:
+	case NemesisPause, NemesisLeaderPause:
 		id := nm.pickNode(ctx, f.Variant, f.Pick)
 		if id == 0 {
 			return func() {}

@@ -9,8 +9,8 @@
 // keys it keeps in the engine (prefix 0x00). It must never acknowledge a
 // write before it is committed and applied, never serve a read without a
 // fresh ReadIndex round confirming leadership (or, on a leader that is the
-// only voter, its commit index: raftnode.LocalReadIndex, what raft's round
-// would answer at once), never re-apply an entry at
+// only voter or holds a lease with --read-mode lease, its commit index:
+// raftnode.LocalReadIndex), never re-apply an entry at
 // or below the applied index it recorded, and never decide anything in the
 // apply that another replica could decide differently.
 //
@@ -1017,7 +1017,8 @@ func (s *Store) waitApplied(ctx context.Context, index uint64) error {
 // quorum of heartbeats). Concurrent callers share rounds.
 func (s *Store) Barrier(ctx context.Context) error {
 	if idx, ok := s.node.LocalReadIndex(); ok {
-		// The only voter: no round (raftnode.LocalReadIndex).
+		// No round needed: the only voter, or a leader holding a lease
+		// (raftnode.LocalReadIndex).
 		if s.applied.Load() >= idx {
 			return nil
 		}
@@ -1066,8 +1067,8 @@ func (s *Store) Barrier(ctx context.Context) error {
 func (s *Store) ReadRounds() uint64 { return s.rounds.Load() }
 
 // ReadsLocally reports whether a linearizable read would be served now
-// without waiting: this node is the only voter and has applied its commit
-// index (raftnode.LocalReadIndex). The server then handles the read
+// without waiting: this node needs no round (the only voter, or a lease:
+// raftnode.LocalReadIndex) and has applied its commit index. The server then handles the read
 // without a goroutine of its own.
 func (s *Store) ReadsLocally() bool {
 	idx, ok := s.node.LocalReadIndex()

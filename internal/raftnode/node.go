@@ -177,6 +177,10 @@ type Config struct {
 	// Stages, when set, receives the durations of the request stages the
 	// loop sees (queue, raft_ready, log_fsync, replicate, apply).
 	Stages *Stages
+	// LeaseReads lets LocalReadIndex answer on a leader of several voters
+	// while it holds a lease: a quorum acknowledged it within LeaseDuration
+	// (see LocalReadIndex for the clock assumption).
+	LeaseReads bool
 }
 
 // Errors returned to proposers.
@@ -203,6 +207,11 @@ type Node struct {
 	// every quorum check, so on its own it briefly shows every peer as
 	// inactive.
 	heard sync.Map
+	// acked holds, per voter id, when (Now) a reply from it to this node
+	// as leader last arrived (*atomic.Int64): the lease of LeaseReads.
+	// Cleared when the node stops leading.
+	acked sync.Map
+	lease int64 // LeaseDuration in ns; 0 without LeaseReads
 
 	propc   chan proposal
 	recvc   chan inbound
@@ -373,6 +382,9 @@ func New(cfg Config) (*Node, error) {
 		donec:    make(chan struct{}),
 		loopExit: make(chan struct{}),
 		stages:   cfg.Stages,
+	}
+	if cfg.LeaseReads {
+		n.lease = int64(LeaseDuration(cfg.ElectionTicks, cfg.TickInterval))
 	}
 	n.applied.Store(cfg.Applied)
 	if sn, err := cfg.Log.Snapshot(); err == nil {
@@ -556,15 +568,66 @@ func (n *Node) ReadIndexSince(rctx []byte, since int64) {
 // step) before its vote goes out; so while this node is seen leading,
 // no other leader has acknowledged anything, and a read that starts after
 // another leader's write was acknowledged sees this node as a follower.
+//
+// With Config.LeaseReads, a leader of several voters answers the same way
+// while it holds a lease: a quorum of voters (itself included) replied to
+// it as leader within LeaseDuration. Each of them reset its election
+// timer when it received the message it answered, and with CheckQuorum
+// votes for no one else for an election timeout (ElectionTicks−1 ticks at
+// least, measured by its own ticker) from then, so no other leader can be
+// elected before the lease ends. The clock assumption: the nodes' clocks
+// run at rates within a few percent of each other, and a reply reaches
+// the leader less than half an election timeout after the follower
+// received the message it answers. A leader that was paused (SIGSTOP, a
+// stalled VM) is safe without more: the monotonic clock runs on while it
+// is stopped, so its lease has expired when it resumes, and it asks for a
+// round until fresh replies arrive. Raft's own ReadOnlyLeaseBased trusts
+// the leader role alone, with no clock check, and is not used.
 func (n *Node) LocalReadIndex() (index uint64, ok bool) {
-	if !n.sole.Load() || raft.StateType(n.role.Load()) != raft.StateLeader {
+	if raft.StateType(n.role.Load()) != raft.StateLeader {
 		return 0, false
 	}
 	start, commit := n.leaderStart.Load(), n.commit.Load()
 	if start == 0 || commit < start {
 		return 0, false
 	}
-	return commit, true
+	if n.sole.Load() || (n.lease > 0 && n.leaseHeld()) {
+		return commit, true
+	}
+	return 0, false
+}
+
+// LeaseDuration is the lease of LeaseReads: half of the shortest time for
+// which a follower that heard from the leader refuses to vote for another
+// ((ElectionTicks−1) ticks: its first tick may come at once).
+func LeaseDuration(electionTicks int, tick time.Duration) time.Duration {
+	if electionTicks <= 0 {
+		electionTicks = 10
+	}
+	if tick <= 0 {
+		tick = 100 * time.Millisecond
+	}
+	return time.Duration(electionTicks-1) * tick / 2
+}
+
+// leaseHeld reports whether a quorum of the voters, this node included,
+// replied to it as leader within the lease.
+func (n *Node) leaseHeld() bool {
+	now := Now()
+	n.statusMu.Lock()
+	defer n.statusMu.Unlock()
+	fresh, self := 0, false
+	for _, id := range n.voters {
+		if id == n.cfg.ID {
+			fresh++
+			self = true
+			continue
+		}
+		if v, ok := n.acked.Load(id); ok && now-v.(*atomic.Int64).Load() < n.lease {
+			fresh++
+		}
+	}
+	return self && fresh > len(n.voters)/2
 }
 
 func soleVoter(voters []uint64, id uint64) bool { return len(voters) == 1 && voters[0] == id }
@@ -853,6 +916,19 @@ func (n *Node) step(in inbound) {
 		a.Store(now)
 		n.heard.Store(m.GetFrom(), a)
 	}
+	if n.lease > 0 && (m.GetType() == pb.MsgHeartbeatResp || m.GetType() == pb.MsgAppResp) &&
+		raft.StateType(n.role.Load()) == raft.StateLeader && m.GetTerm() == n.rn.BasicStatus().GetTerm() {
+		// A follower's reply to this leader: it reset its election timer
+		// when it received the message it answers, so it votes for no one
+		// else for an election timeout from then (CheckQuorum).
+		if v, ok := n.acked.Load(m.GetFrom()); ok {
+			v.(*atomic.Int64).Store(Now())
+		} else {
+			a := &atomic.Int64{}
+			a.Store(Now())
+			n.acked.Store(m.GetFrom(), a)
+		}
+	}
 	if err := n.rn.Step(m); err != nil && !errors.Is(err, raft.ErrStepPeerNotFound) && !errors.Is(err, raft.ErrStepLocalMsg) {
 		n.log.Debug("raft rejected a message", "from", m.GetFrom(), "type", m.GetType().String(), "err", err)
 	}
@@ -951,6 +1027,7 @@ func (n *Node) publishSoftState(rd raft.Ready) {
 	if ss.RaftState != raft.StateLeader {
 		n.leaderStart.Store(0)
 		n.pending.reset()
+		n.acked.Range(func(k, _ any) bool { n.acked.Delete(k); return true })
 	} else if prevRole != raft.StateLeader {
 		// This Ready carries the empty entry that starts the term.
 		start := n.commit.Load()

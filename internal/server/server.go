@@ -159,6 +159,10 @@ type Config struct {
 	MaxConnReplyBytes int64
 
 	// Versioned data (kv, docs/design/mvcc-and-transactions.md).
+	// LeaseReads serves linearizable reads on the leader from a lease
+	// instead of a ReadIndex round (--read-mode lease; raftnode.LocalReadIndex
+	// states the clock assumption).
+	LeaseReads bool
 	// MaxClockOffset is the clock offset beyond which a commit timestamp
 	// ahead of this node's clock is counted and logged. Default 500 ms.
 	MaxClockOffset time.Duration
@@ -570,7 +574,7 @@ func (s *Server) newRaftNode(b *boot) error {
 		// mode at once (the loop retries the step by itself).
 		OnStall: func(err error) { s.disk.noteNoSpace(err) },
 		Logger:  s.log.With("component", "raft"),
-		Stages:  s.stages,
+		Stages:  s.stages, LeaseReads: cfg.LeaseReads,
 	})
 	if err != nil {
 		return err
