@@ -635,7 +635,16 @@ func (s *Store) start(ctx context.Context, op byte, key, value []byte) (func(con
 		s.mu.Unlock()
 	}
 	qctx, cancel := s.bounded(ctx)
-	errc, err := s.node.ProposeAsync(qctx, data)
+	err := s.node.ProposeOrRefuse(qctx, data, func(err error) {
+		// On the raft loop: raft did not take the proposal.
+		if errors.Is(err, raftnode.ErrDropped) {
+			// Not appended: safe for the client to retry elsewhere.
+			err = ErrNotLeader
+		}
+		s.mu.Lock()
+		s.completeLocked(id, Result{err: err})
+		s.mu.Unlock()
+	})
 	cancel()
 	if err != nil {
 		unregister()
@@ -652,20 +661,7 @@ func (s *Store) start(ctx context.Context, op byte, key, value []byte) (func(con
 		}
 		ctx, cancel := s.bounded(ctx)
 		defer cancel()
-		select {
-		case err := <-errc:
-			if errors.Is(err, raftnode.ErrDropped) {
-				// Not appended: safe for the client to retry elsewhere.
-				return Result{}, ErrNotLeader
-			}
-			if err != nil {
-				return Result{}, err
-			}
-		case <-ctx.Done():
-			return Result{}, ErrTimeout
-		case <-s.stopc:
-			return Result{}, ErrStopped
-		}
+		// One wake-up: the apply's result, or raft's refusal (above).
 		select {
 		case r := <-ch:
 			s.opts.Stages.Since(raftnode.StageWake, r.at)

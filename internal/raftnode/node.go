@@ -297,7 +297,10 @@ type proposal struct {
 	data []byte
 	cc   pb.ConfChangeI
 	errc chan error
-	at   int64 // Now() when queued (0 without stage timing)
+	// refused, when set instead of errc, is called on the loop with
+	// raft's error when raft refuses the proposal (never when it takes it).
+	refused func(error)
+	at      int64 // Now() when queued (0 without stage timing)
 }
 
 // New creates a node. Call Start to run it.
@@ -519,6 +522,17 @@ func (n *Node) propose(ctx context.Context, p proposal) error {
 // queued. It blocks only while the queue is full (back-pressure).
 func (n *Node) ProposeAsync(ctx context.Context, data []byte) (<-chan error, error) {
 	return n.enqueue(ctx, proposal{data: data, errc: make(chan error, 1)})
+}
+
+// ProposeOrRefuse queues data for the log like ProposeAsync, but reports
+// only a refusal: refused is called on the raft loop (it must not block)
+// with raft's error (ErrDropped, ...) if raft does not take the proposal,
+// and never otherwise. The proposer that waits for the entry's apply
+// anyway is then woken once, by the apply, instead of also by raft's
+// verdict (a scheduling hop per write on a busy node).
+func (n *Node) ProposeOrRefuse(ctx context.Context, data []byte, refused func(error)) error {
+	_, err := n.enqueue(ctx, proposal{data: data, refused: refused})
+	return err
 }
 
 func (n *Node) enqueue(ctx context.Context, p proposal) (<-chan error, error) {
@@ -945,6 +959,12 @@ func (n *Node) handleProposal(p proposal) {
 	if errors.Is(err, raft.ErrProposalDropped) {
 		err = ErrDropped
 		n.proposalsDropped.Add(1)
+	}
+	if p.refused != nil {
+		if err != nil {
+			p.refused(err)
+		}
+		return
 	}
 	p.errc <- err
 }
