@@ -17,10 +17,13 @@ import (
 const (
 	NemesisKill  = "kill"  // kill -9 a node, restart it later
 	NemesisPause = "pause" // SIGSTOP a node, SIGCONT later
-	// NemesisLeaderPause stops the leader's clock: SIGSTOP the leader for
-	// 1–5 s, longer than its read lease (--read-mode lease) and than an
-	// election timeout, so that another leader takes over while it is
-	// stopped; SIGCONT at the heal, when it still believes it leads.
+	// NemesisLeaderPause stops the leader's clock: SIGSTOP the leader and
+	// cut its raft links, so that another leader takes over; SIGCONT it
+	// halfway through the fault (0.5–2.5 s later: longer than its read
+	// lease, --read-mode lease, and than an election timeout) while its
+	// raft links stay cut, so that it resumes believing it leads and
+	// clients still reach it; heal the links at the end. A leader that
+	// trusted a stale lease would answer reads from its old state then.
 	NemesisLeaderPause = "leader-pause"
 	NemesisPartition   = "partition" // isolate the leader, split, bridge, one-way
 	NemesisSlow        = "slow"      // added latency on links
@@ -207,7 +210,22 @@ func (nm *nemesis) apply(ctx context.Context, f *Fault) func() {
 				nm.log("restarting node %d: %v", id, err)
 			}
 		}
-	case NemesisPause, NemesisLeaderPause:
+	case NemesisLeaderPause:
+		id := nm.pickNode(ctx, "leader", f.Pick)
+		if id == 0 {
+			return func() {}
+		}
+		f.Nodes = []uint64{id}
+		f.Applied = fmt.Sprintf("SIGSTOP leader %d and cut its raft links; SIGCONT after %s, still cut off", id, f.Duration/2)
+		nm.c.Pause(id)
+		cut(net, []uint64{id}, without(ids, id))
+		resume := time.AfterFunc(f.Duration/2, func() { nm.c.Resume(id) })
+		return func() {
+			resume.Stop()
+			nm.c.Resume(id)
+			net.Heal()
+		}
+	case NemesisPause:
 		id := nm.pickNode(ctx, f.Variant, f.Pick)
 		if id == 0 {
 			return func() {}

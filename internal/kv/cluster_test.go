@@ -13,8 +13,8 @@ import (
 
 	"github.com/kayadb/kayadb/engine"
 	"github.com/kayadb/kayadb/internal/clustertest"
-	"github.com/kayadb/kayadb/internal/raftnode"
 	"github.com/kayadb/kayadb/internal/kv"
+	"github.com/kayadb/kayadb/internal/raftnode"
 )
 
 // forgedEntry is a committed command a correct node never proposes: one
