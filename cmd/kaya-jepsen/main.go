@@ -37,7 +37,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		runs       = fs.Int("runs", 1, "number of runs (stops at the first invalid one unless -keep-going)")
 		keepGoing  = fs.Bool("keep-going", false, "continue after an invalid run")
 		nemeses    = fs.String("nemesis", "all", "faults: kill,pause,partition,slow,membership,disk,slow-client,flood,leader-pause, all or none (disk needs root: all leaves it out without)")
-		workloads  = fs.String("workload", "all", "workloads: register,set,scan,list-append,bank,cas-register or all (all: the default set; the transactional ones join it once the client and server support transactions)")
+		workloads  = fs.String("workload", "all", "workloads: register,set,scan,list-append,bank,cas-register,watch or all (all: the default set; the transactional ones join it once the client and server support transactions)")
 		report     = fs.String("report", "", "report directory (default: ./jepsen-report/<time>)")
 		tick       = fs.Duration("tick", 50*time.Millisecond, "the servers' raft tick")
 		readMode   = fs.String("read-mode", "safe", "the servers' --read-mode: safe (ReadIndex rounds) or lease (lease reads; pair with -nemesis leader-pause)")
@@ -45,7 +45,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		reserveMiB = fs.Int64("disk-reserve-mib", jepsen.DefaultDiskReserveBytes>>20, "disk nemesis: the servers' --disk-reserve on their tmpfs, in MiB")
 		floodN     = fs.Int("flood-conns", 2000, "flood nemesis: connections opened from one other loopback address")
 		maxRSS     = fs.Int64("max-rss-mib", 1024, "a node whose resident memory exceeds this many MiB makes the run invalid")
-		planted    = fs.String("planted-bug", "", "negative control: run a server with a deliberate bug, early-ack (writes acknowledged before commit), stale-reads (reads without ReadIndex on any node) or skip-read-validation (transactions validate only their writes: needs -workload list-append); the run must be INVALID")
+		planted    = fs.String("planted-bug", "", "negative control: run a server with a deliberate bug, early-ack (writes acknowledged before commit), stale-reads (reads without ReadIndex on any node), skip-read-validation (transactions validate only their writes: needs -workload list-append) or watch-early (watchers get writes before they commit: needs -workload watch); the run must be INVALID")
 		version    = fs.Bool("version", false, "print the version (module, VCS revision, Go, client protocol) and exit")
 	)
 	fs.Usage = func() {

@@ -227,21 +227,35 @@ func (a *app) runClusterStatus() error {
 
 func (a *app) newWatchCmd() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "watch status",
-		Short: "Refresh `status --cluster` every --interval until interrupted",
-		Long: `Ask every member of the cluster for its status every --interval and print
+		Use:   "watch (status | --prefix P | --key K) [--from-revision R]",
+		Short: "Print changes as they commit (--prefix, --key), or refresh `status --cluster` (status)",
+		Long: `kayactl watch --prefix P (or --key K) prints every committed change of the
+keys under P (or of K) as it commits, in revision order, each once, one
+"REVISION<TAB>put|delete<TAB>KEY[<TAB>VALUE]" line each, until interrupted
+(or --count changes); --from-revision R starts at revision R (default: now)
+and replays the retained history from there. With --json every change is
+one line {"revision","type","key","value"}. It reconnects by itself, to any
+member, resuming after the last revision printed.
+
+kayactl watch status asks every member of the cluster for its status every --interval and prints
 the table of status --cluster, clearing the screen between refreshes when
 stdout is a terminal. --count N stops after N refreshes. With --json every
 refresh is one line of JSON and stdout holds nothing else: the view of
 status --cluster --json with a "time" member, or {"time":...,"error":...}
 when no member answered.`,
-		Args: exactArgs(1, "the thing to watch: status"),
+		Args: cobra.MaximumNArgs(1),
 	}
 	interval := cmd.Flags().Duration("interval", 2*time.Second, "time between refreshes")
-	count := cmd.Flags().Int("count", 0, "stop after this many refreshes (0: until interrupted)")
+	count := cmd.Flags().Int("count", 0, "stop after this many refreshes, or changes (0: until interrupted)")
+	prefix := cmd.Flags().String("prefix", "", "print the changes of the keys starting with this prefix")
+	key := cmd.Flags().String("key", "", "print the changes of this key")
+	from := cmd.Flags().Uint64("from-revision", 0, "start at this revision (0: now)")
 	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return a.watchKeys(cmd, *prefix, *key, *from, *count) // watch.go
+		}
 		if args[0] != "status" {
-			return usageErrorf("watch %q: only `watch status` exists", args[0])
+			return usageErrorf("watch %q: want `watch status`, or `watch --prefix P` / `watch --key K` for changes", args[0])
 		}
 		if err := a.needServer(cmd); err != nil {
 			return err

@@ -25,12 +25,18 @@ var PlantedBugs = map[string]string{
 	// (internal/kv/planted_readval_{on,off}.go, a constant
 	// plantedSkipReadValidation); until then the tag changes nothing.
 	"skip-read-validation": "kaya_planted_skip_read_validation",
+	// The watch hub delivers a put to its watchers when the leader
+	// proposes it, before it commits (internal/feed/planted_on.go): the
+	// watch checker must find events of writes that never committed, or
+	// committed writes delivered twice.
+	"watch-early": "kaya_planted_watch_early",
 }
 
 // PlantedBugWorkloads names, for a planted bug that only some workloads
 // can expose, the workloads a negative control must run.
 var PlantedBugWorkloads = map[string][]string{
 	"skip-read-validation": {WorkloadListAppend},
+	"watch-early":          {WorkloadWatch},
 }
 
 // PlantedBugNames lists the planted bugs, sorted.

@@ -253,6 +253,18 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}()
 	logf("seed %d: %d nodes up, running %s with %d clients, nemeses %v", cfg.Seed, cfg.Nodes, cfg.Duration, cfg.Clients, nemeses)
 
+	// The watch workload's watchers and consumer start before any write.
+	var watches *watchRun
+	if contains(cfg.Workloads, WorkloadWatch) {
+		if watches, err = startWatchers(ctx, c.ClientAddrs(), logf); err != nil {
+			return nil, err
+		}
+		defer func() {
+			watches.cancel()
+			watches.wg.Wait()
+		}()
+	}
+
 	// Clients.
 	h := newHistory(time.Now())
 	wctx, stopWorkers := context.WithTimeout(ctx, cfg.Duration)
@@ -386,6 +398,13 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		sum.Verdicts = append(sum.Verdicts, checkLinearizable("scan", scanModel, scanOps(ops), cfg.CheckTimeout, cfg.ReportDir, visualize))
 	}
 	sum.Verdicts = append(sum.Verdicts, checkTxnWorkloads(ops, cfg.Workloads, finalMissing, cfg.CheckTimeout, cfg.ReportDir)...)
+	if watches != nil {
+		if err := watches.finish(ctx, admin, 60*time.Second); err != nil {
+			sum.Verdicts = append(sum.Verdicts, Verdict{Checker: "watch", Result: "violation", Detail: err.Error()})
+		} else {
+			sum.Verdicts = append(sum.Verdicts, checkWatch(ops, watches))
+		}
+	}
 	if contains(cfg.Workloads, WorkloadSet) {
 		if ferr != nil {
 			sum.Verdicts = append(sum.Verdicts, Verdict{Checker: "set", Result: "unknown", Detail: "final read failed: " + ferr.Error()})

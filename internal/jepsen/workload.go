@@ -31,8 +31,9 @@ var baseWorkloads = []string{WorkloadRegister, WorkloadSet, WorkloadScan}
 // says the client and the server support them (txnclient*.go).
 var AllWorkloads = defaultWorkloads()
 
-// KnownWorkloads are all the workloads a run may name.
-var KnownWorkloads = append(slices.Clone(baseWorkloads), TxnWorkloads...)
+// KnownWorkloads are all the workloads a run may name. The watch workload
+// (workload_watch.go) runs when named; it is not in the default set.
+var KnownWorkloads = append(append(slices.Clone(baseWorkloads), TxnWorkloads...), WorkloadWatch)
 
 func defaultWorkloads() []string {
 	if txnWorkloadsByDefault {
@@ -154,6 +155,9 @@ type worker struct {
 	// limit, when positive, stops the worker after that many operations
 	// (tests); otherwise it runs until ctx ends.
 	limit int
+	// watchOwned are the watch workload's keys this worker put and has
+	// not deleted (workload_watch.go).
+	watchOwned []string
 }
 
 func regKey(i int) string      { return "reg/" + strconv.Itoa(i) }
@@ -197,6 +201,8 @@ func (w *worker) run(ctx context.Context) {
 			w.bankOp(ctx)
 		case WorkloadCAS:
 			w.casOp(ctx)
+		case WorkloadWatch:
+			w.watchOp(ctx)
 		}
 	}
 }

@@ -137,14 +137,18 @@ func (o *overlay) set(key []byte, v curVersion) {
 
 // pendingOp is a write queued by an entry's evaluation phase.
 type pendingOp struct {
-	kind  byte // opPut, opDelete, or pendingOutcome
+	kind  byte // opPut, opDelete, pendingOutcome, pendingSysPut or pendingSysDelete
 	key   []byte
 	value []byte
 	txnID uint64
 	code  uint8
 }
 
-const pendingOutcome = 0xff
+const (
+	pendingOutcome   = 0xff
+	pendingSysPut    = 0xfe // ApplyTx.PutSystem: key under ExtPrefix, unversioned
+	pendingSysDelete = 0xfd
+)
 
 // applier is the state of one Apply call.
 type applier struct {
@@ -215,6 +219,12 @@ func (a *applier) lastModified(key []byte) (uint64, error) {
 // commit, and returns the bytes it added outside the current keyspace
 // (history, revision log, outcomes: what garbage collection reclaims).
 func (a *applier) write(op *pendingOp, ts uint64, n *uint32) (int, error) {
+	switch op.kind {
+	case pendingSysPut:
+		return 0, a.b.Set(op.key, op.value)
+	case pendingSysDelete:
+		return 0, a.b.Delete(op.key)
+	}
 	if op.kind == pendingOutcome {
 		k := outcomeKey(op.txnID)
 		v := binary.BigEndian.AppendUint64(a.valBuf[:0], ts)
@@ -301,7 +311,7 @@ func (tx *ApplyTx) Horizon() uint64 { return tx.a.horizon }
 func (tx *ApplyTx) ownWrite(key []byte) (*pendingOp, bool) {
 	for i := len(tx.pending) - 1; i >= 0; i-- {
 		p := &tx.pending[i]
-		if p.kind != pendingOutcome && string(p.key) == string(key) {
+		if (p.kind == opPut || p.kind == opDelete) && string(p.key) == string(key) {
 			return p, true
 		}
 	}
@@ -359,6 +369,26 @@ func (tx *ApplyTx) Delete(key []byte) error {
 // collection passes that timestamp.
 func (tx *ApplyTx) RecordOutcome(txnID uint64, code uint8) {
 	tx.pending = append(tx.pending, pendingOp{kind: pendingOutcome, txnID: txnID, code: code})
+}
+
+// PutSystem queues a write of an unversioned system key under ExtPrefix
+// (a component's replicated state, such as a change-feed consumer's
+// position): no history, no revision-log entry, not visible to user reads.
+func (tx *ApplyTx) PutSystem(key, value []byte) error {
+	if err := checkExtKey(key); err != nil {
+		return err
+	}
+	tx.pending = append(tx.pending, pendingOp{kind: pendingSysPut, key: key, value: value})
+	return nil
+}
+
+// DeleteSystem queues the deletion of a system key under ExtPrefix.
+func (tx *ApplyTx) DeleteSystem(key []byte) error {
+	if err := checkExtKey(key); err != nil {
+		return err
+	}
+	tx.pending = append(tx.pending, pendingOp{kind: pendingSysDelete, key: key})
+	return nil
 }
 
 // applyEntry runs one decoded entry at ts. It returns the results for the

@@ -93,8 +93,12 @@ const (
 type gcState struct {
 	retention      time.Duration
 	retentionBytes int64
-	interval       time.Duration
-	bucketMask     uint64
+	// holdRetention and holdBytes bound what change-feed consumers may
+	// hold back (Options.HoldRetention, HoldRetentionBytes).
+	holdRetention time.Duration
+	holdBytes     int64
+	interval      time.Duration
+	bucketMask    uint64
 
 	mu sync.Mutex
 	// buckets maps a bucket's last timestamp to the bytes counted in it.
@@ -103,7 +107,8 @@ type gcState struct {
 }
 
 func newGCState(o *Options) *gcState {
-	g := &gcState{retention: o.Retention, retentionBytes: o.RetentionBytes, interval: o.GCInterval, buckets: map[uint64]int64{}}
+	g := &gcState{retention: o.Retention, retentionBytes: o.RetentionBytes, interval: o.GCInterval, buckets: map[uint64]int64{},
+		holdRetention: o.HoldRetention, holdBytes: o.HoldRetentionBytes}
 	shift := minBucketShift
 	if o.Retention > 0 {
 		span := uint64(o.Retention.Milliseconds()) << LogicalBits / maxBuckets
@@ -222,17 +227,15 @@ func (g *gcState) historyBytes() int64 {
 	return g.total
 }
 
-// target computes the horizon the leader should propose: the later of the
-// time bound and the byte bound, never past applied, and ok only when some
-// counted bytes would become collectible.
-func (g *gcState) target(now time.Time, applied, current uint64) (uint64, bool) {
+// bound is the horizon that a time bound (now − retention) and a byte
+// bound (the newest buckets that fit in retentionBytes are kept) ask for;
+// 0 for no bound. Called with mu.
+func (g *gcState) bound(now time.Time, retention time.Duration, retentionBytes int64) uint64 {
 	var h uint64
-	if g.retention > 0 {
-		h = TSFromTime(now.Add(-g.retention))
+	if retention > 0 {
+		h = TSFromTime(now.Add(-retention))
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.retentionBytes > 0 && g.total > g.retentionBytes {
+	if retentionBytes > 0 && g.total > retentionBytes {
 		lasts := make([]uint64, 0, len(g.buckets))
 		for b := range g.buckets {
 			lasts = append(lasts, b)
@@ -241,12 +244,27 @@ func (g *gcState) target(now time.Time, applied, current uint64) (uint64, bool) 
 		// Keep the newest buckets while they fit; collect the rest.
 		var kept int64
 		for _, b := range lasts {
-			if kept+g.buckets[b] > g.retentionBytes {
+			if kept+g.buckets[b] > retentionBytes {
 				h = max(h, b)
 				break
 			}
 			kept += g.buckets[b]
 		}
+	}
+	return h
+}
+
+// target computes the horizon the leader should propose: the later of the
+// time bound and the byte bound, held back at hold (the oldest revision a
+// change-feed consumer needs, when hasHold) unless the consumers' own
+// bounds let it pass, never past applied, and ok only when some counted
+// bytes would become collectible.
+func (g *gcState) target(now time.Time, applied, current, hold uint64, hasHold bool) (uint64, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	h := g.bound(now, g.retention, g.retentionBytes)
+	if hasHold && hold < h {
+		h = min(h, max(hold, g.bound(now, g.holdRetention, g.holdBytes)))
 	}
 	h = min(h, applied)
 	if h <= current {
@@ -274,7 +292,12 @@ func (s *Store) gcLoop() {
 		if !s.node.IsLeader() {
 			continue
 		}
-		h, ok := s.gc.target(s.clock.wall(), s.appliedTS.Load(), s.horizon.Load())
+		var hold uint64
+		hasHold := false
+		if s.opts.HoldHistory != nil {
+			hold, hasHold = s.opts.HoldHistory()
+		}
+		h, ok := s.gc.target(s.clock.wall(), s.appliedTS.Load(), s.horizon.Load(), hold, hasHold)
 		if !ok {
 			continue
 		}

@@ -44,6 +44,8 @@
 //	0x00 "raft/confstate"   raftpb.ConfState proto, as of the applied index
 //	0x00 "cluster/roster"   the membership roster (JSON, owned by the server)
 //	0x00 "mvcc/…", 0x00 'h', 0x00 'l', 0x00 'o'   versioned data (mvcc.go)
+//	0x00 "x/…"              state of components above kv, written by their
+//	                        Evaluators (ApplyTx.PutSystem; changes.go)
 //
 // A new system key must not start with 0x00 'h', 0x00 'l' or 0x00 'o':
 // garbage collection (Collector.Filter) reads those as history, revision
@@ -151,6 +153,15 @@ type Options struct {
 	// store sees (a read's queue, apply wait and engine lookup; every
 	// request's wake-up after the raft loop answered it).
 	Stages *raftnode.Stages
+
+	// HoldHistory, when set, returns the oldest revision a registered
+	// change-feed consumer still needs (ok false: none): the leader's GC
+	// horizon does not pass it unless HoldRetention or HoldRetentionBytes
+	// (0: no bound) allow (docs/design/cdc-and-watch.md §3). It is called
+	// from the GC loop, on the leader.
+	HoldHistory        func() (rev uint64, ok bool)
+	HoldRetention      time.Duration
+	HoldRetentionBytes int64
 }
 
 // Store is the state machine of one node.
@@ -196,6 +207,11 @@ type Store struct {
 	// rounds counts the ReadIndex rounds run (ReadRounds).
 	rounds atomic.Uint64
 
+	// notifyMu guards notifyCh, closed (and replaced) when the applied
+	// revision moves (AppliedNotify); nil until someone asks.
+	notifyMu sync.Mutex
+	notifyCh chan struct{}
+
 	counters struct{ put, get, del, scan atomic.Uint64 }
 	// rejected counts committed entries applied as no-ops (they did not
 	// decode or held an invalid command).
@@ -231,7 +247,7 @@ func Open(opts Options) (*Store, error) {
 	if opts.GCInterval <= 0 {
 		opts.GCInterval = time.Second
 	}
-	if opts.Retention < 0 || opts.RetentionBytes < 0 {
+	if opts.Retention < 0 || opts.RetentionBytes < 0 || opts.HoldRetention < 0 || opts.HoldRetentionBytes < 0 {
 		return nil, fmt.Errorf("%w: negative retention", engine.ErrInvalidArgument)
 	}
 	for op, ev := range opts.Evaluators {
@@ -447,6 +463,7 @@ func (s *Store) ReplaceDB(swap func(old *engine.DB) (*engine.DB, error)) error {
 		return err
 	}
 	s.releaseApplied(s.applied.Load())
+	s.signalApplied()
 	return nil
 }
 
@@ -467,7 +484,7 @@ func (s *Store) Start(n *raftnode.Node) {
 	s.node = n
 	s.wg.Add(1)
 	go s.readLoop()
-	if s.opts.Retention > 0 || s.opts.RetentionBytes > 0 {
+	if s.opts.Retention > 0 || s.opts.RetentionBytes > 0 || s.opts.HoldHistory != nil {
 		s.wg.Add(1)
 		go s.gcLoop()
 	}
@@ -807,6 +824,7 @@ func (s *Store) commitApplied(b *engine.Batch, index, term uint64, a *applier) e
 			s.coll.publish(a.horizon)
 			s.pubMu.Unlock()
 		}
+		s.signalApplied()
 	}
 	s.applied.Store(index)
 	s.term.Store(term)

@@ -667,6 +667,8 @@ func (r *versionedRun) step() {
 		r.open()
 	case op < 88:
 		r.checkTwin()
+	case op < 94:
+		r.checkChanges()
 	default:
 		r.checkGet()
 	}
@@ -863,7 +865,7 @@ func TestGCTarget(t *testing.T) {
 	if g.bucketMask != 1<<minBucketShift-1 {
 		t.Fatalf("a 1-minute retention should use the smallest buckets, mask %x", g.bucketMask)
 	}
-	if _, ok := g.target(now, sec(0), 0); ok {
+	if _, ok := g.target(now, sec(0), 0, 0, false); ok {
 		t.Fatal("a target with nothing counted")
 	}
 	// 400 bytes at -120 s, -30 s, -20 s and -10 s.
@@ -871,20 +873,20 @@ func TestGCTarget(t *testing.T) {
 		g.buckets[sec(s)|g.bucketMask] = 400
 		g.total += 400
 	}
-	h, ok := g.target(now, sec(0), 0)
+	h, ok := g.target(now, sec(0), 0, 0, false)
 	// The byte bound (1000) keeps the two newest buckets: the one at
 	// -30 s goes too, beyond the 1-minute time bound.
 	if !ok || h != sec(-30)|g.bucketMask {
 		t.Fatalf("target %d (%v), want the end of the -30 s bucket %d", h, ok, sec(-30)|g.bucketMask)
 	}
-	if h, ok := g.target(now, sec(-100), 0); !ok || h != sec(-100) {
+	if h, ok := g.target(now, sec(-100), 0, 0, false); !ok || h != sec(-100) {
 		t.Fatalf("target %d (%v), want no further than the applied revision", h, ok)
 	}
-	if _, ok := g.target(now, sec(0), sec(-30)|g.bucketMask); ok {
+	if _, ok := g.target(now, sec(0), sec(-30)|g.bucketMask, 0, false); ok {
 		t.Fatal("a target at the current horizon")
 	}
 	g.retentionBytes = 0
-	if h, ok := g.target(now, sec(0), 0); !ok || h != sec(-60) {
+	if h, ok := g.target(now, sec(0), 0, 0, false); !ok || h != sec(-60) {
 		t.Fatalf("time bound only: %d %v, want %d", h, ok, sec(-60))
 	}
 	if g := newGCState(&Options{Retention: 30 * 24 * time.Hour}); (g.bucketMask+1)*maxBuckets < uint64((30*24*time.Hour).Milliseconds())<<LogicalBits {

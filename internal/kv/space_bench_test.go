@@ -122,7 +122,7 @@ func spaceAmplification(b *testing.B, keys, rounds int, retentionBytes int64) {
 			}
 			if now := time.Now(); now.After(nextGC) {
 				nextGC = now.Add(time.Second)
-				if h, ok := s.gc.target(now, s.AppliedTS(), s.Horizon()); ok {
+				if h, ok := s.gc.target(now, s.AppliedTS(), s.Horizon(), 0, false); ok {
 					index++
 					var body [8]byte
 					putLE(body[:], h)

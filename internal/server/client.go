@@ -94,6 +94,8 @@ type call struct {
 	readAt, ready int64
 	// finished: the reply is settled and may be written (replies.mu).
 	finished bool
+	// push: a frame pushed by a watch (feed.go), answering no request.
+	push bool
 
 	// Memory accounting (clientlimits.go). seq numbers the call on its
 	// connection; conn is its charge there, global its reply's charge in
@@ -127,8 +129,10 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 	refused := false // one log line per connection, however many refusals
 	out := &replies{s: s, cc: cc, rw: &replyWriter{c: c, w: bufio.NewWriterSize(c, 64<<10), idle: s.clim.idle},
 		slots: make(chan struct{}, maxPipelined)}
+	ws := s.newConnWatches(cc, out) // watches push frames into the replies (feed.go)
 	rd := &clientReader{s: s, c: c, r: bufio.NewReaderSize(c, 64<<10), cc: cc}
 	var lastWrite <-chan struct{} // done when this connection's latest write has its reply
+	txnLast := txnOrder{}         // each transaction's latest request on this connection
 	for {
 		cl, req, err := rd.next()
 		if err != nil {
@@ -192,15 +196,27 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			continue
 		}
 		// Other requests see every earlier write of this connection
-		// (read-your-writes under pipelining); the requests of
-		// transactions are ordered like writes (txnops.go).
+		// (read-your-writes under pipelining). A conditional write is
+		// ordered like a write; the requests of one transaction run in the
+		// order they were sent, after each other, but not after other
+		// transactions' (a commit waits for raft: ordering the
+		// transactions of a connection that many clients share would
+		// serialize them all).
 		after := lastWrite
-		if isTxnOp(op) {
+		var afterTxn <-chan struct{}
+		switch {
+		case op == wire.OpKayaTxn:
 			lastWrite = cl.done
+		case isTxnOp(op) && op != wire.OpTxnBegin && len(payload) >= 8:
+			id := binary.LittleEndian.Uint64(payload)
+			afterTxn = txnLast.order(id, op, cl.done)
 		}
 		run := func(onReader bool) {
 			if after != nil {
 				<-after
+			}
+			if afterTxn != nil {
+				<-afterTxn
 			}
 			timed := op == wire.OpGet || op == wire.OpScan
 			if timed {
@@ -210,6 +226,10 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			var p []byte
 			if waitsForReplyMemory(op) {
 				st, p = s.handleRead(cc, cl, op, payload)
+			} else if ws.handles(op) {
+				ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+				st, p = ws.handle(ctx, op, payload)
+				cancel()
 			} else {
 				st, p = s.dispatch(op, payload)
 			}
@@ -237,6 +257,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			break
 		}
 	}
+	ws.close()
 	out.wait()
 	_ = c.Close()
 }
@@ -293,6 +314,35 @@ func (r *replies) add(cl *call) {
 	r.mu.ring[(r.mu.head+r.mu.n)%maxPipelined] = cl
 	r.mu.n++
 	r.mu.Unlock()
+}
+
+// push queues a frame pushed by a watch (feed.go), already settled,
+// behind the replies queued before it, unless gone closes first. It never
+// writes on the caller's goroutine (the watch hub's: a client that does
+// not read must stall its watchers, never the hub); when no goroutine is
+// writing, one is started.
+func (r *replies) push(cl *call, gone <-chan struct{}) bool {
+	select {
+	case r.slots <- struct{}{}:
+	case <-gone:
+		return false
+	}
+	r.pending.Add(1)
+	r.mu.Lock()
+	r.mu.ring[(r.mu.head+r.mu.n)%maxPipelined] = cl
+	r.mu.n++
+	cl.finished = true
+	if r.mu.writing {
+		r.mu.Unlock()
+		return true
+	}
+	r.mu.writing = true
+	r.mu.Unlock()
+	go func() {
+		r.mu.Lock()
+		r.drainLocked(false)
+	}()
+	return true
 }
 
 // readerWriteBytes bounds the replies the connection's reader writes
@@ -359,7 +409,9 @@ func (r *replies) drainLocked(onReader bool) {
 func (r *replies) write(batch []*call, broken bool) bool {
 	s, c := r.s, r.rw.c
 	for i, cl := range batch {
-		s.observeRequest(cl.op, cl.status, cl.start)
+		if !cl.push {
+			s.observeRequest(cl.op, cl.status, cl.start)
+		}
 		if !broken {
 			err := r.rw.writeReply(cl.status, cl.payload, i == len(batch)-1)
 			s.stages.Since(raftnode.StageReply, cl.ready)
@@ -375,9 +427,13 @@ func (r *replies) write(batch []*call, broken bool) bool {
 			}
 		}
 		cl.payload = nil
-		r.cc.written(cl)
 		s.clim.replyMem.release(cl.global)
-		s.inflight.Add(-1) // answered (or its connection is gone)
+		if cl.push {
+			r.cc.pushed(cl)
+		} else {
+			r.cc.written(cl)
+			s.inflight.Add(-1) // answered (or its connection is gone)
+		}
 		batch[i] = nil
 		<-r.slots
 		r.pending.Done()
@@ -682,6 +738,8 @@ func (s *Server) dispatchBy(parent context.Context, op wire.Opcode, p []byte) (s
 		return s.getAt(ctx, p)
 	case wire.OpScanAt:
 		return s.scanAt(ctx, p)
+	case wire.OpCDCPoll, wire.OpCDCCheckpoint, wire.OpCDCConsumer:
+		return s.cdcRequest(ctx, op, p) // feed.go
 	case wire.OpStats:
 		b, err := wire.AppendStats(nil, s.stats())
 		if err != nil {
@@ -714,6 +772,9 @@ func (s *Server) startWrite(op wire.Opcode, p []byte) (func(context.Context) err
 			return nil, st, payload
 		}
 		wait, err = s.store.StartPut(ctx, key, value)
+		if err == nil {
+			s.hub.Proposed(key, value) // a no-op but in a planted-bug build (feed)
+		}
 	} else {
 		key, derr := wire.DecodeKey(p)
 		if derr != nil {
@@ -821,6 +882,7 @@ func (s *Server) stats() *wire.Stats {
 	put("version", buildinfo.Read().Version)
 	put("mvcc", s.mvccStats())
 	put("txn", s.txns.Stats())
+	put("cdc", s.cdcStats())
 	return &wire.Stats{
 		Extra: extra,
 		Role:  role, Term: st.Term, CommitIndex: st.Commit, AppliedIndex: s.store.AppliedIndex(),
@@ -839,4 +901,36 @@ func (s *Server) stats() *wire.Stats {
 			RecoveryDurationUs: uint64(s.openDur.Microseconds()),
 		},
 	}
+}
+
+// txnOrder keeps, for each transaction with requests on one connection,
+// the completion of its latest request, so that the next one waits for it.
+// Only the connection's reader uses it.
+type txnOrder map[uint64]<-chan struct{}
+
+// txnOrderPrune is the size at which a connection's txnOrder drops the
+// transactions whose latest request is done (transactions that were
+// abandoned without a commit or rollback would otherwise stay).
+const txnOrderPrune = 1024
+
+// order records done as the latest request of transaction id (op) and
+// returns the completion of the one before it, if any. A commit or
+// rollback ends the transaction's entry.
+func (o txnOrder) order(id uint64, op wire.Opcode, done <-chan struct{}) <-chan struct{} {
+	prev := o[id]
+	if op == wire.OpTxnCommit || op == wire.OpTxnRollback {
+		delete(o, id)
+		return prev
+	}
+	if len(o) >= txnOrderPrune {
+		for k, ch := range o {
+			select {
+			case <-ch:
+				delete(o, k)
+			default:
+			}
+		}
+	}
+	o[id] = done
+	return prev
 }

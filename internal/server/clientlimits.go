@@ -692,6 +692,8 @@ func replyEstimate(op wire.Opcode) int64 {
 		return getReplyEstimate
 	case wire.OpBackupRead:
 		return frameOverhead + 4 + wire.MaxBackupChunk
+	case wire.OpCDCPoll:
+		return maxPollReply
 	}
 	return smallReplyEstimate
 }
@@ -700,7 +702,8 @@ func replyEstimate(op wire.Opcode) int64 {
 // room in replyMem before they run; the others are charged as overdrafts.
 func waitsForReplyMemory(op wire.Opcode) bool {
 	return op == wire.OpScan || op == wire.OpGet || op == wire.OpBackupRead ||
-		op == wire.OpScanAt || op == wire.OpGetAt || op == wire.OpTxnOp || op == wire.OpKayaTxn
+		op == wire.OpScanAt || op == wire.OpGetAt || op == wire.OpTxnOp || op == wire.OpKayaTxn ||
+		op == wire.OpCDCPoll
 }
 
 // replyMemoryError is the reply to a request refused for want of reply

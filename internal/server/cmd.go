@@ -136,6 +136,8 @@ type serverFlags struct {
 	txnTimeout                                        *time.Duration
 	maxOpenTxns                                       *int
 	maxTxnBytes, txnIsolation                         *string
+	cdcRetention                                      *time.Duration
+	cdcBytes                                          *string
 }
 
 // newServerFlags defines every flag of kayadb-server, with its default and
@@ -179,6 +181,8 @@ func newServerFlags(stderr io.Writer) *serverFlags {
 	f.clockOff = fs.Duration("max-clock-offset", kv.DefaultMaxClockOffset, "the clock offset between nodes beyond which a commit timestamp ahead of this node's clock is counted and logged (keep the nodes' clocks in sync with NTP)")
 	f.readMode = fs.String("read-mode", "safe", "how the leader confirms a linearizable read: safe (a ReadIndex round: a quorum of heartbeat replies) or lease (no round while a quorum replied within half an election timeout; assumes the nodes' clocks run at nearly the same rate, see docs/server.md)")
 	f.retention = fs.Duration("mvcc-retention", time.Hour, "keep the history of every key (reads at past revisions) for at least this long, unless --mvcc-retention-bytes needs the space; older versions are garbage-collected (0 = no time bound)")
+	f.cdcRetention = fs.Duration("cdc-retention", 24*time.Hour, "a registered change-feed consumer (CDC_CHECKPOINT) keeps the history after its position for at most this long beyond --mvcc-retention; past it the history is collected and its next poll answers compacted (0 = no time bound)")
+	f.cdcBytes = fs.String("cdc-retention-bytes", "auto", "bound on the history registered change-feed consumers may keep beyond --mvcc-retention-bytes (e.g. 8GiB; auto = 25% of the file system, 1GiB to 32GiB; 0 = no byte bound)")
 	f.retBytes = fs.String("mvcc-retention-bytes", "auto", "bound on the retained history (old versions, the revision log) in bytes: beyond it the oldest history is collected even within --mvcc-retention (e.g. 2GiB; auto = 10% of the file system, 256MiB to 8GiB; 0 = no byte bound)")
 	f.txnTimeout = fs.Duration("txn-timeout", txn.DefaultTimeout, "a transaction that sends no request for this long is rolled back and forgotten (an abandoned client's)")
 	f.maxOpenTxns = fs.Int("max-open-txns", txn.DefaultMaxOpen, "most transactions open at once on the leader; TXN_BEGIN beyond it gets an error naming this flag")
@@ -271,7 +275,7 @@ func (f *serverFlags) newLogger(stderr io.Writer) (*slog.Logger, error) {
 // parsedLimits are the flags' numbers and sizes, checked and converted.
 type parsedLimits struct {
 	snapshotRate, diskReserve, replyBytes int64
-	retentionBytes                        int64
+	retentionBytes, cdcBytes              int64
 	txnBytes                              int64
 	isolation                             txn.Isolation
 }
@@ -338,6 +342,19 @@ func (f *serverFlags) limits() (parsedLimits, error) {
 		l.retentionBytes = n
 		if n == 0 {
 			l.retentionBytes = -1
+		}
+	}
+	if *f.cdcRetention < 0 {
+		return l, errors.New("--cdc-retention must not be negative (0 means no time bound)")
+	}
+	if *f.cdcBytes != "auto" {
+		n, err := parseBytes(*f.cdcBytes)
+		if err != nil {
+			return l, fmt.Errorf("--cdc-retention-bytes %q: %v (for example 8GiB, auto, or 0 for no byte bound)", *f.cdcBytes, err)
+		}
+		l.cdcBytes = n
+		if n == 0 {
+			l.cdcBytes = -1
 		}
 	}
 	if *f.txnTimeout <= 0 {
@@ -486,6 +503,10 @@ func (f *serverFlags) config(logger *slog.Logger, l parsedLimits, t parsedTokens
 		if l.retentionBytes < 0 {
 			logger.Warn("--mvcc-retention 0 and --mvcc-retention-bytes 0: the history of every key is kept forever and the data directory grows with every overwrite")
 		}
+	}
+	cfg.CDCRetention, cfg.CDCRetentionBytes = *f.cdcRetention, l.cdcBytes
+	if cfg.CDCRetention == 0 {
+		cfg.CDCRetention = -1 // Config's zero is the default
 	}
 	if cfg.ClientIdleTimeout == 0 {
 		cfg.ClientIdleTimeout = -1

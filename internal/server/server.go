@@ -35,6 +35,7 @@ import (
 
 	"github.com/kayadb/kayadb/engine"
 	"github.com/kayadb/kayadb/internal/errs"
+	"github.com/kayadb/kayadb/internal/feed"
 	"github.com/kayadb/kayadb/internal/kv"
 	"github.com/kayadb/kayadb/internal/raftlog"
 	"github.com/kayadb/kayadb/internal/raftnode"
@@ -173,6 +174,12 @@ type Config struct {
 	// 10% of the data directory's file system (256 MiB to 8 GiB);
 	// negative: no byte bound.
 	MVCCRetentionBytes int64
+	// CDCRetention and CDCRetentionBytes bound how much history registered
+	// change-feed consumers may hold back beyond the MVCC retention
+	// (docs/design/cdc-and-watch.md §3). 0 picks the default (24 h; a
+	// quarter of the file system, 1 to 32 GiB); negative: no bound.
+	CDCRetention      time.Duration
+	CDCRetentionBytes int64
 	// Clock replaces the wall clock of the node's hybrid logical clock
 	// (tests).
 	Clock func() time.Time
@@ -197,6 +204,8 @@ type Server struct {
 	coll  *kv.Collector
 	store *kv.Store
 	txns  *txn.Manager
+	cdc   *feed.Consumers // change-feed consumers (feed.go)
+	hub   *feed.Hub       // watches (feed.go)
 	rlog  *raftlog.Log
 	node  *raftnode.Node
 	trans transport.Transport
@@ -493,17 +502,22 @@ func (s *Server) openStateMachine(*boot) error {
 	var err error
 	cfg := &s.cfg
 	retention, retentionBytes := mvccRetention(*cfg, s.fs, s.log)
+	holdRetention, holdBytes := cdcRetention(*cfg, s.fs, s.log)
 	s.store, err = kv.Open(kv.Options{NodeID: cfg.NodeID, DB: s.db, RequestTimeout: cfg.RequestTimeout,
 		Logger: s.log.With("component", "kv"), OnConfChange: s.onConfChange,
 		Clock:     kv.NewClock(cfg.Clock, cfg.MaxClockOffset, s.log.With("component", "clock")),
 		Collector: s.coll, Retention: retention, RetentionBytes: retentionBytes,
-		Evaluators: txn.Evaluators(), Stages: s.stages})
+		Evaluators:  evaluators(txn.Evaluators(), feed.Evaluators()),
+		HoldHistory: feed.Hold(func() *kv.Store { return s.store }), HoldRetention: holdRetention, HoldRetentionBytes: holdBytes,
+		Stages: s.stages})
 	if err != nil {
 		return err
 	}
 	if err := s.newTxnManager(); err != nil {
 		return err
 	}
+	s.cdc = feed.NewConsumers(s.store, s.currentTerm)
+	s.hub = feed.NewHub(s.store, s.log.With("component", "watch"))
 	st, err := kv.ReadState(s.db)
 	if err != nil {
 		return err
@@ -684,6 +698,7 @@ func (s *Server) run(b *boot) {
 	s.node.Start(s.trans)
 	s.store.Start(s.node)
 	s.txns.Start()
+	s.hub.Start()
 	s.disk.start()
 	s.diskStarted = true
 	s.openDur = time.Since(s.started)
@@ -770,6 +785,9 @@ func (s *Server) closeParts() error {
 	}
 	if s.stopBg != nil {
 		s.stopBg()
+	}
+	if s.hub != nil {
+		s.hub.Stop()
 	}
 	if s.txns != nil {
 		s.txns.Close()

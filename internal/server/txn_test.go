@@ -263,3 +263,38 @@ func TestTxnWriteSkew(t *testing.T) {
 		})
 	}
 }
+
+// TestTxnOrderPerTransaction: on one connection, a transaction's request
+// waits for that transaction's previous one only (not for other
+// transactions', which would serialize every transaction of a shared
+// connection behind each other's commits); a commit or rollback ends the
+// entry; done transactions are pruned once many are recorded.
+func TestTxnOrderPerTransaction(t *testing.T) {
+	o := txnOrder{}
+	a1, b1, a2 := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	if prev := o.order(1, wire.OpTxnOp, a1); prev != nil {
+		t.Fatal("the first request of a transaction waits for something")
+	}
+	if prev := o.order(2, wire.OpTxnOp, b1); prev != nil {
+		t.Fatal("another transaction's request waits for the first one's")
+	}
+	if prev := o.order(1, wire.OpTxnOp, a2); prev != (<-chan struct{})(a1) {
+		t.Fatal("a transaction's second request does not wait for its first")
+	}
+	if prev := o.order(1, wire.OpTxnCommit, make(chan struct{})); prev != (<-chan struct{})(a2) {
+		t.Fatal("a commit does not wait for the transaction's last request")
+	}
+	if _, ok := o[1]; ok {
+		t.Fatal("a committed transaction stays recorded")
+	}
+	close(b1)
+	for i := uint64(10); len(o) < txnOrderPrune; i++ {
+		ch := make(chan struct{})
+		close(ch)
+		o.order(i, wire.OpTxnOp, ch)
+	}
+	o.order(99999, wire.OpTxnOp, make(chan struct{}))
+	if len(o) != 1 {
+		t.Fatalf("%d transactions recorded after pruning, want only the open one", len(o))
+	}
+}

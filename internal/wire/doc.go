@@ -62,7 +62,7 @@
 //	12  TXN_ROLLBACK    txn_id u64                                   (empty)
 //	13  CDC_POLL        bytes16 consumer · from_seq u64 · limit u32  count u32 · (seq u64 · op u8 · bytes32 key ·
 //	                                                                 [bytes32 value, only when op = 1 put])*
-//	14  CDC_CHECKPOINT  bytes16 consumer                             (empty)
+//	14  CDC_CHECKPOINT  bytes16 consumer · [seq u64, KayaDB's]       (empty)
 //	15–22               reserved: LIST_RANGES, SPLIT_RANGE, MERGE_RANGE, TRANSFER_LEADER,
 //	                    PROMOTE_LEARNER, REBALANCE_PLAN, MOVE_RANGE, TXN_FORWARD
 //
@@ -182,6 +182,57 @@
 //	| read_rev u64 | more u8 | count u32 | (bytes32 key · bytes32 value · mod_rev u64) × count |
 //	+--------------+---------+-----------+----------------------------------------------------+
 //
+// # Change feeds and watches (71–73, KayaDB additions; data opcodes; watch.go)
+//
+// A CDC event's seq and a watch event's revision are the commit revision
+// (docs/design/cdc-and-watch.md). CDC_POLL and CDC_CHECKPOINT keep the
+// original's bytes; CDC_CHECKPOINT may carry the position to store after
+// the consumer (the original's decoder ignores it).
+//
+//	op  name          request payload                                  OK payload
+//	71  WATCH_CREATE  kind u8 (1 key, 2 prefix) · start_revision u64 ·  watch_id u64 · start_revision u64
+//	                  progress_ms u32 · bytes32 key
+//	72  WATCH_CANCEL  watch_id u64                                     (empty)
+//	73  CDC_CONSUMER  action u8 (1 get, 2 delete) · bytes16 consumer   get: seq u64 (NOT_FOUND: none);
+//	                                                                   delete: (empty)
+//
+// start_revision 0 is "now"; the reply names the first revision the watch
+// delivers. After it, the server pushes frames with status 65
+// WATCH_EVENT between its replies; they answer no request (a client pairs
+// every other frame with its oldest outstanding request, as before), and
+// only a connection that created a watch receives them:
+//
+//	+---------------+--------------------+---------------+---------------+----------+------+
+//	| frame_len u32 | status u16 = 65    | watch_id u64  | kind u8       | rev u64  | body |
+//	+---------------+--------------------+---------------+---------------+----------+------+
+//	kind 1 EVENTS    body: count u32 · (revision u64 · op u8 · bytes32 key ·
+//	                 [bytes32 value, op 1 put])*  (the CDC event layout; whole
+//	                 commits only; rev is the newest revision in the frame)
+//	kind 2 PROGRESS  body: (none); every change up to rev was sent
+//	kind 3 CANCELED  body: reason u8 · bytes32 message; reason 1 compacted
+//	                 (rev: the oldest start revision available), 2 slow (the
+//	                 watch's buffer overflowed; rev: where to resume),
+//	                 3 stopping (rev: where to resume, elsewhere)
+//
+// Watch a/ from revision 5 with progress every second, then an event frame
+// (put a/x=1 and delete a/y, both at revision 7) and a progress frame:
+//
+//	WATCH_CREATE     14 00 00 00 47 | 02 | 05 00 00 00 00 00 00 00 | e8 03 00 00 | 02 00 00 00 61 2f
+//	  OK id 1 from 5 12 00 00 00 00 00 | 01 00 00 00 00 00 00 00 | 05 00 00 00 00 00 00 00
+//	WATCH_EVENT      3c 00 00 00 41 00 | 01 00 00 00 00 00 00 00 | 01 | 07 00 00 00 00 00 00 00
+//	                 | 02 00 00 00 | 07 00 00 00 00 00 00 00 01 03 00 00 00 61 2f 78 01 00 00 00 31
+//	                 | 07 00 00 00 00 00 00 00 02 03 00 00 00 61 2f 79
+//	  progress at 9  13 00 00 00 41 00 | 01 00 00 00 00 00 00 00 | 02 | 09 00 00 00 00 00 00 00
+//	WATCH_CANCEL 1   09 00 00 00 48 | 01 00 00 00 00 00 00 00
+//	CDC_CHECKPOINT backup at 12   11 00 00 00 0e | 06 00 62 61 63 6b 75 70 | 0c 00 00 00 00 00 00 00
+//	CDC_CONSUMER get backup       0a 00 00 00 49 | 01 | 06 00 62 61 63 6b 75 70
+//	  OK 12                       0a 00 00 00 00 00 | 0c 00 00 00 00 00 00 00
+//
+// A CDC_POLL from a position below the retained history answers status 64
+// with MsgCDCCompacted, a WATCH_CREATE from below it with
+// MsgWatchCompacted (ParseCDCCompacted recovers both numbers). The
+// decoders of 71–73 and of WATCH_EVENT are strict.
+//
 // A read below the retained history answers status 64 COMPACTED with the
 // error body "mvcc: revision R is compacted; the oldest readable revision
 // is H" (MsgCompacted; ParseCompacted); above the newest revision, status 1
@@ -199,6 +250,7 @@
 //	10      NOT_LEADER        raw UTF-8 "host:port" of the leader's client address, no length; empty if unknown
 //	11      RANGE_MOVED       reserved (a LIST_RANGES body)
 //	64      COMPACTED         bytes32 UTF-8 message (MsgCompacted; a KayaDB addition)
+//	65      WATCH_EVENT       pushed, answers no request (WatchEvent; a KayaDB addition)
 //
 // Clients treat any other status as ERROR.
 //
@@ -210,7 +262,7 @@
 //	"ADMIN\0" (41 44 4d 49 4e 00) · token_len u16 · token · opcode u8 · inner payload
 //
 // The embedded opcode must equal the frame's opcode (MsgAdminMismatch).
-// Data opcodes (1–4, 6, 9–17, 68–70), when the server has a client token:
+// Data opcodes (1–4, 6, 9–17, 68–73), when the server has a client token:
 //
 //	"CLIENT\0" (43 4c 49 45 4e 54 00) · token_len u16 · token · inner payload
 //

@@ -353,6 +353,31 @@ func FuzzDecodePayloads(f *testing.F) {
 			evs2, err := DecodeCDCPollReply(AppendCDCPollReply(nil, evs))
 			same("cdc poll reply", []any{evs, nil}, []any{evs2, err})
 		}
+		if r, err := DecodeWatchCreate(p); err == nil {
+			r2, err := DecodeWatchCreate(AppendWatchCreate(nil, r))
+			same("watch create", []any{r, nil}, []any{r2, err})
+		}
+		if r, err := DecodeWatchCreated(p); err == nil {
+			r2, err := DecodeWatchCreated(AppendWatchCreated(nil, r))
+			same("watch created", []any{r, nil}, []any{r2, err})
+		}
+		if id, err := DecodeWatchCancel(p); err == nil {
+			id2, err := DecodeWatchCancel(AppendWatchCancel(nil, id))
+			same("watch cancel", []any{id, nil}, []any{id2, err})
+		}
+		if ev, err := DecodeWatchEvent(p); err == nil {
+			if enc := AppendWatchEvent(nil, &ev); !bytes.Equal(enc, p) {
+				t.Fatalf("watch event %+v re-encodes as %x, not %x", ev, enc, p)
+			}
+		}
+		if r, err := DecodeCDCConsumer(p); err == nil {
+			r2, err := DecodeCDCConsumer(AppendCDCConsumer(nil, r))
+			same("cdc consumer", []any{r, nil}, []any{r2, err})
+		}
+		if c, seq, has, err := DecodeCDCCheckpointAt(p); err == nil && has {
+			c2, seq2, has2, err := DecodeCDCCheckpointAt(AppendCDCCheckpointAt(nil, c, seq))
+			same("cdc checkpoint at", []any{c, seq, has, nil}, []any{c2, seq2, has2, err})
+		}
 		if c, err := DecodeCDCCheckpoint(p); err == nil {
 			c2, err := DecodeCDCCheckpoint(AppendCDCCheckpoint(nil, c))
 			same("cdc checkpoint", []any{c, nil}, []any{c2, err})

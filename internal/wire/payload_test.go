@@ -35,6 +35,13 @@ var decoders = map[string]func(p []byte) error{
 	"CDCPoll":          func(p []byte) error { _, err := DecodeCDCPoll(p); return err },
 	"CDCPollReply":     func(p []byte) error { _, err := DecodeCDCPollReply(p); return err },
 	"CDCCheckpoint":    func(p []byte) error { _, err := DecodeCDCCheckpoint(p); return err },
+	"CDCCheckpointAt":  func(p []byte) error { _, _, _, err := DecodeCDCCheckpointAt(p); return err },
+	"CDCConsumer":      func(p []byte) error { _, err := DecodeCDCConsumer(p); return err },
+	"WatchCreate":      func(p []byte) error { _, err := DecodeWatchCreate(p); return err },
+	"WatchCreated":     func(p []byte) error { _, err := DecodeWatchCreated(p); return err },
+	"WatchCancel":      func(p []byte) error { _, err := DecodeWatchCancel(p); return err },
+	"WatchEvent":       func(p []byte) error { _, err := DecodeWatchEvent(p); return err },
+	"Seq":              func(p []byte) error { _, err := DecodeSeq(p); return err },
 	"CondTxn":          func(p []byte) error { _, err := DecodeCondTxn(p); return err },
 	"CondTxnReply":     func(p []byte) error { _, err := DecodeCondTxnReply(p); return err },
 	"GetAt":            func(p []byte) error { _, _, err := DecodeGetAt(p); return err },
@@ -50,34 +57,42 @@ var decoders = map[string]func(p []byte) error{
 // strictDecoders are the decoders that refuse trailing bytes (the
 // versioned-data opcodes 68–70).
 var strictDecoders = map[string]bool{"CondTxn": true, "CondTxnReply": true, "GetAt": true, "GetAtReply": true,
-	"ScanAt": true, "ScanAtReply": true}
+	"ScanAt": true, "ScanAtReply": true, "WatchCreate": true, "WatchCreated": true, "WatchCancel": true,
+	"WatchEvent": true, "CDCConsumer": true, "Seq": true}
 
 // validPayloads holds one well-formed payload per decoder.
 func validPayloads() map[string][]byte {
 	yes := true
 	return map[string][]byte{
-		"Hello":          AppendHello(nil, 1),
-		"Put":            AppendPut(nil, []byte("key"), []byte("value")),
-		"Key":            AppendKey(nil, []byte("key")),
-		"Value":          AppendValue(nil, []byte("value")),
-		"ScanResult":     AppendScanResult(nil, []KV{{[]byte("a"), []byte("1")}, {[]byte("b"), []byte("2")}}),
-		"Error":          AppendError(nil, "boom"),
-		"NotLeader":      AppendNotLeader(nil, "10.0.0.1:7379"),
-		"Health":         AppendHealth(nil, HealthFollower),
-		"Text":           AppendText(nil, fmt.Sprintf(MsgMembershipProposed, 7)),
-		"AddMember":      AppendAddMember(nil, 3, "h:7481", "h:7379", &yes),
-		"RemoveMember":   AppendRemoveMember(nil, 3),
-		"PromoteLearner": AppendPromoteLearner(nil, 3),
-		"TransferLeader": AppendTransferLeader(nil, 0, 3),
-		"Stats":          []byte(`{"role":"leader","term":1,"commit_index":2,"applied_index":2,"peer_count":2,"raft_groups":1,"engine":{"put_count":5}}`),
-		"TxnBeginReply":  AppendTxnBeginReply(nil, 1, 2),
-		"TxnOp":          AppendTxnOp(nil, TxnOp{TxnID: 1, Kind: TxnOpPut, Key: []byte("k"), Value: []byte("v")}),
-		"TxnID":          AppendTxnID(nil, 9),
-		"TxnCommitReply": AppendTxnCommitReply(nil, 9),
-		"CDCPoll":        AppendCDCPoll(nil, CDCPoll{Consumer: "c", FromSeq: 1, Limit: 2}),
-		"CDCPollReply":   AppendCDCPollReply(nil, []CDCEvent{{1, CDCOpPut, []byte("k"), []byte("v")}, {2, CDCOpDelete, []byte("k"), nil}}),
-		"CDCCheckpoint":  AppendCDCCheckpoint(nil, "c"),
-		"CondTxn":        AppendCondTxn(nil, casTxn()),
+		"Hello":           AppendHello(nil, 1),
+		"Put":             AppendPut(nil, []byte("key"), []byte("value")),
+		"Key":             AppendKey(nil, []byte("key")),
+		"Value":           AppendValue(nil, []byte("value")),
+		"ScanResult":      AppendScanResult(nil, []KV{{[]byte("a"), []byte("1")}, {[]byte("b"), []byte("2")}}),
+		"Error":           AppendError(nil, "boom"),
+		"NotLeader":       AppendNotLeader(nil, "10.0.0.1:7379"),
+		"Health":          AppendHealth(nil, HealthFollower),
+		"Text":            AppendText(nil, fmt.Sprintf(MsgMembershipProposed, 7)),
+		"AddMember":       AppendAddMember(nil, 3, "h:7481", "h:7379", &yes),
+		"RemoveMember":    AppendRemoveMember(nil, 3),
+		"PromoteLearner":  AppendPromoteLearner(nil, 3),
+		"TransferLeader":  AppendTransferLeader(nil, 0, 3),
+		"Stats":           []byte(`{"role":"leader","term":1,"commit_index":2,"applied_index":2,"peer_count":2,"raft_groups":1,"engine":{"put_count":5}}`),
+		"TxnBeginReply":   AppendTxnBeginReply(nil, 1, 2),
+		"TxnOp":           AppendTxnOp(nil, TxnOp{TxnID: 1, Kind: TxnOpPut, Key: []byte("k"), Value: []byte("v")}),
+		"TxnID":           AppendTxnID(nil, 9),
+		"TxnCommitReply":  AppendTxnCommitReply(nil, 9),
+		"CDCPoll":         AppendCDCPoll(nil, CDCPoll{Consumer: "c", FromSeq: 1, Limit: 2}),
+		"CDCPollReply":    AppendCDCPollReply(nil, []CDCEvent{{1, CDCOpPut, []byte("k"), []byte("v")}, {2, CDCOpDelete, []byte("k"), nil}}),
+		"CDCCheckpoint":   AppendCDCCheckpoint(nil, "c"),
+		"CDCCheckpointAt": AppendCDCCheckpointAt(nil, "c", 7),
+		"CDCConsumer":     AppendCDCConsumer(nil, CDCConsumerRequest{Action: CDCConsumerDelete, Consumer: "c"}),
+		"WatchCreate":     AppendWatchCreate(nil, WatchCreate{Kind: WatchPrefix, StartRevision: 3, ProgressMs: 100, Key: []byte("p/")}),
+		"WatchCreated":    AppendWatchCreated(nil, WatchCreated{ID: 1, StartRevision: 2}),
+		"WatchCancel":     AppendWatchCancel(nil, 4),
+		"Seq":             AppendSeq(nil, 3),
+		"WatchEvent":      AppendWatchEvent(nil, &WatchEvent{ID: 1, Kind: WatchEvents, Revision: 5, Events: []CDCEvent{{5, CDCOpPut, []byte("k"), []byte("v")}}}),
+		"CondTxn":         AppendCondTxn(nil, casTxn()),
 		"CondTxnReply": AppendCondTxnReply(nil, &CondTxnReply{Succeeded: true, Revision: 9, Results: []CondResult{
 			{Kind: TxnOpGet, Found: true, Value: []byte("v"), ModRev: 3}, {Kind: TxnOpPut}, {Kind: TxnOpDelete, Found: true}}}),
 		"GetAt":            AppendGetAt(nil, 5, []byte("k")),
@@ -271,7 +286,8 @@ func TestOpcodesAndStatuses(t *testing.T) {
 	admin := map[Opcode]bool{7: true, 8: true, 18: true, 19: true, 20: true, 21: true, 22: true,
 		64: true, 65: true, 66: true, 67: true} // the backup opcodes (KayaDB additions)
 	data := map[Opcode]bool{1: true, 2: true, 3: true, 4: true, 6: true,
-		68: true, 69: true, 70: true} // the versioned-data opcodes (KayaDB additions)
+		68: true, 69: true, 70: true, // the versioned-data opcodes (KayaDB additions)
+		71: true, 72: true, 73: true} // watch and change-feed opcodes (KayaDB additions)
 	for op := Opcode(9); op <= 17; op++ {
 		data[op] = true
 	}
@@ -280,16 +296,17 @@ func TestOpcodesAndStatuses(t *testing.T) {
 		if IsAdmin(op) != admin[op] || IsData(op) != data[op] {
 			t.Errorf("opcode %d: IsAdmin %v IsData %v", i, IsAdmin(op), IsData(op))
 		}
-		if (i <= 22 || (i >= 64 && i <= 70)) == strings.HasPrefix(op.String(), "OPCODE(") {
+		if (i <= 22 || (i >= 64 && i <= 73)) == strings.HasPrefix(op.String(), "OPCODE(") {
 			t.Errorf("opcode %d is named %q", i, op.String())
 		}
 	}
 	if OpHello.String() != "HELLO" || OpTxnForward.String() != "TXN_FORWARD" || Opcode(64).String() != "BACKUP_BEGIN" ||
 		Opcode(67).String() != "BACKUP_STATUS" || Opcode(63).String() != "OPCODE(63)" || Opcode(68).String() != "KAYA_TXN" ||
-		Opcode(69).String() != "GET_AT" || Opcode(70).String() != "SCAN_AT" || Opcode(71).String() != "OPCODE(71)" {
+		Opcode(69).String() != "GET_AT" || Opcode(70).String() != "SCAN_AT" || Opcode(71).String() != "WATCH_CREATE" ||
+		Opcode(73).String() != "CDC_CONSUMER" || Opcode(74).String() != "OPCODE(74)" {
 		t.Error("opcode names")
 	}
-	want := map[Status]string{0: "OK", 1: "INVALID_ARGUMENT", 2: "NOT_FOUND", 3: "TXN_CONFLICT", 9: "ERROR", 10: "NOT_LEADER", 11: "RANGE_MOVED", 64: "COMPACTED", 4: "STATUS(4)"}
+	want := map[Status]string{0: "OK", 1: "INVALID_ARGUMENT", 2: "NOT_FOUND", 3: "TXN_CONFLICT", 9: "ERROR", 10: "NOT_LEADER", 11: "RANGE_MOVED", 64: "COMPACTED", 65: "WATCH_EVENT", 4: "STATUS(4)"}
 	for st, name := range want {
 		if st.String() != name {
 			t.Errorf("status %d: %q, want %q", st, st.String(), name)

@@ -69,7 +69,9 @@ const (
 	OpBackupStatus Opcode = 67
 
 	// KayaDB additions for versioned data: OpKayaTxn (68), OpGetAt (69)
-	// and OpScanAt (70), data opcodes; see mvcc.go.
+	// and OpScanAt (70), data opcodes; see mvcc.go. Change feeds and
+	// watches: OpWatchCreate (71), OpWatchCancel (72), OpCDCConsumer
+	// (73), data opcodes; see watch.go.
 )
 
 var opcodeNames = [...]string{
@@ -103,6 +105,9 @@ var opcodeNames = [...]string{
 	OpKayaTxn:        "KAYA_TXN",
 	OpGetAt:          "GET_AT",
 	OpScanAt:         "SCAN_AT",
+	OpWatchCreate:    "WATCH_CREATE",
+	OpWatchCancel:    "WATCH_CANCEL",
+	OpCDCConsumer:    "CDC_CONSUMER",
 }
 
 // String returns the protocol name of op ("PUT"), or "OPCODE(N)" for a
@@ -122,12 +127,12 @@ func IsAdmin(op Opcode) bool {
 		(op >= OpBackupBegin && op <= OpBackupStatus)
 }
 
-// IsData reports whether op is a data opcode (1–4, 6, 9–17, and the
-// versioned-data opcodes 68–70): one that carries the CLIENT prefix when
-// the server has a client token.
+// IsData reports whether op is a data opcode (1–4, 6, 9–17, the
+// versioned-data opcodes 68–70 and the watch and feed opcodes 71–73): one
+// that carries the CLIENT prefix when the server has a client token.
 func IsData(op Opcode) bool {
 	return (op >= OpPut && op <= OpScan) || op == OpStats || (op >= OpTxnBegin && op <= OpMergeRange) ||
-		(op >= OpKayaTxn && op <= OpScanAt)
+		(op >= OpKayaTxn && op <= OpScanAt) || (op >= OpWatchCreate && op <= OpCDCConsumer)
 }
 
 // Status is the first field of a response frame's body.
@@ -154,7 +159,8 @@ const (
 	// StatusRangeMoved is reserved for range sharding.
 	StatusRangeMoved Status = 11
 
-	// StatusCompacted (64, a KayaDB addition) is in mvcc.go.
+	// StatusCompacted (64, a KayaDB addition) is in mvcc.go;
+	// StatusWatchEvent (65, pushed, answers no request) in watch.go.
 )
 
 // String returns the protocol name of s ("NOT_LEADER"), or "STATUS(N)"
@@ -177,6 +183,8 @@ func (s Status) String() string {
 		return "RANGE_MOVED"
 	case StatusCompacted:
 		return "COMPACTED"
+	case StatusWatchEvent:
+		return "WATCH_EVENT"
 	}
 	return "STATUS(" + strconv.Itoa(int(s)) + ")"
 }

@@ -1,0 +1,6 @@
+//go:build !kaya_planted_watch_early
+
+package feed
+
+// plantedWatchEarly: see planted_on.go.
+const plantedWatchEarly = false
