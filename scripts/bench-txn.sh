@@ -9,6 +9,8 @@
 #   etcd: benchmark txn-put --txn-ops 2: one Txn request of two puts over
 #         100,000 keys, 256-byte values (etcd's own transaction benchmark;
 #         it neither reads nor can conflict).
+# Ports: KayaDB 37379-37381 and 37481-37483 (not bench-cluster.sh's, so
+# that the two never measure each other's servers), etcd 12379-32380.
 # Clients 1, 64 and 256 (16 connections above 16 clients), then KayaDB's
 # conflict rate with 1% and 50% of the key picks on 100 hot keys (64
 # clients). ROUNDS rounds (default 2), alternating which system goes first.
@@ -38,16 +40,19 @@ conns() { if [ "$1" -lt 16 ]; then echo "$1"; else echo 16; fi; }
 run_kaya() { # run_kaya ROUND
   rm -rf "$D/k"
   local peers=() i
-  for i in 1 2 3; do peers+=(--peer "$i=127.0.0.1:$((17480 + i)),127.0.0.1:$((17378 + i))"); done
+  for i in 1 2 3; do peers+=(--peer "$i=127.0.0.1:$((37480 + i)),127.0.0.1:$((37378 + i))"); done
   for i in 1 2 3; do
-    "$D/bin/kayadb-server" --node-id $i --data "$D/k/n$i" --raft-addr 127.0.0.1:$((17480 + i)) \
-      --client-addr 127.0.0.1:$((17378 + i)) --no-metrics "${peers[@]}" --log-level warn >"$D/kaya-$i.log" 2>&1 &
+    "$D/bin/kayadb-server" --node-id $i --data "$D/k/n$i" --raft-addr 127.0.0.1:$((37480 + i)) \
+      --client-addr 127.0.0.1:$((37378 + i)) --no-metrics "${peers[@]}" --log-level warn >"$D/kaya-$i.log" 2>&1 &
     pids+=($!)
   done
-  local S=127.0.0.1:17379,127.0.0.1:17380,127.0.0.1:17381
+  local S=127.0.0.1:37379,127.0.0.1:37380,127.0.0.1:37381
   for _ in $(seq 100); do
     "$D/bin/kayactl" --server $S --timeout 300ms health 2>/dev/null | grep -q leader && break
     sleep 0.1
+  done
+  for p in "${pids[@]}"; do
+    kill -0 "$p" 2>/dev/null || { echo "bench-txn.sh: a kayadb-server did not start (ports 37379-37381, 37481-37483 taken?); see $D/kaya-*.log" >&2; exit 1; }
   done
   local c out
   for c in "${CLIENTS[@]}"; do

@@ -1026,6 +1026,25 @@ func (s *Store) waitApplied(ctx context.Context, index uint64) error {
 	}
 }
 
+// LeaderApplied returns once this node, leading, has applied the first
+// entry of its term, and so every entry an earlier leader committed (and
+// acknowledged); every write this leader acknowledged was applied before
+// its acknowledgement. Without a network round, it does not prove that
+// the node still leads (a deposed leader may not know yet): callers that
+// need that use Barrier, or write through raft in the same term.
+func (s *Store) LeaderApplied(ctx context.Context) error {
+	if !s.node.IsLeader() {
+		return ErrNotLeader
+	}
+	start := s.node.LeaderStart()
+	if start == 0 {
+		return ErrNotLeader
+	}
+	ctx, cancel := s.bounded(ctx)
+	defer cancel()
+	return s.waitApplied(ctx, start)
+}
+
 // Barrier returns once this node has applied everything committed before
 // the call, confirmed by a ReadIndex round (leadership checked with a
 // quorum of heartbeats). Concurrent callers share rounds.

@@ -377,3 +377,80 @@ func TestGetAtScanAt(t *testing.T) {
 		t.Fatalf("SCAN_AT below the horizon: %v", st)
 	}
 }
+
+// TestTxnStaleLeaderCannotCommit: BEGIN takes no ReadIndex round, so a
+// leader cut off from the majority (which elected another and took a
+// write) still begins transactions, at a snapshot without that write. None
+// of them may commit: a read-only commit confirms the leadership first
+// (and is refused), a writing one cannot reach the log in its term; after
+// healing, the write-skew-free history holds: the old leader's
+// transaction wrote nothing.
+func TestTxnStaleLeaderCannotCommit(t *testing.T) {
+	c := newCluster(t, 3, clusterOpts{manual: true})
+	lead := c.WaitLeader()
+	old := txnConn{t, dial(t, c.addr(lead))}
+	old.put("k", "before")
+	c.Net.Isolate(lead)
+	var rest []uint64
+	for _, id := range c.IDs() {
+		if id != lead {
+			rest = append(rest, id)
+		}
+	}
+	var newLead uint64
+	for i := 0; ; i++ {
+		if newLead = c.Leader(rest...); newLead != 0 && newLead != lead {
+			break
+		}
+		if i == 200 {
+			t.Fatal("majority did not elect a new leader in 200 ticks")
+		}
+		c.TickNodes(1, rest...)
+	}
+	nl := txnConn{t, dial(t, c.addr(newLead))}
+	nl.put("k", "after")
+
+	// The old leader still believes it leads: BEGIN answers, with a
+	// snapshot that misses "after".
+	ro, _ := old.begin()
+	if st, v := old.op(ro, wire.TxnOpGet, "k", ""); st != wire.StatusOK || string(v[4:]) != "before" {
+		t.Fatalf("read in the stale snapshot: %v %q", st, v)
+	}
+	rw, _ := old.begin()
+	old.mustOp(rw, wire.TxnOpGet, "k", "")
+	old.mustOp(rw, wire.TxnOpPut, "other", "from the stale leader")
+
+	// A read-only commit must confirm the leadership: cut off, it cannot
+	// (it ends with an error after the request timeout instead of
+	// answering the stale snapshot as committed).
+	if st, p := old.commit(ro); st == wire.StatusOK {
+		t.Fatalf("a read-only transaction of the deposed leader committed at its stale snapshot: %q", p)
+	}
+	// A writing commit cannot reach the log in its term.
+	done := make(chan wire.Status, 1)
+	go func() {
+		st, _ := old.commit(rw)
+		done <- st
+	}()
+	c.Net.Heal()
+	var got wire.Status
+	for i := 0; ; i++ {
+		select {
+		case got = <-done:
+		default:
+			if i == 2000 {
+				t.Fatal("the stale leader's commit did not end")
+			}
+			c.Tick(1)
+			continue
+		}
+		break
+	}
+	if got == wire.StatusOK {
+		t.Fatal("a writing transaction of the deposed leader committed")
+	}
+	c.Eventually("the old leader to learn the new term", func() bool { return !c.node(lead).Node().IsLeader() })
+	if st, v, _ := nl.get("other"); st != wire.StatusNotFound {
+		t.Fatalf("the stale leader's transaction wrote: %v %q", st, v)
+	}
+}

@@ -412,7 +412,15 @@ func (m *Manager) begin(ctx context.Context) (wire.Status, []byte) {
 	if n >= m.opts.MaxOpen {
 		return m.tooMany()
 	}
-	if err := m.store.Barrier(ctx); err != nil {
+	// No ReadIndex round: once this leader has applied its term's first
+	// entry, its applied state holds every acknowledged write (docs/design
+	// mvcc-and-transactions.md, "BEGIN without a round"). A deposed
+	// leader that does not know it yet hands out a stale snapshot, but
+	// such a transaction cannot commit: a writing commit must be appended
+	// in the transaction's term (checked in the apply) and is validated
+	// against everything after the snapshot there; a read-only commit
+	// confirms the leadership with a ReadIndex round.
+	if err := m.store.LeaderApplied(ctx); err != nil {
 		return m.replyErr(err)
 	}
 	snapshot := m.store.AppliedTS()
@@ -670,7 +678,36 @@ func (m *Manager) commit(ctx context.Context, id uint64) (wire.Status, []byte) {
 	t.lastUsed = m.opts.Now()
 	if len(t.writes) == 0 {
 		// Read-only: its reads were one consistent snapshot, so it is
-		// serialized at its snapshot without raft.
+		// serialized at its snapshot without raft, once a ReadIndex round
+		// confirms that this node still leads in the transaction's term
+		// (so it led throughout, and its snapshot missed no write
+		// acknowledged before BEGIN: BEGIN took no round).
+		m.mu.Unlock()
+		err := m.store.Barrier(ctx)
+		m.mu.Lock()
+		if err != nil {
+			m.mu.Unlock()
+			return m.replyErr(err)
+		}
+		if ok, st, reply := m.leadLocked(); !ok {
+			m.mu.Unlock()
+			return st, reply
+		}
+		if r, ok := m.mu.readOnly[id]; ok {
+			// Committed by a concurrent TXN_COMMIT meanwhile.
+			m.mu.Unlock()
+			return wire.StatusOK, wire.AppendTxnCommitReply(nil, r.ts)
+		}
+		if cur, found := m.mu.txns[id]; !found || cur != t || t.state != stateOpen {
+			// Lost with the term, or ended by a concurrent request.
+			st, reply := m.unknownLocked(id)
+			m.mu.Unlock()
+			return st, reply
+		}
+		if len(t.writes) != 0 {
+			m.mu.Unlock()
+			return errReply(wire.StatusInvalidArgument, "invalid argument: transaction %d received a write while its read-only commit was confirming the leadership; send TXN_COMMIT again", id)
+		}
 		m.releaseLocked(t)
 		if len(m.mu.readOnly) < m.opts.MaxOpen {
 			m.mu.readOnly[id] = readOnly{ts: t.snapshot, expires: m.opts.Now().Add(m.opts.Timeout)}
