@@ -36,10 +36,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		seed       = fs.Int64("seed", 0, "seed of the first run (0: from the clock); run i uses seed+i")
 		runs       = fs.Int("runs", 1, "number of runs (stops at the first invalid one unless -keep-going)")
 		keepGoing  = fs.Bool("keep-going", false, "continue after an invalid run")
-		nemeses    = fs.String("nemesis", "all", "faults: kill,pause,partition,slow,membership,disk,slow-client,flood, all or none (disk needs root: all leaves it out without)")
+		nemeses    = fs.String("nemesis", "all", "faults: kill,pause,partition,slow,membership,disk,slow-client,flood,leader-pause, all or none (disk needs root: all leaves it out without)")
 		workloads  = fs.String("workload", "all", "workloads: register,set,scan,list-append,bank,cas-register,watch or all (all: the default set; the transactional ones join it once the client and server support transactions)")
 		report     = fs.String("report", "", "report directory (default: ./jepsen-report/<time>)")
 		tick       = fs.Duration("tick", 50*time.Millisecond, "the servers' raft tick")
+		readMode   = fs.String("read-mode", "safe", "the servers' --read-mode: safe (ReadIndex rounds) or lease (lease reads; pair with -nemesis leader-pause)")
 		diskMiB    = fs.Int64("disk-mib", jepsen.DefaultDiskBytes>>20, "disk nemesis: each node's tmpfs, in MiB")
 		reserveMiB = fs.Int64("disk-reserve-mib", jepsen.DefaultDiskReserveBytes>>20, "disk nemesis: the servers' --disk-reserve on their tmpfs, in MiB")
 		floodN     = fs.Int("flood-conns", 2000, "flood nemesis: connections opened from one other loopback address")
@@ -68,6 +69,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	nem, err := jepsen.ParseList("nemesis", *nemeses, jepsen.AllNemeses)
 	if err != nil {
 		return fail("-nemesis: %v", err)
+	}
+	if *readMode != "safe" && *readMode != "lease" {
+		return fail("-read-mode %q: want safe or lease", *readMode)
 	}
 	wl, err := jepsen.ParseWorkloads(*workloads)
 	if err != nil || len(wl) == 0 {
@@ -124,7 +128,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	for i := 0; i < *runs && ctx.Err() == nil; i++ {
 		s := *seed + int64(i)
 		cfg := jepsen.Config{Bin: *bin, Nodes: *nodes, Clients: *clients, Duration: *duration, Seed: s,
-			Nemeses: nem, Workloads: wl, Tick: *tick, ReportDir: filepath.Join(*report, fmt.Sprintf("seed-%d", s)),
+			Nemeses: nem, Workloads: wl, Tick: *tick, ServerArgs: []string{"--read-mode", *readMode}, ReportDir: filepath.Join(*report, fmt.Sprintf("seed-%d", s)),
 			LeaveOutUnavailable: leaveOut, DiskBytes: *diskMiB << 20, DiskReserveBytes: *reserveMiB << 20,
 			FloodConns: *floodN, MaxRSSBytes: *maxRSS << 20,
 			Logf: func(format string, args ...any) {

@@ -72,6 +72,9 @@ type Cluster struct {
 	start time.Time
 	// diskReserve is the servers' --disk-reserve, in bytes.
 	diskReserve int64
+	// ServerArgs are added to every server's command line (for example
+	// --read-mode lease).
+	ServerArgs []string
 
 	cmu     sync.Mutex
 	crashes []Crash
@@ -194,6 +197,7 @@ func (c *Cluster) Start(id uint64) error {
 	if n.joiner {
 		args = append(args, "--join")
 	}
+	args = append(args, c.ServerArgs...)
 	logf, err := os.OpenFile(n.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err

@@ -15,10 +15,18 @@ import (
 
 // Nemesis names.
 const (
-	NemesisKill      = "kill"      // kill -9 a node, restart it later
-	NemesisPause     = "pause"     // SIGSTOP a node, SIGCONT later
-	NemesisPartition = "partition" // isolate the leader, split, bridge, one-way
-	NemesisSlow      = "slow"      // added latency on links
+	NemesisKill  = "kill"  // kill -9 a node, restart it later
+	NemesisPause = "pause" // SIGSTOP a node, SIGCONT later
+	// NemesisLeaderPause stops the leader's clock: SIGSTOP the leader and
+	// cut its raft links, so that another leader takes over; SIGCONT it
+	// halfway through the fault (0.5–2.5 s later: longer than its read
+	// lease, --read-mode lease, and than an election timeout) while its
+	// raft links stay cut, so that it resumes believing it leads and
+	// clients still reach it; heal the links at the end. A leader that
+	// trusted a stale lease would answer reads from its old state then.
+	NemesisLeaderPause = "leader-pause"
+	NemesisPartition   = "partition" // isolate the leader, split, bridge, one-way
+	NemesisSlow        = "slow"      // added latency on links
 	// NemesisMembership replaces a follower: remove it, wipe it, add a new
 	// node (a new id) in its place as a learner, promote it at the heal.
 	NemesisMembership = "membership"
@@ -43,7 +51,7 @@ const (
 
 // AllNemeses lists every nemesis.
 var AllNemeses = []string{NemesisKill, NemesisPause, NemesisPartition, NemesisSlow, NemesisMembership,
-	NemesisDisk, NemesisSlowClient, NemesisFlood}
+	NemesisDisk, NemesisSlowClient, NemesisFlood, NemesisLeaderPause}
 
 // Fault is one scheduled fault. The schedule (kinds, variants, targets'
 // roles, times) follows from the seed alone; which node is "the leader"
@@ -88,6 +96,8 @@ func Schedule(seed int64, nemeses []string, duration time.Duration) []Fault {
 			switch kind {
 			case NemesisKill, NemesisPause:
 				f.Variant = []string{"leader", "follower", "random"}[rng.IntN(3)]
+			case NemesisLeaderPause:
+				f.Variant = "leader"
 			case NemesisPartition:
 				f.Variant = []string{"isolate-leader", "split", "bridge", "one-way"}[rng.IntN(4)]
 			case NemesisSlow:
@@ -199,6 +209,21 @@ func (nm *nemesis) apply(ctx context.Context, f *Fault) func() {
 			if err := nm.c.Start(id); err != nil {
 				nm.log("restarting node %d: %v", id, err)
 			}
+		}
+	case NemesisLeaderPause:
+		id := nm.pickNode(ctx, "leader", f.Pick)
+		if id == 0 {
+			return func() {}
+		}
+		f.Nodes = []uint64{id}
+		f.Applied = fmt.Sprintf("SIGSTOP leader %d and cut its raft links; SIGCONT after %s, still cut off", id, f.Duration/2)
+		nm.c.Pause(id)
+		cut(net, []uint64{id}, without(ids, id))
+		resume := time.AfterFunc(f.Duration/2, func() { nm.c.Resume(id) })
+		return func() {
+			resume.Stop()
+			nm.c.Resume(id)
+			net.Heal()
 		}
 	case NemesisPause:
 		id := nm.pickNode(ctx, f.Variant, f.Pick)

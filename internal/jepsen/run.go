@@ -46,6 +46,9 @@ type Config struct {
 	ReportDir string
 	// Tick is the servers' raft tick. Default 50 ms.
 	Tick time.Duration
+	// ServerArgs are added to every server's command line (for example
+	// --read-mode lease).
+	ServerArgs []string
 	// Keys is the number of registers. Default 5.
 	Keys int
 	// CheckTimeout bounds each porcupine check. Default 60 s.
@@ -192,6 +195,9 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		logf("left out: %s", leftOut)
 	}
 	c, err := NewCluster(cfg.Bin, filepath.Join(cfg.ReportDir, "cluster"), cfg.Nodes, cfg.Tick)
+	if err == nil {
+		c.ServerArgs = cfg.ServerArgs
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/kayadb/kayadb/engine"
 	"github.com/kayadb/kayadb/internal/clustertest"
 	"github.com/kayadb/kayadb/internal/kv"
+	"github.com/kayadb/kayadb/internal/raftnode"
 )
 
 // forgedEntry is a committed command a correct node never proposes: one
@@ -230,4 +231,36 @@ func TestVersionsOnACluster(t *testing.T) {
 			return nil
 		})
 	}
+}
+
+// TestRefusedProposalAnswersAtOnce: a write that raft refuses (too much
+// uncommitted data on a leader cut off from its followers) is answered
+// ErrNotLeader as soon as raft refuses it — the write did not happen, and
+// the client may retry elsewhere — not after the request timeout.
+func TestRefusedProposalAnswersAtOnce(t *testing.T) {
+	c := clustertest.New(t, clustertest.Options{Configure: func(_ uint64, cfg *raftnode.Config) {
+		cfg.MaxUncommittedBytes = 1024
+	}})
+	c.Elect(1)
+	c.Put("before", "1")
+	leader := c.Node(1).Store
+	c.Net.Isolate(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Taken by raft (nothing was uncommitted), never committed.
+	if _, err := leader.StartPut(ctx, []byte("big"), make([]byte, 4096)); err != nil {
+		t.Fatal(err)
+	}
+	wait, err := leader.StartPut(ctx, []byte("next"), make([]byte, 4096))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The store's request timeout is 10 s (clustertest): the refusal must
+	// come long before.
+	wctx, wcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer wcancel()
+	if err := wait(wctx); !errors.Is(err, kv.ErrNotLeader) {
+		t.Fatalf("a write raft refused: %v, want ErrNotLeader at once", err)
+	}
+	c.Net.Heal()
 }

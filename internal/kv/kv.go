@@ -8,7 +8,9 @@
 // (apply.go), garbage collection of old versions (gc.go), and the system
 // keys it keeps in the engine (prefix 0x00). It must never acknowledge a
 // write before it is committed and applied, never serve a read without a
-// fresh ReadIndex round confirming leadership, never re-apply an entry at
+// fresh ReadIndex round confirming leadership (or, on a leader that is the
+// only voter or holds a lease with --read-mode lease, its commit index:
+// raftnode.LocalReadIndex), never re-apply an entry at
 // or below the applied index it recorded, and never decide anything in the
 // apply that another replica could decide differently.
 //
@@ -147,6 +149,10 @@ type Options struct {
 	// Evaluators are the custom commands (op ≥ OpCustomMin) the apply
 	// runs. Every node must have the same.
 	Evaluators map[byte]Evaluator
+	// Stages, when set, receives the durations of the request stages the
+	// store sees (a read's queue, apply wait and engine lookup; every
+	// request's wake-up after the raft loop answered it).
+	Stages *raftnode.Stages
 
 	// HoldHistory, when set, returns the oldest revision a registered
 	// change-feed consumer still needs (ok false: none): the leader's GC
@@ -198,6 +204,8 @@ type Store struct {
 	readWake chan struct{}
 	readSeq  atomic.Uint64
 	readSalt [4]byte
+	// rounds counts the ReadIndex rounds run (ReadRounds).
+	rounds atomic.Uint64
 
 	// notifyMu guards notifyCh, closed (and replaced) when the applied
 	// revision moves (AppliedNotify); nil until someone asks.
@@ -221,6 +229,9 @@ type appliedWaiter struct {
 type readRound struct {
 	done chan struct{}
 	err  error
+	// created is when its first reader asked (raftnode.Now), doneAt when
+	// it finished (0 without stage timing).
+	created, doneAt int64
 }
 
 // Open creates a Store over db, converts an engine written before
@@ -561,6 +572,7 @@ type Result struct {
 	// Data is the Evaluator's result (custom commands only).
 	Data []byte
 	err  error
+	at   int64 // raftnode.Now() when the apply finished (stage timing)
 }
 
 // Propose replicates a custom command (op ≥ OpCustomMin, with an
@@ -640,7 +652,16 @@ func (s *Store) start(ctx context.Context, op byte, key, value []byte) (func(con
 		s.mu.Unlock()
 	}
 	qctx, cancel := s.bounded(ctx)
-	errc, err := s.node.ProposeAsync(qctx, data)
+	err := s.node.ProposeOrRefuse(qctx, data, func(err error) {
+		// On the raft loop: raft did not take the proposal.
+		if errors.Is(err, raftnode.ErrDropped) {
+			// Not appended: safe for the client to retry elsewhere.
+			err = ErrNotLeader
+		}
+		s.mu.Lock()
+		s.completeLocked(id, Result{err: err})
+		s.mu.Unlock()
+	})
 	cancel()
 	if err != nil {
 		unregister()
@@ -657,22 +678,10 @@ func (s *Store) start(ctx context.Context, op byte, key, value []byte) (func(con
 		}
 		ctx, cancel := s.bounded(ctx)
 		defer cancel()
-		select {
-		case err := <-errc:
-			if errors.Is(err, raftnode.ErrDropped) {
-				// Not appended: safe for the client to retry elsewhere.
-				return Result{}, ErrNotLeader
-			}
-			if err != nil {
-				return Result{}, err
-			}
-		case <-ctx.Done():
-			return Result{}, ErrTimeout
-		case <-s.stopc:
-			return Result{}, ErrStopped
-		}
+		// One wake-up: the apply's result, or raft's refusal (above).
 		select {
 		case r := <-ch:
+			s.opts.Stages.Since(raftnode.StageWake, r.at)
 			return r, r.err
 		case <-ctx.Done():
 			return Result{}, ErrTimeout
@@ -760,10 +769,14 @@ func (s *Store) Apply(ents []*pb.Entry) error {
 		return err
 	}
 	s.rejected.Add(uint64(rejects))
+	var at int64
+	if s.opts.Stages != nil {
+		at = raftnode.Now()
+	}
 	s.mu.Lock()
 	for _, d := range applied {
 		for i, id := range d.ids {
-			r := Result{TS: d.ts}
+			r := Result{TS: d.ts, at: at}
 			if d.results != nil {
 				r.Data = d.results[i]
 			}
@@ -1036,6 +1049,22 @@ func (s *Store) LeaderApplied(ctx context.Context) error {
 // the call, confirmed by a ReadIndex round (leadership checked with a
 // quorum of heartbeats). Concurrent callers share rounds.
 func (s *Store) Barrier(ctx context.Context) error {
+	if idx, ok := s.node.LocalReadIndex(); ok {
+		// No round needed: the only voter, or a leader holding a lease
+		// (raftnode.LocalReadIndex).
+		if s.applied.Load() >= idx {
+			return nil
+		}
+		var t0 int64
+		if s.opts.Stages != nil {
+			t0 = raftnode.Now()
+		}
+		ctx, cancel := s.bounded(ctx)
+		defer cancel()
+		err := s.waitApplied(ctx, idx)
+		s.opts.Stages.Since(raftnode.StageApply, t0)
+		return err
+	}
 	if !s.node.IsLeader() {
 		return ErrNotLeader
 	}
@@ -1043,6 +1072,9 @@ func (s *Store) Barrier(ctx context.Context) error {
 	r := s.pending
 	if r == nil {
 		r = &readRound{done: make(chan struct{})}
+		if s.opts.Stages != nil {
+			r.created = raftnode.Now()
+		}
 		s.pending = r
 	}
 	s.readMu.Unlock()
@@ -1054,12 +1086,26 @@ func (s *Store) Barrier(ctx context.Context) error {
 	defer cancel()
 	select {
 	case <-r.done:
+		s.opts.Stages.Since(raftnode.StageWake, r.doneAt)
 		return r.err
 	case <-ctx.Done():
 		return ErrTimeout
 	case <-s.stopc:
 		return ErrStopped
 	}
+}
+
+// ReadRounds returns how many ReadIndex rounds this store ran: reads share
+// rounds, and a node that is the only voter needs none.
+func (s *Store) ReadRounds() uint64 { return s.rounds.Load() }
+
+// ReadsLocally reports whether a linearizable read would be served now
+// without waiting: this node needs no round (the only voter, or a lease:
+// raftnode.LocalReadIndex) and has applied its commit index. The server then handles the read
+// without a goroutine of its own.
+func (s *Store) ReadsLocally() bool {
+	idx, ok := s.node.LocalReadIndex()
+	return ok && s.applied.Load() >= idx
 }
 
 // readLoop serves read rounds one after the other: every request that
@@ -1079,7 +1125,11 @@ func (s *Store) readLoop() {
 		if r == nil {
 			continue
 		}
-		r.err = s.readIndex()
+		s.rounds.Add(1)
+		r.err = s.readIndex(r.created)
+		if s.opts.Stages != nil {
+			r.doneAt = raftnode.Now()
+		}
 		close(r.done)
 	}
 }
@@ -1087,7 +1137,7 @@ func (s *Store) readLoop() {
 // readIndex runs one ReadIndex exchange, retrying with a fresh request id
 // (never reusing one: etcd#20418) until it gets an answer, then waits for
 // the applied index to reach it.
-func (s *Store) readIndex() error {
+func (s *Store) readIndex(since int64) error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.RequestTimeout)
 	defer cancel()
 	for {
@@ -1097,7 +1147,8 @@ func (s *Store) readIndex() error {
 		var id [12]byte
 		copy(id[:4], s.readSalt[:])
 		binary.LittleEndian.PutUint64(id[4:], s.readSeq.Add(1))
-		s.node.ReadIndex(id[:])
+		s.node.ReadIndexSince(id[:], since)
+		since = 0 // a retry is timed from its own start
 		retry := time.NewTimer(500 * time.Millisecond)
 	wait:
 		for {
@@ -1107,7 +1158,13 @@ func (s *Store) readIndex() error {
 					continue // an answer to an earlier, abandoned attempt
 				}
 				retry.Stop()
-				return s.waitApplied(ctx, rs.Index)
+				var t0 int64
+				if s.opts.Stages != nil {
+					t0 = raftnode.Now()
+				}
+				err := s.waitApplied(ctx, rs.Index)
+				s.opts.Stages.Since(raftnode.StageApply, t0)
+				return err
 			case <-retry.C:
 				break wait
 			case <-ctx.Done():
@@ -1130,9 +1187,14 @@ func (s *Store) Get(ctx context.Context, key []byte) ([]byte, error) {
 	if err := s.readBarrier(ctx); err != nil {
 		return nil, err
 	}
+	var t0 int64
+	if s.opts.Stages != nil {
+		t0 = raftnode.Now()
+	}
 	s.dbMu.RLock()
 	defer s.dbMu.RUnlock()
 	v, err := s.db.Get(key)
+	s.opts.Stages.Since(raftnode.StageEngine, t0)
 	if err != nil {
 		return nil, err
 	}

@@ -38,12 +38,17 @@ type testStorage struct {
 	*raft.MemoryStorage
 	mu       sync.Mutex
 	failSave error
-	saves    int
+	// failEntries: only Saves that carry entries fail.
+	failEntries bool
+	saves       int
 }
 
 func (s *testStorage) Save(hs *pb.HardState, ents []*pb.Entry, sync bool) error {
 	s.mu.Lock()
 	err := s.failSave
+	if s.failEntries && len(ents) == 0 {
+		err = nil
+	}
 	s.saves++
 	s.mu.Unlock()
 	if err != nil {

@@ -174,6 +174,13 @@ type Config struct {
 	// say which node they come from (the server's has node=ID): this
 	// package adds no attribute of its own for it.
 	Logger *slog.Logger
+	// Stages, when set, receives the durations of the request stages the
+	// loop sees (queue, raft_ready, log_fsync, replicate, apply).
+	Stages *Stages
+	// LeaseReads lets LocalReadIndex answer on a leader of several voters
+	// while it holds a lease: a quorum acknowledged it within LeaseDuration
+	// (see LocalReadIndex for the clock assumption).
+	LeaseReads bool
 }
 
 // Errors returned to proposers.
@@ -200,6 +207,11 @@ type Node struct {
 	// every quorum check, so on its own it briefly shows every peer as
 	// inactive.
 	heard sync.Map
+	// acked holds, per voter id, when (Now) a reply from it to this node
+	// as leader last arrived (*atomic.Int64): the lease of LeaseReads.
+	// Cleared when the node stops leading.
+	acked sync.Map
+	lease int64 // LeaseDuration in ns; 0 without LeaseReads
 
 	propc   chan proposal
 	recvc   chan inbound
@@ -220,6 +232,8 @@ type Node struct {
 	statusMu sync.Mutex
 	voters   []uint64
 	learners []uint64
+	// sole is set while this node is the only voter (LocalReadIndex).
+	sole atomic.Bool
 
 	// Snapshot state, owned by the loop.
 	loopExit       chan struct{} // closed when the loop returns
@@ -240,6 +254,14 @@ type Node struct {
 	stalls         atomic.Uint64 // episodes
 	stallRetries   atomic.Uint64 // failed retries
 	rejectedConfCh atomic.Uint64 // committed conf changes applied as no-ops
+
+	// Stage timing, owned by the loop (stages.go): when the loop last
+	// woke up, when the newest ReadIndex reached it, and the leader's
+	// durable-but-uncommitted appends (last index, time saved).
+	stages  *Stages
+	wokeAt  int64
+	readAt  int64
+	pending appendRing
 
 	// Screening state, owned by the loop except the counters.
 	members    map[uint64]bool // ids in raft's configuration
@@ -275,6 +297,10 @@ type proposal struct {
 	data []byte
 	cc   pb.ConfChangeI
 	errc chan error
+	// refused, when set instead of errc, is called on the loop with
+	// raft's error when raft refuses the proposal (never when it takes it).
+	refused func(error)
+	at      int64 // Now() when queued (0 without stage timing)
 }
 
 // New creates a node. Call Start to run it.
@@ -358,6 +384,10 @@ func New(cfg Config) (*Node, error) {
 		stopc:    make(chan struct{}),
 		donec:    make(chan struct{}),
 		loopExit: make(chan struct{}),
+		stages:   cfg.Stages,
+	}
+	if cfg.LeaseReads {
+		n.lease = int64(LeaseDuration(cfg.ElectionTicks, cfg.TickInterval))
 	}
 	n.applied.Store(cfg.Applied)
 	if sn, err := cfg.Log.Snapshot(); err == nil {
@@ -370,6 +400,7 @@ func New(cfg Config) (*Node, error) {
 	n.commit.Store(hs.GetCommit())
 	n.voters = cs.GetVoters()
 	n.learners = cs.GetLearners()
+	n.sole.Store(soleVoter(n.voters, cfg.ID))
 	n.refreshMembers()
 	return n, nil
 }
@@ -493,7 +524,21 @@ func (n *Node) ProposeAsync(ctx context.Context, data []byte) (<-chan error, err
 	return n.enqueue(ctx, proposal{data: data, errc: make(chan error, 1)})
 }
 
+// ProposeOrRefuse queues data for the log like ProposeAsync, but reports
+// only a refusal: refused is called on the raft loop (it must not block)
+// with raft's error (ErrDropped, ...) if raft does not take the proposal,
+// and never otherwise. The proposer that waits for the entry's apply
+// anyway is then woken once, by the apply, instead of also by raft's
+// verdict (a scheduling hop per write on a busy node).
+func (n *Node) ProposeOrRefuse(ctx context.Context, data []byte, refused func(error)) error {
+	_, err := n.enqueue(ctx, proposal{data: data, refused: refused})
+	return err
+}
+
 func (n *Node) enqueue(ctx context.Context, p proposal) (<-chan error, error) {
+	if n.stages != nil {
+		p.at = Now()
+	}
 	select {
 	case n.propc <- p:
 		return p.errc, nil
@@ -506,9 +551,100 @@ func (n *Node) enqueue(ctx context.Context, p proposal) (<-chan error, error) {
 
 // ReadIndex asks for a read index tagged rctx; the answer arrives on
 // ReadStates. Requests can be lost; callers retry with a fresh rctx.
-func (n *Node) ReadIndex(rctx []byte) {
-	n.control(func(rn *raft.RawNode) { rn.ReadIndex(rctx) })
+func (n *Node) ReadIndex(rctx []byte) { n.ReadIndexSince(rctx, 0) }
+
+// ReadIndexSince is ReadIndex for a read that started waiting at since (a
+// Now reading, 0 if unknown): the wait until the loop takes the request is
+// its queue stage.
+func (n *Node) ReadIndexSince(rctx []byte, since int64) {
+	if n.stages != nil && since == 0 {
+		since = Now()
+	}
+	n.control(func(rn *raft.RawNode) {
+		n.readAt = n.stages.Since(StageQueue, since)
+		rn.ReadIndex(rctx)
+	})
 }
+
+// LocalReadIndex returns what a ReadIndex round would answer when no round
+// is needed: on a leader that is the only voter and has committed an entry
+// of its term, its commit index (raft answers such a leader's ReadIndex at
+// once with it, its single-node fast path, so the hops through the raft
+// loop buy nothing). ok is false otherwise, and the caller asks raft.
+//
+// Why it is linearizable: every acknowledged write was applied, so its
+// index was published in commit (which is stored after the log is saved
+// and before the apply) before the acknowledgement. The entry of the term
+// being committed means commit covers everything committed in earlier
+// terms. Another node can lead only once this one voted for it (it is the
+// only voter until a configuration change adds another, and then a quorum
+// needs it), and this node publishes its step-down (handleReady's first
+// step) before its vote goes out; so while this node is seen leading,
+// no other leader has acknowledged anything, and a read that starts after
+// another leader's write was acknowledged sees this node as a follower.
+//
+// With Config.LeaseReads, a leader of several voters answers the same way
+// while it holds a lease: a quorum of voters (itself included) replied to
+// it as leader within LeaseDuration. Each of them reset its election
+// timer when it received the message it answered, and with CheckQuorum
+// votes for no one else for an election timeout (ElectionTicks−1 ticks at
+// least, measured by its own ticker) from then, so no other leader can be
+// elected before the lease ends. The clock assumption: the nodes' clocks
+// run at rates within a few percent of each other, and a reply reaches
+// the leader less than half an election timeout after the follower
+// received the message it answers. A leader that was paused (SIGSTOP, a
+// stalled VM) is safe without more: the monotonic clock runs on while it
+// is stopped, so its lease has expired when it resumes, and it asks for a
+// round until fresh replies arrive. Raft's own ReadOnlyLeaseBased trusts
+// the leader role alone, with no clock check, and is not used.
+func (n *Node) LocalReadIndex() (index uint64, ok bool) {
+	if raft.StateType(n.role.Load()) != raft.StateLeader {
+		return 0, false
+	}
+	start, commit := n.leaderStart.Load(), n.commit.Load()
+	if start == 0 || commit < start {
+		return 0, false
+	}
+	if n.sole.Load() || (n.lease > 0 && n.leaseHeld()) {
+		return commit, true
+	}
+	return 0, false
+}
+
+// LeaseDuration is the lease of LeaseReads: half of the shortest time for
+// which a follower that heard from the leader refuses to vote for another
+// ((ElectionTicks−1) ticks: its first tick may come at once).
+func LeaseDuration(electionTicks int, tick time.Duration) time.Duration {
+	if electionTicks <= 0 {
+		electionTicks = 10
+	}
+	if tick <= 0 {
+		tick = 100 * time.Millisecond
+	}
+	return time.Duration(electionTicks-1) * tick / 2
+}
+
+// leaseHeld reports whether a quorum of the voters, this node included,
+// replied to it as leader within the lease.
+func (n *Node) leaseHeld() bool {
+	now := Now()
+	n.statusMu.Lock()
+	defer n.statusMu.Unlock()
+	fresh, self := 0, false
+	for _, id := range n.voters {
+		if id == n.cfg.ID {
+			fresh++
+			self = true
+			continue
+		}
+		if v, ok := n.acked.Load(id); ok && now-v.(*atomic.Int64).Load() < n.lease {
+			fresh++
+		}
+	}
+	return self && fresh > len(n.voters)/2
+}
+
+func soleVoter(voters []uint64, id uint64) bool { return len(voters) == 1 && voters[0] == id }
 
 // ReadStates delivers ReadIndex answers. One consumer must drain it.
 func (n *Node) ReadStates() <-chan raft.ReadState { return n.reads }
@@ -685,6 +821,9 @@ func (n *Node) run() {
 		case f := <-n.ctrlc:
 			f(n.rn)
 		}
+		if n.stages != nil {
+			n.wokeAt = Now()
+		}
 		// Take everything else that is waiting, so that one Ready (one
 		// fsync) covers as much as possible.
 		n.drain()
@@ -791,6 +930,19 @@ func (n *Node) step(in inbound) {
 		a.Store(now)
 		n.heard.Store(m.GetFrom(), a)
 	}
+	if n.lease > 0 && (m.GetType() == pb.MsgHeartbeatResp || m.GetType() == pb.MsgAppResp) &&
+		raft.StateType(n.role.Load()) == raft.StateLeader && m.GetTerm() == n.rn.BasicStatus().GetTerm() {
+		// A follower's reply to this leader: it reset its election timer
+		// when it received the message it answers, so it votes for no one
+		// else for an election timeout from then (CheckQuorum).
+		if v, ok := n.acked.Load(m.GetFrom()); ok {
+			v.(*atomic.Int64).Store(Now())
+		} else {
+			a := &atomic.Int64{}
+			a.Store(Now())
+			n.acked.Store(m.GetFrom(), a)
+		}
+	}
 	if err := n.rn.Step(m); err != nil && !errors.Is(err, raft.ErrStepPeerNotFound) && !errors.Is(err, raft.ErrStepLocalMsg) {
 		n.log.Debug("raft rejected a message", "from", m.GetFrom(), "type", m.GetType().String(), "err", err)
 	}
@@ -801,11 +953,18 @@ func (n *Node) handleProposal(p proposal) {
 	if p.cc != nil {
 		err = n.rn.ProposeConfChange(p.cc)
 	} else {
+		n.stages.Since(StageQueue, p.at)
 		err = n.rn.Propose(p.data)
 	}
 	if errors.Is(err, raft.ErrProposalDropped) {
 		err = ErrDropped
 		n.proposalsDropped.Add(1)
+	}
+	if p.refused != nil {
+		if err != nil {
+			p.refused(err)
+		}
+		return
 	}
 	p.errc <- err
 }
@@ -832,10 +991,20 @@ func (n *Node) handleReady(p *pendingReady) error {
 		p.snapDone = true
 	}
 	if !p.saved {
+		var t0 int64
+		if n.stages != nil && (len(rd.Entries) > 0 || len(rd.ReadStates) > 0) {
+			t0 = n.stages.Since(StageRaftReady, n.wokeAt)
+		}
 		if err := n.cfg.Log.Save(rd.HardState, rd.Entries, rd.MustSync); err != nil {
 			return fmt.Errorf("raftnode: persisting raft state: %w", err)
 		}
 		p.saved = true
+		if t0 != 0 && rd.MustSync {
+			saved := n.stages.Since(StageLogFsync, t0)
+			if k := len(rd.Entries); k > 0 && p.leader {
+				n.pending.push(rd.Entries[k-1].GetIndex(), saved)
+			}
+		}
 		if rd.HardState != nil {
 			n.term.Store(rd.HardState.GetTerm())
 			n.commit.Store(rd.HardState.GetCommit())
@@ -845,6 +1014,9 @@ func (n *Node) handleReady(p *pendingReady) error {
 		p.followerSent = true
 		if !p.leader {
 			n.send(rd.Messages)
+		}
+		if len(rd.ReadStates) > 0 {
+			n.stages.Since(StageReplicate, n.readAt)
 		}
 		for _, rs := range rd.ReadStates {
 			select {
@@ -874,6 +1046,8 @@ func (n *Node) publishSoftState(rd raft.Ready) {
 	n.role.Store(int32(ss.RaftState))
 	if ss.RaftState != raft.StateLeader {
 		n.leaderStart.Store(0)
+		n.pending.reset()
+		n.acked.Range(func(k, _ any) bool { n.acked.Delete(k); return true })
 	} else if prevRole != raft.StateLeader {
 		// This Ready carries the empty entry that starts the term.
 		start := n.commit.Load()
@@ -926,6 +1100,7 @@ func (n *Node) installSnapshot(snap *pb.Snapshot) error {
 	cs := meta.GetConfState()
 	n.statusMu.Lock()
 	n.voters, n.learners = cs.GetVoters(), cs.GetLearners()
+	n.sole.Store(soleVoter(n.voters, n.cfg.ID))
 	n.statusMu.Unlock()
 	n.refreshMembers()
 	n.snapIndex = meta.GetIndex()
@@ -997,11 +1172,20 @@ func (n *Node) SnapshotCounts() (taken, installed uint64) {
 // apply a run entirely or not at all.
 func (n *Node) apply(p *pendingReady) error {
 	ents := p.rd.CommittedEntries
+	if n.stages != nil && len(ents) > p.applied {
+		// The leader's appends that these entries commit.
+		n.pending.commit(n.stages, ents[len(ents)-1].GetIndex())
+	}
 	flush := func(end int) error {
 		if end > p.applied {
+			var t0 int64
+			if n.stages != nil {
+				t0 = Now()
+			}
 			if err := n.cfg.SM.Apply(ents[p.applied:end]); err != nil {
 				return fmt.Errorf("raftnode: applying entries %d..%d: %w", ents[p.applied].GetIndex(), ents[end-1].GetIndex(), err)
 			}
+			n.stages.Since(StageApply, t0)
 			n.applied.Store(ents[end-1].GetIndex())
 			p.applied = end
 		}
@@ -1061,6 +1245,7 @@ func (n *Node) applyConfChange(p *pendingReady, e *pb.Entry) error {
 	p.ccDone = cs
 	n.statusMu.Lock()
 	n.voters, n.learners = cs.GetVoters(), cs.GetLearners()
+	n.sole.Store(soleVoter(n.voters, n.cfg.ID))
 	n.statusMu.Unlock()
 	n.refreshMembers()
 	if err := n.cfg.SM.ApplyConfChange(e, cc, cs); err != nil {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -18,6 +19,7 @@ import (
 	"github.com/kayadb/kayadb/engine"
 	"github.com/kayadb/kayadb/internal/buildinfo"
 	"github.com/kayadb/kayadb/internal/kv"
+	"github.com/kayadb/kayadb/internal/raftnode"
 	"github.com/kayadb/kayadb/internal/wire"
 )
 
@@ -87,6 +89,11 @@ type call struct {
 	payload []byte
 	op      wire.Opcode
 	start   time.Time // when the request was read (metrics)
+	// Stage timing (raftnode.Now readings): when the frame was read, and
+	// when its reply was ready to write.
+	readAt, ready int64
+	// finished: the reply is settled and may be written (replies.mu).
+	finished bool
 	// push: a frame pushed by a watch (feed.go), answering no request.
 	push bool
 
@@ -98,8 +105,9 @@ type call struct {
 }
 
 // serveClient reads pipelined requests, handles each on its own goroutine,
-// and writes the replies in order. A malformed frame closes the connection
-// (with a logged reason); it never affects other connections or data.
+// and writes the replies in order (replies: the goroutine that finishes
+// the oldest one writes). A malformed frame closes the connection (with a
+// logged reason); it never affects other connections or data.
 func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 	defer s.wg.Done()
 	log := s.log.With("client", raw.RemoteAddr().String())
@@ -119,10 +127,9 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 		return
 	}
 	refused := false // one log line per connection, however many refusals
-	queue := make(chan *call, maxPipelined)
-	writerDone := make(chan struct{})
-	go s.writeReplies(c, cc, queue, writerDone)
-	ws := s.newConnWatches(cc, queue) // watches push frames into queue (feed.go)
+	out := &replies{s: s, cc: cc, rw: &replyWriter{c: c, w: bufio.NewWriterSize(c, 64<<10), idle: s.clim.idle},
+		slots: make(chan struct{}, maxPipelined)}
+	ws := s.newConnWatches(cc, out) // watches push frames into the replies (feed.go)
 	rd := &clientReader{s: s, c: c, r: bufio.NewReaderSize(c, 64<<10), cc: cc}
 	var lastWrite <-chan struct{} // done when this connection's latest write has its reply
 	txnLast := txnOrder{}         // each transaction's latest request on this connection
@@ -135,11 +142,12 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 		op := req.op
 		s.inflight.Add(1)
 		cc.enqueue(cl)
-		queue <- cl
+		out.add(cl)
 		if req.refusal != nil {
 			s.clim.note(slog.LevelWarn, "reply_memory", "refused a request: the reply memory budget is full", "opcode", op.String(), "client", raw.RemoteAddr().String())
 			s.settle(cc, cl, req.refusalSt, req.refusal)
 			close(cl.done)
+			out.finish(cl, true)
 			if err := rd.discard(req.skip); err != nil {
 				rd.ended(err, log)
 				break
@@ -155,6 +163,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			}
 			s.settle(cc, cl, ast, areply)
 			close(cl.done)
+			out.finish(cl, true)
 			// A refusal decided on the auth prefix alone: the rest of the
 			// frame is skipped, never held.
 			if err := rd.discard(req.skip); err != nil {
@@ -169,15 +178,19 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			// connection: they are queued here, on the reader, and only
 			// their wait runs concurrently.
 			wait, st, p := s.startWrite(op, payload)
+			s.stages.Since(raftnode.StageDecode, cl.readAt)
 			if wait == nil {
 				s.settle(cc, cl, st, p)
 				close(cl.done)
+				out.finish(cl, true)
 				continue
 			}
 			go func() {
-				defer close(cl.done)
 				st, p := s.finishWrite(wait)
 				s.settle(cc, cl, st, p)
+				cl.ready = raftnode.Now()
+				close(cl.done)
+				out.finish(cl, false)
 			}()
 			lastWrite = cl.done
 			continue
@@ -198,13 +211,16 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			id := binary.LittleEndian.Uint64(payload)
 			afterTxn = txnLast.order(id, op, cl.done)
 		}
-		go func() {
-			defer close(cl.done)
+		run := func(onReader bool) {
 			if after != nil {
 				<-after
 			}
 			if afterTxn != nil {
 				<-afterTxn
+			}
+			timed := op == wire.OpGet || op == wire.OpScan
+			if timed {
+				s.stages.Since(raftnode.StageDecode, cl.readAt)
 			}
 			var st wire.Status
 			var p []byte
@@ -218,7 +234,22 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 				st, p = s.dispatch(op, payload)
 			}
 			s.settle(cc, cl, st, p)
-		}()
+			if timed {
+				cl.ready = raftnode.Now()
+			}
+			close(cl.done)
+			out.finish(cl, onReader)
+		}
+		if op == wire.OpGet && closedOrNil(after) && out.alone() && s.store.ReadsLocally() {
+			// A read that waits for nothing (one voter, everything
+			// committed applied, nothing else of this connection
+			// unwritten, so no wait for room either) is served here: a
+			// goroutine of its own would cost a scheduling hop
+			// (docs/design/latency.md).
+			run(true)
+		} else {
+			go run(false)
+		}
 		// An opcode without credentials keeps only the start of its
 		// payload; the rest is skipped.
 		if err := rd.discard(req.skip); err != nil {
@@ -227,24 +258,164 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 		}
 	}
 	ws.close()
-	close(queue)
-	<-writerDone
+	out.wait()
 	_ = c.Close()
 }
 
-// writeReplies writes the replies of queue's calls in order, as each is
-// done, and releases their memory. After a failed write it drops the rest.
-func (s *Server) writeReplies(c net.Conn, cc *clientConn, queue <-chan *call, done chan<- struct{}) {
-	defer close(done)
-	rw := &replyWriter{c: c, w: bufio.NewWriterSize(c, 64<<10), idle: s.clim.idle}
-	broken := false
-	for cl := range queue {
-		<-cl.done
+// closedOrNil reports whether ch is nil or closed.
+func closedOrNil(ch <-chan struct{}) bool {
+	if ch == nil {
+		return true
+	}
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// replies writes a connection's replies in request order without a
+// goroutine of its own: the goroutine that finishes the oldest unwritten
+// call writes it and every later one already finished, so a reply goes
+// out with no scheduling hop after its request's own (a writer goroutine
+// cost one per reply: docs/design/latency.md). The mutex guards the queue
+// only and is never held across a write: writing, set and cleared under
+// it, says that a goroutine is writing, and a call finished meanwhile is
+// written by that goroutine before it clears the flag. A write that blocks
+// (a client that reads nothing) holds up the goroutine that writes, for
+// at most the idle timeout (replyWriter), as it held up the writer
+// goroutine before.
+type replies struct {
+	s  *Server
+	cc *clientConn
+	rw *replyWriter
+	// slots bounds the calls in flight on the connection (maxPipelined):
+	// the reader waits for one before it queues a call.
+	slots chan struct{}
+	// pending counts calls neither written nor dropped (wait).
+	pending sync.WaitGroup
+	mu      struct {
+		sync.Mutex
+		ring       [maxPipelined]*call // unwritten calls, oldest at head
+		head, n    int
+		writing    bool
+		broken     bool // a write failed: the rest is dropped
+		batchSpace [maxPipelined]*call
+	}
+}
+
+// add queues a call read from the connection, waiting while maxPipelined
+// are in flight.
+func (r *replies) add(cl *call) {
+	r.slots <- struct{}{}
+	r.pending.Add(1)
+	r.mu.Lock()
+	r.mu.ring[(r.mu.head+r.mu.n)%maxPipelined] = cl
+	r.mu.n++
+	r.mu.Unlock()
+}
+
+// push queues a frame pushed by a watch (feed.go), already settled,
+// behind the replies queued before it, unless gone closes first. It never
+// writes on the caller's goroutine (the watch hub's: a client that does
+// not read must stall its watchers, never the hub); when no goroutine is
+// writing, one is started.
+func (r *replies) push(cl *call, gone <-chan struct{}) bool {
+	select {
+	case r.slots <- struct{}{}:
+	case <-gone:
+		return false
+	}
+	r.pending.Add(1)
+	r.mu.Lock()
+	r.mu.ring[(r.mu.head+r.mu.n)%maxPipelined] = cl
+	r.mu.n++
+	cl.finished = true
+	if r.mu.writing {
+		r.mu.Unlock()
+		return true
+	}
+	r.mu.writing = true
+	r.mu.Unlock()
+	go func() {
+		r.mu.Lock()
+		r.drainLocked(false)
+	}()
+	return true
+}
+
+// readerWriteBytes bounds the replies the connection's reader writes
+// itself: a write of more may block until the client reads (a socket
+// buffer holds a few hundred KiB), and a reader blocked in a write could
+// not read the connection's next requests meanwhile, or wait for room to
+// read them (clientlimits.go), so larger replies go to a goroutine.
+const readerWriteBytes = 64 << 10
+
+// finish marks cl's reply settled and, unless another goroutine is
+// writing, writes every settled reply at the head of the queue. onReader
+// says the caller is the connection's reader (readerWriteBytes).
+func (r *replies) finish(cl *call, onReader bool) {
+	r.mu.Lock()
+	cl.finished = true
+	if r.mu.writing {
+		r.mu.Unlock()
+		return
+	}
+	r.mu.writing = true
+	r.drainLocked(onReader)
+}
+
+// drainLocked writes the settled replies at the head until there are none,
+// then clears writing. Called with mu held and writing set; returns with
+// mu released.
+func (r *replies) drainLocked(onReader bool) {
+	for {
+		batch := r.mu.batchSpace[:0] // only the writing goroutine uses it
+		bytes := 0
+		for r.mu.n > 0 && r.mu.ring[r.mu.head].finished {
+			cl := r.mu.ring[r.mu.head]
+			batch = append(batch, cl)
+			bytes += len(cl.payload)
+			r.mu.ring[r.mu.head] = nil
+			r.mu.head = (r.mu.head + 1) % maxPipelined
+			r.mu.n--
+		}
+		if len(batch) == 0 {
+			r.mu.writing = false
+			r.mu.Unlock()
+			return
+		}
+		broken := r.mu.broken
+		r.mu.Unlock()
+		if onReader && bytes > readerWriteBytes {
+			go func() {
+				broken := r.write(batch, broken)
+				r.mu.Lock()
+				r.mu.broken = broken
+				r.drainLocked(false)
+			}()
+			return
+		}
+		broken = r.write(batch, broken)
+		r.mu.Lock()
+		r.mu.broken = broken
+	}
+}
+
+// write writes a batch of settled replies (flushing after the last),
+// releases their memory, and reports whether the connection is broken.
+// After a failed write it drops the rest.
+func (r *replies) write(batch []*call, broken bool) bool {
+	s, c := r.s, r.rw.c
+	for i, cl := range batch {
 		if !cl.push {
 			s.observeRequest(cl.op, cl.status, cl.start)
 		}
 		if !broken {
-			if err := rw.writeReply(cl.status, cl.payload, len(queue) == 0); err != nil {
+			err := r.rw.writeReply(cl.status, cl.payload, i == len(batch)-1)
+			s.stages.Since(raftnode.StageReply, cl.ready)
+			if err != nil {
 				broken = true
 				if deadlineExceeded(err) {
 					s.clim.closed.WithLabelValues(closedWrite).Inc()
@@ -252,23 +423,34 @@ func (s *Server) writeReplies(c net.Conn, cc *clientConn, queue <-chan *call, do
 						"client", c.RemoteAddr().String(), "timeout", s.clim.idle)
 				}
 				_ = c.Close()
-				cc.fail()
+				r.cc.fail()
 			}
 		}
 		cl.payload = nil
 		s.clim.replyMem.release(cl.global)
 		if cl.push {
-			cc.pushed(cl)
-			continue
+			r.cc.pushed(cl)
+		} else {
+			r.cc.written(cl)
+			s.inflight.Add(-1) // answered (or its connection is gone)
 		}
-		cc.written(cl)
-		s.inflight.Add(-1) // answered (or its connection is gone)
+		batch[i] = nil
+		<-r.slots
+		r.pending.Done()
 	}
-	if !broken {
-		rw.arm()
-		_ = rw.w.Flush()
-	}
+	return broken
 }
+
+// alone reports whether the one call queued is the only one unwritten.
+func (r *replies) alone() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.mu.n == 1
+}
+
+// wait returns once every queued call was written (and flushed) or
+// dropped.
+func (r *replies) wait() { r.pending.Wait() }
 
 // authMarker is the auth prefix op must carry on this server, or "".
 func (s *Server) authMarker(op wire.Opcode) string {
@@ -314,6 +496,7 @@ func (rd *clientReader) next() (*call, *request, error) {
 	if err := rd.waitFrame(); err != nil {
 		return nil, nil, err
 	}
+	first := raftnode.Now() // the frame's first byte is here
 	op, n, err := wire.ReadRequestHeader(rd.r)
 	if err != nil {
 		return nil, nil, err
@@ -365,6 +548,7 @@ func (rd *clientReader) next() (*call, *request, error) {
 		return nil, nil, err
 	}
 	cl.start = time.Now()
+	cl.readAt = s.stages.Since(raftnode.StageRead, first)
 	return cl, req, nil
 }
 

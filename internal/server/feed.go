@@ -117,18 +117,18 @@ func (s *Server) cdcReply(err error, ok []byte) (wire.Status, []byte) {
 }
 
 // connWatches are the watches of one client connection. Their frames go
-// into the connection's reply queue (one writer goroutine per socket),
+// into the connection's reply queue (replies, client.go),
 // each charged to the connection's reply bytes like a reply, so that a
 // client that does not read stalls its watchers (which are then
 // cancelled as slow), never the server.
 type connWatches struct {
-	s     *Server
-	cc    *clientConn
-	queue chan<- *call
+	s   *Server
+	cc  *clientConn
+	out *replies
 
 	// gone is closed when the connection's reader ends; pushMu is held
-	// shared by every push and exclusively by close, so that the queue is
-	// closed only once no push can send on it.
+	// shared by every push and exclusively by close, so that the reader
+	// waits for the queue to drain only once no push can add to it.
 	gone     chan struct{}
 	goneOnce sync.Once
 	pushMu   sync.RWMutex
@@ -141,8 +141,8 @@ type connWatches struct {
 
 var closedDone = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
-func (s *Server) newConnWatches(cc *clientConn, queue chan<- *call) *connWatches {
-	return &connWatches{s: s, cc: cc, queue: queue, gone: make(chan struct{})}
+func (s *Server) newConnWatches(cc *clientConn, out *replies) *connWatches {
+	return &connWatches{s: s, cc: cc, out: out, gone: make(chan struct{})}
 }
 
 // handles reports whether op is a watch request, answered by handle.
@@ -169,14 +169,12 @@ func (ws *connWatches) push(ev *wire.WatchEvent) error {
 	ws.s.clim.replyMem.force(size)
 	cl := &call{done: closedDone, status: wire.StatusWatchEvent, payload: payload, op: wire.OpWatchCreate,
 		push: true, conn: size, global: size, start: time.Now()}
-	select {
-	case ws.queue <- cl:
+	if ws.out.push(cl, ws.gone) {
 		return nil
-	case <-ws.gone:
-		ws.cc.adjust(-size)
-		ws.s.clim.replyMem.release(size)
-		return errConnGone
 	}
+	ws.cc.adjust(-size)
+	ws.s.clim.replyMem.release(size)
+	return errConnGone
 }
 
 // handle answers WATCH_CREATE and WATCH_CANCEL.
@@ -258,7 +256,8 @@ func (ws *connWatches) forget(id uint64) {
 }
 
 // close ends every watch of the connection and returns once no push can
-// reach its queue (called by the reader before it closes the queue).
+// reach its queue (called by the reader before it waits for the queue to
+// drain).
 func (ws *connWatches) close() {
 	ws.goneOnce.Do(func() { close(ws.gone) })
 	ws.mu.Lock()

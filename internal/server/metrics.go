@@ -82,6 +82,7 @@ type scrape struct {
 	dropped            uint64
 	screened           map[raftnode.ScreenReason]uint64
 	rejectedEntries    uint64
+	readRounds         uint64
 	stalled            bool
 	stalls             uint64
 	ready              bool
@@ -164,6 +165,8 @@ func newNodeCollector(s *Server) *nodeCollector {
 		add("kayadb_raft_screened_messages_total", screenedHelp, prometheus.CounterValue, prometheus.Labels{"reason": r.String()},
 			u(func(sc *scrape) uint64 { return sc.screened[r] }))
 	}
+	counter("kayadb_read_index_rounds_total", "ReadIndex rounds run for linearizable reads (concurrent reads share one; a node that is the only voter needs none).",
+		u(func(sc *scrape) uint64 { return sc.readRounds }))
 	counter("kayadb_apply_rejected_entries_total", "Committed raft entries that did not decode or held an invalid command or configuration change, applied as no-ops (on every node alike).",
 		u(func(sc *scrape) uint64 { return sc.rejectedEntries }))
 	gauge("kayadb_raft_stalled", "1 while the raft loop waits to retry a step that failed on a full disk (it still follows the leader, but acknowledges and applies nothing new).",
@@ -175,6 +178,11 @@ func newNodeCollector(s *Server) *nodeCollector {
 	c.hists = append(c.hists, histMetric{prometheus.NewDesc("kayadb_raft_log_fsync_duration_seconds",
 		"Latency of the raft log's fsyncs (every acknowledged write waits for one on a majority of the nodes).", nil, nil),
 		func(sc *scrape) ([32]uint64, time.Duration) { return sc.logSync, sc.logSyncSum }})
+	const stageHelp = "Time client requests spend in each stage of their path through this node (docs/design/latency.md): read (the request frame off the connection), decode (to the proposal queued or the store called), queue (waiting for the raft loop), raft_ready (the raft loop from waking to writing the log or answering reads), log_fsync (the raft log's write and fsync), replicate (a leader's entries from durable to committed; a read's ReadIndex round), apply (entries applied to the engine; a read waiting for the applied index), wake (from the raft loop's answer to the request's goroutine running), engine (a read's engine lookup), reply (from the reply ready to written). Stages of the raft loop are counted once per Ready, which may serve many requests."
+	for st := raftnode.Stage(0); st < raftnode.NumStages; st++ {
+		c.hists = append(c.hists, histMetric{prometheus.NewDesc("kayadb_request_stage_seconds", stageHelp, nil, prometheus.Labels{"stage": st.String()}),
+			func(*scrape) ([32]uint64, time.Duration) { return s.stages.Histogram(st) }})
+	}
 
 	// Peer transport.
 	t := func(f func(st *transport.Stats) uint64) func(*scrape) float64 {
@@ -323,6 +331,7 @@ func (s *Server) scrapeNode() *scrape {
 		sc.diskFull, sc.diskFree, sc.diskTotal = g.full.Load(), g.avail.Load(), g.total.Load()
 		sc.diskReserve, sc.diskEvents = uint64(g.reserve), g.events.Load()
 	}
+	sc.readRounds = s.store.ReadRounds()
 	k := s.store.Counters()
 	sc.kvPut, sc.kvGet, sc.kvDelete, sc.kvScan = k.Put, k.Get, k.Delete, k.Scan
 	sc.mvcc = s.mvccStats()

@@ -160,6 +160,10 @@ type Config struct {
 	MaxConnReplyBytes int64
 
 	// Versioned data (kv, docs/design/mvcc-and-transactions.md).
+	// LeaseReads serves linearizable reads on the leader from a lease
+	// instead of a ReadIndex round (--read-mode lease; raftnode.LocalReadIndex
+	// states the clock assumption).
+	LeaseReads bool
 	// MaxClockOffset is the clock offset beyond which a commit timestamp
 	// ahead of this node's clock is counted and logged. Default 500 ms.
 	MaxClockOffset time.Duration
@@ -205,10 +209,13 @@ type Server struct {
 	rlog  *raftlog.Log
 	node  *raftnode.Node
 	trans transport.Transport
-	ros   *roster
-	fs    vfs.FS
-	snaps *snap.Store
-	eo    *engine.Options
+	// stages times the steps of every client request
+	// (kayadb_request_stage_seconds; docs/design/latency.md).
+	stages *raftnode.Stages
+	ros    *roster
+	fs     vfs.FS
+	snaps  *snap.Store
+	eo     *engine.Options
 	// bset holds the backups in progress while the server accepts
 	// clients (backup.go).
 	bset atomic.Pointer[backupSet]
@@ -321,7 +328,7 @@ func newServer(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, conns: map[net.Conn]struct{}{}, done: make(chan struct{}), started: start}
+	s := &Server{cfg: cfg, conns: map[net.Conn]struct{}{}, done: make(chan struct{}), started: start, stages: new(raftnode.Stages)}
 	s.log = slog.New(termHandler{Handler: cfg.Logger.Handler(), term: s.currentTerm}).With("node", cfg.NodeID)
 	return s, nil
 }
@@ -501,7 +508,8 @@ func (s *Server) openStateMachine(*boot) error {
 		Clock:     kv.NewClock(cfg.Clock, cfg.MaxClockOffset, s.log.With("component", "clock")),
 		Collector: s.coll, Retention: retention, RetentionBytes: retentionBytes,
 		Evaluators:  evaluators(txn.Evaluators(), feed.Evaluators()),
-		HoldHistory: feed.Hold(func() *kv.Store { return s.store }), HoldRetention: holdRetention, HoldRetentionBytes: holdBytes})
+		HoldHistory: feed.Hold(func() *kv.Store { return s.store }), HoldRetention: holdRetention, HoldRetentionBytes: holdBytes,
+		Stages: s.stages})
 	if err != nil {
 		return err
 	}
@@ -580,6 +588,7 @@ func (s *Server) newRaftNode(b *boot) error {
 		// mode at once (the loop retries the step by itself).
 		OnStall: func(err error) { s.disk.noteNoSpace(err) },
 		Logger:  s.log.With("component", "raft"),
+		Stages:  s.stages, LeaseReads: cfg.LeaseReads,
 	})
 	if err != nil {
 		return err

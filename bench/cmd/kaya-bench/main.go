@@ -7,7 +7,8 @@
 //
 //	cd bench && go run ./cmd/kaya-bench -num 1000000
 //
-// Workloads: fillseq, fillrandom, readrandom, scan, sync1, sync16, sync64.
+// Workloads: fillseq, fillrandom, readrandom, scan, sync1, sync16, sync64,
+// fillsync32.
 // Every engine+workload pair runs in a fresh directory; engines are
 // interleaved within each repetition and the median over -reps is
 // reported. Output is a markdown table of ops/s, p50 and p99 latency and
@@ -266,6 +267,17 @@ func runOne(c *config, ks *keyspace, e engineSpec, w string, rep int, root strin
 		m, err = r.readRandom()
 	case "scan":
 		m, err = r.scan()
+	case "fillsync32":
+		// The database just filled (untimed, not settled: its flushes
+		// and compactions are still running), then 32 writers of Sync
+		// Sets of random existing keys.
+		if m, err = r.fill(r.permutation()); err == nil {
+			m, err = r.syncWrites(syncWriters[w])
+		}
+		if err == nil {
+			st := s.Stats()
+			res.Stats = &st
+		}
 	default:
 		m, err = r.syncWrites(syncWriters[w])
 		if err == nil {

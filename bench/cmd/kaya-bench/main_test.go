@@ -69,7 +69,7 @@ func TestEnginesSmoke(t *testing.T) {
 				switch w {
 				case "readrandom":
 					want = c.ReadOps
-				case "sync1", "sync16", "sync64":
+				case "sync1", "sync16", "sync64", "fillsync32":
 					want = c.SyncOps
 				}
 				if res.Ops != want || res.OpsPerSec <= 0 || res.P99 <= 0 {

@@ -9,10 +9,10 @@ import (
 )
 
 // workloadNames lists the workloads in their default (and printing) order.
-var workloadNames = []string{"fillseq", "fillrandom", "readrandom", "scan", "sync1", "sync16", "sync64"}
+var workloadNames = []string{"fillseq", "fillrandom", "readrandom", "scan", "sync1", "sync16", "sync64", "fillsync32"}
 
 // syncWriters maps each sync workload to its number of writer goroutines.
-var syncWriters = map[string]int{"sync1": 1, "sync16": 16, "sync64": 64}
+var syncWriters = map[string]int{"sync1": 1, "sync16": 16, "sync64": 64, "fillsync32": 32}
 
 // settleMaxWait bounds how long Settle waits for background work after an
 // untimed load or after fillrandom.
