@@ -73,8 +73,8 @@ func TestRunbookBackupRestore(t *testing.T) {
 	if drill == nil {
 		t.Fatalf("no key count from the drill node:\n%s", out)
 	}
-	if n, _ := strconv.Atoi(drill[1]); n != inBackup || n < 1500 {
-		t.Fatalf("the drill node serves %d keys, the backup's scan lists %d (want the same, at least the bench's 1500)", n, inBackup)
+	if n, _ := strconv.Atoi(drill[1]); n != inBackup || n < 1000 {
+		t.Fatalf("the drill node serves %d keys, the backup's scan lists %d (want the same, and most of the bench's 1500 random keys)", n, inBackup)
 	}
 
 	// The restored cluster: voters 1-3, a leader, the data of the backup,
