@@ -371,9 +371,12 @@ func TestClientConnectionLimits(t *testing.T) {
 	if _, err := cl.Get(t.Context(), []byte("k")); err == nil || !strings.Contains(err.Error(), "too many client connections from 127.0.0.1") {
 		t.Fatalf("the Go client over the limit: %v", err)
 	}
-	if got := metricValue(t, s, "kayadb_client_connections_refused_total", "reason", refusedPerSource); got < 2 {
-		t.Errorf("per-source refusals counted: %v", got)
-	}
+	// A refusal is counted once its ERROR frame is written, which may be
+	// after the client read it.
+	waitUntil(t, "the refusals to be counted", func() bool {
+		return metricValue(t, s, "kayadb_client_connections_refused_total", "reason", refusedPerSource) >= 2 &&
+			metricValue(t, s, "kayadb_client_connections_refused_total", "reason", refusedMaxConns) >= 1
+	})
 	if got := metricValue(t, s, "kayadb_client_connections_refused_total", "reason", refusedMaxConns); got != 1 {
 		t.Errorf("max-connections refusals counted: %v", got)
 	}
