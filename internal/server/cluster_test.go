@@ -185,6 +185,29 @@ func TestRestartsKeepData(t *testing.T) {
 	}
 }
 
+// isolateLeader cuts lead off the network and ticks only the others' clocks
+// until they elect a new leader, which it returns; lead, its clock standing
+// still, goes on believing it leads (manual clock only).
+func (c *testCluster) isolateLeader(lead uint64) uint64 {
+	c.t.Helper()
+	c.Net.Isolate(lead)
+	var rest []uint64
+	for _, id := range c.IDs() {
+		if id != lead {
+			rest = append(rest, id)
+		}
+	}
+	for i := 0; ; i++ {
+		if newLead := c.Leader(rest...); newLead != 0 && newLead != lead {
+			return newLead
+		}
+		if i == 200 {
+			c.t.Fatal("majority did not elect a new leader in 200 ticks (ten election timeouts)")
+		}
+		c.TickNodes(1, rest...)
+	}
+}
+
 // TestMinorityPartition: an isolated leader cannot commit; its reads fail
 // instead of returning stale data; the majority elects a new leader whose
 // writes the old one sees after healing. Manual clock: only the
@@ -198,24 +221,8 @@ func TestMinorityPartition(t *testing.T) {
 	if st, _, err := old.put("k", "before"); err != nil || st != wire.StatusOK {
 		t.Fatalf("put: %v %v", err, st)
 	}
-	c.Net.Isolate(lead)
 	// The majority moves on.
-	var rest []uint64
-	for _, id := range c.IDs() {
-		if id != lead {
-			rest = append(rest, id)
-		}
-	}
-	var newLead uint64
-	for i := 0; ; i++ {
-		if newLead = c.Leader(rest...); newLead != 0 && newLead != lead {
-			break
-		}
-		if i == 200 {
-			t.Fatal("majority did not elect a new leader in 200 ticks (ten election timeouts)")
-		}
-		c.TickNodes(1, rest...)
-	}
+	newLead := c.isolateLeader(lead)
 	if !c.node(lead).Node().IsLeader() {
 		t.Fatal("the old leader stepped down although its clock stood still")
 	}

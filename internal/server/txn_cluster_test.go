@@ -390,23 +390,7 @@ func TestTxnStaleLeaderCannotCommit(t *testing.T) {
 	lead := c.WaitLeader()
 	old := txnConn{t, dial(t, c.addr(lead))}
 	old.put("k", "before")
-	c.Net.Isolate(lead)
-	var rest []uint64
-	for _, id := range c.IDs() {
-		if id != lead {
-			rest = append(rest, id)
-		}
-	}
-	var newLead uint64
-	for i := 0; ; i++ {
-		if newLead = c.Leader(rest...); newLead != 0 && newLead != lead {
-			break
-		}
-		if i == 200 {
-			t.Fatal("majority did not elect a new leader in 200 ticks")
-		}
-		c.TickNodes(1, rest...)
-	}
+	newLead := c.isolateLeader(lead)
 	nl := txnConn{t, dial(t, c.addr(newLead))}
 	nl.put("k", "after")
 
