@@ -201,4 +201,14 @@ func TestMVCCFlags(t *testing.T) {
 	if r, b := mvccRetention(Config{MVCCRetention: time.Minute, MVCCRetentionBytes: 5 << 20}, fs, log); r != time.Minute || b != 5<<20 {
 		t.Fatalf("explicit: %v %d", r, b)
 	}
+	// The change feed's pair resolves the same way, with its own defaults.
+	if r, b := cdcRetention(Config{DataDir: "/"}, fs, log); r != 24*time.Hour || b < minAutoCDCRetentionBytes || b > maxAutoCDCRetentionBytes {
+		t.Fatalf("cdc, Config zeros: %v %d", r, b)
+	}
+	if r, b := cdcRetention(Config{CDCRetention: -1, CDCRetentionBytes: -1}, fs, log); r != 0 || b != 0 {
+		t.Fatalf("cdc, negative means none: %v %d", r, b)
+	}
+	if r, b := cdcRetention(Config{CDCRetention: time.Minute, CDCRetentionBytes: 5 << 20}, fs, log); r != time.Minute || b != 5<<20 {
+		t.Fatalf("cdc, explicit: %v %d", r, b)
+	}
 }

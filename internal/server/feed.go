@@ -34,25 +34,11 @@ const (
 // cdcRetention resolves what registered consumers may hold back: the time
 // bound (0: none) and the byte bound (0: none).
 func cdcRetention(cfg Config, fs vfs.FS, log *slog.Logger) (time.Duration, int64) {
-	retention := cfg.CDCRetention
-	switch {
-	case retention == 0:
-		retention = 24 * time.Hour
-	case retention < 0:
-		retention = 0
-	}
-	bytes := cfg.CDCRetentionBytes
-	switch {
-	case bytes < 0:
-		bytes = 0
-	case bytes == 0:
-		bytes = minAutoCDCRetentionBytes
-		if u, err := vfs.DiskUsage(fs, cfg.DataDir); err == nil {
-			bytes = min(max(int64(u.TotalBytes/4), minAutoCDCRetentionBytes), maxAutoCDCRetentionBytes)
-		}
-		log.Info("change-feed retention", "cdc_retention", retention, "cdc_retention_bytes", bytes)
-	}
-	return retention, bytes
+	return retentionBounds(retentionSpec{
+		dur: cfg.CDCRetention, defDur: 24 * time.Hour, bytes: cfg.CDCRetentionBytes,
+		diskShare: 4, minBytes: minAutoCDCRetentionBytes, maxBytes: maxAutoCDCRetentionBytes,
+		what: "change-feed retention", durKey: "cdc_retention", bytesKey: "cdc_retention_bytes",
+	}, cfg.DataDir, fs, log)
 }
 
 // cdcRequest answers CDC_POLL, CDC_CHECKPOINT and CDC_CONSUMER.

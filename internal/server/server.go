@@ -864,23 +864,45 @@ const (
 // mvccRetention resolves the history retention from the configuration:
 // the time bound (0 when none) and the byte bound (0 when none).
 func mvccRetention(cfg Config, fs vfs.FS, log *slog.Logger) (time.Duration, int64) {
-	retention := cfg.MVCCRetention
+	return retentionBounds(retentionSpec{
+		dur: cfg.MVCCRetention, defDur: time.Hour, bytes: cfg.MVCCRetentionBytes,
+		diskShare: 10, minBytes: minAutoRetentionBytes, maxBytes: maxAutoRetentionBytes,
+		what: "history retention", durKey: "mvcc_retention", bytesKey: "mvcc_retention_bytes",
+	}, cfg.DataDir, fs, log)
+}
+
+// retentionSpec is one pair of retention flags as Config holds them (0:
+// the default, negative: no bound) and how "auto" bytes are computed: a
+// 1/diskShare of the data directory's file system, within minBytes and
+// maxBytes.
+type retentionSpec struct {
+	dur, defDur            time.Duration
+	bytes                  int64
+	diskShare              uint64
+	minBytes, maxBytes     int64
+	what, durKey, bytesKey string
+}
+
+// retentionBounds resolves a retentionSpec to a time bound and a byte
+// bound (0: none), logging the result when the bytes were auto.
+func retentionBounds(r retentionSpec, dir string, fs vfs.FS, log *slog.Logger) (time.Duration, int64) {
+	retention := r.dur
 	switch {
 	case retention == 0:
-		retention = time.Hour
+		retention = r.defDur
 	case retention < 0:
 		retention = 0
 	}
-	bytes := cfg.MVCCRetentionBytes
+	bytes := r.bytes
 	switch {
 	case bytes < 0:
 		bytes = 0
 	case bytes == 0:
-		bytes = minAutoRetentionBytes
-		if u, err := vfs.DiskUsage(fs, cfg.DataDir); err == nil {
-			bytes = min(max(int64(u.TotalBytes/10), minAutoRetentionBytes), maxAutoRetentionBytes)
+		bytes = r.minBytes
+		if u, err := vfs.DiskUsage(fs, dir); err == nil {
+			bytes = min(max(int64(u.TotalBytes/r.diskShare), r.minBytes), r.maxBytes)
 		}
-		log.Info("history retention", "mvcc_retention", retention, "mvcc_retention_bytes", bytes)
+		log.Info(r.what, r.durKey, retention, r.bytesKey, bytes)
 	}
 	return retention, bytes
 }
