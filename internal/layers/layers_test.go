@@ -61,6 +61,7 @@ var allowed = map[string]rule{
 	"internal/wire/wiretest": {"an in-memory model of a leader's data opcodes, for testing clients (tests only)", []string{"internal/wire"}, nil},
 	"internal/security": {"bind guard, token files, TLS configuration and reloads, directory permission checks", leaf,
 		[]string{"internal/security/securitytest"}},
+	"internal/authz":                 {"principals, roles, per-prefix ACL, tenants, identities: who a request is for and what it may do", []string{"internal/wire"}, nil},
 	"internal/loopport":              {"loopback ports outside the ephemeral range, for processes restarted on the same address", leaf, nil},
 	"internal/security/securitytest": {"throw-away CAs and certificates for tests", leaf, nil},
 
@@ -87,7 +88,7 @@ var allowed = map[string]rule{
 
 	// The node, the client, the tools.
 	"internal/buildinfo": {"module version, VCS revision, Go and protocol version of a binary", []string{"internal/wire"}, nil},
-	"internal/server": {"wiring and lifecycle of a node", join(neutral, []string{"engine", "internal/feed", "internal/kv", "internal/txn", "internal/raftlog", "internal/raftnode", "internal/transport",
+	"internal/server": {"wiring and lifecycle of a node", join(neutral, []string{"engine", "internal/authz", "internal/feed", "internal/kv", "internal/txn", "internal/raftlog", "internal/raftnode", "internal/transport",
 		"internal/snap", "internal/security", "internal/vfs", "internal/wire", "internal/buildinfo"}), join([]string{"client", "internal/clustertest"}, testHelper)},
 	"client": {"public Go client", []string{"internal/wire", "internal/durable"}, []string{"internal/wire/wiretest"}},
 	"internal/cli": {"kayactl: server mode over the client, local mode over the engine, inspectors", join(lsmAll, neutral, []string{"client", "engine", "internal/kv",
@@ -347,7 +348,7 @@ func TestPrintDocTable(t *testing.T) {
 
 // order is the table's order in docs/architecture.md: bottom-up.
 var order = []string{
-	"internal/crc", "internal/errs", "internal/vfs", "internal/durable", "internal/wire", "internal/wire/wiretest", "internal/security", "internal/loopport",
+	"internal/crc", "internal/errs", "internal/vfs", "internal/durable", "internal/wire", "internal/authz", "internal/wire/wiretest", "internal/security", "internal/loopport",
 	"internal/security/securitytest", "internal/record",
 	"internal/lsm/base", "internal/lsm/batch", "internal/lsm/cache", "internal/lsm/memtable", "internal/lsm/sstable", "internal/lsm/manifest", "engine",
 	"internal/raftlog", "internal/transport", "internal/snap", "internal/raftnode", "internal/kv", "internal/feed", "internal/txn",
