@@ -361,7 +361,7 @@ func matchCert(id *Identity, cert *x509.Certificate) bool {
 
 // writes: the opcodes that write whatever their payload says.
 func writes(op wire.Opcode) bool {
-	return op == wire.OpPut || op == wire.OpDelete || op == wire.OpKayaTxn
+	return op == wire.OpPut || op == wire.OpDelete
 }
 
 // keyless: the data opcodes that name no key and act on the principal's
@@ -404,7 +404,15 @@ func DenyReadOnly(pr *Principal) string {
 }
 
 // MayRead returns "" when pr may read key, otherwise the refusal text.
-func (p *Policy) MayRead(pr *Principal, key []byte) string {
+func (p *Policy) MayRead(pr *Principal, key []byte) string { return pr.MayRead(key) }
+
+// MayWrite returns "" when pr may write key, otherwise the refusal text.
+func (p *Policy) MayWrite(pr *Principal, key []byte) string { return pr.MayWrite(key) }
+
+// MayRead returns "" when the principal may read key, otherwise the
+// refusal text: "tenant denied" outside its tenant's prefix, "acl denied"
+// outside the ACL's or its identity's prefixes.
+func (pr *Principal) MayRead(key []byte) string {
 	if !pr.confined {
 		return ""
 	}
@@ -417,14 +425,25 @@ func (p *Policy) MayRead(pr *Principal, key []byte) string {
 	return ""
 }
 
-// MayWrite returns "" when pr may write key, otherwise the refusal text.
-func (p *Policy) MayWrite(pr *Principal, key []byte) string {
+// MayWrite returns "" when the principal may write key, otherwise the
+// refusal text (a read-only principal may write nothing).
+func (pr *Principal) MayWrite(key []byte) string {
 	if pr.Role < ReadWrite {
 		return DenyReadOnly(pr)
 	}
-	return p.MayRead(pr, key)
+	return pr.MayRead(key)
 }
 
 func hasPrefix(b, prefix []byte) bool {
 	return len(b) >= len(prefix) && string(b[:len(prefix)]) == string(prefix)
+}
+
+// TenantConsumer is the stored name of tenant's change-feed consumer
+// name: "~" (not a consumer name character, so no name a client sends
+// collides with it) and 32 hex digits of SHA-256 over the tenant id and
+// the name, within the 64 bytes a stored consumer name may have. Tenant
+// t1's "orders" and tenant t2's "orders" are different consumers.
+func TenantConsumer(tenant, name string) string {
+	h := sha256.Sum256([]byte(tenant + "\x00" + name))
+	return "~" + hex.EncodeToString(h[:16])
 }
