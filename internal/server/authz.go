@@ -15,9 +15,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kayadb/kayadb/engine"
 	"github.com/kayadb/kayadb/internal/authz"
 	"github.com/kayadb/kayadb/internal/kv"
 	"github.com/kayadb/kayadb/internal/security"
+	"github.com/kayadb/kayadb/internal/txn"
 	"github.com/kayadb/kayadb/internal/wire"
 )
 
@@ -419,4 +421,47 @@ func consumerName(ctx context.Context, name string) string {
 		return name
 	}
 	return authz.TenantConsumer(pr.Tenant, name)
+}
+
+// txnOwner returns ctx saying whose transactions its request may use
+// (txn.WithOwner): the principal's owner; "" without one, as before.
+func txnOwner(ctx context.Context) context.Context {
+	if pr := principalOf(ctx); pr != nil {
+		return txn.WithOwner(ctx, pr.Owner())
+	}
+	return ctx
+}
+
+// scan answers SCAN's read: the keys with prefix, clamped to what the
+// request's principal may read (the limits count the items returned).
+func (s *Server) scan(ctx context.Context, prefix []byte) ([]kv.KV, error) {
+	rs, confined := readable(ctx, prefix)
+	if !confined {
+		return s.store.Scan(ctx, prefix, wire.MaxScanItems, scanMaxBytes)
+	}
+	if len(prefix) > 0 && prefix[0] == kv.SystemPrefix {
+		return nil, fmt.Errorf("%w: %v", engine.ErrInvalidArgument, kv.ErrReservedKey)
+	}
+	if len(prefix) > wire.MaxKeySize {
+		return nil, fmt.Errorf("%w: prefix of %d bytes exceeds the %d-byte key limit", engine.ErrInvalidArgument, len(prefix), wire.MaxKeySize)
+	}
+	if err := s.store.Barrier(ctx); err != nil {
+		return nil, err
+	}
+	items, _, err := s.clampedScan(rs, prefix, nil, s.store.AppliedTS(), wire.MaxScanItems, scanMaxBytes)
+	return items, err
+}
+
+// readMatch returns a filter of the keys the context's principal may
+// read, nil when it may read every key.
+func readMatch(ctx context.Context) func(key []byte) bool {
+	pr := principalOf(ctx)
+	if pr == nil {
+		return nil
+	}
+	rs, confined := pr.Readable()
+	if !confined {
+		return nil
+	}
+	return rs.Contains
 }

@@ -234,11 +234,11 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			if waitsForReplyMemory(op) {
 				st, p = s.handleRead(cc, cl, op, payload)
 			} else if ws.handles(op) {
-				ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+				ctx, cancel := context.WithTimeout(withPrincipal(context.Background(), cl.principal), s.cfg.RequestTimeout)
 				st, p = ws.handle(ctx, op, payload)
 				cancel()
 			} else {
-				st, p = s.dispatch(op, payload)
+				st, p = s.dispatchBy(withPrincipal(context.Background(), cl.principal), op, payload)
 			}
 			s.settle(cc, cl, st, p)
 			if timed {
@@ -713,7 +713,7 @@ func (s *Server) dispatchBy(parent context.Context, op wire.Opcode, p []byte) (s
 		if err != nil {
 			return invalid(err)
 		}
-		items, err := s.store.Scan(ctx, prefix, wire.MaxScanItems, scanMaxBytes)
+		items, err := s.scan(ctx, prefix) // authz.go: clamped to what the principal may read
 		if err != nil {
 			return s.reply(err, nil)
 		}
@@ -733,7 +733,7 @@ func (s *Server) dispatchBy(parent context.Context, op wire.Opcode, p []byte) (s
 	case wire.OpBackupBegin, wire.OpBackupRead, wire.OpBackupEnd, wire.OpBackupStatus:
 		return s.backupRequest(ctx, op, p)
 	case wire.OpTxnBegin, wire.OpTxnOp, wire.OpTxnCommit, wire.OpTxnRollback, wire.OpKayaTxn:
-		return s.txns.Handle(ctx, op, p)
+		return s.txns.Handle(txnOwner(ctx), op, p) // a transaction belongs to its principal (authz.go)
 	case wire.OpGetAt:
 		return s.getAt(ctx, p)
 	case wire.OpScanAt:
