@@ -171,9 +171,12 @@ func (c *Consumers) Poll(ctx context.Context, consumer string, fromSeq uint64, l
 	if err != nil {
 		return nil, err
 	}
-	pos := next // the changes skipped as unreadable count as sent
+	var pos uint64
 	if len(changes) > 0 {
 		pos = changes[len(changes)-1].Rev
+	}
+	if match != nil && next > pos {
+		pos = next // the changes skipped as unreadable count as sent
 	}
 	if len(changes) > 0 || (match != nil && pos > fromSeq) {
 		c.mu.Lock()
