@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"log/slog"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -94,10 +94,14 @@ type azCase struct {
 }
 
 func azCases() []azCase {
-	k := func(f func([]byte) []byte) func(string) []byte { return func(key string) []byte { return f([]byte(key)) } }
+	k := func(f func([]byte) []byte) func(string) []byte {
+		return func(key string) []byte { return f([]byte(key)) }
+	}
 	fixed := func(p []byte) func(string) []byte { return func(string) []byte { return p } }
 	id := wire.AppendTxnID(nil, 1<<32|999)
-	cons := func(a uint8) []byte { return wire.AppendCDCConsumer(nil, wire.CDCConsumerRequest{Action: a, Consumer: "mx"}) }
+	cons := func(a uint8) []byte {
+		return wire.AppendCDCConsumer(nil, wire.CDCConsumerRequest{Action: a, Consumer: "mx"})
+	}
 	return []azCase{
 		{"HELLO", wire.OpHello, fixed(wire.AppendHello(nil, 1)), "open"},
 		{"HEALTH", wire.OpHealth, fixed(nil), "open"},
