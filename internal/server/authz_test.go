@@ -1,11 +1,14 @@
 package server
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -15,6 +18,7 @@ import (
 
 	"github.com/kayadb/kayadb/client"
 	"github.com/kayadb/kayadb/internal/authz"
+	"github.com/kayadb/kayadb/internal/security/securitytest"
 	"github.com/kayadb/kayadb/internal/wire"
 )
 
@@ -583,5 +587,93 @@ func TestPolicyBadFileStopsStart(t *testing.T) {
 		if !errors.As(err, &ce) {
 			t.Errorf("%s: %v is not a configuration error (exit status 4)", tc.flag, err)
 		}
+	}
+}
+
+// TestPolicyCertificates: with mutual TLS, a client certificate proves an
+// identity of the identity file by its DNS SAN or its subject, with the
+// identity's role and prefixes; a certificate no identity names is
+// refused; a token in the prefix still wins.
+func TestPolicyCertificates(t *testing.T) {
+	base := policyConfig(t)
+	c := newTLSCluster(t, 1, func(_ uint64, cfg *Config) {
+		cfg.OperatorToken, cfg.ClientToken, cfg.ACLFile, cfg.TenantFile, cfg.IdentityFile = base.OperatorToken, base.ClientToken, base.ACLFile, base.TenantFile, base.IdentityFile
+	})
+	addr := c.members()[0].ClientAddr
+	user := c.ca.Issue(t, "certuser.kaya.local", &securitytest.CertOptions{NameOnly: true})
+	admin := c.ca.Issue(t, "certadmin.kaya.local", &securitytest.CertOptions{NameOnly: true})
+	stranger := c.ca.Issue(t, "stranger.kaya.local", &securitytest.CertOptions{NameOnly: true})
+	call := func(cert *securitytest.Pair, op wire.Opcode, payload []byte) (wire.Status, string) {
+		t.Helper()
+		var st wire.Status
+		var p []byte
+		waitFor(t, "a reply over mutual TLS", func() bool {
+			tc, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", addr, c.clientTLS(cert))
+			if err != nil {
+				return false
+			}
+			defer tc.Close()
+			_ = tc.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := tc.Write(wire.AppendRequest(nil, op, payload)); err != nil {
+				return false
+			}
+			st, p, _, err = wire.ReadResponse(bufio.NewReader(tc), nil)
+			return err == nil && st != wire.StatusNotLeader
+		})
+		msg := ""
+		if st != wire.StatusOK && st != wire.StatusNotFound {
+			msg, _ = wire.DecodeError(p)
+		}
+		return st, msg
+	}
+	put := func(k string) []byte { return wire.AppendPut(nil, []byte(k), []byte("v")) }
+	for _, tc := range []struct {
+		name    string
+		cert    *securitytest.Pair
+		op      wire.Opcode
+		payload []byte
+		st      wire.Status
+		msg     string
+	}{
+		{"DNS SAN identity in its prefix", user, wire.OpPut, put("cert/1"), wire.StatusOK, ""},
+		{"DNS SAN identity out of its prefix", user, wire.OpPut, put("c/1"), wire.StatusError, "acl denied"},
+		{"DNS SAN identity, admin opcode", user, wire.OpRemoveMember, binary.LittleEndian.AppendUint64(nil, 99), wire.StatusError, "permission denied: cert: REMOVE_MEMBER needs the admin role"},
+		{"subject identity (admin), data", admin, wire.OpPut, put("c/1"), wire.StatusOK, ""},
+		{"subject identity (admin), admin opcode", admin, wire.OpTransferLeader, wire.AppendTransferLeader(nil, 0, 1), wire.StatusOK, ""},
+		{"unknown certificate", stranger, wire.OpGet, wire.AppendKey(nil, []byte("c/1")), wire.StatusError, wire.MsgClientCredential},
+		{"unknown certificate, admin opcode", stranger, wire.OpTransferLeader, wire.AppendTransferLeader(nil, 0, 1), wire.StatusError, wire.MsgOperatorCredential},
+		{"a token wins over the certificate", user, wire.OpPut, wire.AppendClient(nil, azClient, put("c/2")), wire.StatusOK, ""},
+		{"a wrong token is refused even with a certificate", user, wire.OpPut, wire.AppendClient(nil, "wrong-token-0000000", put("cert/2")), wire.StatusError, wire.MsgClientCredential},
+	} {
+		if st, msg := call(tc.cert, tc.op, tc.payload); st != tc.st || msg != tc.msg {
+			t.Errorf("%s: %d %q, want %d %q", tc.name, st, msg, tc.st, tc.msg)
+		}
+	}
+}
+
+// TestPolicyGoClientIdentities: the Go client (and so kayactl, which
+// passes its --client-token and --operator-token to it) works with an
+// identity's token: a read-only one reads and is refused writes; an admin
+// one, given as both tokens, runs admin requests.
+func TestPolicyGoClientIdentities(t *testing.T) {
+	s, _ := startSecured(t, policyConfig(t))
+	ctx := azCtx(t)
+	ro, err := client.New([]string{s.ClientAddr()}, &client.Options{ClientToken: azRO})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	adm := azClientFor(t, s.ClientAddr(), azAdmin)
+	if err := adm.Put(ctx, []byte("c/1"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := ro.Get(ctx, []byte("c/1")); err != nil || string(v) != "v" {
+		t.Fatalf("read-only Get: %q %v", v, err)
+	}
+	if err := ro.Put(ctx, []byte("c/1"), []byte("w")); err == nil || !strings.Contains(err.Error(), "permission denied: ro is read-only") {
+		t.Fatalf("read-only Put: %v", err)
+	}
+	if _, err := adm.RemoveMember(ctx, 99); err == nil || strings.Contains(err.Error(), "credential") || strings.Contains(err.Error(), "permission") {
+		t.Fatalf("admin identity RemoveMember of a stranger: %v (want the membership's refusal, not an authorization one)", err)
 	}
 }
