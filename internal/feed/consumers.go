@@ -57,6 +57,12 @@ const (
 	MaxPollBytes  = 4 << 20
 	// maxPollScanned bounds the revision-log entries one poll reads.
 	maxPollScanned = 100000
+	// maxFilteredPollScanned bounds them for a poll filtered to what its
+	// principal may read: a stretch of others' changes is skipped in one
+	// poll (a reply without events does not tell the client how far it
+	// got), within about a request's time (entries are read, not
+	// decoded, when they do not match).
+	maxFilteredPollScanned = 64 * maxPollScanned
 )
 
 var consumerPrefix = append(append([]byte(nil), kv.ExtPrefix...), "cdc/"...)
@@ -128,8 +134,12 @@ func NewConsumers(store *kv.Store, term func() uint64) *Consumers {
 
 // Poll returns the changes after fromSeq (0: from the oldest retained),
 // at most limit (and MaxPollEvents, MaxPollBytes; a commit is never
-// split), linearizably: after a ReadIndex round on the leader.
-func (c *Consumers) Poll(ctx context.Context, consumer string, fromSeq uint64, limit uint32) ([]kv.Change, error) {
+// split), linearizably: after a ReadIndex round on the leader. With
+// match, only the changes of the keys it accepts are returned (what the
+// consumer's principal may read); the others are skipped, and the
+// consumer's position (for CDC_CHECKPOINT without a seq) still moves past
+// them.
+func (c *Consumers) Poll(ctx context.Context, consumer string, fromSeq uint64, limit uint32, match func(key []byte) bool) ([]kv.Change, error) {
 	if err := c.store.Barrier(ctx); err != nil {
 		return nil, err
 	}
@@ -137,14 +147,18 @@ func (c *Consumers) Poll(ctx context.Context, consumer string, fromSeq uint64, l
 		return nil, nil
 	}
 	b := kv.ChangeBounds{MaxChanges: int(min(limit, MaxPollEvents)), MaxBytes: MaxPollBytes, MaxScanned: maxPollScanned}
+	if match != nil {
+		b.MaxScanned = maxFilteredPollScanned
+	}
 	var changes []kv.Change
+	var next uint64
 	var err error
 	for range 3 {
 		after := fromSeq
 		if after == 0 {
 			after = c.store.Horizon()
 		}
-		changes, _, err = c.store.ReadChanges(after, 0, nil, b)
+		changes, next, err = c.store.ReadChanges(after, 0, match, b)
 		var ce *kv.CompactedError
 		if errors.As(err, &ce) {
 			if fromSeq == 0 {
@@ -157,10 +171,17 @@ func (c *Consumers) Poll(ctx context.Context, consumer string, fromSeq uint64, l
 	if err != nil {
 		return nil, err
 	}
+	var pos uint64
 	if len(changes) > 0 {
+		pos = changes[len(changes)-1].Rev
+	}
+	if match != nil && next > pos {
+		pos = next // the changes skipped as unreadable count as sent
+	}
+	if len(changes) > 0 || (match != nil && pos > fromSeq) {
 		c.mu.Lock()
 		if _, ok := c.lastSent[consumer]; ok || len(c.lastSent) < maxTracked {
-			c.lastSent[consumer] = sent{changes[len(changes)-1].Rev, c.term()}
+			c.lastSent[consumer] = sent{pos, c.term()}
 		}
 		c.mu.Unlock()
 	}

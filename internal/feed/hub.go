@@ -219,6 +219,9 @@ type WatchOptions struct {
 	// OnEnd, if set, is called once the watch has ended (cancelled,
 	// closed, or its sink failed), from its goroutine.
 	OnEnd func()
+	// Allow, if set, narrows the watch to the keys it accepts (what the
+	// watcher's principal may read): the others' changes are never sent.
+	Allow func(key []byte) bool
 }
 
 // Watch opens a watch whose frames go to sink, with id. It returns the
@@ -236,7 +239,7 @@ func (h *Hub) Watch(id uint64, o WatchOptions, sink Sink) (*Watcher, uint64, err
 	if o.Progress > 0 {
 		o.Progress = max(o.Progress, time.Duration(wire.MinWatchProgressMs)*time.Millisecond)
 	}
-	w := &Watcher{ID: id, h: h, prefix: o.Prefix, key: bytes.Clone(o.Key), after: start - 1, progress: o.Progress,
+	w := &Watcher{ID: id, h: h, prefix: o.Prefix, key: bytes.Clone(o.Key), allow: o.Allow, after: start - 1, progress: o.Progress,
 		sink: sink, onEnd: o.OnEnd, wake: make(chan struct{}, 1), done: make(chan struct{}), last: time.Now()}
 	h.mu.Lock()
 	if h.closed {
@@ -256,6 +259,7 @@ type Watcher struct {
 	h        *Hub
 	prefix   bool
 	key      []byte
+	allow    func(key []byte) bool
 	progress time.Duration
 	sink     Sink
 	onEnd    func()
@@ -289,6 +293,9 @@ type item struct {
 }
 
 func (w *Watcher) match(key []byte) bool {
+	if w.allow != nil && !w.allow(key) {
+		return false
+	}
 	if w.prefix {
 		return bytes.HasPrefix(key, w.key)
 	}

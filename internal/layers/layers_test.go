@@ -62,6 +62,7 @@ var allowed = map[string]rule{
 	"internal/security": {"bind guard, token files, TLS configuration and reloads, directory permission checks", leaf,
 		[]string{"internal/security/securitytest"}},
 	"internal/crypt":                 {"encryption at rest: keyring and key file formats, the AES-256-GCM envelope of a record or block", leaf, nil},
+	"internal/authz":                 {"principals, roles, per-prefix ACL, tenants, identities: who a request is for and what it may do", []string{"internal/wire"}, nil},
 	"internal/loopport":              {"loopback ports outside the ephemeral range, for processes restarted on the same address", leaf, nil},
 	"internal/security/securitytest": {"throw-away CAs and certificates for tests", leaf, nil},
 
@@ -88,7 +89,7 @@ var allowed = map[string]rule{
 
 	// The node, the client, the tools.
 	"internal/buildinfo": {"module version, VCS revision, Go and protocol version of a binary", []string{"internal/wire"}, nil},
-	"internal/server": {"wiring and lifecycle of a node", join(neutral, []string{"engine", "internal/feed", "internal/kv", "internal/txn", "internal/raftlog", "internal/raftnode", "internal/transport",
+	"internal/server": {"wiring and lifecycle of a node", join(neutral, []string{"engine", "internal/authz", "internal/feed", "internal/kv", "internal/txn", "internal/raftlog", "internal/raftnode", "internal/transport",
 		"internal/snap", "internal/security", "internal/vfs", "internal/wire", "internal/buildinfo", "internal/crypt"}), join([]string{"client", "internal/clustertest"}, testHelper)},
 	"client": {"public Go client", []string{"internal/wire", "internal/durable"}, []string{"internal/wire/wiretest"}},
 	"internal/cli": {"kayactl: server mode over the client, local mode over the engine, inspectors", join(lsmAll, neutral, []string{"client", "engine", "internal/kv",
@@ -348,7 +349,7 @@ func TestPrintDocTable(t *testing.T) {
 
 // order is the table's order in docs/architecture.md: bottom-up.
 var order = []string{
-	"internal/crc", "internal/errs", "internal/vfs", "internal/durable", "internal/crypt", "internal/wire", "internal/wire/wiretest", "internal/security", "internal/loopport",
+	"internal/crc", "internal/errs", "internal/vfs", "internal/durable", "internal/crypt", "internal/wire", "internal/authz", "internal/wire/wiretest", "internal/security", "internal/loopport",
 	"internal/security/securitytest", "internal/record",
 	"internal/lsm/base", "internal/lsm/batch", "internal/lsm/cache", "internal/lsm/memtable", "internal/lsm/sstable", "internal/lsm/manifest", "engine",
 	"internal/raftlog", "internal/transport", "internal/snap", "internal/raftnode", "internal/kv", "internal/feed", "internal/txn",

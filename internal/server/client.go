@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"context"
+	"crypto/x509"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -17,6 +18,7 @@ import (
 	"go.etcd.io/raft/v3"
 
 	"github.com/kayadb/kayadb/engine"
+	"github.com/kayadb/kayadb/internal/authz"
 	"github.com/kayadb/kayadb/internal/buildinfo"
 	"github.com/kayadb/kayadb/internal/kv"
 	"github.com/kayadb/kayadb/internal/raftnode"
@@ -96,6 +98,10 @@ type call struct {
 	finished bool
 	// push: a frame pushed by a watch (feed.go), answering no request.
 	push bool
+	// principal is who the request is served for (authz.go), nil before
+	// it is authorized and for opcodes without credentials (HELLO,
+	// HEALTH) and pushed frames.
+	principal *authz.Principal
 
 	// Memory accounting (clientlimits.go). seq numbers the call on its
 	// connection; conn is its charge there, global its reply's charge in
@@ -130,7 +136,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 	out := &replies{s: s, cc: cc, rw: &replyWriter{c: c, w: bufio.NewWriterSize(c, 64<<10), idle: s.clim.idle},
 		slots: make(chan struct{}, maxPipelined)}
 	ws := s.newConnWatches(cc, out) // watches push frames into the replies (feed.go)
-	rd := &clientReader{s: s, c: c, r: bufio.NewReaderSize(c, 64<<10), cc: cc}
+	rd := &clientReader{s: s, c: c, r: bufio.NewReaderSize(c, 64<<10), cc: cc, cert: connCert(c)}
 	var lastWrite <-chan struct{} // done when this connection's latest write has its reply
 	txnLast := txnOrder{}         // each transaction's latest request on this connection
 	for {
@@ -154,7 +160,8 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			}
 			continue
 		}
-		inner, ast, areply, ok := s.authorize(op, req.payload)
+		inner, pr, ast, areply, ok := s.authorize(req.pol, rd.cert, op, req.payload) // authz.go
+		cl.principal = pr
 		if !ok {
 			if !refused {
 				refused = true
@@ -227,11 +234,11 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			if waitsForReplyMemory(op) {
 				st, p = s.handleRead(cc, cl, op, payload)
 			} else if ws.handles(op) {
-				ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+				ctx, cancel := context.WithTimeout(withPrincipal(context.Background(), cl.principal), s.cfg.RequestTimeout)
 				st, p = ws.handle(ctx, op, payload)
 				cancel()
 			} else {
-				st, p = s.dispatch(op, payload)
+				st, p = s.dispatchBy(withPrincipal(context.Background(), cl.principal), op, payload)
 			}
 			s.settle(cc, cl, st, p)
 			if timed {
@@ -452,17 +459,6 @@ func (r *replies) alone() bool {
 // dropped.
 func (r *replies) wait() { r.pending.Wait() }
 
-// authMarker is the auth prefix op must carry on this server, or "".
-func (s *Server) authMarker(op wire.Opcode) string {
-	switch {
-	case wire.IsAdmin(op) && s.cfg.OperatorToken != "":
-		return wire.AdminPrefix
-	case wire.IsData(op) && s.cfg.ClientToken != "":
-		return wire.ClientPrefix
-	}
-	return ""
-}
-
 // errIdle ends a connection that had nothing in flight and sent nothing for
 // the idle timeout.
 var errIdle = errors.New("idle")
@@ -475,6 +471,8 @@ type clientReader struct {
 	r        *bufio.Reader
 	cc       *clientConn
 	deadline bool // a read deadline is set
+	// cert is the connection's verified client certificate (authz.go).
+	cert *x509.Certificate
 }
 
 // request is a request frame as the reader leaves it.
@@ -486,6 +484,8 @@ type request struct {
 	// refused before its payload was read.
 	refusal   []byte
 	refusalSt wire.Status
+	// pol is the policy the request is decided under (authz.go).
+	pol *authz.Policy
 }
 
 // next reads the next request and returns it with its call, admitted and
@@ -502,13 +502,13 @@ func (rd *clientReader) next() (*call, *request, error) {
 		return nil, nil, err
 	}
 	cl := &call{done: make(chan struct{}), op: op}
-	req := &request{op: op}
+	req := &request{op: op, pol: s.policyNow()}
 	var head []byte
-	if marker := s.authMarker(op); marker != "" {
+	if marker := authMarker(req.pol, op); marker != "" {
 		if head, err = wire.ReadAuthPrefix(rd.r, marker, n, nil); err != nil {
 			return nil, nil, err
 		}
-		if _, _, _, ok := s.authorize(op, head); !ok {
+		if _, _, _, _, ok := s.authenticate(req.pol, rd.cert, op, head); !ok {
 			req.payload, req.skip = head, n-len(head)
 			return rd.admitSmall(cl, req)
 		}
@@ -713,7 +713,7 @@ func (s *Server) dispatchBy(parent context.Context, op wire.Opcode, p []byte) (s
 		if err != nil {
 			return invalid(err)
 		}
-		items, err := s.store.Scan(ctx, prefix, wire.MaxScanItems, scanMaxBytes)
+		items, err := s.scan(ctx, prefix) // authz.go: clamped to what the principal may read
 		if err != nil {
 			return s.reply(err, nil)
 		}
@@ -733,7 +733,7 @@ func (s *Server) dispatchBy(parent context.Context, op wire.Opcode, p []byte) (s
 	case wire.OpBackupBegin, wire.OpBackupRead, wire.OpBackupEnd, wire.OpBackupStatus:
 		return s.backupRequest(ctx, op, p)
 	case wire.OpTxnBegin, wire.OpTxnOp, wire.OpTxnCommit, wire.OpTxnRollback, wire.OpKayaTxn:
-		return s.txns.Handle(ctx, op, p)
+		return s.txns.Handle(txnOwner(ctx), op, p) // a transaction belongs to its principal (authz.go)
 	case wire.OpGetAt:
 		return s.getAt(ctx, p)
 	case wire.OpScanAt:

@@ -750,12 +750,13 @@ func (s *Server) handleRead(cc *clientConn, cl *call, op wire.Opcode, p []byte) 
 	budget := s.clim.replyMem
 	// wait charges n, waiting for room within a request timeout that the
 	// request's handling then shares.
+	base := withPrincipal(context.Background(), cl.principal) // authz.go
 	wait := func(n int64) (context.Context, context.CancelFunc, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+		ctx, cancel := context.WithTimeout(base, s.cfg.RequestTimeout)
 		err := budget.acquire(ctx, cc.gone, s.clim.stopping, n)
 		return ctx, cancel, err
 	}
-	ctx := context.Background() // dispatch applies the request timeout
+	ctx := base // dispatch applies the request timeout
 	est := replyEstimate(op)
 	if !budget.tryAcquire(est) {
 		wctx, cancel, err := wait(est)

@@ -124,6 +124,7 @@ type serverFlags struct {
 	snapRate, reserve, metrics                        *string
 	noMetrics, pprofOn, metricsTLS, allowPub          *bool
 	opToken, opFile, clToken, clFile, peerFile        *string
+	aclFile, tenantFile, identityFile                 *string
 	tlsCert, tlsKey, tlsCA                            *string
 	tlsReload                                         *time.Duration
 	maxConns                                          *int
@@ -170,6 +171,9 @@ func newServerFlags(stderr io.Writer) *serverFlags {
 	f.clToken = fs.String("client-token", "", "require this secret on data requests (put, get, delete, scan, stats); prefer --client-token-file or KAYA_CLIENT_TOKEN")
 	f.clFile = fs.String("client-token-file", "", "read the client token from this file (keep it chmod 600)")
 	f.peerFile = fs.String("peer-token-file", "", "read the cluster's peer token from this file (the same secret on every node, at least 16 bytes; keep it chmod 600): raft connections prove it both ways before any message is read; required with --allow-public-bind unless mutual TLS is on")
+	f.aclFile = fs.String("acl-file", "", "per-prefix ACL: a JSON object {\"KEY_PREFIX\": \"TOKEN\"} (prefixes as text, or hex after 0x or hex:); the longest prefix covering a key names the token that may use it (the original KayaDB's format; reloaded on SIGHUP; keep it chmod 600)")
+	f.tenantFile = fs.String("tenant-file", "", "tenants: {\"tenants\": [{\"id\": \"t1\", \"token\": \"TOKEN\", \"prefix\": \"t1/\"}]}; a tenant's token reaches only keys under its prefix (the original KayaDB's format; reloaded on SIGHUP; keep it chmod 600)")
+	f.identityFile = fs.String("identity-file", "", "identities with roles (read-only, read-write, admin), proven by a token (its SHA-256 or a token file) or a client certificate (subject or SAN), optionally confined to key prefixes or a tenant; see docs/security.md (reloaded on SIGHUP)")
 	f.tlsCert = fs.String("tls-cert", "", "PEM certificate (chain) for TLS on the client and raft ports; needs --tls-key")
 	f.tlsKey = fs.String("tls-key", "", "PEM private key of --tls-cert")
 	f.tlsCA = fs.String("tls-ca", "", "PEM CA bundle: clients and peers must present a certificate it signed (mutual TLS), and peers' certificates are checked against it")
@@ -493,6 +497,7 @@ func (f *serverFlags) config(logger *slog.Logger, l parsedLimits, t parsedTokens
 		MetricsOptional: !f.fs.Changed("metrics-addr") && !*f.pprofOn && !*f.metricsTLS,
 	}
 	cfg.PeerToken = t.peer
+	cfg.ACLFile, cfg.TenantFile, cfg.IdentityFile = *f.aclFile, *f.tenantFile, *f.identityFile
 	cfg.MaxClientConnections, cfg.ClientFrameTimeout, cfg.MaxReplyMemory = *f.maxConns, *f.clFrame, l.replyBytes
 	cfg.ClientIdleTimeout = *f.clIdle
 	cfg.MaxClockOffset, cfg.MVCCRetention, cfg.MVCCRetentionBytes = *f.clockOff, *f.retention, l.retentionBytes
@@ -565,11 +570,11 @@ wait:
 	for {
 		select {
 		case <-hup:
-			if cfg.TLS.Enabled() {
-				log.Info("SIGHUP: reloading TLS certificates")
-				_ = srv.ReloadTLS() // a failure is logged and keeps the old certificates
+			if cfg.TLS.Enabled() || cfg.ACLFile != "" || cfg.TenantFile != "" || cfg.IdentityFile != "" {
+				log.Info("SIGHUP: reloading the TLS certificates and the ACL, tenant and identity files")
+				_ = srv.Reload() // a failure is logged, counted, and keeps what was loaded before (authz.go)
 			} else {
-				log.Info("SIGHUP: nothing to reload (no TLS configured)")
+				log.Info("SIGHUP: nothing to reload (no TLS, ACL, tenant or identity file configured)")
 			}
 		case sig := <-sigs:
 			log.Info("shutting down", "signal", sig.String())

@@ -52,7 +52,7 @@ func (s *Server) cdcRequest(ctx context.Context, op wire.Opcode, p []byte) (wire
 		if msg := wire.ValidCDCConsumer(req.Consumer); msg != "" {
 			return wire.StatusInvalidArgument, wire.AppendError(nil, msg)
 		}
-		changes, err := s.cdc.Poll(ctx, req.Consumer, req.FromSeq, req.Limit)
+		changes, err := s.cdc.Poll(ctx, consumerName(ctx, req.Consumer), req.FromSeq, req.Limit, readMatch(ctx)) // authz.go
 		if err != nil {
 			return s.cdcReply(err, nil)
 		}
@@ -74,7 +74,7 @@ func (s *Server) cdcRequest(ctx context.Context, op wire.Opcode, p []byte) (wire
 		if msg := wire.ValidCDCConsumer(consumer); msg != "" {
 			return wire.StatusInvalidArgument, wire.AppendError(nil, msg)
 		}
-		_, err = s.cdc.Checkpoint(ctx, consumer, seq, hasSeq)
+		_, err = s.cdc.Checkpoint(ctx, consumerName(ctx, consumer), seq, hasSeq)
 		return s.cdcReply(err, nil)
 	case wire.OpCDCConsumer:
 		req, err := wire.DecodeCDCConsumer(p)
@@ -85,9 +85,9 @@ func (s *Server) cdcRequest(ctx context.Context, op wire.Opcode, p []byte) (wire
 			return wire.StatusInvalidArgument, wire.AppendError(nil, msg)
 		}
 		if req.Action == wire.CDCConsumerDelete {
-			return s.cdcReply(s.cdc.Delete(ctx, req.Consumer), nil)
+			return s.cdcReply(s.cdc.Delete(ctx, consumerName(ctx, req.Consumer)), nil)
 		}
-		seq, err := s.cdc.Position(ctx, req.Consumer)
+		seq, err := s.cdc.Position(ctx, consumerName(ctx, req.Consumer))
 		return s.cdcReply(err, wire.AppendSeq(nil, seq))
 	}
 	return wire.StatusError, wire.AppendError(nil, fmt.Sprintf(wire.MsgUnknownOpcode, uint8(op)))
@@ -206,7 +206,7 @@ func (ws *connWatches) handle(ctx context.Context, op wire.Opcode, p []byte) (wi
 		}
 	}
 	o := feed.WatchOptions{Prefix: req.Kind == wire.WatchPrefix, Key: req.Key, Start: req.StartRevision,
-		Progress: time.Duration(req.ProgressMs) * time.Millisecond}
+		Progress: time.Duration(req.ProgressMs) * time.Millisecond, Allow: readMatch(ctx)} // authz.go: a watcher sees only what it may read
 	o.OnEnd = func() { ws.forget(id) }
 	ws.mu.Lock() // held across Watch: the end callback must find it
 	w, start, err := s.hub.Watch(id, o, ws.push)

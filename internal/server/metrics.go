@@ -48,6 +48,7 @@ func (s *Server) newRegistry() *observability {
 	if s.txns != nil {
 		o.reg.MustRegister(s.txnCollectors(o)...) // txnops.go
 	}
+	o.reg.MustRegister(s.authzCollectors()...) // authz.go
 	return o
 }
 

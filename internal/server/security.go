@@ -7,7 +7,6 @@ import (
 	"net"
 
 	"github.com/kayadb/kayadb/internal/security"
-	"github.com/kayadb/kayadb/internal/wire"
 )
 
 // checkSecurity runs before the node opens anything: the bind guard on
@@ -86,6 +85,9 @@ func (s *Server) checkSecurity() error {
 	if err := s.checkRaftPortAuth(raftAddr); err != nil {
 		return err
 	}
+	if err := s.loadPolicy(); err != nil { // authz.go
+		return err
+	}
 
 	if len(exposed) > 0 {
 		lines := append(exposed,
@@ -141,37 +143,6 @@ func (s *Server) checkRaftPortAuth(raftAddr string) error {
 		"anyone who reaches it could forge raft messages. Create a secret once (%s), copy the same file to every node, "+
 		"and start each node with --peer-token-file FILE; or turn on mutual TLS with --tls-cert, --tls-key and --tls-ca (see docs/security.md)",
 		raftAddr, security.GenerateHint("FILE"))
-}
-
-// authorize checks a request's credentials and strips its auth prefix.
-// With ok false, st and reply are the refusal to send.
-func (s *Server) authorize(op wire.Opcode, p []byte) (inner []byte, st wire.Status, reply []byte, ok bool) {
-	switch {
-	case wire.IsAdmin(op):
-		tok, prefixed, in, err := wire.SplitAdmin(op, p)
-		if errors.Is(err, wire.ErrAdminMismatch) {
-			return nil, wire.StatusInvalidArgument, wire.AppendError(nil, wire.MsgAdminMismatch), false
-		}
-		if err != nil {
-			st, reply = invalid(err)
-			return nil, st, reply, false
-		}
-		if want := s.cfg.OperatorToken; want != "" && (!prefixed || !wire.TokenEqual(tok, want)) {
-			return nil, wire.StatusError, wire.AppendError(nil, wire.MsgOperatorCredential), false
-		}
-		return in, 0, nil, true
-	case wire.IsData(op):
-		tok, prefixed, in, err := wire.SplitClient(p)
-		if err != nil {
-			st, reply = invalid(err)
-			return nil, st, reply, false
-		}
-		if want := s.cfg.ClientToken; want != "" && (!prefixed || !wire.TokenEqual(tok, want)) {
-			return nil, wire.StatusError, wire.AppendError(nil, wire.MsgClientCredential), false
-		}
-		return in, 0, nil, true
-	}
-	return p, 0, nil, true
 }
 
 // ReloadTLS reloads the TLS files (SIGHUP). Without TLS it does nothing.

@@ -89,6 +89,10 @@ type Config struct {
 	// ClientToken, when set, is required (in the CLIENT prefix) on every
 	// data opcode. HELLO and HEALTH stay open. Never logged.
 	ClientToken string
+	// ACLFile, TenantFile and IdentityFile are the policy files
+	// (--acl-file, --tenant-file, --identity-file; package authz),
+	// reloaded on SIGHUP (Reload). Empty: none.
+	ACLFile, TenantFile, IdentityFile string
 	// PeerToken, when set, is the cluster secret raft connections prove in
 	// their handshake, both ways, before any message is read (at least 16
 	// bytes; the same on every node). Required with AllowPublicBind unless
@@ -234,6 +238,7 @@ type Server struct {
 	clientLn net.Listener
 	raftLn   net.Listener
 	tls      *security.TLS // nil without TLS
+	authz    authzState    // the policy: who may do what (authz.go)
 	tlsConf  *tls.Config   // the client port's server config
 	stopBg   context.CancelFunc
 	started  time.Time

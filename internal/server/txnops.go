@@ -128,7 +128,13 @@ func (s *Server) scanAt(ctx context.Context, p []byte) (wire.Status, []byte) {
 	if req.Limit > 0 && int(req.Limit) < limit {
 		limit = int(req.Limit)
 	}
-	items, more, err := s.store.ReadScanAtFrom(req.Prefix, req.Start, ts, limit, scanAtMaxBytes)
+	var items []kv.KV
+	var more bool
+	if rs, confined := readable(ctx, req.Prefix); confined { // authz.go
+		items, more, err = s.clampedScan(rs, req.Prefix, req.Start, ts, limit, scanAtMaxBytes)
+	} else {
+		items, more, err = s.store.ReadScanAtFrom(req.Prefix, req.Start, ts, limit, scanAtMaxBytes)
+	}
 	if err != nil {
 		return s.versionedReply(err)
 	}

@@ -148,13 +148,16 @@ const (
 // txn is an open transaction.
 type txn struct {
 	id, snapshot uint64
-	isolation    Isolation
-	state        state
-	lastUsed     time.Time
-	reads        map[string]struct{}
-	writes       map[string]*write
-	order        []string // the keys of writes in first-write order
-	bytes        int64
+	// owner is the party that began it (WithOwner): to any other its id
+	// is unknown.
+	owner     string
+	isolation Isolation
+	state     state
+	lastUsed  time.Time
+	reads     map[string]struct{}
+	writes    map[string]*write
+	order     []string // the keys of writes in first-write order
+	bytes     int64
 	// done is closed when a commit in flight ends; status and reply are
 	// its answer (the answer to every TXN_COMMIT that waited for it).
 	done   chan struct{}
@@ -167,6 +170,7 @@ type txn struct {
 type readOnly struct {
 	ts      uint64
 	expires time.Time
+	owner   string
 }
 
 // Manager holds the open transactions of this node while it leads.
@@ -373,6 +377,23 @@ func (m *Manager) unknownLocked(id uint64) (wire.Status, []byte) {
 	return errReply(wire.StatusInvalidArgument, wire.MsgTxnUnknown, id)
 }
 
+// ownerKey carries the owner of a request's transactions in its context.
+type ownerKey struct{}
+
+// WithOwner returns ctx saying whose request it is (the server's
+// principal): a transaction belongs to the owner that began it, and
+// TXN_OP, TXN_COMMIT and TXN_ROLLBACK by another owner are answered as
+// for an unknown transaction (no oracle for another's ids). Without an
+// owner, requests share the owner "".
+func WithOwner(ctx context.Context, owner string) context.Context {
+	return context.WithValue(ctx, ownerKey{}, owner)
+}
+
+func ownerOf(ctx context.Context) string {
+	o, _ := ctx.Value(ownerKey{}).(string)
+	return o
+}
+
 // Handle answers one request of opcodes 9–12 or 68 whose auth prefix was
 // stripped.
 func (m *Manager) Handle(ctx context.Context, op wire.Opcode, p []byte) (wire.Status, []byte) {
@@ -380,7 +401,7 @@ func (m *Manager) Handle(ctx context.Context, op wire.Opcode, p []byte) (wire.St
 	case wire.OpTxnBegin:
 		return m.begin(ctx)
 	case wire.OpTxnOp:
-		return m.txnOp(p)
+		return m.txnOp(ownerOf(ctx), p)
 	case wire.OpTxnCommit:
 		if len(p) < 8 {
 			return errReply(wire.StatusInvalidArgument, wire.MsgEOFU64, len(p))
@@ -392,7 +413,7 @@ func (m *Manager) Handle(ctx context.Context, op wire.Opcode, p []byte) (wire.St
 			return errReply(wire.StatusInvalidArgument, wire.MsgEOFU64, len(p))
 		}
 		id, _ := wire.DecodeTxnID(p)
-		return m.rollback(id)
+		return m.rollback(ownerOf(ctx), id)
 	case wire.OpKayaTxn:
 		return m.condTxn(ctx, p)
 	}
@@ -436,7 +457,7 @@ func (m *Manager) begin(ctx context.Context) (wire.Status, []byte) {
 		return errReply(wire.StatusError, "this leader has begun 2^32-1 transactions in term %d, the most one term can number; retry after the next election", m.mu.term)
 	}
 	m.mu.counter++
-	t := &txn{id: m.mu.term<<32 | m.mu.counter, snapshot: snapshot, isolation: m.opts.Isolation,
+	t := &txn{id: m.mu.term<<32 | m.mu.counter, owner: ownerOf(ctx), snapshot: snapshot, isolation: m.opts.Isolation,
 		lastUsed: m.opts.Now(), reads: map[string]struct{}{}, writes: map[string]*write{}}
 	m.mu.txns[t.id] = t
 	return wire.StatusOK, wire.AppendTxnBeginReply(nil, t.id, snapshot)
@@ -448,12 +469,12 @@ func (m *Manager) tooMany() (wire.Status, []byte) {
 
 // lookupLocked returns the open transaction id, touched, or the reply
 // for a missing one.
-func (m *Manager) lookupLocked(id uint64) (*txn, wire.Status, []byte) {
+func (m *Manager) lookupLocked(id uint64, owner string) (*txn, wire.Status, []byte) {
 	if ok, st, reply := m.leadLocked(); !ok {
 		return nil, st, reply
 	}
 	t, found := m.mu.txns[id]
-	if !found {
+	if !found || t.owner != owner {
 		st, reply := m.unknownLocked(id)
 		return nil, st, reply
 	}
@@ -479,13 +500,13 @@ func checkOpKey(o *wire.TxnOp) (wire.Status, []byte, bool) {
 	return 0, nil, true
 }
 
-func (m *Manager) txnOp(p []byte) (wire.Status, []byte) {
+func (m *Manager) txnOp(owner string, p []byte) (wire.Status, []byte) {
 	o, msg := decodeTxnOp(p)
 	if msg != "" {
 		return errReply(wire.StatusInvalidArgument, "%s", msg)
 	}
 	m.mu.Lock()
-	t, st, reply := m.lookupLocked(o.TxnID)
+	t, st, reply := m.lookupLocked(o.TxnID, owner)
 	if t == nil {
 		m.mu.Unlock()
 		return st, reply
@@ -620,10 +641,10 @@ func (m *Manager) tooLarge(t *txn) (wire.Status, []byte) {
 		t.id, m.opts.MaxBytes, itemOverhead)
 }
 
-func (m *Manager) rollback(id uint64) (wire.Status, []byte) {
+func (m *Manager) rollback(owner string, id uint64) (wire.Status, []byte) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	t, st, reply := m.lookupLocked(id)
+	t, st, reply := m.lookupLocked(id, owner)
 	if t == nil {
 		return st, reply
 	}
@@ -651,8 +672,9 @@ func (m *Manager) observe(outcome string, start time.Time) {
 
 func (m *Manager) commit(ctx context.Context, id uint64) (wire.Status, []byte) {
 	start := time.Now()
+	owner := ownerOf(ctx)
 	m.mu.Lock()
-	if r, ok := m.mu.readOnly[id]; ok {
+	if r, ok := m.mu.readOnly[id]; ok && r.owner == owner {
 		m.mu.Unlock()
 		return wire.StatusOK, wire.AppendTxnCommitReply(nil, r.ts)
 	}
@@ -661,6 +683,10 @@ func (m *Manager) commit(ctx context.Context, id uint64) (wire.Status, []byte) {
 		return st, reply
 	}
 	t, found := m.mu.txns[id]
+	if found && t.owner != owner {
+		defer m.mu.Unlock()
+		return m.unknownLocked(id)
+	}
 	if !found || t.state == stateInDoubt {
 		m.mu.Unlock()
 		return m.resolve(ctx, id, t)
@@ -710,7 +736,7 @@ func (m *Manager) commit(ctx context.Context, id uint64) (wire.Status, []byte) {
 		}
 		m.releaseLocked(t)
 		if len(m.mu.readOnly) < m.opts.MaxOpen {
-			m.mu.readOnly[id] = readOnly{ts: t.snapshot, expires: m.opts.Now().Add(m.opts.Timeout)}
+			m.mu.readOnly[id] = readOnly{ts: t.snapshot, expires: m.opts.Now().Add(m.opts.Timeout), owner: t.owner}
 		}
 		m.mu.Unlock()
 		m.observe("committed", start)
