@@ -339,11 +339,13 @@ type sink struct {
 	lines        atomic.Uint64
 	errs         [7]atomic.Uint64 // by Reasons index
 	failing      atomic.Pointer[string]
-	mu           struct {
+	// full: a line found the queue full since the writer last took it
+	// (atomic: Healthy runs for every request under --audit-required).
+	full atomic.Bool
+	mu   struct {
 		sync.Mutex
 		q       []entry
 		bytes   int64
-		full    bool          // a line found the queue full since the writer last took it
 		room    chan struct{} // closed (and replaced) when the writer takes the queue
 		closing bool
 	}
@@ -390,8 +392,7 @@ func (s *sink) enqueue(e entry, keep bool) bool {
 			s.wake()
 			return true
 		}
-		if !s.mu.full {
-			s.mu.full = true
+		if !s.full.Swap(true) {
 			s.countErr("queue_full")
 			s.l.opts.Logger.Error("audit queue full: lines are being dropped (admin operations and authentication failures wait for room)",
 				"sink", s.name, "target", s.target, "queue_lines", len(s.mu.q))
@@ -421,7 +422,7 @@ func (s *sink) take(spare []entry) (batch []entry, closing bool) {
 	if len(batch) > 0 {
 		close(s.mu.room)
 		s.mu.room = make(chan struct{})
-		s.mu.full = false
+		s.full.Store(false)
 	}
 	return batch, s.mu.closing
 }
@@ -437,10 +438,7 @@ func (s *sink) problem() string {
 	if p := s.failing.Load(); p != nil {
 		return *p
 	}
-	s.mu.Lock()
-	full := s.mu.full
-	s.mu.Unlock()
-	if full {
+	if s.full.Load() {
 		return fmt.Sprintf("%s sink %s: queue full", s.name, s.target)
 	}
 	return ""

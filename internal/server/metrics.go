@@ -48,6 +48,9 @@ func (s *Server) newRegistry() *observability {
 	if s.txns != nil {
 		o.reg.MustRegister(s.txnCollectors(o)...) // txnops.go
 	}
+	if s.audit != nil {
+		o.reg.MustRegister(s.newAuditCollector()) // audit.go
+	}
 	return o
 }
 
