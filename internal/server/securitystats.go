@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/kayadb/kayadb/internal/audit"
-	"github.com/kayadb/kayadb/internal/vfs"
 )
 
 // securityJSON is the "security" member of STATS: what the node's
@@ -46,7 +45,10 @@ type auditJSON struct {
 
 // encryptionJSON is encryption at rest's state in STATS.
 type encryptionJSON struct {
-	Enabled bool `json:"enabled"`
+	// Available: this build can encrypt data at rest (false until the
+	// encryption work of issue 16 lands).
+	Available bool `json:"available"`
+	Enabled   bool `json:"enabled"`
 	// KeyIDs are the key ids the node's files use (never key bytes).
 	KeyIDs []uint32 `json:"key_ids,omitempty"`
 }
@@ -71,7 +73,7 @@ func (s *Server) securityStats() securityJSON {
 			sec.CertNotAfter = c.NotAfter.UTC().Format(time.RFC3339)
 		}
 	}
-	if fi, err := s.fs.Stat(cfg.DataDir); err == nil && s.fs == vfs.Default {
+	if fi, err := s.fs.Stat(cfg.DataDir); err == nil {
 		sec.DataDirMode = fmt.Sprintf("%04o", fi.Mode().Perm())
 	}
 	return sec
@@ -93,6 +95,8 @@ func (s *Server) auditStats() auditJSON {
 	return a
 }
 
-// encryptionStats is encryption at rest's part of securityStats: off until
-// the encryption work (issue 16) fills it in.
-func (s *Server) encryptionStats() encryptionJSON { return encryptionJSON{Enabled: false} }
+// encryptionStats is encryption at rest's part of securityStats: not
+// available until the encryption work of issue 16 fills it in.
+func (s *Server) encryptionStats() encryptionJSON {
+	return encryptionJSON{Available: false, Enabled: false}
+}
