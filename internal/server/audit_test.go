@@ -446,3 +446,28 @@ func TestAuditSyslogUDPFromServer(t *testing.T) {
 		t.Fatalf("syslog message %q", msg)
 	}
 }
+
+// TestAuditPrincipal: who a line names — the token checked, else the
+// verified certificate's subject, else anonymous; a refused request is
+// never credited with the token it failed to prove.
+func TestAuditPrincipal(t *testing.T) {
+	s := &Server{cfg: Config{ClientToken: "c", OperatorToken: "o"}}
+	cert := &connAudit{peer: "p", subject: "CN=alice,O=Example"}
+	for _, tc := range []struct {
+		op         wire.Opcode
+		authorized bool
+		conn       *connAudit
+		want       principal
+	}{
+		{wire.OpPut, true, nil, principal{Auth: "client", Name: "client", Source: "token"}},
+		{wire.OpAddMember, true, cert, principal{Auth: "operator", Name: "operator", Source: "token"}},
+		{wire.OpPut, false, nil, principal{Auth: "none", Name: "anonymous", Source: "none"}},
+		{wire.OpPut, false, cert, principal{Auth: "none", Name: "CN=alice,O=Example", Source: "certificate"}},
+		{wire.OpHealth, true, cert, principal{Auth: "none", Name: "CN=alice,O=Example", Source: "certificate"}},
+		{wire.OpHello, true, &connAudit{}, principal{Auth: "none", Name: "anonymous", Source: "none"}},
+	} {
+		if got := s.requestPrincipal(tc.op, tc.authorized, tc.conn); got != tc.want {
+			t.Errorf("%v authorized=%v: %+v, want %+v", tc.op, tc.authorized, got, tc.want)
+		}
+	}
+}
