@@ -88,8 +88,9 @@ var allowed = map[string]rule{
 	"internal/txn":       {"transaction manager: open transactions on the leader, commit and conditional-write commands", []string{"engine", "internal/kv", "internal/wire"}, []string{"internal/clustertest", "internal/raftnode", "internal/vfs"}},
 
 	// The node, the client, the tools.
+	"internal/audit":     {"audit log: one JSON line per request, file sink with rotation and group-committed fsync, syslog over UDP and TLS", []string{"internal/vfs"}, []string{"internal/security/securitytest"}},
 	"internal/buildinfo": {"module version, VCS revision, Go and protocol version of a binary", []string{"internal/wire"}, nil},
-	"internal/server": {"wiring and lifecycle of a node", join(neutral, []string{"engine", "internal/authz", "internal/feed", "internal/kv", "internal/txn", "internal/raftlog", "internal/raftnode", "internal/transport",
+	"internal/server": {"wiring and lifecycle of a node", join(neutral, []string{"engine", "internal/audit", "internal/authz", "internal/feed", "internal/kv", "internal/txn", "internal/raftlog", "internal/raftnode", "internal/transport",
 		"internal/snap", "internal/security", "internal/vfs", "internal/wire", "internal/buildinfo", "internal/crypt"}), join([]string{"client", "internal/clustertest"}, testHelper)},
 	"client": {"public Go client", []string{"internal/wire", "internal/durable"}, []string{"internal/wire/wiretest"}},
 	"internal/cli": {"kayactl: server mode over the client, local mode over the engine, inspectors", join(lsmAll, neutral, []string{"client", "engine", "internal/kv",
@@ -353,7 +354,7 @@ var order = []string{
 	"internal/security/securitytest", "internal/record",
 	"internal/lsm/base", "internal/lsm/batch", "internal/lsm/cache", "internal/lsm/memtable", "internal/lsm/sstable", "internal/lsm/manifest", "engine",
 	"internal/raftlog", "internal/transport", "internal/snap", "internal/raftnode", "internal/kv", "internal/feed", "internal/txn",
-	"internal/buildinfo", "internal/server", "client", "internal/cli", "internal/clustertest", "internal/jepsen", "internal/e2e", "internal/layers",
+	"internal/audit", "internal/buildinfo", "internal/server", "client", "internal/cli", "internal/clustertest", "internal/jepsen", "internal/e2e", "internal/layers",
 	"cmd/kayadb-server", "cmd/kayactl", "cmd/kaya-jepsen",
 }
 

@@ -94,6 +94,9 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 		return fail(err)
 	}
 	cfg := f.config(logger, lim, toks, tlsFiles)
+	if err := f.audit.config(&cfg); err != nil {
+		return fail(err)
+	}
 	if cfg.Join && len(*f.peers) == 0 {
 		return fail(errors.New("--join needs the running cluster's members: add --peer ID=RAFT_ADDR,CLIENT_ADDR for each (at least one)"))
 	}
@@ -139,6 +142,7 @@ type serverFlags struct {
 	maxTxnBytes, txnIsolation                         *string
 	cdcRetention                                      *time.Duration
 	cdcBytes                                          *string
+	audit                                             *auditFlags // audit.go
 }
 
 // newServerFlags defines every flag of kayadb-server, with its default and
@@ -192,6 +196,7 @@ func newServerFlags(stderr io.Writer) *serverFlags {
 	f.maxOpenTxns = fs.Int("max-open-txns", txn.DefaultMaxOpen, "most transactions open at once on the leader; TXN_BEGIN beyond it gets an error naming this flag")
 	f.maxTxnBytes = fs.String("max-txn-bytes", "16MiB", "most bytes of keys and values one transaction (or conditional write) may read and write: its commit is one raft entry (e.g. 16MiB, at most 31MiB)")
 	f.txnIsolation = fs.String("txn-isolation", "serializable", "isolation of transactions: serializable (the read set is validated at commit: no write skew) or snapshot (the original KayaDB's snapshot isolation: only the write set is)")
+	f.audit = defineAuditFlags(fs)
 	_ = fs.String("config", "", "YAML file of settings keyed by flag name (node-id: 1, peer: [...]); the environment and the command line win over it")
 	f.logLevel = fs.String("log-level", "info", "debug, info, warn or error")
 	f.logFormat = fs.String("log-format", "text", "text or json")

@@ -49,6 +49,9 @@ func (s *Server) newRegistry() *observability {
 		o.reg.MustRegister(s.txnCollectors(o)...) // txnops.go
 	}
 	o.reg.MustRegister(s.authzCollectors()...) // authz.go
+	if s.audit != nil {
+		o.reg.MustRegister(s.newAuditCollector()) // audit.go
+	}
 	return o
 }
 

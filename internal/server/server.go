@@ -34,6 +34,7 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 
 	"github.com/kayadb/kayadb/engine"
+	"github.com/kayadb/kayadb/internal/audit"
 	"github.com/kayadb/kayadb/internal/errs"
 	"github.com/kayadb/kayadb/internal/feed"
 	"github.com/kayadb/kayadb/internal/kv"
@@ -197,6 +198,9 @@ type Config struct {
 	MaxOpenTxns  int
 	MaxTxnBytes  int64
 	TxnIsolation txn.Isolation
+
+	// Audit configures the audit log (audit.go).
+	Audit AuditConfig
 }
 
 // Server is a running node.
@@ -253,6 +257,9 @@ type Server struct {
 	disk        *diskGuard // free space, the ballast, disk-full mode (diskfull.go)
 	diskStarted bool
 
+	audit        *audit.Log   // nil when no audit sink is configured (audit.go)
+	auditRefused atomic.Int64 // requests refused by --audit-required
+
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
 	closing bool
@@ -266,6 +273,7 @@ type Server struct {
 //	newServer            defaults, the logger
 //	checkSecurity        the configuration's security checks (configError)
 //	openDataDir          create and lock DIR, the disk guard
+//	openAudit            the audit log's sinks (audit.go)
 //	loadRoster           the roster (saved, or from the flags), DIR/JOINING
 //	openSnapshots        the snapshot store and its limiter
 //	openEngine           the storage engine, finishing a snapshot install
@@ -295,7 +303,7 @@ func New(cfg Config) (_ *Server, retErr error) {
 	}
 	var b boot
 	for _, step := range []func(*boot) error{
-		s.openDataDir, s.loadRoster, s.openSnapshots, s.openEngine, s.openStateMachine,
+		s.openDataDir, s.openAudit, s.loadRoster, s.openSnapshots, s.openEngine, s.openStateMachine,
 		s.openRaftLog, s.newRaftNode, s.startTransport, s.listenForClients, s.persistFirstStart,
 	} {
 		if err := step(&b); err != nil {
@@ -815,6 +823,7 @@ func (s *Server) closeParts() error {
 	} else if s.db != nil {
 		errs = append(errs, s.db.Close())
 	}
+	errs = append(errs, s.closeAudit())
 	if s.lock != nil {
 		errs = append(errs, s.lock.Close())
 	}
