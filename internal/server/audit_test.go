@@ -480,3 +480,68 @@ func TestAuditPrincipal(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditNamesThePolicyPrincipal: with the policy files (and no
+// --audit-log flag) the audit log is on, and each line names the principal
+// the policy resolved: a tenant's id and tenant, an identity's name, an
+// admin identity's token counted as an operator token; never the token.
+func TestAuditNamesThePolicyPrincipal(t *testing.T) {
+	cfg := policyConfig(t)
+	cfg.ClientToken, cfg.OperatorToken = "", "" // the files alone turn the log on
+	s, _ := startSecured(t, cfg)
+	if s.audit == nil {
+		t.Fatal("the audit log is off with an ACL, tenant and identity file configured")
+	}
+	type req struct {
+		who, token string
+		op         wire.Opcode
+		inner      []byte
+		// the line's auth, identity, source, tenant and status
+		auth, identity, source, tenant string
+		status                         wire.Status
+	}
+	reqs := []req{
+		{"tenant", azTenant1, wire.OpPut, wire.AppendPut(nil, []byte("t1/k"), []byte("v")), "client", "t1", "token", "t1", wire.StatusOK},
+		{"tenant outside", azTenant1, wire.OpGet, wire.AppendKey(nil, []byte("t2/k")), "client", "t1", "token", "t1", wire.StatusError},
+		{"read-only", azRO, wire.OpPut, wire.AppendPut(nil, []byte("x"), []byte("v")), "client", "ro", "token", "", wire.StatusError},
+		// Past the role check; the empty payload is then invalid.
+		{"admin identity", azAdmin, wire.OpBackupStatus, nil, "operator", "adm", "token", "", wire.StatusInvalidArgument},
+	}
+	c := dial(t, s.ClientAddr())
+	peer := c.c.LocalAddr().String()
+	for _, r := range reqs {
+		p := wire.AppendClient(nil, r.token, r.inner)
+		if wire.IsAdmin(r.op) {
+			p = wire.AppendAdmin(nil, r.token, r.op, r.inner)
+		}
+		st, _, err := c.do(r.op, p)
+		if err != nil || st != r.status {
+			t.Fatalf("%s: status %d, err %v; want status %d", r.who, st, err, r.status)
+		}
+	}
+	var mine []auditLine
+	for _, l := range readAudit(t, s, len(reqs)) {
+		if l.str("peer") == peer {
+			mine = append(mine, l)
+		}
+	}
+	if len(mine) != len(reqs) {
+		t.Fatalf("%d lines for %d requests", len(mine), len(reqs))
+	}
+	for i, r := range reqs {
+		l := mine[i]
+		if l.str("auth") != r.auth || l.str("identity") != r.identity || l.str("source") != r.source || l.str("tenant") != r.tenant {
+			t.Errorf("%s: auth/identity/source/tenant %q/%q/%q/%q, want %q/%q/%q/%q", r.who,
+				l.str("auth"), l.str("identity"), l.str("source"), l.str("tenant"), r.auth, r.identity, r.source, r.tenant)
+		}
+		if r.status != wire.StatusInvalidArgument && (r.status != wire.StatusOK) != (l["reason"] != nil) {
+			t.Errorf("%s: reason %v for status %d", r.who, l["reason"], r.status)
+		}
+	}
+	body := auditFileBytes(t, s)
+	for _, secret := range []string{azTenant1, azRO, azAdmin} {
+		if strings.Contains(body, secret) {
+			t.Fatalf("the audit file holds a token")
+		}
+	}
+}
