@@ -532,7 +532,7 @@ func (d *DB) createWAL(num base.FileNum) (*walWriter, error) {
 		_ = d.fs.Remove(name)
 		return nil, fmt.Errorf("engine: syncing directory %s after creating %s: %w", d.dir, name, err)
 	}
-	return newWALWriter(f, name, num, d.m, d.setBackgroundError), nil
+	return newWALWriter(f, name, num, d.m, d.setBackgroundError, d.opts.Encryption), nil
 }
 
 func (d *DB) l0Count() int {

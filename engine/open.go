@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 
+	"github.com/kayadb/kayadb/internal/crypt"
 	"github.com/kayadb/kayadb/internal/lsm/base"
 	"github.com/kayadb/kayadb/internal/lsm/batch"
 	"github.com/kayadb/kayadb/internal/lsm/cache"
@@ -148,7 +149,7 @@ func open(dir string, o *Options) (_ *DB, retErr error) {
 	}
 	d.cacheID = d.cache.NewID()
 	d.tables = newTableCache(fs, dir, d.cache, d.cacheID, o.MaxOpenFiles, d.m)
-	mopts := manifest.Options{FS: fs, Dir: dir, MaxManifestBytes: o.MaxManifestBytes, OnObsolete: d.onObsoleteTables}
+	mopts := manifest.Options{FS: fs, Dir: dir, MaxManifestBytes: o.MaxManifestBytes, OnObsolete: d.onObsoleteTables, Sealer: o.Encryption}
 
 	// Re-check under the lock: another process may have created it.
 	if exists, err = dbExists(fs, dir); err != nil {
@@ -221,7 +222,7 @@ func open(dir string, o *Options) (_ *DB, retErr error) {
 		mem = newMemTable(o.MemTableSize, 0)
 		return nil
 	}
-	lastSeq, err = replayWALs(fs, dir, plan, rep, lastSeq, "dropped", func(repr []byte, seq base.SeqNum, count uint32) error {
+	lastSeq, err = replayWALs(fs, dir, plan, rep, lastSeq, "dropped", o.Encryption, func(repr []byte, seq base.SeqNum, count uint32) error {
 		need := batchArenaBytes(repr, count)
 		if mem.t.Available() < need {
 			if err := flushMem(); err != nil {
@@ -318,7 +319,7 @@ func (d *DB) openReadOnly(plan *recoveryPlan) (*DB, error) {
 	lastSeq := d.vs.LastSeq()
 	var mems []*memTable
 	mem := newMemTable(d.opts.MemTableSize, 0)
-	lastSeq, err := replayWALs(d.fs, d.dir, plan, rep, lastSeq, "not replayed", func(repr []byte, seq base.SeqNum, count uint32) error {
+	lastSeq, err := replayWALs(d.fs, d.dir, plan, rep, lastSeq, "not replayed", d.opts.Encryption, func(repr []byte, seq base.SeqNum, count uint32) error {
 		need := batchArenaBytes(repr, count)
 		if mem.t.Available() < need {
 			if !mem.t.Empty() {
@@ -467,7 +468,7 @@ func planRecovery(fs vfs.FS, dir string, vs *manifest.VersionSet, rep *RecoveryR
 // accepted (and reported) only in the newest WAL; anywhere else it is
 // corruption, because older WALs were synced completely before the next one
 // started.
-func replayWAL(fs vfs.FS, path string, num base.FileNum, last bool,
+func replayWAL(fs vfs.FS, path string, num base.FileNum, last bool, sealer *crypt.Sealer,
 	apply func(repr []byte, seq base.SeqNum, count uint32) error) (WALReport, error) {
 	rep := WALReport{File: filepath.Base(path)}
 	f, err := fs.Open(path)
@@ -479,6 +480,7 @@ func replayWAL(fs vfs.FS, path string, num base.FileNum, last bool,
 		rep.Bytes = st.Size()
 	}
 	r := record.NewReader(f, uint64(num), path)
+	r.SetSealer(sealer)
 	var prevEnd base.SeqNum
 	for {
 		rec, err := r.Next()
@@ -541,7 +543,7 @@ func CheckRecovery(dir string, opts *Options) (*RecoveryReport, error) {
 	}
 	defer lock.Close()
 	rep := &RecoveryReport{DryRun: true, TempFilesRemoved: []string{}, ObsoleteFilesRemoved: []string{}, Warnings: []string{}, WALs: []WALReport{}}
-	vs, lr, err := manifest.Load(manifest.Options{FS: fs, Dir: dir})
+	vs, lr, err := manifest.Load(manifest.Options{FS: fs, Dir: dir, Sealer: o.Encryption})
 	if err != nil {
 		return nil, err
 	}
@@ -554,7 +556,7 @@ func CheckRecovery(dir string, opts *Options) (*RecoveryReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := replayWALs(fs, dir, plan, rep, vs.LastSeq(), "would be dropped", nil); err != nil {
+	if _, err := replayWALs(fs, dir, plan, rep, vs.LastSeq(), "would be dropped", o.Encryption, nil); err != nil {
 		return nil, err
 	}
 	countLiveTables(vs, rep)
@@ -565,11 +567,11 @@ func CheckRecovery(dir string, opts *Options) (*RecoveryReport, error) {
 // batch, and records what it found in rep. verb describes what happens to a
 // torn tail ("dropped", "not replayed", "would be dropped"). It returns the
 // largest sequence number seen (at least start).
-func replayWALs(fs vfs.FS, dir string, plan *recoveryPlan, rep *RecoveryReport, start base.SeqNum, verb string,
+func replayWALs(fs vfs.FS, dir string, plan *recoveryPlan, rep *RecoveryReport, start base.SeqNum, verb string, sealer *crypt.Sealer,
 	apply func(repr []byte, seq base.SeqNum, count uint32) error) (base.SeqNum, error) {
 	lastSeq := start
 	for i, num := range plan.logs {
-		wr, err := replayWAL(fs, filepath.Join(dir, base.MakeFilename(base.FileTypeLog, num)), num, i == len(plan.logs)-1,
+		wr, err := replayWAL(fs, filepath.Join(dir, base.MakeFilename(base.FileTypeLog, num)), num, i == len(plan.logs)-1, sealer,
 			func(repr []byte, seq base.SeqNum, count uint32) error {
 				lastSeq = max(lastSeq, seq+base.SeqNum(count)-1)
 				if apply == nil {

@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kayadb/kayadb/internal/crypt"
 	"github.com/kayadb/kayadb/internal/lsm/base"
 	"github.com/kayadb/kayadb/internal/record"
 	"github.com/kayadb/kayadb/internal/vfs"
@@ -67,9 +68,15 @@ const walBytesPerSync = 1 << 20
 // outpace the disk.
 const maxPendingBytes = 4 << 20
 
-func newWALWriter(f vfs.File, name string, logNum base.FileNum, m *metrics, onErr func(error)) *walWriter {
+// newWALWriter returns a writer for WAL file f; sealer, when not nil, seals
+// every record (under its active key at the time of the append, so a
+// rotation applies to the next batch).
+func newWALWriter(f vfs.File, name string, logNum base.FileNum, m *metrics, onErr func(error), sealer *crypt.Sealer) *walWriter {
 	w := &walWriter{f: f, name: name, logNum: logNum, m: m, onErr: onErr, done: make(chan struct{})}
 	w.mu.enc = record.NewEncoder(uint64(logNum), 0)
+	if sealer != nil {
+		w.mu.enc.SetSealer(sealer)
+	}
 	w.mu.work = sync.NewCond(&w.mu.Mutex)
 	w.mu.progress = sync.NewCond(&w.mu.Mutex)
 	go w.flushLoop()
