@@ -92,7 +92,7 @@ var allowed = map[string]rule{
 		"internal/snap", "internal/security", "internal/vfs", "internal/wire", "internal/buildinfo", "internal/crypt"}), join([]string{"client", "internal/clustertest"}, testHelper)},
 	"client": {"public Go client", []string{"internal/wire", "internal/durable"}, []string{"internal/wire/wiretest"}},
 	"internal/cli": {"kayactl: server mode over the client, local mode over the engine, inspectors", join(lsmAll, neutral, []string{"client", "engine", "internal/kv",
-		"internal/record", "internal/security", "internal/vfs", "internal/wire", "internal/buildinfo", "internal/crypt"}), join([]string{"internal/server", "internal/clustertest", "internal/wire/wiretest"}, testHelper)},
+		"internal/record", "internal/security", "internal/vfs", "internal/wire", "internal/buildinfo", "internal/crypt", "internal/raftlog"}), join([]string{"internal/server", "internal/clustertest", "internal/wire/wiretest"}, testHelper)},
 	"internal/clustertest": {"the shared cluster harness (generic over the node) and an in-process raft cluster over the real stack below the server, for tests", []string{"engine", "internal/kv", "internal/raftlog",
 		"internal/raftnode", "internal/transport", "internal/vfs", "internal/loopport"}, nil},
 	"internal/jepsen": {"Jepsen-style harness: real processes, fault-injecting proxy, nemeses, checkers", []string{"client", "engine", "internal/kv",
