@@ -89,7 +89,7 @@ var allowed = map[string]rule{
 	// The node, the client, the tools.
 	"internal/buildinfo": {"module version, VCS revision, Go and protocol version of a binary", []string{"internal/wire"}, nil},
 	"internal/server": {"wiring and lifecycle of a node", join(neutral, []string{"engine", "internal/feed", "internal/kv", "internal/txn", "internal/raftlog", "internal/raftnode", "internal/transport",
-		"internal/snap", "internal/security", "internal/vfs", "internal/wire", "internal/buildinfo", "internal/crypt"}), join([]string{"client", "internal/clustertest"}, testHelper)},
+		"internal/snap", "internal/security", "internal/vfs", "internal/wire", "internal/buildinfo", "internal/crypt", "internal/record"}), join([]string{"client", "internal/clustertest"}, testHelper)},
 	"client": {"public Go client", []string{"internal/wire", "internal/durable"}, []string{"internal/wire/wiretest"}},
 	"internal/cli": {"kayactl: server mode over the client, local mode over the engine, inspectors", join(lsmAll, neutral, []string{"client", "engine", "internal/kv",
 		"internal/record", "internal/security", "internal/vfs", "internal/wire", "internal/buildinfo", "internal/crypt", "internal/raftlog"}), join([]string{"internal/server", "internal/clustertest", "internal/wire/wiretest"}, testHelper)},

@@ -3,13 +3,19 @@ package server
 import (
 	"errors"
 	"fmt"
+	"io"
+	iofs "io/fs"
 	"maps"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kayadb/kayadb/internal/crypt"
+	"github.com/kayadb/kayadb/internal/record"
+	"github.com/kayadb/kayadb/internal/vfs"
 )
 
 // Encryption at rest (docs/design/security-controls.md §3)
@@ -187,8 +193,108 @@ func newReloadFailures() *prometheus.CounterVec {
 	}, []string{"file"})
 }
 
-// engineKeys lists the engine's live files and the files of snapshot
-// checkpoints, with the keys they use.
+// engineKeys lists the engine's live WALs and MANIFESTs and those of the
+// current snapshot checkpoint, with the keys their records use.
 func (s *Server) engineKeys() ([]fileKeys, error) {
-	return nil, nil
+	var out []fileKeys
+	dirs := []string{s.enginePath()}
+	if cur := s.snaps.Current(); cur != nil && cur.Dir != "" {
+		dirs = append(dirs, s.snaps.Path(cur.Dir))
+	}
+	for _, d := range dirs {
+		files, err := scanEngineLogs(s.fs, d, s.sealer)
+		if err != nil && !errors.As(err, new(*crypt.KeyError)) {
+			return nil, err
+		}
+		out = append(out, files...)
+	}
+	return out, nil
+}
+
+// scanEngineLogs reads the WALs and MANIFESTs of the engine directory dir
+// with sealer and reports the keys of each. A file that vanishes meanwhile
+// (a live engine deletes obsolete logs) is skipped; a torn tail ends a
+// file. The error is the first record that does not open (a
+// *crypt.KeyError inside: a key sealer lacks, or a wrong key), naming the
+// file; the files read so far are returned with it.
+func scanEngineLogs(fs vfs.FS, dir string, sealer *crypt.Sealer) ([]fileKeys, error) {
+	names, err := fs.List(dir)
+	if err != nil {
+		return nil, fmt.Errorf("listing %s: %w", dir, err)
+	}
+	var out []fileKeys
+	for _, n := range names {
+		num, ok := engineLogNumber(n)
+		if !ok {
+			continue
+		}
+		path := filepath.Join(dir, n)
+		fk, err := scanRecordLog(fs, path, uint64(num), sealer)
+		if errors.Is(err, iofs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return out, err
+		}
+		out = append(out, fk)
+	}
+	return out, nil
+}
+
+// engineLogNumber parses an engine WAL (NNNNNN.log) or MANIFEST
+// (MANIFEST-NNNNNN) file name (docs/formats.md, "The engine directory").
+func engineLogNumber(name string) (uint64, bool) {
+	digits, ok := strings.CutSuffix(name, ".log")
+	if !ok {
+		digits, ok = strings.CutPrefix(name, "MANIFEST-")
+	}
+	if !ok || digits == "" {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(digits, 10, 64)
+	return n, err == nil
+}
+
+func scanRecordLog(fs vfs.FS, path string, num uint64, sealer *crypt.Sealer) (fileKeys, error) {
+	fk := fileKeys{File: path}
+	f, err := fs.Open(path)
+	if err != nil {
+		return fk, err
+	}
+	defer f.Close()
+	r := record.NewReader(f, num, path)
+	r.SetSealer(sealer)
+	seen := map[crypt.KeyID]bool{}
+	for {
+		_, err := r.Next()
+		if err == io.EOF || errors.Is(err, record.ErrTornTail) {
+			break
+		}
+		if err != nil {
+			return fk, err
+		}
+		if id, sealed := r.LastKey(); sealed {
+			seen[id] = true
+		} else {
+			fk.Plain = true
+		}
+	}
+	fk.Keys = slices.Sorted(maps.Keys(seen))
+	return fk, nil
+}
+
+// checkCheckpointKeys refuses a received snapshot checkpoint whose files
+// use a key this node's keyring lacks (or that do not decrypt with it):
+// the checkpoint's files are the sender's as they are on disk, so every
+// member needs every key the others seal with. The error names the file
+// and the key id.
+func (s *Server) checkCheckpointKeys(from uint64, dir string) error {
+	_, err := scanEngineLogs(s.fs, dir, s.sealer)
+	var ke *crypt.KeyError
+	if !errors.As(err, &ke) {
+		return err
+	}
+	return fmt.Errorf("the snapshot from node %d holds files sealed with key id %d, which this node cannot open (%w): "+
+		"every member needs every key the others use: add key %d to this node's --encryption-keyring-file and send it SIGHUP; raft retries the snapshot",
+		from, ke.ID, err, ke.ID)
 }

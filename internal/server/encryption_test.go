@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kayadb/kayadb/internal/crypt"
 	"github.com/kayadb/kayadb/internal/vfs"
@@ -227,5 +228,60 @@ func TestEncryptionFlags(t *testing.T) {
 		if code != exitUsage || !strings.Contains(errb.String(), c.want) {
 			t.Errorf("%v %v: exit %d, want %d naming %q: %s", c.args, c.env, code, exitUsage, c.want, errb.String())
 		}
+	}
+}
+
+// TestSnapshotNeedsTheSendersKeys: a snapshot's checkpoint carries the
+// sender's files as they are on disk. A follower whose keyring lacks the
+// key the leader seals with refuses the snapshot, logging the key id, and
+// keeps running; given the key, it takes the next one and catches up.
+func TestSnapshotNeedsTheSendersKeys(t *testing.T) {
+	k1, _ := crypt.Generate(nil)
+	k12, _, err := k1.WithNewKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealers := map[uint64]*crypt.Sealer{1: crypt.NewSealer(k1), 2: crypt.NewSealer(k1), 3: crypt.NewSealer(k1)}
+	c := newCluster(t, 3, clusterOpts{logs: true, configure: func(id uint64, cfg *Config) {
+		snapCfg(50, 10)(id, cfg)
+		cfg.EngineOptions.Encryption = sealers[id]
+	}})
+	lead := c.WaitLeader()
+	f := c.follower(lead)
+	c.Stop(f)
+	// The others rotate to key 2; the stopped follower never hears of it.
+	for id, s := range sealers {
+		if id != f {
+			s.SetKeyring(k12)
+		}
+	}
+	putMany(t, c.addr(lead), "a", 400, 100)
+	c.Start(f)
+	fs := c.node(f)
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(c.Log(f), "which this node cannot open") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the follower never refused the snapshot:\n%s", c.Log(f))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !strings.Contains(c.Log(f), "key id 2") {
+		t.Fatalf("the refusal does not name key id 2:\n%s", c.Log(f))
+	}
+	if _, installed := fs.Node().SnapshotCounts(); installed != 0 {
+		t.Fatal("the follower installed a snapshot it cannot read")
+	}
+	select {
+	case <-fs.Done():
+		t.Fatalf("the follower stopped: %v", fs.Err())
+	default:
+	}
+	// With the key, the next attempt succeeds.
+	sealers[f].SetKeyring(k12)
+	if _, keys := c.waitConverged(1, 2, 3); keys != 400 {
+		t.Fatalf("converged on %d keys, want 400", keys)
+	}
+	if _, installed := c.node(f).Node().SnapshotCounts(); installed == 0 {
+		t.Fatal("the follower caught up without a snapshot")
 	}
 }
