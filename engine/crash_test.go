@@ -273,6 +273,12 @@ func testCrashAtEveryWriteOp(t *testing.T) {
 		if err := db.Close(); err != nil {
 			t.Fatal(err)
 		}
+		if crashSealer != nil {
+			// Keys are "keyNNN", values "keyNNN-vI-...": none in the clear.
+			if f := filesHolding(t, mem, "/db", "key0"); len(f) != 0 {
+				t.Fatalf("encrypted run left plaintext in %v", f)
+			}
+		}
 	}
 	n := total.Load()
 	stride := int64(1)

@@ -177,3 +177,44 @@ func TestEncryptedOpenWithoutKeyFails(t *testing.T) {
 		})
 	}
 }
+
+// TestEncryptedNoPlaintextInTables: after flushes and compactions with
+// encryption on, no file of the directory holds a key or value in the
+// clear, every table is sealed with the active key, and everything reads
+// back after a reopen.
+func TestEncryptedNoPlaintextInTables(t *testing.T) {
+	mem := vfs.NewMem()
+	s := NewSealer(testKeyring(t, 4))
+	o := crashOptions(mem)
+	o.Encryption = s
+	db := mustOpen(t, o)
+	for round := 0; round < 4; round++ {
+		put(t, db, round*300, round*300+300)
+		if err := db.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Compact(nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	tables := 0
+	for _, l := range db.Metrics().Levels {
+		tables += l.NumFiles
+	}
+	if tables == 0 {
+		t.Fatal("no tables were written")
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, needle := range []string{"s3cr3t", "k0042", "k1100"} {
+		if f := filesHolding(t, mem, "/db", needle); len(f) != 0 {
+			t.Fatalf("%q in the clear in %v", needle, f)
+		}
+	}
+	db = mustOpen(t, o)
+	checkValues(t, db, 0, 1200)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

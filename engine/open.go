@@ -148,7 +148,7 @@ func open(dir string, o *Options) (_ *DB, retErr error) {
 		d.cache = cache.New(max(o.CacheSize, 0))
 	}
 	d.cacheID = d.cache.NewID()
-	d.tables = newTableCache(fs, dir, d.cache, d.cacheID, o.MaxOpenFiles, d.m)
+	d.tables = newTableCache(fs, dir, d.cache, d.cacheID, o.MaxOpenFiles, d.m, o.Encryption)
 	mopts := manifest.Options{FS: fs, Dir: dir, MaxManifestBytes: o.MaxManifestBytes, OnObsolete: d.onObsoleteTables, Sealer: o.Encryption}
 
 	// Re-check under the lock: another process may have created it.

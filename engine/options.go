@@ -273,6 +273,7 @@ func (o *Options) writerOptions(level int) sstable.WriterOptions {
 		BlockRestartInterval: o.BlockRestartInterval,
 		BloomBitsPerKey:      bits,
 		Compression:          o.Compression,
+		Sealer:               o.Encryption,
 	}
 }
 

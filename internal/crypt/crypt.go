@@ -419,6 +419,22 @@ func (s *Sealer) Seal(dst, plain, aad []byte) []byte {
 	return key.aead.Seal(dst, nonce, plain, aad)
 }
 
+// SealWith is Seal under the active key of r instead of the current
+// keyring's, drawing the nonce from s's sequence. A writer that must use one
+// key for a whole file (an SSTable names its key in its footer) takes the
+// keyring once and seals every block with SealWith, so that a rotation in
+// the middle of the file does not split it between keys.
+func (s *Sealer) SealWith(r *Keyring, dst, plain, aad []byte) []byte {
+	key := r.keys[r.active]
+	start := len(dst)
+	dst = slices.Grow(dst, SealedSize(len(plain)))
+	dst = dst[:start+KeyIDSize+NonceSize]
+	binary.LittleEndian.PutUint32(dst[start:], uint32(key.id))
+	s.nonce(dst[start+KeyIDSize:])
+	nonce := dst[start+KeyIDSize : start+KeyIDSize+NonceSize]
+	return key.aead.Seal(dst, nonce, plain, aad)
+}
+
 // EnvelopeKey returns the key id an envelope names, without opening it.
 func EnvelopeKey(env []byte) (KeyID, error) {
 	if len(env) < Overhead {

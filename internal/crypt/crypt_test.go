@@ -286,3 +286,25 @@ func BenchmarkSeal4K(b *testing.B) {
 		dst = s.Seal(dst[:0], plain, []byte("aad"))
 	}
 }
+
+// TestSealWith: SealWith seals under the given keyring's active key even
+// after the Sealer was rotated, and the result opens with the Sealer.
+func TestSealWith(t *testing.T) {
+	r1, err := New(map[KeyID][]byte{1: bytes.Repeat([]byte{1}, KeySize)}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, _, err := r1.WithNewKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSealer(r2)
+	env := s.SealWith(r1, nil, []byte("plain"), []byte("aad"))
+	if id, _ := EnvelopeKey(env); id != 1 {
+		t.Fatalf("sealed with key %d, want 1", id)
+	}
+	got, err := s.Open(nil, env, []byte("aad"))
+	if err != nil || string(got) != "plain" {
+		t.Fatalf("open: %q, %v", got, err)
+	}
+}
