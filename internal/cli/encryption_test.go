@@ -113,7 +113,7 @@ func TestEncryptionVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 10 {
-		if _, errs, code := runCLI(s, "put", fmt.Sprintf("j%d", i), "secret-value"); code != 0 {
+		if _, errs, code := runCLI(s, "put", fmt.Sprintf("j%d", i), strings.Repeat("secret-value", 1000)); code != 0 {
 			t.Fatal(errs)
 		}
 	}
@@ -123,7 +123,7 @@ func TestEncryptionVerify(t *testing.T) {
 	c.Stop(1)
 
 	out, errs, code := runCLI("--data", data, "encryption", "verify", "--keyring", ring)
-	if code != 0 || !strings.Contains(out, ".wal") || !strings.Contains(out, "MANIFEST") || !strings.Contains(out, "keys in use: key 1, key 2") {
+	if code != 0 || !strings.Contains(out, ".wal") || !strings.Contains(out, "MANIFEST") || !strings.Contains(out, ".sst") || !strings.Contains(out, "keys in use: key 1, key 2") {
 		t.Fatalf("verify: %d\n%s\n%s", code, out, errs)
 	}
 	out, _, code = runCLI("--json", "--data", data, "encryption", "verify", "--keyring", ring)
