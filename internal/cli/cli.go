@@ -215,7 +215,7 @@ they are given and work on live, copied or damaged files.`,
 		a.newInspectCmd(), a.newHealthCmd(), a.newStatusCmd(), a.newBenchCmd(),
 		a.newAddNodeCmd(), a.newRemoveNodeCmd(), a.newPromoteNodeCmd(), a.newTransferLeaderCmd(),
 		a.newWatchCmd(), a.newBackupCmd(), a.newRestoreCmd(), a.newVersionCmd(),
-		a.newTxnCmd(), a.newCasCmd(), a.newCDCCmd(), a.newDoctorCmd(),
+		a.newTxnCmd(), a.newCasCmd(), a.newCDCCmd(), a.newDoctorCmd(), a.newEncryptionCmd(),
 	)
 	a.root = root
 	return root

@@ -33,8 +33,11 @@ import (
 
 	pb "go.etcd.io/raft/v3/raftpb"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/kayadb/kayadb/engine"
 	"github.com/kayadb/kayadb/internal/audit"
+	"github.com/kayadb/kayadb/internal/crypt"
 	"github.com/kayadb/kayadb/internal/errs"
 	"github.com/kayadb/kayadb/internal/feed"
 	"github.com/kayadb/kayadb/internal/kv"
@@ -201,6 +204,13 @@ type Config struct {
 
 	// Audit configures the audit log (audit.go).
 	Audit AuditConfig
+	// Encryption at rest (encryption.go): EncryptionKeyFile holds one key
+	// (32 raw bytes, key id 0), EncryptionKeyringFile a keyring (docs/
+	// formats.md); at most one of them. Everything the node writes that
+	// holds user data is sealed under the active key; SIGHUP reloads the
+	// file (ReloadEncryption). Neither set: EngineOptions.Encryption, if
+	// any, is the node's Sealer (tests).
+	EncryptionKeyFile, EncryptionKeyringFile string
 }
 
 // Server is a running node.
@@ -227,6 +237,12 @@ type Server struct {
 	// bset holds the backups in progress while the server accepts
 	// clients (backup.go).
 	bset atomic.Pointer[backupSet]
+	// sealer seals the engine's and the raft log's records (nil: no
+	// encryption at rest); encMu serializes keyring reloads
+	// (encryption.go). reloadFailures counts refused reloads.
+	sealer         *crypt.Sealer
+	encMu          sync.Mutex
+	reloadFailures *prometheus.CounterVec
 
 	snapMu      sync.Mutex
 	snapPending map[uint64]string // received checkpoints waiting for raft: index → temp dir
@@ -301,6 +317,9 @@ func New(cfg Config) (_ *Server, retErr error) {
 	if err := s.checkSecurity(); err != nil {
 		return nil, configError{err}
 	}
+	if err := s.setupEncryption(); err != nil {
+		return nil, configError{err}
+	}
 	var b boot
 	for _, step := range []func(*boot) error{
 		s.openDataDir, s.openAudit, s.loadRoster, s.openSnapshots, s.openEngine, s.openStateMachine,
@@ -341,7 +360,8 @@ func newServer(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, conns: map[net.Conn]struct{}{}, done: make(chan struct{}), started: start, stages: new(raftnode.Stages)}
+	s := &Server{cfg: cfg, conns: map[net.Conn]struct{}{}, done: make(chan struct{}), started: start, stages: new(raftnode.Stages),
+		reloadFailures: newReloadFailures()}
 	s.log = slog.New(termHandler{Handler: cfg.Logger.Handler(), term: s.currentTerm}).With("node", cfg.NodeID)
 	return s, nil
 }
@@ -467,6 +487,7 @@ func (s *Server) openEngine(*boot) error {
 	// the collector outlives engine replacements (snapshot installs).
 	s.coll = kv.NewCollector()
 	eo.CompactionFilter = s.coll.Filter
+	eo.Encryption = s.sealer
 	s.eo = eo
 	if err := s.recoverEngine(); err != nil {
 		return err
@@ -554,7 +575,8 @@ func (s *Server) openRaftLog(b *boot) error {
 		snapMeta = &pb.SnapshotMetadata{Index: new(cur.Index), Term: new(cur.Term), ConfState: cur.ConfState}
 	}
 	var err error
-	s.rlog, b.rep, err = raftlog.Open(raftlog.Options{FS: s.fs, Dir: filepath.Join(cfg.DataDir, "raft", "wal"), NodeID: cfg.NodeID, Snapshot: snapMeta})
+	s.rlog, b.rep, err = raftlog.Open(raftlog.Options{FS: s.fs, Dir: filepath.Join(cfg.DataDir, "raft", "wal"), NodeID: cfg.NodeID, Snapshot: snapMeta,
+		Sealer: s.sealer})
 	if err != nil {
 		return fmt.Errorf("opening the raft log: %w", err)
 	}
@@ -719,7 +741,8 @@ func (s *Server) run(b *boot) {
 	go s.acceptLoop()
 	s.log.Info("kayadb node started", "client_addr", s.clientLn.Addr().String(), "raft_log_entries", b.rep.Entries,
 		"applied_index", b.applied, "open_duration", s.openDur, "tls", s.tls != nil, "mtls", s.tls != nil && s.tls.MutualTLS(),
-		"operator_token", cfg.OperatorToken != "", "client_token", cfg.ClientToken != "", "peer_token", cfg.PeerToken != "")
+		"operator_token", cfg.OperatorToken != "", "client_token", cfg.ClientToken != "", "peer_token", cfg.PeerToken != "",
+		"encryption", s.sealer != nil)
 }
 
 // currentTerm is the raft term for log lines (0 before raft starts).
