@@ -2,6 +2,7 @@
 # Audit log on vs off on one node, same machine, rounds interleaved: kayactl bench
 # put (1 and 64 clients) and get (64 clients), 256-byte values, with --no-audit-log,
 # --audit-log (fsync interval) and --audit-log --audit-fsync always. BENCH_DIR=DIR to keep the files.
+set -uo pipefail
 D="${BENCH_DIR:-$(mktemp -d)}"; mkdir -p "$D/bin"; cd "$(dirname "$0")/.." && go build -o $D/bin/ ./cmd/kayadb-server ./cmd/kayactl || exit 1
 KPORT=17499
 total() { if [ "$1" = 1 ]; then echo 5000; else echo 100000; fi; }
