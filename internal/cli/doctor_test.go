@@ -2,10 +2,13 @@ package cli
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/kayadb/kayadb/internal/crypt"
 	"github.com/kayadb/kayadb/internal/security"
 	"github.com/kayadb/kayadb/internal/security/securitytest"
 	"github.com/kayadb/kayadb/internal/server"
@@ -60,9 +63,9 @@ func TestDoctorWeakConfiguration(t *testing.T) {
 	}
 }
 
-// TestDoctorHardenedConfiguration: mutual TLS, both tokens and a required
-// audit log pass (encryption at rest, not in this build, is a warning);
-// a certificate that expires in 10 days is a warning, not a failure.
+// TestDoctorHardenedConfiguration: mutual TLS, both tokens, encryption at
+// rest and a required audit log pass; a certificate that expires in 10
+// days is a warning, not a failure.
 func TestDoctorHardenedConfiguration(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -75,8 +78,17 @@ func TestDoctorHardenedConfiguration(t *testing.T) {
 			node := ca.Issue(t, "node1.kaya.local", &securitytest.CertOptions{NotAfter: time.Now().Add(tc.notAfter)}).Write(t, ca, dir, "node1")
 			admin := ca.Issue(t, "admin.kaya.local", nil).Write(t, nil, dir, "admin")
 			const opTok, clTok = "doctor-operator-secret", "doctor-client-secret"
+			ring, err := crypt.Generate(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			keyring := filepath.Join(dir, "keyring")
+			if err := os.WriteFile(keyring, ring.Format(), 0o600); err != nil {
+				t.Fatal(err)
+			}
 			c := startNode(t, func(_ uint64, cfg *server.Config) {
 				cfg.OperatorToken, cfg.ClientToken = opTok, clTok
+				cfg.EncryptionKeyringFile = keyring
 				cfg.TLS = security.TLSFiles{Cert: node.Cert, Key: node.Key, CA: node.CA}
 				cfg.Audit = server.AuditConfig{Required: true}
 			})
@@ -85,16 +97,13 @@ func TestDoctorHardenedConfiguration(t *testing.T) {
 			if code != 0 {
 				t.Fatalf("exit %d: %+v", code, got)
 			}
-			for _, check := range []string{"client_tls", "raft_tls", "mutual_tls", "credentials", "public_bind", "data_dir", "audit_log"} {
+			for _, check := range []string{"client_tls", "raft_tls", "mutual_tls", "credentials", "public_bind", "data_dir", "encryption", "audit_log"} {
 				if got[check].Result != doctorPass {
 					t.Errorf("%s: %+v; want pass", check, got[check])
 				}
 			}
 			if got["cert_expiry"].Result != tc.expiry {
 				t.Errorf("cert_expiry: %+v; want %s", got["cert_expiry"], tc.expiry)
-			}
-			if got["encryption"].Result != doctorWarn {
-				t.Errorf("encryption: %+v; want a warning (not in this build)", got["encryption"])
 			}
 		})
 	}

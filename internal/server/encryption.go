@@ -189,7 +189,7 @@ func (s *Server) ReloadEncryption() error {
 func newReloadFailures() *prometheus.CounterVec {
 	return prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kayadb_config_reload_failures_total",
-		Help: "Reloads of configuration files (SIGHUP) that were refused, the node keeping the old configuration, by file (encryption: the key file or keyring).",
+		Help: "Reloads of configuration files (SIGHUP) that were refused, the node keeping the old configuration, by file: policy (--acl-file, --tenant-file, --identity-file), tls, encryption (the key file or keyring).",
 	}, []string{"file"})
 }
 

@@ -48,7 +48,6 @@ func (s *Server) newRegistry() *observability {
 	if s.txns != nil {
 		o.reg.MustRegister(s.txnCollectors(o)...) // txnops.go
 	}
-	o.reg.MustRegister(s.authzCollectors()...) // authz.go
 	if s.audit != nil {
 		o.reg.MustRegister(s.newAuditCollector()) // audit.go
 	}

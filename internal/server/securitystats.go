@@ -45,12 +45,16 @@ type auditJSON struct {
 
 // encryptionJSON is encryption at rest's state in STATS.
 type encryptionJSON struct {
-	// Available: this build can encrypt data at rest (false until the
-	// encryption work of issue 16 lands).
+	// Available: this build can encrypt data at rest (a doctor talking
+	// to an older server sees false: a warning, not a failure).
 	Available bool `json:"available"`
 	Enabled   bool `json:"enabled"`
-	// KeyIDs are the key ids the node's files use (never key bytes).
-	KeyIDs []uint32 `json:"key_ids,omitempty"`
+	// KeyIDs are the ids of the keyring's keys (never key bytes); Active
+	// is the one new data is sealed with, ActiveFingerprint its public
+	// digest (kayactl encryption list shows the same).
+	KeyIDs            []uint32 `json:"key_ids,omitempty"`
+	Active            *uint32  `json:"active_key_id,omitempty"`
+	ActiveFingerprint string   `json:"active_fingerprint,omitempty"`
 }
 
 // securityStats builds the "security" member of STATS.
@@ -95,8 +99,18 @@ func (s *Server) auditStats() auditJSON {
 	return a
 }
 
-// encryptionStats is encryption at rest's part of securityStats: not
-// available until the encryption work of issue 16 fills it in.
+// encryptionStats is encryption at rest's part of securityStats.
 func (s *Server) encryptionStats() encryptionJSON {
-	return encryptionJSON{Available: false, Enabled: false}
+	e := encryptionJSON{Available: true}
+	if s.sealer == nil {
+		return e
+	}
+	r := s.sealer.Keyring()
+	e.Enabled = true
+	for _, id := range r.IDs() {
+		e.KeyIDs = append(e.KeyIDs, uint32(id))
+	}
+	active := uint32(r.Active())
+	e.Active, e.ActiveFingerprint = &active, r.Fingerprint(r.Active())
+	return e
 }
