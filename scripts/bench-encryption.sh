@@ -16,9 +16,9 @@ trap 'rm -rf "$D"' EXIT
 rps() { sed -E 's/.*Requests\/sec:? ([0-9.]+).*/\1/'; }
 for run in $(seq "$RUNS"); do
   echo "run $run: plain"
-  BENCH_ANCHOR=0 "$REPO_ROOT/scripts/bench-cluster.sh" | tee "$D/plain.$run"
+  BENCH_RUNS=1 BENCH_ANCHOR=0 "$REPO_ROOT/scripts/bench-cluster.sh" | tee "$D/plain.$run"
   echo "run $run: encrypted (--encryption-keyring-file)"
-  KAYA_FLAGS="${KAYA_FLAGS:-} --encryption-keyring-file $D/keyring" BENCH_ANCHOR=0 "$REPO_ROOT/scripts/bench-cluster.sh" | tee "$D/enc.$run"
+  KAYA_FLAGS="${KAYA_FLAGS:-} --encryption-keyring-file $D/keyring" BENCH_RUNS=1 BENCH_ANCHOR=0 "$REPO_ROOT/scripts/bench-cluster.sh" | tee "$D/enc.$run"
   echo "run $run, ratios (encrypted req/s / plain req/s):"
   paste <(grep -E '^kaya' "$D/plain.$run") <(grep -E '^kaya' "$D/enc.$run") |
     while IFS=$'\t' read -r p e; do
