@@ -60,6 +60,7 @@ type WALReport struct {
 	Records int         `json:"records"`
 	Bytes   int64       `json:"bytes"`
 	Torn    *TailReport `json:"torn_tail,omitempty"`
+	keys    manifest.KeyUse
 }
 
 // TailReport describes a torn (unfinished) log tail.
@@ -196,6 +197,9 @@ func open(dir string, o *Options) (_ *DB, retErr error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkKeys(fs, dir, d.vs, o.Encryption); err != nil {
+		return nil, err
+	}
 	if o.ReadOnly {
 		return d.openReadOnly(plan)
 	}
@@ -319,6 +323,7 @@ func (d *DB) openReadOnly(plan *recoveryPlan) (*DB, error) {
 	lastSeq := d.vs.LastSeq()
 	var mems []*memTable
 	mem := newMemTable(d.opts.MemTableSize, 0)
+	walsBefore := len(rep.WALs)
 	lastSeq, err := replayWALs(d.fs, d.dir, plan, rep, lastSeq, "not replayed", d.opts.Encryption, func(repr []byte, seq base.SeqNum, count uint32) error {
 		need := batchArenaBytes(repr, count)
 		if mem.t.Available() < need {
@@ -331,6 +336,9 @@ func (d *DB) openReadOnly(plan *recoveryPlan) (*DB, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	for i, wr := range rep.WALs[walsBefore:] {
+		d.walKeys.set(plan.logs[i], wr.keys) // a read-only DB keeps its WALs
 	}
 	countLiveTables(d.vs, rep)
 	d.lastSeq = lastSeq
@@ -514,6 +522,7 @@ func replayWAL(fs vfs.FS, path string, num base.FileNum, last bool, sealer *cryp
 			return rep, base.CorruptionErrorf(path, r.LastRecordOffset(),
 				"batch sequence number %d does not follow the previous batch's last %d", seq, prevEnd)
 		}
+		rep.keys.Add(r)
 		if apply != nil {
 			if err := apply(rec, seq, count); err != nil {
 				return rep, err
@@ -556,6 +565,9 @@ func CheckRecovery(dir string, opts *Options) (*RecoveryReport, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkKeys(fs, dir, vs, o.Encryption); err != nil {
+		return nil, err
+	}
 	if _, err := replayWALs(fs, dir, plan, rep, vs.LastSeq(), "would be dropped", o.Encryption, nil); err != nil {
 		return nil, err
 	}
@@ -592,6 +604,16 @@ func replayWALs(fs vfs.FS, dir string, plan *recoveryPlan, rep *RecoveryReport, 
 	}
 	rep.LastSeq = uint64(lastSeq)
 	return lastSeq, nil
+}
+
+// checkKeys checks, at open, that every live table's key is in the keyring
+// and opens (see checkTableKeys); the MANIFEST was opened by Load and the
+// WALs are opened by their replay.
+func checkKeys(fs vfs.FS, dir string, vs *manifest.VersionSet, sealer *crypt.Sealer) error {
+	v := vs.Current()
+	defer v.Unref()
+	_, err := checkTableKeys(fs, dir, v, sealer, false)
+	return err
 }
 
 // countLiveTables records the number of tables of vs's current Version.

@@ -96,6 +96,9 @@ type app struct {
 	verbose    bool
 	serverFlag []string
 	timeout    time.Duration
+	// encryption opens an encrypted data directory (commands with
+	// --encryption-key-file or --encryption-keyring-file set it).
+	encryption *engine.Sealer
 
 	root *cobra.Command
 }
@@ -312,7 +315,7 @@ func (a *app) openDB(mode openMode) (*engine.DB, error) {
 	if err := checkNotServerDir(dir, mode); err != nil {
 		return nil, err
 	}
-	opts := &engine.Options{}
+	opts := &engine.Options{Encryption: a.encryption}
 	if mode != mayCreate {
 		if err := checkDatabaseExists(dir); err != nil {
 			return nil, err

@@ -53,6 +53,9 @@ type VersionSet struct {
 	// unproven is true while the last record of the MANIFEST has no synced
 	// record after it. See ProveDurable.
 	unproven bool
+	// keys counts the keys of the records of the MANIFEST being written
+	// (after Load: of the one loaded, until the first edit replaces it).
+	keys KeyUse
 
 	mu struct {
 		sync.Mutex
@@ -239,6 +242,7 @@ func Load(opts Options) (*VersionSet, *LoadReport, error) {
 		}
 	}
 	_, vs.manifestNum, _ = base.ParseFilename(name)
+	vs.keys = keys
 	vs.nextFileNum.Store(uint64(nextFileNum))
 	vs.install(v)
 	return vs, &LoadReport{Manifest: name, Records: records, TornTail: torn, Keys: keys}, nil
@@ -393,6 +397,35 @@ func (vs *VersionSet) ProveDurable() error {
 	return nil
 }
 
+// ManifestKeys returns the name of the current MANIFEST and the keys its
+// records use; ok is false when there is none (a closed set).
+func (vs *VersionSet) ManifestKeys() (name string, keys KeyUse, ok bool) {
+	vs.logMu.Lock()
+	defer vs.logMu.Unlock()
+	if vs.manifestNum == 0 {
+		return "", KeyUse{}, false
+	}
+	keys = KeyUse{Plain: vs.keys.Plain, Sealed: map[crypt.KeyID]int{}}
+	for id, n := range vs.keys.Sealed {
+		keys.Sealed[id] = n
+	}
+	return base.MakeFilename(base.FileTypeManifest, vs.manifestNum), keys, true
+}
+
+// noteRecord counts a record just written to the MANIFEST (an
+// approximation under a concurrent rotation: the key active right after the
+// write). Called with logMu.
+func (vs *VersionSet) noteRecord() {
+	if vs.opts.Sealer == nil {
+		vs.keys.Plain++
+		return
+	}
+	if vs.keys.Sealed == nil {
+		vs.keys.Sealed = map[crypt.KeyID]int{}
+	}
+	vs.keys.Sealed[vs.opts.Sealer.ActiveKey()]++
+}
+
 // undoneError wraps a no-space failure that left the MANIFEST as it was.
 type undoneError struct{ err error }
 
@@ -433,6 +466,7 @@ func (vs *VersionSet) appendRecord(payload []byte) error {
 		vs.err = fmt.Errorf("manifest: syncing %s: %w", vs.manifestName(), err)
 		return vs.err
 	}
+	vs.noteRecord()
 	return nil
 }
 
@@ -532,6 +566,8 @@ func (vs *VersionSet) rotate(v *Version, logNum base.FileNum, lastSeq base.SeqNu
 	}
 	oldNum, oldFile := vs.manifestNum, vs.manifest
 	vs.manifest, vs.manifestW, vs.manifestNum = f, w, num
+	vs.keys = KeyUse{}
+	vs.noteRecord()
 	if oldFile != nil {
 		_ = oldFile.Close()
 	}
