@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kayadb/kayadb/engine"
 	"github.com/kayadb/kayadb/internal/crypt"
 	"github.com/kayadb/kayadb/internal/record"
 	"github.com/kayadb/kayadb/internal/vfs"
@@ -178,7 +179,11 @@ func (s *Server) ReloadEncryption() error {
 	if err := checkKeyringSwap(cur, next, files); err != nil {
 		return fail(fmt.Errorf("%s %s %w; put the key back (see docs/runbooks/key-rotation.md)", flag, path, err))
 	}
-	s.sealer.SetKeyring(next)
+	// The engine swaps the keyring into the Sealer the raft log shares, and
+	// wakes its background rewrite of tables sealed with older keys.
+	if err := s.store.DB(func(d *engine.DB) error { return d.SetKeyring(next) }); err != nil {
+		return fail(fmt.Errorf("%s %s: %w", flag, path, err))
+	}
 	log.Info("keyring reloaded: new writes use the active key", "active_key", next.Active(),
 		"fingerprint", next.Fingerprint(next.Active()), "previous_active_key", cur.Active(), "keys", len(next.IDs()))
 	return nil
@@ -193,20 +198,36 @@ func newReloadFailures() *prometheus.CounterVec {
 	}, []string{"file"})
 }
 
-// engineKeys lists the engine's live WALs and MANIFESTs and those of the
-// current snapshot checkpoint, with the keys their records use.
+// engineKeys lists the engine's live files (its WALs, MANIFEST and
+// tables, from the engine's own report) and those of the current snapshot
+// checkpoint (read with the node's keys: its tables may have left the
+// engine since, and a peer that needs the snapshot gets them as they are),
+// with the keys each uses.
 func (s *Server) engineKeys() ([]fileKeys, error) {
 	var out []fileKeys
-	dirs := []string{s.enginePath()}
-	if cur := s.snaps.Current(); cur != nil && cur.Dir != "" {
-		dirs = append(dirs, s.snaps.Path(cur.Dir))
-	}
-	for _, d := range dirs {
-		files, err := scanEngineLogs(s.fs, d, s.sealer)
-		if err != nil && !errors.As(err, new(*crypt.KeyError)) {
-			return nil, err
+	add := func(st *engine.EncryptionStatus, dir string) {
+		for _, f := range st.Files {
+			fk := fileKeys{File: filepath.Join(dir, f.File), Plain: f.Plain}
+			for _, id := range f.Keys {
+				fk.Keys = append(fk.Keys, crypt.KeyID(id))
+			}
+			out = append(out, fk)
 		}
-		out = append(out, files...)
+	}
+	if err := s.store.DB(func(d *engine.DB) error {
+		st := d.EncryptionStatus()
+		add(&st, s.enginePath())
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	if cur := s.snaps.Current(); cur != nil && cur.Dir != "" {
+		dir := s.snaps.Path(cur.Dir)
+		st, err := engine.VerifyEncryption(dir, &engine.Options{FS: s.fs, Encryption: s.sealer})
+		if err != nil && st == nil {
+			return nil, fmt.Errorf("reading the keys of snapshot checkpoint %s: %w", dir, err)
+		}
+		add(st, dir)
 	}
 	return out, nil
 }
@@ -289,7 +310,9 @@ func scanRecordLog(fs vfs.FS, path string, num uint64, sealer *crypt.Sealer) (fi
 // member needs every key the others seal with. The error names the file
 // and the key id.
 func (s *Server) checkCheckpointKeys(from uint64, dir string) error {
-	_, err := scanEngineLogs(s.fs, dir, s.sealer)
+	// Its WALs, MANIFEST and tables (a table may be sealed with an older
+	// key than the sender's active one).
+	_, err := engine.VerifyEncryption(dir, &engine.Options{FS: s.fs, Encryption: s.sealer})
 	var ke *crypt.KeyError
 	if !errors.As(err, &ke) {
 		return err

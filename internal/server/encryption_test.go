@@ -78,6 +78,27 @@ func TestEncryptionKeyringReload(t *testing.T) {
 	if all, _ := raftKeys(s); !all[1] || len(all) != 1 {
 		t.Fatalf("raft log keys %v, want key 1", all)
 	}
+	// The reload check sees the engine's tables too (a table may keep an
+	// old key after the raft log and the WALs have moved on).
+	if err := s.DB().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	inUse, err := s.keysInUse()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables := 0
+	for _, f := range inUse {
+		if strings.HasSuffix(f.File, ".sst") {
+			tables++
+			if !slices.Equal(f.Keys, []crypt.KeyID{1}) {
+				t.Fatalf("table %s uses keys %v, want [1]", f.File, f.Keys)
+			}
+		}
+	}
+	if tables == 0 {
+		t.Fatalf("the keys in use list no table after a flush: %+v", inUse)
+	}
 
 	// Rotation: key 2 is added and active.
 	ring2, id, err := ring1.WithNewKey(nil)
