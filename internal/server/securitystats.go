@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"github.com/kayadb/kayadb/engine"
 	"time"
 
 	"github.com/kayadb/kayadb/internal/audit"
@@ -55,6 +56,11 @@ type encryptionJSON struct {
 	KeyIDs            []uint32 `json:"key_ids,omitempty"`
 	Active            *uint32  `json:"active_key_id,omitempty"`
 	ActiveFingerprint string   `json:"active_fingerprint,omitempty"`
+	// TablesByKey counts the engine's live tables per key id ("plain"
+	// for unencrypted ones); StaleTables those not under the active key:
+	// the background rewrite's work left after a rotation.
+	TablesByKey map[string]int `json:"tables_by_key,omitempty"`
+	StaleTables int            `json:"stale_tables"`
 }
 
 // securityStats builds the "security" member of STATS.
@@ -112,5 +118,10 @@ func (s *Server) encryptionStats() encryptionJSON {
 	}
 	active := uint32(r.Active())
 	e.Active, e.ActiveFingerprint = &active, r.Fingerprint(r.Active())
+	_ = s.store.DB(func(d *engine.DB) error {
+		st := d.EncryptionStatus()
+		e.TablesByKey, e.StaleTables = st.TablesByKey, st.StaleTables
+		return nil
+	})
 	return e
 }
