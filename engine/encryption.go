@@ -145,20 +145,28 @@ func (w *walKeys) set(num base.FileNum, u manifest.KeyUse) {
 
 // keyName is a key id in TablesByKey.
 func keyName(f *manifest.FileMetadata) string {
+	if !f.KeyKnown {
+		return "unknown"
+	}
 	if !f.Encrypted {
 		return "plain"
 	}
 	return strconv.FormatUint(uint64(f.KeyID), 10)
 }
 
-// stale reports whether table f is not sealed with the active key of s.
+// stale reports whether table f is not sealed with the active key of s
+// (false for a table whose key is not known: its footer was unreadable at
+// open, and reads report that damage).
 func stale(f *manifest.FileMetadata, s *crypt.Sealer) bool {
-	return s != nil && (!f.Encrypted || f.KeyID != s.ActiveKey())
+	return s != nil && f.KeyKnown && (!f.Encrypted || f.KeyID != s.ActiveKey())
 }
 
 // tableFileEncryption describes table f.
 func tableFileEncryption(f *manifest.FileMetadata) FileEncryption {
 	fe := FileEncryption{File: base.MakeFilename(base.FileTypeTable, f.FileNum), Kind: FileKindTable, Keys: []uint32{}, Plain: !f.Encrypted}
+	if !f.KeyKnown {
+		fe.Plain, fe.Error = false, "key not known: the footer could not be read when the DB was opened"
+	}
 	if f.Encrypted {
 		fe.Keys = []uint32{uint32(f.KeyID)}
 	}
@@ -169,9 +177,13 @@ func tableFileEncryption(f *manifest.FileMetadata) FileEncryption {
 // in its FileMetadata, and opens one table per distinct key (plain
 // included) with sealer, which authenticates its meta blocks: a key the
 // keyring lacks, or a wrong key, fails with an error naming the table and
-// the key id. It runs at open, before the tables are shared. With
-// collect, it goes on after a failure and returns every table's entry
-// (errors in them) and the first error.
+// the key id. It runs at open, before the tables are shared.
+//
+// At open (collect false) damage that is not about keys (a corrupt footer
+// or meta block) is left for the reads to report, as for a plain
+// directory, and another table under the same key is tried. With collect
+// (VerifyEncryption) every problem is an error: it goes on after a failure
+// and returns every table's entry (errors in them) and the first error.
 func checkTableKeys(fs vfs.FS, dir string, v *manifest.Version, sealer *crypt.Sealer, collect bool) ([]FileEncryption, error) {
 	var files []*manifest.FileMetadata
 	for _, lf := range v.Levels {
@@ -197,7 +209,7 @@ func checkTableKeys(fs vfs.FS, dir string, v *manifest.Version, sealer *crypt.Se
 			if err != nil {
 				return err
 			}
-			f.Encrypted, f.KeyID = enc, id
+			f.Encrypted, f.KeyID, f.KeyKnown = enc, id, true
 			name := keyName(f)
 			if c, done := checked[name]; done {
 				if c.err != nil {
@@ -208,9 +220,15 @@ func checkTableKeys(fs vfs.FS, dir string, v *manifest.Version, sealer *crypt.Se
 			// Open authenticates the table's meta blocks; the reader is
 			// dropped (closing it would close file twice).
 			_, err = sstable.Open(file, int64(f.Size), sstable.ReaderOptions{FileName: p, Sealer: sealer})
+			if err != nil && !collect && !isKeyError(err) {
+				return err // damage: try another table under this key
+			}
 			checked[name] = checkedKey{table: p, err: err}
 			return err
 		}()
+		if err != nil && !collect && !isKeyError(err) {
+			err = nil // damage is reported by the reads, as without encryption
+		}
 		fe := tableFileEncryption(f)
 		if err != nil {
 			fe.Error = err.Error()
@@ -224,6 +242,13 @@ func checkTableKeys(fs vfs.FS, dir string, v *manifest.Version, sealer *crypt.Se
 		out = append(out, fe)
 	}
 	return out, first
+}
+
+// isKeyError reports whether err is about a key: missing from the keyring
+// or not opening the data.
+func isKeyError(err error) bool {
+	var ke *crypt.KeyError
+	return errors.As(err, &ke)
 }
 
 // EncryptionStatus lists the DB's live files (the MANIFEST, the WALs, the

@@ -156,6 +156,7 @@ func (o *tableOutput) finish() (*manifest.FileMetadata, error) {
 		LargestSeq:  md.LargestSeq,
 		Encrypted:   md.Encrypted,
 		KeyID:       md.KeyID,
+		KeyKnown:    true,
 	}, nil
 }
 

@@ -33,8 +33,11 @@ type FileMetadata struct {
 	// recorded in the MANIFEST (the table's footer holds them): the engine
 	// sets them when it writes the table, and at open from the footer,
 	// before the table is shared.
+	// KeyKnown is false until they are set (a table whose footer could
+	// not be read at open keeps it false).
 	Encrypted bool
 	KeyID     crypt.KeyID
+	KeyKnown  bool
 }
 
 // Refs returns the number of Versions that list the table.
