@@ -62,7 +62,7 @@ func (d *DB) Checkpoint(destDir string) (retErr error) {
 	// every file so the copy replays no WAL.
 	manNum := maxNum + 1
 	snap := manifest.SnapshotEdit(v, manNum+1, manNum+2, lastSeq)
-	f, _, err := manifest.WriteManifest(fs, destDir, manNum, snap)
+	f, _, err := manifest.WriteManifest(fs, destDir, manNum, snap, d.opts.Encryption)
 	if err != nil {
 		return err
 	}

@@ -100,6 +100,9 @@ type compaction struct {
 	bottommost   bool
 	targetSize   int64
 	manual       bool
+	// rewrite: the compaction rewrites tables sealed with an older key (or
+	// plain); it never moves a table unchanged.
+	rewrite bool
 }
 
 func (c *compaction) allInputs() []*manifest.FileMetadata {
@@ -119,7 +122,7 @@ func (c *compaction) inputBytes() uint64 {
 // not overlap each other, and (for a single table) its future compaction
 // would not have to rewrite too much of the level below.
 func (c *compaction) isMove() bool {
-	if c.startLevel == c.outputLevel || len(c.inputs[1]) > 0 || len(c.inputs[0]) == 0 {
+	if c.rewrite || c.startLevel == c.outputLevel || len(c.inputs[1]) > 0 || len(c.inputs[0]) == 0 {
 		return false
 	}
 	files := append([]*manifest.FileMetadata(nil), c.inputs[0]...)
@@ -329,6 +332,9 @@ func (d *DB) compactOne() bool {
 		if c = d.pickAutoLocked(v); c == nil {
 			// Nothing to do: no compaction is failing any more.
 			d.mu.compactRetry.succeed()
+			// The lowest priority: rewrite a table sealed with an
+			// older key, one at a time.
+			c = d.pickRewriteLocked(v)
 		}
 	}
 	v.Unref()
@@ -459,6 +465,9 @@ func (d *DB) runCompaction(c *compaction, snapshots []base.SeqNum, snapGen uint6
 	}
 	read := c.inputBytes()
 	d.m.compactions.Add(1)
+	if c.rewrite {
+		d.m.encryptionRewrites.Add(1)
+	}
 	d.m.compactionBytesRead.Add(read)
 	d.m.compactionBytesWritten.Add(written)
 	d.m.levelBytesIn[c.outputLevel].Add(written)

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/kayadb/kayadb/internal/crypt"
 	"github.com/kayadb/kayadb/internal/vfs"
 )
 
@@ -80,8 +81,38 @@ func crashOptions(fs vfs.FS) *Options {
 	return &Options{
 		FS: fs, MemTableSize: 64 << 10, TargetFileSize: 8 << 10, LBaseMaxBytes: 32 << 10,
 		L0CompactionThreshold: 2, L0StopWritesThreshold: 8, BlockSize: 512, MaxManifestBytes: 2 << 10,
-		WALPreallocateBytes: -1,
+		WALPreallocateBytes: -1, Encryption: crashSealer,
 	}
+}
+
+// crashSealer, when set, makes crashOptions encrypt everything: the crash
+// tests run once plain and once encrypted (see bothEncryptions).
+var crashSealer *Sealer
+
+// testKeyring returns a keyring of fixed keys with the given ids (the last
+// one active); key i is 32 bytes of value i+1.
+func testKeyring(t testing.TB, ids ...crypt.KeyID) *Keyring {
+	t.Helper()
+	keys := map[crypt.KeyID][]byte{}
+	for _, id := range ids {
+		keys[id] = bytes.Repeat([]byte{byte(id) + 1}, crypt.KeySize)
+	}
+	r, err := crypt.New(keys, ids[len(ids)-1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// bothEncryptions runs test twice: as a subtest "plain" and as a subtest
+// "encrypted" in which crashOptions seals every file.
+func bothEncryptions(t *testing.T, test func(t *testing.T)) {
+	t.Run("plain", test)
+	t.Run("encrypted", func(t *testing.T) {
+		crashSealer = NewSealer(testKeyring(t, 7))
+		t.Cleanup(func() { crashSealer = nil })
+		test(t)
+	})
 }
 
 // run executes the workload. syncAcked is set to the number of batches known
@@ -212,7 +243,9 @@ func verifyRecovered(t *testing.T, fs *vfs.MemFS, w *crashWorkload, acked int, w
 // synced data, once also keeping a random half of the unsynced pages
 // (out-of-order writeback). KAYA_CRASH_STRIDE=N tests every N-th operation
 // only.
-func TestCrashAtEveryWriteOp(t *testing.T) {
+func TestCrashAtEveryWriteOp(t *testing.T) { bothEncryptions(t, testCrashAtEveryWriteOp) }
+
+func testCrashAtEveryWriteOp(t *testing.T) {
 	batches := 400
 	if testing.Short() {
 		batches = 150
@@ -239,6 +272,12 @@ func TestCrashAtEveryWriteOp(t *testing.T) {
 		}
 		if err := db.Close(); err != nil {
 			t.Fatal(err)
+		}
+		if crashSealer != nil {
+			// Keys are "keyNNN", values "keyNNN-vI-...": none in the clear.
+			if f := filesHolding(t, mem, "/db", "key0"); len(f) != 0 {
+				t.Fatalf("encrypted run left plaintext in %v", f)
+			}
 		}
 	}
 	n := total.Load()
@@ -284,7 +323,9 @@ func TestCrashAtEveryWriteOp(t *testing.T) {
 // TestCrashDuringRecovery crashes at every write operation of a recovery
 // (replaying WALs into tables, writing the MANIFEST, deleting old logs) and
 // checks that the next recovery still produces the right state.
-func TestCrashDuringRecovery(t *testing.T) {
+func TestCrashDuringRecovery(t *testing.T) { bothEncryptions(t, testCrashDuringRecovery) }
+
+func testCrashDuringRecovery(t *testing.T) {
 	w := newCrashWorkload(2, 80)
 	base := vfs.NewMem()
 	db, err := Open("/db", crashOptions(base))

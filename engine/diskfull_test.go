@@ -268,7 +268,9 @@ func TestResumeWithoutTrouble(t *testing.T) {
 // retried); then the workload ends there, and recovery must still hold
 // every acknowledged batch.
 // KAYA_CRASH_STRIDE=N tests every N-th operation only.
-func TestNoSpaceAtEveryWriteOp(t *testing.T) {
+func TestNoSpaceAtEveryWriteOp(t *testing.T) { bothEncryptions(t, testNoSpaceAtEveryWriteOp) }
+
+func testNoSpaceAtEveryWriteOp(t *testing.T) {
 	batches := 120
 	if testing.Short() {
 		batches = 60

@@ -154,6 +154,8 @@ func (o *tableOutput) finish() (*manifest.FileMetadata, error) {
 		Largest:     md.Largest,
 		SmallestSeq: md.SmallestSeq,
 		LargestSeq:  md.LargestSeq,
+		Encrypted:   md.Encrypted,
+		KeyID:       md.KeyID,
 	}, nil
 }
 

@@ -21,6 +21,7 @@ type metrics struct {
 	memtableRotations              atomic.Uint64
 	flushes, flushBytes            atomic.Uint64
 	compactions, moves             atomic.Uint64
+	encryptionRewrites             atomic.Uint64
 	compactionBytesRead            atomic.Uint64
 	compactionBytesWritten         atomic.Uint64
 	levelBytesIn                   [manifest.NumLevels]atomic.Uint64
@@ -147,6 +148,19 @@ type Metrics struct {
 		InProgress   bool           `json:"in_progress"`
 	} `json:"flush"`
 
+	// Encryption describes encryption at rest (Options.Encryption).
+	Encryption struct {
+		// TablesByKey counts live tables per key id (decimal), "plain"
+		// for unencrypted tables.
+		TablesByKey map[string]int `json:"tables_by_key"`
+		// StaleTables counts live tables not sealed with the active key
+		// (with encryption on): the background rewrite's work left.
+		StaleTables int `json:"stale_tables"`
+		// Rewrites counts the compactions that rewrote tables sealed with
+		// an older key (or plain) under the active key.
+		Rewrites uint64 `json:"rewrites"`
+	} `json:"encryption"`
+
 	Compaction struct {
 		Count             uint64 `json:"count"`
 		MoveCount         uint64 `json:"move_count"`
@@ -249,6 +263,16 @@ func (d *DB) Metrics() *Metrics {
 		mt.DiskSize += lm.Size
 	}
 	mt.Compaction.EstimatedDebt = info.debt
+	mt.Encryption.TablesByKey = map[string]int{}
+	for _, lf := range v.Levels {
+		for _, f := range lf {
+			mt.Encryption.TablesByKey[keyName(f)]++
+			if stale(f, d.opts.Encryption) {
+				mt.Encryption.StaleTables++
+			}
+		}
+	}
+	mt.Encryption.Rewrites = m.encryptionRewrites.Load()
 	v.Unref()
 
 	mt.WAL.Files = walFiles

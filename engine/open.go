@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 
+	"github.com/kayadb/kayadb/internal/crypt"
 	"github.com/kayadb/kayadb/internal/lsm/base"
 	"github.com/kayadb/kayadb/internal/lsm/batch"
 	"github.com/kayadb/kayadb/internal/lsm/cache"
@@ -59,6 +60,7 @@ type WALReport struct {
 	Records int         `json:"records"`
 	Bytes   int64       `json:"bytes"`
 	Torn    *TailReport `json:"torn_tail,omitempty"`
+	keys    manifest.KeyUse
 }
 
 // TailReport describes a torn (unfinished) log tail.
@@ -147,8 +149,8 @@ func open(dir string, o *Options) (_ *DB, retErr error) {
 		d.cache = cache.New(max(o.CacheSize, 0))
 	}
 	d.cacheID = d.cache.NewID()
-	d.tables = newTableCache(fs, dir, d.cache, d.cacheID, o.MaxOpenFiles, d.m)
-	mopts := manifest.Options{FS: fs, Dir: dir, MaxManifestBytes: o.MaxManifestBytes, OnObsolete: d.onObsoleteTables}
+	d.tables = newTableCache(fs, dir, d.cache, d.cacheID, o.MaxOpenFiles, d.m, o.Encryption)
+	mopts := manifest.Options{FS: fs, Dir: dir, MaxManifestBytes: o.MaxManifestBytes, OnObsolete: d.onObsoleteTables, Sealer: o.Encryption}
 
 	// Re-check under the lock: another process may have created it.
 	if exists, err = dbExists(fs, dir); err != nil {
@@ -195,6 +197,9 @@ func open(dir string, o *Options) (_ *DB, retErr error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkKeys(fs, dir, d.vs, o.Encryption); err != nil {
+		return nil, err
+	}
 	if o.ReadOnly {
 		return d.openReadOnly(plan)
 	}
@@ -221,7 +226,7 @@ func open(dir string, o *Options) (_ *DB, retErr error) {
 		mem = newMemTable(o.MemTableSize, 0)
 		return nil
 	}
-	lastSeq, err = replayWALs(fs, dir, plan, rep, lastSeq, "dropped", func(repr []byte, seq base.SeqNum, count uint32) error {
+	lastSeq, err = replayWALs(fs, dir, plan, rep, lastSeq, "dropped", o.Encryption, func(repr []byte, seq base.SeqNum, count uint32) error {
 		need := batchArenaBytes(repr, count)
 		if mem.t.Available() < need {
 			if err := flushMem(); err != nil {
@@ -318,7 +323,8 @@ func (d *DB) openReadOnly(plan *recoveryPlan) (*DB, error) {
 	lastSeq := d.vs.LastSeq()
 	var mems []*memTable
 	mem := newMemTable(d.opts.MemTableSize, 0)
-	lastSeq, err := replayWALs(d.fs, d.dir, plan, rep, lastSeq, "not replayed", func(repr []byte, seq base.SeqNum, count uint32) error {
+	walsBefore := len(rep.WALs)
+	lastSeq, err := replayWALs(d.fs, d.dir, plan, rep, lastSeq, "not replayed", d.opts.Encryption, func(repr []byte, seq base.SeqNum, count uint32) error {
 		need := batchArenaBytes(repr, count)
 		if mem.t.Available() < need {
 			if !mem.t.Empty() {
@@ -330,6 +336,9 @@ func (d *DB) openReadOnly(plan *recoveryPlan) (*DB, error) {
 	})
 	if err != nil {
 		return nil, err
+	}
+	for i, wr := range rep.WALs[walsBefore:] {
+		d.walKeys.set(plan.logs[i], wr.keys) // a read-only DB keeps its WALs
 	}
 	countLiveTables(d.vs, rep)
 	d.lastSeq = lastSeq
@@ -467,7 +476,7 @@ func planRecovery(fs vfs.FS, dir string, vs *manifest.VersionSet, rep *RecoveryR
 // accepted (and reported) only in the newest WAL; anywhere else it is
 // corruption, because older WALs were synced completely before the next one
 // started.
-func replayWAL(fs vfs.FS, path string, num base.FileNum, last bool,
+func replayWAL(fs vfs.FS, path string, num base.FileNum, last bool, sealer *crypt.Sealer,
 	apply func(repr []byte, seq base.SeqNum, count uint32) error) (WALReport, error) {
 	rep := WALReport{File: filepath.Base(path)}
 	f, err := fs.Open(path)
@@ -479,6 +488,7 @@ func replayWAL(fs vfs.FS, path string, num base.FileNum, last bool,
 		rep.Bytes = st.Size()
 	}
 	r := record.NewReader(f, uint64(num), path)
+	r.SetSealer(sealer)
 	var prevEnd base.SeqNum
 	for {
 		rec, err := r.Next()
@@ -512,6 +522,7 @@ func replayWAL(fs vfs.FS, path string, num base.FileNum, last bool,
 			return rep, base.CorruptionErrorf(path, r.LastRecordOffset(),
 				"batch sequence number %d does not follow the previous batch's last %d", seq, prevEnd)
 		}
+		rep.keys.Add(r)
 		if apply != nil {
 			if err := apply(rec, seq, count); err != nil {
 				return rep, err
@@ -541,7 +552,7 @@ func CheckRecovery(dir string, opts *Options) (*RecoveryReport, error) {
 	}
 	defer lock.Close()
 	rep := &RecoveryReport{DryRun: true, TempFilesRemoved: []string{}, ObsoleteFilesRemoved: []string{}, Warnings: []string{}, WALs: []WALReport{}}
-	vs, lr, err := manifest.Load(manifest.Options{FS: fs, Dir: dir})
+	vs, lr, err := manifest.Load(manifest.Options{FS: fs, Dir: dir, Sealer: o.Encryption})
 	if err != nil {
 		return nil, err
 	}
@@ -554,7 +565,10 @@ func CheckRecovery(dir string, opts *Options) (*RecoveryReport, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := replayWALs(fs, dir, plan, rep, vs.LastSeq(), "would be dropped", nil); err != nil {
+	if err := checkKeys(fs, dir, vs, o.Encryption); err != nil {
+		return nil, err
+	}
+	if _, err := replayWALs(fs, dir, plan, rep, vs.LastSeq(), "would be dropped", o.Encryption, nil); err != nil {
 		return nil, err
 	}
 	countLiveTables(vs, rep)
@@ -565,11 +579,11 @@ func CheckRecovery(dir string, opts *Options) (*RecoveryReport, error) {
 // batch, and records what it found in rep. verb describes what happens to a
 // torn tail ("dropped", "not replayed", "would be dropped"). It returns the
 // largest sequence number seen (at least start).
-func replayWALs(fs vfs.FS, dir string, plan *recoveryPlan, rep *RecoveryReport, start base.SeqNum, verb string,
+func replayWALs(fs vfs.FS, dir string, plan *recoveryPlan, rep *RecoveryReport, start base.SeqNum, verb string, sealer *crypt.Sealer,
 	apply func(repr []byte, seq base.SeqNum, count uint32) error) (base.SeqNum, error) {
 	lastSeq := start
 	for i, num := range plan.logs {
-		wr, err := replayWAL(fs, filepath.Join(dir, base.MakeFilename(base.FileTypeLog, num)), num, i == len(plan.logs)-1,
+		wr, err := replayWAL(fs, filepath.Join(dir, base.MakeFilename(base.FileTypeLog, num)), num, i == len(plan.logs)-1, sealer,
 			func(repr []byte, seq base.SeqNum, count uint32) error {
 				lastSeq = max(lastSeq, seq+base.SeqNum(count)-1)
 				if apply == nil {
@@ -590,6 +604,16 @@ func replayWALs(fs vfs.FS, dir string, plan *recoveryPlan, rep *RecoveryReport, 
 	}
 	rep.LastSeq = uint64(lastSeq)
 	return lastSeq, nil
+}
+
+// checkKeys checks, at open, that every live table's key is in the keyring
+// and opens (see checkTableKeys); the MANIFEST was opened by Load and the
+// WALs are opened by their replay.
+func checkKeys(fs vfs.FS, dir string, vs *manifest.VersionSet, sealer *crypt.Sealer) error {
+	v := vs.Current()
+	defer v.Unref()
+	_, err := checkTableKeys(fs, dir, v, sealer, false)
+	return err
 }
 
 // countLiveTables records the number of tables of vs's current Version.

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"github.com/kayadb/kayadb/internal/crypt"
 	"log/slog"
 
 	"github.com/kayadb/kayadb/internal/lsm/base"
@@ -108,7 +109,32 @@ type Options struct {
 	// longer needs while compactions rewrite them (garbage collection of
 	// versioned data, expiry). See CompactionFilter. Nil costs nothing.
 	CompactionFilter CompactionFilter
+
+	// Encryption, when set, seals everything the engine writes that holds
+	// keys or values — WAL records, MANIFEST records, SSTable blocks —
+	// with AES-256-GCM under the Sealer's active key, and opens files
+	// sealed with any key of its keyring. Files written without it stay
+	// readable (a directory can be turned encrypted; compaction rewrites
+	// its tables). Swapping a rotated keyring into the Sealer
+	// (SetKeyring) makes new writes use the new key at once. Nil: plain.
+	// See docs/design/security-controls.md §3.
+	Encryption *Sealer
 }
+
+// Sealer seals and opens the engine's records and blocks (encryption at
+// rest): build one with NewSealer over a keyring from LoadKeyring.
+type Sealer = crypt.Sealer
+
+// Keyring is a set of AES-256 keys with one active key.
+type Keyring = crypt.Keyring
+
+// NewSealer returns a Sealer over a keyring.
+func NewSealer(r *Keyring) *Sealer { return crypt.NewSealer(r) }
+
+// LoadKeyring reads a key file (32 raw bytes; keyring false) or a keyring
+// file (the text format of docs/formats.md; keyring true). Either must be
+// a regular file no other user may access.
+func LoadKeyring(path string, keyring bool) (*Keyring, error) { return crypt.LoadFile(path, keyring) }
 
 // CompactionFilter decides, for an entry a compaction would otherwise
 // keep, whether to drop it. It is called only for a Set entry that is the
@@ -247,6 +273,7 @@ func (o *Options) writerOptions(level int) sstable.WriterOptions {
 		BlockRestartInterval: o.BlockRestartInterval,
 		BloomBitsPerKey:      bits,
 		Compression:          o.Compression,
+		Sealer:               o.Encryption,
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/kayadb/kayadb/internal/crypt"
 	"github.com/kayadb/kayadb/internal/lsm/base"
 	"github.com/kayadb/kayadb/internal/lsm/cache"
 	"github.com/kayadb/kayadb/internal/lsm/sstable"
@@ -22,6 +23,7 @@ type tableCache struct {
 	bcache  *cache.Cache
 	cacheID uint64
 	m       *metrics
+	sealer  *crypt.Sealer // opens encrypted tables
 
 	mu       sync.Mutex
 	capacity int
@@ -40,9 +42,9 @@ type tableHandle struct {
 	elem    *list.Element // guarded by tc.mu; nil once evicted
 }
 
-func newTableCache(fs vfs.FS, dir string, bcache *cache.Cache, cacheID uint64, capacity int, m *metrics) *tableCache {
+func newTableCache(fs vfs.FS, dir string, bcache *cache.Cache, cacheID uint64, capacity int, m *metrics, sealer *crypt.Sealer) *tableCache {
 	return &tableCache{
-		fs: fs, dir: dir, bcache: bcache, cacheID: cacheID, m: m,
+		fs: fs, dir: dir, bcache: bcache, cacheID: cacheID, m: m, sealer: sealer,
 		capacity: capacity,
 		entries:  make(map[base.FileNum]*tableHandle),
 		lru:      list.New(),
@@ -111,7 +113,7 @@ func (tc *tableCache) open(fileNum base.FileNum, size uint64) (*sstable.Reader, 
 		return nil, fmt.Errorf("engine: opening table %s: %w", name, err)
 	}
 	r, err := sstable.Open(f, int64(size), sstable.ReaderOptions{
-		Cache: tc.bcache, CacheID: tc.cacheID, FileNum: fileNum, FileName: name,
+		Cache: tc.bcache, CacheID: tc.cacheID, FileNum: fileNum, FileName: name, Sealer: tc.sealer,
 	})
 	if err != nil {
 		_ = f.Close()

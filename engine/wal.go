@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/kayadb/kayadb/internal/crypt"
 	"github.com/kayadb/kayadb/internal/lsm/base"
 	"github.com/kayadb/kayadb/internal/record"
 	"github.com/kayadb/kayadb/internal/vfs"
@@ -37,6 +38,8 @@ type walWriter struct {
 	logNum base.FileNum
 	m      *metrics
 	onErr  func(error)
+	sealer *crypt.Sealer
+	keys   *keyTracker // the keys of the records appended
 
 	mu struct {
 		sync.Mutex
@@ -67,9 +70,18 @@ const walBytesPerSync = 1 << 20
 // outpace the disk.
 const maxPendingBytes = 4 << 20
 
-func newWALWriter(f vfs.File, name string, logNum base.FileNum, m *metrics, onErr func(error)) *walWriter {
-	w := &walWriter{f: f, name: name, logNum: logNum, m: m, onErr: onErr, done: make(chan struct{})}
+// newWALWriter returns a writer for WAL file f; sealer, when not nil, seals
+// every record (under its active key at the time of the append, so a
+// rotation applies to the next batch).
+func newWALWriter(f vfs.File, name string, logNum base.FileNum, m *metrics, onErr func(error), sealer *crypt.Sealer, keys *keyTracker) *walWriter {
+	if keys == nil {
+		keys = &keyTracker{}
+	}
+	w := &walWriter{f: f, name: name, logNum: logNum, m: m, onErr: onErr, sealer: sealer, keys: keys, done: make(chan struct{})}
 	w.mu.enc = record.NewEncoder(uint64(logNum), 0)
+	if sealer != nil {
+		w.mu.enc.SetSealer(sealer)
+	}
 	w.mu.work = sync.NewCond(&w.mu.Mutex)
 	w.mu.progress = sync.NewCond(&w.mu.Mutex)
 	go w.flushLoop()
@@ -93,7 +105,19 @@ func (w *walWriter) append(repr []byte, willSync bool) (int64, error) {
 		w.mu.Unlock()
 		return 0, err
 	}
+	var key crypt.KeyID
+	if w.sealer != nil {
+		key = w.sealer.ActiveKey()
+	}
 	w.mu.pending = w.mu.enc.Append(w.mu.pending, repr, w.mu.synced)
+	w.keys.note(w.sealer, key)
+	if w.sealer != nil {
+		if k := w.sealer.ActiveKey(); k != key {
+			// A rotation raced with the append: the record used one of
+			// the two keys.
+			w.keys.note(w.sealer, k)
+		}
+	}
 	end := w.mu.enc.Offset()
 	if !willSync && w.mu.idle {
 		w.mu.work.Signal()

@@ -189,30 +189,42 @@ performs recovery, prints the report and closes it.`,
 		Args: exactArgs(0, "no arguments"),
 	}
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "report what recovery would do without changing anything")
+	var keys keyFlags
+	keys.register(cmd)
 	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
-		if dryRun {
-			dir, err := a.localDir()
-			if err != nil {
-				return err
-			}
-			if err := checkNotServerDir(dir, readOnly); err != nil {
-				return err
-			}
-			if err := checkDatabaseExists(dir); err != nil {
-				return err
-			}
-			rep, err := engine.CheckRecovery(dir, nil)
-			if err != nil {
-				return err
-			}
-			return a.printReport(rep)
+		sealer, err := keys.sealer()
+		if err != nil {
+			return err
 		}
-		return a.withDB(mustExist, func(db *engine.DB) error {
-			rep := db.RecoveryReport()
-			return a.printReport(&rep)
-		})
+		a.encryption = sealer
+		return keys.withKeyHint(runRecover(a, dryRun))
 	})
 	return cmd
+}
+
+// runRecover is recover's body; a.encryption opens encrypted files.
+func runRecover(a *app, dryRun bool) error {
+	if dryRun {
+		dir, err := a.localDir()
+		if err != nil {
+			return err
+		}
+		if err := checkNotServerDir(dir, readOnly); err != nil {
+			return err
+		}
+		if err := checkDatabaseExists(dir); err != nil {
+			return err
+		}
+		rep, err := engine.CheckRecovery(dir, &engine.Options{Encryption: a.encryption})
+		if err != nil {
+			return err
+		}
+		return a.printReport(rep)
+	}
+	return a.withDB(mustExist, func(db *engine.DB) error {
+		rep := db.RecoveryReport()
+		return a.printReport(&rep)
+	})
 }
 
 func (a *app) printReport(rep *engine.RecoveryReport) error {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/kayadb/kayadb/client"
 	"github.com/kayadb/kayadb/engine"
+	"github.com/kayadb/kayadb/internal/crypt"
 	"github.com/kayadb/kayadb/internal/kv"
 	"github.com/kayadb/kayadb/internal/vfs"
 )
@@ -182,8 +183,9 @@ func (a *app) backupError(err error, out string) error {
 func (a *app) newRestoreCmd() *cobra.Command {
 	var from string
 	var dryRun bool
+	var enc encryptionFlags
 	cmd := &cobra.Command{
-		Use:   "restore --from BACKUP --data DIR [--dry-run]",
+		Use:   "restore --from BACKUP --data DIR [--dry-run] [--encryption-keyring-file FILE | --encryption-key-file FILE]",
 		Short: "Turn a backup into the data directory of a new cluster (local: never talks to a server)",
 		Long: `Check the backup in BACKUP (its MANIFEST.json and the SHA-256 of every
 file), then copy it into DIR/engine, checking every file again as it is copied,
@@ -194,14 +196,28 @@ empty or not exist, and --data (or $KAYA_DATA) must be given explicitly.
 A kayadb-server started on DIR bootstraps a NEW cluster that holds the
 backup's data: one node, or several nodes each restored from the same backup
 and started with the same --peer list. With --dry-run only the backup is
-checked and nothing is written.`,
+checked and nothing is written.
+
+A backup of an encrypted node holds its files as they are on disk, sealed:
+restoring opens the engine, so it needs the keyring (or key file) the node
+used, and the new server must be started with it too.`,
 		Args: exactArgs(0, "no arguments"),
 	}
 	cmd.Flags().StringVar(&from, "from", "", "the backup directory (written by kayactl backup)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only check the backup: every file against MANIFEST.json")
+	cmd.Flags().StringVar(&enc.keyring, "encryption-keyring-file", "", "the keyring of the encrypted node the backup was taken from (its server flag of the same name)")
+	cmd.Flags().StringVar(&enc.keyFile, "encryption-key-file", "", "the key file of the encrypted node the backup was taken from (its server flag of the same name)")
 	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
 		if from == "" {
 			return usageErrorf("restore needs --from BACKUP: a directory written by kayactl backup")
+		}
+		var sealer *crypt.Sealer
+		if enc.keyring != "" || enc.keyFile != "" {
+			ring, _, err := loadKeyringFlag(&enc)
+			if err != nil {
+				return err
+			}
+			sealer = crypt.NewSealer(ring)
 		}
 		data := ""
 		if !dryRun {
@@ -229,7 +245,7 @@ checked and nothing is written.`,
 			return err
 		}
 		prog = newByteProgress(a.stderr, "restore")
-		removed, err := restoreInto(from, data, m, prog.update)
+		removed, err := restoreInto(from, data, m, sealer, prog.update)
 		prog.finish()
 		if err != nil {
 			return restoreError(err)
@@ -260,6 +276,8 @@ func restoreError(err error) error {
 		return &cliError{code: ExitCorruption, err: err, hint: "the backup is damaged or incomplete: use another copy of it, or take a new backup"}
 	case errors.Is(err, os.ErrNotExist):
 		return &cliError{code: ExitNotFound, err: err, hint: "--from must be a directory written by kayactl backup (it ends with MANIFEST.json)"}
+	case errors.As(err, new(*crypt.KeyError)):
+		return &cliError{code: ExitInvalidArgument, err: err, hint: "the backup is of an encrypted node: give the keyring it was written with (--encryption-keyring-file or --encryption-key-file)"}
 	}
 	return err
 }
@@ -281,7 +299,7 @@ func checkRestoreTarget(dir string) error {
 // restoreInto copies the verified backup in from into data/engine, checking
 // every file again, then removes the system keys. On failure it removes
 // what it created.
-func restoreInto(from, data string, m *client.BackupManifest, progress func(done, total int64)) (removed int, retErr error) {
+func restoreInto(from, data string, m *client.BackupManifest, sealer *crypt.Sealer, progress func(done, total int64)) (removed int, retErr error) {
 	createdData := false
 	if _, err := os.Stat(data); errors.Is(err, os.ErrNotExist) {
 		if err := os.MkdirAll(data, 0o700); err != nil {
@@ -330,7 +348,7 @@ func restoreInto(from, data string, m *client.BackupManifest, progress func(done
 	if err := vfs.SyncDir(vfs.Default, data); err != nil {
 		return 0, err
 	}
-	return resetSystemKeys(engineDir, m)
+	return resetSystemKeys(engineDir, m, sealer)
 }
 
 // resetSystemKeys opens the restored engine, checks that it holds the raft
@@ -340,9 +358,13 @@ func restoreInto(from, data string, m *client.BackupManifest, progress func(done
 // the server then treats the directory as a new node's and bootstraps a
 // cluster from its flags, whose revisions continue after the restored
 // ones.
-func resetSystemKeys(dir string, m *client.BackupManifest) (int, error) {
-	db, err := engine.Open(dir, &engine.Options{ErrorIfNotExists: true})
+func resetSystemKeys(dir string, m *client.BackupManifest, sealer *crypt.Sealer) (int, error) {
+	db, err := engine.Open(dir, &engine.Options{ErrorIfNotExists: true, Encryption: sealer})
 	if err != nil {
+		if errors.As(err, new(*crypt.KeyError)) && sealer == nil {
+			return 0, &cliError{code: ExitInvalidArgument, err: fmt.Errorf("opening the restored engine %s: %w", dir, err),
+				hint: "the backup is of an encrypted node: give its keyring with --encryption-keyring-file (or --encryption-key-file)"}
+		}
 		return 0, fmt.Errorf("opening the restored engine %s: %w", dir, err)
 	}
 	n, err := func() (int, error) {

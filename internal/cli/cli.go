@@ -96,6 +96,9 @@ type app struct {
 	verbose    bool
 	serverFlag []string
 	timeout    time.Duration
+	// encryption opens an encrypted data directory (commands with
+	// --encryption-key-file or --encryption-keyring-file set it).
+	encryption *engine.Sealer
 
 	root *cobra.Command
 }
@@ -215,7 +218,7 @@ they are given and work on live, copied or damaged files.`,
 		a.newInspectCmd(), a.newHealthCmd(), a.newStatusCmd(), a.newBenchCmd(),
 		a.newAddNodeCmd(), a.newRemoveNodeCmd(), a.newPromoteNodeCmd(), a.newTransferLeaderCmd(),
 		a.newWatchCmd(), a.newBackupCmd(), a.newRestoreCmd(), a.newVersionCmd(),
-		a.newTxnCmd(), a.newCasCmd(), a.newCDCCmd(),
+		a.newTxnCmd(), a.newCasCmd(), a.newCDCCmd(), a.newDoctorCmd(), a.newEncryptionCmd(),
 	)
 	a.root = root
 	return root
@@ -312,7 +315,7 @@ func (a *app) openDB(mode openMode) (*engine.DB, error) {
 	if err := checkNotServerDir(dir, mode); err != nil {
 		return nil, err
 	}
-	opts := &engine.Options{}
+	opts := &engine.Options{Encryption: a.encryption}
 	if mode != mayCreate {
 		if err := checkDatabaseExists(dir); err != nil {
 			return nil, err

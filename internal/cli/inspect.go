@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -21,6 +22,7 @@ type inspectFlags struct {
 	limit   int
 	values  bool
 	entries bool
+	keys    keyFlags // --encryption-key-file, --encryption-keyring-file
 }
 
 func (a *app) newInspectCmd() *cobra.Command {
@@ -42,6 +44,25 @@ kayactl exits with status 3.`,
 	}
 	cmd.AddCommand(a.newInspectWALCmd(), a.newInspectSSTableCmd(), a.newInspectManifestCmd())
 	return cmd
+}
+
+// keyIDs collects the key ids of sealed records, for the encryption_keys
+// field of a log's result.
+type keyIDs []uint32
+
+func (k *keyIDs) add(r *record.Reader) {
+	if id, sealed := r.LastKey(); sealed && !slices.Contains(*k, uint32(id)) {
+		*k = append(*k, uint32(id))
+		slices.Sort(*k)
+	}
+}
+
+// human says which keys sealed the records ("" for a plain log).
+func (k keyIDs) human() string {
+	if len(k) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(", encrypted (key ids %v)", []uint32(k))
 }
 
 func (f *inspectFlags) registerLogNum(cmd *cobra.Command) {

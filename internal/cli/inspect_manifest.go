@@ -96,6 +96,8 @@ type manifestResult struct {
 	Error       string        `json:"error,omitempty"`
 	ErrorOffset *int64        `json:"error_offset,omitempty"`
 	Warnings    []string      `json:"warnings"`
+	// EncryptionKeys are the key ids of the sealed records (empty: plain).
+	EncryptionKeys keyIDs `json:"encryption_keys"`
 }
 
 func (a *app) newInspectManifestCmd() *cobra.Command {
@@ -113,12 +115,14 @@ for a renamed copy pass --log-num, or kayactl takes it from the first chunk.`,
 		Args: exactArgs(1, "PATH"),
 	}
 	f.registerLogNum(cmd)
+	f.keys.register(cmd)
 	cmd.Flags().IntVar(&f.limit, "limit", 0, "list at most N edits (all are still applied; 0 = no limit)")
 	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
 		if err := f.check(); err != nil {
 			return err
 		}
 		res, err := inspectManifest(args[0], f)
+		err = f.keys.withKeyHint(err)
 		if res == nil {
 			return err
 		}
@@ -159,11 +163,16 @@ func inspectManifest(path string, f inspectFlags) (*manifestResult, error) {
 	}
 	defer file.Close()
 	res := &manifestResult{File: path, LogNumber: uint64(logNum), LogNumberSource: source, SizeBytes: size,
-		Edits: []manifestEdit{}, Warnings: []string{}}
+		Edits: []manifestEdit{}, Warnings: []string{}, EncryptionKeys: keyIDs{}}
 	if warning != "" {
 		res.Warnings = append(res.Warnings, warning)
 	}
+	sealer, err := f.keys.sealer()
+	if err != nil {
+		return nil, err
+	}
 	r := record.NewReader(file, uint64(logNum), path)
+	r.SetSealer(sealer)
 	var v *manifest.Version
 	var readErr error
 	for {
@@ -175,6 +184,7 @@ func inspectManifest(path string, f inspectFlags) (*manifestResult, error) {
 			break
 		}
 		off := r.LastRecordOffset()
+		res.EncryptionKeys.add(r)
 		var e manifest.VersionEdit
 		if err := e.Decode(rec); err != nil {
 			readErr = base.WithFile(err, path, off)
@@ -287,7 +297,7 @@ func renderTable(t manifestTable) string {
 }
 
 func renderManifest(w io.Writer, res *manifestResult) {
-	fmt.Fprintf(w, "MANIFEST %s: log number %d (%s), %d bytes\n", res.File, res.LogNumber, res.LogNumberSource, res.SizeBytes)
+	fmt.Fprintf(w, "MANIFEST %s: log number %d (%s), %d bytes%s\n", res.File, res.LogNumber, res.LogNumberSource, res.SizeBytes, res.EncryptionKeys.human())
 	for i, e := range res.Edits {
 		fmt.Fprintf(w, "edit %d at offset %d:\n", i+1, e.Offset)
 		if e.Comparator != "" {

@@ -36,6 +36,12 @@ type sstBlock struct {
 	Compression string `json:"compression"`
 }
 
+// sstEncryption says whether a table is encrypted, and with which key.
+type sstEncryption struct {
+	Encrypted bool   `json:"encrypted"`
+	KeyID     uint32 `json:"key_id"`
+}
+
 type sstLayout struct {
 	FileSize uint64     `json:"file_size"`
 	Blocks   []sstBlock `json:"blocks"`
@@ -54,6 +60,8 @@ type sstResult struct {
 	FileNum    *uint64        `json:"file_num,omitempty"`
 	SizeBytes  int64          `json:"size_bytes"`
 	Properties *sstProperties `json:"properties,omitempty"`
+	// Encryption is read from the footer, with or without the key.
+	Encryption *sstEncryption `json:"encryption,omitempty"`
 	Layout     *sstLayout     `json:"layout,omitempty"`
 	// Entries is present unless --entries=false; it holds at most --limit
 	// entries (Truncated tells whether more exist).
@@ -85,11 +93,13 @@ Damage exits with status 3 after everything readable has been shown.`,
 	cmd.Flags().BoolVar(&f.entries, "entries", true, "list the table's entries (--entries=false for properties and layout only)")
 	cmd.Flags().IntVar(&f.limit, "limit", 0, "list at most N entries (0 = no limit)")
 	cmd.Flags().BoolVar(&f.values, "values", false, "also print the values of SET entries")
+	f.keys.register(cmd)
 	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
 		if err := f.check(); err != nil {
 			return err
 		}
 		res, err := inspectSSTable(args[0], f)
+		err = f.keys.withKeyHint(err)
 		if res == nil {
 			return err
 		}
@@ -136,7 +146,14 @@ func inspectSSTable(path string, f inspectFlags) (_ *sstResult, retErr error) {
 		}
 	}()
 
-	r, err := sstable.Open(file, size, sstable.ReaderOptions{FileName: path})
+	if id, enc, err := sstable.TableEncryption(file, size, path); err == nil {
+		res.Encryption = &sstEncryption{Encrypted: enc, KeyID: uint32(id)}
+	}
+	sealer, err := f.keys.sealer()
+	if err != nil {
+		return nil, err
+	}
+	r, err := sstable.Open(file, size, sstable.ReaderOptions{FileName: path, Sealer: sealer})
 	if err != nil {
 		note(err)
 		return res, nil
@@ -223,6 +240,9 @@ func renderSSTable(w io.Writer, res *sstResult) {
 		name = fmt.Sprintf("%s (table %d)", res.File, *res.FileNum)
 	}
 	fmt.Fprintf(w, "SSTable %s: %d bytes\n", name, res.SizeBytes)
+	if e := res.Encryption; e != nil && e.Encrypted {
+		fmt.Fprintf(w, "encrypted with key id %d\n", e.KeyID)
+	}
 	if p := res.Properties; p != nil {
 		fmt.Fprintln(w, "properties:")
 		fmt.Fprintf(w, "  entries:          %d (%d deletions) in %d data blocks\n", p.NumEntries, p.NumDeletions, p.NumDataBlocks)

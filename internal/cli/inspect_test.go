@@ -51,6 +51,7 @@ type jWAL struct {
 	Error           string    `json:"error"`
 	ErrorOffset     *int64    `json:"error_offset"`
 	Warnings        []string  `json:"warnings"`
+	EncryptionKeys  []uint32  `json:"encryption_keys"`
 }
 
 type jIKey struct {
@@ -109,6 +110,8 @@ type jManifest struct {
 	Error       string   `json:"error"`
 	ErrorOffset *int64   `json:"error_offset"`
 	Warnings    []string `json:"warnings"`
+	// EncryptionKeys: the key ids of sealed records (empty: plain).
+	EncryptionKeys []uint32 `json:"encryption_keys"`
 }
 
 type jSST struct {
@@ -129,6 +132,10 @@ type jSST struct {
 		Compression      string `json:"compression"`
 		FormatVersion    uint32 `json:"format_version"`
 	} `json:"properties"`
+	Encryption *struct {
+		Encrypted bool   `json:"encrypted"`
+		KeyID     uint32 `json:"key_id"`
+	} `json:"encryption"`
 	Layout *struct {
 		FileSize uint64 `json:"file_size"`
 		Blocks   []struct {

@@ -59,6 +59,8 @@ type walResult struct {
 	Error       string    `json:"error,omitempty"`
 	ErrorOffset *int64    `json:"error_offset,omitempty"`
 	Warnings    []string  `json:"warnings"`
+	// EncryptionKeys are the key ids of the sealed records (empty: plain).
+	EncryptionKeys keyIDs `json:"encryption_keys"`
 }
 
 func (a *app) newInspectWALCmd() *cobra.Command {
@@ -80,6 +82,7 @@ them apart.`,
 		Args: exactArgs(1, "PATH"),
 	}
 	f.registerLogNum(cmd)
+	f.keys.register(cmd)
 	cmd.Flags().IntVar(&f.limit, "limit", 0, "list at most N batches (all are still decoded and checked; 0 = no limit)")
 	cmd.Flags().BoolVar(&f.values, "values", false, "also print the values of SET operations")
 	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
@@ -87,6 +90,7 @@ them apart.`,
 			return err
 		}
 		res, err := inspectWAL(args[0], f)
+		err = f.keys.withKeyHint(err)
 		if res == nil {
 			return err
 		}
@@ -119,11 +123,16 @@ func inspectWAL(path string, f inspectFlags) (*walResult, error) {
 	}
 	defer file.Close()
 	res := &walResult{File: path, LogNumber: uint64(logNum), LogNumberSource: source, SizeBytes: size,
-		Records: []walRecord{}, Warnings: []string{}}
+		Records: []walRecord{}, Warnings: []string{}, EncryptionKeys: keyIDs{}}
 	if warning != "" {
 		res.Warnings = append(res.Warnings, warning)
 	}
+	sealer, err := f.keys.sealer()
+	if err != nil {
+		return nil, err
+	}
 	r := record.NewReader(file, uint64(logNum), path)
+	r.SetSealer(sealer)
 	var prevEnd base.SeqNum
 	var readErr error
 	warnedMarker := false
@@ -136,6 +145,7 @@ func inspectWAL(path string, f inspectFlags) (*walResult, error) {
 			break
 		}
 		off := r.LastRecordOffset()
+		res.EncryptionKeys.add(r)
 		if len(rec) == 0 {
 			res.SyncMarkers++
 			continue
@@ -294,7 +304,7 @@ func (v valueField) human() (string, bool) {
 }
 
 func renderWAL(w io.Writer, res *walResult) {
-	fmt.Fprintf(w, "WAL %s: log number %d (%s), %d bytes\n", res.File, res.LogNumber, res.LogNumberSource, res.SizeBytes)
+	fmt.Fprintf(w, "WAL %s: log number %d (%s), %d bytes%s\n", res.File, res.LogNumber, res.LogNumberSource, res.SizeBytes, res.EncryptionKeys.human())
 	for _, rec := range res.Records {
 		fmt.Fprintf(w, "%10d  batch seq=%d count=%d\n", rec.Offset, rec.Seq, rec.Count)
 		for i, op := range rec.Ops {

@@ -148,8 +148,8 @@ func TestSIGHUPReloadsPolicy(t *testing.T) {
 		t.Fatalf("after a bad reload the previous ACL is gone: PUT b/3 %q", got)
 	}
 	metrics := httpGet(t, "http://"+metricsAddr+"/metrics")
-	if !strings.Contains(metrics, "kayadb_config_reload_failures_total 1") {
-		t.Fatalf("kayadb_config_reload_failures_total is not 1:\n%s", grepLines(metrics, "reload"))
+	if !strings.Contains(metrics, "kayadb_config_reload_failures_total{file=\"policy\"} 1") {
+		t.Fatalf("kayadb_config_reload_failures_total{file=\"policy\"} is not 1:\n%s", grepLines(metrics, "reload"))
 	}
 	select {
 	case <-exited:

@@ -33,7 +33,7 @@ type rule struct {
 // Groups of packages that several rows share.
 var (
 	leaf       = []string{}
-	lsmCommon  = []string{"internal/lsm/base", "internal/crc", "internal/errs", "internal/vfs"}
+	lsmCommon  = []string{"internal/lsm/base", "internal/crc", "internal/errs", "internal/vfs", "internal/crypt"}
 	lsmAll     = []string{"internal/lsm/base", "internal/lsm/batch", "internal/lsm/cache", "internal/lsm/manifest", "internal/lsm/memtable", "internal/lsm/sstable"}
 	neutral    = []string{"internal/crc", "internal/errs"}
 	testHelper = []string{"internal/security/securitytest", "internal/loopport"}
@@ -61,12 +61,13 @@ var allowed = map[string]rule{
 	"internal/wire/wiretest": {"an in-memory model of a leader's data opcodes, for testing clients (tests only)", []string{"internal/wire"}, nil},
 	"internal/security": {"bind guard, token files, TLS configuration and reloads, directory permission checks", leaf,
 		[]string{"internal/security/securitytest"}},
+	"internal/crypt":                 {"encryption at rest: keyring and key file formats, the AES-256-GCM envelope of a record or block", leaf, nil},
 	"internal/authz":                 {"principals, roles, per-prefix ACL, tenants, identities: who a request is for and what it may do", []string{"internal/wire"}, nil},
 	"internal/loopport":              {"loopback ports outside the ephemeral range, for processes restarted on the same address", leaf, nil},
 	"internal/security/securitytest": {"throw-away CAs and certificates for tests", leaf, nil},
 
 	// Formats shared by the engine and the raft log.
-	"internal/record": {"chunked, checksummed log framing: engine WAL and MANIFEST, raft log segments", neutral, nil},
+	"internal/record": {"chunked, checksummed log framing: engine WAL and MANIFEST, raft log segments", join(neutral, []string{"internal/crypt"}), nil},
 
 	// The storage engine.
 	"internal/lsm/base":     {"LSM vocabulary: internal keys, sequence and file numbers, file names, iterator interface", neutral, nil},
@@ -75,10 +76,10 @@ var allowed = map[string]rule{
 	"internal/lsm/memtable": {"arena skiplist memtable", lsmCommon, nil},
 	"internal/lsm/sstable":  {"SSTable format, writer, reader, bloom filter", join(lsmCommon, []string{"internal/lsm/cache"}), nil},
 	"internal/lsm/manifest": {"versions, version edits, MANIFEST and CURRENT", join(lsmCommon, []string{"internal/record"}), nil},
-	"engine":                {"public embeddable LSM engine", join(lsmAll, neutral, []string{"internal/record", "internal/vfs"}), nil},
+	"engine":                {"public embeddable LSM engine", join(lsmAll, neutral, []string{"internal/record", "internal/vfs", "internal/crypt"}), nil},
 
 	// The raft side.
-	"internal/raftlog":   {"raft WAL segments and raft.Storage", join(neutral, []string{"internal/record", "internal/vfs"}), nil},
+	"internal/raftlog":   {"raft WAL segments and raft.Storage", join(neutral, []string{"internal/record", "internal/vfs", "internal/crypt"}), nil},
 	"internal/transport": {"peer transport (TCP, TLS, peer token), in-memory network", neutral, join([]string{"internal/snap", "internal/vfs"}, testHelper)},
 	"internal/snap":      {"raft snapshots on disk: engine checkpoints, metadata, stream format", join(neutral, []string{"internal/vfs"}), nil},
 	"internal/raftnode":  {"the goroutine that owns the raft node", join(neutral, []string{"internal/raftlog", "internal/transport", "internal/vfs"}), nil},
@@ -87,12 +88,13 @@ var allowed = map[string]rule{
 	"internal/txn":       {"transaction manager: open transactions on the leader, commit and conditional-write commands", []string{"engine", "internal/kv", "internal/wire"}, []string{"internal/clustertest", "internal/raftnode", "internal/vfs"}},
 
 	// The node, the client, the tools.
+	"internal/audit":     {"audit log: one JSON line per request, file sink with rotation and group-committed fsync, syslog over UDP and TLS", []string{"internal/vfs"}, []string{"internal/security/securitytest"}},
 	"internal/buildinfo": {"module version, VCS revision, Go and protocol version of a binary", []string{"internal/wire"}, nil},
-	"internal/server": {"wiring and lifecycle of a node", join(neutral, []string{"engine", "internal/authz", "internal/feed", "internal/kv", "internal/txn", "internal/raftlog", "internal/raftnode", "internal/transport",
-		"internal/snap", "internal/security", "internal/vfs", "internal/wire", "internal/buildinfo"}), join([]string{"client", "internal/clustertest"}, testHelper)},
+	"internal/server": {"wiring and lifecycle of a node", join(neutral, []string{"engine", "internal/audit", "internal/authz", "internal/feed", "internal/kv", "internal/txn", "internal/raftlog", "internal/raftnode", "internal/transport",
+		"internal/snap", "internal/security", "internal/vfs", "internal/wire", "internal/buildinfo", "internal/crypt", "internal/record"}), join([]string{"client", "internal/clustertest"}, testHelper)},
 	"client": {"public Go client", []string{"internal/wire", "internal/durable"}, []string{"internal/wire/wiretest"}},
 	"internal/cli": {"kayactl: server mode over the client, local mode over the engine, inspectors", join(lsmAll, neutral, []string{"client", "engine", "internal/kv",
-		"internal/record", "internal/security", "internal/vfs", "internal/wire", "internal/buildinfo"}), join([]string{"internal/server", "internal/clustertest", "internal/wire/wiretest"}, testHelper)},
+		"internal/record", "internal/security", "internal/vfs", "internal/wire", "internal/buildinfo", "internal/crypt", "internal/raftlog"}), join([]string{"internal/server", "internal/clustertest", "internal/wire/wiretest"}, testHelper)},
 	"internal/clustertest": {"the shared cluster harness (generic over the node) and an in-process raft cluster over the real stack below the server, for tests", []string{"engine", "internal/kv", "internal/raftlog",
 		"internal/raftnode", "internal/transport", "internal/vfs", "internal/loopport"}, nil},
 	"internal/jepsen": {"Jepsen-style harness: real processes, fault-injecting proxy, nemeses, checkers", []string{"client", "engine", "internal/kv",
@@ -348,11 +350,11 @@ func TestPrintDocTable(t *testing.T) {
 
 // order is the table's order in docs/architecture.md: bottom-up.
 var order = []string{
-	"internal/crc", "internal/errs", "internal/vfs", "internal/durable", "internal/wire", "internal/authz", "internal/wire/wiretest", "internal/security", "internal/loopport",
+	"internal/crc", "internal/errs", "internal/vfs", "internal/durable", "internal/crypt", "internal/wire", "internal/authz", "internal/wire/wiretest", "internal/security", "internal/loopport",
 	"internal/security/securitytest", "internal/record",
 	"internal/lsm/base", "internal/lsm/batch", "internal/lsm/cache", "internal/lsm/memtable", "internal/lsm/sstable", "internal/lsm/manifest", "engine",
 	"internal/raftlog", "internal/transport", "internal/snap", "internal/raftnode", "internal/kv", "internal/feed", "internal/txn",
-	"internal/buildinfo", "internal/server", "client", "internal/cli", "internal/clustertest", "internal/jepsen", "internal/e2e", "internal/layers",
+	"internal/audit", "internal/buildinfo", "internal/server", "client", "internal/cli", "internal/clustertest", "internal/jepsen", "internal/e2e", "internal/layers",
 	"cmd/kayadb-server", "cmd/kayactl", "cmd/kaya-jepsen",
 }
 

@@ -61,6 +61,20 @@
 //     failure is ignored.
 //   - Close on a full disk: the seal marker's failed write is cut off and
 //     the segment ends with its last complete record.
+//
+// # Encryption at rest
+//
+// With Options.Sealer every record a segment gets — node records, batches
+// (entries and hard state), snapshot records, seal markers — is sealed by
+// package record (AES-256-GCM under the Sealer's active key at the time
+// the record is written; chunk types 0x11-0x14) and opened on replay with
+// any key of the Sealer's keyring. Plain segments written before stay
+// readable, and the log moves on to sealed segments by itself. A record
+// that does not open (a key the keyring lacks, a wrong key) stops Open
+// with an error naming the segment file, the offset and the key id; it is
+// never taken for a torn tail. Log.KeyUsage and ScanKeys tell which keys
+// the live segments use, so that a rotated keyring that drops one of them
+// is refused.
 package raftlog
 
 import (
@@ -79,6 +93,7 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/kayadb/kayadb/internal/crypt"
 	"github.com/kayadb/kayadb/internal/errs"
 	"github.com/kayadb/kayadb/internal/record"
 	"github.com/kayadb/kayadb/internal/vfs"
@@ -106,6 +121,11 @@ type Options struct {
 	// Snapshot is the node's current snapshot (from raft-snapshot.bin), if
 	// any: the log starts after it, and entries it covers are ignored.
 	Snapshot *pb.SnapshotMetadata
+	// Sealer, when set, seals every record written and opens sealed
+	// records on replay (encryption at rest; see the package doc). Nil:
+	// records are written plain, and a sealed segment fails Open naming
+	// its key id.
+	Sealer *crypt.Sealer
 }
 
 // Log is a durable raft log. Its embedded MemoryStorage implements
@@ -146,6 +166,38 @@ type segment struct {
 	seq   uint64
 	first uint64
 	name  string
+	keys  *keySet // the keys of its records; never nil once the segment is in the log
+}
+
+// keySet is the set of keys a segment's records are sealed with, and
+// whether any record is plain. The raft goroutine adds to it as it writes;
+// KeyUsage reads it from others.
+type keySet struct {
+	mu    sync.Mutex
+	ids   map[crypt.KeyID]bool
+	plain bool
+}
+
+func newKeySet() *keySet { return &keySet{ids: map[crypt.KeyID]bool{}} }
+
+func (k *keySet) add(id crypt.KeyID, sealed bool) {
+	k.mu.Lock()
+	if sealed {
+		k.ids[id] = true
+	} else {
+		k.plain = true
+	}
+	k.mu.Unlock()
+}
+
+func (k *keySet) snapshot() (ids []crypt.KeyID, plain bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for id := range k.ids {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids, k.plain
 }
 
 func segmentName(seq, first uint64) string { return fmt.Sprintf("%016x-%016x.wal", seq, first) }
@@ -202,7 +254,7 @@ func Open(opts Options) (*Log, *OpenReport, error) {
 		if !ok {
 			continue
 		}
-		segs = append(segs, segment{seq: seq, first: first, name: n})
+		segs = append(segs, segment{seq: seq, first: first, name: n, keys: newKeySet()})
 	}
 	sort.Slice(segs, func(i, j int) bool { return segs[i].seq < segs[j].seq })
 
@@ -312,6 +364,7 @@ func (l *Log) replaySegment(s segment, last bool, st *replayState) (*record.Torn
 	}
 	defer f.Close()
 	r := record.NewReader(f, s.seq, path)
+	r.SetSealer(l.opts.Sealer)
 	first := true
 	for {
 		rec, err := r.Next()
@@ -324,14 +377,18 @@ func (l *Log) replaySegment(s segment, last bool, st *replayState) (*record.Torn
 				return nil, errs.CorruptionErrorf(path, torn.Offset,
 					"segment is not the newest but ends in a torn record (%s); refusing to start", torn.Reason)
 			}
-			if err := l.truncate(path, s.seq, torn.Offset); err != nil {
+			if err := l.truncate(path, s.seq, s.keys, torn.Offset); err != nil {
 				return nil, err
 			}
 			return torn, nil
 		}
+		if ke := (*crypt.KeyError)(nil); errors.As(err, &ke) {
+			return nil, fmt.Errorf("raftlog: the raft log does not open: %w (refusing to start: give the node the keyring that holds key id %d, with --encryption-keyring-file)", err, ke.ID)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%w (the raft log is damaged before its end; refusing to start: restore this node from a snapshot or remove and re-add it)", err)
 		}
+		s.keys.add(r.LastKey())
 		off := r.LastRecordOffset()
 		if len(rec) == 0 {
 			continue // seal marker
@@ -434,12 +491,13 @@ func lenPrefixed(p []byte) (b, rest []byte, ok bool) {
 // the newest, ends cleanly. If the marker cannot be written, it is cut off
 // again and Open fails; the segment is still the newest, so the next Open
 // does the same.
-func (l *Log) truncate(path string, seq uint64, off int64) error {
+func (l *Log) truncate(path string, seq uint64, keys *keySet, off int64) error {
 	f, err := l.opts.FS.OpenReadWrite(path)
 	if err != nil {
 		return fmt.Errorf("raftlog: opening %s to cut its torn tail: %w", path, err)
 	}
-	w := &segWriter{f: f, enc: record.NewEncoder(seq, off), written: off, sealedAt: -1}
+	w := &segWriter{f: f, enc: record.NewEncoder(seq, off), written: off, sealedAt: -1, sealer: l.opts.Sealer, seg: segment{keys: keys}}
+	w.enc.SetSealer(l.opts.Sealer)
 	err = f.Truncate(off)
 	if err == nil {
 		_, err = f.Seek(off, io.SeekStart)
@@ -479,11 +537,34 @@ type segWriter struct {
 	// sealedAt equals written when the segment ends in a durable seal
 	// marker, so that sealing again writes nothing; -1 before any seal.
 	sealedAt int64
+	// sealer seals the records (nil: plain); lastKey is the key the
+	// previous record was noted under in seg.keys.
+	sealer  *crypt.Sealer
+	lastKey crypt.KeyID
+	noted   bool
 }
 
-// add encodes payload as the next record into buf.
+// add encodes payload as the next record into buf, noting its key in the
+// segment's key set. The key is noted before and after encoding: a
+// rotation in between seals with one of the two.
 func (w *segWriter) add(payload []byte) {
+	w.note()
 	w.buf = w.enc.Append(w.buf, payload, w.synced)
+	w.note()
+}
+
+func (w *segWriter) note() {
+	if w.sealer == nil {
+		if !w.noted {
+			w.seg.keys.add(0, false)
+			w.noted = true
+		}
+		return
+	}
+	if id := w.sealer.ActiveKey(); !w.noted || id != w.lastKey {
+		w.seg.keys.add(id, true)
+		w.lastKey, w.noted = id, true
+	}
 }
 
 // write writes buf to the file and empties it. If the write fails, it cuts
@@ -578,14 +659,15 @@ func (l *Log) writeCur(sync bool) error {
 // and the new one, the newest, may only end in a torn record, which Open
 // accepts.
 func (l *Log) startSegment(first uint64) error {
-	seg := segment{seq: l.nextSeq, first: first, name: segmentName(l.nextSeq, first)}
+	seg := segment{seq: l.nextSeq, first: first, name: segmentName(l.nextSeq, first), keys: newKeySet()}
 	path := filepath.Join(l.opts.Dir, seg.name)
 	f, err := l.opts.FS.Create(path)
 	if err != nil {
 		return l.abandonSegment(path, nil, fmt.Errorf("raftlog: creating %s: %w", path, err))
 	}
 	_ = f.Preallocate(0, l.opts.SegmentBytes+l.opts.SegmentBytes/8) // a hint; fails on a full disk
-	w := &segWriter{seg: seg, f: f, enc: record.NewEncoder(seg.seq, 0), sealedAt: -1}
+	w := &segWriter{seg: seg, f: f, enc: record.NewEncoder(seg.seq, 0), sealedAt: -1, sealer: l.opts.Sealer}
+	w.enc.SetSealer(l.opts.Sealer)
 	var node [9]byte
 	node[0] = recNode
 	binary.LittleEndian.PutUint64(node[1:], l.opts.NodeID)
@@ -886,6 +968,95 @@ func (l *Log) Close() error {
 	}
 	l.cur = nil
 	return err
+}
+
+// SegmentKeys says which keys one segment's records are sealed with.
+type SegmentKeys struct {
+	// File is the segment's path.
+	File string
+	// Keys are the key ids of its sealed records, ascending.
+	Keys []crypt.KeyID
+	// Plain reports records written without encryption.
+	Plain bool
+	// Err, from ScanKeys only, is why the segment could not be read to
+	// its end (a key the keyring lacks, a wrong key, damage); Keys and
+	// Plain cover the records before it.
+	Err error
+}
+
+// KeyUsage returns the keys each live segment uses, oldest segment first:
+// what replay found in the segments that were there at Open, and the keys
+// the log sealed with since (the active key noted as each record is
+// written). A rotated keyring must keep every key listed here. Safe to
+// call from any goroutine.
+func (l *Log) KeyUsage() []SegmentKeys {
+	l.mu.Lock()
+	segs := append([]segment(nil), l.segs...)
+	if l.cur != nil {
+		segs = append(segs, l.cur.seg)
+	}
+	l.mu.Unlock()
+	out := make([]SegmentKeys, 0, len(segs))
+	for _, s := range segs {
+		ids, plain := s.keys.snapshot()
+		out = append(out, SegmentKeys{File: filepath.Join(l.opts.Dir, s.name), Keys: ids, Plain: plain})
+	}
+	return out
+}
+
+// ScanKeys reads every segment in dir, offline (the node stopped), and
+// reports the keys each one's records are sealed with; sealer (nil: no
+// keys) opens them, so a segment that uses a key it lacks, or that does
+// not decrypt, is reported with Err naming the offset and the key id. A
+// torn tail of the newest segment is not an error. It writes nothing. The
+// error is for the directory itself (it cannot be listed).
+func ScanKeys(fs vfs.FS, dir string, sealer *crypt.Sealer) ([]SegmentKeys, error) {
+	names, err := fs.List(dir)
+	if err != nil {
+		return nil, fmt.Errorf("raftlog: listing %s: %w", dir, err)
+	}
+	var segs []segment
+	for _, n := range names {
+		if seq, first, ok := parseSegmentName(n); ok {
+			segs = append(segs, segment{seq: seq, first: first, name: n})
+		}
+	}
+	sort.Slice(segs, func(i, j int) bool { return segs[i].seq < segs[j].seq })
+	out := make([]SegmentKeys, 0, len(segs))
+	for i, s := range segs {
+		ks := newKeySet()
+		path := filepath.Join(dir, s.name)
+		err := scanSegment(fs, path, s.seq, sealer, ks, i == len(segs)-1)
+		ids, plain := ks.snapshot()
+		out = append(out, SegmentKeys{File: path, Keys: ids, Plain: plain, Err: err})
+	}
+	return out, nil
+}
+
+func scanSegment(fs vfs.FS, path string, seq uint64, sealer *crypt.Sealer, ks *keySet, newest bool) error {
+	f, err := fs.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r := record.NewReader(f, seq, path)
+	r.SetSealer(sealer)
+	for {
+		_, err := r.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if errors.Is(err, record.ErrTornTail) {
+			if newest {
+				return nil
+			}
+			return fmt.Errorf("%w (a segment that is not the newest)", err)
+		}
+		if err != nil {
+			return err
+		}
+		ks.add(r.LastKey())
+	}
 }
 
 // Stats are counters for metrics.

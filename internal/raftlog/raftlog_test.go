@@ -9,6 +9,7 @@ import (
 
 	pb "go.etcd.io/raft/v3/raftpb"
 
+	"github.com/kayadb/kayadb/internal/crypt"
 	"github.com/kayadb/kayadb/internal/errs"
 	"github.com/kayadb/kayadb/internal/vfs"
 )
@@ -111,7 +112,14 @@ func TestWrongNode(t *testing.T) {
 
 // TestCrashAtEveryWrite: after a power cut at any write operation, Open
 // succeeds and holds every entry of every Save(sync=true) that returned.
+// It runs on plain and on sealed (encrypted) logs.
 func TestCrashAtEveryWrite(t *testing.T) {
+	for _, sealer := range []*crypt.Sealer{nil, testSealer(t, 7)} {
+		crashAtEveryWrite(t, sealer)
+	}
+}
+
+func crashAtEveryWrite(t *testing.T, sealer *crypt.Sealer) {
 	for _, keep := range []float64{0, 0.5} {
 		for k := int64(1); ; k++ {
 			mem := vfs.NewMem()
@@ -129,7 +137,10 @@ func TestCrashAtEveryWrite(t *testing.T) {
 			}))
 			_ = fs.MkdirAll("/wal", 0o700)
 			_ = vfs.SyncDir(fs, "/")
-			l, _ := open(t, fs, 2048)
+			l, _, err := Open(Options{FS: fs, Dir: "/wal", NodeID: 1, SegmentBytes: 2048, Sealer: sealer})
+			if err != nil {
+				t.Fatal(err)
+			}
 			for i := uint64(1); i <= 60; i++ {
 				sync := i%3 == 0
 				if err := l.Save(hs(1, 1, i-1), []*pb.Entry{ent(1, i, strings.Repeat("y", 50))}, sync); err != nil {
@@ -143,7 +154,7 @@ func TestCrashAtEveryWrite(t *testing.T) {
 			if clone == nil {
 				break
 			}
-			l2, rep, err := Open(Options{FS: clone, Dir: "/wal", NodeID: 1, SegmentBytes: 2048})
+			l2, rep, err := Open(Options{FS: clone, Dir: "/wal", NodeID: 1, SegmentBytes: 2048, Sealer: sealer})
 			if err != nil {
 				t.Fatalf("keep %.1f cut %d: open: %v\n%s", keep, k, err, clone)
 			}
@@ -155,7 +166,7 @@ func TestCrashAtEveryWrite(t *testing.T) {
 				t.Fatal(err)
 			}
 			_ = l2.Close()
-			l3, rep3, err := Open(Options{FS: clone, Dir: "/wal", NodeID: 1, SegmentBytes: 2048})
+			l3, rep3, err := Open(Options{FS: clone, Dir: "/wal", NodeID: 1, SegmentBytes: 2048, Sealer: sealer})
 			if err != nil || rep3.LastIndex != rep.LastIndex+1 {
 				t.Fatalf("keep %.1f cut %d: second open: %v (last %d)", keep, k, err, rep3.LastIndex)
 			}

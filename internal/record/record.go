@@ -31,6 +31,23 @@
 //   - SyncOffset: the log offset up to which the writer knew the log to be
 //     durable (synced) when it wrote this chunk.
 //
+// # Encrypted records
+//
+// With a crypt.Sealer (SetSealer) a record's payload is sealed as a whole
+// (crypt's envelope: key id, nonce, ciphertext, GCM tag) and the envelope
+// is chunked like any payload, with the chunk types 0x11 FULL, 0x12 FIRST,
+// 0x13 MIDDLE and 0x14 LAST (bit 0x10 set), so that plain and encrypted
+// records can share a log and plain logs stay readable. The additional
+// data binds the envelope to its log and place:
+//
+//	"kayadb record v1\x00" | LogNum (u64 LE) | offset of the record's first chunk (u64 LE)
+//
+// The CRC covers the envelope: a torn tail is told apart from corruption
+// without the key. A record whose chunks check out but whose envelope does
+// not open (a wrong key, a changed byte, a key missing from the keyring)
+// is an error naming the file, the offset and the key id; it is never
+// taken for a torn tail, which would drop durable data silently.
+//
 // # Tails
 //
 // After a crash the end of the newest log may hold a partially written
@@ -48,6 +65,7 @@ import (
 	"io"
 
 	"github.com/kayadb/kayadb/internal/crc"
+	"github.com/kayadb/kayadb/internal/crypt"
 	"github.com/kayadb/kayadb/internal/errs"
 )
 
@@ -67,7 +85,20 @@ const (
 	chunkFirst  = 2
 	chunkMiddle = 3
 	chunkLast   = 4
+	// chunkSealed marks the chunks of an encrypted record.
+	chunkSealed = 0x10
 )
+
+// aadPrefix starts the additional data of a sealed record.
+const aadPrefix = "kayadb record v1\x00"
+
+// recordAAD returns the additional data of the record of log logNum whose
+// first chunk is at off.
+func recordAAD(dst []byte, logNum uint32, off int64) []byte {
+	dst = append(dst[:0], aadPrefix...)
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(logNum))
+	return binary.LittleEndian.AppendUint64(dst, uint64(off))
+}
 
 // Encoder lays out records as chunks for a log whose next byte is at a known
 // offset. It does no I/O: the caller decides when appended bytes reach the
@@ -75,7 +106,15 @@ const (
 type Encoder struct {
 	logNum uint32
 	offset int64
+	sealer *crypt.Sealer // nil: plain records
+	sealed []byte        // scratch: the envelope of the record being encoded
+	aad    []byte        // scratch
 }
+
+// SetSealer makes the encoder seal every record it encodes from now on
+// (nil: plain records). A rotated keyring swapped into s applies to the
+// next record.
+func (e *Encoder) SetSealer(s *crypt.Sealer) { e.sealer = s }
 
 // NewEncoder returns an encoder for log logNum whose next byte goes at offset.
 func NewEncoder(logNum uint64, offset int64) *Encoder {
@@ -94,7 +133,22 @@ func (e *Encoder) Rewind(offset int64) { e.offset = offset }
 
 // Append encodes payload as one record and appends its chunks (and any block
 // padding in front of them) to dst. syncOffset is stamped in every chunk.
+// With a sealer, the record is sealed first.
 func (e *Encoder) Append(dst []byte, payload []byte, syncOffset int64) []byte {
+	var flag byte
+	if e.sealer != nil {
+		start := e.offset
+		if left := BlockSize - int(e.offset%BlockSize); left < HeaderSize {
+			start += int64(left)
+		}
+		e.aad = recordAAD(e.aad, e.logNum, start)
+		e.sealed = e.sealer.Seal(e.sealed[:0], payload, e.aad)
+		payload, flag = e.sealed, chunkSealed
+	}
+	return e.appendChunks(dst, payload, syncOffset, flag)
+}
+
+func (e *Encoder) appendChunks(dst []byte, payload []byte, syncOffset int64, flag byte) []byte {
 	first := true
 	for {
 		left := BlockSize - int(e.offset%BlockSize)
@@ -125,7 +179,7 @@ func (e *Encoder) Append(dst []byte, payload []byte, syncOffset int64) []byte {
 		dst = append(dst, make([]byte, HeaderSize)...)
 		h := dst[start : start+HeaderSize]
 		binary.LittleEndian.PutUint16(h[4:6], uint16(n))
-		h[6] = typ
+		h[6] = typ | flag
 		binary.LittleEndian.PutUint32(h[7:11], e.logNum)
 		binary.LittleEndian.PutUint64(h[11:19], uint64(syncOffset))
 		crc := crc.New(h[6:19]).Update(payload[:n]).Value()
@@ -156,6 +210,10 @@ type Writer struct {
 func NewWriter(w io.Writer, logNum uint64) *Writer {
 	return &Writer{w: w, enc: NewEncoder(logNum, 0)}
 }
+
+// SetSealer makes the writer seal the records it writes from now on (nil:
+// plain).
+func (w *Writer) SetSealer(s *crypt.Sealer) { w.enc.SetSealer(s) }
 
 // WriteRecord buffers one record. Everything before the record is assumed
 // to be durable once the caller syncs after each Flush, so the record's
@@ -244,7 +302,20 @@ type Reader struct {
 	lastEnd   int64 // offset just past the last complete record
 	err       error
 	maxRecord int
+
+	sealer  *crypt.Sealer // opens sealed records; nil: a sealed record is an error
+	plain   []byte        // the opened payload of the last sealed record
+	aad     []byte        // scratch
+	lastKey crypt.KeyID   // key of the last record returned, when lastSealed
+	sealedR bool          // the last record returned was sealed
 }
+
+// SetSealer gives the reader the keys that open sealed records.
+func (r *Reader) SetSealer(s *crypt.Sealer) { r.sealer = s }
+
+// LastKey returns the key id of the last record returned, and whether it
+// was sealed at all.
+func (r *Reader) LastKey() (crypt.KeyID, bool) { return r.lastKey, r.sealedR }
 
 // NewReader returns a reader for log logNum. fileName appears in errors.
 func NewReader(r io.Reader, logNum uint64, fileName string) *Reader {
@@ -275,85 +346,120 @@ func (r *Reader) Next() ([]byte, error) {
 }
 
 func (r *Reader) next() ([]byte, error) {
+	rec, sealed, err := r.nextChunked()
+	if err != nil {
+		return nil, err
+	}
+	r.sealedR = sealed
+	if !sealed {
+		return rec, nil
+	}
+	id, err := crypt.EnvelopeKey(rec)
+	if err != nil {
+		return nil, r.corrupt(r.recStart, fmt.Sprintf("sealed record of %d bytes, shorter than an envelope", len(rec)))
+	}
+	r.lastKey = id
+	if r.sealer == nil {
+		return nil, fmt.Errorf("%s at offset %d: the record is encrypted (key id %d) and the node has no encryption key: start it with --encryption-keyring-file (or --encryption-key-file) holding that key: %w",
+			r.fileName, r.recStart, id, &crypt.KeyError{ID: id, Err: crypt.ErrUnknownKey})
+	}
+	r.aad = recordAAD(r.aad, r.logNum, r.recStart)
+	plain, err := r.sealer.Open(r.plain[:0], rec, r.aad)
+	if err != nil {
+		return nil, fmt.Errorf("%s at offset %d: %w", r.fileName, r.recStart, err)
+	}
+	r.plain = plain
+	return plain, nil
+}
+
+// nextChunked reassembles the next record's chunks; sealed reports whether
+// they carry an envelope.
+func (r *Reader) nextChunked() (rec []byte, sealed bool, err error) {
 	r.rec = r.rec[:0]
 	inRecord := false
 	for {
 		if r.pos >= r.blockLen || BlockSize-r.pos < HeaderSize {
 			if !r.eof {
 				if err := r.readBlock(); err != nil {
-					return nil, err
+					return nil, false, err
 				}
 				continue
 			}
 			// End of the file.
 			if r.pos < r.blockLen && r.blockLen < BlockSize {
-				return nil, r.badChunk(r.blockOff+int64(r.pos), "partial chunk header at end of log")
+				return nil, false, r.badChunk(r.blockOff+int64(r.pos), "partial chunk header at end of log")
 			}
 			if inRecord {
-				return nil, r.badChunk(r.blockOff+int64(r.blockLen), "log ends inside a record")
+				return nil, false, r.badChunk(r.blockOff+int64(r.blockLen), "log ends inside a record")
 			}
-			return nil, io.EOF
+			return nil, false, io.EOF
 		}
 		off := r.blockOff + int64(r.pos)
 		h := r.block[r.pos:]
 		if r.blockLen-r.pos < HeaderSize {
-			return nil, r.badChunk(off, "partial chunk header at end of log")
+			return nil, false, r.badChunk(off, "partial chunk header at end of log")
 		}
 		n := int(binary.LittleEndian.Uint16(h[4:6]))
 		typ := h[6]
 		if r.pos+HeaderSize+n > r.blockLen {
 			if r.pos+HeaderSize+n > BlockSize {
-				return nil, r.badChunk(off, fmt.Sprintf("chunk length %d crosses the block boundary", n))
+				return nil, false, r.badChunk(off, fmt.Sprintf("chunk length %d crosses the block boundary", n))
 			}
-			return nil, r.badChunk(off, "log ends inside a chunk")
+			return nil, false, r.badChunk(off, "log ends inside a chunk")
 		}
 		want := binary.LittleEndian.Uint32(h[0:4])
 		got := crc.New(h[6:HeaderSize]).Update(h[HeaderSize : HeaderSize+n]).Value()
 		if want != got {
 			if want == 0 && n == 0 && typ == 0 {
-				return nil, r.badChunk(off, "zeroed chunk header")
+				return nil, false, r.badChunk(off, "zeroed chunk header")
 			}
-			return nil, r.badChunk(off, fmt.Sprintf("chunk checksum mismatch: stored %#08x, computed %#08x", want, got))
+			return nil, false, r.badChunk(off, fmt.Sprintf("chunk checksum mismatch: stored %#08x, computed %#08x", want, got))
 		}
 		if ln := binary.LittleEndian.Uint32(h[7:11]); ln != r.logNum {
 			// A valid chunk of an older incarnation of this file: the log
 			// ends here.
 			if inRecord {
-				return nil, r.badChunk(off, "log ends inside a record")
+				return nil, false, r.badChunk(off, "log ends inside a record")
 			}
-			return nil, io.EOF
+			return nil, false, io.EOF
 		}
 		payload := h[HeaderSize : HeaderSize+n]
 		r.pos += HeaderSize + n
+		chunkIsSealed := typ&chunkSealed != 0
+		typ &^= chunkSealed
 		switch typ {
 		case chunkFull:
 			if inRecord {
-				return nil, r.corrupt(off, "FULL chunk inside a record")
+				return nil, false, r.corrupt(off, "FULL chunk inside a record")
 			}
 			r.recStart = off
 			r.lastEnd = r.blockOff + int64(r.pos)
-			return payload, nil
+			return payload, chunkIsSealed, nil
 		case chunkFirst:
 			if inRecord {
-				return nil, r.corrupt(off, "FIRST chunk inside a record")
+				return nil, false, r.corrupt(off, "FIRST chunk inside a record")
 			}
 			inRecord = true
+			sealed = chunkIsSealed
 			r.recStart = off
 			r.rec = append(r.rec, payload...)
 		case chunkMiddle, chunkLast:
 			if !inRecord {
-				return nil, r.corrupt(off, "MIDDLE or LAST chunk without a FIRST chunk")
+				return nil, false, r.corrupt(off, "MIDDLE or LAST chunk without a FIRST chunk")
 			}
-			if len(r.rec)+n > r.maxRecord {
-				return nil, r.corrupt(off, fmt.Sprintf("record exceeds %d bytes", r.maxRecord))
+			if chunkIsSealed != sealed {
+				return nil, false, r.corrupt(off, "a record mixes sealed and plain chunks")
+			}
+			if len(r.rec)+n > r.maxRecord+crypt.Overhead {
+				return nil, false, r.corrupt(off, fmt.Sprintf("record exceeds %d bytes", r.maxRecord))
 			}
 			r.rec = append(r.rec, payload...)
 			if typ == chunkLast {
 				r.lastEnd = r.blockOff + int64(r.pos)
-				return r.rec, nil
+				return r.rec, sealed, nil
 			}
 		default:
-			return nil, r.corrupt(off, fmt.Sprintf("unknown chunk type %d", typ))
+			return nil, false, r.corrupt(off, fmt.Sprintf("unknown chunk type %d", h[6]))
 		}
 	}
 }
@@ -409,7 +515,7 @@ func (r *Reader) scanRest(from, tail int64) (size int64, evidence int64, err err
 				if binary.LittleEndian.Uint32(h[7:11]) != r.logNum {
 					continue
 				}
-				typ := h[6]
+				typ := h[6] &^ chunkSealed
 				if typ < chunkFull || typ > chunkLast {
 					continue
 				}

@@ -13,8 +13,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/kayadb/kayadb/engine"
 	"github.com/kayadb/kayadb/internal/authz"
 	"github.com/kayadb/kayadb/internal/kv"
@@ -43,8 +41,6 @@ type authzState struct {
 	policy atomic.Pointer[authz.Policy]
 	// reloadMu serializes reloads (SIGHUP).
 	reloadMu sync.Mutex
-	// reloadFailures counts reloads refused (kayadb_config_reload_failures_total).
-	reloadFailures atomic.Uint64
 }
 
 // readPolicyFile reads one policy file (bounded by authz.MaxFileBytes).
@@ -148,7 +144,7 @@ func (s *Server) ReloadPolicy() error {
 	defer s.authz.reloadMu.Unlock()
 	p, err := s.buildPolicy()
 	if err != nil {
-		s.authz.reloadFailures.Add(1)
+		s.reloadFailures.WithLabelValues(reloadFilePolicy).Inc()
 		s.log.Error("policy reload failed; still enforcing the previous ACL, tenant and identity files", "err", err)
 		return err
 	}
@@ -166,7 +162,7 @@ func (s *Server) Reload() error {
 	}
 	if s.tls != nil {
 		if err := s.ReloadTLS(); err != nil {
-			s.authz.reloadFailures.Add(1)
+			s.reloadFailures.WithLabelValues(reloadFileTLS).Inc()
 			if first == nil {
 				first = err
 			}
@@ -183,13 +179,12 @@ func (s *Server) policyNow() *authz.Policy {
 	return authz.Open()
 }
 
-// authzCollectors are the policy's metrics.
-func (s *Server) authzCollectors() []prometheus.Collector {
-	return []prometheus.Collector{prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "kayadb_config_reload_failures_total",
-		Help: "Reloads (SIGHUP) refused: a policy file (--acl-file, --tenant-file, --identity-file) or a TLS file that did not load; the previous set stays in force.",
-	}, func() float64 { return float64(s.authz.reloadFailures.Load()) })}
-}
+// File labels of kayadb_config_reload_failures_total (newReloadFailures,
+// encryption.go) for the policy files and the TLS files.
+const (
+	reloadFilePolicy = "policy"
+	reloadFileTLS    = "tls"
+)
 
 // connCert returns the connection's verified client certificate, nil
 // without mutual TLS.

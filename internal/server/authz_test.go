@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	dto "github.com/prometheus/client_model/go"
 	"log/slog"
 	"net"
 	"os"
@@ -549,7 +550,11 @@ func TestPolicyReload(t *testing.T) {
 	if st, msg := put(azACL, "acl/2"); st != wire.StatusError || msg != "acl denied" {
 		t.Fatalf("after a bad reload, acl/: %d %q", st, msg)
 	}
-	if n := s.authz.reloadFailures.Load(); n != 1 {
+	var m dto.Metric
+	if err := s.reloadFailures.WithLabelValues(reloadFilePolicy).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if n := m.GetCounter().GetValue(); n != 1 {
 		t.Fatalf("kayadb_config_reload_failures_total = %v, want 1", n)
 	}
 	if !strings.Contains(logs.String(), "policy reload failed") {

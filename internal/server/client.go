@@ -80,6 +80,7 @@ func (s *Server) acceptLoop() {
 			_ = c.Close()
 		}
 		s.clim.refused.WithLabelValues(reason).Inc()
+		s.auditConnRefused(c.RemoteAddr(), msg)
 		s.clim.note(slog.LevelWarn, reason, "refusing client connections over a limit", "limit", reason, "source", src.String(), "reply", msg)
 	}
 }
@@ -108,6 +109,8 @@ type call struct {
 	// the server's budget, reqGlobal its request payload's.
 	seq                     uint64
 	conn, global, reqGlobal int64
+
+	aud callAudit // what its audit line needs (audit.go)
 }
 
 // serveClient reads pipelined requests, handles each on its own goroutine,
@@ -133,7 +136,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 		return
 	}
 	refused := false // one log line per connection, however many refusals
-	out := &replies{s: s, cc: cc, rw: &replyWriter{c: c, w: bufio.NewWriterSize(c, 64<<10), idle: s.clim.idle},
+	out := &replies{s: s, cc: cc, aud: newConnAudit(c), rw: &replyWriter{c: c, w: bufio.NewWriterSize(c, 64<<10), idle: s.clim.idle},
 		slots: make(chan struct{}, maxPipelined)}
 	ws := s.newConnWatches(cc, out) // watches push frames into the replies (feed.go)
 	rd := &clientReader{s: s, c: c, r: bufio.NewReaderSize(c, 64<<10), cc: cc, cert: connCert(c)}
@@ -151,6 +154,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 		out.add(cl)
 		if req.refusal != nil {
 			s.clim.note(slog.LevelWarn, "reply_memory", "refused a request: the reply memory budget is full", "opcode", op.String(), "client", raw.RemoteAddr().String())
+			cl.aud.refused = true
 			s.settle(cc, cl, req.refusalSt, req.refusal)
 			close(cl.done)
 			out.finish(cl, true)
@@ -168,11 +172,24 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 				reason, _ := wire.DecodeError(areply)
 				log.Warn("refused a request", "opcode", op.String(), "reason", reason)
 			}
+			cl.aud.refused = true
 			s.settle(cc, cl, ast, areply)
 			close(cl.done)
 			out.finish(cl, true)
 			// A refusal decided on the auth prefix alone: the rest of the
 			// frame is skipped, never held.
+			if err := rd.discard(req.skip); err != nil {
+				rd.ended(err, log)
+				break
+			}
+			continue
+		}
+		cl.aud = callAudit{authorized: true, keyLen: auditKeyLen(op, inner)}
+		if st, p, refuse := s.auditGate(op); refuse {
+			cl.aud.refused = true
+			s.settle(cc, cl, st, p)
+			close(cl.done)
+			out.finish(cl, true)
 			if err := rd.discard(req.skip); err != nil {
 				rd.ended(err, log)
 				break
@@ -294,9 +311,10 @@ func closedOrNil(ch <-chan struct{}) bool {
 // at most the idle timeout (replyWriter), as it held up the writer
 // goroutine before.
 type replies struct {
-	s  *Server
-	cc *clientConn
-	rw *replyWriter
+	s   *Server
+	cc  *clientConn
+	aud *connAudit // the connection's part of its audit lines
+	rw  *replyWriter
 	// slots bounds the calls in flight on the connection (maxPipelined):
 	// the reader waits for one before it queues a call.
 	slots chan struct{}
@@ -418,6 +436,7 @@ func (r *replies) write(batch []*call, broken bool) bool {
 	for i, cl := range batch {
 		if !cl.push {
 			s.observeRequest(cl.op, cl.status, cl.start)
+			s.auditCall(r.aud, cl)
 		}
 		if !broken {
 			err := r.rw.writeReply(cl.status, cl.payload, i == len(batch)-1)
@@ -883,6 +902,7 @@ func (s *Server) stats() *wire.Stats {
 	put("mvcc", s.mvccStats())
 	put("txn", s.txns.Stats())
 	put("cdc", s.cdcStats())
+	put("security", s.securityStats()) // securitystats.go
 	return &wire.Stats{
 		Extra: extra,
 		Role:  role, Term: st.Term, CommitIndex: st.Commit, AppliedIndex: s.store.AppliedIndex(),

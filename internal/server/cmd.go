@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kayadb/kayadb/internal/buildinfo"
+	"github.com/kayadb/kayadb/internal/crypt"
 	"github.com/kayadb/kayadb/internal/errs"
 	"github.com/kayadb/kayadb/internal/kv"
 	"github.com/kayadb/kayadb/internal/security"
@@ -94,6 +95,12 @@ func ParseFlags(args []string, lookupEnv func(string) (string, bool), stderr io.
 		return fail(err)
 	}
 	cfg := f.config(logger, lim, toks, tlsFiles)
+	if err := f.audit.config(&cfg); err != nil {
+		return fail(err)
+	}
+	if _, err := cfg.loadKeyring(); err != nil {
+		return fail(err)
+	}
 	if cfg.Join && len(*f.peers) == 0 {
 		return fail(errors.New("--join needs the running cluster's members: add --peer ID=RAFT_ADDR,CLIENT_ADDR for each (at least one)"))
 	}
@@ -139,6 +146,8 @@ type serverFlags struct {
 	maxTxnBytes, txnIsolation                         *string
 	cdcRetention                                      *time.Duration
 	cdcBytes                                          *string
+	audit                                             *auditFlags // audit.go
+	encKeyFile, encKeyring                            *string
 }
 
 // newServerFlags defines every flag of kayadb-server, with its default and
@@ -192,6 +201,9 @@ func newServerFlags(stderr io.Writer) *serverFlags {
 	f.maxOpenTxns = fs.Int("max-open-txns", txn.DefaultMaxOpen, "most transactions open at once on the leader; TXN_BEGIN beyond it gets an error naming this flag")
 	f.maxTxnBytes = fs.String("max-txn-bytes", "16MiB", "most bytes of keys and values one transaction (or conditional write) may read and write: its commit is one raft entry (e.g. 16MiB, at most 31MiB)")
 	f.txnIsolation = fs.String("txn-isolation", "serializable", "isolation of transactions: serializable (the read set is validated at commit: no write skew) or snapshot (the original KayaDB's snapshot isolation: only the write set is)")
+	f.audit = defineAuditFlags(fs)
+	f.encKeyFile = fs.String("encryption-key-file", "", "encrypt the data at rest (engine, raft log, snapshots, backups) with AES-256-GCM under the key in this file: exactly 32 raw bytes, key id 0 (chmod 600); see docs/security.md")
+	f.encKeyring = fs.String("encryption-keyring-file", "", "encrypt the data at rest under the active key of this keyring file (kayactl encryption init; chmod 600), opening data sealed with any of its keys; SIGHUP reloads it (key rotation); not with --encryption-key-file")
 	_ = fs.String("config", "", "YAML file of settings keyed by flag name (node-id: 1, peer: [...]); the environment and the command line win over it")
 	f.logLevel = fs.String("log-level", "info", "debug, info, warn or error")
 	f.logFormat = fs.String("log-format", "text", "text or json")
@@ -503,6 +515,7 @@ func (f *serverFlags) config(logger *slog.Logger, l parsedLimits, t parsedTokens
 	cfg.MaxClockOffset, cfg.MVCCRetention, cfg.MVCCRetentionBytes = *f.clockOff, *f.retention, l.retentionBytes
 	cfg.TxnTimeout, cfg.MaxOpenTxns, cfg.MaxTxnBytes, cfg.TxnIsolation = *f.txnTimeout, *f.maxOpenTxns, l.txnBytes, l.isolation
 	cfg.LeaseReads = *f.readMode == "lease"
+	cfg.EncryptionKeyFile, cfg.EncryptionKeyringFile = *f.encKeyFile, *f.encKeyring
 	if cfg.MVCCRetention == 0 {
 		cfg.MVCCRetention = -1 // Config's zero is the default
 		if l.retentionBytes < 0 {
@@ -546,8 +559,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		if errors.Is(err, errs.ErrLocked) {
 			return exitLocked
 		}
-		if errors.As(err, new(configError)) {
-			return exitUsage
+		if errors.As(err, new(configError)) || errors.As(err, new(*crypt.KeyError)) {
+			return exitUsage // a refused configuration, or keys that do not open the data
 		}
 		return exitError
 	}
@@ -570,11 +583,18 @@ wait:
 	for {
 		select {
 		case <-hup:
-			if cfg.TLS.Enabled() || cfg.ACLFile != "" || cfg.TenantFile != "" || cfg.IdentityFile != "" {
+			reloadable := cfg.TLS.Enabled() || cfg.ACLFile != "" || cfg.TenantFile != "" || cfg.IdentityFile != ""
+			if reloadable {
 				log.Info("SIGHUP: reloading the TLS certificates and the ACL, tenant and identity files")
 				_ = srv.Reload() // a failure is logged, counted, and keeps what was loaded before (authz.go)
-			} else {
-				log.Info("SIGHUP: nothing to reload (no TLS, ACL, tenant or identity file configured)")
+			}
+			if path, _ := cfg.encryptionFile(); path != "" {
+				reloadable = true
+				log.Info("SIGHUP: reloading the encryption keyring", "file", path)
+				_ = srv.ReloadEncryption() // a failure is logged, counted, and keeps the old keyring
+			}
+			if !reloadable {
+				log.Info("SIGHUP: nothing to reload (no TLS, ACL, tenant, identity or encryption keyring file configured)")
 			}
 		case sig := <-sigs:
 			log.Info("shutting down", "signal", sig.String())

@@ -40,7 +40,7 @@ func (s *Server) newRegistry() *observability {
 		Help:    "Time from reading a client request to its reply being ready to send (replies on one connection go out in request order), by opcode.",
 		Buckets: requestBuckets,
 	}, []string{"opcode"})
-	o.reg.MustRegister(o.requests, o.latency, newNodeCollector(s), buildInfoMetric(),
+	o.reg.MustRegister(o.requests, o.latency, newNodeCollector(s), buildInfoMetric(), s.reloadFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if s.clim != nil {
 		o.reg.MustRegister(s.clim.collectors()...) // clientlimits.go
@@ -48,7 +48,9 @@ func (s *Server) newRegistry() *observability {
 	if s.txns != nil {
 		o.reg.MustRegister(s.txnCollectors(o)...) // txnops.go
 	}
-	o.reg.MustRegister(s.authzCollectors()...) // authz.go
+	if s.audit != nil {
+		o.reg.MustRegister(s.newAuditCollector()) // audit.go
+	}
 	return o
 }
 

@@ -33,7 +33,11 @@ import (
 
 	pb "go.etcd.io/raft/v3/raftpb"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/kayadb/kayadb/engine"
+	"github.com/kayadb/kayadb/internal/audit"
+	"github.com/kayadb/kayadb/internal/crypt"
 	"github.com/kayadb/kayadb/internal/errs"
 	"github.com/kayadb/kayadb/internal/feed"
 	"github.com/kayadb/kayadb/internal/kv"
@@ -197,6 +201,16 @@ type Config struct {
 	MaxOpenTxns  int
 	MaxTxnBytes  int64
 	TxnIsolation txn.Isolation
+
+	// Audit configures the audit log (audit.go).
+	Audit AuditConfig
+	// Encryption at rest (encryption.go): EncryptionKeyFile holds one key
+	// (32 raw bytes, key id 0), EncryptionKeyringFile a keyring (docs/
+	// formats.md); at most one of them. Everything the node writes that
+	// holds user data is sealed under the active key; SIGHUP reloads the
+	// file (ReloadEncryption). Neither set: EngineOptions.Encryption, if
+	// any, is the node's Sealer (tests).
+	EncryptionKeyFile, EncryptionKeyringFile string
 }
 
 // Server is a running node.
@@ -223,6 +237,12 @@ type Server struct {
 	// bset holds the backups in progress while the server accepts
 	// clients (backup.go).
 	bset atomic.Pointer[backupSet]
+	// sealer seals the engine's and the raft log's records (nil: no
+	// encryption at rest); encMu serializes keyring reloads
+	// (encryption.go). reloadFailures counts refused reloads.
+	sealer         *crypt.Sealer
+	encMu          sync.Mutex
+	reloadFailures *prometheus.CounterVec
 
 	snapMu      sync.Mutex
 	snapPending map[uint64]string // received checkpoints waiting for raft: index → temp dir
@@ -253,6 +273,9 @@ type Server struct {
 	disk        *diskGuard // free space, the ballast, disk-full mode (diskfull.go)
 	diskStarted bool
 
+	audit        *audit.Log   // nil when no audit sink is configured (audit.go)
+	auditRefused atomic.Int64 // requests refused by --audit-required
+
 	mu      sync.Mutex
 	conns   map[net.Conn]struct{}
 	closing bool
@@ -266,6 +289,7 @@ type Server struct {
 //	newServer            defaults, the logger
 //	checkSecurity        the configuration's security checks (configError)
 //	openDataDir          create and lock DIR, the disk guard
+//	openAudit            the audit log's sinks (audit.go)
 //	loadRoster           the roster (saved, or from the flags), DIR/JOINING
 //	openSnapshots        the snapshot store and its limiter
 //	openEngine           the storage engine, finishing a snapshot install
@@ -293,9 +317,12 @@ func New(cfg Config) (_ *Server, retErr error) {
 	if err := s.checkSecurity(); err != nil {
 		return nil, configError{err}
 	}
+	if err := s.setupEncryption(); err != nil {
+		return nil, configError{err}
+	}
 	var b boot
 	for _, step := range []func(*boot) error{
-		s.openDataDir, s.loadRoster, s.openSnapshots, s.openEngine, s.openStateMachine,
+		s.openDataDir, s.openAudit, s.loadRoster, s.openSnapshots, s.openEngine, s.openStateMachine,
 		s.openRaftLog, s.newRaftNode, s.startTransport, s.listenForClients, s.persistFirstStart,
 	} {
 		if err := step(&b); err != nil {
@@ -333,7 +360,8 @@ func newServer(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, conns: map[net.Conn]struct{}{}, done: make(chan struct{}), started: start, stages: new(raftnode.Stages)}
+	s := &Server{cfg: cfg, conns: map[net.Conn]struct{}{}, done: make(chan struct{}), started: start, stages: new(raftnode.Stages),
+		reloadFailures: newReloadFailures()}
 	s.log = slog.New(termHandler{Handler: cfg.Logger.Handler(), term: s.currentTerm}).With("node", cfg.NodeID)
 	return s, nil
 }
@@ -459,6 +487,7 @@ func (s *Server) openEngine(*boot) error {
 	// the collector outlives engine replacements (snapshot installs).
 	s.coll = kv.NewCollector()
 	eo.CompactionFilter = s.coll.Filter
+	eo.Encryption = s.sealer
 	s.eo = eo
 	if err := s.recoverEngine(); err != nil {
 		return err
@@ -546,7 +575,8 @@ func (s *Server) openRaftLog(b *boot) error {
 		snapMeta = &pb.SnapshotMetadata{Index: new(cur.Index), Term: new(cur.Term), ConfState: cur.ConfState}
 	}
 	var err error
-	s.rlog, b.rep, err = raftlog.Open(raftlog.Options{FS: s.fs, Dir: filepath.Join(cfg.DataDir, "raft", "wal"), NodeID: cfg.NodeID, Snapshot: snapMeta})
+	s.rlog, b.rep, err = raftlog.Open(raftlog.Options{FS: s.fs, Dir: filepath.Join(cfg.DataDir, "raft", "wal"), NodeID: cfg.NodeID, Snapshot: snapMeta,
+		Sealer: s.sealer})
 	if err != nil {
 		return fmt.Errorf("opening the raft log: %w", err)
 	}
@@ -712,7 +742,8 @@ func (s *Server) run(b *boot) {
 	s.log.Info("kayadb node started", "client_addr", s.clientLn.Addr().String(), "raft_log_entries", b.rep.Entries,
 		"applied_index", b.applied, "open_duration", s.openDur, "tls", s.tls != nil, "mtls", s.tls != nil && s.tls.MutualTLS(),
 		"operator_token", cfg.OperatorToken != "", "client_token", cfg.ClientToken != "", "peer_token", cfg.PeerToken != "",
-		"acl_file", cfg.ACLFile != "", "tenant_file", cfg.TenantFile != "", "identity_file", cfg.IdentityFile != "")
+		"acl_file", cfg.ACLFile != "", "tenant_file", cfg.TenantFile != "", "identity_file", cfg.IdentityFile != "",
+		"encryption", s.sealer != nil)
 }
 
 // currentTerm is the raft term for log lines (0 before raft starts).
@@ -816,6 +847,7 @@ func (s *Server) closeParts() error {
 	} else if s.db != nil {
 		errs = append(errs, s.db.Close())
 	}
+	errs = append(errs, s.closeAudit())
 	if s.lock != nil {
 		errs = append(errs, s.lock.Close())
 	}

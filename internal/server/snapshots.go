@@ -130,6 +130,9 @@ func (s *Server) checkReceived(from uint64, m *pb.Message, dir string) error {
 	if meta.GetIndex() == 0 {
 		return errors.New("snapshot message carries no index")
 	}
+	if err := s.checkCheckpointKeys(from, dir); err != nil {
+		return err
+	}
 	st, err := kv.ReadCheckpoint(dir, s.eo)
 	if err != nil {
 		return err

@@ -7,7 +7,7 @@
 //
 //	cd bench && go run ./cmd/kaya-bench -num 1000000
 //
-// Workloads: fillseq, fillrandom, readrandom, scan, sync1, sync16, sync64,
+// Workloads: fillseq, fillrandom, readrandom, seekrandom, scan, sync1, sync16, sync64,
 // fillsync32.
 // Every engine+workload pair runs in a fresh directory; engines are
 // interleaved within each repetition and the median over -reps is
@@ -265,6 +265,8 @@ func runOne(c *config, ks *keyspace, e engineSpec, w string, rep int, root strin
 		}
 	case "readrandom":
 		m, err = r.readRandom()
+	case "seekrandom":
+		m, err = r.seekRandom()
 	case "scan":
 		m, err = r.scan()
 	case "fillsync32":

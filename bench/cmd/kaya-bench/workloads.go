@@ -9,7 +9,7 @@ import (
 )
 
 // workloadNames lists the workloads in their default (and printing) order.
-var workloadNames = []string{"fillseq", "fillrandom", "readrandom", "scan", "sync1", "sync16", "sync64", "fillsync32"}
+var workloadNames = []string{"fillseq", "fillrandom", "readrandom", "seekrandom", "scan", "sync1", "sync16", "sync64", "fillsync32"}
 
 // syncWriters maps each sync workload to its number of writer goroutines.
 var syncWriters = map[string]int{"sync1": 1, "sync16": 16, "sync64": 64, "fillsync32": 32}
@@ -201,6 +201,37 @@ func (r *runner) readRandom() (measurement, error) {
 	}
 	rng := rand.New(rand.NewPCG(r.cfg.Seed, 2))
 	return r.readPass(r.cfg.ReadOps, func(int) int { return rng.IntN(n) }, r.deadline(), lat)
+}
+
+// seekRandom: load, warm the cache with a full scan (untimed), then time
+// ReadOps iterator seeks to uniformly random existing keys, each verifying
+// the key and value it lands on (db_bench's seekrandom with one read).
+func (r *runner) seekRandom() (measurement, error) {
+	if err := r.load(); err != nil {
+		return measurement{}, err
+	}
+	if _, err := r.scanPass(time.Time{}, make([]int64, r.cfg.Num)); err != nil {
+		return measurement{}, fmt.Errorf("warm-up: %w", err)
+	}
+	it, err := r.s.NewIter()
+	if err != nil {
+		return measurement{}, err
+	}
+	n := r.cfg.Num
+	rng := rand.New(rand.NewPCG(r.cfg.Seed, 3))
+	kbuf := make([]byte, r.cfg.KeySize)
+	m, err := timedLoop(r.cfg.ReadOps, r.deadline(), make([]int64, r.cfg.ReadOps), func(int) error {
+		k := rng.IntN(n)
+		key := r.ks.key(kbuf, k)
+		if !it.SeekGE(key) || !bytes.Equal(it.Key(), key) || !bytes.Equal(it.Value(), r.ks.value(k)) {
+			return fmt.Errorf("VERIFY FAILED: seek to %q", key)
+		}
+		return nil
+	})
+	if cerr := it.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("iterator: %w", cerr)
+	}
+	return m, err
 }
 
 // scanPass iterates over the whole store once, timing each step, and

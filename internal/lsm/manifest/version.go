@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/kayadb/kayadb/internal/crypt"
 	"github.com/kayadb/kayadb/internal/lsm/base"
 )
 
@@ -27,6 +28,13 @@ type FileMetadata struct {
 	// Compacting is true while a compaction has this table as an input. It
 	// is guarded by the engine's mutex, not by this package.
 	Compacting bool
+
+	// Encrypted and KeyID say which key sealed the table. They are not
+	// recorded in the MANIFEST (the table's footer holds them): the engine
+	// sets them when it writes the table, and at open from the footer,
+	// before the table is shared.
+	Encrypted bool
+	KeyID     crypt.KeyID
 }
 
 // Refs returns the number of Versions that list the table.

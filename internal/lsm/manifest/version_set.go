@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/kayadb/kayadb/internal/crypt"
 	"github.com/kayadb/kayadb/internal/lsm/base"
 	"github.com/kayadb/kayadb/internal/record"
 	"github.com/kayadb/kayadb/internal/vfs"
@@ -24,6 +25,11 @@ type Options struct {
 	MaxManifestBytes int64
 	// OnObsolete receives tables that no Version references any more.
 	OnObsolete func([]*FileMetadata)
+	// Sealer, when set, seals every MANIFEST record written (under its
+	// active key at the time of the write) and opens sealed records when
+	// loading. Nil: records are written plain, and a sealed record fails
+	// Load with an error naming the file, offset and key id.
+	Sealer *crypt.Sealer
 }
 
 // VersionSet owns the current Version and the MANIFEST that records it.
@@ -47,6 +53,9 @@ type VersionSet struct {
 	// unproven is true while the last record of the MANIFEST has no synced
 	// record after it. See ProveDurable.
 	unproven bool
+	// keys counts the keys of the records of the MANIFEST being written
+	// (after Load: of the one loaded, until the first edit replaces it).
+	keys KeyUse
 
 	mu struct {
 		sync.Mutex
@@ -63,6 +72,29 @@ type LoadReport struct {
 	// TornTail is non-nil when the MANIFEST ended in a partial record (an
 	// edit that was never acknowledged); the bytes are ignored.
 	TornTail *record.TornTailError
+	// Keys says which keys sealed the MANIFEST's records.
+	Keys KeyUse
+}
+
+// KeyUse says which encryption keys a log file's records use.
+type KeyUse struct {
+	// Plain counts records written without encryption.
+	Plain int
+	// Sealed counts sealed records per key id.
+	Sealed map[crypt.KeyID]int
+}
+
+// Add counts one record read by r.
+func (u *KeyUse) Add(r *record.Reader) {
+	id, sealed := r.LastKey()
+	if !sealed {
+		u.Plain++
+		return
+	}
+	if u.Sealed == nil {
+		u.Sealed = map[crypt.KeyID]int{}
+	}
+	u.Sealed[id]++
 }
 
 // Create initializes a VersionSet for an empty directory and writes its first
@@ -112,8 +144,10 @@ func ReadCurrent(fs vfs.FS, dir string) (string, error) {
 }
 
 // ReplayManifest reads every edit of a MANIFEST file, calling fn for each.
-// A torn tail is returned in the report, not as an error.
-func ReplayManifest(fs vfs.FS, path string, fn func(*VersionEdit) error) (records int, torn *record.TornTailError, err error) {
+// A torn tail is returned in the report, not as an error. sealer opens
+// sealed records (nil: a sealed record is an error naming its key id); keys,
+// when not nil, counts the keys the records use.
+func ReplayManifest(fs vfs.FS, path string, sealer *crypt.Sealer, keys *KeyUse, fn func(*VersionEdit) error) (records int, torn *record.TornTailError, err error) {
 	_, num, ok := base.ParseFilename(filepath.Base(path))
 	if !ok {
 		num = 0
@@ -124,6 +158,7 @@ func ReplayManifest(fs vfs.FS, path string, fn func(*VersionEdit) error) (record
 	}
 	defer f.Close()
 	r := record.NewReader(f, uint64(num), path)
+	r.SetSealer(sealer)
 	for {
 		rec, err := r.Next()
 		if err == io.EOF {
@@ -134,6 +169,9 @@ func ReplayManifest(fs vfs.FS, path string, fn func(*VersionEdit) error) (record
 		}
 		if err != nil {
 			return records, nil, err
+		}
+		if keys != nil {
+			keys.Add(r)
 		}
 		var e VersionEdit
 		if err := e.Decode(rec); err != nil {
@@ -166,7 +204,8 @@ func Load(opts Options) (*VersionSet, *LoadReport, error) {
 		haveNext    bool
 		nextFileNum base.FileNum
 	)
-	records, torn, err := ReplayManifest(opts.FS, path, func(e *VersionEdit) error {
+	var keys KeyUse
+	records, torn, err := ReplayManifest(opts.FS, path, opts.Sealer, &keys, func(e *VersionEdit) error {
 		if e.Comparator != "" && e.Comparator != ComparatorName {
 			return base.CorruptionErrorf(path, -1, "MANIFEST uses key ordering %q; this engine uses %q", e.Comparator, ComparatorName)
 		}
@@ -203,9 +242,10 @@ func Load(opts Options) (*VersionSet, *LoadReport, error) {
 		}
 	}
 	_, vs.manifestNum, _ = base.ParseFilename(name)
+	vs.keys = keys
 	vs.nextFileNum.Store(uint64(nextFileNum))
 	vs.install(v)
-	return vs, &LoadReport{Manifest: name, Records: records, TornTail: torn}, nil
+	return vs, &LoadReport{Manifest: name, Records: records, TornTail: torn, Keys: keys}, nil
 }
 
 // install makes v current. Called with logMu held (or before the set is
@@ -357,6 +397,35 @@ func (vs *VersionSet) ProveDurable() error {
 	return nil
 }
 
+// ManifestKeys returns the name of the current MANIFEST and the keys its
+// records use; ok is false when there is none (a closed set).
+func (vs *VersionSet) ManifestKeys() (name string, keys KeyUse, ok bool) {
+	vs.logMu.Lock()
+	defer vs.logMu.Unlock()
+	if vs.manifestNum == 0 {
+		return "", KeyUse{}, false
+	}
+	keys = KeyUse{Plain: vs.keys.Plain, Sealed: map[crypt.KeyID]int{}}
+	for id, n := range vs.keys.Sealed {
+		keys.Sealed[id] = n
+	}
+	return base.MakeFilename(base.FileTypeManifest, vs.manifestNum), keys, true
+}
+
+// noteRecord counts a record just written to the MANIFEST (an
+// approximation under a concurrent rotation: the key active right after the
+// write). Called with logMu.
+func (vs *VersionSet) noteRecord() {
+	if vs.opts.Sealer == nil {
+		vs.keys.Plain++
+		return
+	}
+	if vs.keys.Sealed == nil {
+		vs.keys.Sealed = map[crypt.KeyID]int{}
+	}
+	vs.keys.Sealed[vs.opts.Sealer.ActiveKey()]++
+}
+
 // undoneError wraps a no-space failure that left the MANIFEST as it was.
 type undoneError struct{ err error }
 
@@ -397,6 +466,7 @@ func (vs *VersionSet) appendRecord(payload []byte) error {
 		vs.err = fmt.Errorf("manifest: syncing %s: %w", vs.manifestName(), err)
 		return vs.err
 	}
+	vs.noteRecord()
 	return nil
 }
 
@@ -431,7 +501,8 @@ func SnapshotEdit(v *Version, logNum base.FileNum, nextFileNum base.FileNum, las
 	return e
 }
 
-// WriteManifest creates MANIFEST-<num> in dir holding a snapshot of v, syncs
+// WriteManifest creates MANIFEST-<num> in dir holding a snapshot of v, sealed
+// with sealer when it is not nil, syncs
 // it and the directory, then points CURRENT at it (temp file + fsync + rename
 // + directory fsync). It returns the open file and writer, positioned for
 // more edits; the caller owns them.
@@ -439,7 +510,7 @@ func SnapshotEdit(v *Version, logNum base.FileNum, nextFileNum base.FileNum, las
 // If it fails before CURRENT was renamed, it removes the new MANIFEST (and
 // the temporary CURRENT) again, leaving dir as it was, and the error is an
 // *undoneError when the cause was a lack of space.
-func WriteManifest(fs vfs.FS, dir string, num base.FileNum, snap *VersionEdit) (vfs.File, *record.Writer, error) {
+func WriteManifest(fs vfs.FS, dir string, num base.FileNum, snap *VersionEdit, sealer *crypt.Sealer) (vfs.File, *record.Writer, error) {
 	name := base.MakeFilename(base.FileTypeManifest, num)
 	path := filepath.Join(dir, name)
 	f, err := fs.Create(path)
@@ -452,6 +523,9 @@ func WriteManifest(fs vfs.FS, dir string, num base.FileNum, snap *VersionEdit) (
 		return nil, nil, err
 	}
 	w := record.NewWriter(f, uint64(num))
+	if sealer != nil {
+		w.SetSealer(sealer)
+	}
 	err = w.WriteRecord(snap.Encode(nil))
 	if err == nil {
 		err = w.Flush()
@@ -486,12 +560,14 @@ func WriteManifest(fs vfs.FS, dir string, num base.FileNum, snap *VersionEdit) (
 func (vs *VersionSet) rotate(v *Version, logNum base.FileNum, lastSeq base.SeqNum) error {
 	num := vs.NewFileNum()
 	snap := SnapshotEdit(v, logNum, vs.NextFileNum(), lastSeq)
-	f, w, err := WriteManifest(vs.opts.FS, vs.opts.Dir, num, snap)
+	f, w, err := WriteManifest(vs.opts.FS, vs.opts.Dir, num, snap, vs.opts.Sealer)
 	if err != nil {
 		return err
 	}
 	oldNum, oldFile := vs.manifestNum, vs.manifest
 	vs.manifest, vs.manifestW, vs.manifestNum = f, w, num
+	vs.keys = KeyUse{}
+	vs.noteRecord()
 	if oldFile != nil {
 		_ = oldFile.Close()
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/kayadb/kayadb/internal/lsm/base"
@@ -87,7 +88,7 @@ func TestGolden(t *testing.T) {
 // checkTable opens data and reads everything. It returns the first error;
 // if there is none, everything read must equal entries exactly.
 func checkTable(data []byte, size int64, entries []kv, c *cache.Cache, ignoreCRC bool) error {
-	opts := ReaderOptions{FileName: "flip.sst", FileNum: 1, Cache: c}
+	opts := ReaderOptions{FileName: "flip.sst", FileNum: 1, Cache: c, Sealer: testSealer}
 	if c != nil {
 		opts.CacheID = c.NewID()
 	}
@@ -163,6 +164,9 @@ func smallTables(t *testing.T) map[string][]byte {
 	tables["snappy"], _ = buildTable(t, compressibleEntries(), o)
 	o.Compression = ZstdCompression
 	tables["zstd"], _ = buildTable(t, compressibleEntries(), o)
+	tables["encrypted-golden"], _ = buildTable(t, entries, sealed(goldenOptions()))
+	o.Compression = SnappyCompression
+	tables["encrypted-snappy"], _ = buildTable(t, compressibleEntries(), sealed(o))
 	return tables
 }
 
@@ -219,7 +223,7 @@ func TestBitFlips(t *testing.T) {
 				}
 				return m
 			}()
-			if name != "golden" && layout["compressed"] == 0 {
+			if !strings.HasSuffix(name, "golden") && layout["compressed"] == 0 {
 				t.Fatalf("table %s should have compressed blocks: %v", name, layout)
 			}
 			if layout["filter"] != 1 || layout["data"] < 2 {
@@ -240,7 +244,7 @@ func TestBitFlips(t *testing.T) {
 				}
 				// Without checksums the decoders see the damage; they must
 				// not panic and must report only corruption.
-				if err := checkTable(mut, int64(len(mut)), entries, nil, true); err != nil && !errors.Is(err, base.ErrCorruption) {
+				if err := checkTable(mut, int64(len(mut)), entries, nil, true); !isReadError(err) {
 					t.Fatalf("%s at byte %d without checksums: %v", what, pos, err)
 				}
 			}
@@ -253,7 +257,7 @@ func TestBitFlips(t *testing.T) {
 				}
 				try(mut, pos, "byte flip")
 			}
-			for pos := len(data) - footerLen; pos < len(data); pos++ {
+			for pos := len(data) - footerLenEncrypted; pos < len(data); pos++ {
 				for bit := 0; bit < 8; bit++ {
 					mut := append([]byte(nil), data...)
 					mut[pos] ^= 1 << bit

@@ -12,7 +12,7 @@
 //	+--------------+-----+--------------+--------------+------------------+-------------+-----------------+--------+
 //	| data block 0 | ... | data block n | filter block | properties block | index block | metaindex block | footer |
 //	+--------------+-----+--------------+--------------+------------------+-------------+-----------------+--------+
-//	                                     (optional)                                                         57 bytes
+//	                                     (optional)                                              57 bytes (61 encrypted)
 //
 // The blocks tile the file exactly, in this order, without gaps: data block
 // 0 starts at offset 0, each block starts where the previous block's trailer
@@ -125,6 +125,38 @@
 //
 // Byte 0 is the checksum type (1 = CRC32C). footerCRC is base.MaskedCRC of
 // bytes [0, 45).
+//
+// # Encrypted tables (format version 2)
+//
+// A Writer with a Sealer (WriterOptions.Sealer) seals every block — data,
+// filter, properties, index, metaindex — after compression, with the
+// AES-256-GCM envelope of package crypt (key id, nonce, ciphertext, tag: 32
+// bytes of overhead). The sealed bytes are the block's stored bytes: handles
+// and the index_size and filter_size properties count them, the trailer's
+// compression byte describes the plaintext inside, and the trailer CRC
+// covers the sealed bytes. The additional data binds a block to its place:
+//
+//	"kayadb sstable block v2\x00" | kind u8 | block offset u64 LE
+//
+// with kind 1 data, 2 filter, 3 properties, 4 index, 5 metaindex. The whole
+// table uses the key active when the Writer was created, and the footer is
+// 61 bytes, naming it:
+//
+//	 0      1                              41          45                49            53              61
+//	+------+------------------------------+-----------+-----------------+-------------+---------------+
+//	| 0x01 | metaindex handle | index     | key id    | formatVersion   | footerCRC   | magic         |
+//	|      | handle | zero padding        | u32 LE    | u32 LE (= 2)    | u32 LE      | "\x89KAYASST" |
+//	+------+------------------------------+-----------+-----------------+-------------+---------------+
+//
+// footerCRC covers bytes [0, 49). Both footers end with the same 16 bytes
+// (version, CRC, magic), so a reader reads the last 61 bytes and picks the
+// footer by the version. The format_version property equals the footer's.
+// Readers (ReaderOptions.Sealer) open blocks as they read them; the block
+// cache and the in-memory index and filter hold plaintext. A block whose CRC
+// holds but which does not authenticate fails with a *BlockKeyError naming
+// the file, offset and key id (it matches base.ErrCorruption and
+// crypt.ErrDecrypt); a table whose key the keyring lacks, or read without a
+// Sealer, fails Open with an error matching crypt.ErrUnknownKey.
 //
 // # Errors
 //

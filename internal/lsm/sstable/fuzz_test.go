@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/kayadb/kayadb/internal/crypt"
 	"github.com/kayadb/kayadb/internal/lsm/base"
 )
 
@@ -31,7 +32,13 @@ func seedTables(t testing.TB) [][]byte {
 	}
 	o := WriterOptions{BlockSize: 128, BlockRestartInterval: 3}
 	d, _ := buildTable(t, compressibleEntries(), o)
-	return append(out, d)
+	out = append(out, d)
+	// Encrypted tables (testSealer opens them).
+	e, _ := buildTable(t, goldenEntries(), sealed(goldenOptions()))
+	o = sealed(goldenOptions())
+	o.Compression, o.BlockSize = SnappyCompression, 200
+	e2, _ := buildTable(t, compressibleEntries(), o)
+	return append(out, e, e2)
 }
 
 // seedBlocks returns valid data blocks.
@@ -57,12 +64,12 @@ func seedIndexBlocks() [][]byte {
 	}
 	out = append(out, append([]byte(nil), bw.finish()...))
 	for _, tbl := range seedTables(nil) {
-		r, err := Open(&memFile{data: tbl}, int64(len(tbl)), ReaderOptions{})
+		r, err := Open(&memFile{data: tbl}, int64(len(tbl)), ReaderOptions{Sealer: testSealer})
 		if err != nil {
 			panic(err)
 		}
 		raw := tbl[r.footer.index.offset : r.footer.index.offset+r.footer.index.length]
-		if tbl[r.footer.index.end()-blockTrailerLen] == byte(NoCompression) {
+		if _, enc := r.Encryption(); !enc && tbl[r.footer.index.end()-blockTrailerLen] == byte(NoCompression) {
 			out = append(out, raw)
 		}
 	}
@@ -72,11 +79,12 @@ func seedIndexBlocks() [][]byte {
 func seedFooters() [][]byte {
 	var out [][]byte
 	for _, tbl := range seedTables(nil) {
-		out = append(out, tbl[len(tbl)-footerLen:])
+		out = append(out, tbl[len(tbl)-footerLenEncrypted:])
 	}
 	f := footer{metaindex: blockHandle{1 << 62, 1 << 40}, index: blockHandle{1<<64 - 1, 1<<64 - 1}, version: FormatVersion}
-	b := f.encode()
-	return append(out, b[:])
+	out = append(out, f.encode())
+	f.version, f.keyID = FormatVersionEncrypted, 1<<32-1
+	return append(out, f.encode())
 }
 
 func seedFilters() [][]byte {
@@ -132,6 +140,10 @@ func TestWriteFuzzSeeds(t *testing.T) {
 
 func isCorruption(err error) bool { return err == nil || errors.Is(err, base.ErrCorruption) }
 
+// isReadError: corruption, or (in an encrypted table whose footer's key id
+// was changed) a key the keyring lacks.
+func isReadError(err error) bool { return isCorruption(err) || errors.Is(err, crypt.ErrUnknownKey) }
+
 func FuzzFooter(f *testing.F) {
 	for _, b := range seedFooters() {
 		f.Add(b)
@@ -145,7 +157,7 @@ func FuzzFooter(f *testing.F) {
 			return
 		}
 		enc := ft.encode()
-		ft2, err := decodeFooter(enc[:], "fuzz.sst", 0)
+		ft2, err := decodeFooter(enc, "fuzz.sst", 0)
 		if err != nil || ft2 != ft {
 			t.Fatalf("re-encoded footer %+v decodes to %+v, %v", ft, ft2, err)
 		}
@@ -364,9 +376,9 @@ func FuzzReader(f *testing.F) {
 		f.Add(b, true)
 	}
 	f.Fuzz(func(t *testing.T, data []byte, ignoreCRC bool) {
-		r, err := open(&memFile{data: data}, int64(len(data)), ReaderOptions{FileName: "fuzz.sst"}, ignoreCRC)
+		r, err := open(&memFile{data: data}, int64(len(data)), ReaderOptions{FileName: "fuzz.sst", Sealer: testSealer}, ignoreCRC)
 		if err != nil {
-			if !errors.Is(err, base.ErrCorruption) {
+			if !isReadError(err) {
 				t.Fatal(err)
 			}
 			return
@@ -374,7 +386,7 @@ func FuzzReader(f *testing.F) {
 		defer r.Close()
 		_, _ = r.Layout()
 		verr := r.ValidateChecksums()
-		if !isCorruption(verr) {
+		if !isReadError(verr) {
 			t.Fatal(verr)
 		}
 		it := r.NewIter(IterOptions{})
@@ -391,10 +403,10 @@ func FuzzReader(f *testing.F) {
 			n++
 		}
 		bwdErr := it.Error()
-		if err := it.Close(); !isCorruption(err) {
+		if err := it.Close(); !isReadError(err) {
 			t.Fatal(err)
 		}
-		if !isCorruption(fwdErr) || !isCorruption(bwdErr) {
+		if !isReadError(fwdErr) || !isReadError(bwdErr) {
 			t.Fatal(fwdErr, bwdErr)
 		}
 		consistent := !ignoreCRC && verr == nil && fwdErr == nil && bwdErr == nil
@@ -409,7 +421,7 @@ func FuzzReader(f *testing.F) {
 		for _, p := range probes {
 			seq := base.SeqNum(rng.Uint64N(1 << 20))
 			v, kind, found, err := r.Get(p, seq)
-			if !isCorruption(err) {
+			if !isReadError(err) {
 				t.Fatal(err)
 			}
 			if consistent && err == nil {
@@ -423,7 +435,7 @@ func FuzzReader(f *testing.F) {
 			}
 			for ok := it.SeekLT(p); ok; ok = it.Prev() {
 			}
-			if err := it.Close(); !isCorruption(err) {
+			if err := it.Close(); !isReadError(err) {
 				t.Fatal(err)
 			}
 		}

@@ -1,10 +1,10 @@
 package sstable
 
 import (
-	"encoding/binary"
 	"fmt"
 	"strings"
 
+	"github.com/kayadb/kayadb/internal/crypt"
 	"github.com/kayadb/kayadb/internal/lsm/base"
 )
 
@@ -20,6 +20,9 @@ type BlockInfo struct {
 	Length uint64
 	// Compression is the block's compression (from its trailer).
 	Compression Compression
+	// KeyID is the key that sealed the block, when Encrypted.
+	KeyID     crypt.KeyID
+	Encrypted bool
 }
 
 // Layout lists a table's blocks in file order.
@@ -35,7 +38,11 @@ func (l Layout) String() string {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "file size %d\n", l.FileSize)
 	for _, b := range l.Blocks {
-		fmt.Fprintf(&sb, "%10d %-10s length %d compression %s\n", b.Offset, b.Kind, b.Length, b.Compression)
+		fmt.Fprintf(&sb, "%10d %-10s length %d compression %s", b.Offset, b.Kind, b.Length, b.Compression)
+		if b.Encrypted {
+			fmt.Fprintf(&sb, " encrypted key %d", b.KeyID)
+		}
+		sb.WriteByte('\n')
 	}
 	return sb.String()
 }
@@ -49,7 +56,8 @@ func (r *Reader) Layout() (Layout, error) {
 		if err := r.readAt(tr[:], int64(h.offset+h.length)); err != nil {
 			return err
 		}
-		l.Blocks = append(l.Blocks, BlockInfo{Kind: kind, Offset: h.offset, Length: h.length, Compression: Compression(tr[0])})
+		l.Blocks = append(l.Blocks, BlockInfo{Kind: kind, Offset: h.offset, Length: h.length, Compression: Compression(tr[0]),
+			KeyID: r.footer.keyID, Encrypted: r.footer.encrypted()})
 		return nil
 	}
 	for _, h := range r.index.handles {
@@ -70,7 +78,8 @@ func (r *Reader) Layout() (Layout, error) {
 			return Layout{}, err
 		}
 	}
-	l.Blocks = append(l.Blocks, BlockInfo{Kind: "footer", Offset: uint64(r.size - footerLen), Length: footerLen})
+	fl := r.footer.size()
+	l.Blocks = append(l.Blocks, BlockInfo{Kind: "footer", Offset: uint64(r.size - int64(fl)), Length: uint64(fl), KeyID: r.footer.keyID, Encrypted: r.footer.encrypted()})
 	return l, nil
 }
 
@@ -80,29 +89,20 @@ func (r *Reader) Layout() (Layout, error) {
 // each block's keys lie between the neighbouring index separators.
 func (r *Reader) ValidateChecksums() error {
 	file := r.opts.FileName
-	var fb [footerLen]byte
-	footOff := r.size - footerLen
-	if err := r.readAt(fb[:], footOff); err != nil {
+	if _, _, err := r.readFooter(); err != nil {
 		return err
 	}
-	if r.ignoreCRC {
-		binary.LittleEndian.PutUint32(fb[footerCRCOff:], base.MaskedCRC(fb[:footerCRCOff]))
-	}
-	if _, err := decodeFooter(fb[:], file, footOff); err != nil {
-		return err
-	}
-	metas := []struct {
+	type meta struct {
 		h        blockHandle
 		compress bool
-	}{{r.footer.metaindex, false}, {r.footer.index, true}, {r.propsBH, false}}
+		kind     blockKind
+	}
+	metas := []meta{{r.footer.metaindex, false, kindMetaindex}, {r.footer.index, true, kindIndex}, {r.propsBH, false, kindProperties}}
 	if r.hasFilter {
-		metas = append(metas, struct {
-			h        blockHandle
-			compress bool
-		}{r.filterBH, false})
+		metas = append(metas, meta{r.filterBH, false, kindFilter})
 	}
 	for _, m := range metas {
-		if _, err := r.readMetaBlock(m.h, m.compress); err != nil {
+		if _, err := r.readMetaBlock(m.h, m.compress, m.kind); err != nil {
 			return err
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/kayadb/kayadb/internal/crypt"
 	"github.com/kayadb/kayadb/internal/lsm/base"
 	"github.com/kayadb/kayadb/internal/lsm/cache"
 )
@@ -24,6 +25,10 @@ type ReaderOptions struct {
 	FileNum base.FileNum
 	// FileName names the file in error messages.
 	FileName string
+	// Sealer opens the blocks of an encrypted table. Nil: an encrypted
+	// table fails Open with an error naming its key id (plain tables need
+	// no Sealer).
+	Sealer *crypt.Sealer
 }
 
 // ReadableFile is what a Reader reads from. ReadAt must be safe for
@@ -186,7 +191,9 @@ func decodeIndexBlock(data []byte, file string, off int64) (indexBlock, error) {
 
 // Open opens a table of the given size. It reads and verifies the footer,
 // the metaindex, properties and index blocks and the filter, and keeps the
-// index and filter in memory. On error f is not closed.
+// index and filter in memory. On error f is not closed. An encrypted table
+// whose key is missing or wrong fails here (the meta blocks are opened),
+// with an error naming the file, the block's offset and the key id.
 func Open(f ReadableFile, size int64, opts ReaderOptions) (*Reader, error) {
 	return open(f, size, opts, false)
 }
@@ -197,19 +204,20 @@ func open(f ReadableFile, size int64, opts ReaderOptions, ignoreCRC bool) (*Read
 	if size < footerLen {
 		return nil, base.CorruptionErrorf(file, 0, "file of %d bytes is too small for the %d-byte table footer", size, footerLen)
 	}
-	footOff := size - footerLen
-	var fb [footerLen]byte
-	if err := r.readAt(fb[:], footOff); err != nil {
-		return nil, err
-	}
-	if ignoreCRC {
-		binary.LittleEndian.PutUint32(fb[footerCRCOff:], base.MaskedCRC(fb[:footerCRCOff]))
-	}
-	ft, err := decodeFooter(fb[:], file, footOff)
+	ft, footOff, err := r.readFooter()
 	if err != nil {
 		return nil, err
 	}
 	r.footer = ft
+	if ft.encrypted() {
+		if opts.Sealer == nil {
+			return nil, fmt.Errorf("sstable %s is encrypted (key id %d) and no encryption key was given: use --encryption-keyring-file (or --encryption-key-file) holding that key: %w",
+				file, ft.keyID, &crypt.KeyError{ID: ft.keyID, Err: crypt.ErrUnknownKey})
+		}
+		if !opts.Sealer.Keyring().Has(ft.keyID) {
+			return nil, fmt.Errorf("sstable %s: %w", file, &crypt.KeyError{ID: ft.keyID, Err: crypt.ErrUnknownKey})
+		}
+	}
 
 	// The blocks tile the file: ... filter | properties | index | metaindex | footer.
 	if err := r.checkHandle(ft.metaindex, uint64(footOff), "metaindex", footOff); err != nil {
@@ -225,7 +233,7 @@ func open(f ReadableFile, size int64, opts ReaderOptions, ignoreCRC bool) (*Read
 		return nil, base.CorruptionErrorf(file, footOff, "index block %+v does not end at the metaindex block", ft.index)
 	}
 
-	metaData, err := r.readMetaBlock(ft.metaindex, false)
+	metaData, err := r.readMetaBlock(ft.metaindex, false, kindMetaindex)
 	if err != nil {
 		return nil, err
 	}
@@ -233,7 +241,7 @@ func open(f ReadableFile, size int64, opts ReaderOptions, ignoreCRC bool) (*Read
 		return nil, err
 	}
 
-	propsData, err := r.readMetaBlock(r.propsBH, false)
+	propsData, err := r.readMetaBlock(r.propsBH, false, kindProperties)
 	if err != nil {
 		return nil, err
 	}
@@ -241,7 +249,7 @@ func open(f ReadableFile, size int64, opts ReaderOptions, ignoreCRC bool) (*Read
 		return nil, err
 	}
 
-	indexData, err := r.readMetaBlock(ft.index, true)
+	indexData, err := r.readMetaBlock(ft.index, true, kindIndex)
 	if err != nil {
 		return nil, err
 	}
@@ -266,8 +274,8 @@ func open(f ReadableFile, size int64, opts ReaderOptions, ignoreCRC bool) (*Read
 
 	p := &r.props
 	switch {
-	case p.FormatVersion != FormatVersion:
-		err = fmt.Errorf("format_version %d disagrees with the footer's %d", p.FormatVersion, FormatVersion)
+	case p.FormatVersion != ft.version:
+		err = fmt.Errorf("format_version %d disagrees with the footer's %d", p.FormatVersion, ft.version)
 	case p.NumDataBlocks != uint64(r.index.len()):
 		err = fmt.Errorf("num_data_blocks %d but the index has %d entries", p.NumDataBlocks, r.index.len())
 	case p.IndexSize != ft.index.length:
@@ -286,7 +294,7 @@ func open(f ReadableFile, size int64, opts ReaderOptions, ignoreCRC bool) (*Read
 	}
 
 	if r.hasFilter {
-		fd, err := r.readMetaBlock(r.filterBH, false)
+		fd, err := r.readMetaBlock(r.filterBH, false, kindFilter)
 		if err != nil {
 			return nil, err
 		}
@@ -295,6 +303,85 @@ func open(f ReadableFile, size int64, opts ReaderOptions, ignoreCRC bool) (*Read
 		}
 	}
 	return r, nil
+}
+
+// readFooter reads and decodes the footer; it returns it with its offset.
+func (r *Reader) readFooter() (footer, int64, error) {
+	file, size := r.opts.FileName, r.size
+	if size < footerLen {
+		return footer{}, 0, base.CorruptionErrorf(file, 0, "file of %d bytes is too small for the %d-byte table footer", size, footerLen)
+	}
+	n := min(size, footerLenEncrypted)
+	var fb [footerLenEncrypted]byte
+	tail := fb[:n]
+	if err := r.readAt(tail, size-n); err != nil {
+		return footer{}, 0, err
+	}
+	if r.ignoreCRC && len(tail) >= footerLen {
+		// Testing only: recompute the CRC of whichever footer the version
+		// field selects.
+		t := len(tail) - footerTailLen
+		fl := footerLen
+		if binary.LittleEndian.Uint32(tail[t:]) == FormatVersionEncrypted && len(tail) >= footerLenEncrypted {
+			fl = footerLenEncrypted
+		}
+		binary.LittleEndian.PutUint32(tail[t+4:], base.MaskedCRC(tail[len(tail)-fl:t+4]))
+	}
+	ft, err := decodeFooter(tail, file, size-n)
+	if err != nil {
+		return footer{}, 0, err
+	}
+	return ft, size - int64(ft.size()), nil
+}
+
+// Encryption returns the key id of an encrypted table, and whether the
+// table is encrypted at all.
+func (r *Reader) Encryption() (crypt.KeyID, bool) { return r.footer.keyID, r.footer.encrypted() }
+
+// TableEncryption reads only the footer of the table in f (of the given
+// size) and returns its key id and whether it is encrypted: reporting
+// tools use it without any key.
+func TableEncryption(f io.ReaderAt, size int64, fileName string) (crypt.KeyID, bool, error) {
+	r := &Reader{f: readerAtCloser{f}, size: size, opts: ReaderOptions{FileName: fileName}}
+	ft, _, err := r.readFooter()
+	if err != nil {
+		return 0, false, err
+	}
+	return ft.keyID, ft.encrypted(), nil
+}
+
+type readerAtCloser struct{ io.ReaderAt }
+
+func (readerAtCloser) Close() error { return nil }
+
+// unseal opens the sealed stored bytes of the block of kind k at handle h
+// into dst (which may be stored[crypt.KeyIDSize+crypt.NonceSize:][:0] to
+// decrypt in place). In a plain table it returns stored unchanged.
+func (r *Reader) unseal(stored []byte, h blockHandle, k blockKind, dst []byte) ([]byte, error) {
+	if !r.footer.encrypted() {
+		return stored, nil
+	}
+	id, err := crypt.EnvelopeKey(stored)
+	if err != nil {
+		return nil, base.CorruptionErrorf(r.opts.FileName, int64(h.offset), "sealed %s block of %d bytes is shorter than an envelope (%d)", k, len(stored), crypt.Overhead)
+	}
+	if id != r.footer.keyID {
+		return nil, base.CorruptionErrorf(r.opts.FileName, int64(h.offset), "%s block sealed with key id %d in a table whose footer names key id %d", k, id, r.footer.keyID)
+	}
+	var aad [blockAADLen]byte
+	plain, err := r.opts.Sealer.Open(dst, stored, blockAAD(&aad, k, h.offset))
+	if err != nil {
+		return nil, &BlockKeyError{File: r.opts.FileName, Offset: int64(h.offset), Kind: k.String(), KeyID: id, Err: err}
+	}
+	return plain, nil
+}
+
+// inPlace returns the destination that decrypts stored over itself.
+func inPlace(stored []byte) []byte {
+	if len(stored) < crypt.KeyIDSize+crypt.NonceSize {
+		return nil
+	}
+	return stored[crypt.KeyIDSize+crypt.NonceSize : crypt.KeyIDSize+crypt.NonceSize]
 }
 
 // checkHandle checks that h's block and trailer lie in [0, limit).
@@ -385,13 +472,16 @@ func (r *Reader) verifyBlock(raw []byte, h blockHandle) ([]byte, Compression, er
 
 // readMetaBlock reads, verifies and (if allowed) decompresses a block that
 // is not cached. The handle must have been checked.
-func (r *Reader) readMetaBlock(h blockHandle, allowCompression bool) ([]byte, error) {
+func (r *Reader) readMetaBlock(h blockHandle, allowCompression bool, k blockKind) ([]byte, error) {
 	raw := make([]byte, h.length+blockTrailerLen)
 	if err := r.readAt(raw, int64(h.offset)); err != nil {
 		return nil, err
 	}
 	stored, typ, err := r.verifyBlock(raw, h)
 	if err != nil {
+		return nil, err
+	}
+	if stored, err = r.unseal(stored, h, k, inPlace(stored)); err != nil {
 		return nil, err
 	}
 	if typ == NoCompression {
@@ -411,6 +501,7 @@ func (r *Reader) readMetaBlock(h blockHandle, allowCompression bool) ([]byte, er
 type readBufs struct {
 	raw   []byte // raw (stored + trailer) reads
 	dec   []byte // decompressed blocks
+	plain []byte // opened blocks of an encrypted table read ahead
 	ra    []byte // read-ahead window for sequential reads
 	raOff uint64
 	raLen int // valid bytes in ra
@@ -480,10 +571,29 @@ func (r *Reader) readDataBlockFrom(i int, useCache, fillCache, sequential bool, 
 	if err != nil {
 		return nil, err
 	}
+	inReadahead := sequential && bufs != nil
+	if r.footer.encrypted() {
+		// Decrypt in place, except in the read-ahead buffer, whose bytes
+		// a later read of the same block must find sealed.
+		dst := inPlace(stored)
+		if inReadahead {
+			dst = nil
+			if !fresh {
+				dst = bufs.plain[:0]
+			}
+		}
+		if stored, err = r.unseal(stored, h, kindData, dst); err != nil {
+			return nil, err
+		}
+		if inReadahead && !fresh && cap(stored) > cap(bufs.plain) {
+			bufs.plain = stored
+		}
+		inReadahead = false
+	}
 	var block []byte
 	if typ == NoCompression {
 		block = stored
-		if fresh && sequential && bufs != nil {
+		if fresh && inReadahead {
 			block = append([]byte(nil), stored...) // the read-ahead buffer is reused
 		}
 	} else {

@@ -134,6 +134,9 @@ func roundTripConfigs() []roundTripConfig {
 		{"64k-r32-snappy", WriterOptions{BlockSize: 64 << 10, BlockRestartInterval: 32, BloomBitsPerKey: 5, Compression: SnappyCompression}, false},
 		{"1k-r7-nobloom", WriterOptions{BlockSize: 1024, BlockRestartInterval: 7}, true},
 		{"64k-r1-zstd", WriterOptions{BlockSize: 64 << 10, BlockRestartInterval: 1, BloomBitsPerKey: 20, Compression: ZstdCompression}, false},
+		{"encrypted-default", sealed(DefaultWriterOptions()), true},
+		{"encrypted-small-blocks-snappy", sealed(WriterOptions{BlockSize: 256, BlockRestartInterval: 2, BloomBitsPerKey: 10, Compression: SnappyCompression}), true},
+		{"encrypted-4k-zstd-nobloom", sealed(WriterOptions{BlockSize: 4096, BlockRestartInterval: 16, Compression: ZstdCompression}), false},
 	}
 }
 
@@ -196,8 +199,15 @@ func checkMetadata(t *testing.T, entries []kv, m Metadata) {
 func checkReader(t *testing.T, rng *rand.Rand, r *Reader, entries []kv, wopts WriterOptions) {
 	t.Helper()
 	p := r.Properties()
-	if p.NumEntries != uint64(len(entries)) || p.FormatVersion != FormatVersion || p.Compression != wopts.Compression {
+	wantVersion, wantEnc := uint32(FormatVersion), false
+	if wopts.Sealer != nil {
+		wantVersion, wantEnc = FormatVersionEncrypted, true
+	}
+	if p.NumEntries != uint64(len(entries)) || p.FormatVersion != wantVersion || p.Compression != wopts.Compression {
 		t.Fatalf("properties %+v", p)
+	}
+	if id, enc := r.Encryption(); enc != wantEnc || (enc && id != wopts.Sealer.ActiveKey()) {
+		t.Fatalf("Encryption() = %d, %v; want encrypted %v", id, enc, wantEnc)
 	}
 	if p.FilterBitsPerKey != uint64(max(0, wopts.BloomBitsPerKey)) {
 		t.Fatalf("filter bits %d", p.FilterBitsPerKey)
@@ -471,13 +481,13 @@ func TestUnsupportedVersion(t *testing.T) {
 	entries := []kv{{key: base.MakeInternalKey([]byte("a"), 1, base.KindSet), val: []byte("x")}}
 	data, _ := buildTable(t, entries, DefaultWriterOptions())
 	foot := data[len(data)-footerLen:]
-	foot[footerVersionOff] = 2
+	foot[footerVersionOff] = 3
 	copy(foot[footerCRCOff:], le32(base.MaskedCRC(foot[:footerCRCOff])))
-	_, err := Open(&memFile{data: data}, int64(len(data)), ReaderOptions{FileName: "v2.sst"})
+	_, err := Open(&memFile{data: data}, int64(len(data)), ReaderOptions{FileName: "v3.sst"})
 	if !errors.Is(err, base.ErrCorruption) {
 		t.Fatalf("Open: %v", err)
 	}
-	for _, want := range []string{"version 2", "supports version 1", "v2.sst"} {
+	for _, want := range []string{"version 3", "supports versions 1 and 2", "v3.sst"} {
 		if !bytes.Contains([]byte(err.Error()), []byte(want)) {
 			t.Fatalf("error %q lacks %q", err, want)
 		}

@@ -8,9 +8,29 @@ import (
 	"sort"
 	"testing"
 
+	"github.com/kayadb/kayadb/internal/crypt"
 	"github.com/kayadb/kayadb/internal/lsm/base"
 	"github.com/kayadb/kayadb/internal/lsm/cache"
 )
+
+// testKeyring holds keys 1 and 2 (fixed bytes), 2 active; testSealer opens
+// every encrypted table of these tests, and seals new ones with key 2.
+var (
+	testKeyring = func() *crypt.Keyring {
+		r, err := crypt.New(map[crypt.KeyID][]byte{1: bytes.Repeat([]byte{1}, 32), 2: bytes.Repeat([]byte{2}, 32)}, 2)
+		if err != nil {
+			panic(err)
+		}
+		return r
+	}()
+	testSealer = crypt.NewSealer(testKeyring)
+)
+
+// sealed returns o with testSealer.
+func sealed(o WriterOptions) WriterOptions {
+	o.Sealer = testSealer
+	return o
+}
 
 // memFile is an in-memory ReadableFile.
 type memFile struct {
@@ -147,7 +167,7 @@ func buildTable(t testing.TB, entries []kv, opts WriterOptions) ([]byte, Metadat
 
 func openTable(t testing.TB, data []byte, c *cache.Cache) *Reader {
 	t.Helper()
-	opts := ReaderOptions{FileName: "test.sst", FileNum: 7}
+	opts := ReaderOptions{FileName: "test.sst", FileNum: 7, Sealer: testSealer}
 	if c != nil {
 		opts.Cache = c
 		opts.CacheID = c.NewID()

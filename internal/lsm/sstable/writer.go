@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/kayadb/kayadb/internal/crypt"
 	"github.com/kayadb/kayadb/internal/lsm/base"
 )
 
@@ -36,6 +37,11 @@ type WriterOptions struct {
 	// compressed block is kept only if it saves at least 12.5%; otherwise it
 	// is stored raw.
 	Compression Compression
+	// Sealer, when set, seals every block (after compression) under the
+	// key that is active when the Writer is created, and the table is
+	// written in the encrypted format (version 2, its key id in the
+	// footer). Nil: a plain table (version 1).
+	Sealer *crypt.Sealer
 }
 
 // DefaultWriterOptions returns the defaults: 4 KiB blocks, restart interval
@@ -59,6 +65,10 @@ type Metadata struct {
 	Smallest, Largest base.InternalKey
 	// SmallestSeq and LargestSeq bound the entries' sequence numbers.
 	SmallestSeq, LargestSeq base.SeqNum
+	// Encrypted says whether the table's blocks are sealed, and KeyID with
+	// which key.
+	Encrypted bool
+	KeyID     crypt.KeyID
 }
 
 // Writer writes one table to an io.Writer, buffering writes (256 KiB) so
@@ -84,6 +94,11 @@ type Writer struct {
 
 	pendingIndex  bool
 	pendingHandle blockHandle
+
+	sealer  *crypt.Sealer // nil: plain blocks
+	ring    *crypt.Keyring
+	sealBuf []byte
+	aad     [blockAADLen]byte
 
 	props    Properties
 	smallest base.InternalKey
@@ -122,6 +137,10 @@ func NewWriter(w io.Writer, opts WriterOptions) *Writer {
 	wr.props.Compression = opts.Compression
 	wr.props.FilterBitsPerKey = uint64(opts.BloomBitsPerKey)
 	wr.props.FormatVersion = FormatVersion
+	if opts.Sealer != nil {
+		wr.sealer, wr.ring = opts.Sealer, opts.Sealer.Keyring()
+		wr.props.FormatVersion = FormatVersionEncrypted
+	}
 	return wr
 }
 
@@ -195,7 +214,7 @@ func (w *Writer) addIndexEntry(sep []byte) {
 // flushDataBlock finishes and writes the current data block.
 func (w *Writer) flushDataBlock() {
 	raw := w.data.finish()
-	h, err := w.writeBlock(raw, w.opts.Compression)
+	h, err := w.writeBlock(raw, w.opts.Compression, kindData)
 	w.data.reset()
 	if err != nil {
 		w.err = err
@@ -224,16 +243,30 @@ func (w *Writer) storedForm(raw []byte, c Compression) ([]byte, Compression, err
 }
 
 // writeBlock writes raw (compressed with c if worthwhile) plus its trailer.
-func (w *Writer) writeBlock(raw []byte, c Compression) (blockHandle, error) {
+func (w *Writer) writeBlock(raw []byte, c Compression, k blockKind) (blockHandle, error) {
 	stored, typ, err := w.storedForm(raw, c)
 	if err != nil {
 		return blockHandle{}, err
 	}
-	return w.writeStored(stored, typ)
+	return w.writeStored(stored, typ, k)
 }
 
-// writeStored writes already-encoded block bytes and their trailer.
-func (w *Writer) writeStored(stored []byte, typ Compression) (blockHandle, error) {
+// sealedLen returns the stored length of a block whose (compressed) form
+// is n bytes.
+func (w *Writer) sealedLen(n int) int {
+	if w.sealer != nil {
+		return crypt.SealedSize(n)
+	}
+	return n
+}
+
+// writeStored writes already-encoded block bytes (sealed first, in an
+// encrypted table) and their trailer.
+func (w *Writer) writeStored(stored []byte, typ Compression, k blockKind) (blockHandle, error) {
+	if w.sealer != nil {
+		w.sealBuf = w.sealer.SealWith(w.ring, w.sealBuf[:0], stored, blockAAD(&w.aad, k, w.offset))
+		stored = w.sealBuf
+	}
 	w.trailer[0] = byte(typ)
 	crc := base.NewCRC(stored).Update(w.trailer[:1]).Value()
 	binary.LittleEndian.PutUint32(w.trailer[1:], crc)
@@ -292,7 +325,7 @@ func (w *Writer) Close() (err error) {
 	hasFilter := w.bloom != nil
 	if hasFilter {
 		filter := w.bloom.finish()
-		if filterHandle, err = w.writeStored(filter, NoCompression); err != nil {
+		if filterHandle, err = w.writeStored(filter, NoCompression, kindFilter); err != nil {
 			return err
 		}
 		w.props.FilterSize = filterHandle.length
@@ -304,12 +337,12 @@ func (w *Writer) Close() (err error) {
 	if err != nil {
 		return err
 	}
-	w.props.IndexSize = uint64(len(indexStored))
-	propsHandle, err := w.writeStored(w.props.encode(), NoCompression)
+	w.props.IndexSize = uint64(w.sealedLen(len(indexStored)))
+	propsHandle, err := w.writeStored(w.props.encode(), NoCompression, kindProperties)
 	if err != nil {
 		return err
 	}
-	indexHandle, err := w.writeStored(indexStored, indexType)
+	indexHandle, err := w.writeStored(indexStored, indexType, kindIndex)
 	if err != nil {
 		return err
 	}
@@ -320,17 +353,20 @@ func (w *Writer) Close() (err error) {
 		meta.add([]byte(metaFilterName), appendBlockHandle(nil, filterHandle))
 	}
 	meta.add([]byte(metaPropertiesName), appendBlockHandle(nil, propsHandle))
-	metaHandle, err := w.writeStored(meta.finish(), NoCompression)
+	metaHandle, err := w.writeStored(meta.finish(), NoCompression, kindMetaindex)
 	if err != nil {
 		return err
 	}
 
-	ft := footer{metaindex: metaHandle, index: indexHandle, version: FormatVersion}
+	ft := footer{metaindex: metaHandle, index: indexHandle, version: w.props.FormatVersion}
+	if w.sealer != nil {
+		ft.keyID = w.ring.Active()
+	}
 	fb := ft.encode()
-	if _, err := w.w.Write(fb[:]); err != nil {
+	if _, err := w.w.Write(fb); err != nil {
 		return fmt.Errorf("sstable: writing footer: %w", err)
 	}
-	w.offset += footerLen
+	w.offset += uint64(len(fb))
 	if err := w.w.Flush(); err != nil {
 		return fmt.Errorf("sstable: flushing: %w", err)
 	}
@@ -343,10 +379,12 @@ func (w *Writer) Close() (err error) {
 		Largest:      largest.Clone(),
 		SmallestSeq:  w.props.SmallestSeq,
 		LargestSeq:   w.props.LargestSeq,
+		Encrypted:    ft.encrypted(),
+		KeyID:        ft.keyID,
 	}
 	// Release the large buffers; the Writer is done.
 	w.data, w.index, w.bloom = blockWriter{}, blockWriter{}, nil
-	w.compressBuf = nil
+	w.compressBuf, w.sealBuf = nil, nil
 	return nil
 }
 
