@@ -118,7 +118,7 @@ func (s *Server) checkSecurity() error {
 			s.log.Warn("a short token is easy to guess: use at least 16 random characters (for example from: openssl rand -hex 32)", "token", t.name, "length", len(t.tok))
 		}
 	}
-	if cfg.ClientToken != "" && cfg.OperatorToken == "" {
+	if cfg.ClientToken != "" && cfg.OperatorToken == "" && cfg.IdentityFile == "" {
 		s.log.Warn("--client-token is set but --operator-token is not: membership and other admin requests are open to anyone who can connect; set --operator-token")
 	}
 	return nil

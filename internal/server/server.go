@@ -742,6 +742,7 @@ func (s *Server) run(b *boot) {
 	s.log.Info("kayadb node started", "client_addr", s.clientLn.Addr().String(), "raft_log_entries", b.rep.Entries,
 		"applied_index", b.applied, "open_duration", s.openDur, "tls", s.tls != nil, "mtls", s.tls != nil && s.tls.MutualTLS(),
 		"operator_token", cfg.OperatorToken != "", "client_token", cfg.ClientToken != "", "peer_token", cfg.PeerToken != "",
+		"acl_file", cfg.ACLFile != "", "tenant_file", cfg.TenantFile != "", "identity_file", cfg.IdentityFile != "",
 		"encryption", s.sealer != nil)
 }
 
