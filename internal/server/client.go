@@ -677,12 +677,7 @@ func (rd *clientReader) ended(err error, log *slog.Logger) {
 	}
 }
 
-// dispatch handles one request and returns the reply.
-func (s *Server) dispatch(op wire.Opcode, p []byte) (st wire.Status, payload []byte) {
-	return s.dispatchBy(context.Background(), op, p)
-}
-
-// dispatchBy is dispatch within parent's deadline (time a request spent
+// dispatchBy handles one request within parent's deadline (time a request spent
 // waiting for reply memory counts against its request timeout).
 func (s *Server) dispatchBy(parent context.Context, op wire.Opcode, p []byte) (st wire.Status, payload []byte) {
 	defer func() {

@@ -91,13 +91,16 @@ func (s *Server) checkSecurity() error {
 
 	if len(exposed) > 0 {
 		lines := append(exposed,
-			"KayaDB has no built-in access control beyond TLS client certificates (--tls-ca) and tokens (--client-token, --operator-token).",
-			"Never expose the raft, client or metrics port to the Internet; see docs/security.md.")
+			"Access control is only what you configure: mutual TLS (--tls-ca), tokens (--client-token, --operator-token) and the policy files (--identity-file, --acl-file, --tenant-file).",
+			"Never expose the raft, client or metrics port to the Internet; see docs/security.md and run kayactl doctor.")
 		if s.tls == nil || !s.tls.MutualTLS() {
 			lines = append(lines, "This node runs WITHOUT mutual TLS: traffic is readable and anyone who reaches the port can connect.")
 		}
-		if cfg.ClientToken == "" || cfg.OperatorToken == "" {
-			lines = append(lines, "This node runs WITHOUT a client token and/or an operator token.")
+		if (cfg.ClientToken == "" || cfg.OperatorToken == "") && cfg.IdentityFile == "" && cfg.ACLFile == "" && cfg.TenantFile == "" {
+			lines = append(lines, "This node runs WITHOUT a client token and/or an operator token, and without a policy file.")
+		}
+		if cfg.EncryptionKeyFile == "" && cfg.EncryptionKeyringFile == "" {
+			lines = append(lines, "This node stores its data WITHOUT encryption at rest (--encryption-keyring-file).")
 		}
 		if raftAddr != "" && cfg.PeerToken == "" && (s.tls == nil || !s.tls.MutualTLS()) {
 			lines = append(lines, "The raft port listens on loopback WITHOUT a peer token: fine for a single node; a cluster across machines needs --peer-token-file or mutual TLS.")
