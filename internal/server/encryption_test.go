@@ -99,6 +99,10 @@ func TestEncryptionKeyringReload(t *testing.T) {
 	if tables == 0 {
 		t.Fatalf("the keys in use list no table after a flush: %+v", inUse)
 	}
+	if m := scrapeMetrics(t, s.MetricsAddr()); m[`kayadb_engine_tables_by_key{key="1"}`] != float64(tables) || m["kayadb_engine_encryption_stale_tables"] != 0 {
+		t.Fatalf("kayadb_engine_tables_by_key{key=\"1\"} = %v, stale %v; want %d tables, 0 stale",
+			m[`kayadb_engine_tables_by_key{key="1"}`], m["kayadb_engine_encryption_stale_tables"], tables)
+	}
 
 	// Rotation: key 2 is added and active.
 	ring2, id, err := ring1.WithNewKey(nil)

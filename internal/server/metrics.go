@@ -127,6 +127,9 @@ type nodeCollector struct {
 	s     *Server
 	ms    []metric
 	hists []histMetric
+	// tablesByKey is kayadb_engine_tables_by_key{key}: one series per key
+	// id a live table uses ("plain", "unknown" included).
+	tablesByKey *prometheus.Desc
 }
 
 func newNodeCollector(s *Server) *nodeCollector {
@@ -278,6 +281,11 @@ func newNodeCollector(s *Server) *nodeCollector {
 	gauge("kayadb_mvcc_retention_bytes", "The bound on history_bytes (--mvcc-retention-bytes; 0 = none).", m(func(st *mvccStats) uint64 { return st.RetentionBytes }))
 	counter("kayadb_mvcc_gc_entries_dropped_total", "History, revision-log and outcome entries garbage-collected by compactions since the engine opened.", e(func(m *engine.Metrics) float64 { return float64(m.Compaction.FilterDropped) }))
 	counter("kayadb_clock_offset_exceeded_total", "Commit timestamps applied here that were ahead of this node's clock by more than --max-clock-offset (a clock out of sync).", m(func(st *mvccStats) uint64 { return st.ClockOffsetExceeded }))
+	gauge("kayadb_engine_encryption_stale_tables", "Live tables not sealed with the active encryption key (plain ones included when encryption is on): the background rewrite's work left after a rotation.",
+		e(func(m *engine.Metrics) float64 { return float64(m.Encryption.StaleTables) }))
+	counter("kayadb_engine_encryption_rewrites_total", "Compactions that rewrote tables sealed with an older key (or plain) under the active key.",
+		e(func(m *engine.Metrics) float64 { return float64(m.Encryption.Rewrites) }))
+	c.tablesByKey = prometheus.NewDesc("kayadb_engine_tables_by_key", "Live tables by the encryption key id that sealed them (\"plain\": unencrypted; \"unknown\": a footer unreadable at open).", []string{"key"}, nil)
 	gauge("kayadb_engine_recovery_duration_seconds", "How long this node took to open its state at start (STATS recovery_duration_us).",
 		func(sc *scrape) float64 { return sc.openDur.Seconds() })
 	return c
@@ -291,6 +299,7 @@ func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, h := range c.hists {
 		ch <- h.desc
 	}
+	ch <- c.tablesByKey
 }
 
 // Collect implements prometheus.Collector: it reads the node once and
@@ -304,6 +313,11 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		counts, sum := h.counts(sc)
 		count, buckets := powerOfTwoBuckets(counts)
 		ch <- prometheus.MustNewConstHistogram(h.desc, count, sum.Seconds(), buckets)
+	}
+	if sc.eng != nil {
+		for key, n := range sc.eng.Encryption.TablesByKey {
+			ch <- prometheus.MustNewConstMetric(c.tablesByKey, prometheus.GaugeValue, float64(n), key)
+		}
 	}
 }
 
