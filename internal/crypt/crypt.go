@@ -55,7 +55,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 )
 
@@ -104,6 +103,7 @@ type key struct {
 type Keyring struct {
 	active KeyID
 	keys   map[KeyID]*key
+	act    *key // keys[active], looked up once
 }
 
 func newKey(id KeyID, raw []byte) (*key, error) {
@@ -139,7 +139,7 @@ func New(keys map[KeyID][]byte, active KeyID) (*Keyring, error) {
 		}
 		r.keys[id] = k
 	}
-	if r.keys[active] == nil {
+	if r.act = r.keys[active]; r.act == nil {
 		return nil, fmt.Errorf("%w: the active key %d is not in the keyring", ErrKeyring, active)
 	}
 	return r, nil
@@ -364,12 +364,18 @@ func LoadFile(path string, keyring bool) (*Keyring, error) {
 // concurrent use.
 type Sealer struct {
 	ring atomic.Pointer[Keyring]
-	mu   struct {
-		sync.Mutex
-		prefix [8]byte
-		n      uint32 // seals under prefix; 0: draw a new prefix
-		fresh  bool   // prefix drawn
-	}
+	// nonces is the current nonce prefix and its counter; replaced (by
+	// compare-and-swap, so without a lock on the sealing path) by a fresh
+	// prefix once its 2^32 counter values are used.
+	nonces atomic.Pointer[nonceBlock]
+}
+
+// nonceBlock is a nonce prefix and the count of seals drawn from it. The
+// count is 64-bit so that draws past 2^32 are seen (and refused) rather
+// than wrapped onto used nonces.
+type nonceBlock struct {
+	prefix [8]byte
+	n      atomic.Uint64
 }
 
 // NewSealer returns a Sealer over r.
@@ -388,18 +394,25 @@ func (s *Sealer) SetKeyring(r *Keyring) { s.ring.Store(r) }
 // ActiveKey returns the id new seals use.
 func (s *Sealer) ActiveKey() KeyID { return s.ring.Load().active }
 
+// nonce writes a fresh nonce to dst: the current prefix and the next
+// value of its counter, or, when the prefix's 2^32 values are used up (or
+// none was drawn yet), a new random prefix first.
 func (s *Sealer) nonce(dst []byte) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.mu.fresh || s.mu.n == 0 {
+	for {
+		nb := s.nonces.Load()
+		if nb != nil {
+			if n := nb.n.Add(1) - 1; n < 1<<32 {
+				copy(dst, nb.prefix[:])
+				binary.LittleEndian.PutUint32(dst[8:], uint32(n))
+				return
+			}
+		}
+		fresh := &nonceBlock{}
 		// crypto/rand.Read never fails (since Go 1.24 it crashes the
 		// program rather than return an error).
-		_, _ = rand.Read(s.mu.prefix[:])
-		s.mu.fresh = true
+		_, _ = rand.Read(fresh.prefix[:])
+		s.nonces.CompareAndSwap(nb, fresh) // a concurrent seal may have won: use its block
 	}
-	copy(dst, s.mu.prefix[:])
-	binary.LittleEndian.PutUint32(dst[8:], s.mu.n)
-	s.mu.n++ // wraps to 0 after 2^32 seals: the next seal draws a new prefix
 }
 
 // SealedSize returns the size of the envelope of an n-byte plaintext.
@@ -408,8 +421,7 @@ func SealedSize(n int) int { return n + Overhead }
 // Seal appends to dst the envelope of plain under the active key, bound to
 // aad. dst and plain must not overlap.
 func (s *Sealer) Seal(dst, plain, aad []byte) []byte {
-	k := s.ring.Load()
-	key := k.keys[k.active]
+	key := s.ring.Load().act
 	start := len(dst)
 	dst = slices.Grow(dst, SealedSize(len(plain)))
 	dst = dst[:start+KeyIDSize+NonceSize]
@@ -425,7 +437,7 @@ func (s *Sealer) Seal(dst, plain, aad []byte) []byte {
 // keyring once and seals every block with SealWith, so that a rotation in
 // the middle of the file does not split it between keys.
 func (s *Sealer) SealWith(r *Keyring, dst, plain, aad []byte) []byte {
-	key := r.keys[r.active]
+	key := r.act
 	start := len(dst)
 	dst = slices.Grow(dst, SealedSize(len(plain)))
 	dst = dst[:start+KeyIDSize+NonceSize]

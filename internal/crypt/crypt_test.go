@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -107,7 +108,7 @@ func TestNoncesNeverRepeat(t *testing.T) {
 	}
 	// At the end of a prefix's counter space the next seal draws a new
 	// prefix instead of wrapping onto used nonces.
-	s.mu.n = ^uint32(0)
+	s.nonces.Load().n.Store(1<<32 - 1)
 	last := nonceOf()
 	next := nonceOf()
 	if last[:8] == next[:8] || seen[next] || seen[last] {
@@ -306,5 +307,41 @@ func TestSealWith(t *testing.T) {
 	got, err := s.Open(nil, env, []byte("aad"))
 	if err != nil || string(got) != "plain" {
 		t.Fatalf("open: %q, %v", got, err)
+	}
+}
+
+// TestNoncesUniqueUnderConcurrency: sealers racing on one Sealer, across a
+// prefix's exhaustion, never share a nonce.
+func TestNoncesUniqueUnderConcurrency(t *testing.T) {
+	s := NewSealer(testRing(t, 1))
+	s.Seal(nil, nil, nil)
+	s.nonces.Load().n.Store(1<<32 - 1000) // the prefix runs out mid-test
+	const workers, each = 4, 2000
+	out := make([][]string, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range each {
+				env := s.Seal(nil, nil, nil)
+				out[w] = append(out[w], string(env[KeyIDSize:KeyIDSize+NonceSize]))
+			}
+		}()
+	}
+	wg.Wait()
+	seen := map[string]bool{}
+	prefixes := map[string]bool{}
+	for _, l := range out {
+		for _, n := range l {
+			if seen[n] {
+				t.Fatal("two seals shared a nonce")
+			}
+			seen[n] = true
+			prefixes[n[:8]] = true
+		}
+	}
+	if len(prefixes) < 2 {
+		t.Fatal("the prefix was not replaced when its counter ran out")
 	}
 }
