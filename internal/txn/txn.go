@@ -577,9 +577,20 @@ func (m *Manager) txnOp(owner string, p []byte) (wire.Status, []byte) {
 	}
 	snapshot := t.snapshot
 	m.mu.Unlock()
-	// ... or the key changed after the snapshot (the commit would
-	// conflict anyway; validation in the apply decides).
-	lm, lmErr := m.store.LastModified(o.Key)
+	// ... or the key's current version is newer than the snapshot (the
+	// commit would conflict anyway; validation in the apply decides). A
+	// point lookup of the current version only: a key that is missing now
+	// may have been deleted after the snapshot, but finding that takes an
+	// iterator over its history (kv.LastModified), which cost more than
+	// the rest of the request, for every write of a new key; the apply's
+	// validation refuses such a commit anyway.
+	var lm uint64
+	cur, lmErr := m.store.ReadAt(o.Key, 0)
+	if lmErr == nil {
+		lm = cur.TS
+	} else if errors.Is(lmErr, engine.ErrNotFound) {
+		lmErr = nil
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.mu.txns[t.id] != t || t.state != stateOpen {
