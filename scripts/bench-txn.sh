@@ -4,7 +4,8 @@
 # txn-put).
 #   kaya: kayactl bench txn: each transaction reads two distinct random keys
 #         and writes both (BEGIN, 2 TXN_OP get, 2 TXN_OP put, COMMIT: six
-#         round trips, serializable), uniform over 100,000 keys, 256-byte
+#         requests in three round trips, as the Go client pipelines the gets
+#         and the puts with COMMIT; serializable), uniform over 100,000 keys, 256-byte
 #         values; conflicts retried (counted in the latency).
 #   etcd: benchmark txn-put --txn-ops 2: one Txn request of two puts over
 #         100,000 keys, 256-byte values (etcd's own transaction benchmark;

@@ -252,7 +252,10 @@ same as one JSON object).
        writing both (--val-size values), over --key-space keys (100000 unless
        given), a --hot-keys fraction of the picks going to the first
        --hot-set keys; a transaction that conflicts starts again, at most
-       --max-attempts times. It reports committed transactions per second,
+       --max-attempts times. Each is six requests in three round trips
+       (BEGIN; the two gets pipelined; the two puts pipelined with COMMIT,
+       as the Go client sends a transaction's buffered writes). It reports
+       committed transactions per second,
        their latency (retries included) and the conflict rate (attempts that
        conflicted / attempts)`,
 		Args: exactArgs(1, "put, get, scan or txn"),
