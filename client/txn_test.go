@@ -908,3 +908,36 @@ func TestScanPages(t *testing.T) {
 		t.Fatalf("more without items: %v", err)
 	}
 }
+
+// TestTxnGetMany: several reads in one pipeline, behind the buffered
+// writes; a missing key is nil, an empty value a non-nil empty slice.
+func TestTxnGetMany(t *testing.T) {
+	srv := newFakeServer(t)
+	c := newClient(t, []string{srv.addr}, nil)
+	ctx := ctxT(t, 5*time.Second)
+	c.Put(ctx, []byte("a"), []byte("1"))
+	c.Put(ctx, []byte("empty"), []byte{})
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Put(ctx, []byte("mine"), []byte("m")); err != nil {
+		t.Fatal(err)
+	}
+	vals, err := tx.GetMany(ctx, []byte("a"), []byte("missing"), []byte("empty"), []byte("mine"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vals) != 4 || string(vals[0]) != "1" || vals[1] != nil || vals[2] == nil || len(vals[2]) != 0 || string(vals[3]) != "m" {
+		t.Fatalf("GetMany = %q", vals)
+	}
+	if _, err := tx.GetMany(ctx, []byte("a"), []byte("\x00sys")); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("a reserved key: %v", err)
+	}
+	if rev, err := tx.Commit(ctx); err != nil || rev == 0 {
+		t.Fatalf("Commit: %d %v", rev, err)
+	}
+	if v, err := c.Get(ctx, []byte("mine")); err != nil || string(v) != "m" {
+		t.Fatalf("mine = %q, %v", v, err)
+	}
+}
