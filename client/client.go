@@ -1060,3 +1060,91 @@ func (c *Client) admin(ctx context.Context, op wire.Opcode, inner []byte) (strin
 	}
 	return msg, nil
 }
+
+// piped is the outcome of one request of a pipeline.
+type piped struct {
+	a    answer
+	sent bool // the request may have reached the server
+	err  error
+}
+
+// pipeline sends reqs to addr once each, in order, on one connection,
+// without waiting for a reply before sending the next, and returns their
+// outcomes (no retries, no redirects: a transaction's requests). The
+// server answers a connection's requests in order and runs a
+// transaction's requests in the order they arrived, so a TXN_COMMIT
+// pipelined after a transaction's writes sees them.
+//
+// What reaches the server is always a prefix of reqs: calls abandoned at
+// the deadline are abandoned from the last to the first, so a later
+// request (a COMMIT) is never written after an earlier one (its writes)
+// was dropped.
+func (c *Client) pipeline(ctx context.Context, addr string, reqs []request) []piped {
+	out := make([]piped, len(reqs))
+	failFrom := func(i int, err error, sent bool) []piped {
+		for j := i; j < len(out); j++ {
+			out[j] = piped{err: err, sent: sent}
+		}
+		return out
+	}
+	if c.isClosed() {
+		return failFrom(0, ErrClosed, false)
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.opts.RequestTimeout)
+	defer cancel()
+	frames := make([][]byte, len(reqs))
+	for i, r := range reqs {
+		frames[i] = c.frame(r)
+		if len(frames[i])-4 > wire.MaxFrameSize {
+			return failFrom(0, fmt.Errorf("%w: request of %d bytes exceeds the frame limit", ErrInvalidArgument, len(frames[i])-4), false)
+		}
+	}
+	p, err := c.poolFor(addr)
+	if err != nil {
+		return failFrom(0, err, false)
+	}
+	cn, err := c.getConn(ctx, p)
+	if err != nil {
+		return failFrom(0, c.cause(ctx, err), false)
+	}
+	calls := make([]*call, 0, len(reqs))
+	for i, f := range frames {
+		cl, err := cn.submit(ctx, f)
+		if err != nil {
+			failFrom(i, c.cause(ctx, err), false) // not queued: not sent
+			break
+		}
+		calls = append(calls, cl)
+	}
+	for i, cl := range calls {
+		select {
+		case r := <-cl.res:
+			out[i] = c.piped(ctx, addr, r)
+			continue
+		case <-ctx.Done():
+		}
+		// The deadline: give up the unanswered calls, the last first.
+		for j := len(calls) - 1; j >= i; j-- {
+			select {
+			case r := <-calls[j].res:
+				out[j] = c.piped(ctx, addr, r)
+				continue
+			default:
+			}
+			sent := !calls[j].state.CompareAndSwap(callQueued, callAbandoned)
+			out[j] = piped{err: c.cause(ctx, ctx.Err()), sent: sent}
+		}
+		break
+	}
+	return out
+}
+
+func (c *Client) piped(ctx context.Context, addr string, r result) piped {
+	if r.err != nil {
+		if c.isClosed() {
+			return piped{err: ErrClosed, sent: r.sent}
+		}
+		return piped{err: c.cause(ctx, r.err), sent: r.sent}
+	}
+	return piped{a: answer{st: r.st, payload: r.payload, addr: addr}, sent: true}
+}

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -82,8 +83,29 @@ type Txn struct {
 		rev   uint64 // commit revision, when committed
 		err   error  // why it broke or was released
 		wrote bool   // a put or delete may have reached the server
+		// pending holds the writes not sent yet (Put and Delete buffer
+		// them; the next Get, GetMany or Commit sends them pipelined
+		// ahead of itself); pendingBytes is their size.
+		pending      []pendingWrite
+		pendingBytes int
 	}
 }
+
+// pendingWrite is a buffered TXN_OP put or delete.
+type pendingWrite struct {
+	kind       wire.TxnOpKind
+	key, value []byte
+}
+
+// Bounds of a transaction's buffered writes: past either, Put sends them
+// (and waits for their replies) before it returns. They bound the client's
+// memory and one pipeline's length, not the transaction (the server's
+// --max-txn-bytes does that); 64 writes or 1 MiB already make the round
+// trip a small share of their cost.
+const (
+	maxPendingWrites = 64
+	maxPendingBytes  = 1 << 20
+)
 
 // ID returns the transaction's id (unique in the cluster).
 func (t *Txn) ID() uint64 { return t.id }
@@ -185,31 +207,78 @@ func (t *Txn) serverGone(a answer) (err error, ok bool) {
 	return nil, false
 }
 
-// op runs one TXN_OP on the transaction's node.
-func (t *Txn) op(ctx context.Context, kind wire.TxnOpKind, key, value []byte) ([]byte, error) {
+// checkOp validates a TXN_OP's key and value before anything is sent.
+func checkOp(key, value []byte) error {
 	if err := checkKey("key", key); err != nil {
-		return nil, err
+		return err
 	}
 	if len(value) > wire.MaxValueSize {
-		return nil, fmt.Errorf("%w: value is %d bytes, the limit is %d", ErrInvalidArgument, len(value), wire.MaxValueSize)
+		return fmt.Errorf("%w: value is %d bytes, the limit is %d", ErrInvalidArgument, len(value), wire.MaxValueSize)
 	}
+	return nil
+}
+
+func (t *Txn) opRequest(kind wire.TxnOpKind, key, value []byte) request {
+	return request{op: wire.OpTxnOp, inner: wire.AppendTxnOp(nil, wire.TxnOp{TxnID: t.id, Kind: kind, Key: key, Value: value})}
+}
+
+// takePending removes the buffered writes, returning their requests and
+// kinds; a transaction with buffered writes has wrote set.
+func (t *Txn) takePending() ([]request, []wire.TxnOpKind) {
+	t.mu.Lock()
+	pend := t.mu.pending
+	t.mu.pending, t.mu.pendingBytes = nil, 0
+	t.mu.Unlock()
+	reqs := make([]request, 0, len(pend)+2)
+	kinds := make([]wire.TxnOpKind, 0, len(pend)+2)
+	for _, w := range pend {
+		reqs = append(reqs, t.opRequest(w.kind, w.key, w.value))
+		kinds = append(kinds, w.kind)
+	}
+	return reqs, kinds
+}
+
+// ops sends the buffered writes and then reqs (TXN_OPs of kinds)
+// pipelined on one connection to the transaction's node, and returns the
+// values of the gets among reqs (nil for a missing key). The first failure
+// of a buffered write is its error (the server then refuses to commit the
+// transaction); a write's failure after that is not reported again.
+func (t *Txn) ops(ctx context.Context, reqs []request, kinds []wire.TxnOpKind) ([][]byte, error) {
 	if err := t.usable(); err != nil {
 		return nil, err
 	}
-	write := kind != wire.TxnOpGet
-	if write {
-		t.mu.Lock()
-		t.mu.wrote = true
-		t.mu.Unlock()
+	all, allKinds := t.takePending()
+	nw := len(all)
+	all, allKinds = append(all, reqs...), append(allKinds, kinds...)
+	if len(all) == 0 {
+		return nil, nil
 	}
-	inner := wire.AppendTxnOp(nil, wire.TxnOp{TxnID: t.id, Kind: kind, Key: key, Value: value})
-	a, _, err := t.c.once(ctx, t.addr, request{op: wire.OpTxnOp, inner: inner})
-	if err != nil {
+	res := t.c.pipeline(ctx, t.addr, all)
+	var vals [][]byte
+	var first error
+	for i, r := range res {
+		v, err := t.opAnswer(allKinds[i], r)
+		if i >= nw {
+			vals = append(vals, v)
+		}
+		if err != nil && !(errors.Is(err, ErrNotFound) && allKinds[i] == wire.TxnOpGet) && first == nil {
+			first = err
+		}
+	}
+	return vals, first
+}
+
+// opAnswer interprets the outcome of one TXN_OP; a get of a missing key
+// is ErrNotFound.
+func (t *Txn) opAnswer(kind wire.TxnOpKind, r piped) ([]byte, error) {
+	write := kind != wire.TxnOpGet
+	if r.err != nil {
 		// A get could be asked again, but the node may be gone, and a
 		// write's fate is unknown: either way the transaction cannot be
 		// trusted to go on.
-		return nil, t.end(txnBroken, t.connLost(err))
+		return nil, t.end(txnBroken, t.connLost(r.err))
 	}
+	a := r.a
 	if gone, ok := t.serverGone(a); ok {
 		return nil, t.end(txnReleased, gone)
 	}
@@ -219,6 +288,9 @@ func (t *Txn) op(ctx context.Context, kind wire.TxnOpKind, key, value []byte) ([
 			v, err := wire.DecodeValue(a.payload)
 			if err != nil {
 				return nil, fmt.Errorf("%w: TXN_OP reply from %s: %w", ErrProtocol, t.addr, err)
+			}
+			if v == nil {
+				v = []byte{}
 			}
 			return v, nil
 		}
@@ -233,13 +305,39 @@ func (t *Txn) op(ctx context.Context, kind wire.TxnOpKind, key, value []byte) ([
 		// cannot read any more; a new one gets a new snapshot.
 		return nil, t.end(txnBroken, t.lost("its snapshot is older than the retained history", statusError(a.st, a.payload)))
 	}
-	err = statusError(a.st, a.payload)
+	err := statusError(a.st, a.payload)
 	if write && !errors.Is(err, ErrTxnConflict) && !errors.Is(err, ErrInvalidArgument) {
 		// A write the server failed on may or may not be buffered: the
 		// transaction must not commit.
 		return nil, t.end(txnBroken, err)
 	}
 	return nil, err
+}
+
+// buffer records a put or delete to send with the next request of the
+// transaction, sending the buffer when it reaches its bounds.
+func (t *Txn) buffer(ctx context.Context, kind wire.TxnOpKind, key, value []byte) error {
+	if err := checkOp(key, value); err != nil {
+		return err
+	}
+	if err := t.usable(); err != nil {
+		return err
+	}
+	w := pendingWrite{kind: kind, key: bytes.Clone(key), value: bytes.Clone(value)}
+	if w.key == nil {
+		w.key = []byte{}
+	}
+	t.mu.Lock()
+	t.mu.wrote = true
+	t.mu.pending = append(t.mu.pending, w)
+	t.mu.pendingBytes += len(key) + len(value)
+	full := len(t.mu.pending) >= maxPendingWrites || t.mu.pendingBytes >= maxPendingBytes
+	t.mu.Unlock()
+	if full {
+		_, err := t.ops(ctx, nil, nil)
+		return err
+	}
+	return nil
 }
 
 func kindName(k wire.TxnOpKind) string {
@@ -257,23 +355,61 @@ func kindName(k wire.TxnOpKind) string {
 // ErrNotFound. Under serializable isolation the key joins the read set:
 // Commit fails with ErrTxnConflict when another writer changed it since the
 // snapshot.
+//
+// Writes buffered by Put and Delete are sent first, in the same round trip;
+// when one of them is refused, Get returns that error instead (and the
+// transaction cannot commit).
 func (t *Txn) Get(ctx context.Context, key []byte) ([]byte, error) {
-	return t.op(ctx, wire.TxnOpGet, key, nil)
+	if err := checkOp(key, nil); err != nil {
+		return nil, err
+	}
+	vals, err := t.ops(ctx, []request{t.opRequest(wire.TxnOpGet, key, nil)}, []wire.TxnOpKind{wire.TxnOpGet})
+	if err != nil {
+		return nil, err
+	}
+	if vals[0] == nil {
+		return nil, ErrNotFound
+	}
+	return vals[0], nil
 }
 
-// Put buffers a write of value under key, applied at Commit. It fails at
-// once with ErrTxnConflict when another open transaction wrote key or key
-// changed since the snapshot (the transaction cannot commit then; roll it
-// back and start again).
+// GetMany is Get of several keys in one round trip (the requests are
+// pipelined): values[i] is the value of keys[i], nil when the key is
+// missing (a present empty value is a non-nil empty slice). It returns the
+// first error other than a missing key.
+func (t *Txn) GetMany(ctx context.Context, keys ...[]byte) (values [][]byte, err error) {
+	reqs := make([]request, len(keys))
+	kinds := make([]wire.TxnOpKind, len(keys))
+	for i, k := range keys {
+		if err := checkOp(k, nil); err != nil {
+			return nil, err
+		}
+		reqs[i], kinds[i] = t.opRequest(wire.TxnOpGet, k, nil), wire.TxnOpGet
+	}
+	vals, err := t.ops(ctx, reqs, kinds)
+	if err != nil {
+		return nil, err
+	}
+	return vals, nil
+}
+
+// Put buffers a write of value under key, applied at Commit. It does not
+// wait for the server: the write travels with the transaction's next Get,
+// GetMany or Commit, pipelined ahead of it in the same round trip (or at
+// once, when 64 writes or 1 MiB are buffered). So Put's errors surface
+// there: ErrTxnConflict when another open transaction wrote key or key
+// changed since the snapshot, or the server's refusal of the write (the
+// --max-txn-bytes bound); the server then refuses to commit the
+// transaction, so that it never commits without a write it was sent. A
+// bad key or an oversized value fails at once. key and value are copied.
 func (t *Txn) Put(ctx context.Context, key, value []byte) error {
-	_, err := t.op(ctx, wire.TxnOpPut, key, value)
-	return err
+	return t.buffer(ctx, wire.TxnOpPut, key, value)
 }
 
-// Delete buffers a delete of key, applied at Commit; conflicts as Put.
+// Delete buffers a delete of key, applied at Commit; sent and refused as
+// Put.
 func (t *Txn) Delete(ctx context.Context, key []byte) error {
-	_, err := t.op(ctx, wire.TxnOpDelete, key, nil)
-	return err
+	return t.buffer(ctx, wire.TxnOpDelete, key, nil)
 }
 
 // Commit applies the transaction's writes atomically and returns the
@@ -298,13 +434,49 @@ func (t *Txn) Commit(ctx context.Context) (uint64, error) {
 		}
 		return 0, err
 	}
-	a, sent, err := t.c.once(ctx, t.addr, request{op: wire.OpTxnCommit, inner: wire.AppendTxnID(nil, t.id)})
+	// The buffered writes go ahead of COMMIT on one connection, in one
+	// round trip; the server runs them in order and refuses to commit a
+	// transaction with a refused write.
+	reqs, kinds := t.takePending()
+	reqs = append(reqs, request{op: wire.OpTxnCommit, inner: wire.AppendTxnID(nil, t.id)})
+	res := t.c.pipeline(ctx, t.addr, reqs)
+	var writeErr error
+	unanswered := false // a write pipelined with COMMIT has no reply
+	for i, k := range kinds {
+		if res[i].err != nil {
+			unanswered = true
+			break // the connection failed: COMMIT's own outcome says what is known
+		}
+		if _, err := t.opAnswer(k, res[i]); err != nil && writeErr == nil {
+			writeErr = err
+		}
+	}
+	r := res[len(res)-1]
+	a, sent, err := r.a, r.sent, r.err
 	switch {
 	case err != nil && !sent:
 		// COMMIT never left: nothing was committed.
 		return 0, t.end(txnBroken, t.connLost(err))
+	case err != nil && unanswered:
+		return t.resolveUnanswered(ctx, err)
 	case err != nil:
 		return t.resolve(ctx, err)
+	}
+	if writeErr != nil {
+		if a.st == wire.StatusOK {
+			// Only a server that predates the refusal rule commits a
+			// transaction after refusing one of its writes.
+			err := fmt.Errorf("%w: %s committed transaction %d although it refused one of its writes (%w): the server is older than this client; upgrade it", ErrProtocol, t.addr, t.id, writeErr)
+			t.mu.Lock()
+			t.mu.state, t.mu.err = txnReleased, err
+			t.mu.Unlock()
+			return 0, err
+		}
+		// The server refused the commit because of the write: the write's
+		// error says why.
+		if errors.Is(writeErr, ErrTxnLost) || a.st == wire.StatusTxnConflict || a.st == wire.StatusInvalidArgument {
+			return 0, t.end(txnReleased, writeErr)
+		}
 	}
 	switch a.st {
 	case wire.StatusNotLeader, wire.StatusError:
@@ -340,6 +512,43 @@ func (t *Txn) outcome(a answer) (uint64, error) {
 		return 0, t.end(txnReleased, gone)
 	}
 	return 0, t.end(txnReleased, statusError(a.st, a.payload))
+}
+
+// resolveUnanswered learns the outcome of a COMMIT sent after writes whose
+// replies were lost with it. Asking again with TXN_COMMIT could commit the
+// transaction without a write that never reached the server (the
+// connection broke in the middle of the pipeline, after the server had
+// read a prefix of it). So it first sends TXN_ROLLBACK: if the transaction
+// is still open, that ends it, and nothing was applied; any other answer
+// (committing, finished, lost, not the leader) means it is no longer open
+// anywhere, so a TXN_COMMIT cannot commit it any more and only learns
+// its outcome.
+func (t *Txn) resolveUnanswered(ctx context.Context, cause error) (uint64, error) {
+	last := cause
+	for attempt := 1; attempt <= txnResolveAttempts; attempt++ {
+		if attempt > 1 {
+			if err := t.c.sleep(ctx, backoff(attempt-1)); err != nil {
+				break
+			}
+		}
+		a, _, err := t.c.once(ctx, t.addr, request{op: wire.OpTxnRollback, inner: wire.AppendTxnID(nil, t.id)})
+		if err != nil {
+			last = err
+			if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+				break
+			}
+			continue
+		}
+		switch a.st {
+		case wire.StatusOK:
+			return 0, t.end(txnReleased, t.lost("the connection to "+t.addr+" failed while its writes and COMMIT were in flight; it was rolled back, nothing was applied", cause))
+		case wire.StatusNotLeader, wire.StatusInvalidArgument:
+			return t.resolve(ctx, cause)
+		}
+		last = statusError(a.st, a.payload)
+	}
+	err := fmt.Errorf("%w: TXN_COMMIT of transaction %d sent to %s with writes whose replies were lost, outcome unknown: %w", ErrAmbiguous, t.id, t.addr, last)
+	return 0, t.end(txnReleased, err)
 }
 
 // resolve learns the outcome of a COMMIT that may have been applied, by
@@ -406,6 +615,7 @@ ask:
 func (t *Txn) Rollback(ctx context.Context) error {
 	t.mu.Lock()
 	st := t.mu.state
+	t.mu.pending, t.mu.pendingBytes = nil, 0 // never sent: nothing to undo
 	t.mu.Unlock()
 	if st != txnOpen && st != txnBroken {
 		return nil

@@ -183,16 +183,31 @@ func TestTxnConflicts(t *testing.T) {
 	c.Put(ctx, []byte("x"), []byte("1"))
 	c.Put(ctx, []byte("y"), []byte("1"))
 
-	// Early: a key another open transaction wrote.
+	// Early: a key another open transaction wrote. Puts are buffered: the
+	// conflict surfaces with the next request that sends them.
 	a, _ := c.Begin(ctx)
 	b, _ := c.Begin(ctx)
-	if err := a.Put(ctx, []byte("k"), []byte("a")); err != nil {
+	ops := srv.count(wire.OpTxnOp)
+	if err := a.Put(ctx, []byte("k"), []byte("a")); err != nil || srv.count(wire.OpTxnOp) != ops {
+		t.Fatalf("Put: %v, %d TXN_OPs sent (want none yet)", err, srv.count(wire.OpTxnOp)-ops)
+	}
+	if v, err := a.Get(ctx, []byte("k")); err != nil || string(v) != "a" || srv.count(wire.OpTxnOp) != ops+2 {
+		t.Fatalf("Get after Put: %q, %v, %d TXN_OPs sent", v, err, srv.count(wire.OpTxnOp)-ops)
+	}
+	if err := b.Put(ctx, []byte("k"), []byte("b")); err != nil {
 		t.Fatal(err)
 	}
-	err := b.Put(ctx, []byte("k"), []byte("b"))
+	if err := b.Put(ctx, []byte("other"), []byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	_, err := b.Commit(ctx)
 	var se *ServerError
 	if !errors.Is(err, ErrTxnConflict) || !errors.As(err, &se) || se.Status != 3 || se.Message != "txn conflict" {
 		t.Fatalf("early conflict: %v", err)
+	}
+	// The write after the refused one was not committed without it.
+	if _, err := c.Get(ctx, []byte("other")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a transaction with a refused write committed its other write: %v", err)
 	}
 	if err := b.Rollback(ctx); err != nil {
 		t.Fatal(err)
@@ -220,7 +235,7 @@ func TestTxnConflicts(t *testing.T) {
 		t.Fatalf("write skew: %v", err)
 	}
 	// The server released it: no rollback is sent, and it stays over.
-	if err := b.Rollback(ctx); err != nil || srv.count(wire.OpTxnRollback) != 1 {
+	if err := b.Rollback(ctx); err != nil || srv.count(wire.OpTxnRollback) != 0 {
 		t.Fatalf("Rollback after conflict: %v (%d rollbacks)", err, srv.count(wire.OpTxnRollback))
 	}
 	if _, err := b.Commit(ctx); !errors.Is(err, ErrTxnConflict) {
@@ -338,6 +353,9 @@ func TestRunTxnRetries(t *testing.T) {
 	// rolled back, so that it does not block the next attempt).
 	blocker, _ := c.Begin(ctx)
 	blocker.Put(ctx, []byte("hot"), []byte("b"))
+	if _, err := blocker.Get(ctx, []byte("hot")); err != nil { // sends the put
+		t.Fatal(err)
+	}
 	runs = 0
 	done := make(chan error, 1)
 	go func() {
@@ -400,10 +418,13 @@ func TestTxnBoundToItsLeader(t *testing.T) {
 	}
 	moved.Store(true) // a's open transactions are gone with its leadership
 	a.model.LoseTxns()
-	err = tx.Put(ctx, []byte("k2"), []byte("2"))
+	if err := tx.Put(ctx, []byte("k2"), []byte("2")); err != nil {
+		t.Fatal(err) // buffered
+	}
+	_, err = tx.Commit(ctx)
 	var lost *TxnLostError
 	if !errors.Is(err, ErrTxnLost) || !errors.As(err, &lost) || lost.Leader != b.addr || lost.TxnID != tx.ID() {
-		t.Fatalf("after the move: %v", err)
+		t.Fatalf("Commit after the move: %v", err)
 	}
 	if _, err := tx.Commit(ctx); !errors.Is(err, ErrTxnLost) {
 		t.Fatalf("Commit of a lost transaction: %v", err)
@@ -488,15 +509,23 @@ func TestTxnConnectionFailure(t *testing.T) {
 	ctx := ctxT(t, 10*time.Second)
 	drop.Store(1)
 	tx, _ := c.Begin(ctx)
-	if err := tx.Put(ctx, []byte("k"), []byte("v")); !errors.Is(err, ErrTxnLost) {
-		t.Fatalf("dropped put: %v", err)
+	if err := tx.Put(ctx, []byte("k"), []byte("v")); err != nil {
+		t.Fatal(err) // buffered
 	}
-	if _, err := tx.Commit(ctx); !errors.Is(err, ErrTxnLost) || srv.count(wire.OpTxnCommit) != 0 {
-		t.Fatalf("Commit after: %v (%d commits sent)", err, srv.count(wire.OpTxnCommit))
+	// The put, sent ahead of COMMIT, is dropped with the connection: the
+	// client must not ask for the commit again (that would commit the
+	// transaction without the put) but roll it back first.
+	if _, err := tx.Commit(ctx); !errors.Is(err, ErrTxnLost) || errors.Is(err, ErrAmbiguous) || srv.count(wire.OpTxnCommit) != 0 {
+		t.Fatalf("Commit after a dropped put: %v (%d commits sent)", err, srv.count(wire.OpTxnCommit))
 	}
-	// Rollback still frees it on the server.
-	if err := tx.Rollback(ctx); err != nil || srv.model.OpenTxns() != 0 {
-		t.Fatalf("Rollback: %v, %d open", err, srv.model.OpenTxns())
+	if srv.model.OpenTxns() != 0 || srv.count(wire.OpTxnRollback) != 1 {
+		t.Fatalf("%d open, %d rollbacks", srv.model.OpenTxns(), srv.count(wire.OpTxnRollback))
+	}
+	if _, err := c.Get(ctx, []byte("k")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the dropped transaction's write is there: %v", err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatalf("Rollback: %v", err)
 	}
 	drop.Store(1)
 	runs := 0
@@ -575,6 +604,10 @@ func TestTxnCommitOutcomeResolved(t *testing.T) {
 			if err := tx.Put(ctx, []byte(key), []byte("v")); err != nil {
 				t.Fatal(err)
 			}
+			// Send the put (buffered) now: COMMIT then goes alone.
+			if _, err := tx.Get(ctx, []byte(key)); err != nil {
+				t.Fatal(err)
+			}
 		}
 		mode.Store(m)
 		armed.Store(true)
@@ -615,7 +648,14 @@ func TestTxnCommitOutcomeResolved(t *testing.T) {
 	mode.Store(4)
 	short, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	_, err = c.RunTxn(short, func(tx *Txn) error { runs++; return tx.Put(short, []byte("e"), nil) })
+	_, err = c.RunTxn(short, func(tx *Txn) error {
+		runs++
+		if err := tx.Put(short, []byte("e"), nil); err != nil {
+			return err
+		}
+		_, err := tx.Get(short, []byte("e"))
+		return err
+	})
 	if !errors.Is(err, ErrAmbiguous) || runs != 1 {
 		t.Fatalf("RunTxn with no answer: %d runs, %v", runs, err)
 	}
@@ -866,5 +906,38 @@ func TestScanPages(t *testing.T) {
 	})
 	if _, err := c.ScanPage(ctx, []byte("p/"), nil, 0); !errors.Is(err, ErrProtocol) {
 		t.Fatalf("more without items: %v", err)
+	}
+}
+
+// TestTxnGetMany: several reads in one pipeline, behind the buffered
+// writes; a missing key is nil, an empty value a non-nil empty slice.
+func TestTxnGetMany(t *testing.T) {
+	srv := newFakeServer(t)
+	c := newClient(t, []string{srv.addr}, nil)
+	ctx := ctxT(t, 5*time.Second)
+	c.Put(ctx, []byte("a"), []byte("1"))
+	c.Put(ctx, []byte("empty"), []byte{})
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Put(ctx, []byte("mine"), []byte("m")); err != nil {
+		t.Fatal(err)
+	}
+	vals, err := tx.GetMany(ctx, []byte("a"), []byte("missing"), []byte("empty"), []byte("mine"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vals) != 4 || string(vals[0]) != "1" || vals[1] != nil || vals[2] == nil || len(vals[2]) != 0 || string(vals[3]) != "m" {
+		t.Fatalf("GetMany = %q", vals)
+	}
+	if _, err := tx.GetMany(ctx, []byte("a"), []byte("\x00sys")); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("a reserved key: %v", err)
+	}
+	if rev, err := tx.Commit(ctx); err != nil || rev == 0 {
+		t.Fatalf("Commit: %d %v", rev, err)
+	}
+	if v, err := c.Get(ctx, []byte("mine")); err != nil || string(v) != "m" {
+		t.Fatalf("mine = %q, %v", v, err)
 	}
 }

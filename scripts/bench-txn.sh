@@ -4,17 +4,22 @@
 # txn-put).
 #   kaya: kayactl bench txn: each transaction reads two distinct random keys
 #         and writes both (BEGIN, 2 TXN_OP get, 2 TXN_OP put, COMMIT: six
-#         round trips, serializable), uniform over 100,000 keys, 256-byte
+#         requests in three round trips, as the Go client pipelines the gets
+#         and the puts with COMMIT; serializable), uniform over 100,000 keys, 256-byte
 #         values; conflicts retried (counted in the latency).
 #   etcd: benchmark txn-put --txn-ops 2: one Txn request of two puts over
 #         100,000 keys, 256-byte values (etcd's own transaction benchmark;
 #         it neither reads nor can conflict).
 # Ports: KayaDB 37379-37381 and 37481-37483 (not bench-cluster.sh's, so
-# that the two never measure each other's servers), etcd 12379-32380.
+# that the two never measure each other's servers; KAYA_CLIENT_PORT and
+# KAYA_RAFT_PORT move the first of each when those are taken), etcd
+# 12379-32380.
 # Clients 1, 64 and 256 (16 connections above 16 clients), then KayaDB's
 # conflict rate with 1% and 50% of the key picks on 100 hot keys (64
 # clients). ROUNDS rounds (default 2), alternating which system goes first.
 # Prints one line per workload and round, then the median ratios.
+# KAYA_BIN=DIR runs the kayadb-server and kayactl in DIR instead of building
+# this checkout's.
 #   scripts/bench-txn.sh [ROUNDS]     (etcd from ../shared/tools/etcd-anchor.sh's
 #   cache, built there on first use; ANCHOR_BIN=DIR to point elsewhere)
 set -euo pipefail
@@ -26,9 +31,15 @@ if [ ! -x "$BIN/etcd" ] || [ ! -x "$BIN/benchmark" ] || [ ! -x "$BIN/etcdctl" ];
   [ -x "$anchor" ] || { echo "bench-txn.sh: no etcd binaries in $BIN and no $anchor to build them" >&2; exit 2; }
   "$anchor" >/dev/null
 fi
+CP=${KAYA_CLIENT_PORT:-37379}
+RP=${KAYA_RAFT_PORT:-37481}
 D="${BENCH_DIR:-$(mktemp -d)}"
 mkdir -p "$D/bin"
-(cd "$REPO_ROOT" && go build -o "$D/bin/" ./cmd/kayadb-server ./cmd/kayactl)
+if [ -n "${KAYA_BIN:-}" ]; then   # binaries built elsewhere (an A/B against another commit)
+  cp "$KAYA_BIN/kayadb-server" "$KAYA_BIN/kayactl" "$D/bin/"
+else
+  (cd "$REPO_ROOT" && go build -o "$D/bin/" ./cmd/kayadb-server ./cmd/kayactl)
+fi
 pids=()
 stop_all() { [ ${#pids[@]} -eq 0 ] || kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; pids=(); }
 trap 'stop_all; [ -n "${BENCH_DIR:-}" ] || rm -rf "$D"' EXIT
@@ -40,19 +51,19 @@ conns() { if [ "$1" -lt 16 ]; then echo "$1"; else echo 16; fi; }
 run_kaya() { # run_kaya ROUND
   rm -rf "$D/k"
   local peers=() i
-  for i in 1 2 3; do peers+=(--peer "$i=127.0.0.1:$((37480 + i)),127.0.0.1:$((37378 + i))"); done
+  for i in 1 2 3; do peers+=(--peer "$i=127.0.0.1:$((RP - 1 + i)),127.0.0.1:$((CP - 1 + i))"); done
   for i in 1 2 3; do
-    "$D/bin/kayadb-server" --node-id $i --data "$D/k/n$i" --raft-addr 127.0.0.1:$((37480 + i)) \
-      --client-addr 127.0.0.1:$((37378 + i)) --no-metrics "${peers[@]}" --log-level warn >"$D/kaya-$i.log" 2>&1 &
+    "$D/bin/kayadb-server" --node-id $i --data "$D/k/n$i" --raft-addr 127.0.0.1:$((RP - 1 + i)) \
+      --client-addr 127.0.0.1:$((CP - 1 + i)) --no-metrics "${peers[@]}" --log-level warn >"$D/kaya-$i.log" 2>&1 &
     pids+=($!)
   done
-  local S=127.0.0.1:37379,127.0.0.1:37380,127.0.0.1:37381
+  local S=127.0.0.1:$CP,127.0.0.1:$((CP + 1)),127.0.0.1:$((CP + 2))
   for _ in $(seq 100); do
     "$D/bin/kayactl" --server $S --timeout 300ms health 2>/dev/null | grep -q leader && break
     sleep 0.1
   done
   for p in "${pids[@]}"; do
-    kill -0 "$p" 2>/dev/null || { echo "bench-txn.sh: a kayadb-server did not start (ports 37379-37381, 37481-37483 taken?); see $D/kaya-*.log" >&2; exit 1; }
+    kill -0 "$p" 2>/dev/null || { echo "bench-txn.sh: a kayadb-server did not start (ports $CP-$((CP + 2)), $RP-$((RP + 2)) taken?); see $D/kaya-*.log" >&2; exit 1; }
   done
   local c out
   for c in "${CLIENTS[@]}"; do

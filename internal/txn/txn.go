@@ -158,6 +158,14 @@ type txn struct {
 	writes    map[string]*write
 	order     []string // the keys of writes in first-write order
 	bytes     int64
+	// refused holds the answer to the first write of it that was refused
+	// (a conflict, a bad key, the size bound): such a transaction cannot
+	// commit, since its write set is not what its client sent. A client
+	// may pipeline its writes with TXN_COMMIT (the Go client does), so the
+	// commit must not run on a write set with a hole in it.
+	refused        bool
+	refusedSt      wire.Status
+	refusedMessage string
 	// done is closed when a commit in flight ends; status and reply are
 	// its answer (the answer to every TXN_COMMIT that waited for it).
 	done   chan struct{}
@@ -500,6 +508,16 @@ func checkOpKey(o *wire.TxnOp) (wire.Status, []byte, bool) {
 	return 0, nil, true
 }
 
+// refuseLocked records st, reply as the refusal of a write of t (the
+// first one counts) and returns them.
+func (t *txn) refuseLocked(st wire.Status, reply []byte) (wire.Status, []byte) {
+	if !t.refused {
+		t.refused, t.refusedSt = true, st
+		t.refusedMessage, _ = wire.DecodeError(reply)
+	}
+	return st, reply
+}
+
 func (m *Manager) txnOp(owner string, p []byte) (wire.Status, []byte) {
 	o, msg := decodeTxnOp(p)
 	if msg != "" {
@@ -516,6 +534,9 @@ func (m *Manager) txnOp(owner string, p []byte) (wire.Status, []byte) {
 		return errReply(wire.StatusInvalidArgument, "invalid argument: transaction %d is committing; it takes no more operations", o.TxnID)
 	}
 	if st, reply, ok := checkOpKey(&o); !ok {
+		if o.Kind != wire.TxnOpGet {
+			st, reply = t.refuseLocked(st, reply)
+		}
 		m.mu.Unlock()
 		return st, reply
 	}
@@ -551,19 +572,24 @@ func (m *Manager) txnOp(owner string, p []byte) (wire.Status, []byte) {
 	// A write: the original's early conflict, when another open
 	// transaction wrote the key (the first writer keeps it)...
 	if other, ok := m.mu.writers[k]; ok && other != t.id {
-		m.mu.Unlock()
-		return conflict()
+		defer m.mu.Unlock()
+		return t.refuseLocked(conflict())
 	}
 	snapshot := t.snapshot
 	m.mu.Unlock()
-	// ... or the key changed after the snapshot (the commit would
-	// conflict anyway; validation in the apply decides).
-	lm, err := m.store.LastModified(o.Key)
-	if err != nil {
-		return m.replyErr(err)
-	}
-	if lm > snapshot {
-		return conflict()
+	// ... or the key's current version is newer than the snapshot (the
+	// commit would conflict anyway; validation in the apply decides). A
+	// point lookup of the current version only: a key that is missing now
+	// may have been deleted after the snapshot, but finding that takes an
+	// iterator over its history (kv.LastModified), which cost more than
+	// the rest of the request, for every write of a new key; the apply's
+	// validation refuses such a commit anyway.
+	var lm uint64
+	cur, lmErr := m.store.ReadAt(o.Key, 0)
+	if lmErr == nil {
+		lm = cur.TS
+	} else if errors.Is(lmErr, engine.ErrNotFound) {
+		lmErr = nil
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -571,8 +597,14 @@ func (m *Manager) txnOp(owner string, p []byte) (wire.Status, []byte) {
 		st, reply := m.unknownLocked(t.id)
 		return st, reply
 	}
+	if lmErr != nil {
+		return t.refuseLocked(m.replyErr(lmErr))
+	}
+	if lm > snapshot {
+		return t.refuseLocked(conflict())
+	}
 	if other, ok := m.mu.writers[k]; ok && other != t.id {
-		return conflict()
+		return t.refuseLocked(conflict())
 	}
 	cost := int64(len(o.Key) + len(o.Value) + itemOverhead)
 	old, had := t.writes[k]
@@ -580,7 +612,7 @@ func (m *Manager) txnOp(owner string, p []byte) (wire.Status, []byte) {
 		cost -= int64(len(old.key) + len(old.value) + itemOverhead)
 	}
 	if t.bytes+cost > m.opts.MaxBytes {
-		return m.tooLarge(t)
+		return t.refuseLocked(m.tooLarge(t))
 	}
 	t.bytes += cost
 	w := &write{kind: o.Kind, key: o.Key, value: o.Value}
@@ -702,6 +734,17 @@ func (m *Manager) commit(ctx context.Context, id uint64) (wire.Status, []byte) {
 		}
 	}
 	t.lastUsed = m.opts.Now()
+	if t.refused {
+		// A write of it was refused: committing the others would apply a
+		// part of what the client meant as one unit. It is over.
+		m.releaseLocked(t)
+		m.mu.Unlock()
+		if t.refusedSt == wire.StatusTxnConflict {
+			m.observe("conflict", start)
+			return conflict()
+		}
+		return errReply(wire.StatusInvalidArgument, "invalid argument: transaction %d was not committed: one of its writes was refused (%s); it is over, start it again", id, t.refusedMessage)
+	}
 	if len(t.writes) == 0 {
 		// Read-only: its reads were one consistent snapshot, so it is
 		// serialized at its snapshot without raft, once a ReadIndex round

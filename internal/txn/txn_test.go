@@ -442,3 +442,66 @@ func TestDiskFullRefusesWritingCommits(t *testing.T) {
 		t.Fatalf("k = %q %v", v, err)
 	}
 }
+
+// TestCommitAfterRefusedWrite: a transaction one of whose writes was
+// refused (a conflict with another open transaction's write, the size
+// bound) cannot commit the others: a client may pipeline its writes with
+// TXN_COMMIT, which must not commit a write set with a hole in it.
+func TestCommitAfterRefusedWrite(t *testing.T) {
+	c := clustertest.New(t, clustertest.Options{Nodes: 1, StoreOptions: func(id uint64, o *kv.Options) {
+		o.Evaluators = Evaluators()
+	}})
+	c.Elect(1)
+	m := managerOn(t, c, 1, Options{MaxBytes: 1 << 10})
+	begin := func() uint64 {
+		st, p := handle(t, m, wire.OpTxnBegin, nil)
+		if st != wire.StatusOK {
+			t.Fatalf("begin: %v %q", st, p)
+		}
+		id, _, _ := wire.DecodeTxnBeginReply(p)
+		return id
+	}
+	put := func(id uint64, k string, v []byte) wire.Status {
+		st, _ := handle(t, m, wire.OpTxnOp, wire.AppendTxnOp(nil, wire.TxnOp{TxnID: id, Kind: wire.TxnOpPut, Key: []byte(k), Value: v}))
+		return st
+	}
+	holder := begin()
+	if st := put(holder, "held", []byte("h")); st != wire.StatusOK {
+		t.Fatalf("put: %v", st)
+	}
+	// A conflict: the commit answers TXN_CONFLICT and writes nothing.
+	a := begin()
+	if st := put(a, "held", []byte("a")); st != wire.StatusTxnConflict {
+		t.Fatalf("put of a held key: %v, want TXN_CONFLICT", st)
+	}
+	if st := put(a, "free", []byte("a")); st != wire.StatusOK {
+		t.Fatalf("put: %v", st)
+	}
+	if st, p := handle(t, m, wire.OpTxnCommit, wire.AppendTxnID(nil, a)); st != wire.StatusTxnConflict {
+		t.Fatalf("commit after a refused write: %v %q, want TXN_CONFLICT", st, p)
+	}
+	if _, err := kv.LocalGet(mustDB(c, 1), []byte("free")); !errors.Is(err, engine.ErrNotFound) {
+		t.Fatalf("the transaction with a refused write committed another: %v", err)
+	}
+	// The size bound: INVALID_ARGUMENT naming the refusal, nothing written.
+	b := begin()
+	if st := put(b, "small", []byte("b")); st != wire.StatusOK {
+		t.Fatalf("put: %v", st)
+	}
+	if st := put(b, "big", make([]byte, 2<<10)); st != wire.StatusInvalidArgument {
+		t.Fatalf("put over --max-txn-bytes: %v", st)
+	}
+	if st, p := handle(t, m, wire.OpTxnCommit, wire.AppendTxnID(nil, b)); st != wire.StatusInvalidArgument || !strings.Contains(string(p), "writes was refused") {
+		t.Fatalf("commit after a refused write: %v %q", st, p)
+	}
+	if _, err := kv.LocalGet(mustDB(c, 1), []byte("small")); !errors.Is(err, engine.ErrNotFound) {
+		t.Fatalf("the transaction with a refused write committed another: %v", err)
+	}
+	if m.Open() != 1 {
+		t.Fatalf("%d open transactions, want only the holder", m.Open())
+	}
+	// The holder, whose writes were all taken, commits.
+	if st, p := handle(t, m, wire.OpTxnCommit, wire.AppendTxnID(nil, holder)); st != wire.StatusOK {
+		t.Fatalf("commit: %v %q", st, p)
+	}
+}

@@ -39,6 +39,10 @@ type txn struct {
 	reads    map[string]bool
 	writes   map[string]*version // value, or deleted
 	order    []string            // write order of the keys in writes
+	// refused: a write of it was refused, so it cannot commit (as the
+	// server's txn.Manager: a client may pipeline writes with COMMIT).
+	refused         bool
+	refusedConflict bool
 }
 
 // outcome is how a transaction that reached TXN_COMMIT ended.
@@ -349,6 +353,7 @@ func (m *Model) txnOp(o wire.TxnOp) (wire.Status, []byte) {
 	}
 	k := string(o.Key)
 	if err := checkKey(o.Key); err != nil {
+		t.refused = t.refused || o.Kind != wire.TxnOpGet
 		return invalid(err)
 	}
 	if o.Kind == wire.TxnOpGet {
@@ -372,10 +377,12 @@ func (m *Model) txnOp(o wire.TxnOp) (wire.Status, []byte) {
 	// changed after the snapshot.
 	for id, other := range m.mu.txns {
 		if _, ok := other.writes[k]; ok && id != o.TxnID {
+			t.refused, t.refusedConflict = true, true
 			return errReply(wire.StatusTxnConflict, wire.MsgTxnConflict)
 		}
 	}
 	if m.lastMod(k) > t.snapshot {
+		t.refused, t.refusedConflict = true, true
 		return errReply(wire.StatusTxnConflict, wire.MsgTxnConflict)
 	}
 	if _, ok := t.writes[k]; !ok {
@@ -397,6 +404,12 @@ func (m *Model) commit(id uint64) (wire.Status, []byte) {
 		return m.unknownTxn(id)
 	}
 	delete(m.mu.txns, id) // released on every outcome
+	if t.refused {
+		if t.refusedConflict {
+			return errReply(wire.StatusTxnConflict, wire.MsgTxnConflict)
+		}
+		return errReply(wire.StatusInvalidArgument, "invalid argument: transaction %d was not committed: one of its writes was refused; it is over, start it again", id)
+	}
 	if len(t.writes) == 0 {
 		return wire.StatusOK, wire.AppendTxnCommitReply(nil, t.snapshot)
 	}
