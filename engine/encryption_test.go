@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -296,29 +295,41 @@ func TestOpenChecksTableKeys(t *testing.T) {
 // under an old key (or the DB failed); it fails the test after a minute.
 func waitNoStaleTables(t *testing.T, db *DB) {
 	t.Helper()
-	var expired atomic.Bool
-	timer := time.AfterFunc(time.Minute, func() {
-		expired.Store(true)
-		db.mu.Lock()
-		db.mu.cond.Broadcast()
-		db.mu.Unlock()
-	})
-	defer timer.Stop()
+	// The compaction loop broadcasts after every compaction; a ticker
+	// broadcasts too, so that a rewrite that finished between the check
+	// and the wait (a wake-up the waiter missed) is seen within 50 ms
+	// rather than never.
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	stopTick := make(chan struct{})
+	defer close(stopTick)
+	go func() {
+		for {
+			select {
+			case <-tick.C:
+				db.mu.Lock()
+				db.mu.cond.Broadcast()
+				db.mu.Unlock()
+			case <-stopTick:
+				return
+			}
+		}
+	}()
+	deadline := time.Now().Add(time.Minute)
 	for db.Metrics().Encryption.StaleTables > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("tables still under old keys after a minute: %+v", db.EncryptionStatus())
+		}
 		db.mu.Lock()
 		if db.mu.bgErr != nil {
 			db.mu.Unlock()
 			t.Fatalf("background error: %v", db.mu.bgErr)
 		}
-		// The compaction loop broadcasts after every compaction.
 		if !db.mu.compacting {
 			db.maybeScheduleCompactionLocked()
 		}
 		db.mu.cond.Wait()
 		db.mu.Unlock()
-		if expired.Load() {
-			t.Fatalf("tables still under old keys after a minute: %+v", db.EncryptionStatus())
-		}
 	}
 }
 

@@ -90,9 +90,19 @@ func TestMembershipCommands(t *testing.T) {
 		!strings.Contains(errs, "hint: run `kayactl --server "+srv[len("--server="):]+" status` to see the current members\n") {
 		t.Fatalf("add-node twice: %d %q %q", code, out, errs)
 	}
-	out, _, _ = runCLI(srv, "status")
-	if r := memberRows(t, out)["4"]; fmt.Sprint(r) != fmt.Sprint([]string{"learner", m4.RaftAddr, m4.ClientAddr}) {
-		t.Fatalf("status row of the learner: %q\n%s", r, out)
+	// status reads the members of the node it asks, which may be a
+	// follower that has not applied the change yet: ask until it has
+	// (bounded), as an operator would.
+	wantLearner := fmt.Sprint([]string{"learner", m4.RaftAddr, m4.ClientAddr})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		out, _, _ = runCLI(srv, "status")
+		r := memberRows(t, out)["4"]
+		if fmt.Sprint(r) == wantLearner {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status row of the learner: %q\n%s", r, out)
+		}
 	}
 	if !strings.Contains(out, "members:       4 (3 voters, 1 learner)\n") {
 		t.Fatalf("status member count:\n%s", out)
