@@ -141,8 +141,19 @@ func encodeCommit(c *commitCmd) []byte {
 
 var errBadCommit = errors.New("malformed TxnCommit command")
 
-func takeUvarintBytes(p []byte) (b, rest []byte, ok bool) {
+// minimalUvarint is binary.Uvarint that also refuses a non-minimal
+// encoding (0x80 0x00 for 0, say): a command has one encoding, so that
+// decoding and encoding it again gives the bytes that were replicated.
+func minimalUvarint(p []byte) (uint64, int) {
 	n, w := binary.Uvarint(p)
+	if w > 1 && p[w-1] == 0 {
+		return 0, 0 // a final byte of zero adds nothing: not minimal
+	}
+	return n, w
+}
+
+func takeUvarintBytes(p []byte) (b, rest []byte, ok bool) {
+	n, w := minimalUvarint(p)
 	if w <= 0 || n > uint64(len(p)-w) {
 		return nil, nil, false
 	}
@@ -164,7 +175,7 @@ func decodeCommit(p []byte) (*commitCmd, error) {
 		return nil, fmt.Errorf("%w: isolation %d", errBadCommit, p[17])
 	}
 	p = p[18:]
-	n, w := binary.Uvarint(p)
+	n, w := minimalUvarint(p)
 	if w <= 0 || n > uint64(len(p)-w) {
 		return nil, fmt.Errorf("%w: read count", errBadCommit)
 	}
@@ -177,7 +188,7 @@ func decodeCommit(p []byte) (*commitCmd, error) {
 		}
 		c.reads, p = append(c.reads, k), rest
 	}
-	n, w = binary.Uvarint(p)
+	n, w = minimalUvarint(p)
 	if w <= 0 || n > uint64(len(p)-w)/2 {
 		return nil, fmt.Errorf("%w: write count", errBadCommit)
 	}
