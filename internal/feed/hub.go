@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -68,6 +69,15 @@ type Hub struct {
 	synced map[*Watcher]struct{}
 	all    map[*Watcher]struct{}
 	closed bool
+	// idx finds the synced watchers a change concerns without asking
+	// each of them: immutable, rebuilt (index) when synced has changed
+	// (idxDirty). joins counts the watchers that joined synced: a read of
+	// changes filtered by an index older than the last join is read again
+	// (the newcomer may want what it left out).
+	idx      *watchIndex
+	idxDirty bool
+	joins    uint64
+	offerGen uint64 // numbers the commits dispatch offers (Watcher.offeredGen)
 
 	stopc chan struct{}
 	wg    sync.WaitGroup
@@ -150,11 +160,15 @@ func (h *Hub) follow(applied uint64) {
 			h.pos = applied
 			pos = applied
 		}
+		idx, joins := h.index(), h.joins
 		h.mu.Unlock()
 		if pos >= applied {
 			return
 		}
-		changes, next, err := h.store.ReadChanges(pos, applied, nil, kv.ChangeBounds{MaxChanges: hubPageChanges, MaxBytes: hubPageBytes, MaxScanned: hubPageScanned})
+		// Only the changes some synced watcher wants are read whole (their
+		// values looked up): idle watchers on other keys cost a write no
+		// value lookups.
+		changes, next, err := h.store.ReadChanges(pos, applied, idx.matchesAny, kv.ChangeBounds{MaxChanges: hubPageChanges, MaxBytes: hubPageBytes, MaxScanned: hubPageScanned})
 		if err != nil {
 			// The history the synced watchers need is gone (a snapshot
 			// installed past it) or unreadable: they are cancelled (they
@@ -176,6 +190,12 @@ func (h *Hub) follow(applied uint64) {
 			return
 		}
 		h.mu.Lock()
+		if h.joins != joins {
+			// A watcher joined during the read, which its filter did not
+			// know: read the range again.
+			h.mu.Unlock()
+			continue
+		}
 		h.dispatch(changes)
 		h.pos = next
 		h.mu.Unlock()
@@ -183,18 +203,97 @@ func (h *Hub) follow(applied uint64) {
 }
 
 // dispatch hands each commit of changes to the synced watchers it
-// concerns. Called with mu.
+// concerns. Called with mu. A watcher is offered only the commits that
+// touch its key or prefix (found through the index: a few map lookups per
+// change, however many watchers are open), so idle watchers on other keys
+// cost a write nothing but those lookups.
 func (h *Hub) dispatch(changes []kv.Change) {
+	idx := h.index()
 	for i := 0; i < len(changes); {
 		j := i + 1
 		for j < len(changes) && changes[j].Rev == changes[i].Rev {
 			j++
 		}
 		commit := changes[i:j]
-		for w := range h.synced {
-			w.offer(commit)
+		h.offerGen++
+		for c := range commit {
+			idx.each(commit[c].Key, func(w *Watcher) {
+				if w.offeredGen != h.offerGen {
+					w.offeredGen = h.offerGen
+					w.offer(commit)
+				}
+			})
 		}
 		i = j
+	}
+}
+
+// index returns the index of the synced watchers, rebuilt if they
+// changed. Called with mu.
+func (h *Hub) index() *watchIndex {
+	if h.idx == nil || h.idxDirty {
+		h.idx = buildIndex(h.synced)
+		h.idxDirty = false
+	}
+	return h.idx
+}
+
+// watchIndex maps keys and prefixes to the synced watchers on them. It is
+// immutable once built (follow uses it outside Hub.mu).
+type watchIndex struct {
+	byKey    map[string][]*Watcher
+	byPrefix map[string][]*Watcher
+	lens     []int // the distinct prefix lengths, ascending
+}
+
+func buildIndex(synced map[*Watcher]struct{}) *watchIndex {
+	x := &watchIndex{byKey: map[string][]*Watcher{}, byPrefix: map[string][]*Watcher{}}
+	seen := map[int]bool{}
+	for w := range synced {
+		if !w.prefix {
+			x.byKey[string(w.key)] = append(x.byKey[string(w.key)], w)
+			continue
+		}
+		x.byPrefix[string(w.key)] = append(x.byPrefix[string(w.key)], w)
+		if !seen[len(w.key)] {
+			seen[len(w.key)] = true
+			x.lens = append(x.lens, len(w.key))
+		}
+	}
+	slices.Sort(x.lens)
+	return x
+}
+
+// matchesAny reports whether some watcher of the index watches key (its
+// principal's clamp aside: a superset is enough to decide what to read).
+func (x *watchIndex) matchesAny(key []byte) bool {
+	if len(x.byKey[string(key)]) > 0 {
+		return true
+	}
+	for _, l := range x.lens {
+		if l > len(key) {
+			break
+		}
+		if len(x.byPrefix[string(key[:l])]) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// each calls f for every watcher whose key is key or whose prefix key
+// starts with (a watcher may come up more than once for one commit).
+func (x *watchIndex) each(key []byte, f func(*Watcher)) {
+	for _, w := range x.byKey[string(key)] {
+		f(w)
+	}
+	for _, l := range x.lens {
+		if l > len(key) {
+			break
+		}
+		for _, w := range x.byPrefix[string(key[:l])] {
+			f(w)
+		}
 	}
 }
 
@@ -279,6 +378,9 @@ type Watcher struct {
 	after uint64
 	// last is when the last frame was queued (under Hub.mu once synced).
 	last time.Time
+	// offeredGen is the last commit dispatch offered it (watchIndex.gen;
+	// under Hub.mu): a commit of several changes is offered once.
+	offeredGen uint64
 	// delivered is the last revision handed to the sink (its goroutine).
 	delivered uint64
 }
@@ -406,6 +508,7 @@ func (w *Watcher) run() {
 	defer func() {
 		h.mu.Lock()
 		delete(h.synced, w)
+		h.idxDirty = true
 		delete(h.all, w)
 		h.mu.Unlock()
 		if w.onEnd != nil {
@@ -543,6 +646,8 @@ func (w *Watcher) catchUp() bool {
 			w.mu.Unlock()
 			if !canceled {
 				h.synced[w] = struct{}{}
+				h.idxDirty = true
+				h.joins++
 			}
 			h.mu.Unlock()
 			if canceled {
