@@ -71,12 +71,9 @@ type Hub struct {
 	closed bool
 	// idx finds the synced watchers a change concerns without asking
 	// each of them: immutable, rebuilt (index) when synced has changed
-	// (idxDirty). joins counts the watchers that joined synced: a read of
-	// changes filtered by an index older than the last join is read again
-	// (the newcomer may want what it left out).
+	// (idxDirty).
 	idx      *watchIndex
 	idxDirty bool
-	joins    uint64
 	offerGen uint64 // numbers the commits dispatch offers (Watcher.offeredGen)
 
 	stopc chan struct{}
@@ -160,15 +157,11 @@ func (h *Hub) follow(applied uint64) {
 			h.pos = applied
 			pos = applied
 		}
-		idx, joins := h.index(), h.joins
 		h.mu.Unlock()
 		if pos >= applied {
 			return
 		}
-		// Only the changes some synced watcher wants are read whole (their
-		// values looked up): idle watchers on other keys cost a write no
-		// value lookups.
-		changes, next, err := h.store.ReadChanges(pos, applied, idx.matchesAny, kv.ChangeBounds{MaxChanges: hubPageChanges, MaxBytes: hubPageBytes, MaxScanned: hubPageScanned})
+		changes, next, err := h.store.ReadChanges(pos, applied, nil, kv.ChangeBounds{MaxChanges: hubPageChanges, MaxBytes: hubPageBytes, MaxScanned: hubPageScanned})
 		if err != nil {
 			// The history the synced watchers need is gone (a snapshot
 			// installed past it) or unreadable: they are cancelled (they
@@ -190,12 +183,6 @@ func (h *Hub) follow(applied uint64) {
 			return
 		}
 		h.mu.Lock()
-		if h.joins != joins {
-			// A watcher joined during the read, which its filter did not
-			// know: read the range again.
-			h.mu.Unlock()
-			continue
-		}
 		h.dispatch(changes)
 		h.pos = next
 		h.mu.Unlock()
@@ -204,9 +191,8 @@ func (h *Hub) follow(applied uint64) {
 
 // dispatch hands each commit of changes to the synced watchers it
 // concerns. Called with mu. A watcher is offered only the commits that
-// touch its key or prefix (found through the index: a few map lookups per
-// change, however many watchers are open), so idle watchers on other keys
-// cost a write nothing but those lookups.
+// touch its key or prefix, found through the index: a few map lookups per
+// change, however many watchers are open.
 func (h *Hub) dispatch(changes []kv.Change) {
 	idx := h.index()
 	for i := 0; i < len(changes); {
@@ -239,7 +225,7 @@ func (h *Hub) index() *watchIndex {
 }
 
 // watchIndex maps keys and prefixes to the synced watchers on them. It is
-// immutable once built (follow uses it outside Hub.mu).
+// immutable once built.
 type watchIndex struct {
 	byKey    map[string][]*Watcher
 	byPrefix map[string][]*Watcher
@@ -262,23 +248,6 @@ func buildIndex(synced map[*Watcher]struct{}) *watchIndex {
 	}
 	slices.Sort(x.lens)
 	return x
-}
-
-// matchesAny reports whether some watcher of the index watches key (its
-// principal's clamp aside: a superset is enough to decide what to read).
-func (x *watchIndex) matchesAny(key []byte) bool {
-	if len(x.byKey[string(key)]) > 0 {
-		return true
-	}
-	for _, l := range x.lens {
-		if l > len(key) {
-			break
-		}
-		if len(x.byPrefix[string(key[:l])]) > 0 {
-			return true
-		}
-	}
-	return false
 }
 
 // each calls f for every watcher whose key is key or whose prefix key
@@ -647,7 +616,6 @@ func (w *Watcher) catchUp() bool {
 			if !canceled {
 				h.synced[w] = struct{}{}
 				h.idxDirty = true
-				h.joins++
 			}
 			h.mu.Unlock()
 			if canceled {
