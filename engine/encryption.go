@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -309,13 +308,7 @@ func (d *DB) EncryptionStatus() EncryptionStatus {
 func VerifyEncryption(dir string, opts *Options) (*EncryptionStatus, error) {
 	o := opts.EnsureDefaults()
 	fs := o.FS
-	if _, err := fs.Stat(filepath.Join(dir, base.CurrentFileName)); err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("%w: no database in %s (CURRENT is missing)", base.ErrNotFound, dir)
-		}
-		return nil, err
-	}
-	lock, err := lockDir(fs, dir, false)
+	lock, err := lockExisting(fs, dir)
 	if err != nil {
 		return nil, err
 	}

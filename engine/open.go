@@ -533,6 +533,19 @@ func replayWAL(fs vfs.FS, path string, num base.FileNum, last bool, sealer *cryp
 	}
 }
 
+// lockExisting takes the lock of the database in dir for a read-only
+// check (CheckRecovery, VerifyEncryption): ErrNotFound when dir holds no
+// database, ErrLocked when a process has it open.
+func lockExisting(fs vfs.FS, dir string) (io.Closer, error) {
+	if _, err := fs.Stat(filepath.Join(dir, base.CurrentFileName)); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w: no database in %s (CURRENT is missing)", base.ErrNotFound, dir)
+		}
+		return nil, err
+	}
+	return lockDir(fs, dir, false)
+}
+
 // CheckRecovery reports what Open would do to recover dir without changing
 // anything: it reads CURRENT, the MANIFEST and every WAL, and checks that
 // every live table is present. It takes the directory lock while it reads,
@@ -540,13 +553,7 @@ func replayWAL(fs vfs.FS, path string, num base.FileNum, last bool, sealer *cryp
 func CheckRecovery(dir string, opts *Options) (*RecoveryReport, error) {
 	o := opts.EnsureDefaults()
 	fs := o.FS
-	if _, err := fs.Stat(filepath.Join(dir, base.CurrentFileName)); err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("%w: no database in %s (CURRENT is missing)", base.ErrNotFound, dir)
-		}
-		return nil, err
-	}
-	lock, err := lockDir(fs, dir, false)
+	lock, err := lockExisting(fs, dir)
 	if err != nil {
 		return nil, err
 	}
