@@ -41,10 +41,10 @@ type clusterView struct {
 // most advanced node before status --cluster reports it.
 const lagWarning = 1000
 
-// clusterStatus asks every member (found through the first --server that
-// answers) for its own view and compares the answers.
-func clusterStatus(ctx context.Context, c *client.Client, seeds []string, perCall time.Duration) (*clusterView, error) {
-	var members []client.Member
+// discoverMembers asks the seeds in turn for the cluster's members and
+// returns the first answer (the seeds themselves when a server too old to
+// list members answers), or the first error when no seed answers.
+func discoverMembers(ctx context.Context, c *client.Client, seeds []string, perCall time.Duration) ([]client.Member, error) {
 	var firstErr error
 	for _, ep := range seeds {
 		// Each node gets its own deadline: a frozen first seed must not
@@ -58,17 +58,24 @@ func clusterStatus(ctx context.Context, c *client.Client, seeds []string, perCal
 			}
 			continue
 		}
-		members = st.Members
-		if len(members) == 0 {
-			// A server too old to list members: use the seeds.
-			for i, s := range seeds {
-				members = append(members, client.Member{ID: uint64(i + 1), ClientAddr: s})
-			}
+		if len(st.Members) > 0 {
+			return st.Members, nil
 		}
-		break
+		members := make([]client.Member, 0, len(seeds))
+		for i, s := range seeds {
+			members = append(members, client.Member{ID: uint64(i + 1), ClientAddr: s})
+		}
+		return members, nil
 	}
-	if members == nil {
-		return nil, firstErr
+	return nil, firstErr
+}
+
+// clusterStatus asks every member (found through the first --server that
+// answers) for its own view and compares the answers.
+func clusterStatus(ctx context.Context, c *client.Client, seeds []string, perCall time.Duration) (*clusterView, error) {
+	members, err := discoverMembers(ctx, c, seeds, perCall)
+	if err != nil {
+		return nil, err
 	}
 	v := &clusterView{}
 	for _, m := range members {

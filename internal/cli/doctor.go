@@ -153,28 +153,9 @@ fails, 2 when no member could be reached.`,
 
 // doctor runs every check on every member.
 func (a *app) doctor(ctx context.Context, c *client.Client, seeds []string, perCall time.Duration) (*doctorReport, error) {
-	var members []client.Member
-	var firstErr error
-	for _, ep := range seeds {
-		sctx, cancel := context.WithTimeout(ctx, perCall)
-		st, err := c.Status(sctx, ep)
-		cancel()
-		if err != nil {
-			if firstErr == nil {
-				firstErr = &endpointError{ep: ep, err: err}
-			}
-			continue
-		}
-		members = st.Members
-		if len(members) == 0 {
-			for _, s := range seeds {
-				members = append(members, client.Member{ClientAddr: s})
-			}
-		}
-		break
-	}
-	if members == nil {
-		return nil, firstErr
+	members, err := discoverMembers(ctx, c, seeds, perCall)
+	if err != nil {
+		return nil, err
 	}
 	rep := &doctorReport{Checks: []doctorCheck{}}
 	reached := 0
@@ -205,7 +186,7 @@ func (a *app) doctor(ctx context.Context, c *client.Client, seeds []string, perC
 		}
 	}
 	if reached == 0 {
-		return nil, firstErr
+		return nil, fmt.Errorf("no member of the cluster answered STATS (members: %d)", len(members))
 	}
 	rep.OK = rep.Fail == 0
 	return rep, nil
