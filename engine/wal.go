@@ -27,6 +27,14 @@ import (
 // package record for how recovery uses it to tell torn tails from
 // corruption.
 //
+// With encryption, committers do not encode: they frame their batch into
+// pending (a copy), and the flush seals everything it takes as one group
+// record (record.Encoder.AppendGroup). One AES-GCM seal per write instead of
+// one per batch keeps encryption off the committer's path; the records of a
+// group were all unsynced when it was written, so losing a torn group loses
+// nothing that was reported durable. Offsets handed to committers (append,
+// offset, waitSynced) then count framed bytes, not file bytes.
+//
 // A failed write or sync is sticky: the writer never touches the file
 // again, not even for the sync marker at close, so a partial record can
 // only ever be the WAL's last bytes, and no chunk after it claims it was
@@ -41,14 +49,23 @@ type walWriter struct {
 	sealer *crypt.Sealer
 	keys   *keyTracker // the keys of the records appended
 
+	// out holds the encoded group of a sealed flush; only the flush owner
+	// touches it.
+	out []byte
+
 	mu struct {
 		sync.Mutex
-		enc      *record.Encoder
-		pending  []byte
-		spare    []byte
-		written  int64 // bytes handed to the file
-		synced   int64 // bytes known durable
-		syncReq  int64 // largest offset a waiter wants durable
+		// enc lays out records: under mu at append for a plain log; for a
+		// sealed log only the flush owner (and close, after the flusher
+		// stopped) uses it.
+		enc        *record.Encoder
+		pending    []byte // encoded chunks (plain) or framed batches (sealed)
+		spare      []byte
+		end        int64 // offset just past the last appended batch
+		written    int64 // offset handed to the file
+		synced     int64 // offset known durable
+		physSynced int64 // file offset known durable (stamped in chunks)
+		syncReq    int64 // largest offset a waiter wants durable
 		err      error // sticky write/sync error
 		flushing bool  // a flush is in progress (its owner writes the file)
 		closing  bool
@@ -105,20 +122,16 @@ func (w *walWriter) append(repr []byte, willSync bool) (int64, error) {
 		w.mu.Unlock()
 		return 0, err
 	}
-	var key crypt.KeyID
 	if w.sealer != nil {
-		key = w.sealer.ActiveKey()
+		n := len(w.mu.pending)
+		w.mu.pending = record.AppendGroupItem(w.mu.pending, repr)
+		w.mu.end += int64(len(w.mu.pending) - n)
+	} else {
+		w.mu.pending = w.mu.enc.Append(w.mu.pending, repr, w.mu.physSynced)
+		w.keys.note(nil, 0)
+		w.mu.end = w.mu.enc.Offset()
 	}
-	w.mu.pending = w.mu.enc.Append(w.mu.pending, repr, w.mu.synced)
-	w.keys.note(w.sealer, key)
-	if w.sealer != nil {
-		if k := w.sealer.ActiveKey(); k != key {
-			// A rotation raced with the append: the record used one of
-			// the two keys.
-			w.keys.note(w.sealer, k)
-		}
-	}
-	end := w.mu.enc.Offset()
+	end := w.mu.end
 	if !willSync && w.mu.idle {
 		w.mu.work.Signal()
 	}
@@ -130,7 +143,7 @@ func (w *walWriter) append(repr []byte, willSync bool) (int64, error) {
 func (w *walWriter) offset() int64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.mu.enc.Offset()
+	return w.mu.end
 }
 
 // waitSynced blocks until the log is durable up to offset end, flushing
@@ -163,14 +176,33 @@ func (w *walWriter) flushLocked() {
 	w.mu.pending = w.mu.spare[:0]
 	target := w.mu.written + int64(len(buf))
 	needSync := target > w.mu.synced && (w.mu.syncReq > w.mu.synced || target-w.mu.synced >= walBytesPerSync)
+	physSynced := w.mu.physSynced
 	w.mu.Unlock()
 
 	var err error
-	if len(buf) > 0 {
-		if _, err = w.f.Write(buf); err != nil {
+	out, physEnd := buf, target
+	if w.sealer != nil {
+		if len(buf) > 0 {
+			key := w.sealer.ActiveKey()
+			w.out = w.mu.enc.AppendGroup(w.out[:0], buf, physSynced)
+			w.keys.note(w.sealer, key)
+			if k := w.sealer.ActiveKey(); k != key {
+				// A rotation raced with the seal: the group used one of
+				// the two keys.
+				w.keys.note(w.sealer, k)
+			}
+			out = w.out
+			if cap(w.out) > 2*maxPendingBytes {
+				w.out = nil
+			}
+		}
+		physEnd = w.mu.enc.Offset() // only the flush owner moves it
+	}
+	if len(out) > 0 {
+		if _, err = w.f.Write(out); err != nil {
 			err = fmt.Errorf("engine: writing WAL %s: %w", w.name, err)
 		}
-		w.m.walBytes.Add(uint64(len(buf)))
+		w.m.walBytes.Add(uint64(len(out)))
 		w.m.walWrites.Add(1)
 	}
 	if err == nil && needSync {
@@ -200,6 +232,7 @@ func (w *walWriter) flushLocked() {
 		w.mu.written = target
 		if needSync {
 			w.mu.synced = target
+			w.mu.physSynced = physEnd
 		}
 	}
 	w.mu.progress.Broadcast()
@@ -227,7 +260,7 @@ func (w *walWriter) flushLoop() {
 			return
 		}
 		if w.mu.closing {
-			w.mu.syncReq = w.mu.enc.Offset()
+			w.mu.syncReq = w.mu.end
 		}
 		w.flushLocked()
 	}
@@ -250,8 +283,8 @@ func (w *walWriter) close() error {
 	<-w.done
 	w.mu.Lock()
 	err := w.mu.err
-	if err == nil && w.mu.synced > 0 {
-		marker := w.mu.enc.Append(nil, nil, w.mu.synced)
+	if err == nil && w.mu.physSynced > 0 {
+		marker := w.mu.enc.Append(nil, nil, w.mu.physSynced)
 		if _, err = w.f.Write(marker); err == nil {
 			err = w.f.Sync()
 		}

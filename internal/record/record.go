@@ -87,6 +87,11 @@ const (
 	chunkLast   = 4
 	// chunkSealed marks the chunks of an encrypted record.
 	chunkSealed = 0x10
+	// chunkGroup marks the chunks of a group record: its (opened) payload
+	// holds several records, each framed as uvarint length | bytes.
+	chunkGroup = 0x20
+	// chunkFlags are the flag bits of a chunk type.
+	chunkFlags = chunkSealed | chunkGroup
 )
 
 // aadPrefix starts the additional data of a sealed record.
@@ -146,6 +151,36 @@ func (e *Encoder) Append(dst []byte, payload []byte, syncOffset int64) []byte {
 		payload, flag = e.sealed, chunkSealed
 	}
 	return e.appendChunks(dst, payload, syncOffset, flag)
+}
+
+// AppendGroupItem frames payload as one record of a group (uvarint length,
+// then the bytes) and appends it to group, the framed records of a group
+// being built for AppendGroup.
+func AppendGroupItem(group, payload []byte) []byte {
+	group = binary.AppendUvarint(group, uint64(len(payload)))
+	return append(group, payload...)
+}
+
+// AppendGroup encodes group, one or more records framed by AppendGroupItem,
+// as one group record and appends its chunks to dst. With a sealer the group
+// is sealed once, which is what makes it worth having: an AES-GCM seal has a
+// fixed cost that dominates for small records, and a writer that collects
+// the records of one write into a group pays it once per write. A reader
+// returns the group's records one by one; they stand or fall together (a
+// torn group loses all of them, so only records never reported durable
+// should share a group).
+func (e *Encoder) AppendGroup(dst []byte, group []byte, syncOffset int64) []byte {
+	flag := byte(chunkGroup)
+	if e.sealer != nil {
+		start := e.offset
+		if left := BlockSize - int(e.offset%BlockSize); left < HeaderSize {
+			start += int64(left)
+		}
+		e.aad = recordAAD(e.aad, e.logNum, start)
+		e.sealed = e.sealer.Seal(e.sealed[:0], group, e.aad)
+		group, flag = e.sealed, chunkGroup|chunkSealed
+	}
+	return e.appendChunks(dst, group, syncOffset, flag)
 }
 
 func (e *Encoder) appendChunks(dst []byte, payload []byte, syncOffset int64, flag byte) []byte {
@@ -308,6 +343,8 @@ type Reader struct {
 	aad     []byte        // scratch
 	lastKey crypt.KeyID   // key of the last record returned, when lastSealed
 	sealedR bool          // the last record returned was sealed
+
+	group []byte // the records of the current group not yet returned
 }
 
 // SetSealer gives the reader the keys that open sealed records.
@@ -346,14 +383,57 @@ func (r *Reader) Next() ([]byte, error) {
 }
 
 func (r *Reader) next() ([]byte, error) {
-	rec, sealed, err := r.nextChunked()
+	if len(r.group) > 0 {
+		return r.nextInGroup(), nil
+	}
+	rec, flags, err := r.nextChunked()
 	if err != nil {
 		return nil, err
 	}
-	r.sealedR = sealed
-	if !sealed {
+	r.sealedR = false
+	if flags&chunkSealed != 0 {
+		if rec, err = r.open(rec); err != nil {
+			return nil, err
+		}
+	}
+	if flags&chunkGroup == 0 {
 		return rec, nil
 	}
+	if err := r.checkGroup(rec); err != nil {
+		return nil, err
+	}
+	r.group = rec
+	return r.nextInGroup(), nil
+}
+
+// checkGroup validates the framing of a whole group before any of its
+// records is returned, so that a caller never applies part of a damaged
+// group.
+func (r *Reader) checkGroup(g []byte) error {
+	if len(g) == 0 {
+		return r.corrupt(r.recStart, "group record holds no records")
+	}
+	for i := 0; len(g) > 0; i++ {
+		n, k := binary.Uvarint(g)
+		if k <= 0 || n > uint64(len(g)-k) {
+			return r.corrupt(r.recStart, fmt.Sprintf("group record: record %d has a bad length", i))
+		}
+		g = g[k+int(n):]
+	}
+	return nil
+}
+
+// nextInGroup returns the next record of the current (validated) group.
+func (r *Reader) nextInGroup() []byte {
+	n, k := binary.Uvarint(r.group)
+	rec := r.group[k : k+int(n) : k+int(n)]
+	r.group = r.group[k+int(n):]
+	return rec
+}
+
+// open opens the envelope of a sealed record.
+func (r *Reader) open(rec []byte) ([]byte, error) {
+	r.sealedR = true
 	id, err := crypt.EnvelopeKey(rec)
 	if err != nil {
 		return nil, r.corrupt(r.recStart, fmt.Sprintf("sealed record of %d bytes, shorter than an envelope", len(rec)))
@@ -372,94 +452,94 @@ func (r *Reader) next() ([]byte, error) {
 	return plain, nil
 }
 
-// nextChunked reassembles the next record's chunks; sealed reports whether
-// they carry an envelope.
-func (r *Reader) nextChunked() (rec []byte, sealed bool, err error) {
+// nextChunked reassembles the next record's chunks; flags are the flag bits
+// (chunkSealed, chunkGroup) its chunks share.
+func (r *Reader) nextChunked() (rec []byte, flags byte, err error) {
 	r.rec = r.rec[:0]
 	inRecord := false
 	for {
 		if r.pos >= r.blockLen || BlockSize-r.pos < HeaderSize {
 			if !r.eof {
 				if err := r.readBlock(); err != nil {
-					return nil, false, err
+					return nil, 0, err
 				}
 				continue
 			}
 			// End of the file.
 			if r.pos < r.blockLen && r.blockLen < BlockSize {
-				return nil, false, r.badChunk(r.blockOff+int64(r.pos), "partial chunk header at end of log")
+				return nil, 0, r.badChunk(r.blockOff+int64(r.pos), "partial chunk header at end of log")
 			}
 			if inRecord {
-				return nil, false, r.badChunk(r.blockOff+int64(r.blockLen), "log ends inside a record")
+				return nil, 0, r.badChunk(r.blockOff+int64(r.blockLen), "log ends inside a record")
 			}
-			return nil, false, io.EOF
+			return nil, 0, io.EOF
 		}
 		off := r.blockOff + int64(r.pos)
 		h := r.block[r.pos:]
 		if r.blockLen-r.pos < HeaderSize {
-			return nil, false, r.badChunk(off, "partial chunk header at end of log")
+			return nil, 0, r.badChunk(off, "partial chunk header at end of log")
 		}
 		n := int(binary.LittleEndian.Uint16(h[4:6]))
 		typ := h[6]
 		if r.pos+HeaderSize+n > r.blockLen {
 			if r.pos+HeaderSize+n > BlockSize {
-				return nil, false, r.badChunk(off, fmt.Sprintf("chunk length %d crosses the block boundary", n))
+				return nil, 0, r.badChunk(off, fmt.Sprintf("chunk length %d crosses the block boundary", n))
 			}
-			return nil, false, r.badChunk(off, "log ends inside a chunk")
+			return nil, 0, r.badChunk(off, "log ends inside a chunk")
 		}
 		want := binary.LittleEndian.Uint32(h[0:4])
 		got := crc.New(h[6:HeaderSize]).Update(h[HeaderSize : HeaderSize+n]).Value()
 		if want != got {
 			if want == 0 && n == 0 && typ == 0 {
-				return nil, false, r.badChunk(off, "zeroed chunk header")
+				return nil, 0, r.badChunk(off, "zeroed chunk header")
 			}
-			return nil, false, r.badChunk(off, fmt.Sprintf("chunk checksum mismatch: stored %#08x, computed %#08x", want, got))
+			return nil, 0, r.badChunk(off, fmt.Sprintf("chunk checksum mismatch: stored %#08x, computed %#08x", want, got))
 		}
 		if ln := binary.LittleEndian.Uint32(h[7:11]); ln != r.logNum {
 			// A valid chunk of an older incarnation of this file: the log
 			// ends here.
 			if inRecord {
-				return nil, false, r.badChunk(off, "log ends inside a record")
+				return nil, 0, r.badChunk(off, "log ends inside a record")
 			}
-			return nil, false, io.EOF
+			return nil, 0, io.EOF
 		}
 		payload := h[HeaderSize : HeaderSize+n]
 		r.pos += HeaderSize + n
-		chunkIsSealed := typ&chunkSealed != 0
-		typ &^= chunkSealed
+		chunkFlagBits := typ & chunkFlags
+		typ &^= chunkFlags
 		switch typ {
 		case chunkFull:
 			if inRecord {
-				return nil, false, r.corrupt(off, "FULL chunk inside a record")
+				return nil, 0, r.corrupt(off, "FULL chunk inside a record")
 			}
 			r.recStart = off
 			r.lastEnd = r.blockOff + int64(r.pos)
-			return payload, chunkIsSealed, nil
+			return payload, chunkFlagBits, nil
 		case chunkFirst:
 			if inRecord {
-				return nil, false, r.corrupt(off, "FIRST chunk inside a record")
+				return nil, 0, r.corrupt(off, "FIRST chunk inside a record")
 			}
 			inRecord = true
-			sealed = chunkIsSealed
+			flags = chunkFlagBits
 			r.recStart = off
 			r.rec = append(r.rec, payload...)
 		case chunkMiddle, chunkLast:
 			if !inRecord {
-				return nil, false, r.corrupt(off, "MIDDLE or LAST chunk without a FIRST chunk")
+				return nil, 0, r.corrupt(off, "MIDDLE or LAST chunk without a FIRST chunk")
 			}
-			if chunkIsSealed != sealed {
-				return nil, false, r.corrupt(off, "a record mixes sealed and plain chunks")
+			if chunkFlagBits != flags {
+				return nil, 0, r.corrupt(off, "a record mixes chunk kinds (sealed and plain, or group and single)")
 			}
 			if len(r.rec)+n > r.maxRecord+crypt.Overhead {
-				return nil, false, r.corrupt(off, fmt.Sprintf("record exceeds %d bytes", r.maxRecord))
+				return nil, 0, r.corrupt(off, fmt.Sprintf("record exceeds %d bytes", r.maxRecord))
 			}
 			r.rec = append(r.rec, payload...)
 			if typ == chunkLast {
 				r.lastEnd = r.blockOff + int64(r.pos)
-				return r.rec, sealed, nil
+				return r.rec, flags, nil
 			}
 		default:
-			return nil, false, r.corrupt(off, fmt.Sprintf("unknown chunk type %d", h[6]))
+			return nil, 0, r.corrupt(off, fmt.Sprintf("unknown chunk type %d", h[6]))
 		}
 	}
 }
@@ -515,7 +595,7 @@ func (r *Reader) scanRest(from, tail int64) (size int64, evidence int64, err err
 				if binary.LittleEndian.Uint32(h[7:11]) != r.logNum {
 					continue
 				}
-				typ := h[6] &^ chunkSealed
+				typ := h[6] &^ chunkFlags
 				if typ < chunkFull || typ > chunkLast {
 					continue
 				}

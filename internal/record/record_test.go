@@ -338,6 +338,8 @@ func FuzzReader(f *testing.F) {
 	f.Add(data[:len(data)/2])
 	f.Add([]byte{})
 	f.Add(make([]byte, 40))
+	group, _ := groupLog(nil, 1, makeRecords(rng, 9), []int{4, 0})
+	f.Add(group)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := NewReader(bytes.NewReader(b), 1, "fuzz.log")
 		for i := 0; i < 1000; i++ {
