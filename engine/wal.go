@@ -66,12 +66,12 @@ type walWriter struct {
 		synced     int64 // offset known durable
 		physSynced int64 // file offset known durable (stamped in chunks)
 		syncReq    int64 // largest offset a waiter wants durable
-		err      error // sticky write/sync error
-		flushing bool  // a flush is in progress (its owner writes the file)
-		closing  bool
-		idle     bool // the background flusher waits for work
-		work     *sync.Cond
-		progress *sync.Cond
+		err        error // sticky write/sync error
+		flushing   bool  // a flush is in progress (its owner writes the file)
+		closing    bool
+		idle       bool // the background flusher waits for work
+		work       *sync.Cond
+		progress   *sync.Cond
 	}
 	done chan struct{}
 }
