@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kayadb/kayadb/internal/kv"
@@ -74,7 +75,8 @@ type Hub struct {
 	// (idxDirty).
 	idx      *watchIndex
 	idxDirty bool
-	offerGen uint64 // numbers the commits dispatch offers (Watcher.offeredGen)
+	offerGen uint64        // numbers the commits dispatch offers (Watcher.offeredGen)
+	reads    atomic.Uint64 // pages the hub read back (tests)
 
 	stopc chan struct{}
 	wg    sync.WaitGroup
@@ -147,10 +149,20 @@ func (h *Hub) run() {
 }
 
 // follow reads and dispatches the changes up to applied.
+//
+// The hub reads back only what its watchers may want: the store checks
+// each apply run's keys against the index the hub installed
+// (Store.SetInterest) and tells up to which revision a run touched one
+// (Interest); the hub skips what lies beyond, and reads the rest with
+// the index as filter, so idle watchers cost the writes almost nothing.
+// A page read with an index that changed before it was dispatched (a
+// watcher joined, with its position at pos, wanting keys the filter
+// dropped) is read again.
 func (h *Hub) follow(applied uint64) {
 	for {
 		h.mu.Lock()
 		pos := h.pos
+		idx := h.index()
 		if len(h.synced) == 0 && pos < applied {
 			// Nobody to hand changes to: skip reading them (a watcher
 			// catching up reads its range itself, up to pos).
@@ -161,7 +173,23 @@ func (h *Hub) follow(applied uint64) {
 		if pos >= applied {
 			return
 		}
-		changes, next, err := h.store.ReadChanges(pos, applied, nil, kv.ChangeBounds{MaxChanges: hubPageChanges, MaxBytes: hubPageBytes, MaxScanned: hubPageScanned})
+		// Read after the index was installed: need covers every key
+		// idx wants.
+		now, need := h.store.Interest()
+		if pos >= now {
+			return
+		}
+		if need <= pos {
+			h.mu.Lock()
+			if h.idx == idx && !h.idxDirty && h.pos == pos {
+				h.pos = now
+			}
+			h.mu.Unlock()
+			continue
+		}
+		upTo := min(need, now)
+		h.reads.Add(1)
+		changes, next, err := h.store.ReadChanges(pos, upTo, idx.matches, kv.ChangeBounds{MaxChanges: hubPageChanges, MaxBytes: hubPageBytes, MaxScanned: hubPageScanned})
 		if err != nil {
 			// The history the synced watchers need is gone (a snapshot
 			// installed past it) or unreadable: they are cancelled (they
@@ -178,13 +206,22 @@ func (h *Hub) follow(applied uint64) {
 			for w := range h.synced {
 				w.cancelAt(reason, msg, rev)
 			}
-			h.pos = max(h.pos, applied)
+			h.pos = max(h.pos, now)
 			h.mu.Unlock()
 			return
 		}
 		h.mu.Lock()
+		if h.idx != idx || h.idxDirty {
+			// Read with a filter that no longer covers every watcher.
+			h.mu.Unlock()
+			continue
+		}
 		h.dispatch(changes)
 		h.pos = next
+		if next == upTo {
+			// Nothing in (need, now] concerns idx.
+			h.pos = now
+		}
 		h.mu.Unlock()
 	}
 }
@@ -220,6 +257,9 @@ func (h *Hub) index() *watchIndex {
 	if h.idx == nil || h.idxDirty {
 		h.idx = buildIndex(h.synced)
 		h.idxDirty = false
+		if h.store != nil { // nil in tests of the index alone
+			h.store.SetInterest(h.idx.matches)
+		}
 	}
 	return h.idx
 }
@@ -248,6 +288,23 @@ func buildIndex(synced map[*Watcher]struct{}) *watchIndex {
 	}
 	slices.Sort(x.lens)
 	return x
+}
+
+// matches reports whether a watcher's key is key or a watcher's prefix
+// starts it (safe for concurrent use: the index is immutable).
+func (x *watchIndex) matches(key []byte) bool {
+	if len(x.byKey[string(key)]) > 0 {
+		return true
+	}
+	for _, l := range x.lens {
+		if l > len(key) {
+			break
+		}
+		if len(x.byPrefix[string(key[:l])]) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // each calls f for every watcher whose key is key or whose prefix key

@@ -247,3 +247,87 @@ func TestWatchCompactedStart(t *testing.T) {
 		t.Fatalf("a start just above the horizon: %v", err)
 	}
 }
+
+// TestIdleWatchersCostNoReads: changes no watcher wants are not read back
+// (the store tells the hub they touched no watched key); the first change
+// a watcher wants is.
+func TestIdleWatchersCostNoReads(t *testing.T) {
+	ts := newTestStore(t)
+	h := NewHub(ts.s, nil)
+	h.Start()
+	defer h.Stop()
+	r := &recorder{}
+	if _, _, err := h.Watch(1, WatchOptions{Prefix: true, Key: []byte("idle/")}, r.sink); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the watcher to join the hub", func() bool { return h.syncedWatches() == 1 })
+	ts.apply("warm", "up") // the hub installs its filter by this run at the latest
+	waitFor(t, "the hub to pass the warm-up", func() bool { h.mu.Lock(); defer h.mu.Unlock(); return h.pos == ts.s.AppliedTS() })
+	before := h.reads.Load()
+	for i := 0; i < 200; i++ {
+		ts.apply(fmt.Sprintf("busy/%d", i), "v")
+	}
+	waitFor(t, "the hub to follow", func() bool { h.mu.Lock(); defer h.mu.Unlock(); return h.pos == ts.s.AppliedTS() })
+	if n := h.reads.Load() - before; n != 0 {
+		t.Fatalf("the hub read the history back %d times for changes no watcher wants", n)
+	}
+	ts.apply("busy/x", "v", "idle/1", "wanted")
+	waitFor(t, "the wanted change", func() bool { got, _ := r.events(); return strings.Contains(got, "idle/1=wanted") })
+	if h.reads.Load() == before {
+		t.Fatal("the wanted change was delivered without a read (the counter proves nothing)")
+	}
+	if got, _ := r.events(); strings.Contains(got, "busy/") {
+		t.Fatalf("the watcher got changes of other keys:\n%s", got)
+	}
+}
+
+// TestWatchersJoiningUnderLoad: watchers join (some from the past, some
+// from now) while writes go on; each receives exactly its keys' changes
+// from its start, although the hub filters and skips what no watcher had
+// wanted when it read.
+func TestWatchersJoiningUnderLoad(t *testing.T) {
+	ts := newTestStore(t)
+	h := NewHub(ts.s, nil)
+	h.Start()
+	defer h.Stop()
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ts.apply(fmt.Sprintf("p%d/%d", i%10, i%13), fmt.Sprint(i), fmt.Sprintf("other/%d", i), "o")
+		}
+	}()
+	type watch struct {
+		r      *recorder
+		prefix string
+		after  uint64
+	}
+	var ws []*watch
+	for i := 0; i < 40; i++ {
+		time.Sleep(2 * time.Millisecond)
+		w := &watch{r: &recorder{}, prefix: fmt.Sprintf("p%d/", i%10)}
+		o := WatchOptions{Prefix: true, Key: []byte(w.prefix)}
+		if i%3 == 0 {
+			o.Start = max(ts.s.AppliedTS(), 50) - 40
+		}
+		_, start, err := h.Watch(uint64(i+1), o, w.r.sink)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.after = start - 1
+		ws = append(ws, w)
+	}
+	time.Sleep(20 * time.Millisecond)
+	close(stop)
+	<-done
+	for i, w := range ws {
+		want := history(t, ts.s, w.after, func(k []byte) bool { return strings.HasPrefix(string(k), w.prefix) })
+		waitFor(t, fmt.Sprintf("watcher %d on %s from %d", i+1, w.prefix, w.after+1), func() bool { got, _ := w.r.events(); return got == want })
+	}
+}

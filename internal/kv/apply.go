@@ -168,6 +168,11 @@ type applier struct {
 	keyBuf  []byte
 	valBuf  []byte
 	tx      ApplyTx
+	// The interest filter as of the run's start (Store.SetInterest), and
+	// whether a change of the run matched it.
+	interestGen   uint64
+	interestMatch func(key []byte) bool
+	interestHit   bool
 }
 
 func (a *applier) reset(s *Store, db *engine.DB, b *engine.Batch) {
@@ -180,6 +185,8 @@ func (a *applier) reset(s *Store, db *engine.DB, b *engine.Batch) {
 	a.lastTS = s.appliedTS.Load()
 	a.horizon = s.horizon.Load()
 	a.horizonSet = false
+	a.interestGen, a.interestMatch = s.interest.current()
+	a.interestHit = a.interestMatch == nil
 }
 
 // current returns key's current version as of the writes so far.
@@ -268,6 +275,9 @@ func (a *applier) write(op *pendingOp, ts uint64, n *uint32) (int, error) {
 		}
 	}
 	a.overlay.set(op.key, next)
+	if !a.interestHit && a.interestMatch(op.key) {
+		a.interestHit = true
+	}
 	a.keyBuf = revlogKey(a.keyBuf[:0], ts, *n)
 	*n++
 	a.valBuf = append(append(a.valBuf[:0], rev), op.key...)

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/kayadb/kayadb/engine"
 )
@@ -277,4 +278,63 @@ func versionStartedAt(sn Getter, key []byte, ts uint64) ([]byte, error) {
 		return nil, fmt.Errorf("history of %q: %w", key, err)
 	}
 	return bytes.Clone(val), nil
+}
+
+// interest lets the reader of applied changes skip the runs that touched
+// no key it wants, without reading them back. The reader installs a
+// filter (SetInterest); each apply run checks its changes' keys against
+// the filter it started with, and publishes its revision as needed (upTo)
+// when one matched. Installing a filter counts everything applied so far
+// as needed, and a run that started under an older filter counts as
+// needed, so that a key the new filter wants is never skipped.
+type interest struct {
+	mu    sync.Mutex
+	gen   uint64
+	match func(key []byte) bool // nil: every key
+	upTo  uint64                // no revision after it touched a wanted key
+}
+
+// current returns the filter an apply run starts with.
+func (in *interest) current() (uint64, func(key []byte) bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.gen, in.match
+}
+
+// publish makes revision ts applied; hit says a change of the run matched
+// the filter of generation gen.
+func (in *interest) publish(s *Store, ts uint64, hit bool, gen uint64) {
+	in.mu.Lock()
+	if hit || gen != in.gen {
+		in.upTo = max(in.upTo, ts)
+	}
+	s.appliedTS.Store(ts)
+	in.mu.Unlock()
+}
+
+// SetInterest installs the filter of the keys whose changes the caller
+// will read (nil: every key); match must be safe for concurrent use and
+// cheap (it runs on the apply path, once per change until one matches).
+// Interest then tells which applied revisions may hold such a change.
+func (s *Store) SetInterest(match func(key []byte) bool) {
+	in := &s.interest
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.gen++
+	in.match = match
+	in.upTo = max(in.upTo, s.appliedTS.Load())
+}
+
+// Interest returns the applied revision and the last revision that may
+// hold a change of a key the installed filter wants: no revision in
+// (need, applied] does. With no filter installed, need is applied.
+func (s *Store) Interest() (applied, need uint64) {
+	in := &s.interest
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	applied = s.appliedTS.Load()
+	if in.match == nil {
+		return applied, applied
+	}
+	return applied, min(in.upTo, applied)
 }

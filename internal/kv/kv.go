@@ -212,6 +212,10 @@ type Store struct {
 	notifyMu sync.Mutex
 	notifyCh chan struct{}
 
+	// interest tells the reader of applied changes (the watch hub) which
+	// revisions touched a key it wants (SetInterest).
+	interest interest
+
 	counters struct{ put, get, del, scan atomic.Uint64 }
 	// rejected counts committed entries applied as no-ops (they did not
 	// decode or held an invalid command).
@@ -295,7 +299,10 @@ func (s *Store) loadDB(db *engine.DB) error {
 	}
 	s.applied.Store(index)
 	s.term.Store(term)
-	s.appliedTS.Store(ts)
+	// A loaded state (open, an installed snapshot) counts as touching
+	// every key: the watch hub must read past it (and learn that a
+	// snapshot took its history away).
+	s.interest.publish(s, ts, true, 0)
 	s.horizon.Store(h)
 	s.clock.Update(ts)
 	// The engine's horizon is durable (it was applied with a sync):
@@ -816,7 +823,7 @@ func (s *Store) commitApplied(b *engine.Batch, index, term uint64, a *applier) e
 	}
 	if a != nil {
 		s.gc.commit(a)
-		s.appliedTS.Store(ts)
+		s.interest.publish(s, ts, a.interestHit, a.interestGen)
 		s.clock.Update(ts)
 		if horizonSet {
 			s.horizon.Store(a.horizon)
