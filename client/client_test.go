@@ -721,11 +721,13 @@ func TestClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	getErr, putErr := make(chan error, 1), make(chan error, 1)
+	// One at a time: the fake server stops reading a connection at a
+	// request it hangs, so the second must find the first's connection
+	// busy (and open another), not race it to an idle one.
 	go func() { _, err := c.Get(ctx, []byte("hang")); getErr <- err }()
+	waitUntil(t, "the server to get the hanging Get", func() bool { return srv.count(wire.OpGet) >= 1 })
 	go func() { putErr <- c.Put(ctx, []byte("hang"), nil) }()
-	for srv.count(wire.OpGet) < 1 || srv.count(wire.OpPut) < 2 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitUntil(t, "the server to get the hanging Put", func() bool { return srv.count(wire.OpPut) >= 2 })
 	if err := c.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -889,5 +891,17 @@ func TestWriteErrorIsAmbiguous(t *testing.T) {
 	err = c.Delete(ctx, []byte("k"))
 	if errors.Is(err, ErrAmbiguous) || !errors.As(err, &se) || se.Message != wire.MsgClientCredential {
 		t.Fatalf("delete refused for its credential: %v", err)
+	}
+}
+
+// waitUntil polls cond every 5 ms and fails the test after 10 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 10 s for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

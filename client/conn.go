@@ -14,9 +14,10 @@ import (
 	"github.com/kayadb/kayadb/internal/wire"
 )
 
-// A conn is one pipelined connection to one server. Callers queue calls;
-// the writer goroutine writes them in queue order, flushing when the queue
-// drains; the reader goroutine matches responses to calls in the same order
+// A conn is one pipelined connection to one server. A caller that finds
+// nothing queued and nobody writing writes its call itself (one goroutine
+// hop less for a lone client); otherwise it queues the call, and the writer
+// goroutine writes calls in queue order, flushing when the queue drains; the reader goroutine matches responses to calls in the same order
 // (the server answers in order). When either side fails, the connection
 // breaks: every call queued but not written fails as "not sent", every call
 // written fails as "maybe sent", and the pool replaces the connection on
@@ -37,6 +38,14 @@ type conn struct {
 	sem      chan struct{}
 	queue    chan *call // callers → writer
 	inflight chan *call // writer → reader, in wire order
+
+	// wmu is held while writing to bw (by the writer goroutine, or by a
+	// caller writing its call itself); unwritten counts the calls queued
+	// for the writer and not yet written. A caller writes inline only when
+	// it holds wmu and unwritten is 0, so calls reach the wire in the order
+	// they were submitted.
+	wmu       sync.Mutex
+	unwritten atomic.Int32
 
 	done       chan struct{} // closed when the connection breaks
 	writerDone chan struct{} // closed when the writer has returned
@@ -246,6 +255,12 @@ func (c *conn) submit(ctx context.Context, frame []byte) (*call, error) {
 		return nil, ctx.Err()
 	}
 	cl := &call{frame: frame, res: make(chan result, 1), conn: c}
+	if c.unwritten.Load() == 0 && c.wmu.TryLock() {
+		if c.unwritten.Load() == 0 {
+			return cl, c.writeInline(cl)
+		}
+		c.wmu.Unlock()
+	}
 	c.mu.Lock()
 	if c.mu.broken {
 		err := c.mu.err
@@ -253,9 +268,52 @@ func (c *conn) submit(ctx context.Context, frame []byte) (*call, error) {
 		<-c.sem
 		return nil, err
 	}
+	c.unwritten.Add(1)
 	c.queue <- cl // never blocks: sem bounds queue+inflight by its capacity
 	c.mu.Unlock()
 	return cl, nil
+}
+
+// writeInline writes cl from the caller's goroutine. Called with wmu held
+// and nothing queued; it releases wmu. An error means cl was not sent
+// (its slot is released); once cl is in inflight, a failed write breaks
+// the connection and the reader's cleanup finishes cl as maybe sent.
+func (c *conn) writeInline(cl *call) error {
+	defer c.wmu.Unlock()
+	c.mu.Lock()
+	if c.mu.broken {
+		// The reader's cleanup may have run already: cl must not reach
+		// inflight.
+		err := c.mu.err
+		c.mu.Unlock()
+		<-c.sem
+		return err
+	}
+	cl.state.Store(callTaken)
+	c.startPendingLocked()
+	c.inflight <- cl // under mu: before a failure, so the cleanup finds it
+	c.mu.Unlock()
+	c.nc.SetWriteDeadline(time.Now().Add(c.timeout))
+	_, err := c.bw.Write(cl.frame)
+	if err == nil {
+		err = c.bw.Flush()
+	}
+	if err != nil {
+		c.fail(fmt.Errorf("kayadb: writing to %s: %w", c.addr, err))
+	}
+	return nil
+}
+
+// startPendingLocked counts one more written call and arms the reply
+// watchdog when it is the only one. Called with mu.
+func (c *conn) startPendingLocked() {
+	c.mu.pending++
+	if c.mu.pending == 1 {
+		// Watchdog: no reply for RequestTimeout while a request is
+		// outstanding means the server or the path is stuck. Every
+		// caller waiting on this connection has given up by then.
+		c.nc.SetReadDeadline(time.Now().Add(c.timeout))
+	}
 }
 
 // wait waits for cl's result or for ctx. When ctx ends first, the call is
@@ -286,29 +344,36 @@ func (c *conn) writeLoop() {
 			return
 		}
 		if !cl.state.CompareAndSwap(callQueued, callTaken) {
+			c.unwritten.Add(-1)
 			cl.finish(result{err: errAbandoned}) // its caller is gone
+			if len(c.queue) == 0 {
+				// Calls written before it may still be buffered: they
+				// waited for this one's flush.
+				c.wmu.Lock()
+				err := c.bw.Flush()
+				c.wmu.Unlock()
+				if err != nil {
+					c.fail(fmt.Errorf("kayadb: writing to %s: %w", c.addr, err))
+					return
+				}
+			}
 			continue
 		}
+		c.wmu.Lock()
 		c.mu.Lock()
-		c.mu.pending++
-		if c.mu.pending == 1 {
-			// Watchdog: no reply for RequestTimeout while a request is
-			// outstanding means the server or the path is stuck. Every
-			// caller waiting on this connection has given up by then.
-			c.nc.SetReadDeadline(time.Now().Add(c.timeout))
-		}
+		c.startPendingLocked()
 		c.mu.Unlock()
 		c.inflight <- cl // before the bytes go out, so the reader always finds it
 		c.nc.SetWriteDeadline(time.Now().Add(c.timeout))
-		if _, err := c.bw.Write(cl.frame); err != nil {
+		_, err := c.bw.Write(cl.frame)
+		c.unwritten.Add(-1)
+		if err == nil && len(c.queue) == 0 {
+			err = c.bw.Flush()
+		}
+		c.wmu.Unlock()
+		if err != nil {
 			c.fail(fmt.Errorf("kayadb: writing to %s: %w", c.addr, err))
 			return
-		}
-		if len(c.queue) == 0 {
-			if err := c.bw.Flush(); err != nil {
-				c.fail(fmt.Errorf("kayadb: writing to %s: %w", c.addr, err))
-				return
-			}
 		}
 	}
 }
