@@ -44,6 +44,23 @@
 //		return tx.Put(ctx, []byte("b"), v)
 //	})
 //
+// RunSTM runs a function as an optimistic transaction instead (etcd's
+// STM): its reads are ordinary linearizable reads that remember each
+// key's mod revision, its writes are buffered in the client, and its
+// commit is one conditional write that applies them only if no key read
+// has changed since: serializable, nothing held on the server, nothing
+// lost with a leader change, and two requests for a read-modify-write
+// (the reads, pipelined, then the commit) where an interactive
+// transaction needs BEGIN, reads, writes and COMMIT. A conflicting attempt
+// runs the function again, starting from the values the failed commit
+// read back:
+//
+//	rev, err := c.RunSTM(ctx, func(s *client.STM) error {
+//		v, err := s.Get([]byte("a"))
+//		...
+//		return s.Put([]byte("b"), v)
+//	})
+//
 // For one-shot coordination without holding anything on the server, Txn
 // builds a conditional write in etcd's style (opcode 68: compares, then
 // ops, else ops, evaluated and applied atomically in one raft entry);

@@ -46,6 +46,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		floodN     = fs.Int("flood-conns", 2000, "flood nemesis: connections opened from one other loopback address")
 		maxRSS     = fs.Int64("max-rss-mib", 1024, "a node whose resident memory exceeds this many MiB makes the run invalid")
 		planted    = fs.String("planted-bug", "", "negative control: run a server with a deliberate bug, early-ack (writes acknowledged before commit), stale-reads (reads without ReadIndex on any node), skip-read-validation (transactions validate only their writes: needs -workload list-append) or watch-early (watchers get writes before they commit: needs -workload watch); the run must be INVALID")
+		txnKind    = fs.String("txn", "interactive", "how the transactional workloads run their transactions: interactive (BEGIN … COMMIT) or stm (the Go client's optimistic RunSTM: reads, then one conditional write)")
 		version    = fs.Bool("version", false, "print the version (module, VCS revision, Go, client protocol) and exit")
 	)
 	fs.Usage = func() {
@@ -72,6 +73,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if *readMode != "safe" && *readMode != "lease" {
 		return fail("-read-mode %q: want safe or lease", *readMode)
+	}
+	if *txnKind != "interactive" && *txnKind != "stm" {
+		return fail("-txn %q: want interactive or stm", *txnKind)
 	}
 	wl, err := jepsen.ParseWorkloads(*workloads)
 	if err != nil || len(wl) == 0 {
@@ -134,6 +138,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			Logf: func(format string, args ...any) {
 				fmt.Fprintf(stderr, "[seed %d] "+format+"\n", append([]any{s}, args...)...)
 			}}
+		if *txnKind == "stm" {
+			cfg.TxnClientFor = jepsen.STMClientFor
+		}
 		sum, err := jepsen.Run(ctx, cfg)
 		if err != nil {
 			return fail("run %d (seed %d): %v", i+1, s, err)

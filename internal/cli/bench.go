@@ -58,6 +58,8 @@ type benchTxnStats struct {
 	HotKeys     float64 `json:"hot_keys"`
 	HotSet      int     `json:"hot_set"`
 	MaxAttempts int     `json:"max_attempts"`
+	// Mode is "interactive" (Begin/Commit) or "stm" (RunSTM).
+	Mode string `json:"mode"`
 	// Committed transactions; Attempts counts every run of one (commits,
 	// conflicts, losses, failures).
 	Committed int64 `json:"committed"`
@@ -197,8 +199,8 @@ func writeBenchReport(w io.Writer, res *benchResult) {
 		res.Op, res.Clients, res.Conns, res.KeySize, res.ValSize, res.Total)
 	fmt.Fprintf(w, "  Total:\t%.4f secs.\n", res.Seconds)
 	if t := res.Txn; t != nil {
-		fmt.Fprintf(w, "  Transactions:\t%d committed, %d attempts, %d conflicts (conflict rate %.2f%%)\n",
-			t.Committed, t.Attempts, t.Conflicts, 100*t.ConflictRate)
+		fmt.Fprintf(w, "  Transactions (%s):\t%d committed, %d attempts, %d conflicts (conflict rate %.2f%%)\n",
+			t.Mode, t.Committed, t.Attempts, t.Conflicts, 100*t.ConflictRate)
 		fmt.Fprintf(w, "  Keys:\t%d, %.0f%% of picks among the %d hot ones; 2 reads and 2 writes each, at most %d attempts\n",
 			t.KeySpace, 100*t.HotKeys, t.HotSet, t.MaxAttempts)
 	}
@@ -254,10 +256,13 @@ same as one JSON object).
        --hot-set keys; a transaction that conflicts starts again, at most
        --max-attempts times. Each is six requests in three round trips
        (BEGIN; the two gets pipelined; the two puts pipelined with COMMIT,
-       as the Go client sends a transaction's buffered writes). It reports
-       committed transactions per second,
-       their latency (retries included) and the conflict rate (attempts that
-       conflicted / attempts)`,
+       as the Go client sends a transaction's buffered writes). With
+       --txn-mode stm each is an optimistic transaction (client.RunSTM): the
+       two reads pipelined (GET_AT), then one conditional write (KAYA_TXN)
+       that writes both keys if neither changed since it was read — two
+       requests per attempt, serializable too. It reports committed
+       transactions per second, their latency (retries included) and the
+       conflict rate (attempts that conflicted / attempts)`,
 		Args: exactArgs(1, "put, get, scan or txn"),
 	}
 	clients := cmd.Flags().Int("clients", 1, "concurrent clients (goroutines, each one request at a time)")
@@ -269,6 +274,7 @@ same as one JSON object).
 	hotKeys := cmd.Flags().Float64("hot-keys", 0, "txn: fraction (0 to 1) of key picks that go to the --hot-set hot keys")
 	hotSet := cmd.Flags().Int("hot-set", 100, "txn: how many keys are hot (the first of the key space)")
 	maxAttempts := cmd.Flags().Int("max-attempts", client.DefaultMaxTxnAttempts, "txn: runs of a transaction that conflicts before it counts as failed")
+	txnMode := cmd.Flags().String("txn-mode", "interactive", "txn: interactive (Begin, reads, writes, Commit) or stm (optimistic: reads, then one conditional write)")
 	cmd.RunE = a.runE(func(cmd *cobra.Command, args []string) error {
 		op := args[0]
 		if op != "put" && op != "get" && op != "scan" && op != "txn" {
@@ -287,7 +293,7 @@ same as one JSON object).
 			return usageErrorf("--clients, --conns, --total, --key-size and --key-space must be positive")
 		}
 		if op != "txn" {
-			for _, f := range []string{"hot-keys", "hot-set", "max-attempts"} {
+			for _, f := range []string{"hot-keys", "hot-set", "max-attempts", "txn-mode"} {
 				if cmd.Flags().Changed(f) {
 					return usageErrorf("--%s is for bench txn only", f)
 				}
@@ -303,6 +309,8 @@ same as one JSON object).
 				return usageErrorf("bench txn needs a --key-space of at least 2 (each transaction uses two distinct keys)")
 			case *maxAttempts < 1:
 				return usageErrorf("--max-attempts must be positive")
+			case *txnMode != "interactive" && *txnMode != "stm":
+				return usageErrorf("--txn-mode %q: want interactive or stm", *txnMode)
 			}
 		}
 		opts, err := a.clientOptions()
@@ -311,6 +319,7 @@ same as one JSON object).
 		}
 		timeout := opts.RequestTimeout
 		opts.ConnsPerEndpoint, opts.MaxPipeline = *conns, max(128, *clients / *conns * 2)
+		opts.MaxTxnAttempts = *maxAttempts // RunSTM's bound (--txn-mode stm)
 		c, err := client.New(a.servers(), opts)
 		if err != nil {
 			return usageErrorf("--server: %v", err)
@@ -331,7 +340,7 @@ same as one JSON object).
 				return err
 			}
 		}
-		tb := &txnBench{c: c, key: key, value: value, keySpace: *keySpace, hotKeys: *hotKeys, hotSet: *hotSet, maxAttempts: *maxAttempts}
+		tb := &txnBench{c: c, key: key, value: value, keySpace: *keySpace, hotKeys: *hotKeys, hotSet: *hotSet, maxAttempts: *maxAttempts, stm: *txnMode == "stm"}
 		bar := newProgress(a.stderr, *total)
 		lat := make([]time.Duration, *total)
 		failed := make([]error, *total) // nil: the request succeeded
@@ -402,6 +411,7 @@ type txnBench struct {
 	hotKeys     float64
 	hotSet      int
 	maxAttempts int
+	stm         bool // client.RunSTM instead of Begin/Commit
 
 	committed, attempts, conflicts atomic.Int64
 }
@@ -424,6 +434,9 @@ func (b *txnBench) run(ctx context.Context) error {
 		k2 = b.pick()
 	}
 	keys := [2][]byte{b.key(k1), b.key(k2)}
+	if b.stm {
+		return b.runSTM(ctx, keys)
+	}
 	for attempt := 1; ; attempt++ {
 		b.attempts.Add(1)
 		err := b.once(ctx, keys)
@@ -478,8 +491,43 @@ func (b *txnBench) once(ctx context.Context, keys [2][]byte) (err error) {
 	return err
 }
 
+// runSTM is one optimistic transaction: RunSTM retries it itself (the
+// retry after a conflict needs no reads: the failed commit read the keys
+// back), with the client's back-off; every run of fn is an attempt.
+func (b *txnBench) runSTM(ctx context.Context, keys [2][]byte) error {
+	n := int64(0)
+	_, err := b.c.RunSTM(ctx, func(s *client.STM) error {
+		n++
+		b.attempts.Add(1)
+		if _, err := s.GetMany(keys[0], keys[1]); err != nil {
+			return err
+		}
+		for _, k := range keys {
+			if err := s.Put(k, b.value); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		b.committed.Add(1)
+		b.conflicts.Add(n - 1)
+		return nil
+	}
+	if errors.Is(err, client.ErrTxnConflict) {
+		b.conflicts.Add(n)
+	} else {
+		b.conflicts.Add(n - 1)
+	}
+	return err
+}
+
 func (b *txnBench) stats() *benchTxnStats {
-	s := &benchTxnStats{KeySpace: b.keySpace, HotKeys: b.hotKeys, HotSet: b.hotSet, MaxAttempts: b.maxAttempts,
+	mode := "interactive"
+	if b.stm {
+		mode = "stm"
+	}
+	s := &benchTxnStats{Mode: mode, KeySpace: b.keySpace, HotKeys: b.hotKeys, HotSet: b.hotSet, MaxAttempts: b.maxAttempts,
 		Committed: b.committed.Load(), Attempts: b.attempts.Load(), Conflicts: b.conflicts.Load()}
 	if s.Attempts > 0 {
 		s.ConflictRate = float64(s.Conflicts) / float64(s.Attempts)

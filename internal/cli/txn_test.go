@@ -293,12 +293,25 @@ func TestBenchTxn(t *testing.T) {
 		t.Fatalf("revision %d after 60 commits", m.Revision())
 	}
 	out, _, code = runCLI(s, "bench", "txn", "--total", "10", "--key-space", "20")
-	if code != 0 || !strings.Contains(out, "Summary (txn, 1 clients") || !strings.Contains(out, "Transactions:\t10 committed, 10 attempts, 0 conflicts (conflict rate 0.00%)") {
+	if code != 0 || !strings.Contains(out, "Summary (txn, 1 clients") || !strings.Contains(out, "Transactions (interactive):\t10 committed, 10 attempts, 0 conflicts (conflict rate 0.00%)") {
 		t.Fatalf("human: %d\n%s", code, out)
+	}
+	// Optimistic transactions: the same counts, no server-side transaction.
+	rev := m.Revision()
+	out, errs, code = runCLI(s, "--json", "bench", "txn", "--txn-mode", "stm", "--clients", "4", "--total", "40", "--hot-keys", "0.5",
+		"--hot-set", "3", "--key-space", "50", "--max-attempts", "1000")
+	res = benchResult{}
+	decodeStrict(t, out, &res)
+	tx = res.Txn
+	if code != 0 || tx == nil || tx.Mode != "stm" || tx.Committed != 40 || res.Errors != 0 || tx.Conflicts != tx.Attempts-tx.Committed || m.OpenTxns() != 0 {
+		t.Fatalf("bench txn --txn-mode stm: %d %q\n%s", code, errs, out)
+	}
+	if m.Revision() != rev+40 {
+		t.Fatalf("revision %d after 40 more commits from %d", m.Revision(), rev)
 	}
 	for _, bad := range [][]string{
 		{"txn", "--hot-keys", "1.5"}, {"txn", "--hot-keys", "0.1", "--hot-set", "1"}, {"txn", "--key-space", "1"},
-		{"txn", "--max-attempts", "0"}, {"put", "--hot-keys", "0.1"}, {"range"}, {"scan", "--key-size", "2"},
+		{"txn", "--max-attempts", "0"}, {"put", "--hot-keys", "0.1"}, {"txn", "--txn-mode", "pessimistic"}, {"get", "--txn-mode", "stm"}, {"range"}, {"scan", "--key-size", "2"},
 	} {
 		if _, errs, code := runCLI(append([]string{s, "bench"}, bad...)...); code != ExitInvalidArgument {
 			t.Errorf("bench %v: %d %q", bad, code, errs)

@@ -72,3 +72,27 @@ func found(v []byte, err error) ([]byte, bool, error) {
 	}
 	return v, err == nil, err
 }
+
+// STMClientFor adapts cl so that the transactional workloads run optimistic
+// transactions (client.NewSTM) instead of interactive ones: Begin makes an
+// STM, Commit is its one conditional write. kaya-jepsen -txn stm uses it.
+func STMClientFor(cl *client.Client) (TxnClient, error) { return stmTxns{clientTxns{cl}}, nil }
+
+type stmTxns struct{ clientTxns }
+
+func (c stmTxns) Begin(ctx context.Context) (TxnHandle, error) {
+	return stmTxn{c.cl.NewSTM(ctx)}, nil
+}
+
+type stmTxn struct{ s *client.STM }
+
+func (t stmTxn) Get(_ context.Context, key []byte) ([]byte, bool, error) { return found(t.s.Get(key)) }
+func (t stmTxn) Put(_ context.Context, key, value []byte) error          { return t.s.Put(key, value) }
+func (t stmTxn) Delete(_ context.Context, key []byte) error              { return t.s.Delete(key) }
+func (t stmTxn) Commit(context.Context) error {
+	_, err := t.s.Commit()
+	return err
+}
+
+// Rollback has nothing to free: an STM holds nothing on the server.
+func (t stmTxn) Rollback(context.Context) error { return nil }

@@ -88,6 +88,13 @@ func modelServer(t *testing.T, m *wiretest.Model) string {
 // adapter, against the model.
 func runThroughAdapter(t *testing.T, m *wiretest.Model, workloads []string, clients, opsEach int, seed uint64) []Verdict {
 	t.Helper()
+	return runThroughAdapterWith(t, m, workloads, clients, opsEach, seed, txnClientFor)
+}
+
+// runThroughAdapterWith is runThroughAdapter with the adapter adapt.
+func runThroughAdapterWith(t *testing.T, m *wiretest.Model, workloads []string, clients, opsEach int, seed uint64,
+	adapt func(*client.Client) (TxnClient, error)) []Verdict {
+	t.Helper()
 	addr := modelServer(t, m)
 	dial := func() TxnClient {
 		cl, err := client.New([]string{addr}, &client.Options{RequestTimeout: 2 * time.Second})
@@ -95,7 +102,7 @@ func runThroughAdapter(t *testing.T, m *wiretest.Model, workloads []string, clie
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { cl.Close() })
-		tc, err := txnClientFor(cl)
+		tc, err := adapt(cl)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -154,3 +161,72 @@ func TestAdapterAgainstTheWireModel(t *testing.T) {
 }
 
 func newRand(seed uint64, i int) *rand.Rand { return rand.New(rand.NewPCG(seed, uint64(i))) }
+
+// The optimistic transactions (client.NewSTM) through the same workloads
+// and checkers: every checker passes; an STM whose commit does not compare
+// what it read (a planted bug, in this test only) is caught.
+func TestSTMAdapterAgainstTheWireModel(t *testing.T) {
+	verdicts := runThroughAdapterWith(t, wiretest.New(), TxnWorkloads, 6, 300, 1, STMClientFor)
+	for _, name := range TxnWorkloads {
+		if v := verdictOf(verdicts, name); v.Result != "ok" {
+			t.Errorf("%s: %s: %s", name, v.Result, v.Detail)
+		}
+	}
+	for seed := uint64(1); seed <= 5; seed++ {
+		v := verdictOf(runThroughAdapterWith(t, wiretest.New(), []string{WorkloadListAppend}, 8, 300, seed, blindSTMFor), WorkloadListAppend)
+		if v.Result == "violation" {
+			t.Logf("seed %d: the blind STM is caught: %s", seed, v.Detail)
+			return
+		}
+		t.Logf("seed %d: %s: %s", seed, v.Result, v.Detail)
+	}
+	t.Fatal("an STM that validates nothing passed the list-append checker five times")
+}
+
+// blindSTMFor is a broken STM: reads as RunSTM's do, writes applied by a
+// KAYA_TXN without compares (no validation at all).
+func blindSTMFor(cl *client.Client) (TxnClient, error) { return blindTxns{clientTxns{cl}}, nil }
+
+type blindTxns struct{ clientTxns }
+
+func (c blindTxns) Begin(ctx context.Context) (TxnHandle, error) {
+	return &blindTxn{cl: c.cl, ctx: ctx, writes: map[string][]byte{}}, nil
+}
+
+type blindTxn struct {
+	cl     *client.Client
+	ctx    context.Context
+	order  []string
+	writes map[string][]byte // nil value: delete
+}
+
+func (t *blindTxn) Get(ctx context.Context, key []byte) ([]byte, bool, error) {
+	if v, ok := t.writes[string(key)]; ok {
+		return v, v != nil, nil
+	}
+	return found(t.cl.Get(ctx, key))
+}
+func (t *blindTxn) Put(_ context.Context, key, value []byte) error { t.put(key, value); return nil }
+func (t *blindTxn) Delete(_ context.Context, key []byte) error     { t.put(key, nil); return nil }
+func (t *blindTxn) put(key, value []byte) {
+	if _, ok := t.writes[string(key)]; !ok {
+		t.order = append(t.order, string(key))
+	}
+	t.writes[string(key)] = value
+}
+func (t *blindTxn) Commit(ctx context.Context) error {
+	var ops []client.Op
+	for _, k := range t.order {
+		if v := t.writes[k]; v != nil {
+			ops = append(ops, client.OpPut([]byte(k), v))
+		} else {
+			ops = append(ops, client.OpDelete([]byte(k)))
+		}
+	}
+	if len(ops) == 0 {
+		return nil
+	}
+	_, err := t.cl.Txn(ctx).Then(ops...).Commit()
+	return err
+}
+func (t *blindTxn) Rollback(context.Context) error { return nil }
