@@ -32,15 +32,17 @@ const (
 	maxPipelined = 128
 	// protocolVersion is the client protocol version this server speaks.
 	protocolVersion = 1
-	// connReadBuffer and connWriteBuffer size a connection's buffers.
-	// They are held for the connection's life, idle or not, so they are
-	// what an idle connection (a client's watch, say) costs: 1,000 of
-	// them at 64 KiB each way held 128 MiB, and the larger heap made
-	// every write's garbage dearer (fresh spans to clear). 16 KiB holds
-	// dozens of pipelined requests or replies per system call; a larger
-	// frame is read or written past the buffer.
-	connReadBuffer  = 16 << 10
-	connWriteBuffer = 16 << 10
+	// connReadBuffer sizes a connection's read buffer, held for the
+	// connection's life, idle or not: it is most of what an idle
+	// connection (a client's watch, say) costs. 1,000 connections with
+	// 64 KiB each way held 128 MiB, and the larger heap made every
+	// write's garbage dearer (fresh spans to clear). 16 KiB holds dozens
+	// of pipelined requests per system call; a larger frame is read past
+	// the buffer.
+	connReadBuffer = 16 << 10
+	// connWriteBuffer sizes the reply buffers, which a connection holds
+	// only while it writes a batch (replyBuffers).
+	connWriteBuffer = 64 << 10
 )
 
 func (s *Server) acceptLoop() {
@@ -145,7 +147,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 		return
 	}
 	refused := false // one log line per connection, however many refusals
-	out := &replies{s: s, cc: cc, aud: newConnAudit(c), rw: &replyWriter{c: c, w: bufio.NewWriterSize(c, connWriteBuffer), idle: s.clim.idle},
+	out := &replies{s: s, cc: cc, aud: newConnAudit(c), rw: &replyWriter{c: c, idle: s.clim.idle},
 		slots: make(chan struct{}, maxPipelined)}
 	ws := s.newConnWatches(cc, out) // watches push frames into the replies (feed.go)
 	rd := &clientReader{s: s, c: c, r: bufio.NewReaderSize(c, connReadBuffer), cc: cc, cert: connCert(c)}

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"container/list"
 	"context"
 	"crypto/tls"
@@ -819,6 +820,10 @@ func (s *Server) readRefused(err error) (wire.Status, []byte) {
 // pieces, each within the idle timeout of the previous one (a client that
 // reads nothing for that long is dropped). The payload is not copied.
 func (w *replyWriter) writeReply(st wire.Status, p []byte, flush bool) error {
+	if w.w == nil {
+		w.w = replyBuffers.Get().(*bufio.Writer)
+		w.w.Reset(w.c)
+	}
 	var hdr [frameOverhead]byte
 	binary.LittleEndian.PutUint32(hdr[:4], uint32(2+len(p)))
 	binary.LittleEndian.PutUint16(hdr[4:], uint16(st))
@@ -836,18 +841,27 @@ func (w *replyWriter) writeReply(st wire.Status, p []byte, flush bool) error {
 	}
 	if flush {
 		w.arm()
-		return w.w.Flush()
+		if err := w.w.Flush(); err != nil {
+			return err
+		}
+		// Flushed and idle until the next batch: the buffer goes back to
+		// the pool, so that an idle connection (a watch, say) holds none.
+		w.w.Reset(nil)
+		replyBuffers.Put(w.w)
+		w.w = nil
 	}
 	return nil
 }
 
-// replyWriter is the writing side of a client connection.
+// replyBuffers are the connections' reply buffers, held only while a
+// connection writes a batch of replies.
+var replyBuffers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, connWriteBuffer) }}
+
+// replyWriter is the writing side of a client connection. Its methods are
+// called by one goroutine at a time (replies.write).
 type replyWriter struct {
-	c net.Conn
-	w interface {
-		Write([]byte) (int, error)
-		Flush() error
-	}
+	c     net.Conn
+	w     *bufio.Writer // nil between batches (replyBuffers)
 	idle  time.Duration
 	armed time.Time
 }
