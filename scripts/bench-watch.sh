@@ -7,12 +7,13 @@
 #     puts/s for TOTAL (10000) puts: event latency from the put's
 #     acknowledgement to the event at each watcher (etcd's definition),
 #     and the servers' CPU seconds during the run;
-#   writes: 16 writers for 10 s with 1000 idle watchers open, and with none.
+#   writes: 16 writers for 8 s with 1000 idle watchers open, and with none,
+#     IDLE_ROUNDS (5) alternating pairs, and the ratio of the medians.
 #   BENCH_DIR=DIR scripts/bench-watch.sh   (default: a fresh temp dir)
 set -euo pipefail
 REPO_ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 D="${BENCH_DIR:-$(mktemp -d)}"
-WATCHERS=${WATCHERS:-1000} RATE=${RATE:-1000} TOTAL=${TOTAL:-10000}
+WATCHERS=${WATCHERS:-1000} RATE=${RATE:-1000} TOTAL=${TOTAL:-10000} IDLE_ROUNDS=${IDLE_ROUNDS:-5}
 mkdir -p "$D/bin"
 (cd "$REPO_ROOT" && go build -o "$D/bin/" ./cmd/kayadb-server ./cmd/kayactl)
 (cd "$REPO_ROOT/bench" && go build -o "$D/bin/" ./cmd/kaya-watch-bench)
@@ -40,8 +41,23 @@ c0=$(cpu "${pids[@]}")
 "$D/bin/kaya-watch-bench" --server "$LEAD" --mode latency --watchers $WATCHERS --rate $RATE --total $TOTAL
 c1=$(cpu "${pids[@]}")
 echo "kaya servers' CPU during the fan-out: $(echo "$c1 - $c0" | bc) s"
-"$D/bin/kaya-watch-bench" --server "$LEAD" --mode writes --watchers 0 --clients 16 --duration 10s
-"$D/bin/kaya-watch-bench" --server "$LEAD" --mode writes --watchers 1000 --clients 16 --duration 10s
+# Idle watchers: IDLE_ROUNDS alternating pairs, then the medians.
+: > "$D/idle.txt"
+for r in $(seq "$IDLE_ROUNDS"); do
+  for w in 0 1000; do
+    "$D/bin/kaya-watch-bench" --server "$LEAD" --mode writes --watchers $w --clients 16 --duration 8s | tee -a "$D/idle.txt"
+  done
+done
+python3 - "$D/idle.txt" <<'PY'
+import re, statistics, sys
+runs = {0: [], 1000: []}
+for line in open(sys.argv[1]):
+    m = re.search(r"idle-watchers=(\d+) .*?: (\d+) puts/s", line)
+    if m:
+        runs[int(m.group(1))].append(int(m.group(2)))
+z, w = statistics.median(runs[0]), statistics.median(runs[1000])
+print("kaya writes, median of %d rounds: %d puts/s without watchers, %d with 1000 idle watchers: %.2fx" % (len(runs[0]), z, w, w / z))
+PY
 kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null || true
 
 BIN=${ANCHOR_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/kaya-anchors/bin}
