@@ -7,6 +7,11 @@
 #         requests in three round trips, as the Go client pipelines the gets
 #         and the puts with COMMIT; serializable), uniform over 100,000 keys, 256-byte
 #         values; conflicts retried (counted in the latency).
+#   kaya-stm: the same transactions as optimistic ones (kayactl bench txn
+#         --txn-mode stm, client.RunSTM): the two reads pipelined (GET_AT,
+#         linearizable, with mod revisions), then one KAYA_TXN that writes
+#         both keys if neither changed since it was read: two requests in
+#         two round trips, serializable.
 #   etcd: benchmark txn-put --txn-ops 2: one Txn request of two puts over
 #         100,000 keys, 256-byte values (etcd's own transaction benchmark;
 #         it neither reads nor can conflict).
@@ -65,16 +70,19 @@ run_kaya() { # run_kaya ROUND
   for p in "${pids[@]}"; do
     kill -0 "$p" 2>/dev/null || { echo "bench-txn.sh: a kayadb-server did not start (ports $CP-$((CP + 2)), $RP-$((RP + 2)) taken?); see $D/kaya-*.log" >&2; exit 1; }
   done
-  local c out
-  for c in "${CLIENTS[@]}"; do
-    out=$("$D/bin/kayactl" --server $S --json bench txn --clients "$c" --conns "$(conns "$c")" \
-      --key-space 100000 --val-size 256 --total "$(total "$c")" 2>/dev/null || true)
-    echo "kaya c=$c $(echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.1f %.2f %.4f" % (d["requests_per_second"], d["p99_ms"], d["txn"]["conflict_rate"]))')" >>"$D/results"
-  done
-  for hot in 0.01 0.5; do
-    out=$("$D/bin/kayactl" --server $S --json bench txn --clients 64 --conns 16 --key-space 100000 \
-      --hot-keys $hot --hot-set 100 --val-size 256 --total 20000 2>/dev/null || true)
-    echo "kaya-hot=$hot c=64 $(echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.1f %.2f %.4f" % (d["requests_per_second"], d["p99_ms"], d["txn"]["conflict_rate"]))')" >>"$D/results"
+  local c out mode name
+  for mode in interactive stm; do
+    name=kaya; [ "$mode" = stm ] && name=kaya-stm
+    for c in "${CLIENTS[@]}"; do
+      out=$("$D/bin/kayactl" --server $S --json bench txn --txn-mode $mode --clients "$c" --conns "$(conns "$c")" \
+        --key-space 100000 --val-size 256 --total "$(total "$c")" 2>/dev/null || true)
+      echo "$name c=$c $(echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.1f %.2f %.4f" % (d["requests_per_second"], d["p99_ms"], d["txn"]["conflict_rate"]))')" >>"$D/results"
+    done
+    for hot in 0.01 0.5; do
+      out=$("$D/bin/kayactl" --server $S --json bench txn --txn-mode $mode --clients 64 --conns 16 --key-space 100000 \
+        --hot-keys $hot --hot-set 100 --val-size 256 --total 20000 2>/dev/null || true)
+      echo "$name-hot=$hot c=64 $(echo "$out" | python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.1f %.2f %.4f" % (d["requests_per_second"], d["p99_ms"], d["txn"]["conflict_rate"]))')" >>"$D/results"
+    done
   done
   stop_all
 }
@@ -105,20 +113,23 @@ run_etcd() { # run_etcd ROUND
 
 for r in $(seq "$ROUNDS"); do
   if (( r % 2 )); then run_kaya "$r"; run_etcd "$r"; else run_etcd "$r"; run_kaya "$r"; fi
-  echo "round $r:"; tail -n 8 "$D/results" | sed 's/^/  /'
+  echo "round $r:"; tail -n 13 "$D/results" | sed 's/^/  /'
 done
 median() { sort -n | awk '{v[NR]=$1} END {if (NR%2) print v[(NR+1)/2]; else printf "%.4f\n", (v[NR/2]+v[NR/2+1])/2}'; }
 echo
 echo "system/workload        txn/s (median)   p99 ms   conflict rate"
-for w in "kaya c=1" "etcd c=1" "kaya c=64" "etcd c=64" "kaya c=256" "etcd c=256" "kaya-hot=0.01 c=64" "kaya-hot=0.5 c=64"; do
+for w in "kaya c=1" "kaya-stm c=1" "etcd c=1" "kaya c=64" "kaya-stm c=64" "etcd c=64" "kaya c=256" "kaya-stm c=256" "etcd c=256" \
+  "kaya-hot=0.01 c=64" "kaya-hot=0.5 c=64" "kaya-stm-hot=0.01 c=64" "kaya-stm-hot=0.5 c=64"; do
   printf '%-22s %14s %8s %14s\n' "$w" \
     "$(grep "^$w " "$D/results" | awk '{print $3}' | median)" \
     "$(grep "^$w " "$D/results" | awk '{print $4}' | median)" \
     "$(grep "^$w " "$D/results" | awk '{print $5}' | median)"
 done
 for c in "${CLIENTS[@]}"; do
-  k=$(grep "^kaya c=$c " "$D/results" | awk '{print $3}' | median)
   e=$(grep "^etcd c=$c " "$D/results" | awk '{print $3}' | median)
-  printf 'ratio kaya/etcd clients=%-4s %.2fx\n' "$c" "$(echo "$k / $e" | bc -l)"
+  for name in kaya kaya-stm; do
+    k=$(grep "^$name c=$c " "$D/results" | awk '{print $3}' | median)
+    printf 'ratio %s/etcd clients=%-4s %.2fx\n' "$name" "$c" "$(echo "$k / $e" | bc -l)"
+  done
 done
 echo "$ROUNDS rounds; $(nproc) cores; $(git -C "$REPO_ROOT" rev-parse --short HEAD)"

@@ -230,6 +230,28 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			lastWrite = cl.done
 			continue
 		}
+		if op == wire.OpKayaTxn && s.txns != nil {
+			// A conditional write is proposed here too, in arrival order
+			// (its compares see every earlier write of this connection,
+			// which the log applies first), and only its wait runs
+			// concurrently; later requests of the connection wait for
+			// its reply like a put's.
+			wait, st, p := s.startCondTxn(payload)
+			if wait == nil {
+				s.settle(cc, cl, st, p)
+				close(cl.done)
+				out.finish(cl, true)
+				continue
+			}
+			go func() {
+				st, p := s.finishCondTxn(wait)
+				s.settle(cc, cl, st, p)
+				close(cl.done)
+				out.finish(cl, false)
+			}()
+			lastWrite = cl.done
+			continue
+		}
 		// Other requests see every earlier write of this connection
 		// (read-your-writes under pipelining). A conditional write is
 		// ordered like a write; the requests of one transaction run in the
@@ -813,6 +835,21 @@ func (s *Server) startWrite(op wire.Opcode, p []byte) (func(context.Context) err
 		return nil, st, payload
 	}
 	return wait, 0, nil
+}
+
+// startCondTxn proposes a KAYA_TXN (StartCondTxn); wait is nil when the
+// reply is already known.
+func (s *Server) startCondTxn(p []byte) (func(context.Context) (wire.Status, []byte), wire.Status, []byte) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+	defer cancel()
+	return s.txns.StartCondTxn(ctx, p)
+}
+
+// finishCondTxn waits for a started KAYA_TXN and returns its reply.
+func (s *Server) finishCondTxn(wait func(context.Context) (wire.Status, []byte)) (wire.Status, []byte) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+	defer cancel()
+	return wait(ctx)
 }
 
 // finishWrite waits for a started write and returns its reply.

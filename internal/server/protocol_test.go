@@ -47,6 +47,53 @@ func TestPipelining(t *testing.T) {
 	}
 }
 
+// TestPipelinedCondTxns: conditional writes written back to back on one
+// connection, each compare depending on the write before it, all succeed
+// in order (each is proposed after the earlier ones, so its compare sees
+// them), and a read after them sees the last.
+func TestPipelinedCondTxns(t *testing.T) {
+	c := newTestCluster(t, 1)
+	addr := c.addr(c.WaitLeader())
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	const n = 50
+	buf := wire.AppendRequest(nil, wire.OpPut, wire.AppendPut(nil, []byte("chain"), []byte("0")))
+	for i := 1; i <= n; i++ {
+		ct := &wire.CondTxn{
+			Compares: []wire.Compare{{Target: wire.CmpValue, Op: wire.CmpEqual, Key: []byte("chain"), Value: []byte(fmt.Sprint(i - 1))}},
+			Then:     []wire.CondOp{{Kind: wire.TxnOpPut, Key: []byte("chain"), Value: []byte(fmt.Sprint(i))}},
+		}
+		buf = wire.AppendRequest(buf, wire.OpKayaTxn, wire.AppendCondTxn(nil, ct))
+	}
+	buf = wire.AppendRequest(buf, wire.OpGet, wire.AppendKey(nil, []byte("chain")))
+	go func() { _, _ = nc.Write(buf) }()
+	_ = nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	r := bufio.NewReader(nc)
+	if st, _, _, err := wire.ReadResponse(r, nil); err != nil || st != wire.StatusOK {
+		t.Fatalf("put: %v %v", st, err)
+	}
+	for i := 1; i <= n; i++ {
+		st, p, _, err := wire.ReadResponse(r, nil)
+		if err != nil || st != wire.StatusOK {
+			t.Fatalf("KAYA_TXN %d: %v %v", i, st, err)
+		}
+		res, err := wire.DecodeCondTxnReply(p)
+		if err != nil || !res.Succeeded {
+			t.Fatalf("KAYA_TXN %d: compare failed (%v): it did not see the write before it", i, err)
+		}
+	}
+	st, p, _, err := wire.ReadResponse(r, nil)
+	if err != nil || st != wire.StatusOK {
+		t.Fatalf("get: %v %v", st, err)
+	}
+	if v, _ := wire.DecodeValue(p); string(v) != fmt.Sprint(n) {
+		t.Fatalf("get after the chain: %q, want %d", v, n)
+	}
+}
+
 // TestMalformedFrames sends a corpus of bad input on separate connections:
 // the server answers or closes each connection, stays up, and stored data
 // is unchanged.

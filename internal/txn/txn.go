@@ -908,26 +908,53 @@ func (m *Manager) resolve(ctx context.Context, id uint64, t *txn) (wire.Status, 
 // condTxn validates a KAYA_TXN and proposes it: one raft entry, evaluated
 // in the apply against the latest state.
 func (m *Manager) condTxn(ctx context.Context, p []byte) (wire.Status, []byte) {
+	wait, st, reply := m.StartCondTxn(ctx, p)
+	if wait == nil {
+		return st, reply
+	}
+	return wait(ctx)
+}
+
+// StartCondTxn is a KAYA_TXN in two steps, like kv.Store.StartPut: it
+// validates and proposes the request, and the returned wait gives its
+// reply once applied. When the reply is known without proposing (a
+// refusal), wait is nil and st, reply are it. A server proposes one
+// connection's KAYA_TXNs in the order they arrived, as it does puts (the
+// apply evaluates each after everything before it in the log), and waits
+// for them concurrently: waiting for one before proposing the next would
+// let a connection that many clients share commit one at a time.
+func (m *Manager) StartCondTxn(ctx context.Context, p []byte) (wait func(context.Context) (wire.Status, []byte), st wire.Status, reply []byte) {
 	t, err := wire.DecodeCondTxn(p)
 	if err != nil {
-		return errReply(wire.StatusInvalidArgument, "%v", err)
+		st, reply = errReply(wire.StatusInvalidArgument, "%v", err)
+		return nil, st, reply
 	}
 	if err := checkCond(t, m.opts.MaxBytes); err != nil {
-		return m.replyErr(err)
+		st, reply = m.replyErr(err)
+		return nil, st, reply
 	}
 	if _, leader := m.opts.Leadership(); !leader {
-		return m.notLeader()
+		st, reply = m.notLeader()
+		return nil, st, reply
 	}
 	if t.Writes() && m.opts.AdmitWrite != nil {
 		if err := m.opts.AdmitWrite(); err != nil {
-			return errReply(wire.StatusError, "%v", err)
+			st, reply = errReply(wire.StatusError, "%v", err)
+			return nil, st, reply
 		}
 	}
-	res, err := m.store.Propose(ctx, OpCondTxn, p)
+	w, err := m.store.StartPropose(ctx, OpCondTxn, p)
 	if err != nil {
-		return m.replyErr(err)
+		st, reply = m.replyErr(err)
+		return nil, st, reply
 	}
-	return wire.StatusOK, res.Data
+	return func(ctx context.Context) (wire.Status, []byte) {
+		res, err := w(ctx)
+		if err != nil {
+			return m.replyErr(err)
+		}
+		return wire.StatusOK, res.Data
+	}, 0, nil
 }
 
 // replyErr maps a state-machine error to a reply.
