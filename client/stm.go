@@ -10,9 +10,10 @@ import (
 
 // Optimistic transactions (RunSTM)
 //
-// An STM transaction holds nothing on the server. Its reads are ordinary
-// linearizable reads on the leader (GET_AT), each remembered with the key's
-// mod revision; its writes are buffered in the client; and its commit is
+// An STM transaction holds nothing on the server. Its reads are reads of
+// the leader's latest applied state (GET_AT with wire.ReadTSLocal: no
+// ReadIndex round, since the commit validates them), each remembered with
+// the key's mod revision; its writes are buffered in the client; and its commit is
 // one conditional write (KAYA_TXN) whose compares require every key read to
 // still have the mod revision it was read with, and whose ops are the
 // writes. Raft applies the compares and the writes atomically, in one
@@ -135,20 +136,24 @@ func (s *STM) noteRead(key []byte, r stmRead) {
 	s.readOrder = append(s.readOrder, string(key))
 }
 
-// read reads keys[need...] from the leader: pipelined on one connection
-// when it can, else one by one with the client's retries.
+// read reads keys[need...] from the leader's applied state without a
+// ReadIndex round (wire.ReadTSLocal: the commit validates what it read, so
+// a stale value only costs a retry), pipelined on one connection. When
+// that fails (a redirect, a lost connection, a server that predates local
+// reads) it reads them one by one, linearizably, with the client's
+// retries.
 func (s *STM) read(keys [][]byte, need []int) ([]stmRead, error) {
 	out := make([]stmRead, len(need))
-	if len(need) > 1 {
+	{
 		reqs := make([]request, len(need))
 		for j, i := range need {
-			reqs[j] = request{op: wire.OpGetAt, inner: wire.AppendGetAt(nil, 0, keys[i]), leaderOnly: true}
+			reqs[j] = request{op: wire.OpGetAt, inner: wire.AppendGetAt(nil, wire.ReadTSLocal, keys[i]), leaderOnly: true}
 		}
 		addr := s.c.route()
 		res := s.c.pipeline(s.ctx, addr, reqs)
 		ok := true
 		for j, r := range res {
-			if r.err != nil || r.a.st == wire.StatusNotLeader {
+			if r.err != nil || r.a.st == wire.StatusNotLeader || r.a.st == wire.StatusInvalidArgument {
 				ok = false // a retry below, with redirects and back-off
 				break
 			}

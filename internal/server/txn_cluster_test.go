@@ -330,6 +330,17 @@ func TestGetAtScanAt(t *testing.T) {
 	} else if v, rev, _ := wire.DecodeGetAtReply(p); string(v) != "4" || rev != r2 {
 		t.Fatalf("GET_AT p/a latest: %q@%d", v, rev)
 	}
+	if st, p := getAt("p/a", wire.ReadTSLocal); st != wire.StatusOK {
+		t.Fatal(st)
+	} else if v, rev, _ := wire.DecodeGetAtReply(p); string(v) != "4" || rev != r2 {
+		t.Fatalf("GET_AT p/a at ReadTSLocal: %q@%d", v, rev)
+	}
+	if st, _ := getAt("p/none", wire.ReadTSLocal); st != wire.StatusNotFound {
+		t.Fatalf("GET_AT of a missing key at ReadTSLocal: %v", st)
+	}
+	if st, _ := getAt("\x00sys", wire.ReadTSLocal); st != wire.StatusInvalidArgument {
+		t.Fatalf("GET_AT of a system key at ReadTSLocal: %v", st)
+	}
 	if st, p := getAt("p/a", r2+1000); st != wire.StatusInvalidArgument {
 		t.Fatalf("GET_AT at a future revision: %v %q", st, p)
 	} else if msg, _ := wire.DecodeError(p); !strings.Contains(msg, "in the future") {

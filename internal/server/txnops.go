@@ -95,7 +95,16 @@ func (s *Server) getAt(ctx context.Context, p []byte) (wire.Status, []byte) {
 	if err != nil {
 		return invalid(err)
 	}
-	v, err := s.store.GetAt(ctx, key, ts)
+	var v kv.Version
+	if ts == wire.ReadTSLocal {
+		// The latest applied state, without a ReadIndex round (its
+		// reader validates it later; wire.ReadTSLocal).
+		if err = kv.ValidateKey(key); err == nil {
+			v, err = s.store.ReadAt(key, 0)
+		}
+	} else {
+		v, err = s.store.GetAt(ctx, key, ts)
+	}
 	if err != nil {
 		return s.versionedReply(err)
 	}

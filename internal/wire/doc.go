@@ -169,6 +169,11 @@
 //	swapped  10 00 00 00 00 00 | 01 | 07 00 00 00 00 00 00 00 | 01 00 00 00 | 02
 //	not      1e 00 00 00 00 00 | 00 | 00 00 00 00 00 00 00 00 | 01 00 00 00 | 01 01 01 00 00 00 78 05 00 00 00 00 00 00 00
 //
+// read_ts 0 is the latest revision, read linearizably; GET_AT's read_ts
+// ReadTSLocal (all ones) is the serving node's latest applied state,
+// without a ReadIndex round (a serializable read, for readers that
+// validate later).
+//
 // GET_AT at revision 5 of k, and its OK reply (value v, mod revision 3):
 //
 //	request  0e 00 00 00 45 | 05 00 00 00 00 00 00 00 | 01 00 00 00 6b

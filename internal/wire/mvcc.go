@@ -545,6 +545,13 @@ func DecodeCondTxnReply(p []byte) (*CondTxnReply, error) {
 	return r, nil
 }
 
+// ReadTSLocal, as a GET_AT read_ts, asks for the serving node's latest
+// applied state without a ReadIndex round: a serializable read that may
+// miss the newest writes. It is for readers that validate what they read
+// later, such as an optimistic transaction whose commit compares the mod
+// revisions it read (client.RunSTM); read_ts 0 is the linearizable latest.
+const ReadTSLocal = ^uint64(0)
+
 // AppendGetAt appends a GET_AT request payload: read_ts u64 · bytes32 key.
 func AppendGetAt(dst []byte, readTS uint64, key []byte) []byte {
 	dst = binary.LittleEndian.AppendUint64(dst, readTS)

@@ -235,6 +235,9 @@ func (m *Model) Handle(op wire.Opcode, p []byte) (wire.Status, []byte) {
 		if err != nil {
 			return invalid(err)
 		}
+		if ts == wire.ReadTSLocal {
+			ts = 0 // the model has one node: its applied state is the latest
+		}
 		rev, st, reply := m.readRev(ts)
 		if st != wire.StatusOK {
 			return st, reply
