@@ -47,8 +47,11 @@ const (
 	// holds beyond its buffer while its sink writes).
 	maxFrameCommits = 256
 	// hubPage bounds one read of the hub (a catch-up of many revisions is
-	// read in pages, each dispatched before the next is read).
-	hubPageChanges = 4096
+	// read in pages, each dispatched before the next is read). A page is
+	// a quarter of a watcher's buffer, so that a hub that fell behind
+	// never hands a watcher more than its buffer holds in one dispatch:
+	// only a watcher that does not drain between pages overflows.
+	hubPageChanges = MaxBufferedCommits / 4
 	hubPageBytes   = 8 << 20
 	hubPageScanned = 4096
 	// progressTick is how often the hub looks for watchers due a

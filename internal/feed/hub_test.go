@@ -196,9 +196,17 @@ func TestSlowWatcherDoesNotBlockTheHub(t *testing.T) {
 	// Both receive from the hub (a watcher still catching up pulls at its
 	// sink's pace instead: it is never cancelled for it).
 	waitFor(t, "both watchers to join the hub", func() bool { return h.syncedWatches() == 2 })
-	// More than the buffer and the frame being written.
-	for i := 0; i < MaxBufferedCommits+maxFrameCommits+100; i++ {
+	// More than the buffer and the frame being written, in steps the fast
+	// watcher takes before the next (a burst of more than a buffer at
+	// once, from a hub that fell behind on a loaded machine, would
+	// overflow any watcher's buffer: that is what the bound is for).
+	total := MaxBufferedCommits + maxFrameCommits + 100
+	for i := 0; i < total; i++ {
 		ts.apply(fmt.Sprintf("k%d", i), "v")
+		if i%200 == 199 || i == total-1 {
+			want := history(t, ts.s, start-1, nil)
+			waitFor(t, "the fast watcher", func() bool { got, _ := fast.events(); return got == want })
+		}
 	}
 	want := history(t, ts.s, start-1, nil)
 	waitFor(t, "the fast watcher", func() bool { got, _ := fast.events(); return got == want })
