@@ -262,6 +262,13 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 		after := lastWrite
 		var afterTxn <-chan struct{}
 		switch {
+		case op == wire.OpGetAt && len(payload) >= 8 && binary.LittleEndian.Uint64(payload) == wire.ReadTSLocal:
+			// A read of the applied state as it is (wire.ReadTSLocal) may
+			// miss the newest writes anyway, this connection's included:
+			// it does not wait for them (its reader validates what it
+			// read; waiting would put it behind other clients' commits
+			// on a shared connection).
+			after = nil
 		case op == wire.OpKayaTxn:
 			lastWrite = cl.done
 		case isTxnOp(op) && op != wire.OpTxnBegin && len(payload) >= 8:

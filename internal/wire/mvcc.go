@@ -547,7 +547,8 @@ func DecodeCondTxnReply(p []byte) (*CondTxnReply, error) {
 
 // ReadTSLocal, as a GET_AT read_ts, asks for the serving node's latest
 // applied state without a ReadIndex round: a serializable read that may
-// miss the newest writes. It is for readers that validate what they read
+// miss the newest writes (its connection's earlier writes too: the server
+// does not order it after them). It is for readers that validate what they read
 // later, such as an optimistic transaction whose commit compares the mod
 // revisions it read (client.RunSTM); read_ts 0 is the linearizable latest.
 const ReadTSLocal = ^uint64(0)
