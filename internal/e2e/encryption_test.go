@@ -142,21 +142,26 @@ func TestEncryptionAtRestEndToEnd(t *testing.T) {
 	// The workload: every value a fresh random marker.
 	var mu sync.Mutex
 	acked := map[string]string{}
+	var lastErr string // kayactl's output of the last failed put
 	put := func(key string) bool {
 		raw := make([]byte, 32)
 		_, _ = rand.Read(raw)
 		marker := hex.EncodeToString(raw)
-		_, _, code := kayactl("--server", servers, "--timeout", "10s", "put", key, marker)
+		out, errOut, code := kayactl("--server", servers, "--timeout", "10s", "put", key, marker)
 		if code == 0 {
 			mu.Lock()
 			acked[key] = marker
+			mu.Unlock()
+		} else {
+			mu.Lock()
+			lastErr = fmt.Sprintf("exit %d: %s%s", code, out, errOut)
 			mu.Unlock()
 		}
 		return code == 0
 	}
 	for i := range 30 {
 		if !put(fmt.Sprintf("a%03d", i)) {
-			t.Fatalf("put a%03d failed\n%s", i, logs())
+			t.Fatalf("put a%03d failed (%s)\n%s", i, lastErr, logs())
 		}
 	}
 
