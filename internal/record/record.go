@@ -142,15 +142,22 @@ func (e *Encoder) Rewind(offset int64) { e.offset = offset }
 func (e *Encoder) Append(dst []byte, payload []byte, syncOffset int64) []byte {
 	var flag byte
 	if e.sealer != nil {
-		start := e.offset
-		if left := BlockSize - int(e.offset%BlockSize); left < HeaderSize {
-			start += int64(left)
-		}
-		e.aad = recordAAD(e.aad, e.logNum, start)
-		e.sealed = e.sealer.Seal(e.sealed[:0], payload, e.aad)
-		payload, flag = e.sealed, chunkSealed
+		payload, flag = e.seal(payload), chunkSealed
 	}
 	return e.appendChunks(dst, payload, syncOffset, flag)
+}
+
+// seal returns payload sealed as the envelope of the record about to be
+// laid out (its additional data names the offset of the record's first
+// chunk, past any block padding). The result is valid until the next seal.
+func (e *Encoder) seal(payload []byte) []byte {
+	start := e.offset
+	if left := BlockSize - int(e.offset%BlockSize); left < HeaderSize {
+		start += int64(left)
+	}
+	e.aad = recordAAD(e.aad, e.logNum, start)
+	e.sealed = e.sealer.Seal(e.sealed[:0], payload, e.aad)
+	return e.sealed
 }
 
 // AppendGroupItem frames payload as one record of a group (uvarint length,
@@ -172,13 +179,7 @@ func AppendGroupItem(group, payload []byte) []byte {
 func (e *Encoder) AppendGroup(dst []byte, group []byte, syncOffset int64) []byte {
 	flag := byte(chunkGroup)
 	if e.sealer != nil {
-		start := e.offset
-		if left := BlockSize - int(e.offset%BlockSize); left < HeaderSize {
-			start += int64(left)
-		}
-		e.aad = recordAAD(e.aad, e.logNum, start)
-		e.sealed = e.sealer.Seal(e.sealed[:0], group, e.aad)
-		group, flag = e.sealed, chunkGroup|chunkSealed
+		group, flag = e.seal(group), chunkGroup|chunkSealed
 	}
 	return e.appendChunks(dst, group, syncOffset, flag)
 }

@@ -214,20 +214,10 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			// their wait runs concurrently.
 			wait, st, p := s.startWrite(op, payload)
 			s.stages.Since(raftnode.StageDecode, cl.readAt)
-			if wait == nil {
-				s.settle(cc, cl, st, p)
-				close(cl.done)
-				out.finish(cl, true)
-				continue
+			s.awaitWrite(cc, cl, out, st, p, true, func() (wire.Status, []byte) { return s.finishWrite(wait) }, wait == nil)
+			if wait != nil {
+				lastWrite = cl.done
 			}
-			go func() {
-				st, p := s.finishWrite(wait)
-				s.settle(cc, cl, st, p)
-				cl.ready = raftnode.Now()
-				close(cl.done)
-				out.finish(cl, false)
-			}()
-			lastWrite = cl.done
 			continue
 		}
 		if op == wire.OpKayaTxn && s.txns != nil {
@@ -237,19 +227,10 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			// concurrently; later requests of the connection wait for
 			// its reply like a put's.
 			wait, st, p := s.startCondTxn(payload)
-			if wait == nil {
-				s.settle(cc, cl, st, p)
-				close(cl.done)
-				out.finish(cl, true)
-				continue
+			s.awaitWrite(cc, cl, out, st, p, false, func() (wire.Status, []byte) { return s.finishCondTxn(wait) }, wait == nil)
+			if wait != nil {
+				lastWrite = cl.done
 			}
-			go func() {
-				st, p := s.finishCondTxn(wait)
-				s.settle(cc, cl, st, p)
-				close(cl.done)
-				out.finish(cl, false)
-			}()
-			lastWrite = cl.done
 			continue
 		}
 		// Other requests see every earlier write of this connection
@@ -842,6 +823,30 @@ func (s *Server) startWrite(op wire.Opcode, p []byte) (func(context.Context) err
 		return nil, st, payload
 	}
 	return wait, 0, nil
+}
+
+// awaitWrite settles a write the reader proposed: at once with st, p when
+// done (it was refused before it was proposed), else on a goroutine of its
+// own that waits for it (finish), so that the reader goes on to the
+// connection's next request. timed marks the request's reply time for the
+// stage histograms.
+func (s *Server) awaitWrite(cc *clientConn, cl *call, out *replies, st wire.Status, p []byte, timed bool,
+	finish func() (wire.Status, []byte), done bool) {
+	if done {
+		s.settle(cc, cl, st, p)
+		close(cl.done)
+		out.finish(cl, true)
+		return
+	}
+	go func() {
+		st, p := finish()
+		s.settle(cc, cl, st, p)
+		if timed {
+			cl.ready = raftnode.Now()
+		}
+		close(cl.done)
+		out.finish(cl, false)
+	}()
 }
 
 // startCondTxn proposes a KAYA_TXN (StartCondTxn); wait is nil when the
