@@ -64,7 +64,7 @@ type stmWrite struct {
 	del   bool
 }
 
-// DefaultMaxSTMKeys bounds the keys an STM transaction may read or write:
+// maxSTMKeys bounds the keys an STM transaction may read or write:
 // each read is a compare and each write an op of one KAYA_TXN.
 const maxSTMKeys = wire.MaxCondCompares
 
@@ -143,39 +143,9 @@ func (s *STM) noteRead(key []byte, r stmRead) {
 // reads) it reads them one by one, linearizably, with the client's
 // retries.
 func (s *STM) read(keys [][]byte, need []int) ([]stmRead, error) {
-	out := make([]stmRead, len(need))
-	{
-		reqs := make([]request, len(need))
-		for j, i := range need {
-			reqs[j] = request{op: wire.OpGetAt, inner: wire.AppendGetAt(nil, wire.ReadTSLocal, keys[i]), leaderOnly: true}
-		}
-		addr := s.c.route()
-		res := s.c.pipeline(s.ctx, addr, reqs)
-		ok := true
-		for j, r := range res {
-			if r.err != nil || r.a.st == wire.StatusNotLeader || r.a.st == wire.StatusInvalidArgument {
-				ok = false // a retry below, with redirects and back-off
-				break
-			}
-			if err := statusError(r.a.st, r.a.payload); err != nil {
-				if errors.Is(err, ErrNotFound) {
-					out[j] = stmRead{}
-					continue
-				}
-				return nil, unsupported(wire.OpGetAt, err)
-			}
-			v, rev, err := wire.DecodeGetAtReply(r.a.payload)
-			if err != nil {
-				return nil, fmt.Errorf("%w: GET_AT reply from %s: %w", ErrProtocol, addr, err)
-			}
-			if v == nil {
-				v = []byte{}
-			}
-			out[j] = stmRead{value: v, rev: rev}
-		}
-		if ok {
-			return out, nil
-		}
+	out, ok, err := s.readLocal(keys, need)
+	if ok || err != nil {
+		return out, err
 	}
 	for j, i := range need {
 		v, rev, err := s.c.GetWithRevision(s.ctx, keys[i])
@@ -186,12 +156,46 @@ func (s *STM) read(keys [][]byte, need []int) ([]stmRead, error) {
 		if err != nil {
 			return nil, err
 		}
-		if v == nil {
-			v = []byte{}
-		}
-		out[j] = stmRead{value: v, rev: rev}
+		out[j] = present(v, rev)
 	}
 	return out, nil
+}
+
+// readLocal is read's pipelined attempt at wire.ReadTSLocal; ok is false
+// when it must be read again the slow way (a redirect, a failed
+// connection, a server without local reads).
+func (s *STM) readLocal(keys [][]byte, need []int) (out []stmRead, ok bool, err error) {
+	reqs := make([]request, len(need))
+	for j, i := range need {
+		reqs[j] = request{op: wire.OpGetAt, inner: wire.AppendGetAt(nil, wire.ReadTSLocal, keys[i]), leaderOnly: true}
+	}
+	addr := s.c.route()
+	out = make([]stmRead, len(need))
+	for j, r := range s.c.pipeline(s.ctx, addr, reqs) {
+		if r.err != nil || r.a.st == wire.StatusNotLeader || r.a.st == wire.StatusInvalidArgument {
+			return out, false, nil
+		}
+		if err := statusError(r.a.st, r.a.payload); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				continue // stmRead{}: missing
+			}
+			return nil, false, unsupported(wire.OpGetAt, err)
+		}
+		v, rev, err := wire.DecodeGetAtReply(r.a.payload)
+		if err != nil {
+			return nil, false, fmt.Errorf("%w: GET_AT reply from %s: %w", ErrProtocol, addr, err)
+		}
+		out[j] = present(v, rev)
+	}
+	return out, true, nil
+}
+
+// present is the read of an existing key (a nil value is an empty one).
+func present(v []byte, rev uint64) stmRead {
+	if v == nil {
+		v = []byte{}
+	}
+	return stmRead{value: v, rev: rev}
 }
 
 // Put buffers a write of value under key (copied), applied at the commit.
@@ -273,11 +277,7 @@ func (s *STM) commit() (uint64, error) {
 	primed := make(map[string]stmRead, len(resp.Results))
 	for _, r := range resp.Results {
 		if r.Found {
-			v := r.Value
-			if v == nil {
-				v = []byte{}
-			}
-			primed[string(r.Key)] = stmRead{value: v, rev: r.ModRevision}
+			primed[string(r.Key)] = present(r.Value, r.ModRevision)
 		} else {
 			primed[string(r.Key)] = stmRead{}
 		}
