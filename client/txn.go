@@ -455,8 +455,11 @@ func (t *Txn) Commit(ctx context.Context) (uint64, error) {
 	a, sent, err := r.a, r.sent, r.err
 	switch {
 	case err != nil && !sent:
-		// COMMIT never left: nothing was committed.
-		return 0, t.end(txnBroken, t.connLost(err))
+		// COMMIT never left: nothing was committed. The server may still
+		// hold the transaction (with a prefix of its writes): one
+		// best-effort TXN_ROLLBACK releases it now rather than at
+		// --txn-timeout.
+		return 0, t.abandon(ctx, err)
 	case err != nil && unanswered:
 		return t.resolveUnanswered(ctx, err)
 	case err != nil:
@@ -512,6 +515,25 @@ func (t *Txn) outcome(a answer) (uint64, error) {
 		return 0, t.end(txnReleased, gone)
 	}
 	return 0, t.end(txnReleased, statusError(a.st, a.payload))
+}
+
+// abandon ends a transaction whose COMMIT could not be sent: nothing was
+// committed. It tries TXN_ROLLBACK once on a new connection; when that
+// cannot be sent either the transaction stays broken (Rollback may try
+// again; the server expires it).
+func (t *Txn) abandon(ctx context.Context, cause error) error {
+	lostErr := t.connLost(cause)
+	if errors.Is(cause, ErrClosed) || ctx.Err() != nil {
+		return t.end(txnBroken, lostErr)
+	}
+	a, _, err := t.c.once(ctx, t.addr, request{op: wire.OpTxnRollback, inner: wire.AppendTxnID(nil, t.id)})
+	if err != nil {
+		return t.end(txnBroken, lostErr)
+	}
+	if _, ok := t.serverGone(a); ok || a.st == wire.StatusOK {
+		return t.end(txnReleased, lostErr)
+	}
+	return t.end(txnBroken, lostErr)
 }
 
 // resolveUnanswered learns the outcome of a COMMIT sent after writes whose
