@@ -44,9 +44,12 @@ func ephemeralStart() int {
 }
 
 // Pick returns a free address 127.0.0.1:port with port in [Low, High),
-// chosen at random so that processes picking at the same time rarely
-// collide, and outside the ephemeral range. The port is free when Pick
-// returns; nothing holds it afterwards.
+// chosen at random and outside the ephemeral range. The port is free when
+// Pick returns, and reserved for the calling process until it exits: a
+// lock file per port (see reserve) keeps every other Pick, in this process
+// or in another (go test runs packages in parallel), from returning it
+// again, so a node that binds it a moment later, or after a restart, does
+// not find it taken by another test's node.
 func Pick() (string, error) {
 	high := min(High, ephemeralStart())
 	if high <= Low {
@@ -62,6 +65,10 @@ func Pick() (string, error) {
 		addr := ln.Addr().String()
 		if err := ln.Close(); err != nil {
 			return "", err
+		}
+		if !reserve(ln.Addr().(*net.TCPAddr).Port) {
+			last = fmt.Errorf("port of %s reserved by another Pick", addr)
+			continue
 		}
 		return addr, nil
 	}

@@ -32,3 +32,17 @@ func TestPickIsFreeAndInRange(t *testing.T) {
 		t.Fatalf("50 picks gave only %d distinct ports; picks should be spread out", len(seen))
 	}
 }
+
+// TestPickReservesAcrossCalls: a port Pick returned is not returned again
+// while this process lives, even though nothing listens on it.
+func TestPickReservesAcrossCalls(t *testing.T) {
+	addr, err := Pick()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	if reserve(p) {
+		t.Fatalf("port %d was reserved again after Pick returned it", p)
+	}
+}
