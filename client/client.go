@@ -75,7 +75,11 @@ type Options struct {
 	// its servers' restarts does not. Default false.
 	FailFast bool
 	// ConnsPerEndpoint is the size of the connection pool of each server.
-	// Default 2.
+	// Default 2. From 4 up, one connection in eight (at least one) is kept
+	// for the requests a server answers without waiting for raft (an STM's
+	// reads of the leader's applied state): a server answers a
+	// connection's requests in order, so such a read never waits there
+	// behind another caller's write. It is dialed only when used.
 	ConnsPerEndpoint int
 	// MaxPipeline is how many requests may be in flight on one connection.
 	// Default 128.
@@ -411,12 +415,37 @@ func (c *Client) poolFor(addr string) (*pool, error) {
 // pipeline if possible, dialing into an empty slot if needed. Any error
 // means nothing was sent.
 func (c *Client) getConn(ctx context.Context, p *pool) (*conn, error) {
+	return c.getLaneConn(ctx, p, false)
+}
+
+// readLanes is how many of n pool slots are kept for immediate requests:
+// none below 4 (a small pool is not split), else one in eight, at least
+// one.
+func readLanes(n int) int {
+	if n < 4 {
+		return 0
+	}
+	return max(1, n/8)
+}
+
+// getLaneConn is getConn on the slots of one lane: the read lane (the
+// first readLanes slots) for immediate requests, the others for the rest.
+// A pool too small to split has one lane.
+func (c *Client) getLaneConn(ctx context.Context, p *pool, immediate bool) (*conn, error) {
+	lo, hi := 0, len(p.slots)
+	if k := readLanes(len(p.slots)); k > 0 {
+		if immediate {
+			hi = k
+		} else {
+			lo = k
+		}
+	}
 	for {
 		p.mu.Lock()
 		var best *conn
 		free := -1
 		var wait chan struct{}
-		for i := range p.slots {
+		for i := lo; i < hi; i++ {
 			s := &p.slots[i]
 			if s.c != nil && s.c.broken() {
 				s.c = nil
@@ -529,6 +558,11 @@ type request struct {
 	fixed string
 	// leaderOnly requests follow NOT_LEADER and teach the client who leads.
 	leaderOnly bool
+	// immediate marks a request the server answers at once, without
+	// waiting for raft or for the connection's earlier writes (a GET_AT at
+	// wire.ReadTSLocal): it goes on a connection of the read lane (see
+	// Options.ConnsPerEndpoint).
+	immediate bool
 }
 
 // answer is a reply and the endpoint that gave it.
@@ -1103,18 +1137,17 @@ func (c *Client) pipeline(ctx context.Context, addr string, reqs []request) []pi
 	if err != nil {
 		return failFrom(0, err, false)
 	}
-	cn, err := c.getConn(ctx, p)
+	immediate := true
+	for _, r := range reqs {
+		immediate = immediate && r.immediate
+	}
+	cn, err := c.getLaneConn(ctx, p, immediate)
 	if err != nil {
 		return failFrom(0, c.cause(ctx, err), false)
 	}
-	calls := make([]*call, 0, len(reqs))
-	for i, f := range frames {
-		cl, err := cn.submit(ctx, f)
-		if err != nil {
-			failFrom(i, c.cause(ctx, err), false) // not queued: not sent
-			break
-		}
-		calls = append(calls, cl)
+	calls, err := cn.submitAll(ctx, frames)
+	if err != nil {
+		failFrom(len(calls), c.cause(ctx, err), false) // not queued: not sent
 	}
 	for i, cl := range calls {
 		select {

@@ -274,6 +274,97 @@ func (c *conn) submit(ctx context.Context, frame []byte) (*call, error) {
 	return cl, nil
 }
 
+// submitAll queues frames in order, as submit does one by one, but when
+// the caller may write them itself it writes them all with one flush (one
+// write(2), which the server reads at once). It returns the calls of the
+// frames queued, a prefix of frames; err says why the rest was not.
+func (c *conn) submitAll(ctx context.Context, frames [][]byte) ([]*call, error) {
+	if len(frames) == 1 {
+		cl, err := c.submit(ctx, frames[0])
+		if err != nil {
+			return nil, err
+		}
+		return []*call{cl}, nil
+	}
+	var err error
+	n := 0
+	for n < len(frames) && err == nil {
+		select {
+		case c.sem <- struct{}{}:
+			n++
+		case <-c.done:
+			err = c.failure()
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	calls := make([]*call, n)
+	for i := range calls {
+		calls[i] = &call{frame: frames[i], res: make(chan result, 1), conn: c}
+	}
+	if n == 0 {
+		return nil, err
+	}
+	if c.unwritten.Load() == 0 && c.wmu.TryLock() {
+		if c.unwritten.Load() == 0 {
+			if werr := c.writeInlineAll(calls); werr != nil {
+				return nil, werr
+			}
+			return calls, err
+		}
+		c.wmu.Unlock()
+	}
+	c.mu.Lock()
+	if c.mu.broken {
+		berr := c.mu.err
+		c.mu.Unlock()
+		for range calls {
+			<-c.sem
+		}
+		return nil, berr
+	}
+	c.unwritten.Add(int32(n))
+	for _, cl := range calls {
+		c.queue <- cl // never blocks: sem bounds queue+inflight by its capacity
+	}
+	c.mu.Unlock()
+	return calls, err
+}
+
+// writeInlineAll is writeInline for several calls, flushed once.
+func (c *conn) writeInlineAll(calls []*call) error {
+	defer c.wmu.Unlock()
+	c.mu.Lock()
+	if c.mu.broken {
+		err := c.mu.err
+		c.mu.Unlock()
+		for range calls {
+			<-c.sem
+		}
+		return err
+	}
+	for _, cl := range calls {
+		cl.state.Store(callTaken)
+		c.startPendingLocked()
+		c.inflight <- cl // under mu: before a failure, so the cleanup finds it
+	}
+	c.mu.Unlock()
+	c.nc.SetWriteDeadline(time.Now().Add(c.timeout))
+	var err error
+	for _, cl := range calls {
+		if _, err = c.bw.Write(cl.frame); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		err = c.bw.Flush()
+	}
+	if err != nil {
+		c.fail(fmt.Errorf("kayadb: writing to %s: %w", c.addr, err))
+	}
+	return nil
+}
+
 // writeInline writes cl from the caller's goroutine. Called with wmu held
 // and nothing queued; it releases wmu. An error means cl was not sent
 // (its slot is released); once cl is in inflight, a failed write breaks

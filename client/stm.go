@@ -167,7 +167,7 @@ func (s *STM) read(keys [][]byte, need []int) ([]stmRead, error) {
 func (s *STM) readLocal(keys [][]byte, need []int) (out []stmRead, ok bool, err error) {
 	reqs := make([]request, len(need))
 	for j, i := range need {
-		reqs[j] = request{op: wire.OpGetAt, inner: wire.AppendGetAt(nil, wire.ReadTSLocal, keys[i]), leaderOnly: true}
+		reqs[j] = request{op: wire.OpGetAt, inner: wire.AppendGetAt(nil, wire.ReadTSLocal, keys[i]), leaderOnly: true, immediate: true}
 	}
 	addr := s.c.route()
 	out = make([]stmRead, len(need))

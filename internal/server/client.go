@@ -30,6 +30,10 @@ const (
 	// the reader stops reading until replies drain. (The bytes they hold
 	// are bounded too: clientlimits.go.)
 	maxPipelined = 128
+	// maxHeldReplies bounds the replies of reads the reader serves itself
+	// and holds to write with the next one's (serveClient): a small share
+	// of the connection's reply bound.
+	maxHeldReplies = 16
 	// protocolVersion is the client protocol version this server speaks.
 	protocolVersion = 1
 	// connReadBuffer sizes a connection's read buffer, held for the
@@ -153,13 +157,27 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 	rd := &clientReader{s: s, c: c, r: bufio.NewReaderSize(c, connReadBuffer), cc: cc, cert: connCert(c)}
 	var lastWrite <-chan struct{} // done when this connection's latest write has its reply
 	txnLast := txnOrder{}         // each transaction's latest request on this connection
+	held := 0                     // replies of reads served here and not yet written (see below)
 	for {
+		if held > 0 {
+			if _, ok := rd.frameBuffered(); !ok {
+				out.flush()
+				held = 0
+			}
+		}
 		cl, req, err := rd.next()
 		if err != nil {
+			if held > 0 {
+				out.flush()
+			}
 			rd.ended(err, log)
 			break
 		}
 		op := req.op
+		if held > 0 && op != wire.OpGetAt {
+			out.flush()
+			held = 0
+		}
 		s.inflight.Add(1)
 		cc.enqueue(cl)
 		out.add(cl)
@@ -242,8 +260,10 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 		// serialize them all).
 		after := lastWrite
 		var afterTxn <-chan struct{}
+		localRead := false
 		switch {
 		case op == wire.OpGetAt && len(payload) >= 8 && binary.LittleEndian.Uint64(payload) == wire.ReadTSLocal:
+			localRead = true
 			// A read of the applied state as it is (wire.ReadTSLocal) may
 			// miss the newest writes anyway, this connection's included:
 			// it does not wait for them (its reader validates what it
@@ -256,6 +276,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			id := binary.LittleEndian.Uint64(payload)
 			afterTxn = txnLast.order(id, op, cl.done)
 		}
+		hold := false // run(true) leaves the reply for the next read's write
 		run := func(onReader bool) {
 			if after != nil {
 				<-after
@@ -283,16 +304,36 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 				cl.ready = raftnode.Now()
 			}
 			close(cl.done)
-			out.finish(cl, onReader)
+			if hold {
+				out.hold(cl)
+			} else {
+				out.finish(cl, onReader)
+			}
 		}
-		if op == wire.OpGet && closedOrNil(after) && out.alone() && s.store.ReadsLocally() {
-			// A read that waits for nothing (one voter, everything
-			// committed applied, nothing else of this connection
-			// unwritten, so no wait for room either) is served here: a
-			// goroutine of its own would cost a scheduling hop
-			// (docs/design/latency.md).
+		if (localRead || op == wire.OpGet && s.store.ReadsLocally()) && closedOrNil(after) && out.aloneAfterSettled() {
+			// A read that waits for nothing (a read of the applied state
+			// as it is, or one voter with everything committed applied;
+			// nothing else of this connection unwritten, so no wait for
+			// room either) is served here: a goroutine of its own would
+			// cost a scheduling hop (docs/design/latency.md). When the
+			// next frame, already buffered, is another such read (a
+			// client pipelining its reads, or the read lane of the Go
+			// client), its reply is held and written with the next one's:
+			// one write(2) for several replies. At most maxHeldReplies
+			// are held, far below the connection's reply bound, so the
+			// reader never waits for room its held replies take.
+			if next, ok := rd.frameBuffered(); ok && next == wire.OpGetAt && held < maxHeldReplies {
+				hold = true
+				held++
+			} else {
+				held = 0
+			}
 			run(true)
 		} else {
+			if held > 0 {
+				out.flush()
+				held = 0
+			}
 			go run(false)
 		}
 		// An opcode without credentials keeps only the start of its
@@ -302,6 +343,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			break
 		}
 	}
+	out.flush() // replies the reader held, whatever ended the loop
 	ws.close()
 	out.wait()
 	_ = c.Close()
@@ -495,6 +537,41 @@ func (r *replies) alone() bool {
 	return r.mu.n == 1
 }
 
+// aloneAfterSettled reports whether every call queued before the last one
+// is settled (held by the reader, or being written): the last one's reply
+// then waits for no other request.
+func (r *replies) aloneAfterSettled() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := 0; i < r.mu.n-1; i++ {
+		if !r.mu.ring[(r.mu.head+i)%maxPipelined].finished {
+			return false
+		}
+	}
+	return r.mu.n >= 1
+}
+
+// hold marks cl's reply settled without writing it: the reader writes it
+// with a later reply (finish) or alone (flush). A goroutine writing
+// meanwhile may write it first.
+func (r *replies) hold(cl *call) {
+	r.mu.Lock()
+	cl.finished = true
+	r.mu.Unlock()
+}
+
+// flush writes the settled replies at the head, unless a goroutine is
+// writing (it writes them).
+func (r *replies) flush() {
+	r.mu.Lock()
+	if r.mu.writing {
+		r.mu.Unlock()
+		return
+	}
+	r.mu.writing = true
+	r.drainLocked(true)
+}
+
 // wait returns once every queued call was written (and flushed) or
 // dropped.
 func (r *replies) wait() { r.pending.Wait() }
@@ -513,6 +590,23 @@ type clientReader struct {
 	deadline bool // a read deadline is set
 	// cert is the connection's verified client certificate (authz.go).
 	cert *x509.Certificate
+}
+
+// frameBuffered reports whether a whole request frame is already in the
+// read buffer (so reading it will not block), and its opcode.
+func (rd *clientReader) frameBuffered() (wire.Opcode, bool) {
+	if rd.r.Buffered() < 5 {
+		return 0, false
+	}
+	b, err := rd.r.Peek(5)
+	if err != nil {
+		return 0, false
+	}
+	n := int(binary.LittleEndian.Uint32(b))
+	if n == 0 || rd.r.Buffered() < 4+n {
+		return 0, false
+	}
+	return wire.Opcode(b[4]), true
 }
 
 // request is a request frame as the reader leaves it.

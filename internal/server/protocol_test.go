@@ -168,3 +168,102 @@ func TestMalformedFrames(t *testing.T) {
 		t.Fatalf("stored data changed: %d user keys", n)
 	}
 }
+
+// TestPipelinedLocalReadsHeld: GET_ATs of the applied state written back to
+// back are served on the reader, which holds a reply to write it with the
+// next one's; every reply still arrives, in order and right, whatever
+// follows the reads: a write, a read that waits, a half-closed connection.
+func TestPipelinedLocalReadsHeld(t *testing.T) {
+	c := newTestCluster(t, 1)
+	addr := c.addr(c.WaitLeader())
+	setup := dial(t, addr)
+	for i := range 5 {
+		if st, _, err := setup.put(fmt.Sprint("k", i), fmt.Sprint("v", i)); err != nil || st != wire.StatusOK {
+			t.Fatalf("put: %v %v", st, err)
+		}
+	}
+	local := func(buf []byte, key string) []byte {
+		return wire.AppendRequest(buf, wire.OpGetAt, wire.AppendGetAt(nil, wire.ReadTSLocal, []byte(key)))
+	}
+	type want struct {
+		op    wire.Opcode
+		value string // for GET_AT and GET; "" for a missing key
+		// racy: a GET_AT of the applied state after a write of the
+		// connection may see the state before it (wire.ReadTSLocal).
+		racy bool
+	}
+	for _, tc := range []struct {
+		name      string
+		halfClose bool
+	}{{"open", false}, {"half-closed", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			nc, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			missing := "missing-" + tc.name
+			var buf []byte
+			var wants []want
+			for i := range 40 { // more than maxHeldReplies in a row
+				k := i % 6 // the sixth key is missing
+				key, v := fmt.Sprint("k", k), fmt.Sprint("v", k)
+				if k == 5 {
+					key, v = missing, ""
+				}
+				buf = local(buf, key)
+				wants = append(wants, want{op: wire.OpGetAt, value: v})
+			}
+			buf = wire.AppendRequest(buf, wire.OpPut, wire.AppendPut(nil, []byte(missing), []byte("new")))
+			wants = append(wants, want{op: wire.OpPut})
+			buf = local(buf, "k0")
+			wants = append(wants, want{op: wire.OpGetAt, value: "v0"})
+			buf = wire.AppendRequest(buf, wire.OpGet, wire.AppendKey(nil, []byte(missing)))
+			wants = append(wants, want{op: wire.OpGet, value: "new"})
+			for range 3 {
+				buf = local(buf, missing)
+				wants = append(wants, want{wire.OpGetAt, "new", true})
+			}
+			if _, err := nc.Write(buf); err != nil {
+				t.Fatal(err)
+			}
+			if tc.halfClose {
+				_ = nc.(*net.TCPConn).CloseWrite()
+			}
+			_ = nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+			r := bufio.NewReader(nc)
+			for i, w := range wants {
+				st, p, _, err := wire.ReadResponse(r, nil)
+				if err != nil {
+					t.Fatalf("reply %d (%v): %v", i, w.op, err)
+				}
+				var got string
+				switch {
+				case w.op == wire.OpPut:
+					if st != wire.StatusOK {
+						t.Fatalf("reply %d: put status %v", i, st)
+					}
+					continue
+				case st == wire.StatusNotFound:
+				case st != wire.StatusOK:
+					t.Fatalf("reply %d (%v): status %v %q", i, w.op, st, p)
+				case w.op == wire.OpGet:
+					v, err := wire.DecodeValue(p)
+					if err != nil {
+						t.Fatal(err)
+					}
+					got = string(v)
+				default:
+					v, _, err := wire.DecodeGetAtReply(p)
+					if err != nil {
+						t.Fatal(err)
+					}
+					got = string(v)
+				}
+				if got != w.value && !(w.racy && got == "") {
+					t.Fatalf("reply %d (%v): %q, want %q", i, w.op, got, w.value)
+				}
+			}
+		})
+	}
+}
