@@ -165,3 +165,69 @@ func TestRunSTMOwnWritesAndAbort(t *testing.T) {
 		t.Fatalf("after %d attempts: %v", n, err)
 	}
 }
+
+// TestReadLane: with a pool of 8 connections, an STM's reads of the
+// applied state travel on the read lane and nothing else does, so a read
+// never waits behind a write on a shared connection; a pool of 2 is not
+// split.
+func TestReadLane(t *testing.T) {
+	srv := newFakeServer(t)
+	c := newClient(t, []string{srv.addr}, &Options{ConnsPerEndpoint: 8, MaxTxnAttempts: 1000})
+	ctx := ctxT(t, 30*time.Second)
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 20 {
+				if i%4 == 0 {
+					if err := c.Put(ctx, []byte(fmt.Sprint("p", w)), []byte("x")); err != nil {
+						errs <- err
+						return
+					}
+					continue
+				}
+				_, err := c.RunSTM(ctx, func(s *STM) error {
+					vs, err := s.GetMany([]byte(fmt.Sprint("a", w)), []byte(fmt.Sprint("b", w)))
+					if err != nil {
+						return err
+					}
+					return s.Put([]byte(fmt.Sprint("a", w)), append(vs[0], 'x'))
+				})
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	reads, others := map[int]bool{}, map[int]bool{}
+	for _, op := range []wire.Opcode{wire.OpGetAt, wire.OpPut, wire.OpKayaTxn} {
+		for _, r := range srv.requests(op) {
+			if op == wire.OpGetAt {
+				reads[r.conn] = true
+			} else {
+				others[r.conn] = true
+			}
+		}
+	}
+	if len(reads) == 0 || len(reads) > readLanes(8) {
+		t.Fatalf("GET_ATs came on %d connections, want 1 to %d (the read lane)", len(reads), readLanes(8))
+	}
+	for id := range reads {
+		if others[id] {
+			t.Fatalf("connection %d carried reads of the lane and writes", id)
+		}
+	}
+
+	// A pool of 2 has no lane: reads and writes share it.
+	if readLanes(2) != 0 || readLanes(4) != 1 || readLanes(16) != 2 {
+		t.Fatalf("readLanes: 2→%d 4→%d 16→%d, want 0, 1, 2", readLanes(2), readLanes(4), readLanes(16))
+	}
+}
