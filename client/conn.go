@@ -275,60 +275,69 @@ func (c *conn) submit(ctx context.Context, frame []byte) (*call, error) {
 }
 
 // submitAll queues frames in order, as submit does one by one, but when
-// the caller may write them itself it writes them all with one flush (one
-// write(2), which the server reads at once). It returns the calls of the
-// frames queued, a prefix of frames; err says why the rest was not.
+// the caller may write them itself it writes those it has slots for with
+// one flush (one write(2), which the server reads at once). It never waits
+// for a slot while holding slots of unsent calls: with many callers
+// sharing the pipeline, that would let each hold part of the slots and
+// wait for the rest forever. It returns the calls of the frames queued, a
+// prefix of frames; err says why the rest was not.
 func (c *conn) submitAll(ctx context.Context, frames [][]byte) ([]*call, error) {
-	if len(frames) == 1 {
-		cl, err := c.submit(ctx, frames[0])
-		if err != nil {
-			return nil, err
-		}
-		return []*call{cl}, nil
-	}
-	var err error
-	n := 0
-	for n < len(frames) && err == nil {
+	calls := make([]*call, 0, len(frames))
+	for len(calls) < len(frames) {
 		select {
 		case c.sem <- struct{}{}:
-			n++
 		case <-c.done:
-			err = c.failure()
+			return calls, c.failure()
 		case <-ctx.Done():
-			err = ctx.Err()
+			return calls, ctx.Err()
 		}
+		n := 1
+	more:
+		for len(calls)+n < len(frames) {
+			select {
+			case c.sem <- struct{}{}:
+				n++
+			default:
+				break more
+			}
+		}
+		batch := make([]*call, n)
+		for i := range batch {
+			batch[i] = &call{frame: frames[len(calls)+i], res: make(chan result, 1), conn: c}
+		}
+		if err := c.enqueue(batch); err != nil {
+			return calls, err
+		}
+		calls = append(calls, batch...)
 	}
-	calls := make([]*call, n)
-	for i := range calls {
-		calls[i] = &call{frame: frames[i], res: make(chan result, 1), conn: c}
-	}
-	if n == 0 {
-		return nil, err
-	}
+	return calls, nil
+}
+
+// enqueue sends calls that hold their slots: written here with one flush
+// when nothing is queued and nobody writes, else queued for the writer.
+// An error means none was sent (their slots are released).
+func (c *conn) enqueue(calls []*call) error {
 	if c.unwritten.Load() == 0 && c.wmu.TryLock() {
 		if c.unwritten.Load() == 0 {
-			if werr := c.writeInlineAll(calls); werr != nil {
-				return nil, werr
-			}
-			return calls, err
+			return c.writeInlineAll(calls)
 		}
 		c.wmu.Unlock()
 	}
 	c.mu.Lock()
 	if c.mu.broken {
-		berr := c.mu.err
+		err := c.mu.err
 		c.mu.Unlock()
 		for range calls {
 			<-c.sem
 		}
-		return nil, berr
+		return err
 	}
-	c.unwritten.Add(int32(n))
+	c.unwritten.Add(int32(len(calls)))
 	for _, cl := range calls {
 		c.queue <- cl // never blocks: sem bounds queue+inflight by its capacity
 	}
 	c.mu.Unlock()
-	return calls, err
+	return nil
 }
 
 // writeInlineAll is writeInline for several calls, flushed once.

@@ -231,3 +231,33 @@ func TestReadLane(t *testing.T) {
 		t.Fatalf("readLanes: 2→%d 4→%d 16→%d, want 0, 1, 2", readLanes(2), readLanes(4), readLanes(16))
 	}
 }
+
+// TestPipelinedGroupsShareASmallPipeline: many callers sending groups of
+// pipelined requests through one connection with room for fewer calls
+// than they want at once all finish: none waits for a slot while holding
+// slots of requests it has not sent.
+func TestPipelinedGroupsShareASmallPipeline(t *testing.T) {
+	srv := newFakeServer(t)
+	c := newClient(t, []string{srv.addr}, &Options{ConnsPerEndpoint: 1, MaxPipeline: 4, RequestTimeout: 10 * time.Second})
+	ctx := ctxT(t, 30*time.Second)
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for w := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 30 {
+				s := c.NewSTM(ctx)
+				if _, err := s.GetMany([]byte(fmt.Sprint("a", w)), []byte(fmt.Sprint("b", i)), []byte("c")); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
