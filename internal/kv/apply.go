@@ -73,7 +73,7 @@ type curVersion struct {
 	histKnown bool
 }
 
-// overlay maps the keys an apply run wrote to their current version. A
+// overlay maps the keys an apply run wrote or read to their current version. A
 // run is usually a few dozen entries: a slice searched from the end, with
 // a map index once it grows past overlayLinear (a catch-up run of
 // thousands). Keys alias the entries' data (or an Evaluator's slices),
@@ -196,6 +196,7 @@ func (a *applier) current(key []byte) (curVersion, error) {
 	}
 	v, err := a.db.Get(key)
 	if errors.Is(err, engine.ErrNotFound) {
+		a.overlay.set(bytes.Clone(key), curVersion{})
 		return curVersion{}, nil
 	}
 	if err != nil {
@@ -205,7 +206,14 @@ func (a *applier) current(key []byte) (curVersion, error) {
 	if err != nil {
 		return curVersion{}, fmt.Errorf("key %q: %w", key, err)
 	}
-	return curVersion{exists: true, ts: ts, value: val}, nil
+	// The engine does not change during the run (its batch commits at the
+	// end), so what it said is kept with the run's writes: a KAYA_TXN's
+	// compare and its write of the same key, or several entries of the run
+	// on one key, look it up once. (The key is copied: the caller's may
+	// not outlive the run.)
+	c := curVersion{exists: true, ts: ts, value: val}
+	a.overlay.set(bytes.Clone(key), c)
+	return c, nil
 }
 
 // lastModified is lastModified with the run's overlay.
