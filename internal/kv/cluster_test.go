@@ -264,3 +264,71 @@ func TestRefusedProposalAnswersAtOnce(t *testing.T) {
 	}
 	c.Net.Heal()
 }
+
+// TestReadRoundsRunByReaders: linearizable reads on the leader of three,
+// concurrent with writes. A read with no round under way runs one itself
+// (kv.Barrier), the others gather for the read loop; every read sees
+// every write acknowledged before it started, all of them finish, and the
+// reads share rounds.
+func TestReadRoundsRunByReaders(t *testing.T) {
+	c := clustertest.New(t, clustertest.Options{})
+	c.Elect(1)
+	leader := c.Node(1).Store
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c.Put("n", "0")
+	var acked atomic.Int64
+	stop := make(chan struct{})
+	writerDone := make(chan error, 1)
+	go func() {
+		for i := int64(1); ; i++ {
+			select {
+			case <-stop:
+				writerDone <- nil
+				return
+			default:
+			}
+			if err := leader.Put(ctx, []byte("n"), []byte(fmt.Sprint(i))); err != nil {
+				writerDone <- err
+				return
+			}
+			acked.Store(i)
+		}
+	}()
+	rounds := leader.ReadRounds()
+	const readers, each = 16, 40
+	errs := make(chan error, readers)
+	for range readers {
+		go func() {
+			for range each {
+				before := acked.Load()
+				v, err := leader.Get(ctx, []byte("n"))
+				if err != nil {
+					errs <- err
+					return
+				}
+				var got int64
+				fmt.Sscan(string(v), &got)
+				if got < before {
+					errs <- fmt.Errorf("a read returned %d after write %d was acknowledged", got, before)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range readers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	if err := <-writerDone; err != nil {
+		t.Fatal(err)
+	}
+	ran := leader.ReadRounds() - rounds
+	if ran == 0 || ran >= readers*each {
+		t.Fatalf("%d reads ran %d ReadIndex rounds; want at least one, and fewer than reads (they share)", readers*each, ran)
+	}
+	t.Logf("%d reads, %d rounds", readers*each, ran)
+}

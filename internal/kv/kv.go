@@ -199,8 +199,12 @@ type Store struct {
 	// appliedWaiters are released when applied reaches their index.
 	appliedWaiters []appliedWaiter
 
-	readMu   sync.Mutex
-	pending  *readRound
+	readMu  sync.Mutex
+	pending *readRound
+	// reading is set while a round runs, on the read loop or on the
+	// goroutine of the read that started it (Barrier): one at a time, as
+	// ReadStates has one consumer.
+	reading  bool
 	readWake chan struct{}
 	readSeq  atomic.Uint64
 	readSalt [4]byte
@@ -1076,6 +1080,24 @@ func (s *Store) Barrier(ctx context.Context) error {
 		return ErrNotLeader
 	}
 	s.readMu.Lock()
+	if !s.reading && s.pending == nil {
+		// No round runs or waits: this read runs one itself, on its own
+		// goroutine (two hand-offs fewer than through the read loop, which
+		// a lone client's reads pay in full). Reads that come meanwhile
+		// gather in s.pending for the read loop, woken when it ends.
+		s.reading = true
+		s.readMu.Unlock()
+		var since int64
+		if s.opts.Stages != nil {
+			since = raftnode.Now()
+		}
+		s.rounds.Add(1)
+		ctx, cancel := s.bounded(ctx)
+		err := s.readIndex(ctx, since)
+		cancel()
+		s.roundEnded()
+		return err
+	}
 	r := s.pending
 	if r == nil {
 		r = &readRound{done: make(chan struct{})}
@@ -1126,27 +1148,51 @@ func (s *Store) readLoop() {
 		case <-s.readWake:
 		}
 		s.readMu.Lock()
+		if s.reading {
+			// A read runs its own round; roundEnded wakes the loop.
+			s.readMu.Unlock()
+			continue
+		}
 		r := s.pending
 		s.pending = nil
+		if r != nil {
+			s.reading = true
+		}
 		s.readMu.Unlock()
 		if r == nil {
 			continue
 		}
 		s.rounds.Add(1)
-		r.err = s.readIndex(r.created)
+		ctx, cancel := context.WithTimeout(context.Background(), s.opts.RequestTimeout)
+		r.err = s.readIndex(ctx, r.created)
+		cancel()
 		if s.opts.Stages != nil {
 			r.doneAt = raftnode.Now()
 		}
 		close(r.done)
+		s.roundEnded()
+	}
+}
+
+// roundEnded clears reading and wakes the read loop for the reads that
+// gathered meanwhile.
+func (s *Store) roundEnded() {
+	s.readMu.Lock()
+	s.reading = false
+	more := s.pending != nil
+	s.readMu.Unlock()
+	if more {
+		select {
+		case s.readWake <- struct{}{}:
+		default:
+		}
 	}
 }
 
 // readIndex runs one ReadIndex exchange, retrying with a fresh request id
 // (never reusing one: etcd#20418) until it gets an answer, then waits for
 // the applied index to reach it.
-func (s *Store) readIndex(since int64) error {
-	ctx, cancel := context.WithTimeout(context.Background(), s.opts.RequestTimeout)
-	defer cancel()
+func (s *Store) readIndex(ctx context.Context, since int64) error {
 	for {
 		if !s.node.IsLeader() {
 			return ErrNotLeader

@@ -310,12 +310,17 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 				out.finish(cl, onReader)
 			}
 		}
-		if (localRead || op == wire.OpGet && s.store.ReadsLocally()) && closedOrNil(after) && out.aloneAfterSettled() {
+		_, buffered := rd.frameBuffered()
+		if (localRead || op == wire.OpGet && (s.store.ReadsLocally() || !buffered)) && closedOrNil(after) && out.aloneAfterSettled() {
 			// A read that waits for nothing (a read of the applied state
 			// as it is, or one voter with everything committed applied;
 			// nothing else of this connection unwritten, so no wait for
 			// room either) is served here: a goroutine of its own would
-			// cost a scheduling hop (docs/design/latency.md). When the
+			// cost a scheduling hop (docs/design/latency.md). So is a GET
+			// that needs a ReadIndex round when no other request is
+			// waiting to be read: the reader runs the round (kv.Barrier);
+			// a request sent meanwhile is read after it, and its reply
+			// would have come after this one's anyway. When the
 			// next frame, already buffered, is another such read (a
 			// client pipelining its reads, or the read lane of the Go
 			// client), its reply is held and written with the next one's:
