@@ -327,7 +327,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			// one write(2) for several replies. At most maxHeldReplies
 			// are held, far below the connection's reply bound, so the
 			// reader never waits for room its held replies take.
-			if next, ok := rd.frameBuffered(); ok && next == wire.OpGetAt && held < maxHeldReplies {
+			if next, ok := rd.frameBuffered(); ok && next == wire.OpGetAt && held < maxHeldReplies && s.roomToHold(cc, held) {
 				hold = true
 				held++
 			} else {
@@ -352,6 +352,19 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 	ws.close()
 	out.wait()
 	_ = c.Close()
+}
+
+// roomToHold reports whether the reader may hold one more reply (it
+// already holds held) with memory to spare: the held replies stay charged
+// until written, and the reader must never wait, in the connection's
+// admission or the server's reply budget, for room they take.
+func (s *Server) roomToHold(cc *clientConn, held int) bool {
+	per := int64(getReplyEstimate + frameOverhead + wire.MaxKeySize + 64) // a GET_AT's charge, generously
+	if int64(held+2)*per > cc.limit/2 {
+		return false
+	}
+	b := s.clim.replyMem
+	return b.inUse()+int64(held+2)*per <= b.limit/2
 }
 
 // closedOrNil reports whether ch is nil or closed.

@@ -267,3 +267,23 @@ func TestPipelinedLocalReadsHeld(t *testing.T) {
 		})
 	}
 }
+
+// TestRoomToHold: the reader holds a reply only with room to spare in its
+// connection's bound and in the server's reply budget, so it never waits
+// for room its own held replies take.
+func TestRoomToHold(t *testing.T) {
+	c := newTestCluster(t, 1)
+	s := c.node(c.WaitLeader())
+	small, large := newClientConn(1<<20), newClientConn(defaultConnReplyBytes)
+	if !s.roomToHold(small, 0) || s.roomToHold(small, maxHeldReplies-1) {
+		t.Fatalf("a 1 MiB connection: hold one %v (want true), the sixteenth %v (want false)", s.roomToHold(small, 0), s.roomToHold(small, maxHeldReplies-1))
+	}
+	if !s.roomToHold(large, maxHeldReplies-1) {
+		t.Fatal("a connection with the default bound may not hold its sixteenth reply")
+	}
+	s.clim.replyMem.force(s.clim.replyMem.limit / 2)
+	defer s.clim.replyMem.release(s.clim.replyMem.limit / 2)
+	if s.roomToHold(large, 0) {
+		t.Fatal("the reader holds a reply while half the server's reply budget is in use")
+	}
+}
