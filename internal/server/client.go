@@ -548,13 +548,6 @@ func (r *replies) write(batch []*call, broken bool) bool {
 	return broken
 }
 
-// alone reports whether the one call queued is the only one unwritten.
-func (r *replies) alone() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.mu.n == 1
-}
-
 // aloneAfterSettled reports whether every call queued before the last one
 // is settled (held by the reader, or being written): the last one's reply
 // then waits for no other request.
