@@ -244,8 +244,8 @@ func (c *conn) failure() error {
 	return c.mu.err
 }
 
-// submit queues frame. An error means the call was not queued (and so not
-// sent).
+// submit queues frame (see submitAll). An error means the call was not
+// queued (and so not sent).
 func (c *conn) submit(ctx context.Context, frame []byte) (*call, error) {
 	select {
 	case c.sem <- struct{}{}:
@@ -255,22 +255,9 @@ func (c *conn) submit(ctx context.Context, frame []byte) (*call, error) {
 		return nil, ctx.Err()
 	}
 	cl := &call{frame: frame, res: make(chan result, 1), conn: c}
-	if c.unwritten.Load() == 0 && c.wmu.TryLock() {
-		if c.unwritten.Load() == 0 {
-			return cl, c.writeInline(cl)
-		}
-		c.wmu.Unlock()
-	}
-	c.mu.Lock()
-	if c.mu.broken {
-		err := c.mu.err
-		c.mu.Unlock()
-		<-c.sem
+	if err := c.enqueue([]*call{cl}); err != nil {
 		return nil, err
 	}
-	c.unwritten.Add(1)
-	c.queue <- cl // never blocks: sem bounds queue+inflight by its capacity
-	c.mu.Unlock()
 	return cl, nil
 }
 
@@ -340,11 +327,17 @@ func (c *conn) enqueue(calls []*call) error {
 	return nil
 }
 
-// writeInlineAll is writeInline for several calls, flushed once.
+// writeInlineAll writes calls from the caller's goroutine, with one flush.
+// Called with wmu held and nothing queued; it releases wmu. An error means
+// none was sent (their slots are released); once the calls are in
+// inflight, a failed write breaks the connection and the reader's cleanup
+// finishes them as maybe sent.
 func (c *conn) writeInlineAll(calls []*call) error {
 	defer c.wmu.Unlock()
 	c.mu.Lock()
 	if c.mu.broken {
+		// The reader's cleanup may have run already: the calls must not
+		// reach inflight.
 		err := c.mu.err
 		c.mu.Unlock()
 		for range calls {
@@ -365,36 +358,6 @@ func (c *conn) writeInlineAll(calls []*call) error {
 			break
 		}
 	}
-	if err == nil {
-		err = c.bw.Flush()
-	}
-	if err != nil {
-		c.fail(fmt.Errorf("kayadb: writing to %s: %w", c.addr, err))
-	}
-	return nil
-}
-
-// writeInline writes cl from the caller's goroutine. Called with wmu held
-// and nothing queued; it releases wmu. An error means cl was not sent
-// (its slot is released); once cl is in inflight, a failed write breaks
-// the connection and the reader's cleanup finishes cl as maybe sent.
-func (c *conn) writeInline(cl *call) error {
-	defer c.wmu.Unlock()
-	c.mu.Lock()
-	if c.mu.broken {
-		// The reader's cleanup may have run already: cl must not reach
-		// inflight.
-		err := c.mu.err
-		c.mu.Unlock()
-		<-c.sem
-		return err
-	}
-	cl.state.Store(callTaken)
-	c.startPendingLocked()
-	c.inflight <- cl // under mu: before a failure, so the cleanup finds it
-	c.mu.Unlock()
-	c.nc.SetWriteDeadline(time.Now().Add(c.timeout))
-	_, err := c.bw.Write(cl.frame)
 	if err == nil {
 		err = c.bw.Flush()
 	}
