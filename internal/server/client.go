@@ -159,25 +159,15 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 	txnLast := txnOrder{}         // each transaction's latest request on this connection
 	held := 0                     // replies of reads served here and not yet written (see below)
 	for {
-		if held > 0 {
-			if _, ok := rd.frameBuffered(); !ok {
-				out.flush()
-				held = 0
-			}
-		}
+		// A reply is held only when the next frame, already buffered, is a
+		// GET_AT (below), so the request read here never blocks with
+		// replies held; what ends the loop flushes them.
 		cl, req, err := rd.next()
 		if err != nil {
-			if held > 0 {
-				out.flush()
-			}
 			rd.ended(err, log)
 			break
 		}
 		op := req.op
-		if held > 0 && op != wire.OpGetAt {
-			out.flush()
-			held = 0
-		}
 		s.inflight.Add(1)
 		cc.enqueue(cl)
 		out.add(cl)
@@ -310,7 +300,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 				out.finish(cl, onReader)
 			}
 		}
-		_, buffered := rd.frameBuffered()
+		next, buffered := rd.frameBuffered()
 		if (localRead || op == wire.OpGet && (s.store.ReadsLocally() || !buffered)) && closedOrNil(after) && out.aloneAfterSettled() {
 			// A read that waits for nothing (a read of the applied state
 			// as it is, or one voter with everything committed applied;
@@ -327,7 +317,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			// one write(2) for several replies. At most maxHeldReplies
 			// are held, far below the connection's reply bound, so the
 			// reader never waits for room its held replies take.
-			if next, ok := rd.frameBuffered(); ok && next == wire.OpGetAt && held < maxHeldReplies && s.roomToHold(cc, held) {
+			if buffered && next == wire.OpGetAt && held < maxHeldReplies && s.roomToHold(cc, held) {
 				hold = true
 				held++
 			} else {
