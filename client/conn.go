@@ -288,14 +288,13 @@ func (c *conn) submitAll(ctx context.Context, frames [][]byte) ([]*call, error) 
 				break more
 			}
 		}
-		batch := make([]*call, n)
-		for i := range batch {
-			batch[i] = &call{frame: frames[len(calls)+i], res: make(chan result, 1), conn: c}
+		start := len(calls)
+		for _, f := range frames[start : start+n] {
+			calls = append(calls, &call{frame: f, res: make(chan result, 1), conn: c})
 		}
-		if err := c.enqueue(batch); err != nil {
-			return calls, err
+		if err := c.enqueue(calls[start:]); err != nil {
+			return calls[:start], err
 		}
-		calls = append(calls, batch...)
 	}
 	return calls, nil
 }
