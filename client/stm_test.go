@@ -19,38 +19,22 @@ func TestRunSTMCounter(t *testing.T) {
 	ctx := ctxT(t, 30*time.Second)
 	const workers, each = 8, 10
 	var attempts atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range each {
-				_, err := c.RunSTM(ctx, func(s *STM) error {
-					attempts.Add(1)
-					n := 0
-					v, err := s.Get([]byte("counter"))
-					switch {
-					case errors.Is(err, ErrNotFound):
-					case err != nil:
-						return err
-					default:
-						fmt.Sscan(string(v), &n)
-					}
-					return s.Put([]byte("counter"), fmt.Append(nil, n+1))
-				})
-				if err != nil {
-					errs <- err
-					return
-				}
+	inParallel(t, workers, each, func(int, int) error {
+		_, err := c.RunSTM(ctx, func(s *STM) error {
+			attempts.Add(1)
+			n := 0
+			v, err := s.Get([]byte("counter"))
+			switch {
+			case errors.Is(err, ErrNotFound):
+			case err != nil:
+				return err
+			default:
+				fmt.Sscan(string(v), &n)
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+			return s.Put([]byte("counter"), fmt.Append(nil, n+1))
+		})
+		return err
+	})
 	v, err := c.Get(ctx, []byte("counter"))
 	if err != nil || string(v) != fmt.Sprint(workers*each) {
 		t.Fatalf("counter = %q (%v), want %d", v, err, workers*each)
@@ -174,39 +158,19 @@ func TestReadLane(t *testing.T) {
 	srv := newFakeServer(t)
 	c := newClient(t, []string{srv.addr}, &Options{ConnsPerEndpoint: 8, MaxTxnAttempts: 1000})
 	ctx := ctxT(t, 30*time.Second)
-	var wg sync.WaitGroup
-	errs := make(chan error, 16)
-	for w := range 16 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range 20 {
-				if i%4 == 0 {
-					if err := c.Put(ctx, []byte(fmt.Sprint("p", w)), []byte("x")); err != nil {
-						errs <- err
-						return
-					}
-					continue
-				}
-				_, err := c.RunSTM(ctx, func(s *STM) error {
-					vs, err := s.GetMany([]byte(fmt.Sprint("a", w)), []byte(fmt.Sprint("b", w)))
-					if err != nil {
-						return err
-					}
-					return s.Put([]byte(fmt.Sprint("a", w)), append(vs[0], 'x'))
-				})
-				if err != nil {
-					errs <- err
-					return
-				}
+	inParallel(t, 16, 20, func(w, i int) error {
+		if i%4 == 0 {
+			return c.Put(ctx, []byte(fmt.Sprint("p", w)), []byte("x"))
+		}
+		_, err := c.RunSTM(ctx, func(s *STM) error {
+			vs, err := s.GetMany([]byte(fmt.Sprint("a", w)), []byte(fmt.Sprint("b", w)))
+			if err != nil {
+				return err
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+			return s.Put([]byte(fmt.Sprint("a", w)), append(vs[0], 'x'))
+		})
+		return err
+	})
 	reads, others := map[int]bool{}, map[int]bool{}
 	for _, op := range []wire.Opcode{wire.OpGetAt, wire.OpPut, wire.OpKayaTxn} {
 		for _, r := range srv.requests(op) {
@@ -240,15 +204,25 @@ func TestPipelinedGroupsShareASmallPipeline(t *testing.T) {
 	srv := newFakeServer(t)
 	c := newClient(t, []string{srv.addr}, &Options{ConnsPerEndpoint: 1, MaxPipeline: 4, RequestTimeout: 10 * time.Second})
 	ctx := ctxT(t, 30*time.Second)
+	inParallel(t, 32, 30, func(w, i int) error {
+		_, err := c.NewSTM(ctx).GetMany([]byte(fmt.Sprint("a", w)), []byte(fmt.Sprint("b", i)), []byte("c"))
+		return err
+	})
+}
+
+// inParallel runs step(w, i) for i in [0, each) on each of workers
+// goroutines and fails the test with the first error (a worker stops at
+// its first).
+func inParallel(t *testing.T, workers, each int, step func(w, i int) error) {
+	t.Helper()
 	var wg sync.WaitGroup
-	errs := make(chan error, 32)
-	for w := range 32 {
+	errs := make(chan error, workers)
+	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := range 30 {
-				s := c.NewSTM(ctx)
-				if _, err := s.GetMany([]byte(fmt.Sprint("a", w)), []byte(fmt.Sprint("b", i)), []byte("c")); err != nil {
+			for i := range each {
+				if err := step(w, i); err != nil {
 					errs <- err
 					return
 				}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -254,38 +253,22 @@ func TestRunTxnCounter(t *testing.T) {
 	ctx := ctxT(t, 30*time.Second)
 	const workers, each = 8, 10
 	var attempts atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, workers)
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range each {
-				_, err := c.RunTxn(ctx, func(tx *Txn) error {
-					attempts.Add(1)
-					n := 0
-					v, err := tx.Get(ctx, []byte("counter"))
-					switch {
-					case errors.Is(err, ErrNotFound):
-					case err != nil:
-						return err
-					default:
-						fmt.Sscan(string(v), &n)
-					}
-					return tx.Put(ctx, []byte("counter"), fmt.Append(nil, n+1))
-				})
-				if err != nil {
-					errs <- err
-					return
-				}
+	inParallel(t, workers, each, func(int, int) error {
+		_, err := c.RunTxn(ctx, func(tx *Txn) error {
+			attempts.Add(1)
+			n := 0
+			v, err := tx.Get(ctx, []byte("counter"))
+			switch {
+			case errors.Is(err, ErrNotFound):
+			case err != nil:
+				return err
+			default:
+				fmt.Sscan(string(v), &n)
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+			return tx.Put(ctx, []byte("counter"), fmt.Append(nil, n+1))
+		})
+		return err
+	})
 	v, err := c.Get(ctx, []byte("counter"))
 	if err != nil || string(v) != fmt.Sprint(workers*each) {
 		t.Fatalf("counter = %q (%v), want %d", v, err, workers*each)

@@ -18,11 +18,8 @@ import (
 func TestPipelining(t *testing.T) {
 	c := newTestCluster(t, 1)
 	addr := c.addr(c.WaitLeader())
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	raw := dial(t, addr)
+	nc := raw.c
 	const n = 300
 	var buf []byte
 	for i := 0; i < n; i++ {
@@ -31,7 +28,7 @@ func TestPipelining(t *testing.T) {
 	}
 	go func() { _, _ = nc.Write(buf) }()
 	_ = nc.SetReadDeadline(time.Now().Add(20 * time.Second))
-	r := bufio.NewReader(nc)
+	r := raw.r
 	for i := 0; i < n; i++ {
 		st, _, _, err := wire.ReadResponse(r, nil)
 		if err != nil || st != wire.StatusOK {
@@ -54,11 +51,8 @@ func TestPipelining(t *testing.T) {
 func TestPipelinedCondTxns(t *testing.T) {
 	c := newTestCluster(t, 1)
 	addr := c.addr(c.WaitLeader())
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	raw := dial(t, addr)
+	nc := raw.c
 	const n = 50
 	buf := wire.AppendRequest(nil, wire.OpPut, wire.AppendPut(nil, []byte("chain"), []byte("0")))
 	for i := 1; i <= n; i++ {
@@ -71,7 +65,7 @@ func TestPipelinedCondTxns(t *testing.T) {
 	buf = wire.AppendRequest(buf, wire.OpGet, wire.AppendKey(nil, []byte("chain")))
 	go func() { _, _ = nc.Write(buf) }()
 	_ = nc.SetReadDeadline(time.Now().Add(20 * time.Second))
-	r := bufio.NewReader(nc)
+	r := raw.r
 	if st, _, _, err := wire.ReadResponse(r, nil); err != nil || st != wire.StatusOK {
 		t.Fatalf("put: %v %v", st, err)
 	}
@@ -197,11 +191,8 @@ func TestPipelinedLocalReadsHeld(t *testing.T) {
 		halfClose bool
 	}{{"open", false}, {"half-closed", true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			nc, err := net.Dial("tcp", addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer nc.Close()
+			raw := dial(t, addr)
+			nc := raw.c
 			missing := "missing-" + tc.name
 			var buf []byte
 			var wants []want
@@ -231,7 +222,7 @@ func TestPipelinedLocalReadsHeld(t *testing.T) {
 				_ = nc.(*net.TCPConn).CloseWrite()
 			}
 			_ = nc.SetReadDeadline(time.Now().Add(20 * time.Second))
-			r := bufio.NewReader(nc)
+			r := raw.r
 			for i, w := range wants {
 				st, p, _, err := wire.ReadResponse(r, nil)
 				if err != nil {
