@@ -186,7 +186,8 @@ type Store struct {
 	clock *Clock
 	coll  *Collector
 	gc    *gcState
-	// ap is the apply state, reused by every Apply (raft loop only).
+	// ap is the apply state, reused by every Apply (one at a time, from
+	// the raft node's apply goroutine).
 	ap applier
 	// pubMu orders the Collector's horizon against checkpoints: Apply
 	// publishes a new horizon holding it exclusively, Checkpoint holds it
@@ -457,7 +458,8 @@ func ReadCheckpoint(dir string, opts *engine.Options) (*State, error) {
 
 // ReplaceDB swaps the engine for the one of an installed snapshot: with
 // every reader shut out, swap receives the current engine, must close it,
-// and returns the new one. It is called from the raft loop, so no Apply
+// and returns the new one. It is called from the raft loop while the apply
+// goroutine is idle (raftnode installs a snapshot only then), so no Apply
 // runs concurrently. If swap fails the store has no usable engine and the
 // node must stop.
 func (s *Store) ReplaceDB(swap func(old *engine.DB) (*engine.DB, error)) error {

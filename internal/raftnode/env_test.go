@@ -80,10 +80,31 @@ type testSM struct {
 	failApply []error // errors for the next Apply calls, in order
 	applies   map[uint64]int
 	leader    uint64
+	// gate, when set, holds every Apply until it is closed (an engine
+	// that stalls); the test's waits for an idle node then ignore the
+	// apply goroutine.
+	gate chan struct{}
+}
+
+func (sm *testSM) setGate(g chan struct{}) {
+	sm.mu.Lock()
+	sm.gate = g
+	sm.mu.Unlock()
+}
+
+func (sm *testSM) gated() bool {
+	sm.mu.Lock()
+	defer sm.mu.Unlock()
+	return sm.gate != nil
 }
 
 func (sm *testSM) Apply(ents []*pb.Entry) error {
 	sm.mu.Lock()
+	if g := sm.gate; g != nil {
+		sm.mu.Unlock()
+		<-g
+		sm.mu.Lock()
+	}
 	defer sm.mu.Unlock()
 	if len(sm.failApply) > 0 {
 		err := sm.failApply[0]
@@ -285,12 +306,8 @@ func (e *testEnv) waitIdle(id uint64) {
 			if i == 10000 {
 				e.t.Fatalf("node %d never became idle: recv %d prop %d ctrl %d pend %+v ready %v", id, len(n.recvc), len(n.propc), len(n.ctrlc), n.pend, n.rn.HasReady())
 			}
-			busy := len(n.recvc) > 0 || len(n.propc) > 0 || len(n.ctrlc) > 0
-			if n.pend != nil {
-				busy = busy || n.pend.wait == 0
-			} else {
-				busy = busy || n.rn.HasReady()
-			}
+			// The apply goroutine first: see Node.busy.
+			busy := (!e.nodes[id].sm.gated() && n.applyBusy()) || n.loopBusy()
 			idle = !busy
 		})
 		if idle {

@@ -17,8 +17,9 @@
 //     MustSync;
 //  4. a follower or candidate sends its messages;
 //  5. ReadIndex answers are handed to the read loop;
-//  6. committed entries are applied (configuration changes through
-//     ApplyConfChange);
+//  6. committed entries are handed to the apply goroutine (apply.go);
+//     configuration changes are applied on the loop, through
+//     ApplyConfChange, once everything before them is applied;
 //  7. Advance.
 //
 // # A full disk
@@ -91,7 +92,9 @@ func (t timeTicker) C() <-chan time.Time { return t.t.C }
 func (t timeTicker) Stop()               { t.t.Stop() }
 
 // StateMachine is what committed entries are applied to. Its methods are
-// called from the raft loop, in log order.
+// called in log order, one at a time: Apply from the apply goroutine,
+// ApplyConfChange from the raft loop while the apply goroutine is idle,
+// LeadershipChanged from the raft loop (concurrently with Apply).
 type StateMachine interface {
 	// Apply applies a run of committed normal entries (including empty
 	// ones, whose index must still be recorded as applied).
@@ -248,8 +251,11 @@ type Node struct {
 	proposalsDropped atomic.Uint64 // proposals raft refused (ErrDropped)
 
 	// Stall state: pend is the Ready being handled when a step failed on a
-	// full disk (owned by the loop); stallErr publishes the condition.
+	// full disk or had to wait for the apply goroutine (owned by the
+	// loop); stallErr publishes the condition, which readyStalled (a step
+	// of pend) or astall (the apply goroutine) holds.
 	pend           *pendingReady
+	readyStalled   bool
 	stallErr       atomic.Pointer[error]
 	stalls         atomic.Uint64 // episodes
 	stallRetries   atomic.Uint64 // failed retries
@@ -262,6 +268,20 @@ type Node struct {
 	wokeAt  int64
 	readAt  int64
 	pending appendRing
+
+	// The apply goroutine (apply.go). queued and astall are owned by the
+	// loop: the last index handed to it (or applied on the loop), and
+	// its stall on a full disk.
+	aq         applyQueue
+	queued     uint64
+	astall     *applyStall
+	applyWake  chan struct{} // cap 1: runs were queued
+	applyRetry chan struct{} // cap 1: retry the run that stalled
+	loopWake   chan struct{} // cap 1: the apply goroutine progressed or reported
+	awaitApply atomic.Bool   // the loop waits for the apply goroutine
+	evMu       sync.Mutex
+	events     []applyEvent
+	applyWG    sync.WaitGroup
 
 	// Screening state, owned by the loop except the counters.
 	members    map[uint64]bool // ids in raft's configuration
@@ -278,12 +298,13 @@ type pendingReady struct {
 	snapDone     bool // snapshot installed and recorded
 	saved        bool // entries and hard state persisted
 	followerSent bool // a follower's messages sent, read states handed on
-	applied      int  // committed entries applied
+	handed       int  // committed entries handed to the apply goroutine or applied
 	// A conf change applied to raft whose state machine step failed:
 	// retried without applying it to raft again.
-	ccDone  *pb.ConfState
-	backoff int // ticks of the current back-off
-	wait    int // ticks left before the next retry
+	ccDone    *pb.ConfState
+	backoff   int   // ticks of the current back-off
+	wait      int   // ticks left before the next retry
+	waitApply error // errApplyFull or errApplyBusy: a step waits for the apply goroutine
 }
 
 // inbound is a message from the network; fromStream marks the MsgSnap of a
@@ -385,6 +406,10 @@ func New(cfg Config) (*Node, error) {
 		donec:    make(chan struct{}),
 		loopExit: make(chan struct{}),
 		stages:   cfg.Stages,
+
+		applyWake:  make(chan struct{}, 1),
+		applyRetry: make(chan struct{}, 1),
+		loopWake:   make(chan struct{}, 1),
 	}
 	if cfg.LeaseReads {
 		n.lease = int64(LeaseDuration(cfg.ElectionTicks, cfg.TickInterval))
@@ -396,6 +421,7 @@ func New(cfg Config) (*Node, error) {
 			n.applied.Store(n.snapIndex)
 		}
 	}
+	n.queued = n.applied.Load()
 	n.term.Store(hs.GetTerm())
 	n.commit.Store(hs.GetCommit())
 	n.voters = cs.GetVoters()
@@ -415,6 +441,8 @@ func (n *Node) Start(t transport.Transport) {
 	} else if len(n.cfg.Peers) == 1 && n.cfg.Peers[0] == n.cfg.ID && len(st.Voters) == 0 {
 		n.Campaign()
 	}
+	n.applyWG.Add(1)
+	go n.applyLoop()
 	go n.run()
 }
 
@@ -758,15 +786,7 @@ func (n *Node) Progress(ctx context.Context) (map[uint64]PeerProgress, uint64, e
 func (n *Node) WaitIdle(ctx context.Context) error {
 	for {
 		res := make(chan bool, 1)
-		f := func(rn *raft.RawNode) {
-			busy := len(n.recvc) > 0 || len(n.propc) > 0 || len(n.ctrlc) > 0
-			if n.pend != nil {
-				busy = busy || n.pend.wait == 0
-			} else {
-				busy = busy || rn.HasReady()
-			}
-			res <- !busy
-		}
+		f := func(*raft.RawNode) { res <- !n.busy() }
 		select {
 		case n.ctrlc <- f:
 		case <-ctx.Done():
@@ -787,6 +807,37 @@ func (n *Node) WaitIdle(ctx context.Context) error {
 	}
 }
 
+// busy reports, on the loop, whether the node has work it will do without
+// a tick: something queued for the loop, a Ready to handle (one stalled on
+// a full disk waits for its back-off), or runs the apply goroutine has not
+// applied yet. The apply goroutine is asked first: once it is seen idle,
+// a Ready that waits for it is seen ready to resume (the applied index
+// only grows), and the node is never seen idle in between.
+func (n *Node) busy() bool { return n.applyBusy() || n.loopBusy() }
+
+// loopBusy is busy without the apply goroutine's work.
+func (n *Node) loopBusy() bool {
+	if len(n.recvc) > 0 || len(n.propc) > 0 || len(n.ctrlc) > 0 {
+		return true
+	}
+	if n.pend != nil {
+		// A Ready stalled on a full disk waits for ticks; one that waits
+		// for the apply goroutine waits for that.
+		switch n.pend.waitApply {
+		case nil:
+			return n.pend.wait == 0
+		case errApplyFull:
+			// Resumed once the apply goroutine takes a run (it wakes
+			// the loop).
+			return n.aq.room()
+		default:
+			// Resumed once it is idle.
+			return n.applied.Load() >= n.queued
+		}
+	}
+	return n.rn.HasReady()
+}
+
 // LeaderStart returns the index of the first entry of this node's current
 // term as leader (0 when not leader). Raft refuses a membership change until
 // everything before it is applied: callers wait for that first.
@@ -798,6 +849,7 @@ func (n *Node) Applied() uint64 { return n.applied.Load() }
 func (n *Node) run() {
 	defer close(n.donec)
 	defer n.snapWG.Wait()
+	defer n.applyWG.Wait()
 	defer close(n.loopExit)
 	ticker := n.cfg.Ticker
 	if ticker == nil {
@@ -814,6 +866,8 @@ func (n *Node) run() {
 			if p := n.pend; p != nil && p.wait > 0 {
 				p.wait--
 			}
+			n.applyTick()
+		case <-n.loopWake:
 		case p := <-n.propc:
 			n.handleProposal(p)
 		case in := <-n.recvc:
@@ -832,6 +886,9 @@ func (n *Node) run() {
 			n.stopped.Store(true)
 			return
 		}
+		// The apply goroutine may have crossed the snapshot threshold
+		// since the last Ready.
+		n.maybeSnapshot()
 	}
 }
 
@@ -839,6 +896,9 @@ func (n *Node) run() {
 // While a Ready is kept (n.pend), raft hands out no other: its next one
 // waits for the kept one's Advance.
 func (n *Node) process() error {
+	if err := n.applyEvents(); err != nil {
+		return err
+	}
 	for {
 		if n.pend == nil {
 			if !n.rn.HasReady() {
@@ -848,17 +908,20 @@ func (n *Node) process() error {
 		} else if n.pend.wait > 0 {
 			return nil
 		}
+		n.pend.waitApply = nil
 		err := n.handleReady(n.pend)
 		if err == nil {
-			if n.stallErr.Load() != nil {
-				n.stallErr.Store(nil)
-				n.log.Info("the disk has room again; raft resumed")
-				if n.cfg.OnStall != nil {
-					n.cfg.OnStall(nil)
-				}
+			if n.readyStalled {
+				n.readyStalled = false
+				n.stallEnd()
 			}
 			n.pend = nil
 			continue
+		}
+		if err == errApplyFull || err == errApplyBusy {
+			// Resumed when the apply goroutine wakes the loop.
+			n.pend.waitApply = err
+			return nil
 		}
 		if !vfs.IsNoSpace(err) {
 			return err
@@ -866,17 +929,49 @@ func (n *Node) process() error {
 		p := n.pend
 		p.backoff = min(max(2*p.backoff, 1), n.cfg.StallRetryMaxTicks)
 		p.wait = p.backoff
-		if n.stallErr.Load() == nil {
-			n.stallErr.Store(&err)
-			n.stalls.Add(1)
-			n.log.Error("raft stalled: the disk is full; retrying, and still following the leader meanwhile", "err", err)
-			if n.cfg.OnStall != nil {
-				n.cfg.OnStall(err)
-			}
+		if !n.readyStalled {
+			n.readyStalled = true
+			n.stallBegin(err, "raft stalled: the disk is full; retrying, and still following the leader meanwhile")
 		} else {
 			n.stallRetries.Add(1)
 		}
 		return nil
+	}
+}
+
+// A step of a Ready waits for the apply goroutine: its queue is full
+// (errApplyFull), or a configuration change or a snapshot needs it idle
+// (errApplyBusy).
+var (
+	errApplyFull = errors.New("raftnode: the apply queue is full")
+	errApplyBusy = errors.New("raftnode: waiting for the apply goroutine to be idle")
+)
+
+// stallBegin records that a step (of a Ready, or the apply goroutine's)
+// failed on a full disk. An episode begins when no other step is stalled.
+func (n *Node) stallBegin(err error, msg string) {
+	if n.stallErr.Load() != nil {
+		n.stallRetries.Add(1)
+		return
+	}
+	n.stallErr.Store(&err)
+	n.stalls.Add(1)
+	n.log.Error(msg, "err", err)
+	if n.cfg.OnStall != nil {
+		n.cfg.OnStall(err)
+	}
+}
+
+// stallEnd records that a stalled step succeeded; the episode ends when
+// none is stalled any more.
+func (n *Node) stallEnd() {
+	if n.readyStalled || n.astall != nil || n.stallErr.Load() == nil {
+		return
+	}
+	n.stallErr.Store(nil)
+	n.log.Info("the disk has room again; raft resumed")
+	if n.cfg.OnStall != nil {
+		n.cfg.OnStall(nil)
 	}
 }
 
@@ -984,6 +1079,10 @@ func (n *Node) handleReady(p *pendingReady) error {
 	}
 	if !p.snapDone {
 		if !raft.IsEmptySnap(rd.Snapshot) {
+			if !n.applierIdle() {
+				// The snapshot replaces the state machine.
+				return errApplyBusy
+			}
 			if err := n.installSnapshot(rd.Snapshot); err != nil {
 				return err
 			}
@@ -1105,6 +1204,7 @@ func (n *Node) installSnapshot(snap *pb.Snapshot) error {
 	n.refreshMembers()
 	n.snapIndex = meta.GetIndex()
 	n.applied.Store(meta.GetIndex())
+	n.queued = meta.GetIndex()
 	n.snapsInstalled.Add(1)
 	return nil
 }
@@ -1165,48 +1265,47 @@ func (n *Node) SnapshotCounts() (taken, installed uint64) {
 	return n.snapTaken.Load(), n.snapsInstalled.Load()
 }
 
-// apply hands p's committed entries that are not applied yet to the state
-// machine, applying configuration changes to raft as they come. p.applied
-// moves past every run that succeeded, so that a retry after a failure
-// (a full disk) applies each entry exactly once. StateMachine.Apply must
-// apply a run entirely or not at all.
+// apply hands p's committed entries that are not handed on yet to the
+// apply goroutine, and applies configuration changes on the loop once it
+// has applied everything before them. p.handed moves past every run queued
+// and every change applied, so that a resumed step (after the queue was
+// full, or a full disk) hands on each entry exactly once.
+// StateMachine.Apply must apply a run entirely or not at all.
 func (n *Node) apply(p *pendingReady) error {
 	ents := p.rd.CommittedEntries
-	if n.stages != nil && len(ents) > p.applied {
+	if n.stages != nil && len(ents) > p.handed {
 		// The leader's appends that these entries commit.
 		n.pending.commit(n.stages, ents[len(ents)-1].GetIndex())
 	}
-	flush := func(end int) error {
-		if end > p.applied {
-			var t0 int64
-			if n.stages != nil {
-				t0 = Now()
+	handOff := func(end int) error {
+		if end > p.handed {
+			if !n.handOff(ents[p.handed:end]) {
+				return errApplyFull
 			}
-			if err := n.cfg.SM.Apply(ents[p.applied:end]); err != nil {
-				return fmt.Errorf("raftnode: applying entries %d..%d: %w", ents[p.applied].GetIndex(), ents[end-1].GetIndex(), err)
-			}
-			n.stages.Since(StageApply, t0)
-			n.applied.Store(ents[end-1].GetIndex())
-			p.applied = end
+			p.handed = end
 		}
 		return nil
 	}
-	for i := p.applied; i < len(ents); i++ {
+	for i := p.handed; i < len(ents); i++ {
 		e := ents[i]
 		if e.GetType() != pb.EntryConfChange && e.GetType() != pb.EntryConfChangeV2 {
 			continue
 		}
-		if err := flush(i); err != nil {
+		if err := handOff(i); err != nil {
 			return err
+		}
+		if !n.applierIdle() {
+			return errApplyBusy
 		}
 		if err := n.applyConfChange(p, e); err != nil {
 			return err
 		}
 		n.applied.Store(e.GetIndex())
-		p.applied = i + 1
+		n.queued = e.GetIndex()
+		p.handed = i + 1
 		p.ccDone = nil
 	}
-	return flush(len(ents))
+	return handOff(len(ents))
 }
 
 // applyConfChange applies one committed configuration change to raft and
