@@ -35,7 +35,10 @@
 // raft allows between Ready and Advance, so the node keeps its term and
 // stays a follower; it hands out no new Ready until the kept one is
 // advanced. Stalled reports the condition and Config.OnStall announces it.
-// Any other error of those steps is fatal.
+// Any other error of those steps is fatal. Applying entries is the apply
+// goroutine's step (apply.go): a run it fails to apply on a full disk is
+// retried with the same back-off and reported the same way, while the loop
+// goes on handling Readys until the apply queue is full.
 //
 // # Screening
 //

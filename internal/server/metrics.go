@@ -175,9 +175,9 @@ func newNodeCollector(s *Server) *nodeCollector {
 		u(func(sc *scrape) uint64 { return sc.readRounds }))
 	counter("kayadb_apply_rejected_entries_total", "Committed raft entries that did not decode or held an invalid command or configuration change, applied as no-ops (on every node alike).",
 		u(func(sc *scrape) uint64 { return sc.rejectedEntries }))
-	gauge("kayadb_raft_stalled", "1 while the raft loop waits to retry a step that failed on a full disk (it still follows the leader, but acknowledges and applies nothing new).",
+	gauge("kayadb_raft_stalled", "1 while the raft loop or its apply goroutine waits to retry a step that failed on a full disk (the node still follows the leader, but applies nothing new, and acknowledges nothing new once its apply queue is full or its log cannot be written).",
 		func(sc *scrape) float64 { return b2f(sc.stalled) })
-	counter("kayadb_raft_stalls_total", "Times the raft loop stalled on a full disk since this node started.", u(func(sc *scrape) uint64 { return sc.stalls }))
+	counter("kayadb_raft_stalls_total", "Times the raft loop or its apply goroutine stalled on a full disk since this node started.", u(func(sc *scrape) uint64 { return sc.stalls }))
 	gauge("kayadb_raft_log_segments", "Segment files of the raft log.", func(sc *scrape) float64 { return float64(sc.logSegments) })
 	counter("kayadb_raft_log_bytes_written_total", "Bytes appended to the raft log since this node started.", func(sc *scrape) float64 { return float64(sc.logBytes) })
 	counter("kayadb_raft_log_fsyncs_total", "Raft log appends that were fsynced since this node started.", func(sc *scrape) float64 { return float64(sc.logSyncs) })
