@@ -978,8 +978,9 @@ func (n *Node) stallEnd() {
 	}
 }
 
-// Stalled returns the error that keeps a Ready from being handled (a full
-// disk), or nil when the node is not stalled.
+// Stalled returns the error that keeps a Ready from being handled or
+// committed entries from being applied (a full disk), or nil when the node
+// is not stalled.
 func (n *Node) Stalled() error {
 	if p := n.stallErr.Load(); p != nil {
 		return *p
