@@ -71,20 +71,30 @@ func runBytes(ents []*pb.Entry) int {
 func (q *applyQueue) room() bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	return q.roomLocked()
+}
+
+func (q *applyQueue) roomLocked() bool {
 	return q.count == 0 || (q.bytes < maxApplyBytes && q.count < maxApplyRuns)
 }
 
-func (q *applyQueue) push(ents []*pb.Entry) {
+// push queues a run, or reports false when the queue is full.
+func (q *applyQueue) push(ents []*pb.Entry) bool {
 	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.roomLocked() {
+		return false
+	}
 	q.runs = append(q.runs, ents)
 	q.bytes += runBytes(ents)
 	q.count++
-	q.mu.Unlock()
+	return true
 }
 
 // take returns every queued run as one (nil when none is queued), with
 // the number of runs and bytes it holds; they still count as queued until
-// done.
+// done. The apply goroutine calls done before it takes again, so what is
+// queued then is exactly what it takes.
 func (q *applyQueue) take() (ents []*pb.Entry, runs, bytes int) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -103,10 +113,9 @@ func (q *applyQueue) take() (ents []*pb.Entry, runs, bytes int) {
 			ents = append(ents, r...)
 		}
 	}
-	runs = len(q.runs)
 	clear(q.runs)
 	q.runs = q.runs[:0]
-	return ents, runs, runBytes(ents)
+	return ents, q.count, q.bytes
 }
 
 func (q *applyQueue) done(runs, bytes int) {
@@ -170,7 +179,7 @@ func (n *Node) applyLoop() {
 			if stalled {
 				n.report(applyEvent{resumed: true})
 			} else if n.awaitApply.Swap(false) {
-				n.wakeLoop()
+				wake(n.loopWake)
 			}
 		}
 	}
@@ -194,19 +203,14 @@ func (n *Node) report(ev applyEvent) {
 	n.events = append(n.events, ev)
 	n.evMu.Unlock()
 	n.awaitApply.Store(false)
-	n.wakeLoop()
+	wake(n.loopWake)
 }
 
-func (n *Node) wakeLoop() {
+// wake signals c (capacity 1) without blocking: a signal already pending
+// covers this one.
+func wake(c chan struct{}) {
 	select {
-	case n.loopWake <- struct{}{}:
-	default:
-	}
-}
-
-func (n *Node) wakeApplier() {
-	select {
-	case n.applyWake <- struct{}{}:
+	case c <- struct{}{}:
 	default:
 	}
 }
@@ -214,15 +218,16 @@ func (n *Node) wakeApplier() {
 // handOff queues a run for the apply goroutine, or reports false when the
 // queue is full (the Ready waits; the apply goroutine wakes the loop).
 func (n *Node) handOff(ents []*pb.Entry) bool {
-	if !n.aq.room() {
+	if !n.aq.push(ents) {
+		// Asked before the second try, so that a run taken in between
+		// still wakes the loop.
 		n.awaitApply.Store(true)
-		if !n.aq.room() {
+		if !n.aq.push(ents) {
 			return false
 		}
 	}
-	n.aq.push(ents)
 	n.queued = ents[len(ents)-1].GetIndex()
-	n.wakeApplier()
+	wake(n.applyWake)
 	return true
 }
 
@@ -280,10 +285,7 @@ func (n *Node) applyTick() {
 	}
 	if s.wait == 0 {
 		s.retrying = true
-		select {
-		case n.applyRetry <- struct{}{}:
-		default:
-		}
+		wake(n.applyRetry)
 	}
 }
 

@@ -10,22 +10,6 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 )
 
-// startThree starts nodes 1..3 and makes 1 the leader.
-func startThree(t *testing.T) *testEnv {
-	t.Helper()
-	e := newTestEnv(t)
-	for id := uint64(1); id <= 3; id++ {
-		e.addNode(id, []uint64{1, 2, 3})
-	}
-	e.nodes[1].n.Campaign()
-	e.waitIdle(1)
-	e.deliver(0)
-	if !e.nodes[1].n.IsLeader() {
-		t.Fatalf("node 1 did not become leader:\n%s", e.status())
-	}
-	return e
-}
-
 // openGate returns a gate for testSM and its opener, which the test's
 // cleanup also calls (a node stops only once its Apply returns).
 func openGate(t *testing.T) (chan struct{}, func()) {
@@ -43,7 +27,7 @@ func openGate(t *testing.T) (chan struct{}, func()) {
 // once, when the engine moves again. With the apply on the raft loop, the
 // first blocked Apply stopped all of that.
 func TestApplyDoesNotHoldTheLoop(t *testing.T) {
-	e := startThree(t)
+	e := startLeader1(t)
 	gate, open := openGate(t)
 	for _, id := range []uint64{2, 3} {
 		e.nodes[id].sm.setGate(gate)
@@ -103,7 +87,7 @@ func TestApplyDoesNotHoldTheLoop(t *testing.T) {
 // raft and to the state machine) only after them, so the state machine
 // sees the log's order; meanwhile the follower keeps following.
 func TestConfChangeWaitsForEarlierApplies(t *testing.T) {
-	e := startThree(t)
+	e := startLeader1(t)
 	e.nodes[2].sm.mu.Lock()
 	confsBefore := len(e.nodes[2].sm.confs) // the bootstrap's
 	e.nodes[2].sm.mu.Unlock()

@@ -265,6 +265,23 @@ func (e *testEnv) addNode(id uint64, peers []uint64) *testNode {
 	return tn
 }
 
+// startLeader1 starts nodes 1..3 of a new cluster and makes 1 their
+// leader.
+func startLeader1(t *testing.T) *testEnv {
+	t.Helper()
+	e := newTestEnv(t)
+	for id := uint64(1); id <= 3; id++ {
+		e.addNode(id, []uint64{1, 2, 3})
+	}
+	e.nodes[1].n.Campaign()
+	e.waitIdle(1)
+	e.deliver(0)
+	if !e.nodes[1].n.IsLeader() {
+		t.Fatalf("node 1 did not become leader:\n%s", e.status())
+	}
+	return e
+}
+
 func (e *testEnv) stopAll() {
 	for _, tn := range e.nodes {
 		tn.n.Stop()

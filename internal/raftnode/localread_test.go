@@ -59,16 +59,7 @@ func TestLocalReadIndex(t *testing.T) {
 		}
 	})
 	t.Run("three voters", func(t *testing.T) {
-		e := newTestEnv(t)
-		for id := uint64(1); id <= 3; id++ {
-			e.addNode(id, []uint64{1, 2, 3})
-		}
-		e.nodes[1].n.Campaign()
-		e.waitIdle(1)
-		e.deliver(0)
-		if !e.nodes[1].n.IsLeader() {
-			t.Fatalf("node 1 did not win: %s", e.status())
-		}
+		e := startLeader1(t)
 		for id := uint64(1); id <= 3; id++ {
 			if idx, ok := e.nodes[id].n.LocalReadIndex(); ok {
 				t.Fatalf("node %d of three voters: LocalReadIndex = %d without a round", id, idx)

@@ -951,10 +951,10 @@ var (
 )
 
 // stallBegin records that a step (of a Ready, or the apply goroutine's)
-// failed on a full disk. An episode begins when no other step is stalled.
+// failed on a full disk. An episode begins when no other step is stalled;
+// otherwise it is already under way.
 func (n *Node) stallBegin(err error, msg string) {
 	if n.stallErr.Load() != nil {
-		n.stallRetries.Add(1)
 		return
 	}
 	n.stallErr.Store(&err)

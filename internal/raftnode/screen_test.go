@@ -236,13 +236,7 @@ func TestScreening(t *testing.T) {
 					t.Logf("bare raft panics: %s", p)
 				}
 			}
-			e := newTestEnv(t)
-			for id := uint64(1); id <= 3; id++ {
-				e.addNode(id, []uint64{1, 2, 3})
-			}
-			e.nodes[1].n.Campaign()
-			e.waitIdle(1)
-			e.deliver(0)
+			e := startLeader1(t)
 			term := e.nodes[1].n.Term()
 			m := tc.m(term)
 			if tc.stream {
