@@ -22,16 +22,11 @@ func TestRunSTMCounter(t *testing.T) {
 	inParallel(t, workers, each, func(int, int) error {
 		_, err := c.RunSTM(ctx, func(s *STM) error {
 			attempts.Add(1)
-			n := 0
-			v, err := s.Get([]byte("counter"))
-			switch {
-			case errors.Is(err, ErrNotFound):
-			case err != nil:
+			next, err := incremented(s.Get([]byte("counter")))
+			if err != nil {
 				return err
-			default:
-				fmt.Sscan(string(v), &n)
 			}
-			return s.Put([]byte("counter"), fmt.Append(nil, n+1))
+			return s.Put([]byte("counter"), next)
 		})
 		return err
 	})

@@ -256,16 +256,11 @@ func TestRunTxnCounter(t *testing.T) {
 	inParallel(t, workers, each, func(int, int) error {
 		_, err := c.RunTxn(ctx, func(tx *Txn) error {
 			attempts.Add(1)
-			n := 0
-			v, err := tx.Get(ctx, []byte("counter"))
-			switch {
-			case errors.Is(err, ErrNotFound):
-			case err != nil:
+			next, err := incremented(tx.Get(ctx, []byte("counter")))
+			if err != nil {
 				return err
-			default:
-				fmt.Sscan(string(v), &n)
 			}
-			return tx.Put(ctx, []byte("counter"), fmt.Append(nil, n+1))
+			return tx.Put(ctx, []byte("counter"), next)
 		})
 		return err
 	})
@@ -923,4 +918,18 @@ func TestTxnGetMany(t *testing.T) {
 	if v, err := c.Get(ctx, []byte("mine")); err != nil || string(v) != "m" {
 		t.Fatalf("mine = %q, %v", v, err)
 	}
+}
+
+// incremented is a counter's next value given the read of its current one
+// (a missing key counts as 0).
+func incremented(v []byte, err error) ([]byte, error) {
+	n := 0
+	switch {
+	case errors.Is(err, ErrNotFound):
+	case err != nil:
+		return nil, err
+	default:
+		fmt.Sscan(string(v), &n)
+	}
+	return fmt.Append(nil, n+1), nil
 }
