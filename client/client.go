@@ -465,6 +465,10 @@ func (c *Client) getLaneConn(ctx context.Context, p *pool, immediate bool) (*con
 		// a slot is free to spread the load; when all are full, queue on
 		// the least loaded.
 		if best != nil && (best.load() == 0 || free < 0) {
+			if best.load() == 0 && !best.idleCheck() {
+				p.mu.Unlock()
+				continue // it broke while idle: the loop drops it
+			}
 			p.mu.Unlock()
 			return best, nil
 		}
@@ -1150,11 +1154,9 @@ func (c *Client) pipeline(ctx context.Context, addr string, reqs []request) []pi
 		failFrom(len(calls), c.cause(ctx, err), false) // not queued: not sent
 	}
 	for i, cl := range calls {
-		select {
-		case r := <-cl.res:
+		if r, ok := cl.await(ctx); ok {
 			out[i] = c.piped(ctx, addr, r)
 			continue
-		case <-ctx.Done():
 		}
 		// The deadline: give up the unanswered calls, the last first.
 		for j := len(calls) - 1; j >= i; j-- {

@@ -905,3 +905,94 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestIdleConnectionClosedByServer: with no reader goroutine, a connection
+// the server closed while it was idle is found before a call is written
+// on it, so a write goes out on a fresh connection instead of failing as
+// maybe sent. Bytes nobody asked for, sent while idle, break it the same
+// way.
+func TestIdleConnectionClosedByServer(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		act  fakeAction
+	}{
+		{"closed", fakeAction{closeAfter: true}},
+		{"unasked bytes", fakeAction{extra: wire.AppendResponse(nil, wire.StatusOK, nil)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newFakeServer(t)
+			srv.setHandler(func(r *fakeReq) (fakeAction, bool) {
+				if r.op == wire.OpPut && r.nth == 1 {
+					act := tc.act
+					act.st = wire.StatusOK
+					return act, true
+				}
+				return fakeAction{}, false
+			})
+			c := newClient(t, []string{srv.addr}, &Options{ConnsPerEndpoint: 1})
+			ctx := ctxT(t, 10*time.Second)
+			if err := c.Put(ctx, []byte("a"), []byte("1")); err != nil {
+				t.Fatal(err)
+			}
+			// Let the server's close or its extra bytes arrive.
+			for i := 0; ; i++ {
+				srv.mu.Lock()
+				open := len(srv.mu.conns)
+				srv.mu.Unlock()
+				if open == 0 || (tc.act.extra != nil && i >= 20) {
+					break
+				}
+				if i > 500 {
+					t.Fatal("the server never closed the connection")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			if err := c.Put(ctx, []byte("b"), []byte("2")); err != nil {
+				t.Fatalf("Put after the idle connection broke: %v", err)
+			}
+			if n := srv.accepted(); n != 2 {
+				t.Fatalf("%d connections, want 2", n)
+			}
+			if n := srv.count(wire.OpPut); n != 2 {
+				t.Fatalf("the server got %d PUTs, want 2", n)
+			}
+		})
+	}
+}
+
+// TestReaderLeavesInsideAFrame: a caller reading the replies whose context
+// ends while half of a frame has arrived leaves without consuming it; the
+// next caller on the connection reads that frame whole and then its own.
+func TestReaderLeavesInsideAFrame(t *testing.T) {
+	srv := newFakeServer(t)
+	srv.setHandler(func(r *fakeReq) (fakeAction, bool) {
+		if r.op == wire.OpGet && r.nth == 1 {
+			return fakeAction{st: wire.StatusOK, payload: []byte("slow value"), split: 400 * time.Millisecond}, true
+		}
+		return fakeAction{}, false
+	})
+	c := newClient(t, []string{srv.addr}, &Options{ConnsPerEndpoint: 1})
+	ctx := ctxT(t, 10*time.Second)
+	if err := c.Put(ctx, []byte("b"), []byte("bee")); err != nil {
+		t.Fatal(err)
+	}
+	errA := make(chan error, 1)
+	go func() {
+		_, err := c.Get(ctxT(t, 150*time.Millisecond), []byte("a"))
+		errA <- err
+	}()
+	for srv.count(wire.OpGet) < 1 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The second GET is pipelined behind the first on the one connection.
+	v, err := c.Get(ctx, []byte("b"))
+	if err != nil || string(v) != "bee" {
+		t.Fatalf("second Get: %q, %v", v, err)
+	}
+	if err := <-errA; !errors.Is(err, ErrTimeout) {
+		t.Fatalf("first Get: %v, want ErrTimeout", err)
+	}
+	if n := srv.accepted(); n != 1 {
+		t.Fatalf("%d connections, want 1 (the interrupted read must not break it)", n)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/kayadb/kayadb/internal/wire"
 	"github.com/kayadb/kayadb/internal/wire/wiretest"
@@ -58,6 +59,12 @@ type fakeAction struct {
 	payload []byte
 	drop    bool // close the connection without answering
 	hang    bool // never answer (until the server closes)
+	// closeAfter closes the connection after the answer; extra is written
+	// right after it (bytes no request asked for).
+	closeAfter bool
+	extra      []byte
+	// split writes the answer's first 3 bytes, waits split, then the rest.
+	split time.Duration
 }
 
 func newFakeServer(t testing.TB) *fakeServer {
@@ -160,7 +167,21 @@ func (s *fakeServer) serve(nc net.Conn, id int) {
 			<-s.closing
 			return
 		}
-		bw.Write(wire.AppendResponse(nil, act.st, act.payload))
+		resp := wire.AppendResponse(nil, act.st, act.payload)
+		if act.split > 0 {
+			bw.Write(resp[:3])
+			bw.Flush()
+			time.Sleep(act.split)
+			resp = resp[3:]
+		}
+		bw.Write(resp)
+		if act.closeAfter || act.extra != nil {
+			bw.Write(act.extra)
+			bw.Flush()
+			if act.closeAfter {
+				return
+			}
+		}
 		if br.Buffered() == 0 { // flush when no request is waiting
 			batch = 0
 			if bw.Flush() != nil {
