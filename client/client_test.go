@@ -947,6 +947,7 @@ func TestIdleConnectionClosedByServer(t *testing.T) {
 				}
 				time.Sleep(10 * time.Millisecond)
 			}
+			time.Sleep(2 * idlePeekAfter) // only a connection idle this long is looked at
 			if err := c.Put(ctx, []byte("b"), []byte("2")); err != nil {
 				t.Fatalf("Put after the idle connection broke: %v", err)
 			}

@@ -93,6 +93,9 @@ type conn struct {
 		err      error     // why it broke
 		pending  int       // calls written and not yet answered
 		deadline time.Time // the watchdog's read deadline; zero when nothing is pending
+		// idleSince is when the last pending reply arrived: idleCheck
+		// looks at the socket only after idlePeekAfter.
+		idleSince time.Time
 	}
 }
 
@@ -512,6 +515,7 @@ func (c *conn) readResponses(ctx context.Context, last func(*call) bool) bool {
 		c.mu.pending--
 		if c.mu.pending == 0 {
 			c.mu.deadline = time.Time{} // idle: no watchdog
+			c.mu.idleSince = time.Now()
 		} else {
 			c.mu.deadline = time.Now().Add(c.timeout)
 		}
@@ -674,7 +678,7 @@ func (c *conn) idleCheck() bool {
 		return false
 	}
 	c.mu.Lock()
-	idle := c.mu.pending == 0
+	idle := c.mu.pending == 0 && time.Since(c.mu.idleSince) >= idlePeekAfter
 	c.mu.Unlock()
 	if !idle || c.raw == nil {
 		return true
@@ -697,6 +701,15 @@ func (c *conn) idleCheck() bool {
 }
 
 var errUnasked = errors.New("the server sent bytes nobody asked for")
+
+// idlePeekAfter is how long a connection must have been idle before
+// idleCheck looks at its socket. A system call costs several µs on a
+// virtual machine, and a connection in steady use is not closed for being
+// idle; a server that goes away during a pause shorter than this is found
+// as it was with a reader goroutine, by the reply that never comes (a
+// write then fails as maybe sent, as it would if the server had gone away
+// just after the write).
+const idlePeekAfter = time.Millisecond
 
 func (c *conn) writeLoop() {
 	defer close(c.writerDone)
