@@ -64,6 +64,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -196,7 +197,7 @@ type Store struct {
 	pubMu sync.RWMutex
 
 	mu      sync.Mutex
-	waiters map[uint64]chan Result
+	waiters map[uint64]waiter
 	// appliedWaiters are released when applied reaches their index.
 	appliedWaiters []appliedWaiter
 
@@ -267,7 +268,7 @@ func Open(opts Options) (*Store, error) {
 	s := &Store{
 		opts: opts, db: opts.DB, log: opts.Logger,
 		clock: opts.Clock, coll: opts.Collector, gc: newGCState(&opts),
-		waiters:  map[uint64]chan Result{},
+		waiters:  map[uint64]waiter{},
 		readWake: make(chan struct{}, 1),
 		stopc:    make(chan struct{}),
 	}
@@ -511,7 +512,7 @@ func (s *Store) Stop() {
 		close(s.stopc)
 	}
 	s.wg.Wait()
-	s.failWaiters(ErrStopped)
+	s.failWaiters(ErrStopped, math.MaxUint64)
 }
 
 // ValidateKey checks a user key.
@@ -657,7 +658,7 @@ func (s *Store) start(ctx context.Context, op byte, key, value []byte) (func(con
 	data := encodeEntry(s.clock.Now(), op, id, key, value)
 	ch := make(chan Result, 1)
 	s.mu.Lock()
-	s.waiters[id] = ch
+	s.waiters[id] = waiter{ch: ch, term: s.node.Term()}
 	s.mu.Unlock()
 	unregister := func() {
 		s.mu.Lock()
@@ -977,27 +978,43 @@ func (s *Store) ApplyConfChange(e *pb.Entry, cc pb.ConfChangeI, cs *pb.ConfState
 	return s.commitApplied(b, e.GetIndex(), e.GetTerm(), nil)
 }
 
+// waiter is a proposer waiting for its entry's result, and the raft term
+// it proposed in (read as it proposed: in the instant a node becomes
+// leader it may still read the term before, and a step-down of that term
+// delivered late then tells it "outcome unknown", which stays true).
+type waiter struct {
+	ch   chan Result
+	term uint64
+}
+
 // LeadershipChanged implements raftnode.StateMachine: when this node stops
-// leading, every pending write learns that its outcome is unknown.
-func (s *Store) LeadershipChanged(leader uint64, isLeader bool) {
+// leading, every write proposed up to that term and still pending learns
+// that its outcome is unknown. The change comes after the entries
+// committed before it are applied, so those writes have completed with
+// their results already; a write proposed after this node led again (a
+// later term) is not touched.
+func (s *Store) LeadershipChanged(leader, term uint64, isLeader bool) {
 	if !isLeader {
-		s.failWaiters(ErrLeadershipLost)
+		s.failWaiters(ErrLeadershipLost, term)
 	}
 }
 
 // completeLocked hands a proposer its result. Called with mu.
 func (s *Store) completeLocked(id uint64, r Result) {
-	if ch, ok := s.waiters[id]; ok {
-		ch <- r
+	if w, ok := s.waiters[id]; ok {
+		w.ch <- r
 		delete(s.waiters, id)
 	}
 }
 
-func (s *Store) failWaiters(err error) {
+// failWaiters fails the writes proposed in term upTo or earlier.
+func (s *Store) failWaiters(err error, upTo uint64) {
 	s.mu.Lock()
-	for id, ch := range s.waiters {
-		ch <- Result{err: err}
-		delete(s.waiters, id)
+	for id, w := range s.waiters {
+		if w.term <= upTo {
+			w.ch <- Result{err: err}
+			delete(s.waiters, id)
+		}
 	}
 	s.mu.Unlock()
 }

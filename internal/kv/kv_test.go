@@ -3,6 +3,7 @@ package kv
 import (
 	"encoding/binary"
 	"errors"
+	"math"
 	"testing"
 
 	pb "go.etcd.io/raft/v3/raftpb"
@@ -149,7 +150,7 @@ func TestInvalidEntriesAreNoOps(t *testing.T) {
 			defer db.Close()
 			s, _ := Open(Options{NodeID: 1, DB: db})
 			ch := make(chan Result, 1)
-			s.waiters[7] = ch
+			s.waiters[7] = waiter{ch: ch}
 			bad.Index, bad.Term, bad.Type = new(uint64(2)), new(uint64(1)), new(pb.EntryNormal)
 			if err := s.Apply([]*pb.Entry{putEntry(1, "a", "1"), bad, putEntry(3, "b", "2")}); err != nil {
 				t.Fatalf("an invalid entry stopped the state machine: %v", err)
@@ -263,4 +264,42 @@ func TestCheckpointCarriesRaftState(t *testing.T) {
 		return d.Close()
 	})
 	_ = db.Close()
+}
+
+// TestStepDownFailsOnlyEarlierWrites: a step-down seen in term T fails the
+// writes proposed in T or before (their outcome is unknown), not those a
+// later term's leadership proposed; the node's stop fails every one.
+func TestStepDownFailsOnlyEarlierWrites(t *testing.T) {
+	db, err := engine.Open("/db", &engine.Options{FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s, _ := Open(Options{NodeID: 1, DB: db})
+	chs := map[uint64]chan Result{}
+	for id, term := range map[uint64]uint64{1: 4, 2: 5, 3: 6} {
+		chs[id] = make(chan Result, 1)
+		s.waiters[id] = waiter{ch: chs[id], term: term}
+	}
+	s.LeadershipChanged(2, 5, false)
+	for id, want := range map[uint64]bool{1: true, 2: true, 3: false} {
+		select {
+		case r := <-chs[id]:
+			if !want || !errors.Is(r.err, ErrLeadershipLost) {
+				t.Fatalf("waiter %d: %v; want failed: %v", id, r.err, want)
+			}
+		default:
+			if want {
+				t.Fatalf("waiter %d (proposed in term %d or before) not failed", id, 5)
+			}
+		}
+	}
+	s.LeadershipChanged(1, 7, true) // leading: nothing to fail
+	if len(s.waiters) != 1 {
+		t.Fatalf("%d waiters left, want 1", len(s.waiters))
+	}
+	s.failWaiters(ErrStopped, math.MaxUint64)
+	if r := <-chs[3]; !errors.Is(r.err, ErrStopped) {
+		t.Fatalf("waiter 3 at stop: %v", r.err)
+	}
 }

@@ -12,7 +12,8 @@ import (
 // The apply goroutine.
 //
 // The raft loop hands runs of committed normal entries to one apply
-// goroutine, in log order, and advances raft without waiting for them to
+// goroutine, in log order (and the changes of leadership between them,
+// deliverNote), and advances raft without waiting for them to
 // be applied (etcd's apply goroutine): while the state machine applies one
 // batch, the loop writes and fsyncs the next, sends, ticks and steps
 // messages. What stays on the loop, and why:
@@ -51,12 +52,28 @@ const (
 )
 
 // applyQueue holds the runs handed to the apply goroutine and not yet
-// applied.
+// applied, and the leadership changes to deliver after them.
 type applyQueue struct {
 	mu    sync.Mutex
-	runs  [][]*pb.Entry
+	items []applyItem
 	bytes int // entry data of runs, including the one being applied
 	count int // runs, including the ones being applied
+	notes int // leadership changes queued or being delivered
+}
+
+// applyItem is a run of committed entries, or a leadership change to
+// deliver once the runs before it are applied.
+type applyItem struct {
+	ents  []*pb.Entry
+	bytes int
+	note  *leaderNote
+}
+
+// leaderNote is a change of role or leader seen in a Ready: the arguments
+// of StateMachine.LeadershipChanged.
+type leaderNote struct {
+	leader, term uint64
+	isLeader     bool
 }
 
 func runBytes(ents []*pb.Entry) int {
@@ -85,37 +102,70 @@ func (q *applyQueue) push(ents []*pb.Entry) bool {
 	if !q.roomLocked() {
 		return false
 	}
-	q.runs = append(q.runs, ents)
-	q.bytes += runBytes(ents)
+	b := runBytes(ents)
+	q.items = append(q.items, applyItem{ents: ents, bytes: b})
+	q.bytes += b
 	q.count++
 	return true
 }
 
-// take returns every queued run as one (nil when none is queued), with
-// the number of runs and bytes it holds; they still count as queued until
-// done. The apply goroutine calls done before it takes again, so what is
-// queued then is exactly what it takes.
-func (q *applyQueue) take() (ents []*pb.Entry, runs, bytes int) {
+// pushNote queues a leadership change after the runs queued, unless
+// nothing is queued or being applied or delivered: then it reports false
+// and the caller delivers it at once (in order all the same).
+func (q *applyQueue) pushNote(note leaderNote) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	switch len(q.runs) {
-	case 0:
-		return nil, 0, 0
-	case 1:
-		ents = q.runs[0]
-	default:
-		k := 0
-		for _, r := range q.runs {
-			k += len(r)
-		}
-		ents = make([]*pb.Entry, 0, k)
-		for _, r := range q.runs {
-			ents = append(ents, r...)
+	if q.count == 0 && q.notes == 0 {
+		return false
+	}
+	q.items = append(q.items, applyItem{note: &note})
+	q.notes++
+	return true
+}
+
+// take returns the runs queued before the first leadership change as one
+// run (nil when there are none), with the number of runs and bytes it
+// holds; they still count as queued until done. When a leadership change
+// is first, it returns that alone (noteDone once delivered).
+func (q *applyQueue) take() (ents []*pb.Entry, note *leaderNote, runs, bytes int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.items) == 0 {
+		return nil, nil, 0, 0
+	}
+	if note = q.items[0].note; note != nil {
+		q.drop(1)
+		return nil, note, 0, 0
+	}
+	k, size := 0, 0
+	for k < len(q.items) && q.items[k].note == nil {
+		size += len(q.items[k].ents)
+		bytes += q.items[k].bytes
+		k++
+	}
+	if k == 1 {
+		ents = q.items[0].ents
+	} else {
+		ents = make([]*pb.Entry, 0, size)
+		for _, it := range q.items[:k] {
+			ents = append(ents, it.ents...)
 		}
 	}
-	clear(q.runs)
-	q.runs = q.runs[:0]
-	return ents, q.count, q.bytes
+	q.drop(k)
+	return ents, nil, k, bytes
+}
+
+// drop removes the first k items. Called with mu.
+func (q *applyQueue) drop(k int) {
+	n := copy(q.items, q.items[k:])
+	clear(q.items[n:])
+	q.items = q.items[:n]
+}
+
+func (q *applyQueue) noteDone() {
+	q.mu.Lock()
+	q.notes--
+	q.mu.Unlock()
 }
 
 func (q *applyQueue) done(runs, bytes int) {
@@ -152,7 +202,12 @@ func (n *Node) applyLoop() {
 			return
 		}
 		for {
-			ents, runs, bytes := n.aq.take()
+			ents, note, runs, bytes := n.aq.take()
+			if note != nil {
+				n.cfg.SM.LeadershipChanged(note.leader, note.term, note.isLeader)
+				n.aq.noteDone()
+				continue
+			}
 			if ents == nil {
 				break
 			}
@@ -229,6 +284,18 @@ func (n *Node) handOff(ents []*pb.Entry) bool {
 	n.queued = ents[len(ents)-1].GetIndex()
 	wake(n.applyWake)
 	return true
+}
+
+// deliverNote tells the state machine of a leadership change after the
+// entries handed to the apply goroutine before it: a write committed
+// before a leader stepped down completes with its result, not with "lost
+// leadership". With nothing queued it is delivered at once, on the loop.
+func (n *Node) deliverNote(note leaderNote) {
+	if n.aq.pushNote(note) {
+		wake(n.applyWake)
+		return
+	}
+	n.cfg.SM.LeadershipChanged(note.leader, note.term, note.isLeader)
 }
 
 // applierIdle reports whether everything handed to the apply goroutine is

@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -127,5 +128,51 @@ func TestConfChangeWaitsForEarlierApplies(t *testing.T) {
 	e.nodes[2].sm.mu.Unlock()
 	if !slices.Equal(data, []string{"5:a"}) || !strings.HasPrefix(got, "6:") {
 		t.Fatalf("node 2 applied %v and changes %q; want [5:a] then the change at 6", data, got)
+	}
+}
+
+// TestStepDownComesAfterCommittedApplies: a leader that steps down while
+// its apply goroutine is behind tells the state machine only after the
+// entries it had committed are applied, so that their proposers get their
+// results rather than "leadership lost, outcome unknown".
+func TestStepDownComesAfterCommittedApplies(t *testing.T) {
+	e := startLeader1(t)
+	gate, open := openGate(t)
+	e.nodes[1].sm.setGate(gate)
+	e.propose(1, "a")
+	e.deliver(0)
+	if st := e.nodes[1].n.Status(); st.Commit != 5 || st.Applied >= 5 {
+		t.Fatalf("leader: %+v; want 5 committed and not applied", st)
+	}
+	e.nodes[1].n.TransferLeadership(2)
+	e.waitIdle(1)
+	e.deliver(0)
+	if st := e.nodes[1].n.Status(); st.Role != raft.StateFollower || st.Leader != 2 {
+		t.Fatalf("node 1 did not step down for node 2:\n%s", e.status())
+	}
+	events := func() []string {
+		e.nodes[1].sm.mu.Lock()
+		defer e.nodes[1].sm.mu.Unlock()
+		return slices.Clone(e.nodes[1].sm.events)
+	}
+	for _, ev := range events() {
+		if strings.HasPrefix(ev, "leader 2 ") {
+			t.Fatalf("node 1's state machine heard of the step-down before applying 5:a: %v", events())
+		}
+	}
+	e.nodes[1].sm.setGate(nil)
+	open()
+	e.waitIdle(1)
+	e.deliver(0)
+	e.waitIdle(1)
+	evs := events()
+	i := slices.Index(evs, "apply 5:a")
+	j := slices.IndexFunc(evs, func(s string) bool { return strings.HasPrefix(s, "leader 2 ") && strings.HasSuffix(s, " false") })
+	if i < 0 || j < i {
+		t.Fatalf("node 1's events %v; want apply 5:a, then leader 2 (not this node)", evs)
+	}
+	var term uint64
+	if _, err := fmt.Sscanf(evs[j], "leader 2 term %d false", &term); err != nil || term != e.nodes[2].n.Term() {
+		t.Fatalf("step-down event %q; want node 2's term %d", evs[j], e.nodes[2].n.Term())
 	}
 }

@@ -80,6 +80,9 @@ type testSM struct {
 	failApply []error // errors for the next Apply calls, in order
 	applies   map[uint64]int
 	leader    uint64
+	// events is the order of applied data entries ("apply 5:a") and
+	// leadership changes ("leader 2 term 3 false").
+	events []string
 	// gate, when set, holds every Apply until it is closed (an engine
 	// that stalls); the test's waits for an idle node then ignore the
 	// apply goroutine.
@@ -120,6 +123,7 @@ func (sm *testSM) Apply(ents []*pb.Entry) error {
 		sm.applies[e.GetIndex()]++
 		if len(e.GetData()) > 0 {
 			sm.applied = append(sm.applied, fmt.Sprintf("%d:%s", e.GetIndex(), e.GetData()))
+			sm.events = append(sm.events, fmt.Sprintf("apply %d:%s", e.GetIndex(), e.GetData()))
 		}
 		sm.index = e.GetIndex()
 	}
@@ -137,9 +141,10 @@ func (sm *testSM) ApplyConfChange(e *pb.Entry, cc pb.ConfChangeI, cs *pb.ConfSta
 	return nil
 }
 
-func (sm *testSM) LeadershipChanged(leader uint64, isLeader bool) {
+func (sm *testSM) LeadershipChanged(leader, term uint64, isLeader bool) {
 	sm.mu.Lock()
 	sm.leader = leader
+	sm.events = append(sm.events, fmt.Sprintf("leader %d term %d %v", leader, term, isLeader))
 	sm.mu.Unlock()
 }
 

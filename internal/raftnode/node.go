@@ -96,8 +96,12 @@ func (t timeTicker) Stop()               { t.t.Stop() }
 
 // StateMachine is what committed entries are applied to. Its methods are
 // called in log order, one at a time: Apply from the apply goroutine,
-// ApplyConfChange from the raft loop while the apply goroutine is idle,
-// LeadershipChanged from the raft loop (concurrently with Apply).
+// ApplyConfChange from the raft loop while the apply goroutine is idle.
+// LeadershipChanged comes in order with Apply: after the runs of entries
+// committed before the change (those of the Ready that shows it
+// included), from the apply goroutine, or from the raft loop when nothing
+// is being applied. It may run concurrently with ApplyConfChange or a
+// snapshot's Install.
 type StateMachine interface {
 	// Apply applies a run of committed normal entries (including empty
 	// ones, whose index must still be recorded as applied).
@@ -106,8 +110,9 @@ type StateMachine interface {
 	// configuration that results.
 	ApplyConfChange(e *pb.Entry, cc pb.ConfChangeI, cs *pb.ConfState) error
 	// LeadershipChanged tells the state machine the current leader (0 when
-	// none is known) and whether it is this node.
-	LeadershipChanged(leader uint64, isLeader bool)
+	// none is known), the term in which the change was seen, and whether
+	// the leader is this node.
+	LeadershipChanged(leader, term uint64, isLeader bool)
 }
 
 // Snapshotter creates, installs and sends snapshots of the state machine.
@@ -302,6 +307,9 @@ type pendingReady struct {
 	saved        bool // entries and hard state persisted
 	followerSent bool // a follower's messages sent, read states handed on
 	handed       int  // committed entries handed to the apply goroutine or applied
+	// note is the Ready's change of leadership, delivered once its
+	// committed entries are handed on.
+	note *leaderNote
 	// A conf change applied to raft whose state machine step failed:
 	// retried without applying it to raft again.
 	ccDone    *pb.ConfState
@@ -1075,7 +1083,7 @@ func (n *Node) handleReady(p *pendingReady) error {
 	rd := p.rd
 	if !p.started {
 		p.started = true
-		n.publishSoftState(rd)
+		p.note = n.publishSoftState(rd)
 		p.leader = raft.StateType(n.role.Load()) == raft.StateLeader
 		if p.leader {
 			n.send(rd.Messages)
@@ -1132,16 +1140,21 @@ func (n *Node) handleReady(p *pendingReady) error {
 	if err := n.apply(p); err != nil {
 		return err
 	}
+	if p.note != nil {
+		n.deliverNote(*p.note)
+		p.note = nil
+	}
 	n.rn.Advance(rd)
 	n.maybeSnapshot()
 	return nil
 }
 
-// publishSoftState publishes role and leader changes of a Ready.
-func (n *Node) publishSoftState(rd raft.Ready) {
+// publishSoftState publishes role and leader changes of a Ready, and
+// returns the change for the state machine (nil when there is none).
+func (n *Node) publishSoftState(rd raft.Ready) *leaderNote {
 	ss := rd.SoftState
 	if ss == nil {
-		return
+		return nil
 	}
 	prevLeader := n.leader.Load()
 	prevRole := raft.StateType(n.role.Load())
@@ -1160,9 +1173,11 @@ func (n *Node) publishSoftState(rd raft.Ready) {
 		n.leaderStart.Store(start)
 	}
 	if ss.Lead != prevLeader || ss.RaftState != prevRole {
-		n.log.Info("raft role changed", "role", ss.RaftState.String(), "leader", ss.Lead, "term", n.rn.BasicStatus().GetTerm())
-		n.cfg.SM.LeadershipChanged(ss.Lead, ss.RaftState == raft.StateLeader)
+		term := n.rn.BasicStatus().GetTerm()
+		n.log.Info("raft role changed", "role", ss.RaftState.String(), "leader", ss.Lead, "term", term)
+		return &leaderNote{leader: ss.Lead, term: term, isLeader: ss.RaftState == raft.StateLeader}
 	}
+	return nil
 }
 
 // send hands snapshot messages to the snapshotter and the rest to the
