@@ -36,7 +36,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		seed       = fs.Int64("seed", 0, "seed of the first run (0: from the clock); run i uses seed+i")
 		runs       = fs.Int("runs", 1, "number of runs (stops at the first invalid one unless -keep-going)")
 		keepGoing  = fs.Bool("keep-going", false, "continue after an invalid run")
-		nemeses    = fs.String("nemesis", "all", "faults: kill,pause,partition,slow,membership,disk,slow-client,flood,leader-pause, all or none (disk needs root: all leaves it out without)")
+		nemeses    = fs.String("nemesis", "all", "faults: kill,pause,partition,slow,membership,disk,slow-client,flood,leader-pause,transfer, all or none (disk needs root: all leaves it out without)")
 		workloads  = fs.String("workload", "all", "workloads: register,set,scan,list-append,bank,cas-register,watch or all (all: the default set; the transactional ones join it once the client and server support transactions)")
 		report     = fs.String("report", "", "report directory (default: ./jepsen-report/<time>)")
 		tick       = fs.Duration("tick", 50*time.Millisecond, "the servers' raft tick")

@@ -79,6 +79,8 @@ func TestJepsen(t *testing.T) {
 		{name: "all", seed: 11, nemeses: AllNemeses, duration: 25 * time.Second, nodes: 3},
 		{name: "partition-slow", seed: 12, nemeses: []string{NemesisPartition, NemesisSlow}, duration: 20 * time.Second, nodes: 3},
 		{name: "kill-pause", seed: 13, nemeses: []string{NemesisKill, NemesisPause}, duration: 20 * time.Second, nodes: 5},
+		// Leaders stepping down with writes committed and not yet applied.
+		{name: "transfer", seed: 14, nemeses: []string{NemesisTransfer}, duration: 15 * time.Second, nodes: 3},
 		// Seed 25: the disk of one node and of all (both restarted at
 		// the heal), a flood on a follower, a slow client on the leader.
 		{name: "resources", seed: 25, nemeses: resources, duration: 20 * time.Second, nodes: 3},
@@ -87,7 +89,7 @@ func TestJepsen(t *testing.T) {
 	if diskErr != nil {
 		// Seed 18: floods on the leader and a follower, a slow client
 		// on the leader.
-		plans[3] = plan{name: "resources-without-disk", seed: 18, nemeses: []string{NemesisSlowClient, NemesisFlood}, duration: 15 * time.Second, nodes: 3}
+		plans[4] = plan{name: "resources-without-disk", seed: 18, nemeses: []string{NemesisSlowClient, NemesisFlood}, duration: 15 * time.Second, nodes: 3}
 	}
 	if os.Getenv("KAYA_JEPSEN_LONG") != "" {
 		runs, seed := 20, time.Now().UnixNano()%1_000_000

@@ -30,6 +30,10 @@ const (
 	// NemesisMembership replaces a follower: remove it, wipe it, add a new
 	// node (a new id) in its place as a learner, promote it at the heal.
 	NemesisMembership = "membership"
+	// NemesisTransfer moves the leadership (TRANSFER_LEADER) to another
+	// running node every 200–500 ms while the fault lasts: leaders step
+	// down with writes in flight, committed and waiting to be applied.
+	NemesisTransfer = "transfer"
 
 	// Resource nemeses (docs/design/hostile-input-and-resources.md).
 
@@ -51,7 +55,7 @@ const (
 
 // AllNemeses lists every nemesis.
 var AllNemeses = []string{NemesisKill, NemesisPause, NemesisPartition, NemesisSlow, NemesisMembership,
-	NemesisDisk, NemesisSlowClient, NemesisFlood, NemesisLeaderPause}
+	NemesisDisk, NemesisSlowClient, NemesisFlood, NemesisLeaderPause, NemesisTransfer}
 
 // Fault is one scheduled fault. The schedule (kinds, variants, targets'
 // roles, times) follows from the seed alone; which node is "the leader"
@@ -105,6 +109,9 @@ func Schedule(seed int64, nemeses []string, duration time.Duration) []Fault {
 				f.Delay = time.Duration(20+rng.IntN(130)) * time.Millisecond
 			case NemesisMembership:
 				f.Variant = "replace-follower"
+			case NemesisTransfer:
+				f.Variant = "leader"
+				f.Delay = time.Duration(200+rng.IntN(300)) * time.Millisecond
 			case NemesisDisk:
 				f.Variant = []string{"leader", "follower", "random", "all"}[rng.IntN(4)]
 				f.Mode = []string{"fill", "exhaust", "restart"}[rng.IntN(3)]
@@ -289,6 +296,8 @@ func (nm *nemesis) apply(ctx context.Context, f *Fault) func() {
 		f.Nodes = []uint64{id, newID}
 		f.Applied = fmt.Sprintf("replace node %d by node %d (remove, wipe, add as learner)", id, newID)
 		return func() { nm.advance(ctx, newID, true) }
+	case NemesisTransfer:
+		return nm.applyTransfer(ctx, f)
 	case NemesisSlow:
 		if f.Variant == "node" {
 			id := nm.pickNode(ctx, "random", f.Pick)
@@ -314,6 +323,72 @@ func (nm *nemesis) apply(ctx context.Context, f *Fault) func() {
 		return nm.applyFlood(ctx, f)
 	}
 	return func() {}
+}
+
+// applyTransfer moves the leadership to another node every f.Delay until
+// the heal, which records the transfers. Node ids belong to the harness's
+// main goroutine, so the mover works on the ids and addresses of the
+// moment the fault starts (a transfer to a node replaced meanwhile fails,
+// and is counted as failed).
+func (nm *nemesis) applyTransfer(ctx context.Context, f *Fault) func() {
+	type member struct {
+		id   uint64
+		addr string
+	}
+	var nodes []member
+	for _, n := range nm.c.Nodes {
+		nodes = append(nodes, member{n.ID, n.ClientAddr})
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	f.Applied = fmt.Sprintf("move the leadership every %s", f.Delay)
+	var moved, failed []string
+	go func() {
+		defer close(done)
+		pick := f.Pick
+		for {
+			select {
+			case <-stop:
+				return
+			case <-ctx.Done():
+				return
+			case <-time.After(f.Delay):
+			}
+			var lead uint64
+			for _, m := range nodes {
+				sctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+				st, err := nm.cl.Status(sctx, m.addr)
+				cancel()
+				if err == nil && st.LeaderID == m.id {
+					lead = m.id
+					break
+				}
+			}
+			if lead == 0 {
+				continue // none to move: an election is under way
+			}
+			pick++
+			to := nodes[pick%uint64(len(nodes))].id
+			if to == lead {
+				to = nodes[(pick+1)%uint64(len(nodes))].id
+			}
+			tctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			err := nm.cl.TransferLeader(tctx, to)
+			cancel()
+			if err != nil {
+				failed = append(failed, fmt.Sprintf("%d→%d: %s", lead, to, firstLine(err)))
+				continue
+			}
+			moved = append(moved, fmt.Sprintf("%d→%d", lead, to))
+		}
+	}()
+	return func() {
+		close(stop)
+		<-done
+		f.Result = fmt.Sprintf("%d transfers (%s)", len(moved), strings.Join(moved, " "))
+		if len(failed) > 0 {
+			f.Result += fmt.Sprintf("; %d refused or failed (first: %s)", len(failed), failed[0])
+		}
+	}
 }
 
 func cut(net *Network, a, b []uint64) {
