@@ -79,10 +79,13 @@
 // The client keeps a small pool of connections per server
 // (Options.ConnsPerEndpoint), dialed on first use, each opened with a HELLO
 // handshake. Requests are pipelined: many may be in flight on one
-// connection (Options.MaxPipeline) and the server answers them in order. A
-// connection that fails, or that gets no reply for RequestTimeout, is
-// closed and replaced on next use. Close stops every goroutine the client
-// started.
+// connection (Options.MaxPipeline) and the server answers them in order.
+// The calling goroutines read the replies themselves (one at a time per
+// connection), so a lone caller's request costs no hand-off between
+// goroutines. A connection that fails, that gets no reply for
+// RequestTimeout, or that the server closed while it was idle (checked
+// before a request is written on it) is closed and replaced on next use.
+// Close stops every goroutine the client started.
 //
 // # Errors
 //
