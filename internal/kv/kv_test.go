@@ -275,7 +275,10 @@ func TestStepDownFailsOnlyEarlierWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	s, _ := Open(Options{NodeID: 1, DB: db})
+	s, err := Open(Options{NodeID: 1, DB: db})
+	if err != nil {
+		t.Fatal(err)
+	}
 	chs := map[uint64]chan Result{}
 	for id, term := range map[uint64]uint64{1: 4, 2: 5, 3: 6} {
 		chs[id] = make(chan Result, 1)
