@@ -579,7 +579,11 @@ func (c *conn) acquire(ctx context.Context) error {
 			<-c.rtok
 			// Every slot is held by a call not yet written (or by
 			// one being finished): wait for a slot, or for a call
-			// written, whose reply someone must read.
+			// written, whose reply someone must read. The read token
+			// is left out of this wait on purpose: it is free, and
+			// taking it with nothing due would spin. (Checking
+			// pending once before the first wait instead would miss a
+			// reader that leaves while others still wait here.)
 			select {
 			case c.sem <- struct{}{}:
 				return nil
