@@ -198,6 +198,10 @@ type Store struct {
 
 	mu      sync.Mutex
 	waiters map[uint64]waiter
+	// callbacks counts the waiters with fn set; fired collects their
+	// completions under mu (completeLocked).
+	callbacks int
+	fired     []fired
 	// appliedWaiters are released when applied reaches their index.
 	appliedWaiters []appliedWaiter
 
@@ -496,8 +500,9 @@ func (s *Store) Clock() *Clock { return s.clock }
 // retention is configured, the garbage-collection loop.
 func (s *Store) Start(n *raftnode.Node) {
 	s.node = n
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go s.readLoop()
+	go s.timeoutLoop()
 	if s.opts.Retention > 0 || s.opts.RetentionBytes > 0 || s.opts.HoldHistory != nil {
 		s.wg.Add(1)
 		go s.gcLoop()
@@ -567,6 +572,37 @@ func (s *Store) StartDelete(ctx context.Context, key []byte) (func(context.Conte
 	}
 	s.counters.del.Add(1)
 	return errOnly(s.start(ctx, opDelete, key, nil))
+}
+
+// StartPutFunc is StartPut reporting the outcome to done instead of
+// through a wait function: done(nil) once the write is committed and
+// applied on this node, or done(err) as the wait would have returned it
+// (ErrTimeout after the request timeout, ErrLeadershipLost, ...). done is
+// called exactly once unless StartPutFunc returns an error, from the
+// goroutine that settles the write: it must be quick and must not block
+// (the apply goroutine's other completions wait behind it). A caller that
+// answers many writes saves a goroutine and a timer per write.
+func (s *Store) StartPutFunc(ctx context.Context, key, value []byte, done func(error)) error {
+	if err := ValidateKey(key); err != nil {
+		return err
+	}
+	if len(value) > engine.MaxValueSize {
+		return fmt.Errorf("%w: value of %d bytes exceeds the %d-byte limit", engine.ErrInvalidArgument, len(value), engine.MaxValueSize)
+	}
+	s.counters.put.Add(1)
+	return s.startFunc(ctx, opPut, key, value, func(r Result) {
+		s.opts.Stages.Since(raftnode.StageWake, r.at)
+		done(r.err)
+	})
+}
+
+// StartDeleteFunc is StartPutFunc for a deletion.
+func (s *Store) StartDeleteFunc(ctx context.Context, key []byte, done func(error)) error {
+	if err := ValidateKey(key); err != nil {
+		return err
+	}
+	s.counters.del.Add(1)
+	return s.startFunc(ctx, opDelete, key, nil, func(r Result) { done(r.err) })
 }
 
 func errOnly(wait func(context.Context) (Result, error), err error) (func(context.Context) error, error) {
@@ -651,42 +687,13 @@ func encodeEntry(proposed uint64, op byte, id uint64, key, value []byte) []byte 
 }
 
 func (s *Store) start(ctx context.Context, op byte, key, value []byte) (func(context.Context) (Result, error), error) {
-	if !s.node.IsLeader() {
-		return nil, ErrNotLeader
-	}
-	id := s.nextID.Add(1)
-	data := encodeEntry(s.clock.Now(), op, id, key, value)
 	ch := make(chan Result, 1)
-	s.mu.Lock()
-	s.waiters[id] = waiter{ch: ch, term: s.node.Term()}
-	s.mu.Unlock()
-	unregister := func() {
-		s.mu.Lock()
-		delete(s.waiters, id)
-		s.mu.Unlock()
-	}
-	qctx, cancel := s.bounded(ctx)
-	err := s.node.ProposeOrRefuse(qctx, data, func(err error) {
-		// On the raft loop: raft did not take the proposal.
-		if errors.Is(err, raftnode.ErrDropped) {
-			// Not appended: safe for the client to retry elsewhere.
-			err = ErrNotLeader
-		}
-		s.mu.Lock()
-		s.completeLocked(id, Result{err: err})
-		s.mu.Unlock()
-	})
-	cancel()
+	id, err := s.propose(ctx, op, key, value, waiter{ch: ch})
 	if err != nil {
-		unregister()
-		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-			// Never queued: the write did not happen.
-			return nil, ErrTimeout
-		}
 		return nil, err
 	}
 	return func(ctx context.Context) (Result, error) {
-		defer unregister()
+		defer s.unregister(id)
 		if plantedEarlyAck {
 			return Result{}, nil
 		}
@@ -703,6 +710,77 @@ func (s *Store) start(ctx context.Context, op byte, key, value []byte) (func(con
 			return Result{}, ErrStopped
 		}
 	}, nil
+}
+
+// startFunc is start for a caller that takes the result in a callback
+// (StartPutFunc): done is called exactly once, unless startFunc returns an
+// error, from the goroutine that settles the write (the apply goroutine,
+// the raft loop, the timeout sweep, a step-down or Stop). It must not
+// block: it runs where every other write's completion waits behind it.
+func (s *Store) startFunc(ctx context.Context, op byte, key, value []byte, done func(Result)) error {
+	w := waiter{fn: done, deadline: time.Now().Add(s.opts.RequestTimeout).UnixNano()}
+	if plantedEarlyAck {
+		w.fn = func(Result) {}
+	}
+	if _, err := s.propose(ctx, op, key, value, w); err != nil {
+		return err
+	}
+	if plantedEarlyAck {
+		done(Result{})
+	}
+	return nil
+}
+
+// propose registers w for a new write's result and queues the write's
+// proposal. On an error the write was not proposed and w is unregistered.
+func (s *Store) propose(ctx context.Context, op byte, key, value []byte, w waiter) (uint64, error) {
+	if !s.node.IsLeader() {
+		return 0, ErrNotLeader
+	}
+	id := s.nextID.Add(1)
+	data := encodeEntry(s.clock.Now(), op, id, key, value)
+	w.term = s.node.Term()
+	s.mu.Lock()
+	s.waiters[id] = w
+	if w.fn != nil {
+		s.callbacks++
+	}
+	s.mu.Unlock()
+	qctx, cancel := s.bounded(ctx)
+	err := s.node.ProposeOrRefuse(qctx, data, func(err error) {
+		// On the raft loop: raft did not take the proposal.
+		if errors.Is(err, raftnode.ErrDropped) {
+			// Not appended: safe for the client to retry elsewhere.
+			err = ErrNotLeader
+		}
+		s.mu.Lock()
+		s.completeLocked(id, Result{err: err})
+		fs := s.takeFiredLocked()
+		s.mu.Unlock()
+		fire(fs)
+	})
+	cancel()
+	if err != nil {
+		s.unregister(id)
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			// Never queued: the write did not happen.
+			return 0, ErrTimeout
+		}
+		return 0, err
+	}
+	return id, nil
+}
+
+// unregister forgets the waiter of write id, if it is still there.
+func (s *Store) unregister(id uint64) {
+	s.mu.Lock()
+	if w, ok := s.waiters[id]; ok {
+		delete(s.waiters, id)
+		if w.fn != nil {
+			s.callbacks--
+		}
+	}
+	s.mu.Unlock()
 }
 
 // Apply implements raftnode.StateMachine: one engine batch for the run of
@@ -800,7 +878,9 @@ func (s *Store) Apply(ents []*pb.Entry) error {
 	for i, id := range rejected {
 		s.completeLocked(id, Result{err: fmt.Errorf("%w: %v", ErrRejectedEntry, rejectErrs[i])})
 	}
+	fs := s.takeFiredLocked()
 	s.mu.Unlock()
+	fire(fs)
 	return nil
 }
 
@@ -985,6 +1065,26 @@ func (s *Store) ApplyConfChange(e *pb.Entry, cc pb.ConfChangeI, cs *pb.ConfState
 type waiter struct {
 	ch   chan Result
 	term uint64
+	// fn, when set, takes the result instead of ch (StartPutFunc): it is
+	// called once, outside mu, by whoever completes the write: the apply
+	// goroutine, the raft loop (a refused proposal), the timeout sweep
+	// (deadline, unix nanoseconds), or a step-down or Stop.
+	fn       func(Result)
+	deadline int64
+}
+
+// fired is a callback waiter's completion, collected under mu and called
+// after it is released.
+type fired struct {
+	fn func(Result)
+	r  Result
+}
+
+// fire calls the completions collected under mu.
+func fire(fs []fired) {
+	for _, f := range fs {
+		f.fn(f.r)
+	}
 }
 
 // LeadershipChanged implements raftnode.StateMachine: when this node stops
@@ -1000,11 +1100,26 @@ func (s *Store) LeadershipChanged(leader, term uint64, isLeader bool) {
 }
 
 // completeLocked hands a proposer its result. Called with mu.
+// A callback waiter's completion is appended to s.fired, which the caller
+// hands to fire once it released mu.
 func (s *Store) completeLocked(id uint64, r Result) {
 	if w, ok := s.waiters[id]; ok {
-		w.ch <- r
 		delete(s.waiters, id)
+		if w.fn != nil {
+			s.callbacks--
+			s.fired = append(s.fired, fired{w.fn, r})
+			return
+		}
+		w.ch <- r
 	}
+}
+
+// takeFiredLocked returns the completions collected so far and empties
+// the list. Called with mu.
+func (s *Store) takeFiredLocked() []fired {
+	fs := s.fired
+	s.fired = nil
+	return fs
 }
 
 // failWaiters fails the writes proposed in term upTo or earlier.
@@ -1012,11 +1127,47 @@ func (s *Store) failWaiters(err error, upTo uint64) {
 	s.mu.Lock()
 	for id, w := range s.waiters {
 		if w.term <= upTo {
-			w.ch <- Result{err: err}
-			delete(s.waiters, id)
+			s.completeLocked(id, Result{err: err})
 		}
 	}
+	fs := s.takeFiredLocked()
 	s.mu.Unlock()
+	fire(fs)
+}
+
+// expireCallbacks fails the callback waiters whose deadline passed
+// (ErrTimeout), as a channel waiter's own wait does.
+func (s *Store) expireCallbacks(now int64) {
+	s.mu.Lock()
+	if s.callbacks == 0 {
+		s.mu.Unlock()
+		return
+	}
+	for id, w := range s.waiters {
+		if w.fn != nil && w.deadline <= now {
+			s.completeLocked(id, Result{err: ErrTimeout})
+		}
+	}
+	fs := s.takeFiredLocked()
+	s.mu.Unlock()
+	fire(fs)
+}
+
+// timeoutLoop runs expireCallbacks a few times per request timeout, so a
+// callback waiter learns of its timeout within an eighth of it (at most
+// 100 ms) after it passed.
+func (s *Store) timeoutLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(max(min(s.opts.RequestTimeout/8, 100*time.Millisecond), time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopc:
+			return
+		case now := <-t.C:
+			s.expireCallbacks(now.UnixNano())
+		}
+	}
 }
 
 // releaseApplied wakes reads waiting for index.

@@ -306,3 +306,56 @@ func TestStepDownFailsOnlyEarlierWrites(t *testing.T) {
 		t.Fatalf("waiter 3 at stop: %v", r.err)
 	}
 }
+
+// TestCallbackWaiters: a write whose result goes to a callback
+// (StartPutFunc) learns it exactly once, from whichever settles it first:
+// a step-down of its term, its deadline passing (the timeout sweep), or
+// the node's stop; the callback count follows.
+func TestCallbackWaiters(t *testing.T) {
+	db, err := engine.Open("/db", &engine.Options{FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s, err := Open(Options{NodeID: 1, DB: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[uint64][]error{}
+	add := func(id, term uint64, deadline int64) {
+		s.waiters[id] = waiter{term: term, deadline: deadline, fn: func(r Result) { got[id] = append(got[id], r.err) }}
+		s.callbacks++
+	}
+	const far = math.MaxInt64
+	add(1, 4, far) // failed by the step-down of term 5
+	add(2, 6, 100) // expires at 100
+	add(3, 6, far) // left for the stop
+	add(4, 6, 200) // expires at 200: not yet at 150
+	s.LeadershipChanged(2, 5, false)
+	s.expireCallbacks(150)
+	if len(got) != 2 || len(got[1]) != 1 || !errors.Is(got[1][0], ErrLeadershipLost) ||
+		len(got[2]) != 1 || !errors.Is(got[2][0], ErrTimeout) {
+		t.Fatalf("after the step-down and the sweep at 150: %v", got)
+	}
+	if s.callbacks != 2 || len(s.waiters) != 2 {
+		t.Fatalf("%d callbacks, %d waiters left; want 2, 2", s.callbacks, len(s.waiters))
+	}
+	s.failWaiters(ErrStopped, math.MaxUint64)
+	s.expireCallbacks(far) // nothing left to fire twice
+	if len(got[3]) != 1 || !errors.Is(got[3][0], ErrStopped) || len(got[4]) != 1 || !errors.Is(got[4][0], ErrStopped) {
+		t.Fatalf("at stop: %v", got)
+	}
+	if s.callbacks != 0 || len(s.waiters) != 0 {
+		t.Fatalf("%d callbacks, %d waiters left after stop", s.callbacks, len(s.waiters))
+	}
+	// A write that the apply completes: its callback has the result.
+	var res []Result
+	s.waiters[9] = waiter{fn: func(r Result) { res = append(res, r) }, deadline: far}
+	s.callbacks++
+	if err := s.Apply([]*pb.Entry{putEntry(9, "k", "v")}); err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 1 || res[0].err != nil || res[0].TS == 0 || s.callbacks != 0 {
+		t.Fatalf("applied write: %+v, %d callbacks left", res, s.callbacks)
+	}
+}

@@ -41,7 +41,10 @@ const (
 	// waiting for the applied index to reach the read index.
 	StageApply
 	// StageWake: from the raft loop (or the read loop) finishing a
-	// request's part to the request's goroutine running again.
+	// request's part to the request's goroutine running again (a put or
+	// delete from a client connection: to its reply callback, which runs
+	// on the apply goroutine; the hop to the goroutine that writes the
+	// reply then counts in StageReply).
 	StageWake
 	// StageEngine: a read's lookup in the engine.
 	StageEngine

@@ -220,12 +220,15 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			// Writes enter the raft log in the order they arrived on this
 			// connection: they are queued here, on the reader, and only
 			// their wait runs concurrently.
-			wait, st, p := s.startWrite(op, payload)
+			st, p, ok := s.startWriteFunc(cc, cl, out, op, payload)
 			s.stages.Since(raftnode.StageDecode, cl.readAt)
-			s.awaitWrite(cc, cl, out, st, p, true, func() (wire.Status, []byte) { return s.finishWrite(wait) }, wait == nil)
-			if wait != nil {
-				lastWrite = cl.done
+			if !ok {
+				s.settle(cc, cl, st, p)
+				close(cl.done)
+				out.finish(cl, true)
+				continue
 			}
+			lastWrite = cl.done
 			continue
 		}
 		if op == wire.OpKayaTxn && s.txns != nil {
@@ -235,7 +238,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			// concurrently; later requests of the connection wait for
 			// its reply like a put's.
 			wait, st, p := s.startCondTxn(payload)
-			s.awaitWrite(cc, cl, out, st, p, false, func() (wire.Status, []byte) { return s.finishCondTxn(wait) }, wait == nil)
+			s.awaitWrite(cc, cl, out, st, p, func() (wire.Status, []byte) { return s.finishCondTxn(wait) }, wait == nil)
 			if wait != nil {
 				lastWrite = cl.done
 			}
@@ -439,6 +442,26 @@ func (r *replies) push(cl *call, gone <-chan struct{}) bool {
 		r.drainLocked(false)
 	}()
 	return true
+}
+
+// complete marks cl's reply settled for a goroutine that must not write
+// (kv's completion callback, on the apply goroutine: a client that reads
+// nothing must not stall it). Unless a goroutine is writing, one is
+// started to write every settled reply at the head of the queue; the
+// replies settled meanwhile by the same apply run go out with it.
+func (r *replies) complete(cl *call) {
+	r.mu.Lock()
+	cl.finished = true
+	if r.mu.writing {
+		r.mu.Unlock()
+		return
+	}
+	r.mu.writing = true
+	r.mu.Unlock()
+	go func() {
+		r.mu.Lock()
+		r.drainLocked(false)
+	}()
 }
 
 // readerWriteBytes bounds the replies the connection's reader writes
@@ -883,6 +906,50 @@ func (s *Server) dispatchBy(parent context.Context, op wire.Opcode, p []byte) (s
 // startWrite decodes a PUT or DELETE and queues its proposal. It returns the
 // wait function, or nil and the reply when the write was refused at once.
 func (s *Server) startWrite(op wire.Opcode, p []byte) (func(context.Context) error, wire.Status, []byte) {
+	var wait func(context.Context) error
+	st, payload, ok := s.proposeWrite(op, p, func(ctx context.Context, key, value []byte) (err error) {
+		if op == wire.OpPut {
+			wait, err = s.store.StartPut(ctx, key, value)
+		} else {
+			wait, err = s.store.StartDelete(ctx, key)
+		}
+		return err
+	})
+	if !ok {
+		return nil, st, payload
+	}
+	return wait, 0, nil
+}
+
+// startWriteFunc is startWrite for the connection's reader: the write's
+// reply is settled by kv's completion callback, on the goroutine that
+// completes it (usually the apply goroutine), and written by a goroutine
+// of the connection's (replies.complete) — no goroutine waits for each
+// write, and the replies of one apply run on one connection go out in
+// one system call. It reports false, with the reply, when the write was
+// refused at once.
+func (s *Server) startWriteFunc(cc *clientConn, cl *call, out *replies, op wire.Opcode, p []byte) (wire.Status, []byte, bool) {
+	done := func(err error) {
+		st, payload := s.reply(err, nil)
+		s.settle(cc, cl, st, payload)
+		if s.stages != nil {
+			cl.ready = raftnode.Now()
+		}
+		close(cl.done)
+		out.complete(cl)
+	}
+	return s.proposeWrite(op, p, func(ctx context.Context, key, value []byte) error {
+		if op == wire.OpPut {
+			return s.store.StartPutFunc(ctx, key, value, done)
+		}
+		return s.store.StartDeleteFunc(ctx, key, done)
+	})
+}
+
+// proposeWrite decodes a PUT or DELETE, admits it, and queues it with
+// start. It reports false, with the reply, when the write was refused
+// before it was proposed.
+func (s *Server) proposeWrite(op wire.Opcode, p []byte, start func(ctx context.Context, key, value []byte) error) (wire.Status, []byte, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
 	defer cancel()
 	// A full disk refuses the write before it is proposed (so the client
@@ -890,18 +957,17 @@ func (s *Server) startWrite(op wire.Opcode, p []byte) (func(context.Context) err
 	// instead, whose disk may have room.
 	if s.node.IsLeader() {
 		if err := s.disk.admit(); err != nil {
-			return nil, wire.StatusError, wire.AppendError(nil, err.Error())
+			return wire.StatusError, wire.AppendError(nil, err.Error()), false
 		}
 	}
-	var wait func(context.Context) error
 	var err error
 	if op == wire.OpPut {
 		key, value, derr := wire.DecodePut(p)
 		if derr != nil {
 			st, payload := invalid(derr)
-			return nil, st, payload
+			return st, payload, false
 		}
-		wait, err = s.store.StartPut(ctx, key, value)
+		err = start(ctx, key, value)
 		if err == nil {
 			s.hub.Proposed(key, value) // a no-op but in a planted-bug build (feed)
 		}
@@ -909,23 +975,22 @@ func (s *Server) startWrite(op wire.Opcode, p []byte) (func(context.Context) err
 		key, derr := wire.DecodeKey(p)
 		if derr != nil {
 			st, payload := invalid(derr)
-			return nil, st, payload
+			return st, payload, false
 		}
-		wait, err = s.store.StartDelete(ctx, key)
+		err = start(ctx, key, nil)
 	}
 	if err != nil {
 		st, payload := s.reply(err, nil)
-		return nil, st, payload
+		return st, payload, false
 	}
-	return wait, 0, nil
+	return 0, nil, true
 }
 
 // awaitWrite settles a write the reader proposed: at once with st, p when
 // done (it was refused before it was proposed), else on a goroutine of its
 // own that waits for it (finish), so that the reader goes on to the
-// connection's next request. timed marks the request's reply time for the
-// stage histograms.
-func (s *Server) awaitWrite(cc *clientConn, cl *call, out *replies, st wire.Status, p []byte, timed bool,
+// connection's next request. (Puts and deletes use startWriteFunc.)
+func (s *Server) awaitWrite(cc *clientConn, cl *call, out *replies, st wire.Status, p []byte,
 	finish func() (wire.Status, []byte), done bool) {
 	if done {
 		s.settle(cc, cl, st, p)
@@ -936,9 +1001,6 @@ func (s *Server) awaitWrite(cc *clientConn, cl *call, out *replies, st wire.Stat
 	go func() {
 		st, p := finish()
 		s.settle(cc, cl, st, p)
-		if timed {
-			cl.ready = raftnode.Now()
-		}
 		close(cl.done)
 		out.finish(cl, false)
 	}()
