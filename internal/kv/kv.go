@@ -640,13 +640,34 @@ func (s *Store) Propose(ctx context.Context, op byte, body []byte) (Result, erro
 
 // StartPropose is Propose in two steps, like StartPut.
 func (s *Store) StartPropose(ctx context.Context, op byte, body []byte) (func(context.Context) (Result, error), error) {
-	if _, ok := s.opts.Evaluators[op]; !ok || op < OpCustomMin {
-		return nil, fmt.Errorf("%w: no evaluator for command op %d", engine.ErrInvalidArgument, op)
-	}
-	if len(body) > MaxCommandBody {
-		return nil, fmt.Errorf("%w: a command of %d bytes exceeds the %d-byte limit", engine.ErrInvalidArgument, len(body), MaxCommandBody)
+	if err := s.checkCommand(op, body); err != nil {
+		return nil, err
 	}
 	return s.start(ctx, op, nil, body)
+}
+
+// StartProposeFunc is StartPropose with a completion callback, under the
+// rules of StartPutFunc: done is called exactly once unless it returns an
+// error, must not block, and gets the result with its error.
+func (s *Store) StartProposeFunc(ctx context.Context, op byte, body []byte, done func(Result, error)) error {
+	if err := s.checkCommand(op, body); err != nil {
+		return err
+	}
+	return s.startFunc(ctx, op, nil, body, func(r Result) {
+		s.opts.Stages.Since(raftnode.StageWake, r.at)
+		done(r, r.err)
+	})
+}
+
+// checkCommand checks a custom command before it is proposed.
+func (s *Store) checkCommand(op byte, body []byte) error {
+	if _, ok := s.opts.Evaluators[op]; !ok || op < OpCustomMin {
+		return fmt.Errorf("%w: no evaluator for command op %d", engine.ErrInvalidArgument, op)
+	}
+	if len(body) > MaxCommandBody {
+		return fmt.Errorf("%w: a command of %d bytes exceeds the %d-byte limit", engine.ErrInvalidArgument, len(body), MaxCommandBody)
+	}
+	return nil
 }
 
 // bounded returns ctx limited to the request timeout. A context whose

@@ -237,11 +237,14 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			// which the log applies first), and only its wait runs
 			// concurrently; later requests of the connection wait for
 			// its reply like a put's.
-			wait, st, p := s.startCondTxn(payload)
-			s.awaitWrite(cc, cl, out, st, p, func() (wire.Status, []byte) { return s.finishCondTxn(wait) }, wait == nil)
-			if wait != nil {
-				lastWrite = cl.done
+			st, p, ok := s.startCondTxnFunc(cc, cl, out, payload)
+			if !ok {
+				s.settle(cc, cl, st, p)
+				close(cl.done)
+				out.finish(cl, true)
+				continue
 			}
+			lastWrite = cl.done
 			continue
 		}
 		// Other requests see every earlier write of this connection
@@ -986,39 +989,21 @@ func (s *Server) proposeWrite(op wire.Opcode, p []byte, start func(ctx context.C
 	return 0, nil, true
 }
 
-// awaitWrite settles a write the reader proposed: at once with st, p when
-// done (it was refused before it was proposed), else on a goroutine of its
-// own that waits for it (finish), so that the reader goes on to the
-// connection's next request. (Puts and deletes use startWriteFunc.)
-func (s *Server) awaitWrite(cc *clientConn, cl *call, out *replies, st wire.Status, p []byte,
-	finish func() (wire.Status, []byte), done bool) {
-	if done {
-		s.settle(cc, cl, st, p)
-		close(cl.done)
-		out.finish(cl, true)
-		return
-	}
-	go func() {
-		st, p := finish()
-		s.settle(cc, cl, st, p)
-		close(cl.done)
-		out.finish(cl, false)
-	}()
-}
-
-// startCondTxn proposes a KAYA_TXN (StartCondTxn); wait is nil when the
-// reply is already known.
-func (s *Server) startCondTxn(p []byte) (func(context.Context) (wire.Status, []byte), wire.Status, []byte) {
+// startCondTxnFunc proposes a KAYA_TXN (StartCondTxnFunc) whose reply,
+// like a put's (startWriteFunc), is settled by a callback and written by a
+// goroutine of the connection's. It reports false, with the reply, when
+// the request was refused without being proposed.
+func (s *Server) startCondTxnFunc(cc *clientConn, cl *call, out *replies, p []byte) (wire.Status, []byte, bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
 	defer cancel()
-	return s.txns.StartCondTxn(ctx, p)
-}
-
-// finishCondTxn waits for a started KAYA_TXN and returns its reply.
-func (s *Server) finishCondTxn(wait func(context.Context) (wire.Status, []byte)) (wire.Status, []byte) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
-	defer cancel()
-	return wait(ctx)
+	return s.txns.StartCondTxnFunc(ctx, p, func(st wire.Status, payload []byte) {
+		s.settle(cc, cl, st, payload)
+		if s.stages != nil {
+			cl.ready = raftnode.Now()
+		}
+		close(cl.done)
+		out.complete(cl)
+	})
 }
 
 // finishWrite waits for a started write and returns its reply.

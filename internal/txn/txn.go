@@ -924,24 +924,8 @@ func (m *Manager) condTxn(ctx context.Context, p []byte) (wire.Status, []byte) {
 // for them concurrently: waiting for one before proposing the next would
 // let a connection that many clients share commit one at a time.
 func (m *Manager) StartCondTxn(ctx context.Context, p []byte) (wait func(context.Context) (wire.Status, []byte), st wire.Status, reply []byte) {
-	t, err := wire.DecodeCondTxn(p)
-	if err != nil {
-		st, reply = errReply(wire.StatusInvalidArgument, "%v", err)
+	if st, reply, ok := m.checkCondTxn(p); !ok {
 		return nil, st, reply
-	}
-	if err := checkCond(t, m.opts.MaxBytes); err != nil {
-		st, reply = m.replyErr(err)
-		return nil, st, reply
-	}
-	if _, leader := m.opts.Leadership(); !leader {
-		st, reply = m.notLeader()
-		return nil, st, reply
-	}
-	if t.Writes() && m.opts.AdmitWrite != nil {
-		if err := m.opts.AdmitWrite(); err != nil {
-			st, reply = errReply(wire.StatusError, "%v", err)
-			return nil, st, reply
-		}
 	}
 	w, err := m.store.StartPropose(ctx, OpCondTxn, p)
 	if err != nil {
@@ -955,6 +939,54 @@ func (m *Manager) StartCondTxn(ctx context.Context, p []byte) (wait func(context
 		}
 		return wire.StatusOK, res.Data
 	}, 0, nil
+}
+
+// StartCondTxnFunc is StartCondTxn reporting the reply to done (under the
+// rules of kv.Store.StartPutFunc: called once, on the goroutine that
+// settles the entry, and must not block) instead of through a wait
+// function. It returns false, with the reply, when the request was refused
+// without being proposed; done is then not called.
+func (m *Manager) StartCondTxnFunc(ctx context.Context, p []byte, done func(wire.Status, []byte)) (st wire.Status, reply []byte, started bool) {
+	if st, reply, ok := m.checkCondTxn(p); !ok {
+		return st, reply, false
+	}
+	err := m.store.StartProposeFunc(ctx, OpCondTxn, p, func(res kv.Result, err error) {
+		if err != nil {
+			done(m.replyErr(err))
+			return
+		}
+		done(wire.StatusOK, res.Data)
+	})
+	if err != nil {
+		st, reply = m.replyErr(err)
+		return st, reply, false
+	}
+	return 0, nil, true
+}
+
+// checkCondTxn decodes and checks a KAYA_TXN before it is proposed; it
+// returns false with the reply when it is refused.
+func (m *Manager) checkCondTxn(p []byte) (wire.Status, []byte, bool) {
+	t, err := wire.DecodeCondTxn(p)
+	if err != nil {
+		st, reply := errReply(wire.StatusInvalidArgument, "%v", err)
+		return st, reply, false
+	}
+	if err := checkCond(t, m.opts.MaxBytes); err != nil {
+		st, reply := m.replyErr(err)
+		return st, reply, false
+	}
+	if _, leader := m.opts.Leadership(); !leader {
+		st, reply := m.notLeader()
+		return st, reply, false
+	}
+	if t.Writes() && m.opts.AdmitWrite != nil {
+		if err := m.opts.AdmitWrite(); err != nil {
+			st, reply := errReply(wire.StatusError, "%v", err)
+			return st, reply, false
+		}
+	}
+	return 0, nil, true
 }
 
 // replyErr maps a state-machine error to a reply.
