@@ -102,6 +102,8 @@ func (s *Server) acceptLoop() {
 
 // call is one request's reply slot; replies are written in request order.
 type call struct {
+	// done is closed once the reply is settled (settled), for the
+	// requests that wait for this one (orderedOp); nil for the others.
 	done    chan struct{}
 	status  wire.Status
 	payload []byte
@@ -126,6 +128,22 @@ type call struct {
 	conn, global, reqGlobal int64
 
 	aud callAudit // what its audit line needs (audit.go)
+}
+
+// settled marks the call's reply settled for the requests ordered after
+// it (done, when the call has one).
+func (cl *call) settled() {
+	if cl.done != nil {
+		close(cl.done)
+	}
+}
+
+// orderedOp reports whether later requests of a connection may wait for
+// a request of op (its call's done): a write, whose effects later reads
+// of the connection must see, and a transaction's requests, which run in
+// order. Other calls get no channel.
+func orderedOp(op wire.Opcode) bool {
+	return op == wire.OpPut || op == wire.OpDelete || op == wire.OpKayaTxn || isTxnOp(op)
 }
 
 // serveClient reads pipelined requests, handles each on its own goroutine,
@@ -175,7 +193,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			s.clim.note(slog.LevelWarn, "reply_memory", "refused a request: the reply memory budget is full", "opcode", op.String(), "client", raw.RemoteAddr().String())
 			cl.aud.refused = true
 			s.settle(cc, cl, req.refusalSt, req.refusal)
-			close(cl.done)
+			cl.settled()
 			out.finish(cl, true)
 			if err := rd.discard(req.skip); err != nil {
 				rd.ended(err, log)
@@ -193,7 +211,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			}
 			cl.aud.refused = true
 			s.settle(cc, cl, ast, areply)
-			close(cl.done)
+			cl.settled()
 			out.finish(cl, true)
 			// A refusal decided on the auth prefix alone: the rest of the
 			// frame is skipped, never held.
@@ -207,7 +225,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 		if st, p, refuse := s.auditGate(op); refuse {
 			cl.aud.refused = true
 			s.settle(cc, cl, st, p)
-			close(cl.done)
+			cl.settled()
 			out.finish(cl, true)
 			if err := rd.discard(req.skip); err != nil {
 				rd.ended(err, log)
@@ -224,7 +242,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			s.stages.Since(raftnode.StageDecode, cl.readAt)
 			if !ok {
 				s.settle(cc, cl, st, p)
-				close(cl.done)
+				cl.settled()
 				out.finish(cl, true)
 				continue
 			}
@@ -240,7 +258,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			st, p, ok := s.startCondTxnFunc(cc, cl, out, payload)
 			if !ok {
 				s.settle(cc, cl, st, p)
-				close(cl.done)
+				cl.settled()
 				out.finish(cl, true)
 				continue
 			}
@@ -299,7 +317,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			if timed {
 				cl.ready = raftnode.Now()
 			}
-			close(cl.done)
+			cl.settled()
 			if hold {
 				out.hold(cl)
 			} else {
@@ -662,7 +680,10 @@ func (rd *clientReader) next() (*call, *request, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	cl := &call{done: make(chan struct{}), op: op}
+	cl := &call{op: op}
+	if orderedOp(op) {
+		cl.done = make(chan struct{})
+	}
 	req := &request{op: op, pol: s.policyNow()}
 	var head []byte
 	if marker := authMarker(req.pol, op); marker != "" {
@@ -830,6 +851,12 @@ func (s *Server) dispatchBy(parent context.Context, op wire.Opcode, p []byte) (s
 			st, payload = wire.StatusError, wire.AppendError(nil, "internal error")
 		}
 	}()
+	if op == wire.OpGet {
+		// Store.Get bounds each of its waits by the request timeout
+		// itself, and a read served at once (one voter, or a lease)
+		// waits for nothing: no timer for it.
+		return s.get(parent, p)
+	}
 	ctx, cancel := context.WithTimeout(parent, s.cfg.RequestTimeout)
 	defer cancel()
 	switch op {
@@ -854,16 +881,6 @@ func (s *Server) dispatchBy(parent context.Context, op wire.Opcode, p []byte) (s
 			return st, payload
 		}
 		return s.finishWrite(wait)
-	case wire.OpGet:
-		key, err := wire.DecodeKey(p)
-		if err != nil {
-			return invalid(err)
-		}
-		v, err := s.store.Get(ctx, key)
-		if err != nil {
-			return s.reply(err, nil)
-		}
-		return wire.StatusOK, wire.AppendValue(nil, v)
 	case wire.OpScan:
 		prefix, err := wire.DecodeKey(p)
 		if err != nil {
@@ -906,6 +923,19 @@ func (s *Server) dispatchBy(parent context.Context, op wire.Opcode, p []byte) (s
 	return wire.StatusError, wire.AppendError(nil, fmt.Sprintf(wire.MsgUnknownOpcode, uint8(op)))
 }
 
+// get serves a GET.
+func (s *Server) get(ctx context.Context, p []byte) (wire.Status, []byte) {
+	key, err := wire.DecodeKey(p)
+	if err != nil {
+		return invalid(err)
+	}
+	v, err := s.store.Get(ctx, key)
+	if err != nil {
+		return s.reply(err, nil)
+	}
+	return wire.StatusOK, wire.AppendValue(nil, v)
+}
+
 // startWrite decodes a PUT or DELETE and queues its proposal. It returns the
 // wait function, or nil and the reply when the write was refused at once.
 func (s *Server) startWrite(op wire.Opcode, p []byte) (func(context.Context) error, wire.Status, []byte) {
@@ -938,7 +968,7 @@ func (s *Server) startWriteFunc(cc *clientConn, cl *call, out *replies, op wire.
 		if s.stages != nil {
 			cl.ready = raftnode.Now()
 		}
-		close(cl.done)
+		cl.settled()
 		out.complete(cl)
 	}
 	return s.proposeWrite(op, p, func(ctx context.Context, key, value []byte) error {
@@ -1001,7 +1031,7 @@ func (s *Server) startCondTxnFunc(cc *clientConn, cl *call, out *replies, p []by
 		if s.stages != nil {
 			cl.ready = raftnode.Now()
 		}
-		close(cl.done)
+		cl.settled()
 		out.complete(cl)
 	})
 }
