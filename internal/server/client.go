@@ -192,9 +192,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 		if req.refusal != nil {
 			s.clim.note(slog.LevelWarn, "reply_memory", "refused a request: the reply memory budget is full", "opcode", op.String(), "client", raw.RemoteAddr().String())
 			cl.aud.refused = true
-			s.settle(cc, cl, req.refusalSt, req.refusal)
-			cl.settled()
-			out.finish(cl, true)
+			s.answerNow(cc, cl, out, req.refusalSt, req.refusal)
 			if err := rd.discard(req.skip); err != nil {
 				rd.ended(err, log)
 				break
@@ -210,9 +208,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 				log.Warn("refused a request", "opcode", op.String(), "reason", reason)
 			}
 			cl.aud.refused = true
-			s.settle(cc, cl, ast, areply)
-			cl.settled()
-			out.finish(cl, true)
+			s.answerNow(cc, cl, out, ast, areply)
 			// A refusal decided on the auth prefix alone: the rest of the
 			// frame is skipped, never held.
 			if err := rd.discard(req.skip); err != nil {
@@ -224,9 +220,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 		cl.aud = callAudit{authorized: true, keyLen: auditKeyLen(op, inner)}
 		if st, p, refuse := s.auditGate(op); refuse {
 			cl.aud.refused = true
-			s.settle(cc, cl, st, p)
-			cl.settled()
-			out.finish(cl, true)
+			s.answerNow(cc, cl, out, st, p)
 			if err := rd.discard(req.skip); err != nil {
 				rd.ended(err, log)
 				break
@@ -241,9 +235,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			st, p, ok := s.startWriteFunc(cc, cl, out, op, payload)
 			s.stages.Since(raftnode.StageDecode, cl.readAt)
 			if !ok {
-				s.settle(cc, cl, st, p)
-				cl.settled()
-				out.finish(cl, true)
+				s.answerNow(cc, cl, out, st, p)
 				continue
 			}
 			lastWrite = cl.done
@@ -257,9 +249,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			// its reply like a put's.
 			st, p, ok := s.startCondTxnFunc(cc, cl, out, payload)
 			if !ok {
-				s.settle(cc, cl, st, p)
-				cl.settled()
-				out.finish(cl, true)
+				s.answerNow(cc, cl, out, st, p)
 				continue
 			}
 			lastWrite = cl.done
@@ -452,16 +442,7 @@ func (r *replies) push(cl *call, gone <-chan struct{}) bool {
 	r.mu.ring[(r.mu.head+r.mu.n)%maxPipelined] = cl
 	r.mu.n++
 	cl.finished = true
-	if r.mu.writing {
-		r.mu.Unlock()
-		return true
-	}
-	r.mu.writing = true
-	r.mu.Unlock()
-	go func() {
-		r.mu.Lock()
-		r.drainLocked(false)
-	}()
+	r.writeAsyncLocked()
 	return true
 }
 
@@ -473,6 +454,13 @@ func (r *replies) push(cl *call, gone <-chan struct{}) bool {
 func (r *replies) complete(cl *call) {
 	r.mu.Lock()
 	cl.finished = true
+	r.writeAsyncLocked()
+}
+
+// writeAsyncLocked starts a goroutine that writes the settled replies at
+// the head of the queue, unless one is writing already (it writes them).
+// Called with mu held; returns with mu released.
+func (r *replies) writeAsyncLocked() {
 	if r.mu.writing {
 		r.mu.Unlock()
 		return
@@ -964,12 +952,7 @@ func (s *Server) startWrite(op wire.Opcode, p []byte) (func(context.Context) err
 func (s *Server) startWriteFunc(cc *clientConn, cl *call, out *replies, op wire.Opcode, p []byte) (wire.Status, []byte, bool) {
 	done := func(err error) {
 		st, payload := s.reply(err, nil)
-		s.settle(cc, cl, st, payload)
-		if s.stages != nil {
-			cl.ready = raftnode.Now()
-		}
-		cl.settled()
-		out.complete(cl)
+		s.answerLater(cc, cl, out, st, payload)
 	}
 	return s.proposeWrite(op, p, func(ctx context.Context, key, value []byte) error {
 		if op == wire.OpPut {
@@ -977,6 +960,26 @@ func (s *Server) startWriteFunc(cc *clientConn, cl *call, out *replies, op wire.
 		}
 		return s.store.StartDeleteFunc(ctx, key, done)
 	})
+}
+
+// answerNow settles cl with st, p on the connection's reader and writes
+// every settled reply at the head of the queue.
+func (s *Server) answerNow(cc *clientConn, cl *call, out *replies, st wire.Status, p []byte) {
+	s.settle(cc, cl, st, p)
+	cl.settled()
+	out.finish(cl, true)
+}
+
+// answerLater settles cl with st, p from a completion callback, which must
+// not write (replies.complete), and marks its reply time for the stage
+// histograms.
+func (s *Server) answerLater(cc *clientConn, cl *call, out *replies, st wire.Status, p []byte) {
+	s.settle(cc, cl, st, p)
+	if s.stages != nil {
+		cl.ready = raftnode.Now()
+	}
+	cl.settled()
+	out.complete(cl)
 }
 
 // proposeWrite decodes a PUT or DELETE, admits it, and queues it with
@@ -1027,12 +1030,7 @@ func (s *Server) startCondTxnFunc(cc *clientConn, cl *call, out *replies, p []by
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
 	defer cancel()
 	return s.txns.StartCondTxnFunc(ctx, p, func(st wire.Status, payload []byte) {
-		s.settle(cc, cl, st, payload)
-		if s.stages != nil {
-			cl.ready = raftnode.Now()
-		}
-		cl.settled()
-		out.complete(cl)
+		s.answerLater(cc, cl, out, st, payload)
 	})
 }
 
