@@ -138,6 +138,11 @@ func TestEncryptionAtRestEndToEnd(t *testing.T) {
 	for _, n := range nodes {
 		start(n, "--encryption-keyring-file", keyring)
 	}
+	// kayactl answers at once when nothing listens on any address
+	// (FailFast): the first put must not race the nodes' start.
+	for _, n := range nodes {
+		waitLog(n, "kayadb node started")
+	}
 
 	// The workload: every value a fresh random marker.
 	var mu sync.Mutex
