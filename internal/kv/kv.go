@@ -555,22 +555,17 @@ func (s *Store) Delete(ctx context.Context, key []byte) error {
 // by one goroutine enter the raft log in that order (the server relies on
 // it for pipelined requests on one connection).
 func (s *Store) StartPut(ctx context.Context, key, value []byte) (func(context.Context) error, error) {
-	if err := ValidateKey(key); err != nil {
+	if err := s.admitPut(key, value); err != nil {
 		return nil, err
 	}
-	if len(value) > engine.MaxValueSize {
-		return nil, fmt.Errorf("%w: value of %d bytes exceeds the %d-byte limit", engine.ErrInvalidArgument, len(value), engine.MaxValueSize)
-	}
-	s.counters.put.Add(1)
 	return errOnly(s.start(ctx, opPut, key, value))
 }
 
 // StartDelete is StartPut for a deletion.
 func (s *Store) StartDelete(ctx context.Context, key []byte) (func(context.Context) error, error) {
-	if err := ValidateKey(key); err != nil {
+	if err := s.admitDelete(key); err != nil {
 		return nil, err
 	}
-	s.counters.del.Add(1)
 	return errOnly(s.start(ctx, opDelete, key, nil))
 }
 
@@ -583,6 +578,22 @@ func (s *Store) StartDelete(ctx context.Context, key []byte) (func(context.Conte
 // (the apply goroutine's other completions wait behind it). A caller that
 // answers many writes saves a goroutine and a timer per write.
 func (s *Store) StartPutFunc(ctx context.Context, key, value []byte, done func(error)) error {
+	if err := s.admitPut(key, value); err != nil {
+		return err
+	}
+	return s.startFunc(ctx, opPut, key, value, func(r Result) { done(r.err) })
+}
+
+// StartDeleteFunc is StartPutFunc for a deletion.
+func (s *Store) StartDeleteFunc(ctx context.Context, key []byte, done func(error)) error {
+	if err := s.admitDelete(key); err != nil {
+		return err
+	}
+	return s.startFunc(ctx, opDelete, key, nil, func(r Result) { done(r.err) })
+}
+
+// admitPut checks a put before it is proposed, and counts it.
+func (s *Store) admitPut(key, value []byte) error {
 	if err := ValidateKey(key); err != nil {
 		return err
 	}
@@ -590,19 +601,16 @@ func (s *Store) StartPutFunc(ctx context.Context, key, value []byte, done func(e
 		return fmt.Errorf("%w: value of %d bytes exceeds the %d-byte limit", engine.ErrInvalidArgument, len(value), engine.MaxValueSize)
 	}
 	s.counters.put.Add(1)
-	return s.startFunc(ctx, opPut, key, value, func(r Result) {
-		s.opts.Stages.Since(raftnode.StageWake, r.at)
-		done(r.err)
-	})
+	return nil
 }
 
-// StartDeleteFunc is StartPutFunc for a deletion.
-func (s *Store) StartDeleteFunc(ctx context.Context, key []byte, done func(error)) error {
+// admitDelete checks a deletion before it is proposed, and counts it.
+func (s *Store) admitDelete(key []byte) error {
 	if err := ValidateKey(key); err != nil {
 		return err
 	}
 	s.counters.del.Add(1)
-	return s.startFunc(ctx, opDelete, key, nil, func(r Result) { done(r.err) })
+	return nil
 }
 
 func errOnly(wait func(context.Context) (Result, error), err error) (func(context.Context) error, error) {
@@ -653,10 +661,7 @@ func (s *Store) StartProposeFunc(ctx context.Context, op byte, body []byte, done
 	if err := s.checkCommand(op, body); err != nil {
 		return err
 	}
-	return s.startFunc(ctx, op, nil, body, func(r Result) {
-		s.opts.Stages.Since(raftnode.StageWake, r.at)
-		done(r, r.err)
-	})
+	return s.startFunc(ctx, op, nil, body, func(r Result) { done(r, r.err) })
 }
 
 // checkCommand checks a custom command before it is proposed.
@@ -740,6 +745,12 @@ func (s *Store) start(ctx context.Context, op byte, key, value []byte) (func(con
 // block: it runs where every other write's completion waits behind it.
 func (s *Store) startFunc(ctx context.Context, op byte, key, value []byte, done func(Result)) error {
 	w := waiter{fn: done, deadline: time.Now().Add(s.opts.RequestTimeout).UnixNano()}
+	if s.opts.Stages != nil {
+		w.fn = func(r Result) {
+			s.opts.Stages.Since(raftnode.StageWake, r.at)
+			done(r)
+		}
+	}
 	if plantedEarlyAck {
 		w.fn = func(Result) {}
 	}

@@ -863,12 +863,6 @@ func (s *Server) dispatchBy(parent context.Context, op wire.Opcode, p []byte) (s
 			role = "leader"
 		}
 		return wire.StatusOK, wire.AppendHealth(nil, role)
-	case wire.OpPut, wire.OpDelete:
-		wait, st, payload := s.startWrite(op, p)
-		if wait == nil {
-			return st, payload
-		}
-		return s.finishWrite(wait)
 	case wire.OpScan:
 		prefix, err := wire.DecodeKey(p)
 		if err != nil {
@@ -924,42 +918,53 @@ func (s *Server) get(ctx context.Context, p []byte) (wire.Status, []byte) {
 	return wire.StatusOK, wire.AppendValue(nil, v)
 }
 
-// startWrite decodes a PUT or DELETE and queues its proposal. It returns the
-// wait function, or nil and the reply when the write was refused at once.
-func (s *Server) startWrite(op wire.Opcode, p []byte) (func(context.Context) error, wire.Status, []byte) {
-	var wait func(context.Context) error
-	st, payload, ok := s.proposeWrite(op, p, func(ctx context.Context, key, value []byte) (err error) {
-		if op == wire.OpPut {
-			wait, err = s.store.StartPut(ctx, key, value)
-		} else {
-			wait, err = s.store.StartDelete(ctx, key)
-		}
-		return err
-	})
-	if !ok {
-		return nil, st, payload
-	}
-	return wait, 0, nil
-}
-
-// startWriteFunc is startWrite for the connection's reader: the write's
-// reply is settled by kv's completion callback, on the goroutine that
-// completes it (usually the apply goroutine), and written by a goroutine
-// of the connection's (replies.complete) — no goroutine waits for each
-// write, and the replies of one apply run on one connection go out in
-// one system call. It reports false, with the reply, when the write was
-// refused at once.
+// startWriteFunc decodes a PUT or DELETE on the connection's reader and
+// queues its proposal. The write's reply is settled by kv's completion
+// callback, on the goroutine that completes it (usually the apply
+// goroutine), and written by a goroutine of the connection's
+// (replies.complete): no goroutine waits for each write, and the replies
+// of one apply run on one connection go out in one system call. It
+// reports false, with the reply, when the write was refused before it
+// was proposed.
 func (s *Server) startWriteFunc(cc *clientConn, cl *call, out *replies, op wire.Opcode, p []byte) (wire.Status, []byte, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
+	defer cancel()
+	// A full disk refuses the write before it is proposed (so the client
+	// knows it did not happen); a follower sends the client to the leader
+	// instead, whose disk may have room.
+	if s.node.IsLeader() {
+		if err := s.disk.admit(); err != nil {
+			return wire.StatusError, wire.AppendError(nil, err.Error()), false
+		}
+	}
 	done := func(err error) {
 		st, payload := s.reply(err, nil)
 		s.answerLater(cc, cl, out, st, payload)
 	}
-	return s.proposeWrite(op, p, func(ctx context.Context, key, value []byte) error {
-		if op == wire.OpPut {
-			return s.store.StartPutFunc(ctx, key, value, done)
+	var err error
+	if op == wire.OpPut {
+		key, value, derr := wire.DecodePut(p)
+		if derr != nil {
+			st, payload := invalid(derr)
+			return st, payload, false
 		}
-		return s.store.StartDeleteFunc(ctx, key, done)
-	})
+		err = s.store.StartPutFunc(ctx, key, value, done)
+		if err == nil {
+			s.hub.Proposed(key, value) // a no-op but in a planted-bug build (feed)
+		}
+	} else {
+		key, derr := wire.DecodeKey(p)
+		if derr != nil {
+			st, payload := invalid(derr)
+			return st, payload, false
+		}
+		err = s.store.StartDeleteFunc(ctx, key, done)
+	}
+	if err != nil {
+		st, payload := s.reply(err, nil)
+		return st, payload, false
+	}
+	return 0, nil, true
 }
 
 // answerNow settles cl with st, p on the connection's reader and writes
@@ -982,46 +987,6 @@ func (s *Server) answerLater(cc *clientConn, cl *call, out *replies, st wire.Sta
 	out.complete(cl)
 }
 
-// proposeWrite decodes a PUT or DELETE, admits it, and queues it with
-// start. It reports false, with the reply, when the write was refused
-// before it was proposed.
-func (s *Server) proposeWrite(op wire.Opcode, p []byte, start func(ctx context.Context, key, value []byte) error) (wire.Status, []byte, bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
-	defer cancel()
-	// A full disk refuses the write before it is proposed (so the client
-	// knows it did not happen); a follower sends the client to the leader
-	// instead, whose disk may have room.
-	if s.node.IsLeader() {
-		if err := s.disk.admit(); err != nil {
-			return wire.StatusError, wire.AppendError(nil, err.Error()), false
-		}
-	}
-	var err error
-	if op == wire.OpPut {
-		key, value, derr := wire.DecodePut(p)
-		if derr != nil {
-			st, payload := invalid(derr)
-			return st, payload, false
-		}
-		err = start(ctx, key, value)
-		if err == nil {
-			s.hub.Proposed(key, value) // a no-op but in a planted-bug build (feed)
-		}
-	} else {
-		key, derr := wire.DecodeKey(p)
-		if derr != nil {
-			st, payload := invalid(derr)
-			return st, payload, false
-		}
-		err = start(ctx, key, nil)
-	}
-	if err != nil {
-		st, payload := s.reply(err, nil)
-		return st, payload, false
-	}
-	return 0, nil, true
-}
-
 // startCondTxnFunc proposes a KAYA_TXN (StartCondTxnFunc) whose reply,
 // like a put's (startWriteFunc), is settled by a callback and written by a
 // goroutine of the connection's. It reports false, with the reply, when
@@ -1032,13 +997,6 @@ func (s *Server) startCondTxnFunc(cc *clientConn, cl *call, out *replies, p []by
 	return s.txns.StartCondTxnFunc(ctx, p, func(st wire.Status, payload []byte) {
 		s.answerLater(cc, cl, out, st, payload)
 	})
-}
-
-// finishWrite waits for a started write and returns its reply.
-func (s *Server) finishWrite(wait func(context.Context) error) (wire.Status, []byte) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
-	defer cancel()
-	return s.reply(wait(ctx), nil)
 }
 
 func invalid(err error) (wire.Status, []byte) {
