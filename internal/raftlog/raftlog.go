@@ -129,11 +129,14 @@ type Options struct {
 }
 
 // Log is a durable raft log. Its embedded MemoryStorage implements
-// raft.Storage; Save, SaveSnapshot and Close are called only from the
-// goroutine that drives raft.
+// raft.Storage. Save, SaveSnapshot, Compact and Close are serialized by
+// wmu: with asynchronous storage writes, Save runs on the node's storage
+// goroutine while the raft goroutine compacts.
 type Log struct {
 	*raft.MemoryStorage
 	opts Options
+
+	wmu sync.Mutex // serializes the writers
 
 	mu       sync.Mutex // guards the fields below against Stats
 	segs     []segment  // sealed segments, oldest first
@@ -753,6 +756,8 @@ func (l *Log) seal() error {
 // its record: if the new segment cannot be created, the current one stays
 // in use and rotation is tried again later.
 func (l *Log) Save(hs *pb.HardState, ents []*pb.Entry, sync bool) error {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
 	if err := l.usable(); err != nil {
 		return err
 	}
@@ -884,6 +889,8 @@ func (l *Log) rotate(first uint64) error {
 // then the in-memory log is replaced by it. Entries it covers are gone. A
 // failed write is handled as in Save: cut off, nothing changed, retry.
 func (l *Log) SaveSnapshot(snap *pb.Snapshot) error {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
 	if err := l.usable(); err != nil {
 		return err
 	}
@@ -912,6 +919,8 @@ func (l *Log) SaveSnapshot(snap *pb.Snapshot) error {
 // deletes the sealed segments that hold only such entries. The caller
 // guarantees that a snapshot at or above index is durable.
 func (l *Log) Compact(index uint64) error {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
 	if err := l.usable(); err != nil {
 		return err
 	}
@@ -951,6 +960,8 @@ func (l *Log) Compact(index uint64) error {
 // and returns its error. Either way the log is closed and Open recovers
 // everything that was saved.
 func (l *Log) Close() error {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
 	if l.closed {
 		return nil
 	}

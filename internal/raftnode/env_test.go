@@ -229,6 +229,7 @@ type testEnv struct {
 	mu    sync.Mutex
 	out   []sent
 	cut   map[uint64]bool // nodes whose messages (both ways) are lost
+	sync  bool            // Config.SyncStorageWrites
 }
 
 func newTestEnv(t testing.TB) *testEnv {
@@ -250,7 +251,7 @@ func (e *testEnv) addNode(id uint64, peers []uint64) *testNode {
 		sm: &testSM{applies: map[uint64]int{}}, tick: newManualTicker()}
 	n, err := New(Config{ID: id, Peers: peers, Join: len(peers) == 0, Log: tn.st, SM: tn.sm,
 		Snapshots: &testSnaps{env: e, id: id}, Ticker: tn.tick, CatchUpEntries: 1,
-		StallRetryMaxTicks: 4,
+		StallRetryMaxTicks: 4, SyncStorageWrites: e.sync,
 		OnStall: func(err error) {
 			tn.stallMu.Lock()
 			defer tn.stallMu.Unlock()
@@ -329,7 +330,7 @@ func (e *testEnv) waitIdle(id uint64) {
 				e.t.Fatalf("node %d never became idle: recv %d prop %d ctrl %d pend %+v ready %v", id, len(n.recvc), len(n.propc), len(n.ctrlc), n.pend, n.rn.HasReady())
 			}
 			// The apply goroutine first: see Node.busy.
-			busy := (!e.nodes[id].sm.gated() && n.applyBusy()) || n.loopBusy()
+			busy := n.storageBusy() || (!e.nodes[id].sm.gated() && n.applyBusy()) || n.loopBusy()
 			idle = !busy
 		})
 		if idle {

@@ -38,13 +38,27 @@ import (
 //	screened id=1              id's screening counters (non-zero)
 //	applies id=1               how often each index was applied on id
 //	stalls id=1                id's OnStall calls
+//
+// Every script runs with asynchronous storage writes (the default) and with
+// Config.SyncStorageWrites; a script whose name ends in .async or .sync
+// runs in that mode only (where the modes differ on purpose: with
+// asynchronous writes a follower whose disk is full still answers
+// heartbeats).
 func TestInteraction(t *testing.T) {
-	datadriven.Walk(t, "testdata/interaction", func(t *testing.T, path string) {
-		e := newTestEnv(t)
-		datadriven.RunTest(t, path, func(t *testing.T, d *datadriven.TestData) string {
-			return e.run(t, d)
+	for _, mode := range []string{"async", "sync"} {
+		t.Run(mode, func(t *testing.T) {
+			datadriven.Walk(t, "testdata/interaction", func(t *testing.T, path string) {
+				if (strings.HasSuffix(path, ".sync") && mode != "sync") || (strings.HasSuffix(path, ".async") && mode != "async") {
+					t.Skip("for the other mode")
+				}
+				e := newTestEnv(t)
+				e.sync = mode == "sync"
+				datadriven.RunTest(t, path, func(t *testing.T, d *datadriven.TestData) string {
+					return e.run(t, d)
+				})
+			})
 		})
-	})
+	}
 }
 
 func argU(t *testing.T, d *datadriven.TestData, key string, def uint64) uint64 {

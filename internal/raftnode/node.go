@@ -188,6 +188,11 @@ type Config struct {
 	// Stages, when set, receives the durations of the request stages the
 	// loop sees (queue, raft_ready, log_fsync, replicate, apply).
 	Stages *Stages
+	// SyncStorageWrites handles each Ready synchronously: its entries and
+	// hard state are written and fsynced on the loop before raft hands out
+	// the next one. Unset (the default), the storage goroutine writes them
+	// while the loop goes on (storage.go).
+	SyncStorageWrites bool
 	// LeaseReads lets LocalReadIndex answer on a leader of several voters
 	// while it holds a lease: a quorum acknowledged it within LeaseDuration
 	// (see LocalReadIndex for the clock assumption).
@@ -291,6 +296,22 @@ type Node struct {
 	events     []applyEvent
 	applyWG    sync.WaitGroup
 
+	// The storage goroutine (storage.go), when async. sstall is owned by
+	// the loop; stTerm and stVote (the hard state last written) by the
+	// storage goroutine.
+	async          bool
+	sq             storageQueue
+	sevents        []storageEvent // under evMu
+	sstall         *applyStall
+	storageWake    chan struct{} // cap 1: messages were queued
+	storageRetry   chan struct{} // cap 1: retry the Save that stalled
+	awaitStorage   atomic.Bool   // the loop waits for the storage goroutine
+	stTerm, stVote uint64
+	storageWG      sync.WaitGroup
+	// sentLast is the last index of the newest Ready taken (owned by the
+	// loop; see lastIndex).
+	sentLast uint64
+
 	// Screening state, owned by the loop except the counters.
 	members    map[uint64]bool // ids in raft's configuration
 	screened   [numScreenReasons]atomic.Uint64
@@ -315,7 +336,10 @@ type pendingReady struct {
 	ccDone    *pb.ConfState
 	backoff   int   // ticks of the current back-off
 	wait      int   // ticks left before the next retry
-	waitApply error // errApplyFull or errApplyBusy: a step waits for the apply goroutine
+	waitApply error // errApplyFull, errApplyBusy or errStorageBusy: a step waits for another goroutine
+	// With asynchronous storage writes: the Ready's MsgStorageAppend and
+	// MsgStorageApply (either may be nil).
+	app, applied *pb.Message
 }
 
 // inbound is a message from the network; fromStream marks the MsgSnap of a
@@ -382,6 +406,7 @@ func New(cfg Config) (*Node, error) {
 		ReadOnlyOption:            raft.ReadOnlySafe,
 		StepDownOnRemoval:         true,
 		Logger:                    &raftLogger{log: log},
+		AsyncStorageWrites:        !cfg.SyncStorageWrites,
 	}
 	rn, err := raft.NewRawNode(rc)
 	if err != nil {
@@ -421,6 +446,12 @@ func New(cfg Config) (*Node, error) {
 		applyWake:  make(chan struct{}, 1),
 		applyRetry: make(chan struct{}, 1),
 		loopWake:   make(chan struct{}, 1),
+
+		async:        !cfg.SyncStorageWrites,
+		storageWake:  make(chan struct{}, 1),
+		storageRetry: make(chan struct{}, 1),
+		stTerm:       hs.GetTerm(),
+		stVote:       hs.GetVote(),
 	}
 	if cfg.LeaseReads {
 		n.lease = int64(LeaseDuration(cfg.ElectionTicks, cfg.TickInterval))
@@ -433,6 +464,7 @@ func New(cfg Config) (*Node, error) {
 		}
 	}
 	n.queued = n.applied.Load()
+	n.sentLast = last
 	n.term.Store(hs.GetTerm())
 	n.commit.Store(hs.GetCommit())
 	n.voters = cs.GetVoters()
@@ -454,6 +486,10 @@ func (n *Node) Start(t transport.Transport) {
 	}
 	n.applyWG.Add(1)
 	go n.applyLoop()
+	if n.async {
+		n.storageWG.Add(1)
+		go n.storageLoop()
+	}
 	go n.run()
 }
 
@@ -824,7 +860,7 @@ func (n *Node) WaitIdle(ctx context.Context) error {
 // applied yet. The apply goroutine is asked first: once it is seen idle,
 // a Ready that waits for it is seen ready to resume (the applied index
 // only grows), and the node is never seen idle in between.
-func (n *Node) busy() bool { return n.applyBusy() || n.loopBusy() }
+func (n *Node) busy() bool { return n.storageBusy() || n.applyBusy() || n.loopBusy() }
 
 // loopBusy is busy without the apply goroutine's work.
 func (n *Node) loopBusy() bool {
@@ -841,10 +877,17 @@ func (n *Node) loopBusy() bool {
 			// Resumed once the apply goroutine takes a run (it wakes
 			// the loop).
 			return n.aq.room()
+		case errStorageBusy:
+			// Resumed once the storage goroutine has written everything.
+			return n.sq.count() == 0
 		default:
 			// Resumed once it is idle.
 			return n.applied.Load() >= n.queued
 		}
+	}
+	if n.async && n.sq.count() >= maxStorageInflight {
+		// No Ready is taken until the storage goroutine catches up.
+		return false
 	}
 	return n.rn.HasReady()
 }
@@ -861,6 +904,7 @@ func (n *Node) run() {
 	defer close(n.donec)
 	defer n.snapWG.Wait()
 	defer n.applyWG.Wait()
+	defer n.storageWG.Wait()
 	defer close(n.loopExit)
 	ticker := n.cfg.Ticker
 	if ticker == nil {
@@ -878,6 +922,7 @@ func (n *Node) run() {
 				p.wait--
 			}
 			n.applyTick()
+			n.storageTick()
 		case <-n.loopWake:
 		case p := <-n.propc:
 			n.handleProposal(p)
@@ -910,12 +955,27 @@ func (n *Node) process() error {
 	if err := n.applyEvents(); err != nil {
 		return err
 	}
+	if err := n.storageEvents(); err != nil {
+		return err
+	}
 	for {
 		if n.pend == nil {
+			if n.async && n.storageFull() {
+				// Resumed when the storage goroutine has written a batch.
+				return nil
+			}
 			if !n.rn.HasReady() {
 				return nil
 			}
 			n.pend = &pendingReady{rd: n.rn.Ready()}
+			if n.async {
+				rd := &n.pend.rd
+				if k := len(rd.Entries); k > 0 {
+					n.sentLast = rd.Entries[k-1].GetIndex()
+				} else if !raft.IsEmptySnap(rd.Snapshot) {
+					n.sentLast = rd.Snapshot.GetMetadata().GetIndex()
+				}
+			}
 		} else if n.pend.wait > 0 {
 			return nil
 		}
@@ -929,7 +989,7 @@ func (n *Node) process() error {
 			n.pend = nil
 			continue
 		}
-		if err == errApplyFull || err == errApplyBusy {
+		if err == errApplyFull || err == errApplyBusy || err == errStorageBusy {
 			// Resumed when the apply goroutine wakes the loop.
 			n.pend.waitApply = err
 			return nil
@@ -956,6 +1016,9 @@ func (n *Node) process() error {
 var (
 	errApplyFull = errors.New("raftnode: the apply queue is full")
 	errApplyBusy = errors.New("raftnode: waiting for the apply goroutine to be idle")
+	// errStorageBusy: a received snapshot waits for the storage goroutine
+	// to have written everything queued before it.
+	errStorageBusy = errors.New("raftnode: waiting for the storage goroutine to be idle")
 )
 
 // stallBegin records that a step (of a Ready, or the apply goroutine's)
@@ -1080,6 +1143,9 @@ func (n *Node) handleProposal(p proposal) {
 // the order of the package doc, and advances raft. A failed step leaves the
 // ones before it done and is tried again at the next call.
 func (n *Node) handleReady(p *pendingReady) error {
+	if n.async {
+		return n.handleReadyAsync(p)
+	}
 	rd := p.rd
 	if !p.started {
 		p.started = true
@@ -1145,6 +1211,83 @@ func (n *Node) handleReady(p *pendingReady) error {
 		p.note = nil
 	}
 	n.rn.Advance(rd)
+	n.maybeSnapshot()
+	return nil
+}
+
+// handleReadyAsync is handleReady with asynchronous storage writes
+// (storage.go): every message to a peer is sent at once, the
+// MsgStorageAppend is queued for the storage goroutine, the committed
+// entries (durable here already) are handed on as in the synchronous loop,
+// and the MsgStorageApply's responses are stepped once they are. Raft needs
+// no Advance in this mode.
+func (n *Node) handleReadyAsync(p *pendingReady) error {
+	rd := p.rd
+	if !p.started {
+		p.started = true
+		p.note = n.publishSoftState(rd)
+		p.leader = raft.StateType(n.role.Load()) == raft.StateLeader
+		var peers []*pb.Message
+		peers, p.app, p.applied = n.splitLocal(rd.Messages)
+		n.send(peers)
+		if rd.HardState != nil {
+			// Raft's term, and a commit index a quorum (this node
+			// included only once its log is durable) has persisted.
+			n.term.Store(rd.HardState.GetTerm())
+			n.commit.Store(rd.HardState.GetCommit())
+		}
+	}
+	if !p.snapDone {
+		if snap := p.app.GetSnapshot(); !raft.IsEmptySnap(snap) {
+			if !n.storageIdle() {
+				// The snapshot goes after everything queued before it.
+				return errStorageBusy
+			}
+			if !n.applierIdle() {
+				// The snapshot replaces the state machine.
+				return errApplyBusy
+			}
+			if err := n.installSnapshot(snap); err != nil {
+				return err
+			}
+		}
+		p.snapDone = true
+	}
+	if !p.saved {
+		p.saved = true
+		if m := p.app; m != nil {
+			if n.stages != nil && (len(m.GetEntries()) > 0 || len(rd.ReadStates) > 0) {
+				n.stages.Since(StageRaftReady, n.wokeAt)
+			}
+			m.Snapshot = nil // installed above
+			n.queueAppend(m)
+		}
+	}
+	if !p.followerSent {
+		p.followerSent = true
+		if len(rd.ReadStates) > 0 {
+			n.stages.Since(StageReplicate, n.readAt)
+		}
+		for _, rs := range rd.ReadStates {
+			select {
+			case n.reads <- rs:
+			default:
+				// The read loop is gone or far behind; the request is retried.
+			}
+		}
+	}
+	if err := n.apply(p); err != nil {
+		return err
+	}
+	if p.note != nil {
+		n.deliverNote(*p.note)
+		p.note = nil
+	}
+	for _, m := range p.applied.GetResponses() {
+		if err := n.rn.Step(m); err != nil {
+			n.log.Debug("raft rejected an apply response", "type", m.GetType().String(), "err", err)
+		}
+	}
 	n.maybeSnapshot()
 	return nil
 }

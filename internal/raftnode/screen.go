@@ -180,7 +180,16 @@ func (n *Node) refreshMembers() {
 // it: the stored log, or the entries (or snapshot) of a Ready kept by a
 // stall, which a leader has already sent. It never exceeds raft's own last
 // index, so what passes the checks against it is safe for raft.
+//
+// With asynchronous storage writes it is the last index of the newest Ready
+// taken (sentLast): its entries may have been sent before they are stored.
+// Raft's own last index moves with every Ready (down too, when a follower
+// replaces a conflicting tail), so the two differ only between stepping a
+// message and taking the Ready it causes.
 func (n *Node) lastIndex() uint64 {
+	if n.async {
+		return n.sentLast
+	}
 	if p := n.pend; p != nil {
 		if k := len(p.rd.Entries); k > 0 {
 			return p.rd.Entries[k-1].GetIndex()
