@@ -41,10 +41,40 @@ type testStorage struct {
 	// failEntries: only Saves that carry entries fail.
 	failEntries bool
 	saves       int
+	syncs       int // Saves with sync set
+	// gate, when set, holds every Save until it is closed (a slow disk);
+	// the test's waits for an idle node then ignore the storage goroutine.
+	gate chan struct{}
+}
+
+func (s *testStorage) setGate(g chan struct{}) {
+	s.mu.Lock()
+	s.gate = g
+	s.mu.Unlock()
+}
+
+func (s *testStorage) gated() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gate != nil
+}
+
+func (s *testStorage) counts() (saves, syncs int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.saves, s.syncs
 }
 
 func (s *testStorage) Save(hs *pb.HardState, ents []*pb.Entry, sync bool) error {
 	s.mu.Lock()
+	if g := s.gate; g != nil {
+		s.mu.Unlock()
+		<-g
+		s.mu.Lock()
+	}
+	if sync {
+		s.syncs++
+	}
 	err := s.failSave
 	if s.failEntries && len(ents) == 0 {
 		err = nil
@@ -330,7 +360,7 @@ func (e *testEnv) waitIdle(id uint64) {
 				e.t.Fatalf("node %d never became idle: recv %d prop %d ctrl %d pend %+v ready %v", id, len(n.recvc), len(n.propc), len(n.ctrlc), n.pend, n.rn.HasReady())
 			}
 			// The apply goroutine first: see Node.busy.
-			busy := n.storageBusy() || (!e.nodes[id].sm.gated() && n.applyBusy()) || n.loopBusy()
+			busy := (!e.nodes[id].st.gated() && n.storageBusy()) || (!e.nodes[id].sm.gated() && n.applyBusy()) || n.loopBusy()
 			idle = !busy
 		})
 		if idle {

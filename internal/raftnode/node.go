@@ -22,6 +22,12 @@
 //     ApplyConfChange, once everything before them is applied;
 //  7. Advance.
 //
+// That is the synchronous loop (Config.SyncStorageWrites). By default the
+// log is written asynchronously (storage.go): every message to a peer is
+// sent at once in step 2, step 3 queues the entries and hard state for the
+// storage goroutine, which fsyncs them and only then sends the messages
+// that depend on them, and raft needs no Advance.
+//
 // # A full disk
 //
 // A step of a Ready that fails because the disk is full (vfs.IsNoSpace:
@@ -649,7 +655,9 @@ func (n *Node) ReadIndexSince(rctx []byte, since int64) {
 //
 // Why it is linearizable: every acknowledged write was applied, so its
 // index was published in commit (which is stored after the log is saved
-// and before the apply) before the acknowledgement. The entry of the term
+// and before the apply; with asynchronous log writes, when the Ready that
+// hands the entry on is taken, and raft counts this node's own entry only
+// once it is durable) before the acknowledgement. The entry of the term
 // being committed means commit covers everything committed in earlier
 // terms. Another node can lead only once this one voted for it (it is the
 // only voter until a configuration change adds another, and then a quorum
@@ -1255,10 +1263,10 @@ func (n *Node) handleReadyAsync(p *pendingReady) error {
 	}
 	if !p.saved {
 		p.saved = true
+		if n.stages != nil && (len(p.app.GetEntries()) > 0 || len(rd.ReadStates) > 0) {
+			n.stages.Since(StageRaftReady, n.wokeAt)
+		}
 		if m := p.app; m != nil {
-			if n.stages != nil && (len(m.GetEntries()) > 0 || len(rd.ReadStates) > 0) {
-				n.stages.Since(StageRaftReady, n.wokeAt)
-			}
 			m.Snapshot = nil // installed above
 			n.queueAppend(m)
 		}

@@ -140,6 +140,7 @@ type serverFlags struct {
 	showVer                                           *bool
 	clockOff, retention                               *time.Duration
 	readMode                                          *string
+	raftLogWrites                                     *string
 	retBytes                                          *string
 	txnTimeout                                        *time.Duration
 	maxOpenTxns                                       *int
@@ -192,6 +193,7 @@ func newServerFlags(stderr io.Writer) *serverFlags {
 	f.clFrame = fs.Duration("client-frame-timeout", defaultClientFrameTimeout, "a client's request frame must arrive whole within this long of its first byte")
 	f.replyMem = fs.String("max-reply-memory", "512MiB", "memory for replies not yet sent to their clients, all connections together (e.g. 512MiB, 2GiB); a request that finds no room within its request timeout is refused")
 	f.clockOff = fs.Duration("max-clock-offset", kv.DefaultMaxClockOffset, "the clock offset between nodes beyond which a commit timestamp ahead of this node's clock is counted and logged (keep the nodes' clocks in sync with NTP)")
+	f.raftLogWrites = fs.String("raft-log-writes", "async", "how a node writes its raft log: async (a storage goroutine fsyncs while raft goes on sending and stepping; nothing is acknowledged, counted towards a quorum or applied before it is durable) or sync (each Ready written and fsynced on the raft loop before the next is taken)")
 	f.readMode = fs.String("read-mode", "safe", "how the leader confirms a linearizable read: safe (a ReadIndex round: a quorum of heartbeat replies) or lease (no round while a quorum replied within half an election timeout; assumes the nodes' clocks run at nearly the same rate, see docs/server.md)")
 	f.retention = fs.Duration("mvcc-retention", time.Hour, "keep the history of every key (reads at past revisions) for at least this long, unless --mvcc-retention-bytes needs the space; older versions are garbage-collected (0 = no time bound)")
 	f.cdcRetention = fs.Duration("cdc-retention", 24*time.Hour, "a registered change-feed consumer (CDC_CHECKPOINT) keeps the history after its position for at most this long beyond --mvcc-retention; past it the history is collected and its next poll answers compacted (0 = no time bound)")
@@ -339,6 +341,9 @@ func (f *serverFlags) limits() (parsedLimits, error) {
 	l.replyBytes, err = parseBytes(*f.replyMem)
 	if err != nil || l.replyBytes < 1<<20 {
 		return l, fmt.Errorf("--max-reply-memory %q: want a byte count of at least 1MiB (for example 512MiB, 2GiB)", *f.replyMem)
+	}
+	if *f.raftLogWrites != "async" && *f.raftLogWrites != "sync" {
+		return l, fmt.Errorf("--raft-log-writes %q: want async (the default) or sync", *f.raftLogWrites)
 	}
 	if *f.readMode != "safe" && *f.readMode != "lease" {
 		return l, fmt.Errorf("--read-mode %q: want safe (a ReadIndex round per read, the default) or lease", *f.readMode)
@@ -515,6 +520,7 @@ func (f *serverFlags) config(logger *slog.Logger, l parsedLimits, t parsedTokens
 	cfg.MaxClockOffset, cfg.MVCCRetention, cfg.MVCCRetentionBytes = *f.clockOff, *f.retention, l.retentionBytes
 	cfg.TxnTimeout, cfg.MaxOpenTxns, cfg.MaxTxnBytes, cfg.TxnIsolation = *f.txnTimeout, *f.maxOpenTxns, l.txnBytes, l.isolation
 	cfg.LeaseReads = *f.readMode == "lease"
+	cfg.SyncLogWrites = *f.raftLogWrites == "sync"
 	cfg.EncryptionKeyFile, cfg.EncryptionKeyringFile = *f.encKeyFile, *f.encKeyring
 	if cfg.MVCCRetention == 0 {
 		cfg.MVCCRetention = -1 // Config's zero is the default

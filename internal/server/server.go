@@ -172,6 +172,9 @@ type Config struct {
 	// instead of a ReadIndex round (--read-mode lease; raftnode.LocalReadIndex
 	// states the clock assumption).
 	LeaseReads bool
+	// SyncLogWrites writes and fsyncs each raft Ready before the next
+	// (--raft-log-writes sync) instead of on raftnode's storage goroutine.
+	SyncLogWrites bool
 	// MaxClockOffset is the clock offset beyond which a commit timestamp
 	// ahead of this node's clock is counted and logged. Default 500 ms.
 	MaxClockOffset time.Duration
@@ -623,7 +626,7 @@ func (s *Server) newRaftNode(b *boot) error {
 		// mode at once (the loop retries the step by itself).
 		OnStall: func(err error) { s.disk.noteNoSpace(err) },
 		Logger:  s.log.With("component", "raft"),
-		Stages:  s.stages, LeaseReads: cfg.LeaseReads,
+		Stages:  s.stages, LeaseReads: cfg.LeaseReads, SyncStorageWrites: cfg.SyncLogWrites,
 	})
 	if err != nil {
 		return err

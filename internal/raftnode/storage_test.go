@@ -1,0 +1,107 @@
+package raftnode
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"go.etcd.io/raft/v3"
+)
+
+// TestAsyncLogWritesPipeline: with asynchronous log writes, a leader whose
+// fsync is slow (its Save blocked) still takes proposals and sends them to
+// the followers, which commit them with their own acknowledgements; but
+// it applies nothing it has not made durable itself. When its disk moves
+// again, the entries queued meanwhile are written together, with one
+// fsync, and applied in order, once.
+func TestAsyncLogWritesPipeline(t *testing.T) {
+	e := startLeader1(t)
+	e.propose(1, "a")
+	e.deliver(0)
+	lead := e.nodes[1]
+	_, syncs0 := lead.st.counts()
+
+	gate, open := openGate(t)
+	lead.st.setGate(gate)
+	for _, d := range []string{"b", "c", "d"} {
+		e.propose(1, d)
+	}
+	out := e.deliver(0)
+	// Every proposal went out while the first Save was still blocked
+	// (before anything new committed).
+	for _, want := range []string{"index=5 commit=5 entries=2/6", "index=6 commit=5 entries=2/7", "index=7 commit=5 entries=2/8"} {
+		if !strings.Contains(out, "1->2 MsgApp term=2 logterm=2 "+want+"\n") {
+			t.Fatalf("the leader did not send %s with its disk blocked:\n%s", want, out)
+		}
+	}
+	st := lead.n.Status()
+	if st.Commit != 8 {
+		t.Fatalf("the followers' acknowledgements did not commit 8: %+v\n%s", st, out)
+	}
+	if idx, _ := lead.sm.state(); idx != 5 || st.Applied != 5 {
+		t.Fatalf("the leader applied past its durable log (state machine at %d, applied %d; want 5)", idx, st.Applied)
+	}
+	// The followers learn the commit index from the leader, which sends it
+	// before it has the entries itself: they apply.
+	for _, id := range []uint64{2, 3} {
+		if _, data := e.nodes[id].sm.state(); !slices.Equal(data, []string{"5:a", "6:b", "7:c", "8:d"}) {
+			t.Fatalf("node %d applied %v", id, data)
+		}
+	}
+
+	lead.st.setGate(nil)
+	open()
+	e.waitIdle(1)
+	e.tick(1, 1)
+	e.deliver(0)
+	if _, data := lead.sm.state(); !slices.Equal(data, []string{"5:a", "6:b", "7:c", "8:d"}) {
+		t.Fatalf("the leader applied %v after its disk moved again", data)
+	}
+	// Entry 6 was in the blocked Save; 7 and 8 were queued behind it and
+	// written with one fsync.
+	if _, syncs := lead.st.counts(); syncs-syncs0 != 2 {
+		t.Fatalf("%d fsyncs for three proposals queued behind a slow one; want 2", syncs-syncs0)
+	}
+	for _, id := range e.ids() {
+		n := e.nodes[id]
+		if st := n.n.Status(); st.Applied != 8 || (id != 1 && st.Role != raft.StateFollower) {
+			t.Fatalf("node %d: %+v\n%s", id, st, e.status())
+		}
+		for i := uint64(5); i <= 8; i++ {
+			if c := n.sm.applies[i]; c != 1 {
+				t.Fatalf("node %d applied index %d %d times", id, i, c)
+			}
+		}
+	}
+}
+
+// TestAsyncFollowerAcksOnlyDurable: a follower whose fsync is slow answers
+// heartbeats but acknowledges an append only once its Save returned; the
+// acknowledgement then goes out without waiting for the loop.
+func TestAsyncFollowerAcksOnlyDurable(t *testing.T) {
+	e := startLeader1(t)
+	gate, open := openGate(t)
+	f := e.nodes[2]
+	f.st.setGate(gate)
+	e.propose(1, "a")
+	out := e.deliver(0)
+	if strings.Contains(out, "2->1 MsgAppResp term=2 index=5") {
+		t.Fatalf("node 2 acknowledged entry 5 before its Save returned:\n%s", out)
+	}
+	if !strings.Contains(out, "3->1 MsgAppResp term=2 index=5") {
+		t.Fatalf("node 3 did not acknowledge entry 5:\n%s", out)
+	}
+	e.tick(1, 1)
+	if out := e.deliver(0); !strings.Contains(out, "2->1 MsgHeartbeatResp term=2") {
+		t.Fatalf("node 2 with a slow disk did not answer a heartbeat:\n%s", out)
+	}
+	f.st.setGate(nil)
+	open()
+	e.waitIdle(2)
+	if out := e.deliver(0); !strings.Contains(out, "2->1 MsgAppResp term=2 index=5") {
+		t.Fatalf("node 2 did not acknowledge entry 5 once it was durable:\n%s", out)
+	}
+	if idx, _ := f.sm.state(); idx != 5 {
+		t.Fatalf("node 2 applied up to %d, want 5\n%s", idx, e.status())
+	}
+}
