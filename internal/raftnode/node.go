@@ -1262,14 +1262,24 @@ func (n *Node) handleReadyAsync(p *pendingReady) error {
 		p.snapDone = true
 	}
 	if !p.saved {
-		p.saved = true
+		var t0 int64
 		if n.stages != nil && (len(p.app.GetEntries()) > 0 || len(rd.ReadStates) > 0) {
-			n.stages.Since(StageRaftReady, n.wokeAt)
+			t0 = n.stages.Since(StageRaftReady, n.wokeAt)
 		}
 		if m := p.app; m != nil {
 			m.Snapshot = nil // installed above
-			n.queueAppend(m)
+			if n.sole.Load() && n.sq.count() == 0 {
+				// The only voter waits for its own disk whatever the
+				// mode: writing on the loop saves the two hand-offs to
+				// the storage goroutine and back.
+				if err := n.writeInline(m, t0); err != nil {
+					return err
+				}
+			} else {
+				n.queueAppend(m)
+			}
 		}
+		p.saved = true
 	}
 	if !p.followerSent {
 		p.followerSent = true

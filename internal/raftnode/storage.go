@@ -45,6 +45,11 @@ import (
 // loop's back-off in ticks, like the apply goroutine's runs (Stalled,
 // Config.OnStall); any other error stops the node.
 //
+// The only voter writes on the loop itself when nothing is queued
+// (writeInline): it cannot commit before its own fsync anyway, and the two
+// hand-offs to the storage goroutine and back cost a single client about
+// 6% of its puts on one node.
+//
 // A received snapshot is installed on the loop once the storage goroutine
 // and the apply goroutine are idle (the Ready waits, the loop does not
 // block); the entries and hard state of its MsgStorageAppend are queued
@@ -210,6 +215,46 @@ func (n *Node) writeBatch(batch []*pb.Message) bool {
 		wake(n.loopWake)
 	}
 	return true
+}
+
+// writeInline writes m on the loop, when nothing is queued for the storage
+// goroutine (so the log order holds), and steps its responses at once. A
+// failure is returned as a synchronous Ready's Save failure is: a full disk
+// stalls the Ready, which retries this step. t0 is when the step began (0
+// without stage timing).
+func (n *Node) writeInline(m *pb.Message, t0 int64) error {
+	var hs *pb.HardState
+	sync := len(m.GetEntries()) > 0
+	if m.Term != nil {
+		hs = &pb.HardState{Term: m.Term, Vote: m.Vote, Commit: m.Commit}
+		sync = sync || hs.GetTerm() != n.stTerm || hs.GetVote() != n.stVote
+	}
+	if err := n.cfg.Log.Save(hs, m.GetEntries(), sync); err != nil {
+		return fmt.Errorf("raftnode: persisting raft state: %w", err)
+	}
+	if hs != nil {
+		n.stTerm, n.stVote = hs.GetTerm(), hs.GetVote()
+	}
+	if t0 != 0 && sync {
+		saved := n.stages.Since(StageLogFsync, t0)
+		if k := len(m.GetEntries()); k > 0 && raft.StateType(n.role.Load()) == raft.StateLeader {
+			n.pending.push(m.GetEntries()[k-1].GetIndex(), saved)
+		}
+	}
+	var peers []*pb.Message
+	for _, r := range m.GetResponses() {
+		if r.GetTo() != n.cfg.ID {
+			peers = append(peers, r)
+			continue
+		}
+		if err := n.rn.Step(r); err != nil {
+			n.log.Debug("raft rejected a storage response", "type", r.GetType().String(), "err", err)
+		}
+	}
+	if len(peers) > 0 {
+		n.t.Send(peers)
+	}
+	return nil
 }
 
 // reportStorage hands ev to the loop and wakes it.

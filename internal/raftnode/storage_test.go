@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"go.etcd.io/raft/v3"
+
+	"github.com/kayadb/kayadb/internal/vfs"
 )
 
 // TestAsyncLogWritesPipeline: with asynchronous log writes, a leader whose
@@ -103,5 +105,46 @@ func TestAsyncFollowerAcksOnlyDurable(t *testing.T) {
 	}
 	if idx, _ := f.sm.state(); idx != 5 {
 		t.Fatalf("node 2 applied up to %d, want 5\n%s", idx, e.status())
+	}
+}
+
+// TestSoleVoterWritesInline: the only voter writes its log on the loop
+// (no storage goroutine hand-offs), and a full disk stalls it as a
+// synchronous Ready would: nothing is applied until the write succeeds,
+// then everything is applied once.
+func TestSoleVoterWritesInline(t *testing.T) {
+	e := newTestEnv(t)
+	tn := e.addNode(1, []uint64{1})
+	tn.n.Campaign()
+	e.waitIdle(1)
+	if !tn.n.IsLeader() {
+		t.Fatalf("the only voter is not leader:\n%s", e.status())
+	}
+	e.propose(1, "a")
+	if _, data := tn.sm.state(); !slices.Equal(data, []string{"3:a"}) {
+		t.Fatalf("applied %v, want [3:a]\n%s", data, e.status())
+	}
+	tn.st.setFail(vfs.ErrNoSpace)
+	e.propose(1, "b")
+	if tn.n.Stalled() == nil {
+		t.Fatalf("a failed Save did not stall the node:\n%s", e.status())
+	}
+	if _, data := tn.sm.state(); !slices.Equal(data, []string{"3:a"}) {
+		t.Fatalf("applied %v with the disk full", data)
+	}
+	// The Ready itself is stalled (written on the loop), not the storage
+	// goroutine.
+	var kept, queued bool
+	e.onLoop(1, func() { kept, queued = tn.n.readyStalled, tn.n.sstall != nil || tn.n.sq.count() > 0 })
+	if !kept || queued {
+		t.Fatalf("the only voter's write went to the storage goroutine (Ready stalled %v, storage stalled or busy %v)", kept, queued)
+	}
+	tn.st.setFail(nil)
+	e.tick(1, 4)
+	if _, data := tn.sm.state(); !slices.Equal(data, []string{"3:a", "4:b"}) || tn.n.Stalled() != nil {
+		t.Fatalf("applied %v (stalled: %v) once the disk had room", data, tn.n.Stalled())
+	}
+	if c := tn.sm.applies[4]; c != 1 {
+		t.Fatalf("index 4 applied %d times", c)
 	}
 }
