@@ -356,6 +356,9 @@ func (n *Node) storageBusy() bool {
 	if !n.async {
 		return false
 	}
+	// The queue before the reports: the goroutine reports a batch before
+	// it leaves the queue, so a batch seen gone has its report seen.
+	inflight := n.sq.count()
 	n.evMu.Lock()
 	evs := len(n.sevents)
 	n.evMu.Unlock()
@@ -365,7 +368,7 @@ func (n *Node) storageBusy() bool {
 	if n.sstall != nil {
 		return n.sstall.retrying
 	}
-	return n.sq.count() > 0
+	return inflight > 0
 }
 
 // splitLocal separates the messages of an asynchronous Ready: those for
