@@ -212,3 +212,25 @@ func TestMVCCFlags(t *testing.T) {
 		t.Fatalf("cdc, explicit: %v %d", r, b)
 	}
 }
+
+// TestRaftLogWritesFlag: --raft-log-writes defaults to async, takes sync
+// from the command line or the environment, and refuses anything else.
+func TestRaftLogWritesFlag(t *testing.T) {
+	var errb bytes.Buffer
+	cfg, code := ParseFlags(nil, env(nil), &errb)
+	if code != -1 || cfg.SyncLogWrites {
+		t.Fatalf("default: %d sync=%v %s", code, cfg.SyncLogWrites, errb.String())
+	}
+	cfg, code = ParseFlags([]string{"--raft-log-writes", "sync"}, env(nil), &errb)
+	if code != -1 || !cfg.SyncLogWrites {
+		t.Fatalf("--raft-log-writes sync: %d sync=%v %s", code, cfg.SyncLogWrites, errb.String())
+	}
+	cfg, code = ParseFlags(nil, env(map[string]string{"KAYA_RAFT_LOG_WRITES": "sync"}), &errb)
+	if code != -1 || !cfg.SyncLogWrites {
+		t.Fatalf("KAYA_RAFT_LOG_WRITES=sync: %d sync=%v %s", code, cfg.SyncLogWrites, errb.String())
+	}
+	errb.Reset()
+	if _, code := ParseFlags([]string{"--raft-log-writes", "fast"}, env(nil), &errb); code != exitUsage || !strings.Contains(errb.String(), `--raft-log-writes "fast": want async`) {
+		t.Fatalf("a bad value: code %d, %s", code, errb.String())
+	}
+}
