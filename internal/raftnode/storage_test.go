@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -146,5 +147,60 @@ func TestSoleVoterWritesInline(t *testing.T) {
 	}
 	if c := tn.sm.applies[4]; c != 1 {
 		t.Fatalf("index 4 applied %d times", c)
+	}
+}
+
+// TestAsyncStorageQueueBounded: a leader whose disk does not move takes at
+// most maxStorageInflight Readys past it, then hands out no more (its
+// memory stays bounded, as a stalled synchronous Ready bounds it) while it
+// still takes proposals; once the disk moves, everything proposed is
+// written, committed and applied on every node, in order and once.
+func TestAsyncStorageQueueBounded(t *testing.T) {
+	e := startLeader1(t)
+	lead := e.nodes[1]
+	gate, open := openGate(t)
+	lead.st.setGate(gate)
+	const k = maxStorageInflight + 20
+	maxSeen := 0
+	for i := range k {
+		e.propose(1, fmt.Sprintf("v%d", i))
+		e.deliver(0)
+		var inflight int
+		e.onLoop(1, func() { inflight = lead.n.sq.count() })
+		if inflight > maxStorageInflight {
+			t.Fatalf("%d appends in flight to a blocked disk, more than %d", inflight, maxStorageInflight)
+		}
+		maxSeen = max(maxSeen, inflight)
+	}
+	if maxSeen != maxStorageInflight {
+		t.Fatalf("at most %d appends were in flight; the bound (%d) was never reached", maxSeen, maxStorageInflight)
+	}
+	if idx, _ := lead.sm.state(); idx > 4 {
+		t.Fatalf("the leader applied %d with its disk blocked", idx)
+	}
+	lead.st.setGate(nil)
+	open()
+	for range 3 {
+		e.waitIdle(1)
+		e.tick(1, 1)
+		e.deliver(0)
+	}
+	last := uint64(4 + k)
+	for _, id := range e.ids() {
+		n := e.nodes[id]
+		idx, data := n.sm.state()
+		if idx != last || len(data) != k {
+			t.Fatalf("node %d applied up to %d (%d entries), want %d (%d)\n%s", id, idx, len(data), last, k, e.status())
+		}
+		for i, d := range data {
+			if want := fmt.Sprintf("%d:v%d", 5+i, i); d != want {
+				t.Fatalf("node %d: entry %d is %q, want %q", id, i, d, want)
+			}
+		}
+		for i := uint64(5); i <= last; i++ {
+			if c := n.sm.applies[i]; c != 1 {
+				t.Fatalf("node %d applied index %d %d times", id, i, c)
+			}
+		}
 	}
 }
