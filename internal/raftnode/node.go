@@ -267,6 +267,10 @@ type Node struct {
 
 	leaderStart atomic.Uint64
 
+	// props are the proposals taken from propc and not yet stepped into
+	// raft (owned by the loop; flushProposals).
+	props []proposal
+
 	proposalsDropped atomic.Uint64 // proposals raft refused (ErrDropped)
 
 	// Stall state: pend is the Ready being handled when a step failed on a
@@ -872,7 +876,7 @@ func (n *Node) busy() bool { return n.storageBusy() || n.applyBusy() || n.loopBu
 
 // loopBusy is busy without the apply goroutine's work.
 func (n *Node) loopBusy() bool {
-	if len(n.recvc) > 0 || len(n.propc) > 0 || len(n.ctrlc) > 0 {
+	if len(n.recvc) > 0 || len(n.propc) > 0 || len(n.ctrlc) > 0 || len(n.props) > 0 {
 		return true
 	}
 	if n.pend != nil {
@@ -933,10 +937,11 @@ func (n *Node) run() {
 			n.storageTick()
 		case <-n.loopWake:
 		case p := <-n.propc:
-			n.handleProposal(p)
+			n.takeProposal(p)
 		case in := <-n.recvc:
 			n.step(in)
 		case f := <-n.ctrlc:
+			n.flushProposals()
 			f(n.rn)
 		}
 		if n.stages != nil {
@@ -945,6 +950,7 @@ func (n *Node) run() {
 		// Take everything else that is waiting, so that one Ready (one
 		// fsync) covers as much as possible.
 		n.drain()
+		n.flushProposals()
 		if err := n.process(); err != nil {
 			n.fail(err)
 			n.stopped.Store(true)
@@ -1082,15 +1088,68 @@ func (n *Node) drain() {
 	for i := 0; i < 4096; i++ {
 		select {
 		case p := <-n.propc:
-			n.handleProposal(p)
+			n.takeProposal(p)
 		case in := <-n.recvc:
 			n.step(in)
 		case f := <-n.ctrlc:
+			n.flushProposals()
 			f(n.rn)
 		default:
 			return
 		}
 	}
+}
+
+// takeProposal adds a proposal to the batch flushProposals steps into
+// raft; a configuration change is proposed alone, after the batch.
+func (n *Node) takeProposal(p proposal) {
+	if p.cc != nil {
+		n.flushProposals()
+		n.handleProposal(p)
+		return
+	}
+	n.props = append(n.props, p)
+	if len(n.props) >= maxProposalBatch {
+		n.flushProposals()
+	}
+}
+
+// maxProposalBatch bounds the proposals stepped as one MsgProp.
+const maxProposalBatch = 256
+
+// flushProposals steps the batched proposals into raft as one MsgProp, in
+// the order they were queued: raft appends them together and sends each
+// follower one append for all of them, where a proposal at a time cost an
+// append (a frame, a decode, a step and a reply) per proposal and
+// follower. Raft takes or refuses the batch as a whole (no leader, a
+// leadership transfer, the uncommitted-bytes limit): each proposer gets
+// its verdict.
+func (n *Node) flushProposals() {
+	b := n.props
+	if len(b) == 0 {
+		return
+	}
+	ents := make([]*pb.Entry, len(b))
+	for i := range b {
+		n.stages.Since(StageQueue, b[i].at)
+		ents[i] = &pb.Entry{Data: b[i].data}
+	}
+	err := n.rn.Step(&pb.Message{Type: pb.MsgProp.Enum(), From: new(n.cfg.ID), Entries: ents})
+	if errors.Is(err, raft.ErrProposalDropped) {
+		err = ErrDropped
+		n.proposalsDropped.Add(uint64(len(b)))
+	}
+	for i := range b {
+		if b[i].refused != nil {
+			if err != nil {
+				b[i].refused(err)
+			}
+		} else {
+			b[i].errc <- err
+		}
+	}
+	clear(b)
+	n.props = b[:0]
 }
 
 func (n *Node) step(in inbound) {

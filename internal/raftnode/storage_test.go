@@ -1,6 +1,7 @@
 package raftnode
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -201,6 +202,44 @@ func TestAsyncStorageQueueBounded(t *testing.T) {
 			if c := n.sm.applies[i]; c != 1 {
 				t.Fatalf("node %d applied index %d %d times", id, i, c)
 			}
+		}
+	}
+}
+
+// TestProposalsSteppedTogether: proposals that queue up while the loop is
+// busy are stepped into raft as one batch, in order, and each follower
+// gets one append for all of them (a proposal at a time cost an append,
+// and an acknowledgement, per proposal and follower).
+func TestProposalsSteppedTogether(t *testing.T) {
+	e := startLeader1(t)
+	n := e.nodes[1].n
+	release := make(chan struct{})
+	n.ctrlc <- func(*raft.RawNode) { <-release }
+	var verdicts []<-chan error
+	for _, d := range []string{"a", "b", "c"} {
+		errc, err := n.ProposeAsync(context.Background(), []byte(d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		verdicts = append(verdicts, errc)
+	}
+	close(release)
+	for i, errc := range verdicts {
+		if err := <-errc; err != nil {
+			t.Fatalf("proposal %d: %v", i, err)
+		}
+	}
+	e.waitIdle(1)
+	out := e.deliver(0)
+	for _, to := range []string{"2", "3"} {
+		if c := strings.Count(out, "1->"+to+" MsgApp term=2 logterm=2 index=4 commit=4 entries="); c != 1 ||
+			!strings.Contains(out, "1->"+to+" MsgApp term=2 logterm=2 index=4 commit=4 entries=2/5,2/6,2/7\n") {
+			t.Fatalf("node %s did not get the three proposals in one append:\n%s", to, out)
+		}
+	}
+	for _, id := range e.ids() {
+		if _, data := e.nodes[id].sm.state(); !slices.Equal(data, []string{"5:a", "6:b", "7:c"}) {
+			t.Fatalf("node %d applied %v", id, data)
 		}
 	}
 }
