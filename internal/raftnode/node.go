@@ -269,7 +269,8 @@ type Node struct {
 
 	// props are the proposals taken from propc and not yet stepped into
 	// raft (owned by the loop; flushProposals).
-	props []proposal
+	props     []proposal
+	propBytes int // data bytes in props
 
 	proposalsDropped atomic.Uint64 // proposals raft refused (ErrDropped)
 
@@ -1108,8 +1109,18 @@ func (n *Node) takeProposal(p proposal) {
 		n.handleProposal(p)
 		return
 	}
+	// Raft checks its uncommitted-bytes limit per MsgProp, and takes one
+	// whatever its size when nothing is uncommitted: a batch is kept to a
+	// sixteenth of the limit (a larger proposal goes alone, as before), so
+	// that it overshoots the limit by no more than that. Near the limit a
+	// batch is refused as a whole.
+	limit := int(n.cfg.MaxUncommittedBytes / 16)
+	if len(n.props) > 0 && n.propBytes+len(p.data) > limit {
+		n.flushProposals()
+	}
 	n.props = append(n.props, p)
-	if len(n.props) >= maxProposalBatch {
+	n.propBytes += len(p.data)
+	if len(n.props) >= maxProposalBatch || n.propBytes >= limit {
 		n.flushProposals()
 	}
 }
@@ -1150,6 +1161,7 @@ func (n *Node) flushProposals() {
 	}
 	clear(b)
 	n.props = b[:0]
+	n.propBytes = 0
 }
 
 func (n *Node) step(in inbound) {
