@@ -846,7 +846,15 @@ func (s *Server) closeParts() error {
 		errs = append(errs, s.rlog.Close())
 	}
 	if s.store != nil {
-		errs = append(errs, s.store.DB(func(db *engine.DB) error { return db.Close() }))
+		errs = append(errs, s.store.DB(func(db *engine.DB) error {
+			// A snapshot install that failed (a full disk) and was not
+			// retried before the shutdown leaves the replaced engine
+			// closed; the next start finishes the install.
+			if err := db.Close(); !errors.Is(err, engine.ErrClosed) {
+				return err
+			}
+			return nil
+		}))
 	} else if s.db != nil {
 		errs = append(errs, s.db.Close())
 	}

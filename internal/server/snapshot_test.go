@@ -734,3 +734,63 @@ func TestSnapshotRefusedWhenItDoesNotFit(t *testing.T) {
 		t.Fatal("the follower caught up without a snapshot")
 	}
 }
+
+// TestSnapshotInstallRetriedOnFullDisk: a follower installing a snapshot
+// runs out of space while it opens the installed engine (its MANIFEST
+// write fails twice). The node must not die: raft keeps the Ready, the
+// install is tried again from the committed snapshot once the back-off
+// has passed, and the follower catches up. (kaya-jepsen seed 914 found a
+// node that died here: the first attempt had used up the received
+// checkpoint, and the retry found none.)
+func TestSnapshotInstallRetriedOnFullDisk(t *testing.T) {
+	var wrapped atomic.Pointer[vfs.FS]
+	var fid atomic.Uint64
+	c := newTestCluster(t, 3, func(id uint64, cfg *Config) {
+		cfg.SnapshotEntries, cfg.CatchUpEntries = 50, 10
+		if id == fid.Load() {
+			if fs := wrapped.Load(); fs != nil {
+				cfg.EngineOptions.FS = *fs
+			}
+		}
+	})
+	lead := c.WaitLeader()
+	f := c.follower(lead)
+	fid.Store(f)
+	c.Stop(f)
+	putMany(t, c.addr(lead), "a", 400, 100)
+
+	var armed atomic.Bool
+	var fails atomic.Int32
+	fails.Store(2)
+	var fs vfs.FS = vfs.NewErrorFS(c.Disk(f), vfs.InjectorFunc(func(op vfs.Op) error {
+		if op.Kind.IsWrite() && strings.Contains(op.Path, "/engine.new/") {
+			armed.Store(true) // the install is copying the checkpoint
+		}
+		if armed.Load() && op.Kind.IsWrite() && strings.Contains(op.Path, "/engine/MANIFEST") && fails.Add(-1) >= 0 {
+			return vfs.ErrNoSpace
+		}
+		return nil
+	}))
+	wrapped.Store(&fs)
+	c.Start(f)
+	// Until the install succeeds the follower has no engine to read: wait
+	// for it to have applied what the leader has.
+	c.Eventually("the follower to install the snapshot and catch up", func() bool {
+		s := c.node(f)
+		_, installed := s.Node().SnapshotCounts()
+		return installed > 0 && s.Store().AppliedIndex() >= c.node(lead).Store().AppliedIndex()
+	})
+	if _, keys := c.waitConverged(1, 2, 3); keys != 400 {
+		t.Fatalf("converged on %d keys, want 400", keys)
+	}
+	if fails.Load() >= 0 {
+		t.Fatalf("the injected failures were not all hit (%d left): the test did not exercise the retry", fails.Load()+1)
+	}
+	n := c.node(f).Node()
+	if _, installed := n.SnapshotCounts(); installed == 0 {
+		t.Fatal("the follower caught up without installing a snapshot")
+	}
+	if episodes, _ := n.StallCounts(); episodes == 0 {
+		t.Fatal("the failed install did not stall the node")
+	}
+}

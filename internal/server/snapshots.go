@@ -252,7 +252,6 @@ func (s *Server) Install(sn *pb.Snapshot) error {
 	idx := meta.GetIndex()
 	s.snapMu.Lock()
 	tmp, ok := s.snapPending[idx]
-	delete(s.snapPending, idx)
 	for i, dir := range s.snapPending {
 		if i < idx {
 			_ = s.fs.RemoveAll(dir)
@@ -260,15 +259,27 @@ func (s *Server) Install(sn *pb.Snapshot) error {
 		}
 	}
 	s.snapMu.Unlock()
-	if !ok {
+	// Install is retried after a failure on a full disk (raftnode keeps
+	// the Ready): each step must be one it can take again. The received
+	// checkpoint stays pending until it is committed; a retry after the
+	// commit installs the committed snapshot.
+	m := &snap.Meta{Index: idx, Term: meta.GetTerm(), ConfState: meta.GetConfState()}
+	switch cur := s.snaps.Current(); {
+	case ok:
+		if err := s.snaps.Commit(tmp, m); err != nil {
+			return err
+		}
+		s.snapMu.Lock()
+		delete(s.snapPending, idx)
+		s.snapMu.Unlock()
+	case cur != nil && cur.Index == idx && cur.Dir != "":
+		m = cur
+	default:
 		return fmt.Errorf("raft installs snapshot %d, but no such checkpoint was received", idx)
 	}
-	m := &snap.Meta{Index: idx, Term: meta.GetTerm(), ConfState: meta.GetConfState()}
-	if err := s.snaps.Commit(tmp, m); err != nil {
-		return err
-	}
 	err := s.store.ReplaceDB(func(old *engine.DB) (*engine.DB, error) {
-		if err := old.Close(); err != nil {
+		// An earlier attempt may have closed it already.
+		if err := old.Close(); err != nil && !errors.Is(err, engine.ErrClosed) {
 			return nil, fmt.Errorf("closing the engine being replaced: %w", err)
 		}
 		return s.installEngine(s.snaps.Path(m.Dir))
