@@ -321,17 +321,7 @@ func (n *Node) applyEvents() error {
 		case ev.fatal != nil:
 			return ev.fatal
 		case ev.stall != nil:
-			s := n.astall
-			if s == nil {
-				s = &applyStall{}
-				n.astall = s
-				n.stallBegin(ev.stall, "raft stalled: the disk is full while applying committed entries; retrying, and still following the leader meanwhile")
-			} else {
-				n.stallRetries.Add(1)
-			}
-			s.backoff = min(max(2*s.backoff, 1), n.cfg.StallRetryMaxTicks)
-			s.wait = s.backoff
-			s.retrying = false
+			n.stalled(&n.astall, ev.stall, "raft stalled: the disk is full while applying committed entries; retrying, and still following the leader meanwhile")
 		case ev.resumed:
 			n.astall = nil
 			n.stallEnd()
@@ -340,10 +330,30 @@ func (n *Node) applyEvents() error {
 	return nil
 }
 
-// applyTick counts one tick of a stalled apply goroutine's back-off and
-// signals its retry when the back-off has passed.
-func (n *Node) applyTick() {
-	s := n.astall
+// applyTick counts one tick of a stalled apply goroutine's back-off.
+func (n *Node) applyTick() { n.astall.tick(n.applyRetry) }
+
+// stalled records that a goroutine's step (the apply goroutine's run, the
+// storage goroutine's Save; *sp is its stall state) failed on a full disk:
+// the first failure begins a stall, a later one is a failed retry, and
+// the back-off before the next retry doubles.
+func (n *Node) stalled(sp **applyStall, err error, msg string) {
+	s := *sp
+	if s == nil {
+		s = &applyStall{}
+		*sp = s
+		n.stallBegin(err, msg)
+	} else {
+		n.stallRetries.Add(1)
+	}
+	s.backoff = min(max(2*s.backoff, 1), n.cfg.StallRetryMaxTicks)
+	s.wait = s.backoff
+	s.retrying = false
+}
+
+// tick counts one tick of a stall's back-off (nothing when s is nil or its
+// retry is under way) and signals retry when the back-off has passed.
+func (s *applyStall) tick(retry chan struct{}) {
 	if s == nil || s.retrying {
 		return
 	}
@@ -352,7 +362,7 @@ func (n *Node) applyTick() {
 	}
 	if s.wait == 0 {
 		s.retrying = true
-		wake(n.applyRetry)
+		wake(retry)
 	}
 }
 

@@ -898,7 +898,7 @@ func (n *Node) loopBusy() bool {
 			return n.applied.Load() >= n.queued
 		}
 	}
-	if n.async && n.sq.count() >= maxStorageInflight {
+	if n.async && n.sq.full() {
 		// No Ready is taken until the storage goroutine catches up.
 		return false
 	}
@@ -1257,8 +1257,8 @@ func (n *Node) handleReady(p *pendingReady) error {
 		p.saved = true
 		if t0 != 0 && rd.MustSync {
 			saved := n.stages.Since(StageLogFsync, t0)
-			if k := len(rd.Entries); k > 0 && p.leader {
-				n.pending.push(rd.Entries[k-1].GetIndex(), saved)
+			if k := len(rd.Entries); k > 0 {
+				n.savedAppend(rd.Entries[k-1].GetIndex(), saved)
 			}
 		}
 		if rd.HardState != nil {
@@ -1271,23 +1271,10 @@ func (n *Node) handleReady(p *pendingReady) error {
 		if !p.leader {
 			n.send(rd.Messages)
 		}
-		if len(rd.ReadStates) > 0 {
-			n.stages.Since(StageReplicate, n.readAt)
-		}
-		for _, rs := range rd.ReadStates {
-			select {
-			case n.reads <- rs:
-			default:
-				// The read loop is gone or far behind; the request is retried.
-			}
-		}
+		n.handOnReadStates(rd.ReadStates)
 	}
-	if err := n.apply(p); err != nil {
+	if err := n.handOnCommitted(p); err != nil {
 		return err
-	}
-	if p.note != nil {
-		n.deliverNote(*p.note)
-		p.note = nil
 	}
 	n.rn.Advance(rd)
 	n.maybeSnapshot()
@@ -1354,17 +1341,33 @@ func (n *Node) handleReadyAsync(p *pendingReady) error {
 	}
 	if !p.followerSent {
 		p.followerSent = true
-		if len(rd.ReadStates) > 0 {
-			n.stages.Since(StageReplicate, n.readAt)
-		}
-		for _, rs := range rd.ReadStates {
-			select {
-			case n.reads <- rs:
-			default:
-				// The read loop is gone or far behind; the request is retried.
-			}
+		n.handOnReadStates(rd.ReadStates)
+	}
+	if err := n.handOnCommitted(p); err != nil {
+		return err
+	}
+	n.stepLocal(p.applied.GetResponses())
+	n.maybeSnapshot()
+	return nil
+}
+
+// handOnReadStates hands a Ready's ReadIndex answers to the read loop.
+func (n *Node) handOnReadStates(states []raft.ReadState) {
+	if len(states) > 0 {
+		n.stages.Since(StageReplicate, n.readAt)
+	}
+	for _, rs := range states {
+		select {
+		case n.reads <- rs:
+		default:
+			// The read loop is gone or far behind; the request is retried.
 		}
 	}
+}
+
+// handOnCommitted hands p's committed entries on (apply), then its change
+// of leadership, which comes after them.
+func (n *Node) handOnCommitted(p *pendingReady) error {
 	if err := n.apply(p); err != nil {
 		return err
 	}
@@ -1372,13 +1375,26 @@ func (n *Node) handleReadyAsync(p *pendingReady) error {
 		n.deliverNote(*p.note)
 		p.note = nil
 	}
-	for _, m := range p.applied.GetResponses() {
+	return nil
+}
+
+// stepLocal steps into raft the responses of the local storage threads
+// (MsgStorageAppendResp, MsgStorageApplyResp, this node's own MsgAppResp
+// and votes), which are not screened: they never came from the network.
+func (n *Node) stepLocal(msgs []*pb.Message) {
+	for _, m := range msgs {
 		if err := n.rn.Step(m); err != nil {
-			n.log.Debug("raft rejected an apply response", "type", m.GetType().String(), "err", err)
+			n.log.Debug("raft rejected a local response", "type", m.GetType().String(), "err", err)
 		}
 	}
-	n.maybeSnapshot()
-	return nil
+}
+
+// savedAppend records, for the stage timings, a leader's entries up to
+// last as durable at saved (replicate runs from there to their commit).
+func (n *Node) savedAppend(last uint64, saved int64) {
+	if saved != 0 && last > 0 && raft.StateType(n.role.Load()) == raft.StateLeader {
+		n.pending.push(last, saved)
+	}
 }
 
 // publishSoftState publishes role and leader changes of a Ready, and

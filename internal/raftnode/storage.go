@@ -91,6 +91,8 @@ func (q *storageQueue) done(k int) {
 	q.mu.Unlock()
 }
 
+func (q *storageQueue) full() bool { return q.count() >= maxStorageInflight }
+
 func (q *storageQueue) count() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -163,10 +165,7 @@ func (n *Node) writeBatch(batch []*pb.Message) bool {
 	stalled := false
 	for i := 0; i < len(batch); {
 		m := batch[i]
-		var hs *pb.HardState
-		if m.Term != nil {
-			hs = &pb.HardState{Term: m.Term, Vote: m.Vote, Commit: m.Commit}
-		}
+		hs := hardStateOf(m)
 		err := n.cfg.Log.Save(hs, m.GetEntries(), i == syncAt)
 		if err == nil {
 			if hs != nil {
@@ -194,19 +193,7 @@ func (n *Node) writeBatch(batch []*pb.Message) bool {
 	if t0 != 0 {
 		ev.savedAt = n.stages.Since(StageLogFsync, t0)
 	}
-	var peers []*pb.Message
-	for _, m := range batch {
-		for _, r := range m.GetResponses() {
-			if r.GetTo() == n.cfg.ID {
-				ev.resps = append(ev.resps, r)
-			} else {
-				peers = append(peers, r)
-			}
-		}
-	}
-	if len(peers) > 0 {
-		n.t.Send(peers)
-	}
+	ev.resps = n.sendResponses(batch, nil)
 	// Reported before the queue shrinks: a node seen with nothing in
 	// flight has no report pending that it has not seen (Node.busy).
 	n.reportStorage(ev)
@@ -217,18 +204,23 @@ func (n *Node) writeBatch(batch []*pb.Message) bool {
 	return true
 }
 
+// hardStateOf is the hard state a MsgStorageAppend carries, or nil: raft
+// sets its Term, Vote and Commit fields only when the hard state changed.
+func hardStateOf(m *pb.Message) *pb.HardState {
+	if m.Term == nil {
+		return nil
+	}
+	return &pb.HardState{Term: m.Term, Vote: m.Vote, Commit: m.Commit}
+}
+
 // writeInline writes m on the loop, when nothing is queued for the storage
 // goroutine (so the log order holds), and steps its responses at once. A
 // failure is returned as a synchronous Ready's Save failure is: a full disk
 // stalls the Ready, which retries this step. t0 is when the step began (0
 // without stage timing).
 func (n *Node) writeInline(m *pb.Message, t0 int64) error {
-	var hs *pb.HardState
-	sync := len(m.GetEntries()) > 0
-	if m.Term != nil {
-		hs = &pb.HardState{Term: m.Term, Vote: m.Vote, Commit: m.Commit}
-		sync = sync || hs.GetTerm() != n.stTerm || hs.GetVote() != n.stVote
-	}
+	hs := hardStateOf(m)
+	sync := len(m.GetEntries()) > 0 || (hs != nil && (hs.GetTerm() != n.stTerm || hs.GetVote() != n.stVote))
 	if err := n.cfg.Log.Save(hs, m.GetEntries(), sync); err != nil {
 		return fmt.Errorf("raftnode: persisting raft state: %w", err)
 	}
@@ -237,24 +229,32 @@ func (n *Node) writeInline(m *pb.Message, t0 int64) error {
 	}
 	if t0 != 0 && sync {
 		saved := n.stages.Since(StageLogFsync, t0)
-		if k := len(m.GetEntries()); k > 0 && raft.StateType(n.role.Load()) == raft.StateLeader {
-			n.pending.push(m.GetEntries()[k-1].GetIndex(), saved)
+		if k := len(m.GetEntries()); k > 0 {
+			n.savedAppend(m.GetEntries()[k-1].GetIndex(), saved)
 		}
 	}
+	self := n.sendResponses([]*pb.Message{m}, nil)
+	n.stepLocal(self)
+	return nil
+}
+
+// sendResponses sends the responses of written MsgStorageAppends that are
+// for peers, and appends those for this node to self.
+func (n *Node) sendResponses(written []*pb.Message, self []*pb.Message) []*pb.Message {
 	var peers []*pb.Message
-	for _, r := range m.GetResponses() {
-		if r.GetTo() != n.cfg.ID {
-			peers = append(peers, r)
-			continue
-		}
-		if err := n.rn.Step(r); err != nil {
-			n.log.Debug("raft rejected a storage response", "type", r.GetType().String(), "err", err)
+	for _, m := range written {
+		for _, r := range m.GetResponses() {
+			if r.GetTo() == n.cfg.ID {
+				self = append(self, r)
+			} else {
+				peers = append(peers, r)
+			}
 		}
 	}
 	if len(peers) > 0 {
 		n.t.Send(peers)
 	}
-	return nil
+	return self
 }
 
 // reportStorage hands ev to the loop and wakes it.
@@ -304,50 +304,21 @@ func (n *Node) storageEvents() error {
 		case ev.fatal != nil:
 			return ev.fatal
 		case ev.stall != nil:
-			s := n.sstall
-			if s == nil {
-				s = &applyStall{}
-				n.sstall = s
-				n.stallBegin(ev.stall, "raft stalled: the disk is full; retrying, and still following the leader meanwhile")
-			} else {
-				n.stallRetries.Add(1)
-			}
-			s.backoff = min(max(2*s.backoff, 1), n.cfg.StallRetryMaxTicks)
-			s.wait = s.backoff
-			s.retrying = false
+			n.stalled(&n.sstall, ev.stall, "raft stalled: the disk is full; retrying, and still following the leader meanwhile")
 			continue
 		}
 		if ev.resumed {
 			n.sstall = nil
 			n.stallEnd()
 		}
-		if ev.savedAt != 0 && ev.lastIndex > 0 && raft.StateType(n.role.Load()) == raft.StateLeader {
-			n.pending.push(ev.lastIndex, ev.savedAt)
-		}
-		for _, m := range ev.resps {
-			if err := n.rn.Step(m); err != nil {
-				n.log.Debug("raft rejected a storage response", "type", m.GetType().String(), "err", err)
-			}
-		}
+		n.savedAppend(ev.lastIndex, ev.savedAt)
+		n.stepLocal(ev.resps)
 	}
 	return nil
 }
 
-// storageTick counts one tick of a stalled storage goroutine's back-off and
-// signals its retry when the back-off has passed.
-func (n *Node) storageTick() {
-	s := n.sstall
-	if s == nil || s.retrying {
-		return
-	}
-	if s.wait > 0 {
-		s.wait--
-	}
-	if s.wait == 0 {
-		s.retrying = true
-		wake(n.storageRetry)
-	}
-}
+// storageTick counts one tick of a stalled storage goroutine's back-off.
+func (n *Node) storageTick() { n.sstall.tick(n.storageRetry) }
 
 // storageBusy reports whether the storage goroutine has work it will do
 // without the loop: messages to write, or a report the loop has not
