@@ -843,11 +843,13 @@ func (c *Client) Put(ctx context.Context, key, value []byte) error {
 // well: the server could not confirm the write (leadership lost after
 // proposing, a timeout waiting for commit, a disk error), so it may or may
 // not be applied. The *ServerError stays in the chain. A refused
-// credential is not ambiguous: the write was never proposed.
+// credential and a disk-full node's refusal (ErrDiskFull) are not
+// ambiguous: the write was never proposed.
 func writeOutcome(err error) error {
 	var se *ServerError
 	if errors.As(err, &se) && se.Status == uint16(wire.StatusError) &&
-		se.Message != wire.MsgClientCredential && se.Message != wire.MsgOperatorCredential {
+		se.Message != wire.MsgClientCredential && se.Message != wire.MsgOperatorCredential &&
+		!wire.IsDiskFullRefusal(se.Message) {
 		return fmt.Errorf("%w: %w", ErrAmbiguous, err)
 	}
 	return err

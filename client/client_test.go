@@ -997,3 +997,42 @@ func TestReaderLeavesInsideAFrame(t *testing.T) {
 		t.Fatalf("%d connections, want 1 (the interrupted read must not break it)", n)
 	}
 }
+
+// TestDiskFullRefusalIsNotAmbiguous: a disk-full node refuses a write
+// before proposing it, so the client reports ErrDiskFull (the write was
+// not applied) and not ErrAmbiguous; any other ERROR reply to a write
+// stays ambiguous.
+func TestDiskFullRefusalIsNotAmbiguous(t *testing.T) {
+	const refusal = "disk full on node 2: 1.5 MiB free, below the 4.0 MiB low-water mark (1.5 MiB free on /var/lib/kayadb); writes are refused until space is freed — free space or add capacity"
+	const lost = "kv: leadership changed while the write was pending; it may or may not have been applied"
+	srv := newFakeServer(t)
+	msg := refusal
+	srv.setHandler(func(r *fakeReq) (fakeAction, bool) {
+		switch r.op {
+		case wire.OpPut, wire.OpDelete, wire.OpKayaTxn:
+			return fakeAction{st: wire.StatusError, payload: wire.AppendError(nil, msg)}, true
+		}
+		return fakeAction{}, false
+	})
+	c := newClient(t, []string{srv.addr}, nil)
+	ctx := ctxT(t, 5*time.Second)
+	check := func(what string, err error) {
+		t.Helper()
+		var se *ServerError
+		if !errors.Is(err, ErrDiskFull) || errors.Is(err, ErrAmbiguous) || !errors.As(err, &se) || se.Message != refusal {
+			t.Errorf("%s: got %v, want ErrDiskFull (a *ServerError with the refusal) without ErrAmbiguous", what, err)
+		}
+	}
+	check("Put", c.Put(ctx, []byte("k"), []byte("v")))
+	check("Delete", c.Delete(ctx, []byte("k")))
+	_, err := c.Txn(ctx).Then(OpPut([]byte("k"), []byte("v"))).Commit()
+	check("conditional write", err)
+	if n := srv.count(wire.OpPut); n != 1 {
+		t.Errorf("the refused PUT was sent %d times, want 1 (no retry of a refusal)", n)
+	}
+
+	msg = lost
+	if err := c.Put(ctx, []byte("k"), []byte("v")); !errors.Is(err, ErrAmbiguous) || errors.Is(err, ErrDiskFull) {
+		t.Errorf("Put answered %q: got %v, want ErrAmbiguous and not ErrDiskFull", lost, err)
+	}
+}

@@ -93,7 +93,8 @@
 // ErrInvalidArgument (refused locally, such as a key over 4 KiB or one
 // beginning with 0x00, or by the server), ErrNotLeader (*NotLeaderError),
 // ErrUnavailable, ErrTimeout (which also matches context.DeadlineExceeded),
-// ErrAmbiguous, ErrClosed, ErrProtocol, ErrServer (*ServerError, which
+// ErrAmbiguous, ErrDiskFull (a write a disk-full node refused before
+// proposing it), ErrClosed, ErrProtocol, ErrServer (*ServerError, which
 // includes credential failures), ErrTxnConflict, ErrTxnLost
 // (*TxnLostError), ErrTxnDone, ErrCompacted (*CompactedError) and
 // ErrUnsupported (a server that predates a feature).

@@ -36,6 +36,12 @@ var (
 	// changes: Status) to find out, or make the write idempotent and retry
 	// yourself.
 	ErrAmbiguous = errors.New("kayadb: write outcome unknown")
+	// ErrDiskFull: a node in disk-full mode refused a write (PUT, DELETE,
+	// or a conditional write) before proposing it: it was not applied, and
+	// may be sent again once the node has room (docs/server.md, "A full
+	// disk"). It matches a *ServerError (ErrServer) and never comes with
+	// ErrAmbiguous.
+	ErrDiskFull = errors.New("kayadb: write refused: disk full")
 	// ErrClosed: the client was closed.
 	ErrClosed = errors.New("kayadb: client closed")
 	// ErrServer matches every *ServerError.
@@ -155,10 +161,19 @@ func (e *ServerError) Error() string {
 	return fmt.Sprintf("kayadb: server error (status %d %s): %s", e.Status, wire.Status(e.Status), e.Message)
 }
 
-// Is makes a *ServerError match ErrServer, and ErrTxnConflict when its
-// status is 3 (TXN_CONFLICT).
+// Is makes a *ServerError match ErrServer, ErrTxnConflict when its status
+// is 3 (TXN_CONFLICT), and ErrDiskFull when it is a disk-full node's
+// refusal of a write.
 func (e *ServerError) Is(target error) bool {
-	return target == ErrServer || (target == ErrTxnConflict && e.Status == uint16(wire.StatusTxnConflict))
+	switch target {
+	case ErrServer:
+		return true
+	case ErrTxnConflict:
+		return e.Status == uint16(wire.StatusTxnConflict)
+	case ErrDiskFull:
+		return e.Status == uint16(wire.StatusError) && wire.IsDiskFullRefusal(e.Message)
+	}
+	return false
 }
 
 // statusError maps a non-OK response to the client's errors.

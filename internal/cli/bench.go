@@ -108,6 +108,8 @@ func errKind(err error) string {
 		return "txn conflict (gave up)"
 	case errors.Is(err, client.ErrTxnLost):
 		return "txn lost (gave up)"
+	case errors.Is(err, client.ErrDiskFull):
+		return "disk full (refused, not applied)"
 	case errors.Is(err, client.ErrAmbiguous):
 		return "ambiguous (sent, outcome unknown)"
 	case errors.Is(err, client.ErrTimeout):

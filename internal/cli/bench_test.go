@@ -129,3 +129,25 @@ func TestBenchScanAgainstServer(t *testing.T) {
 		t.Fatalf("bench scan --key-size 2: %d %q", code, errs)
 	}
 }
+
+// TestPutRefusedByAFullDisk: a write a disk-full node refused is reported
+// as refused (not applied), with what to do, and counted as such by bench.
+func TestPutRefusedByAFullDisk(t *testing.T) {
+	const refusal = "disk full on node 1: 0 B free, below the 4.0 MiB low-water mark (0 B free on /data); writes are refused until space is freed — free space or add capacity"
+	node := newFakeNode(t)
+	node.setHandle(func(op wire.Opcode, p []byte) (wire.Status, []byte) {
+		if op == wire.OpPut {
+			return wire.StatusError, wire.AppendError(nil, refusal)
+		}
+		return wire.StatusOK, nil
+	})
+	_, errs, code := runCLI("--server", node.addr, "put", "k", "v")
+	if code != ExitError || !strings.Contains(errs, refusal) || !strings.Contains(errs, "the write was refused and not applied") ||
+		strings.Contains(errs, "may or may not") {
+		t.Fatalf("put: exit %d, stderr:\n%s", code, errs)
+	}
+	out, _, _ := runCLI("--server", node.addr, "bench", "put", "--total", "20")
+	if !strings.Contains(out, "Error distribution:\n  [20]\tdisk full (refused, not applied)") {
+		t.Errorf("bench output lacks the refusals' kind:\n%s", out)
+	}
+}

@@ -240,6 +240,9 @@ func (a *app) classifyRemote(err error) (*cliError, bool) {
 	case errors.Is(err, client.ErrUnsupported):
 		return &cliError{code: ExitError, err: err,
 			hint: "the server predates this request (transactions, conditional writes and reads at a revision came with issue 13): upgrade kayadb-server"}, true
+	case errors.Is(err, client.ErrDiskFull):
+		return &cliError{code: ExitError, err: err,
+			hint: "the node's disk is full: the write was refused and not applied; free space on that node (or add capacity) and run it again — see docs/server.md, \"A full disk\""}, true
 	case errors.Is(err, client.ErrAmbiguous):
 		return &cliError{code: ExitError, err: err,
 			hint: "the connection failed after the request was sent: the write may or may not have been applied; read the key to find out"}, true

@@ -68,17 +68,15 @@ func TestCheckers(t *testing.T) {
 func TestDiskFullRefusalIsAFailedWrite(t *testing.T) {
 	refusal := &client.ServerError{Status: uint16(wire.StatusError),
 		Message: "disk full on node 2: 0 B free, below the 4.0 MiB low-water mark (8.0 MiB free on /data); writes are refused until space is freed — free space or add capacity"}
-	// As client.Put returns it.
-	asPut := fmt.Errorf("%w: %w", client.ErrAmbiguous, refusal)
 	for _, tc := range []struct {
 		name string
 		err  error
 		want string
 	}{
-		{"as Put returns it", asPut, StatusFail},
-		{"bare", refusal, StatusFail},
+		{"as Put returns it (bare, ErrDiskFull)", refusal, StatusFail},
+		{"wrapped in ErrAmbiguous", fmt.Errorf("%w: %w", client.ErrAmbiguous, refusal), StatusUnknown},
 		{"a timeout", fmt.Errorf("%w: PUT sent to x: %w", client.ErrAmbiguous, client.ErrTimeout), StatusUnknown},
-		{"a refusal inside another error", fmt.Errorf("%w: after retries: %w", client.ErrAmbiguous, asPut), StatusUnknown},
+		{"a refusal inside another error", fmt.Errorf("after retries: %w", refusal), StatusUnknown},
 		{"another ERROR", fmt.Errorf("%w: %w", client.ErrAmbiguous, &client.ServerError{Status: uint16(wire.StatusError), Message: "kv: leadership changed while the write was pending"}), StatusUnknown},
 		{"an engine error naming a full disk", fmt.Errorf("%w: %w", client.ErrAmbiguous, &client.ServerError{Status: uint16(wire.StatusError), Message: "disk full on node 2: engine: writing WAL: no space left on device"}), StatusUnknown},
 		{"client-side refusal", fmt.Errorf("%w: value too large", client.ErrInvalidArgument), StatusFail},

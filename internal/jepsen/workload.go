@@ -227,42 +227,28 @@ func writeStatus(err error) string {
 	return StatusUnknown
 }
 
-// The refusal of a write by a node in disk-full mode
-// (internal/server diskfull.go, diskGuard.admit): "disk full on node N:
-// <why> (<free> free on <dir>); writes are refused until space is freed —
-// free space or add capacity".
-const (
-	diskFullPrefix = "disk full on node "
-	diskFullMarker = "; writes are refused until space is freed"
-)
-
 // refusedBeforeProposal reports whether err is a write's refusal that the
 // server makes before it proposes the write, so that the write was
 // certainly not applied: a node in disk-full mode checks its disk before
-// anything else (internal/server client.go, startWrite: disk.admit comes
-// before the proposal, and is the only source of this message on the
-// client port). The client (client.Put) returns such an ERROR reply
-// wrapped in ErrAmbiguous, because an ERROR reply to a write in general
-// may come after the proposal; and it never re-sends a write once it may
-// have reached a server, so the reply is the answer to the only send that
-// did (earlier attempts failed before sending, or were answered
+// anything else (internal/server client.go, startWriteFunc: disk.admit
+// comes before the proposal, and is the only source of that message,
+// wire.IsDiskFullRefusal, on the client port). The client returns it as
+// ErrDiskFull, never with ErrAmbiguous; and it never re-sends a write once
+// it may have reached a server, so the reply is the answer to the only
+// send that did (earlier attempts failed before sending, or were answered
 // NOT_LEADER, which the server gives only for writes it did not append).
 //
-// The test is strict on purpose: only the reply itself (as a
-// *client.ServerError with status ERROR, bare or wrapped once in
-// ErrAmbiguous, as client.Put returns it) and only the disk guard's
-// message. Anything else — a timeout whose last error was a refusal, an
-// error that only mentions a full disk — stays unknown.
+// The test is strict on purpose: only the reply itself (a
+// *client.ServerError with status ERROR, bare, as client.Put returns it)
+// and only the disk guard's message. Anything else — a timeout whose last
+// error was a refusal, an error that only mentions a full disk — stays
+// unknown.
 func refusedBeforeProposal(err error) bool {
 	var se *client.ServerError
-	if !errors.As(err, &se) || se.Status != uint16(wire.StatusError) {
+	if !errors.As(err, &se) || se.Status != uint16(wire.StatusError) || !wire.IsDiskFullRefusal(se.Message) {
 		return false
 	}
-	if !strings.HasPrefix(se.Message, diskFullPrefix) || !strings.Contains(se.Message, diskFullMarker) {
-		return false
-	}
-	msg := err.Error()
-	return msg == se.Error() || msg == client.ErrAmbiguous.Error()+": "+se.Error()
+	return errors.Is(err, client.ErrDiskFull) && !errors.Is(err, client.ErrAmbiguous) && err.Error() == se.Error()
 }
 
 func (w *worker) read(ctx context.Context, k int) {

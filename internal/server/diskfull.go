@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kayadb/kayadb/internal/vfs"
+	"github.com/kayadb/kayadb/internal/wire"
 )
 
 // The disk guard: what a node does about a full disk
@@ -293,8 +294,11 @@ func (g *diskGuard) admit() error {
 	g.reasonMu.Lock()
 	why := g.reason
 	g.reasonMu.Unlock()
-	return fmt.Errorf("%w on node %d: %s (%s free on %s); writes are refused until space is freed — free space or add capacity",
-		errDiskFull, g.nodeID, why, humanBytes(g.avail.Load()), g.dir)
+	// The text is wire.MsgDiskFullPrefix ... wire.MsgDiskFullRefused: the Go
+	// client recognizes it as a refusal before the proposal (ErrDiskFull,
+	// not ErrAmbiguous). Nothing else on the client port may use it.
+	return fmt.Errorf("%w on node %d: %s (%s free on %s)%s — free space or add capacity",
+		errDiskFull, g.nodeID, why, humanBytes(g.avail.Load()), g.dir, wire.MsgDiskFullRefused)
 }
 
 // state returns whether the node is in disk-full mode and why.

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/kayadb/kayadb/internal/vfs"
+	"github.com/kayadb/kayadb/internal/wire"
 )
 
 // fillTo writes a filler file on fs so that about free bytes stay free.
@@ -66,6 +67,9 @@ func TestDiskGuardEntersAndLeavesDiskFullMode(t *testing.T) {
 	}
 	if !errors.Is(err, errDiskFull) {
 		t.Errorf("refusal %v does not match errDiskFull", err)
+	}
+	if !wire.IsDiskFullRefusal(err.Error()) {
+		t.Errorf("refusal %q is not what clients recognize as one (wire.IsDiskFullRefusal)", err)
 	}
 	if _, err := fs.Stat(filepath.Join(dir, ballastName)); err == nil {
 		t.Error("the ballast is still there in disk-full mode: the node has no reserve to work with")

@@ -3,6 +3,7 @@ package wire
 import (
 	"errors"
 	"strconv"
+	"strings"
 )
 
 // ProtocolVersion is the protocol version this package speaks; HELLO
@@ -207,6 +208,13 @@ var (
 // StatusInvalidArgument.
 var ErrMalformed = errors.New("wire: malformed payload")
 
+// IsDiskFullRefusal reports whether msg, the text of an ERROR reply, is a
+// disk-full node's refusal of a write (MsgDiskFullPrefix ...
+// MsgDiskFullRefused), which it makes before proposing the write.
+func IsDiskFullRefusal(msg string) bool {
+	return strings.HasPrefix(msg, MsgDiskFullPrefix) && strings.Contains(msg, MsgDiskFullRefused)
+}
+
 // Error texts of the protocol, byte for byte. The ones with a verb are
 // fmt formats.
 const (
@@ -219,6 +227,14 @@ const (
 	// MsgClientCredential: a data request's token is missing or wrong
 	// (StatusError).
 	MsgClientCredential = "client credential required or invalid"
+	// MsgDiskFullPrefix and MsgDiskFullRefused frame KayaDB's refusal of a
+	// write by a node in disk-full mode (StatusError; not in the original
+	// protocol): "disk full on node N: <why> (<free> free on <dir>); writes
+	// are refused until space is freed — free space or add capacity". The
+	// node refuses before it proposes anything, so a write answered so was
+	// certainly not applied (IsDiskFullRefusal).
+	MsgDiskFullPrefix  = "disk full on node "
+	MsgDiskFullRefused = "; writes are refused until space is freed"
 	// MsgUnknownOpcode formats the answer to an opcode the server does not
 	// implement (StatusError); the verb takes the opcode number.
 	MsgUnknownOpcode = "unknown opcode: %d"
