@@ -401,6 +401,13 @@ func (d *DB) Apply(b *Batch, opts *WriteOptions) error {
 	}
 	d.lastSeq += base.SeqNum(count)
 	d.visibleSeq.Store(uint64(d.lastSeq))
+	if !mem.spareAsked && mem.t.Size() >= mem.t.Capacity()/2 {
+		// Half full: have the next memtable's arena ready before the
+		// rotation needs it (memPool). d.mu.memSize changes only under
+		// commitMu, which is held.
+		mem.spareAsked = true
+		d.memPool.prepare(min(2*d.mu.memSize, d.opts.MemTableSize))
+	}
 	d.commitMu.Unlock()
 
 	d.m.writes.Add(uint64(count))
@@ -531,11 +538,7 @@ func (d *DB) rotateLocked(need int) error {
 	}
 	d.wal = newWAL
 	d.mu.imm = append(d.mu.imm, d.mu.mem)
-	if memSize == d.opts.MemTableSize {
-		d.mu.mem = d.memPool.get(num)
-	} else {
-		d.mu.mem = newMemTable(memSize, num)
-	}
+	d.mu.mem = d.memPool.get(num, memSize)
 	d.updateReadStateLocked(nil)
 	d.m.memtableRotations.Add(1)
 	d.maybeScheduleFlushLocked()
@@ -676,6 +679,7 @@ func (d *DB) Close() error {
 	defer d.commitMu.Unlock()
 	close(d.closing)
 	d.bgWG.Wait()
+	d.memPool.wg.Wait() // a spare being prepared
 
 	var err error
 	if d.wal != nil {

@@ -25,6 +25,9 @@ type memTable struct {
 	// largestSeq is the largest sequence number applied (for metrics and
 	// flush ordering checks). Written by the committer, read after rotation.
 	largestSeq atomic.Uint64
+	// spareAsked: the pool was asked to prepare the next memtable's arena
+	// (DB.Apply, once this one is half full). Committer only.
+	spareAsked bool
 }
 
 func newMemTable(size int, logNum base.FileNum) *memTable {
@@ -42,14 +45,24 @@ func (m *memTable) unref() {
 	}
 }
 
-// memPool recycles the arena of one flushed memtable of the standard size,
-// as Pebble does: reusing it avoids allocating (and the runtime zeroing)
-// tens of megabytes at every rotation, and the page faults of fresh memory.
+// memPool holds at most one empty memtable arena, the spare, so that a
+// rotation does not allocate one on the commit path: allocating tens of
+// megabytes makes the runtime zero them first (memory freed by the GC is
+// reused), which stalled every write for 10-60 ms at each rotation on a
+// 2-vCPU VM. The spare is either the arena of a flushed memtable of the
+// standard size, recycled as Pebble does, or one allocated in the
+// background (prepare) once the current memtable is half full and no
+// spare is there: during the first rotations, whose memtables double in
+// size, nothing can be recycled, and under a heavy write load the flush
+// of the previous memtable may not have returned its arena in time.
 type memPool struct {
-	size   int
+	size   int  // the standard memtable size (Options.MemTableSize)
 	poison bool // fill recycled arenas with garbage first (tests)
+	wg     sync.WaitGroup
 	mu     sync.Mutex
 	spare  *memtable.Table
+	// preparing: a background allocation of a spare is under way.
+	preparing bool
 }
 
 // debugPoisonArenas makes every DB opened afterwards poison recycled
@@ -57,29 +70,70 @@ type memPool struct {
 // garbage.
 var debugPoisonArenas atomic.Bool
 
+// put takes back the arena of a flushed memtable that no reader uses any
+// more: kept as the spare if it has the standard size and the spare is
+// empty or of another size.
 func (p *memPool) put(t *memtable.Table) {
 	if t.Capacity() != p.size {
 		return
 	}
 	p.mu.Lock()
-	if p.spare == nil {
+	if p.spare == nil || p.spare.Capacity() != p.size {
 		p.spare = t
 	}
 	p.mu.Unlock()
 }
 
-// get returns an empty memtable for WAL logNum, recycled when possible.
-func (p *memPool) get(logNum base.FileNum) *memTable {
+// get returns an empty memtable of size bytes for WAL logNum: the spare
+// when it has that size, else a new one.
+func (p *memPool) get(logNum base.FileNum, size int) *memTable {
 	p.mu.Lock()
 	t := p.spare
-	p.spare = nil
+	if t != nil && t.Capacity() == size {
+		p.spare = nil
+	} else {
+		t = nil
+	}
 	p.mu.Unlock()
 	if t == nil {
-		t = memtable.New(p.size)
+		t = memtable.New(size)
 	} else {
 		t.Reset(p.poison)
 	}
 	return &memTable{t: t, logNum: logNum, pool: p}
+}
+
+// prepare allocates a spare of size bytes on a goroutine of its own,
+// unless there is a spare of that size already or one is being made.
+func (p *memPool) prepare(size int) {
+	p.mu.Lock()
+	if p.preparing || p.spare != nil && p.spare.Capacity() == size {
+		p.mu.Unlock()
+		return
+	}
+	p.preparing = true
+	p.wg.Add(1)
+	p.mu.Unlock()
+	go func() {
+		defer p.wg.Done()
+		t := memtable.New(size)
+		p.mu.Lock()
+		if p.spare == nil || p.spare.Capacity() != size {
+			p.spare = t
+		}
+		p.preparing = false
+		p.mu.Unlock()
+	}()
+}
+
+// spareSize returns the capacity of the spare (0: none), for tests.
+func (p *memPool) spareSize() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.spare == nil {
+		return 0
+	}
+	return p.spare.Capacity()
 }
 
 // batchArenaBytes is an upper bound on the arena bytes a batch needs.

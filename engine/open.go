@@ -279,10 +279,7 @@ func open(dir string, o *Options) (_ *DB, retErr error) {
 	d.lastSeq = lastSeq
 	d.visibleSeq.Store(uint64(lastSeq))
 	d.mu.memSize = min(initialMemTableSize, o.MemTableSize)
-	d.mu.mem = newMemTable(d.mu.memSize, logNum)
-	if d.mu.memSize == o.MemTableSize {
-		d.mu.mem = d.memPool.get(logNum)
-	}
+	d.mu.mem = d.memPool.get(logNum, d.mu.memSize)
 	d.mu.Lock()
 	d.updateReadStateLocked(nil)
 	d.mu.Unlock()
