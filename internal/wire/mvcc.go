@@ -402,10 +402,10 @@ func DecodeCondTxn(p []byte) (*CondTxn, error) {
 		}
 		t.Compares = append(t.Compares, c)
 	}
-	if t.Then, err = d.condOps("then"); err != nil {
+	if t.Then, err = d.condOps(&thenOps); err != nil {
 		return nil, err
 	}
-	if t.Else, err = d.condOps("else"); err != nil {
+	if t.Else, err = d.condOps(&elseOps); err != nil {
 		return nil, err
 	}
 	if err := d.end(); err != nil {
@@ -414,13 +414,22 @@ func DecodeCondTxn(p []byte) (*CondTxn, error) {
 	return t, nil
 }
 
-func (d *decoder) condOps(branch string) ([]CondOp, error) {
-	n, err := d.u32(branch + " op count")
+// condBranch names the fields of a KAYA_TXN op list in errors, built once
+// rather than at every op decoded.
+type condBranch struct{ name, count, kind, key, value string }
+
+var (
+	thenOps = condBranch{"then", "then op count", "then op kind", "then op key", "then op value"}
+	elseOps = condBranch{"else", "else op count", "else op kind", "else op key", "else op value"}
+)
+
+func (d *decoder) condOps(b *condBranch) ([]CondOp, error) {
+	n, err := d.u32(b.count)
 	if err != nil {
 		return nil, err
 	}
 	if n > MaxCondOps {
-		return nil, fmt.Errorf("%w: %s: %d %s ops, at most %d", ErrMalformed, d.msg, n, branch, MaxCondOps)
+		return nil, fmt.Errorf("%w: %s: %d %s ops, at most %d", ErrMalformed, d.msg, n, b.name, MaxCondOps)
 	}
 	if n == 0 {
 		return nil, nil
@@ -428,20 +437,20 @@ func (d *decoder) condOps(branch string) ([]CondOp, error) {
 	ops := make([]CondOp, 0, n)
 	for i := range n {
 		var op CondOp
-		k, err := d.u8(branch + " op kind")
+		k, err := d.u8(b.kind)
 		if err != nil {
-			return nil, fmt.Errorf("%w (%s op %d of %d)", err, branch, i, n)
+			return nil, fmt.Errorf("%w (%s op %d of %d)", err, b.name, i, n)
 		}
 		op.Kind = TxnOpKind(k)
 		if op.Kind < TxnOpGet || op.Kind > TxnOpDelete {
-			return nil, fmt.Errorf("%w: %s: unknown op kind %d (%s op %d of %d; want 1 get, 2 put, 3 delete)", ErrMalformed, d.msg, k, branch, i, n)
+			return nil, fmt.Errorf("%w: %s: unknown op kind %d (%s op %d of %d; want 1 get, 2 put, 3 delete)", ErrMalformed, d.msg, k, b.name, i, n)
 		}
-		if op.Key, err = d.bytes32(branch + " op key"); err != nil {
-			return nil, fmt.Errorf("%w (%s op %d of %d)", err, branch, i, n)
+		if op.Key, err = d.bytes32(b.key); err != nil {
+			return nil, fmt.Errorf("%w (%s op %d of %d)", err, b.name, i, n)
 		}
 		if op.Kind == TxnOpPut {
-			if op.Value, err = d.bytes32(branch + " op value"); err != nil {
-				return nil, fmt.Errorf("%w (%s op %d of %d)", err, branch, i, n)
+			if op.Value, err = d.bytes32(b.value); err != nil {
+				return nil, fmt.Errorf("%w (%s op %d of %d)", err, b.name, i, n)
 			}
 		}
 		ops = append(ops, op)

@@ -585,3 +585,25 @@ func docText(t *testing.T) string {
 	}
 	return string(b)
 }
+
+// TestDecodeCondTxnAllocations: decoding a conditional write (done in the
+// apply of every KAYA_TXN, on every node) allocates its result only, not
+// a field name per field decoded.
+func TestDecodeCondTxnAllocations(t *testing.T) {
+	p := AppendCondTxn(nil, &CondTxn{
+		Compares: []Compare{
+			{Target: CmpMod, Op: CmpEqual, Key: []byte("account/1"), Rev: 7},
+			{Target: CmpMod, Op: CmpEqual, Key: []byte("account/2"), Rev: 9},
+		},
+		Then: []CondOp{{Kind: TxnOpPut, Key: []byte("account/1"), Value: []byte("90")}, {Kind: TxnOpPut, Key: []byte("account/2"), Value: []byte("110")}},
+		Else: []CondOp{{Kind: TxnOpGet, Key: []byte("account/1")}, {Kind: TxnOpGet, Key: []byte("account/2")}},
+	})
+	// The CondTxn and its three slices.
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := DecodeCondTxn(p); err != nil {
+			t.Fatal(err)
+		}
+	}); n > 4 {
+		t.Fatalf("DecodeCondTxn allocates %.0f times, want at most 4", n)
+	}
+}

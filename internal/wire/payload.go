@@ -76,19 +76,24 @@ func (d *decoder) raw(field string, n uint64) ([]byte, error) {
 	return b, nil
 }
 
+// bytes32 and bytes16 take a length-prefixed field. The length's name
+// for an error ("<field> length") is built only when there is one: the
+// apply of every conditional write decodes here.
 func (d *decoder) bytes32(field string) ([]byte, error) {
-	n, err := d.u32(field + " length")
-	if err != nil {
-		return nil, err
+	if d.rest() < 4 {
+		return nil, d.short(field+" length", 4)
 	}
+	n := binary.LittleEndian.Uint32(d.p[d.off:])
+	d.off += 4
 	return d.raw(field, uint64(n))
 }
 
 func (d *decoder) bytes16(field string) ([]byte, error) {
-	n, err := d.u16(field + " length")
-	if err != nil {
-		return nil, err
+	if d.rest() < 2 {
+		return nil, d.short(field+" length", 2)
 	}
+	n := binary.LittleEndian.Uint16(d.p[d.off:])
+	d.off += 2
 	return d.raw(field, uint64(n))
 }
 
