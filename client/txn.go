@@ -417,8 +417,11 @@ func (t *Txn) Delete(ctx context.Context, key []byte) error {
 // revision). ErrTxnConflict: something it read or wrote changed since its
 // snapshot; nothing was applied and the transaction is over. ErrTxnLost:
 // it was not committed. ErrAmbiguous: the outcome could not be learned
-// before the deadline (it may or may not be applied). Committing again
-// after success returns the same revision.
+// before the deadline (it may or may not be applied). ErrDiskFull: the
+// leader's disk is full and it refused the commit before proposing it;
+// nothing was applied and the transaction is still open, so Commit may be
+// called again once there is room (or Rollback). Committing again after
+// success returns the same revision.
 func (t *Txn) Commit(ctx context.Context) (uint64, error) {
 	t.mu.Lock()
 	st, rev, err := t.mu.state, t.mu.rev, t.mu.err
@@ -487,6 +490,12 @@ func (t *Txn) Commit(ctx context.Context) (uint64, error) {
 		var srv *ServerError
 		if errors.As(se, &srv) && (srv.Message == wire.MsgClientCredential || srv.Message == wire.MsgACLDenied) {
 			return 0, t.end(txnReleased, se) // refused before anything was proposed
+		}
+		if errors.Is(se, ErrDiskFull) {
+			// Refused before it was proposed, and the transaction stays
+			// open on the server: Commit may be called again once the
+			// node has room (or Rollback). Nothing to resolve.
+			return 0, se
 		}
 		if a.st == wire.StatusNotLeader {
 			t.serverGone(a) // learn the new leader

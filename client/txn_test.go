@@ -933,3 +933,41 @@ func incremented(v []byte, err error) ([]byte, error) {
 	}
 	return fmt.Append(nil, n+1), nil
 }
+
+// TestTxnCommitRefusedByAFullDisk: a TXN_COMMIT a disk-full leader refused
+// (before proposing it) fails with ErrDiskFull at once, without asking
+// again and without ErrAmbiguous; the transaction stays open, and a later
+// Commit commits it.
+func TestTxnCommitRefusedByAFullDisk(t *testing.T) {
+	const refusal = "disk full on node 1: 0 B free, below the 4.0 MiB low-water mark (0 B free on /data); writes are refused until space is freed — free space or add capacity"
+	srv := newFakeServer(t)
+	srv.setHandler(func(r *fakeReq) (fakeAction, bool) {
+		if r.op == wire.OpTxnCommit && r.nth == 1 {
+			return fakeAction{st: wire.StatusError, payload: wire.AppendError(nil, refusal)}, true
+		}
+		return fakeAction{}, false
+	})
+	c := newClient(t, []string{srv.addr}, nil)
+	ctx := ctxT(t, 5*time.Second)
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Put(ctx, []byte("k"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = tx.Commit(ctx)
+	if !errors.Is(err, ErrDiskFull) || errors.Is(err, ErrAmbiguous) {
+		t.Fatalf("Commit on a full disk: got %v, want ErrDiskFull without ErrAmbiguous", err)
+	}
+	if n := srv.count(wire.OpTxnCommit); n != 1 {
+		t.Fatalf("%d TXN_COMMITs sent, want 1 (a refusal needs no resolving)", n)
+	}
+	rev, err := tx.Commit(ctx)
+	if err != nil || rev == 0 {
+		t.Fatalf("Commit again once there is room: rev %d, %v", rev, err)
+	}
+	if v, err := c.Get(ctx, []byte("k")); err != nil || string(v) != "v" {
+		t.Fatalf("Get k after the commit: %q %v", v, err)
+	}
+}
