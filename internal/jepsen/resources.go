@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/kayadb/kayadb/internal/wire"
@@ -300,7 +301,19 @@ const probeTimeout = 5 * time.Second
 // probe opens a new connection to addr (from the workload's address) and
 // asks HEALTH: nil when the node answers it within timeout.
 func probe(addr string, timeout time.Duration) error {
-	conn, err := net.DialTimeout("tcp", addr, timeout)
+	// A node the harness has just started (a kill healed a moment before)
+	// may not listen yet: a refused dial is tried again until the timeout,
+	// which is the time the node has to serve a new client.
+	deadline := time.Now().Add(timeout)
+	var conn net.Conn
+	var err error
+	for {
+		conn, err = net.DialTimeout("tcp", addr, time.Until(deadline))
+		if err == nil || !errors.Is(err, syscall.ECONNREFUSED) || time.Until(deadline) < 50*time.Millisecond {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if err != nil {
 		return err
 	}

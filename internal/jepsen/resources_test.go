@@ -221,6 +221,55 @@ func TestProbe(t *testing.T) {
 	}
 }
 
+// TestProbeWaitsForANodeStarting: a node the harness has just started may
+// not listen yet; the probe gives it its timeout to come up (seed 931
+// flagged a node restarted 100 ms earlier), and still fails when nothing
+// ever listens.
+func TestProbeWaitsForANodeStarting(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+
+	if err := probe(addr, 300*time.Millisecond); err == nil {
+		t.Fatal("the probe of an address nobody listens on succeeded")
+	}
+
+	started := make(chan net.Listener, 1)
+	go func() {
+		time.Sleep(400 * time.Millisecond)
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			started <- nil
+			return
+		}
+		started <- ln
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if _, _, _, err := wire.ReadRequest(bufio.NewReader(c), nil); err == nil {
+					_, _ = c.Write(wire.AppendResponse(nil, wire.StatusOK, nil))
+				}
+			}()
+		}
+	}()
+	err = probe(addr, 5*time.Second)
+	if ln := <-started; ln != nil {
+		defer ln.Close()
+	} else {
+		t.Skip("the port was taken meanwhile")
+	}
+	if err != nil {
+		t.Fatalf("a node that listens 400 ms after the probe started was not served: %v", err)
+	}
+}
+
 func TestReadRSS(t *testing.T) {
 	rss, hwm, err := readRSS(os.Getpid())
 	if err != nil {
