@@ -849,7 +849,7 @@ func writeOutcome(err error) error {
 	var se *ServerError
 	if errors.As(err, &se) && se.Status == uint16(wire.StatusError) &&
 		se.Message != wire.MsgClientCredential && se.Message != wire.MsgOperatorCredential &&
-		!wire.IsDiskFullRefusal(se.Message) {
+		!errors.Is(se, ErrDiskFull) {
 		return fmt.Errorf("%w: %w", ErrAmbiguous, err)
 	}
 	return err

@@ -998,12 +998,16 @@ func TestReaderLeavesInsideAFrame(t *testing.T) {
 	}
 }
 
+// diskFullRefusal is a disk-full node's refusal of a write, as the server
+// words it (internal/server diskfull.go).
+const diskFullRefusal = "disk full on node 2: 1.5 MiB free, below the 4.0 MiB low-water mark (1.5 MiB free on /var/lib/kayadb); writes are refused until space is freed — free space or add capacity"
+
 // TestDiskFullRefusalIsNotAmbiguous: a disk-full node refuses a write
 // before proposing it, so the client reports ErrDiskFull (the write was
 // not applied) and not ErrAmbiguous; any other ERROR reply to a write
 // stays ambiguous.
 func TestDiskFullRefusalIsNotAmbiguous(t *testing.T) {
-	const refusal = "disk full on node 2: 1.5 MiB free, below the 4.0 MiB low-water mark (1.5 MiB free on /var/lib/kayadb); writes are refused until space is freed — free space or add capacity"
+	const refusal = diskFullRefusal
 	const lost = "kv: leadership changed while the write was pending; it may or may not have been applied"
 	srv := newFakeServer(t)
 	msg := refusal

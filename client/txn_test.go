@@ -939,11 +939,10 @@ func incremented(v []byte, err error) ([]byte, error) {
 // again and without ErrAmbiguous; the transaction stays open, and a later
 // Commit commits it.
 func TestTxnCommitRefusedByAFullDisk(t *testing.T) {
-	const refusal = "disk full on node 1: 0 B free, below the 4.0 MiB low-water mark (0 B free on /data); writes are refused until space is freed — free space or add capacity"
 	srv := newFakeServer(t)
 	srv.setHandler(func(r *fakeReq) (fakeAction, bool) {
 		if r.op == wire.OpTxnCommit && r.nth == 1 {
-			return fakeAction{st: wire.StatusError, payload: wire.AppendError(nil, refusal)}, true
+			return fakeAction{st: wire.StatusError, payload: wire.AppendError(nil, diskFullRefusal)}, true
 		}
 		return fakeAction{}, false
 	})

@@ -16,15 +16,9 @@ REPO_ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 A="$1" B="$2" ROUNDS="${3:-3}"
 D="${BENCH_DIR:-$(mktemp -d)}"
 mkdir -p "$D/bin"
-build() { # build REV NAME
-  local wt="$D/src-$2"
-  rm -rf "$wt"
-  git -C "$REPO_ROOT" worktree add -q --detach "$wt" "$1"
-  (cd "$wt" && go build -o "$D/bin/kayadb-server-$2" ./cmd/kayadb-server)
-  git -C "$REPO_ROOT" worktree remove --force "$wt"
-}
-build "$A" a
-build "$B" b
+source "$REPO_ROOT/scripts/bench-common.sh"
+build_server "$A" a
+build_server "$B" b
 (cd "$REPO_ROOT" && go build -o "$D/bin/kayactl" ./cmd/kayactl)
 ADDR=127.0.0.1:17399
 pid=

@@ -28,15 +28,9 @@ D="${BENCH_DIR:-$(mktemp -d)}"
 mkdir -p "$D/bin"
 ROOT="$D"
 if [ "${BENCH_TMPFS:-0}" = 1 ]; then ROOT=$(mktemp -d -p /dev/shm kaya-paired.XXXXXX); fi
-build() { # build REV NAME
-  local wt="$D/src-$2"
-  rm -rf "$wt"
-  git -C "$REPO_ROOT" worktree add -q --detach "$wt" "$1"
-  (cd "$wt" && go build -o "$D/bin/kayadb-server-$2" ./cmd/kayadb-server)
-  git -C "$REPO_ROOT" worktree remove --force "$wt"
-}
-build "$A" a
-build "$B" b
+source "$REPO_ROOT/scripts/bench-common.sh"
+build_server "$A" a
+build_server "$B" b
 (cd "$REPO_ROOT" && go build -o "$D/bin/kayactl" ./cmd/kayactl)
 pids=()
 cleanup() {

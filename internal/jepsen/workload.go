@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/kayadb/kayadb/client"
-	"github.com/kayadb/kayadb/internal/wire"
 )
 
 // Workload names.
@@ -245,10 +244,7 @@ func writeStatus(err error) string {
 // unknown.
 func refusedBeforeProposal(err error) bool {
 	var se *client.ServerError
-	if !errors.As(err, &se) || se.Status != uint16(wire.StatusError) || !wire.IsDiskFullRefusal(se.Message) {
-		return false
-	}
-	return errors.Is(err, client.ErrDiskFull) && !errors.Is(err, client.ErrAmbiguous) && err.Error() == se.Error()
+	return errors.As(err, &se) && errors.Is(se, client.ErrDiskFull) && err.Error() == se.Error()
 }
 
 func (w *worker) read(ctx context.Context, k int) {
