@@ -149,6 +149,7 @@ func crashAtEveryWrite(t *testing.T, sealer *crypt.Sealer) {
 				if sync {
 					acked = i
 				}
+				l.PrepareAhead() // as the raft node calls it: crashes while zero-filling too
 			}
 			_ = l.Close()
 			if clone == nil {

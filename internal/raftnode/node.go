@@ -278,8 +278,11 @@ type Node struct {
 	// full disk or had to wait for the apply goroutine (owned by the
 	// loop); stallErr publishes the condition, which readyStalled (a step
 	// of pend) or astall (the apply goroutine) holds.
-	pend           *pendingReady
-	readyStalled   bool
+	pend         *pendingReady
+	readyStalled bool
+	// prepareDue: the loop saved to the log since it last called
+	// prepareLog (owned by the loop).
+	prepareDue     bool
 	stallErr       atomic.Pointer[error]
 	stalls         atomic.Uint64 // episodes
 	stallRetries   atomic.Uint64 // failed retries
@@ -960,6 +963,20 @@ func (n *Node) run() {
 		// The apply goroutine may have crossed the snapshot threshold
 		// since the last Ready.
 		n.maybeSnapshot()
+		if n.prepareDue {
+			// After the Readys are handed on: no write waits for it.
+			n.prepareDue = false
+			n.prepareLog()
+		}
+	}
+}
+
+// prepareLog lets a log that prepares space ahead of its records
+// (raftlog.Log.PrepareAhead) do so now. It is called after Saves whose
+// results were handed on, by the goroutine that saved.
+func (n *Node) prepareLog() {
+	if p, ok := n.cfg.Log.(interface{ PrepareAhead() }); ok {
+		p.PrepareAhead()
 	}
 }
 
@@ -1255,6 +1272,7 @@ func (n *Node) handleReady(p *pendingReady) error {
 			return fmt.Errorf("raftnode: persisting raft state: %w", err)
 		}
 		p.saved = true
+		n.prepareDue = true
 		if t0 != 0 && rd.MustSync {
 			saved := n.stages.Since(StageLogFsync, t0)
 			if k := len(rd.Entries); k > 0 {

@@ -201,6 +201,7 @@ func (n *Node) writeBatch(batch []*pb.Message) bool {
 	if n.awaitStorage.Swap(false) {
 		wake(n.loopWake)
 	}
+	n.prepareLog()
 	return true
 }
 
@@ -227,6 +228,7 @@ func (n *Node) writeInline(m *pb.Message, t0 int64) error {
 	if hs != nil {
 		n.stTerm, n.stVote = hs.GetTerm(), hs.GetVote()
 	}
+	n.prepareDue = true
 	if t0 != 0 && sync {
 		saved := n.stages.Since(StageLogFsync, t0)
 		if k := len(m.GetEntries()); k > 0 {

@@ -308,10 +308,17 @@ type TornTailError struct {
 	Size int64
 	// Reason says what was found at Offset.
 	Reason string
+	// Zeroed reports that every byte from Offset to Size is zero: space a
+	// writer zero-filled ahead of its records (the raft log's segments do)
+	// or allocated but never written. No record was torn.
+	Zeroed bool
 }
 
 // Error implements error.
 func (e *TornTailError) Error() string {
+	if e.Zeroed {
+		return fmt.Sprintf("log %s ends at offset %d, followed by %d bytes of zeros (preallocated space; nothing torn)", e.File, e.Offset, e.Size-e.Offset)
+	}
 	return fmt.Sprintf("torn tail in %s at offset %d (%d bytes dropped): %s", e.File, e.Offset, e.Size-e.Offset, e.Reason)
 }
 
@@ -571,7 +578,7 @@ func (r *Reader) corrupt(off int64, msg string) error {
 func (r *Reader) badChunk(off int64, reason string) error {
 	tail := r.lastEnd
 	// Scan from the bad chunk to the end of the file.
-	size, evidence, err := r.scanRest(off, tail)
+	size, evidence, zeroed, err := r.scanRest(off, tail)
 	if err != nil {
 		return err
 	}
@@ -579,17 +586,22 @@ func (r *Reader) badChunk(off int64, reason string) error {
 		return errs.CorruptionErrorf(r.fileName, off,
 			"%s (the chunk at offset %d was written after offset %d had been synced)", reason, evidence, tail)
 	}
-	return &TornTailError{File: r.fileName, Offset: tail, Size: size, Reason: reason}
+	return &TornTailError{File: r.fileName, Offset: tail, Size: size, Reason: reason, Zeroed: zeroed && off == tail}
 }
 
 // scanRest reads the remainder of the file starting with the current block.
-// It returns the file size and the offset of the first valid chunk of this
-// log whose SyncOffset is greater than tail (or -1 if there is none).
-func (r *Reader) scanRest(from, tail int64) (size int64, evidence int64, err error) {
+// It returns the file size, the offset of the first valid chunk of this log
+// whose SyncOffset is greater than tail (or -1 if there is none), and
+// whether every byte from from to the end is zero.
+func (r *Reader) scanRest(from, tail int64) (size int64, evidence int64, zeroed bool, err error) {
 	evidence = -1
+	zeroed = true
 	startPos := int(from - r.blockOff)
 	for {
 		blk := r.block[:r.blockLen]
+		if zeroed {
+			zeroed = allZero(blk[min(max(startPos, 0), len(blk)):])
+		}
 		if evidence < 0 {
 			for p := max(startPos, 0); p+HeaderSize <= len(blk); p++ {
 				h := blk[p:]
@@ -617,10 +629,26 @@ func (r *Reader) scanRest(from, tail int64) (size int64, evidence int64, err err
 		}
 		startPos = 0
 		if r.eof {
-			return r.blockOff + int64(r.blockLen), evidence, nil
+			return r.blockOff + int64(r.blockLen), evidence, zeroed, nil
 		}
 		if err := r.readBlock(); err != nil {
-			return 0, -1, err
+			return 0, -1, false, err
 		}
 	}
+}
+
+// allZero reports whether b holds only zero bytes.
+func allZero(b []byte) bool {
+	for len(b) >= 8 {
+		if binary.LittleEndian.Uint64(b) != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }

@@ -390,3 +390,43 @@ func TestEncoderRewind(t *testing.T) {
 		}
 	}
 }
+
+// TestZeroedTail: records followed by zeros (space a writer zero-filled
+// ahead of them) end the log with a tail marked Zeroed, at the end of the
+// last record; a record cut short before the zeros, or bytes that are not
+// zero after them, are a torn tail that is not.
+func TestZeroedTail(t *testing.T) {
+	recs := [][]byte{bytes.Repeat([]byte{1}, 100), bytes.Repeat([]byte{2}, BlockSize+50), {3}}
+	data, ends := writeLog(t, 5, recs)
+	last := ends[len(ends)-1]
+	zeros := make([]byte, 3*BlockSize+17)
+	tail := func(data []byte) (*TornTailError, int) {
+		t.Helper()
+		got, err := readAll(data, 5)
+		var tt *TornTailError
+		if !errors.As(err, &tt) {
+			t.Fatalf("read ended with %v, want a torn tail", err)
+		}
+		return tt, len(got)
+	}
+
+	tt, n := tail(append(append([]byte(nil), data...), zeros...))
+	if n != len(recs) || !tt.Zeroed || tt.Offset != last || tt.Size != last+int64(len(zeros)) {
+		t.Fatalf("records then zeros: %d records, tail %+v", n, tt)
+	}
+	if want := "nothing torn"; !bytes.Contains([]byte(tt.Error()), []byte(want)) {
+		t.Errorf("message %q lacks %q", tt.Error(), want)
+	}
+
+	// The last record cut in the middle, then zeros: torn.
+	cut := append(append([]byte(nil), data[:ends[1]-10]...), zeros...)
+	if tt, n := tail(cut); tt.Zeroed || n != 1 {
+		t.Fatalf("a record cut short then zeros: %d records, tail %+v", n, tt)
+	}
+	// Zeros, then a stray non-zero byte far behind: torn, not zeroed.
+	stray := append(append([]byte(nil), data...), zeros...)
+	stray[len(stray)-5] = 0x42
+	if tt, n := tail(stray); tt.Zeroed || n != len(recs) {
+		t.Fatalf("zeros with a stray byte: %d records, tail %+v", n, tt)
+	}
+}

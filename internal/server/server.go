@@ -584,9 +584,14 @@ func (s *Server) openRaftLog(b *boot) error {
 		return fmt.Errorf("opening the raft log: %w", err)
 	}
 	rep := b.rep
-	if rep.TornTail != nil {
+	switch t := rep.TornTail; {
+	case t == nil:
+	case t.Zeroed:
+		s.log.Info("raft log: the newest segment was not closed cleanly; its zero-filled space after the last record was cut off (nothing was torn)",
+			"file", t.File, "offset", t.Offset, "bytes", t.Size-t.Offset)
+	default:
 		s.log.Warn("raft log ended in a torn write; the unfinished tail was cut off",
-			"file", rep.TornTail.File, "offset", rep.TornTail.Offset, "bytes", rep.TornTail.Size-rep.TornTail.Offset)
+			"file", t.File, "offset", t.Offset, "bytes", t.Size-t.Offset)
 	}
 	b.applied = s.store.AppliedIndex()
 	if rep.Snapshot != nil {
