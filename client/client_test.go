@@ -1040,3 +1040,34 @@ func TestDiskFullRefusalIsNotAmbiguous(t *testing.T) {
 		t.Errorf("Put answered %q: got %v, want ErrAmbiguous and not ErrDiskFull", lost, err)
 	}
 }
+
+// TestRequestTimeoutKeepsAShorterDeadline: a call whose context ends within
+// RequestTimeout runs under that context as it is (no timer of the
+// client's own per call); a longer or missing deadline is cut down to
+// RequestTimeout.
+func TestRequestTimeoutKeepsAShorterDeadline(t *testing.T) {
+	c := &Client{opts: Options{RequestTimeout: time.Second}}
+	short, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if got, done := c.withRequestTimeout(short); got != short {
+		t.Error("a deadline within RequestTimeout was wrapped")
+	} else {
+		done()
+		if short.Err() != nil {
+			t.Error("the returned cancel ended the caller's context")
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { _, done := c.withRequestTimeout(short); done() }); n != 0 {
+		t.Errorf("%v allocations per call with a short deadline", n)
+	}
+	long, cancel2 := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel2()
+	for _, parent := range []context.Context{context.Background(), long} {
+		got, done := c.withRequestTimeout(parent)
+		dl, ok := got.Deadline()
+		if !ok || time.Until(dl) > time.Second {
+			t.Errorf("deadline %v (set %v), want within RequestTimeout", time.Until(dl), ok)
+		}
+		done()
+	}
+}

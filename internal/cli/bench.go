@@ -319,7 +319,14 @@ same as one JSON object).
 		if err != nil {
 			return err
 		}
-		timeout := opts.RequestTimeout
+		// A transaction is several calls: each is bounded by the client's
+		// RequestTimeout, and the whole by the same again. A put, get or
+		// scan is one call, which the client bounds by itself: no context
+		// timer of the bench's own per request (0).
+		callTimeout := opts.RequestTimeout
+		if op != "txn" {
+			callTimeout = 0
+		}
 		opts.ConnsPerEndpoint, opts.MaxPipeline = *conns, max(128, *clients / *conns * 2)
 		opts.MaxTxnAttempts = *maxAttempts // RunSTM's bound (--txn-mode stm)
 		c, err := client.New(a.servers(), opts)
@@ -338,7 +345,7 @@ same as one JSON object).
 			fmt.Fprintf(a.stderr, "loading %d keys...\n", *keySpace)
 			if err := runLoad(*keySpace, min(*clients, 64), func(ctx context.Context, i int) error {
 				return c.Put(ctx, key(i), value)
-			}, timeout, nil); err != nil {
+			}, 0, nil); err != nil {
 				return err
 			}
 		}
@@ -369,7 +376,7 @@ same as one JSON object).
 			}
 			bar.add()
 			return nil
-		}, timeout, &errs)
+		}, callTimeout, &errs)
 		elapsed := time.Since(start)
 		bar.done()
 		if err != nil {
@@ -545,8 +552,10 @@ func pow10(n int) int64 {
 	return p
 }
 
-// runLoad calls fn(i) for i in [0, n) from workers goroutines. It stops at
-// the first error unless errs is given (then errors are only counted).
+// runLoad calls fn(i) for i in [0, n) from workers goroutines, each call
+// with a context that ends after timeout (none when 0: the client bounds
+// each of its calls by its RequestTimeout). It stops at the first error
+// unless errs is given (then errors are only counted).
 func runLoad(n, workers int, fn func(ctx context.Context, i int) error, timeout time.Duration, errs *atomic.Int64) error {
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -561,7 +570,10 @@ func runLoad(n, workers int, fn func(ctx context.Context, i int) error, timeout 
 				if i >= n {
 					return
 				}
-				ctx, cancel := context.WithTimeout(context.Background(), timeout)
+				ctx, cancel := context.Background(), context.CancelFunc(func() {})
+				if timeout > 0 {
+					ctx, cancel = context.WithTimeout(ctx, timeout)
+				}
 				err := fn(ctx, i)
 				cancel()
 				if err != nil && errs == nil {
