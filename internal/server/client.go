@@ -325,13 +325,16 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			// waiting to be read: the reader runs the round (kv.Barrier);
 			// a request sent meanwhile is read after it, and its reply
 			// would have come after this one's anyway. When the
-			// next frame, already buffered, is another such read (a
-			// client pipelining its reads, or the read lane of the Go
-			// client), its reply is held and written with the next one's:
-			// one write(2) for several replies. At most maxHeldReplies
+			// next frame, already buffered, is a GET_AT or a GET (a
+			// client pipelining its reads, the read lane of the Go
+			// client, several clients sharing a connection), this reply
+			// is held and written with the next one's: one write(2) for
+			// several replies (Redis answers a connection's buffered
+			// commands the same way). Should the next one not be served
+			// here, the held replies are written before it is started. At most maxHeldReplies
 			// are held, far below the connection's reply bound, so the
 			// reader never waits for room its held replies take.
-			if buffered && next == wire.OpGetAt && held < maxHeldReplies && s.roomToHold(cc, held) {
+			if buffered && (next == wire.OpGetAt || next == wire.OpGet) && held < maxHeldReplies && s.roomToHold(cc, held) {
 				hold = true
 				held++
 			} else {

@@ -163,9 +163,9 @@ func TestMalformedFrames(t *testing.T) {
 	}
 }
 
-// TestPipelinedLocalReadsHeld: GET_ATs of the applied state written back to
-// back are served on the reader, which holds a reply to write it with the
-// next one's; every reply still arrives, in order and right, whatever
+// TestPipelinedLocalReadsHeld: GET_ATs of the applied state and GETs of a
+// sole voter written back to back are served on the reader, which holds a
+// reply to write it with the next one's; every reply still arrives, in order and right, whatever
 // follows the reads: a write, a read that waits, a half-closed connection.
 func TestPipelinedLocalReadsHeld(t *testing.T) {
 	c := newTestCluster(t, 1)
@@ -201,6 +201,12 @@ func TestPipelinedLocalReadsHeld(t *testing.T) {
 				key, v := fmt.Sprint("k", k), fmt.Sprint("v", k)
 				if k == 5 {
 					key, v = missing, ""
+				}
+				if i%3 == 2 {
+					// Plain GETs among them: held and written together too.
+					buf = wire.AppendRequest(buf, wire.OpGet, wire.AppendKey(nil, []byte(key)))
+					wants = append(wants, want{op: wire.OpGet, value: v})
+					continue
 				}
 				buf = local(buf, key)
 				wants = append(wants, want{op: wire.OpGetAt, value: v})
