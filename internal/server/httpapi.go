@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +30,8 @@ type observability struct {
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	// bySeries caches each opcode's request series (observeRequest).
+	bySeries [256]atomic.Pointer[reqSeries]
 	// txnCommit is the transaction commit latency (txnops.go).
 	txnCommit *prometheus.HistogramVec
 
