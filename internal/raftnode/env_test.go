@@ -42,6 +42,9 @@ type testStorage struct {
 	failEntries bool
 	saves       int
 	syncs       int // Saves with sync set
+	// prepared counts PrepareAhead calls; preparedAt is the number of
+	// Saves at the last one.
+	prepared, preparedAt int
 	// gate, when set, holds every Save until it is closed (a slow disk);
 	// the test's waits for an idle node then ignore the storage goroutine.
 	gate chan struct{}
@@ -57,6 +60,20 @@ func (s *testStorage) gated() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.gate != nil
+}
+
+// PrepareAhead stands for raftlog.Log's: the node calls it after Saves.
+func (s *testStorage) PrepareAhead() {
+	s.mu.Lock()
+	s.prepared++
+	s.preparedAt = s.saves
+	s.mu.Unlock()
+}
+
+func (s *testStorage) prepareCounts() (prepared, preparedAt, saves int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.prepared, s.preparedAt, s.saves
 }
 
 func (s *testStorage) counts() (saves, syncs int) {

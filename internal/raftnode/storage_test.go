@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"go.etcd.io/raft/v3"
 
@@ -241,5 +242,43 @@ func TestProposalsSteppedTogether(t *testing.T) {
 		if _, data := e.nodes[id].sm.state(); !slices.Equal(data, []string{"5:a", "6:b", "7:c"}) {
 			t.Fatalf("node %d applied %v", id, data)
 		}
+	}
+}
+
+// TestLogPreparedAfterSaves: the node lets its log prepare space ahead of
+// its records (raftlog's zeros, PrepareAhead) after the Saves whose results
+// it handed on: the only voter from its loop, a node of three from its
+// storage goroutine. Without it every log fsync would commit a size change.
+func TestLogPreparedAfterSaves(t *testing.T) {
+	settled := func(name string, st *testStorage) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			prepared, at, saves := st.prepareCounts()
+			if prepared > 0 && at == saves {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: PrepareAhead called %d times, last after Save %d of %d", name, prepared, at, saves)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	e := newTestEnv(t)
+	sole := e.addNode(1, []uint64{1})
+	sole.n.Campaign()
+	e.waitIdle(1)
+	for i := range 3 {
+		e.propose(1, fmt.Sprint("s", i))
+	}
+	settled("the only voter", sole.st)
+
+	e3 := startLeader1(t)
+	for i := range 3 {
+		e3.propose(1, fmt.Sprint("v", i))
+		e3.deliver(0)
+	}
+	for id := uint64(1); id <= 3; id++ {
+		settled(fmt.Sprintf("node %d of three", id), e3.nodes[id].st)
 	}
 }
