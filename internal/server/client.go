@@ -120,6 +120,10 @@ type call struct {
 	// it is authorized and for opcodes without credentials (HELLO,
 	// HEALTH) and pushed frames.
 	principal *authz.Principal
+	// heldBefore, set for a read served on the reader while replies of
+	// earlier reads are held there (serveClient), is flushed before the
+	// read waits for reply memory: the room it waits for may be theirs.
+	heldBefore *replies
 
 	// Memory accounting (clientlimits.go). seq numbers the call on its
 	// connection; conn is its charge there, global its reply's charge in
@@ -282,6 +286,9 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 		}
 		hold := false // run(true) leaves the reply for the next read's write
 		run := func(onReader bool) {
+			if onReader && held > 0 && !(hold && held == 1) {
+				cl.heldBefore = out
+			}
 			if after != nil {
 				<-after
 			}
@@ -308,9 +315,11 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 				cl.ready = raftnode.Now()
 			}
 			cl.settled()
-			if hold {
+			if hold && len(p) <= maxHeldReply {
 				out.hold(cl)
 			} else {
+				// A large reply is not held: roomToHold counts on held
+				// replies being small. It goes out now, after the held ones.
 				out.finish(cl, onReader)
 			}
 		}
@@ -361,12 +370,17 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 	_ = c.Close()
 }
 
+// maxHeldReply is the largest reply payload the reader holds (serveClient):
+// a GET or GET_AT of a small value, generously. A larger one is written at
+// once, with the replies held before it.
+const maxHeldReply = getReplyEstimate + wire.MaxKeySize + 64
+
 // roomToHold reports whether the reader may hold one more reply (it
 // already holds held) with memory to spare: the held replies stay charged
 // until written, and the reader must never wait, in the connection's
 // admission or the server's reply budget, for room they take.
 func (s *Server) roomToHold(cc *clientConn, held int) bool {
-	per := int64(getReplyEstimate + frameOverhead + wire.MaxKeySize + 64) // a GET_AT's charge, generously
+	per := int64(frameOverhead + maxHeldReply) // a held reply's charge at most
 	if int64(held+2)*per > cc.limit/2 {
 		return false
 	}

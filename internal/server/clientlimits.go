@@ -753,6 +753,7 @@ func (s *Server) handleRead(cc *clientConn, cl *call, op wire.Opcode, p []byte) 
 	// request's handling then shares.
 	base := withPrincipal(context.Background(), cl.principal) // authz.go
 	wait := func(n int64) (context.Context, context.CancelFunc, error) {
+		flushHeld(cl)
 		ctx, cancel := context.WithTimeout(base, s.cfg.RequestTimeout)
 		err := budget.acquire(ctx, cc.gone, s.clim.stopping, n)
 		return ctx, cancel, err
@@ -786,6 +787,7 @@ func (s *Server) handleRead(cc *clientConn, cl *call, op wire.Opcode, p []byte) 
 		// No room for this value now: drop it, wait for the room, read
 		// again. (Rare: the loop runs again only when the value grew.)
 		reply = nil
+		flushHeld(cl)
 		if !cc.grow(cl.seq, extra, true, s.clim.stopping) {
 			return s.readRefused(net.ErrClosed)
 		}
@@ -797,6 +799,15 @@ func (s *Server) handleRead(cc *clientConn, cl *call, op wire.Opcode, p []byte) 
 		}
 		cl.global += extra
 		ctx = wctx
+	}
+}
+
+// flushHeld writes the replies the reader holds before cl (see
+// call.heldBefore), before cl waits for room they may take.
+func flushHeld(cl *call) {
+	if r := cl.heldBefore; r != nil {
+		cl.heldBefore = nil
+		r.flush()
 	}
 }
 

@@ -213,6 +213,14 @@ func TestPipelinedScansNeverReadAreBounded(t *testing.T) {
 // again once there is room, instead of being held: a client pipelining
 // GETs of 1 MiB values and reading nothing holds about one of them.
 func TestPipelinedLargeGetsNeverReadAreBounded(t *testing.T) {
+	// GETs, and GET_ATs of the applied state: both are served on the
+	// reader, which holds small replies for the next one's write and
+	// must never wait for room its held replies take.
+	t.Run("GET", func(t *testing.T) { pipelinedLargeGets(t, wire.OpGet) })
+	t.Run("GET_AT", func(t *testing.T) { pipelinedLargeGets(t, wire.OpGetAt) })
+}
+
+func pipelinedLargeGets(t *testing.T, op wire.Opcode) {
 	s, _ := startSecured(t, Config{MaxConnReplyBytes: 1 << 20, EngineOptions: &engine.Options{FS: vfs.NewMem(), CacheSize: 1 << 20}})
 	addr := s.ClientAddr()
 	const keys, size, gets = 10, 1 << 20, 60
@@ -222,7 +230,12 @@ func TestPipelinedLargeGetsNeverReadAreBounded(t *testing.T) {
 	before := heapInUse()
 	var reqs []byte
 	for i := range gets {
-		reqs = wire.AppendRequest(reqs, wire.OpGet, wire.AppendKey(nil, []byte(fmt.Sprintf("v/%03d", i%keys))))
+		key := []byte(fmt.Sprintf("v/%03d", i%keys))
+		if op == wire.OpGetAt {
+			reqs = wire.AppendRequest(reqs, op, wire.AppendGetAt(nil, wire.ReadTSLocal, key))
+		} else {
+			reqs = wire.AppendRequest(reqs, op, wire.AppendKey(nil, key))
+		}
 	}
 	if _, err := nc.Write(reqs); err != nil {
 		t.Fatal(err)
@@ -251,7 +264,12 @@ func TestPipelinedLargeGetsNeverReadAreBounded(t *testing.T) {
 		if err != nil || st != wire.StatusOK {
 			t.Fatalf("get %d: %v %v", i, st, err)
 		}
-		v, err := wire.DecodeValue(p)
+		var v []byte
+		if op == wire.OpGetAt {
+			v, _, err = wire.DecodeGetAtReply(p)
+		} else {
+			v, err = wire.DecodeValue(p)
+		}
 		if err != nil || len(v) != size || v[0] != byte(i%keys) {
 			t.Fatalf("get %d: %d bytes, %v", i, len(v), err)
 		}
