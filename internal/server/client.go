@@ -286,9 +286,6 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 		}
 		hold := false // run(true) leaves the reply for the next read's write
 		run := func(onReader bool) {
-			if onReader && held > 0 && !(hold && held == 1) {
-				cl.heldBefore = out
-			}
 			if after != nil {
 				<-after
 			}
@@ -340,9 +337,15 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 			// is held and written with the next one's: one write(2) for
 			// several replies (Redis answers a connection's buffered
 			// commands the same way). Should the next one not be served
-			// here, the held replies are written before it is started. At most maxHeldReplies
-			// are held, far below the connection's reply bound, so the
-			// reader never waits for room its held replies take.
+			// here, the held replies are written before it is started.
+			// Only small replies are held (maxHeldReply), at most
+			// maxHeldReplies, far below the connection's reply bound, and
+			// a read that waits for reply memory writes them first
+			// (call.heldBefore): the reader never waits for room its held
+			// replies take.
+			if held > 0 {
+				cl.heldBefore = out
+			}
 			if buffered && (next == wire.OpGetAt || next == wire.OpGet) && held < maxHeldReplies && s.roomToHold(cc, held) {
 				hold = true
 				held++
