@@ -115,11 +115,16 @@ func TestZerosAfterACrash(t *testing.T) {
 }
 
 // TestZerosOnAFullDisk: zero-filling is a hint. On a disk without room for
-// the zeros the log appends as before, and nothing is lost.
+// the zeros a failed fill is cut off whole (no zeros of unknown length are
+// left past the records, and no space is kept by them), the log appends as
+// before, and nothing is lost.
 func TestZerosOnAFullDisk(t *testing.T) {
 	mem := vfs.NewMem()
 	mem.SetCapacity(96 << 10)
 	l, _ := open(t, mem, 1<<20)
+	if size := segSize(t, mem, l); size != l.cur.written || l.cur.zeroedTo > l.cur.written {
+		t.Fatalf("a new segment on a 96 KiB disk is %d bytes, its records end at %d, zeros counted to %d", size, l.cur.written, l.cur.zeroedTo)
+	}
 	n := uint64(0)
 	for i := uint64(1); i <= 200; i++ {
 		if err := l.Save(hs(1, 1, i-1), []*pb.Entry{ent(1, i, strings.Repeat("z", 300))}, true); err != nil {
@@ -130,6 +135,12 @@ func TestZerosOnAFullDisk(t *testing.T) {
 		}
 		n = i
 		l.PrepareAhead()
+		if size, want := segSize(t, mem, l), max(l.cur.written, l.cur.zeroedTo); size != want {
+			t.Fatalf("after Save %d the segment is %d bytes, want %d (records to %d, zeros to %d)", i, size, want, l.cur.written, l.cur.zeroedTo)
+		}
+	}
+	if err := l.usable(); err != nil {
+		t.Fatalf("a failed zero fill broke the log: %v", err)
 	}
 	if n < 100 {
 		t.Fatalf("only %d Saves fit in 96 KiB", n)
