@@ -47,13 +47,33 @@ type testStorage struct {
 	prepared, preparedAt int
 	// gate, when set, holds every Save until it is closed (a slow disk);
 	// the test's waits for an idle node then ignore the storage goroutine.
-	gate chan struct{}
+	// atGate counts the Saves that reached it.
+	gate   chan struct{}
+	atGate int
 }
 
 func (s *testStorage) setGate(g chan struct{}) {
 	s.mu.Lock()
 	s.gate = g
 	s.mu.Unlock()
+}
+
+// waitAtGate waits until n Saves have reached the gate.
+func (s *testStorage) waitAtGate(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s.mu.Lock()
+		at := s.atGate
+		s.mu.Unlock()
+		if at >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d Saves reached the gate, want %d", at, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func (s *testStorage) gated() bool {
@@ -85,6 +105,7 @@ func (s *testStorage) counts() (saves, syncs int) {
 func (s *testStorage) Save(hs *pb.HardState, ents []*pb.Entry, sync bool) error {
 	s.mu.Lock()
 	if g := s.gate; g != nil {
+		s.atGate++
 		s.mu.Unlock()
 		<-g
 		s.mu.Lock()

@@ -28,7 +28,11 @@ func TestAsyncLogWritesPipeline(t *testing.T) {
 
 	gate, open := openGate(t)
 	lead.st.setGate(gate)
-	for _, d := range []string{"b", "c", "d"} {
+	e.propose(1, "b")
+	// The storage goroutine holds b's Save at the gate before c and d
+	// come: they queue behind it (else all three could go in one batch).
+	lead.st.waitAtGate(t, 1)
+	for _, d := range []string{"c", "d"} {
 		e.propose(1, d)
 	}
 	out := e.deliver(0)
