@@ -778,8 +778,7 @@ func (s *Store) propose(ctx context.Context, op byte, key, value []byte, w waite
 		s.callbacks++
 	}
 	s.mu.Unlock()
-	qctx, cancel := s.bounded(ctx)
-	err := s.node.ProposeOrRefuse(qctx, data, func(err error) {
+	refused := func(err error) {
 		// On the raft loop: raft did not take the proposal.
 		if errors.Is(err, raftnode.ErrDropped) {
 			// Not appended: safe for the client to retry elsewhere.
@@ -790,8 +789,15 @@ func (s *Store) propose(ctx context.Context, op byte, key, value []byte, w waite
 		fs := s.takeFiredLocked()
 		s.mu.Unlock()
 		fire(fs)
-	})
-	cancel()
+	}
+	// The queue usually has room: only a wait for it needs the bound (and
+	// its timer, which would otherwise cost every write).
+	var err error
+	if ctx.Err() != nil || !s.node.TryProposeOrRefuse(data, refused) {
+		qctx, cancel := s.bounded(ctx)
+		err = s.node.ProposeOrRefuse(qctx, data, refused)
+		cancel()
+	}
 	if err != nil {
 		s.unregister(id)
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {

@@ -624,6 +624,23 @@ func (n *Node) ProposeOrRefuse(ctx context.Context, data []byte, refused func(er
 	return err
 }
 
+// TryProposeOrRefuse is ProposeOrRefuse without waiting: it reports false,
+// having queued nothing, when the queue is full (or the node stopped), and
+// the caller then waits with ProposeOrRefuse. A proposer that tries this
+// first needs no timer for the wait it usually does not have.
+func (n *Node) TryProposeOrRefuse(data []byte, refused func(error)) bool {
+	p := proposal{data: data, refused: refused}
+	if n.stages != nil {
+		p.at = Now()
+	}
+	select {
+	case n.propc <- p:
+		return true
+	default:
+		return false
+	}
+}
+
 func (n *Node) enqueue(ctx context.Context, p proposal) (<-chan error, error) {
 	if n.stages != nil {
 		p.at = Now()

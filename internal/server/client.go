@@ -947,8 +947,10 @@ func (s *Server) get(ctx context.Context, p []byte) (wire.Status, []byte) {
 // reports false, with the reply, when the write was refused before it
 // was proposed.
 func (s *Server) startWriteFunc(cc *clientConn, cl *call, out *replies, op wire.Opcode, p []byte) (wire.Status, []byte, bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
-	defer cancel()
+	// No timer: the store bounds its one wait (for room in the proposal
+	// queue) by the request timeout itself, and the reply's deadline is the
+	// waiter's.
+	ctx := context.Background()
 	// A full disk refuses the write before it is proposed (so the client
 	// knows it did not happen); a follower sends the client to the leader
 	// instead, whose disk may have room.
@@ -1012,9 +1014,8 @@ func (s *Server) answerLater(cc *clientConn, cl *call, out *replies, st wire.Sta
 // goroutine of the connection's. It reports false, with the reply, when
 // the request was refused without being proposed.
 func (s *Server) startCondTxnFunc(cc *clientConn, cl *call, out *replies, p []byte) (wire.Status, []byte, bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.RequestTimeout)
-	defer cancel()
-	return s.txns.StartCondTxnFunc(ctx, p, func(st wire.Status, payload []byte) {
+	// No timer, as for a put (startWriteFunc).
+	return s.txns.StartCondTxnFunc(context.Background(), p, func(st wire.Status, payload []byte) {
 		s.answerLater(cc, cl, out, st, payload)
 	})
 }
