@@ -576,21 +576,20 @@ func (s *Store) StartDelete(ctx context.Context, key []byte) (func(context.Conte
 // called exactly once unless StartPutFunc returns an error, from the
 // goroutine that settles the write: it must be quick and must not block
 // (the apply goroutine's other completions wait behind it). A caller that
-// answers many writes saves a goroutine and a timer per write. last is
-// Result.Last.
-func (s *Store) StartPutFunc(ctx context.Context, key, value []byte, done func(err error, last bool)) error {
+// answers many writes saves a goroutine and a timer per write.
+func (s *Store) StartPutFunc(ctx context.Context, key, value []byte, done func(error)) error {
 	if err := s.admitPut(key, value); err != nil {
 		return err
 	}
-	return s.startFunc(ctx, opPut, key, value, func(r Result) { done(r.err, r.last) })
+	return s.startFunc(ctx, opPut, key, value, func(r Result) { done(r.err) })
 }
 
 // StartDeleteFunc is StartPutFunc for a deletion.
-func (s *Store) StartDeleteFunc(ctx context.Context, key []byte, done func(err error, last bool)) error {
+func (s *Store) StartDeleteFunc(ctx context.Context, key []byte, done func(error)) error {
 	if err := s.admitDelete(key); err != nil {
 		return err
 	}
-	return s.startFunc(ctx, opDelete, key, nil, func(r Result) { done(r.err, r.last) })
+	return s.startFunc(ctx, opDelete, key, nil, func(r Result) { done(r.err) })
 }
 
 // admitPut checks a put before it is proposed, and counts it.
@@ -632,16 +631,7 @@ type Result struct {
 	Data []byte
 	err  error
 	at   int64 // raftnode.Now() when the apply finished (stage timing)
-	// last: the last completion of the batch its goroutine hands out
-	// (fire), so that nothing else waits behind its callback.
-	last bool
 }
-
-// Last reports, to a completion callback, that no other completion of its
-// batch waits behind it on the goroutine that settles them (the apply
-// goroutine, usually): the callback may then do a little more, such as
-// writing its reply itself.
-func (r Result) Last() bool { return r.last }
 
 // Propose replicates a custom command (op ≥ OpCustomMin, with an
 // Evaluator registered in Options.Evaluators) and returns its result once
@@ -1130,9 +1120,6 @@ type fired struct {
 
 // fire calls the completions collected under mu.
 func fire(fs []fired) {
-	if len(fs) > 0 {
-		fs[len(fs)-1].r.last = true
-	}
 	for _, f := range fs {
 		f.fn(f.r)
 	}

@@ -359,20 +359,3 @@ func TestCallbackWaiters(t *testing.T) {
 		t.Fatalf("applied write: %+v, %d callbacks left", res, s.callbacks)
 	}
 }
-
-// TestFireMarksLast: of the completions handed out together, only the last
-// reports Result.Last (a callback may do more when nothing waits behind
-// it), and a lone one does.
-func TestFireMarksLast(t *testing.T) {
-	var got []bool
-	fn := func(r Result) { got = append(got, r.Last()) }
-	fire([]fired{{fn: fn}, {fn: fn}, {fn: fn}})
-	if len(got) != 3 || got[0] || got[1] || !got[2] {
-		t.Fatalf("Last of three completions: %v, want [false false true]", got)
-	}
-	got = nil
-	fire([]fired{{fn: fn}})
-	if len(got) != 1 || !got[0] {
-		t.Fatalf("Last of a lone completion: %v, want [true]", got)
-	}
-}

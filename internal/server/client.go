@@ -466,20 +466,15 @@ func (r *replies) push(cl *call, gone <-chan struct{}) bool {
 	return true
 }
 
-// complete marks cl's reply settled for a goroutine that must not block
+// complete marks cl's reply settled for a goroutine that must not write
 // (kv's completion callback, on the apply goroutine: a client that reads
 // nothing must not stall it). Unless a goroutine is writing, one is
 // started to write every settled reply at the head of the queue; the
-// replies settled meanwhile by the same apply run go out with it. The
-// last completion of an apply run (kv.Result.Last), which nothing waits
-// behind, first tries to write them itself (tryInlineLocked): with one
-// client that spares a goroutine hop per write, and the earlier
-// completions' writers still run in parallel with it (a loopback write
-// costs tens of microseconds on a VM, as it wakes the client).
-func (r *replies) complete(cl *call, last bool) {
+// replies settled meanwhile by the same apply run go out with it.
+func (r *replies) complete(cl *call) {
 	r.mu.Lock()
 	cl.finished = true
-	if last && !r.mu.writing && r.rw.raw != nil {
+	if !r.mu.writing && r.rw.raw != nil {
 		r.mu.writing = true
 		if r.tryInlineLocked() {
 			return
@@ -1095,9 +1090,9 @@ func (s *Server) startWriteFunc(cc *clientConn, cl *call, out *replies, op wire.
 			return wire.StatusError, wire.AppendError(nil, err.Error()), false
 		}
 	}
-	done := func(err error, last bool) {
+	done := func(err error) {
 		st, payload := s.reply(err, nil)
-		s.answerLater(cc, cl, out, st, payload, last)
+		s.answerLater(cc, cl, out, st, payload)
 	}
 	var err error
 	if op == wire.OpPut {
@@ -1136,13 +1131,13 @@ func (s *Server) answerNow(cc *clientConn, cl *call, out *replies, st wire.Statu
 // answerLater settles cl with st, p from a completion callback, which must
 // not write (replies.complete), and marks its reply time for the stage
 // histograms.
-func (s *Server) answerLater(cc *clientConn, cl *call, out *replies, st wire.Status, p []byte, last bool) {
+func (s *Server) answerLater(cc *clientConn, cl *call, out *replies, st wire.Status, p []byte) {
 	s.settle(cc, cl, st, p)
 	if s.stages != nil {
 		cl.ready = raftnode.Now()
 	}
 	cl.settled()
-	out.complete(cl, last)
+	out.complete(cl)
 }
 
 // startCondTxnFunc proposes a KAYA_TXN (StartCondTxnFunc) whose reply,
@@ -1151,8 +1146,8 @@ func (s *Server) answerLater(cc *clientConn, cl *call, out *replies, st wire.Sta
 // the request was refused without being proposed.
 func (s *Server) startCondTxnFunc(cc *clientConn, cl *call, out *replies, p []byte) (wire.Status, []byte, bool) {
 	// No timer, as for a put (startWriteFunc).
-	return s.txns.StartCondTxnFunc(context.Background(), p, func(st wire.Status, payload []byte, last bool) {
-		s.answerLater(cc, cl, out, st, payload, last)
+	return s.txns.StartCondTxnFunc(context.Background(), p, func(st wire.Status, payload []byte) {
+		s.answerLater(cc, cl, out, st, payload)
 	})
 }
 

@@ -943,20 +943,19 @@ func (m *Manager) StartCondTxn(ctx context.Context, p []byte) (wait func(context
 
 // StartCondTxnFunc is StartCondTxn reporting the reply to done (under the
 // rules of kv.Store.StartPutFunc: called once, on the goroutine that
-// settles the entry, and must not block; last is kv.Result.Last) instead
-// of through a wait function. It returns false, with the reply, when the request was refused
+// settles the entry, and must not block) instead of through a wait
+// function. It returns false, with the reply, when the request was refused
 // without being proposed; done is then not called.
-func (m *Manager) StartCondTxnFunc(ctx context.Context, p []byte, done func(st wire.Status, reply []byte, last bool)) (st wire.Status, reply []byte, started bool) {
+func (m *Manager) StartCondTxnFunc(ctx context.Context, p []byte, done func(wire.Status, []byte)) (st wire.Status, reply []byte, started bool) {
 	if st, reply, ok := m.checkCondTxn(p); !ok {
 		return st, reply, false
 	}
 	err := m.store.StartProposeFunc(ctx, OpCondTxn, p, func(res kv.Result, err error) {
 		if err != nil {
-			st, reply := m.replyErr(err)
-			done(st, reply, res.Last())
+			done(m.replyErr(err))
 			return
 		}
-		done(wire.StatusOK, res.Data, res.Last())
+		done(wire.StatusOK, res.Data)
 	})
 	if err != nil {
 		st, reply = m.replyErr(err)
