@@ -173,7 +173,7 @@ func (s *Server) serveClient(raw net.Conn, src sourceKey) {
 		return
 	}
 	refused := false // one log line per connection, however many refusals
-	out := &replies{s: s, cc: cc, aud: newConnAudit(c), rw: newReplyWriter(c, s.clim.idle),
+	out := &replies{s: s, cc: cc, aud: newConnAudit(c), rw: &replyWriter{c: c, idle: s.clim.idle},
 		slots: make(chan struct{}, maxPipelined)}
 	ws := s.newConnWatches(cc, out) // watches push frames into the replies (feed.go)
 	rd := &clientReader{s: s, c: c, r: bufio.NewReaderSize(c, connReadBuffer), cc: cc, cert: connCert(c)}
@@ -474,153 +474,7 @@ func (r *replies) push(cl *call, gone <-chan struct{}) bool {
 func (r *replies) complete(cl *call) {
 	r.mu.Lock()
 	cl.finished = true
-	if !r.mu.writing && r.rw.raw != nil {
-		r.mu.writing = true
-		if r.tryInlineLocked() {
-			return
-		}
-		r.mu.writing = false
-	}
 	r.writeAsyncLocked()
-}
-
-// inlineWriteBytes bounds the replies a completion callback tries to write
-// itself (tryInlineLocked): a put's or a KAYA_TXN's reply is a few bytes.
-const inlineWriteBytes = 16 << 10
-
-// inlineBuffers hold the frames of an inline write.
-var inlineBuffers = sync.Pool{New: func() any { b := make([]byte, 0, inlineWriteBytes+maxPipelined*frameOverhead); return &b }}
-
-// tryInlineLocked writes the settled replies at the head of the queue on
-// the caller's goroutine (a completion callback's: the apply goroutine)
-// when the socket takes them at once, sparing the hop to a writing
-// goroutine, whose start on a busy node costs tens of microseconds per
-// write. It never blocks: it makes one non-blocking write, and what the
-// socket does not take (its buffer full: a client that does not read)
-// goes to a goroutine, which writes the rest, in order, as drainLocked
-// would. It reports false, having taken nothing, when the replies are too
-// large or the connection broke: the caller then starts the goroutine.
-// Called with mu held and writing set; returns with mu released when it
-// reports true.
-func (r *replies) tryInlineLocked() bool {
-	if r.mu.broken {
-		return false
-	}
-	bytes := 0
-	k := 0
-	for i := 0; i < r.mu.n; i++ {
-		cl := r.mu.ring[(r.mu.head+i)%maxPipelined]
-		if !cl.finished {
-			break
-		}
-		bytes += frameOverhead + len(cl.payload)
-		k++
-	}
-	if k == 0 || bytes > inlineWriteBytes {
-		return false
-	}
-	batch := r.mu.batchSpace[:0] // the writing goroutine's, which this now is
-	for ; k > 0; k-- {
-		batch = append(batch, r.mu.ring[r.mu.head])
-		r.mu.ring[r.mu.head] = nil
-		r.mu.head = (r.mu.head + 1) % maxPipelined
-		r.mu.n--
-	}
-	r.mu.Unlock()
-	bp := inlineBuffers.Get().(*[]byte)
-	buf := (*bp)[:0]
-	for _, cl := range batch {
-		buf = binary.LittleEndian.AppendUint32(buf, uint32(2+len(cl.payload)))
-		buf = binary.LittleEndian.AppendUint16(buf, uint16(cl.status))
-		buf = append(buf, cl.payload...)
-	}
-	n := r.rw.tryWrite(buf)
-	if n < len(buf) {
-		// The rest, and what settles meanwhile, on a goroutine.
-		rest := append([]byte(nil), buf[n:]...)
-		*bp = buf[:0]
-		inlineBuffers.Put(bp)
-		go func() {
-			broken := r.writeRaw(rest)
-			r.finishBatch(batch, broken)
-			r.mu.Lock()
-			r.mu.broken = r.mu.broken || broken
-			r.drainLocked(false)
-		}()
-		return true
-	}
-	*bp = buf[:0]
-	inlineBuffers.Put(bp)
-	r.finishBatch(batch, false)
-	r.mu.Lock()
-	if r.mu.n > 0 && r.mu.ring[r.mu.head].finished {
-		// Settled while this wrote (the reader's, which left them to the
-		// writer): a goroutine writes them, so this never blocks.
-		r.mu.Unlock()
-		go func() {
-			r.mu.Lock()
-			r.drainLocked(false)
-		}()
-		return true
-	}
-	r.mu.writing = false
-	r.mu.Unlock()
-	return true
-}
-
-// writeRaw writes frames already encoded (the rest of an inline write),
-// blocking, and reports whether the connection is broken.
-func (r *replies) writeRaw(p []byte) bool {
-	r.rw.arm()
-	if _, err := r.rw.c.Write(p); err != nil {
-		r.writeFailed(err)
-		return true
-	}
-	return false
-}
-
-// writeFailed closes the connection after a failed reply write.
-func (r *replies) writeFailed(err error) {
-	s, c := r.s, r.rw.c
-	if deadlineExceeded(err) {
-		s.clim.closed.WithLabelValues(closedWrite).Inc()
-		s.clim.note(slog.LevelInfo, closedWrite, "closing a client connection: its client read none of its replies for the idle timeout (--client-idle-timeout)",
-			"client", c.RemoteAddr().String(), "timeout", s.clim.idle)
-	}
-	_ = c.Close()
-	r.cc.fail()
-}
-
-// finishBatch does for each call of a batch written (or dropped, when
-// broken) what write does after writing it.
-func (r *replies) finishBatch(batch []*call, broken bool) {
-	s := r.s
-	for i, cl := range batch {
-		if !cl.push {
-			s.observeRequest(cl.op, cl.status, cl.start)
-			s.auditCall(r.aud, cl)
-		}
-		if !broken {
-			s.stages.Since(raftnode.StageReply, cl.ready)
-		}
-		r.release(cl)
-		batch[i] = nil
-	}
-}
-
-// release frees a call whose reply was written or dropped.
-func (r *replies) release(cl *call) {
-	s := r.s
-	cl.payload = nil
-	s.clim.replyMem.release(cl.global)
-	if cl.push {
-		r.cc.pushed(cl)
-	} else {
-		r.cc.written(cl)
-		s.inflight.Add(-1) // answered (or its connection is gone)
-	}
-	<-r.slots
-	r.pending.Done()
 }
 
 // writeAsyncLocked starts a goroutine that writes the settled replies at
@@ -701,7 +555,7 @@ func (r *replies) drainLocked(onReader bool) {
 // releases their memory, and reports whether the connection is broken.
 // After a failed write it drops the rest.
 func (r *replies) write(batch []*call, broken bool) bool {
-	s := r.s
+	s, c := r.s, r.rw.c
 	for i, cl := range batch {
 		if !cl.push {
 			s.observeRequest(cl.op, cl.status, cl.start)
@@ -712,11 +566,26 @@ func (r *replies) write(batch []*call, broken bool) bool {
 			s.stages.Since(raftnode.StageReply, cl.ready)
 			if err != nil {
 				broken = true
-				r.writeFailed(err)
+				if deadlineExceeded(err) {
+					s.clim.closed.WithLabelValues(closedWrite).Inc()
+					s.clim.note(slog.LevelInfo, closedWrite, "closing a client connection: its client read none of its replies for the idle timeout (--client-idle-timeout)",
+						"client", c.RemoteAddr().String(), "timeout", s.clim.idle)
+				}
+				_ = c.Close()
+				r.cc.fail()
 			}
 		}
-		r.release(cl)
+		cl.payload = nil
+		s.clim.replyMem.release(cl.global)
+		if cl.push {
+			r.cc.pushed(cl)
+		} else {
+			r.cc.written(cl)
+			s.inflight.Add(-1) // answered (or its connection is gone)
+		}
 		batch[i] = nil
+		<-r.slots
+		r.pending.Done()
 	}
 	return broken
 }

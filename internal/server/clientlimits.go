@@ -14,7 +14,6 @@ import (
 	"net/netip"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -876,40 +875,6 @@ type replyWriter struct {
 	w     *bufio.Writer // nil between batches (replyBuffers)
 	idle  time.Duration
 	armed time.Time
-	// raw is the socket of a plain TCP connection (nil under TLS): a
-	// completion callback may try a non-blocking write on it (tryWrite).
-	raw syscall.RawConn
-}
-
-func newReplyWriter(c net.Conn, idle time.Duration) *replyWriter {
-	w := &replyWriter{c: c, idle: idle}
-	if sc, ok := c.(syscall.Conn); ok {
-		if raw, err := sc.SyscallConn(); err == nil {
-			w.raw = raw
-		}
-	}
-	return w
-}
-
-// tryWrite makes one non-blocking write of p on the raw socket and returns
-// how many bytes it took (0 when the socket buffer is full or the write
-// failed: the caller writes the rest the blocking way, which reports a
-// failure). Only for a writer between batches (w.w flushed and nil).
-func (w *replyWriter) tryWrite(p []byte) int {
-	n := 0
-	err := w.raw.Write(func(fd uintptr) bool {
-		// Go's sockets are non-blocking: a full buffer is EAGAIN, not a
-		// wait. Returning true makes this one attempt.
-		m, err := syscall.Write(int(fd), p)
-		if err == nil && m > 0 {
-			n = m
-		}
-		return true
-	})
-	if err != nil {
-		return 0
-	}
-	return n
 }
 
 // arm moves the write deadline to idle from now, at most every idle/8 (a
