@@ -244,3 +244,86 @@ func BenchmarkAddRandom64MiB(b *testing.B) {
 		}
 	}
 }
+
+// TestBloom: every key added is found (the filter has no false negatives,
+// also for keys added after a Reset), most keys never added are turned
+// away by the filter without a descent, and Reset forgets the keys.
+func TestBloom(t *testing.T) {
+	tbl := New(4 << 20)
+	rng := rand.New(rand.NewPCG(7, 7))
+	var keys [][]byte
+	for i := 0; ; i++ {
+		k := []byte(fmt.Sprintf("k%08d", rng.IntN(1<<30)))
+		if err := tbl.Add(base.MakeInternalKey(k, base.SeqNum(i+1), base.KindSet), make([]byte, 200)); err == ErrFull {
+			break
+		} else if err != nil && err != ErrExists {
+			t.Fatal(err)
+		}
+		keys = append(keys, k)
+	}
+	for _, k := range keys {
+		if !tbl.mayContain(k) {
+			t.Fatalf("key %q added but not in the filter", k)
+		}
+		if _, _, ok := tbl.Get(k, base.SeqNumMax); !ok {
+			t.Fatalf("key %q added but not found", k)
+		}
+	}
+	falsePos := 0
+	const probes = 20000
+	for i := 0; i < probes; i++ {
+		k := []byte(fmt.Sprintf("absent%08d", i))
+		if tbl.mayContain(k) {
+			falsePos++
+		}
+		if _, _, ok := tbl.Get(k, base.SeqNumMax); ok {
+			t.Fatalf("key %q never added but found", k)
+		}
+	}
+	// About 14k entries of ~240 bytes in 4 MiB: ~75 bits a key.
+	if falsePos > probes/100 {
+		t.Fatalf("%d of %d absent keys pass the filter; want under 1%%", falsePos, probes)
+	}
+	t.Logf("%d keys, %d of %d absent keys pass the filter", len(keys), falsePos, probes)
+	tbl.Reset(false)
+	left := 0
+	for _, k := range keys {
+		if tbl.mayContain(k) {
+			left++
+		}
+	}
+	if left != 0 {
+		t.Fatalf("%d keys still in the filter after Reset", left)
+	}
+	k := []byte("after-reset")
+	if err := tbl.Add(base.MakeInternalKey(k, 1, base.KindSet), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := tbl.Get(k, base.SeqNumMax); !ok {
+		t.Fatal("a key added after Reset is not found")
+	}
+}
+
+// BenchmarkGetMiss looks up keys a full 64 MiB table does not hold (a
+// put of a new key: the engine looks for its current version in every
+// memtable first).
+func BenchmarkGetMiss(b *testing.B) {
+	tbl := New(64 << 20)
+	val := make([]byte, 256)
+	for i := 0; ; i++ {
+		k := []byte(fmt.Sprintf("%016d", i*7919%(1<<24)))
+		if err := tbl.Add(base.MakeInternalKey(k, base.SeqNum(i+1), base.KindSet), val); err != nil {
+			break
+		}
+	}
+	miss := make([][]byte, 4096)
+	for i := range miss {
+		miss[i] = []byte(fmt.Sprintf("%016dx", i*104729))
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, _, ok := tbl.Get(miss[i%len(miss)], base.SeqNumMax); ok {
+			b.Fatal("found")
+		}
+	}
+}
