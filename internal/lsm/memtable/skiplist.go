@@ -25,7 +25,6 @@ package memtable
 import (
 	"bytes"
 	"errors"
-	"hash/maphash"
 	"math"
 	"sync/atomic"
 	"unsafe"
@@ -75,28 +74,7 @@ type Table struct {
 	height atomic.Uint32 // current max tower height, >= 1
 	count  atomic.Uint64
 	rnd    uint64 // xorshift state, writer only
-	// bloom holds the user keys added, so that a Get of a key the table
-	// does not hold (the usual case for a key written since the last
-	// flush only rarely) costs one cache line instead of a descent through
-	// the skiplist, a cache miss per node. Blocked: each key sets
-	// bloomProbes bits in one 512-bit block. Bits are set before the node
-	// is published and read with atomic loads, so a Get that finds no bit
-	// could not have found the node either.
-	bloom []atomic.Uint64
-	seed  maphash.Seed
 }
-
-const (
-	// bloomBlockWords is a block of the bloom filter: one cache line.
-	bloomBlockWords = 8
-	// bloomProbes is the bits a key sets in its block.
-	bloomProbes = 4
-	// bloomBytesPer is the arena bytes per byte of bloom filter (3% of
-	// the arena): capacity/4 bits. An entry takes at least 32 arena bytes,
-	// so the filter has at least 8 bits per entry, and 60-90 for entries of
-	// a few hundred bytes (the server's puts).
-	bloomBytesPer = 32
-)
 
 // headSize is the arena space taken by the nil offset and the head node.
 const headSize = align + maxNodeHeaderSize
@@ -112,22 +90,12 @@ func New(capacity int) *Table {
 		capacity = math.MaxUint32 - 2*maxNodeHeaderSize - 2*align
 	}
 	limit := capacity + headSize
-	// The bloom filter lives after the arena, in the same allocation, so
-	// that it shares the arena's huge pages (a probe at random in a few
-	// MiB would otherwise miss the TLB as well as the cache).
-	blocks := max(1, capacity/bloomBytesPer/(8*bloomBlockWords))
-	arena := limit + maxNodeHeaderSize + align
-	bloomOff := (arena + 63) &^ 63
-	buf := make([]byte, bloomOff+blocks*bloomBlockWords*8+64)
-	bloomOff += int(-uintptr(unsafe.Pointer(&buf[bloomOff])) & 63) // a cache line of its own
 	t := &Table{
-		buf:   buf[:arena],
+		buf:   make([]byte, limit+maxNodeHeaderSize+align),
 		limit: uint32(limit),
 		rnd:   0x9E3779B97F4A7C15,
-		bloom: unsafe.Slice((*atomic.Uint64)(unsafe.Pointer(&buf[bloomOff])), blocks*bloomBlockWords),
-		seed:  maphash.MakeSeed(),
 	}
-	adviseHugePages(buf)
+	adviseHugePages(t.buf)
 	// Offset 0 is the nil node: start allocation at align.
 	t.used.Store(align)
 	head, _ := t.alloc(maxHeight, 0, 0)
@@ -150,9 +118,6 @@ func (t *Table) Reset(poison bool) {
 	t.used.Store(align)
 	t.count.Store(0)
 	t.height.Store(1)
-	for i := range t.bloom {
-		t.bloom[i].Store(0)
-	}
 	head, _ := t.alloc(maxHeight, 0, 0)
 	n := t.node(head)
 	n.trailer, n.keySize, n.valueSize = 0, 0, 0
@@ -227,33 +192,6 @@ func (t *Table) randomHeight() int {
 }
 
 // compare orders the node at off against (userKey, trailer).
-// bloomBits returns the block of userKey and the bits it sets there, one
-// word each: probe i sets bit h_i%64 of word (h_i/64)%8 of the block.
-func (t *Table) bloomBits(userKey []byte) (block int, words [bloomProbes]uint8, bits [bloomProbes]uint64) {
-	h := maphash.Bytes(t.seed, userKey)
-	nblocks := uint64(len(t.bloom) / bloomBlockWords)
-	// The block from the top 28 bits, the probes from the bottom 36.
-	block = int(((h>>36)*nblocks)>>28) * bloomBlockWords
-	for i := 0; i < bloomProbes; i++ {
-		b := h >> (9 * i) // 9 bits a probe: 3 for the word, 6 for the bit
-		words[i] = uint8(b>>6) & (bloomBlockWords - 1)
-		bits[i] = 1 << (b & 63)
-	}
-	return block, words, bits
-}
-
-// mayContain reports whether userKey may have been added (false: it was
-// not, or not yet published).
-func (t *Table) mayContain(userKey []byte) bool {
-	block, words, bits := t.bloomBits(userKey)
-	for i := 0; i < bloomProbes; i++ {
-		if t.bloom[block+int(words[i])].Load()&bits[i] == 0 {
-			return false
-		}
-	}
-	return true
-}
-
 func (t *Table) compare(off uint32, userKey []byte, trailer uint64) int {
 	n := t.node(off)
 	if c := bytes.Compare(t.key(n, off), userKey); c != 0 {
@@ -299,11 +237,6 @@ func (t *Table) Add(key base.InternalKey, value []byte) error {
 	n.height = uint32(h)
 	copy(t.key(n, off), key.UserKey)
 	copy(t.value(n, off), value)
-	// The key's bloom bits before the node is published (see Table.bloom).
-	block, words, bits := t.bloomBits(key.UserKey)
-	for i := 0; i < bloomProbes; i++ {
-		t.bloom[block+int(words[i])].Or(bits[i])
-	}
 	for level := listHeight; level < h; level++ {
 		prev[level] = t.head
 		next[level] = 0
@@ -382,9 +315,6 @@ func (t *Table) last() uint32 {
 // Get returns the newest entry for userKey whose sequence number is <=
 // readSeq. The value aliases the arena.
 func (t *Table) Get(userKey []byte, readSeq base.SeqNum) (value []byte, kind base.Kind, found bool) {
-	if !t.mayContain(userKey) {
-		return nil, 0, false
-	}
 	off := t.seekGE(userKey, base.MakeTrailer(readSeq, base.KindMax))
 	if off == 0 {
 		return nil, 0, false
