@@ -298,6 +298,8 @@ type testEnv struct {
 	out   []sent
 	cut   map[uint64]bool // nodes whose messages (both ways) are lost
 	sync  bool            // Config.SyncStorageWrites
+	// noticeDelay is Config.CommitNoticeDelay (0: notices go out at once).
+	noticeDelay time.Duration
 }
 
 func newTestEnv(t testing.TB) *testEnv {
@@ -319,7 +321,7 @@ func (e *testEnv) addNode(id uint64, peers []uint64) *testNode {
 		sm: &testSM{applies: map[uint64]int{}}, tick: newManualTicker()}
 	n, err := New(Config{ID: id, Peers: peers, Join: len(peers) == 0, Log: tn.st, SM: tn.sm,
 		Snapshots: &testSnaps{env: e, id: id}, Ticker: tn.tick, CatchUpEntries: 1,
-		StallRetryMaxTicks: 4, SyncStorageWrites: e.sync,
+		StallRetryMaxTicks: 4, SyncStorageWrites: e.sync, CommitNoticeDelay: e.noticeDelay,
 		OnStall: func(err error) {
 			tn.stallMu.Lock()
 			defer tn.stallMu.Unlock()

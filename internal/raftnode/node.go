@@ -203,6 +203,11 @@ type Config struct {
 	// while it holds a lease: a quorum acknowledged it within LeaseDuration
 	// (see LocalReadIndex for the clock assumption).
 	LeaseReads bool
+	// CommitNoticeDelay: a leader holds an append that carries no entries
+	// (a follower's notice of a new commit index) for at most this long,
+	// and drops it when an append with entries to the same follower goes
+	// out meanwhile (notice.go). 0 sends every message at once.
+	CommitNoticeDelay time.Duration
 }
 
 // Errors returned to proposers.
@@ -287,6 +292,14 @@ type Node struct {
 	stalls         atomic.Uint64 // episodes
 	stallRetries   atomic.Uint64 // failed retries
 	rejectedConfCh atomic.Uint64 // committed conf changes applied as no-ops
+
+	// Commit notices held back (notice.go): owned by the loop, but the
+	// counters.
+	held            []*pb.Message
+	holdTimer       *time.Timer
+	holdArmed       bool
+	noticesSent     atomic.Uint64
+	noticesReplaced atomic.Uint64
 
 	// Stage timing, owned by the loop (stages.go): when the loop last
 	// woke up, when the newest ReadIndex reached it, and the leader's
@@ -466,6 +479,8 @@ func New(cfg Config) (*Node, error) {
 		storageRetry: make(chan struct{}, 1),
 		stTerm:       hs.GetTerm(),
 		stVote:       hs.GetVote(),
+
+		holdTimer: newStoppedTimer(),
 	}
 	if cfg.LeaseReads {
 		n.lease = int64(LeaseDuration(cfg.ElectionTicks, cfg.TickInterval))
@@ -944,6 +959,7 @@ func (n *Node) run() {
 		ticker = timeTicker{time.NewTicker(n.cfg.TickInterval)}
 	}
 	defer ticker.Stop()
+	defer n.holdTimer.Stop()
 	tickc := ticker.C()
 	for {
 		select {
@@ -957,6 +973,8 @@ func (n *Node) run() {
 			n.applyTick()
 			n.storageTick()
 		case <-n.loopWake:
+		case <-n.holdTimer.C:
+			n.sendHeld()
 		case p := <-n.propc:
 			n.takeProposal(p)
 		case in := <-n.recvc:
@@ -1467,6 +1485,7 @@ func (n *Node) publishSoftState(rd raft.Ready) *leaderNote {
 // transport.
 func (n *Node) send(msgs []*pb.Message) {
 	j := 0
+	hold := n.holdNotices()
 	for _, m := range msgs {
 		if m.GetType() == pb.MsgSnap {
 			if n.cfg.Snapshots != nil {
@@ -1474,6 +1493,13 @@ func (n *Node) send(msgs []*pb.Message) {
 			} else {
 				n.rn.ReportSnapshot(m.GetTo(), raft.SnapshotFailure)
 			}
+			continue
+		}
+		if m.GetType() == pb.MsgApp && len(n.held) > 0 {
+			n.replaceHeld(m.GetTo())
+		}
+		if hold && isNotice(m) {
+			n.hold(m)
 			continue
 		}
 		msgs[j] = m

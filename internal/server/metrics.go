@@ -107,6 +107,8 @@ type scrape struct {
 	st                 raftnode.Status
 	applied, snapIndex uint64
 	taken, installed   uint64
+	noticesSent        uint64
+	noticesReplaced    uint64
 	queued, pending    int
 	dropped            uint64
 	screened           map[raftnode.ScreenReason]uint64
@@ -187,6 +189,8 @@ func newNodeCollector(s *Server) *nodeCollector {
 	gauge("kayadb_raft_snapshot_index", "The raft index of this node's current snapshot, 0 when none.", u(func(sc *scrape) uint64 { return sc.snapIndex }))
 	counter("kayadb_raft_snapshots_taken_total", "Raft snapshots this node took (and compacted its log behind) since it started.", u(func(sc *scrape) uint64 { return sc.taken }))
 	counter("kayadb_raft_snapshots_installed_total", "Raft snapshots received from a leader and installed since this node started.", u(func(sc *scrape) uint64 { return sc.installed }))
+	counter("kayadb_raft_commit_notices_sent_total", "Appends without entries (a follower's notice of a new commit index) this node, as leader, held back and then sent because no other append to that follower made them redundant within the hold delay.", u(func(sc *scrape) uint64 { return sc.noticesSent }))
+	counter("kayadb_raft_commit_notices_replaced_total", "Appends without entries this node, as leader, held back and never sent because a later append to the same follower carried the commit index.", u(func(sc *scrape) uint64 { return sc.noticesReplaced }))
 	gauge("kayadb_raft_voters", "Voting members in this node's raft configuration.", func(sc *scrape) float64 { return float64(len(sc.st.Voters)) })
 	gauge("kayadb_raft_learners", "Learners (non-voting members) in this node's raft configuration.", func(sc *scrape) float64 { return float64(len(sc.st.Learners)) })
 	gauge("kayadb_raft_proposals_pending", "Client writes proposed by this node that wait for their entry to be applied (or to fail).", func(sc *scrape) float64 { return float64(sc.pending) })
@@ -354,6 +358,7 @@ func (s *Server) scrapeNode() *scrape {
 		sc.snapIndex = cur.Index
 	}
 	sc.taken, sc.installed = s.node.SnapshotCounts()
+	sc.noticesSent, sc.noticesReplaced = s.node.CommitNoticeCounts()
 	sc.queued, sc.dropped = s.node.ProposalsQueued(), s.node.ProposalsDropped()
 	sc.screened = s.node.ScreenStats()
 	sc.rejectedEntries = s.store.RejectedEntries() + s.node.RejectedConfChanges()
