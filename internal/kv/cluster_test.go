@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/kayadb/kayadb/internal/clustertest"
 	"github.com/kayadb/kayadb/internal/kv"
 	"github.com/kayadb/kayadb/internal/raftnode"
+	pb "go.etcd.io/raft/v3/raftpb"
 )
 
 // forgedEntry is a committed command a correct node never proposes: one
@@ -331,4 +333,87 @@ func TestReadRoundsRunByReaders(t *testing.T) {
 		t.Fatalf("%d reads ran %d ReadIndex rounds; want at least one, and fewer than reads (they share)", readers*each, ran)
 	}
 	t.Logf("%d reads, %d rounds", readers*each, ran)
+}
+
+// gatedLog holds every Save while its gate is shut: a raft log whose disk
+// stalls, which stops a single voter's loop (it writes on the loop).
+type gatedLog struct {
+	raftnode.Storage
+	shut atomic.Bool
+	open chan struct{}
+}
+
+func (g *gatedLog) Save(hs *pb.HardState, ents []*pb.Entry, sync bool) error {
+	if g.shut.Load() {
+		<-g.open
+	}
+	return g.Storage.Save(hs, ents, sync)
+}
+
+// TestProposalQueueFullTimesOut: when the raft node's proposal queue is
+// full (its loop stalled on a disk that does not answer), a write waits
+// for room only until its context ends, then fails with ErrTimeout; it
+// was never queued, so it never happens, and its waiter is gone. The
+// writes queued before it all commit once the disk answers.
+func TestProposalQueueFullTimesOut(t *testing.T) {
+	gl := &gatedLog{open: make(chan struct{})}
+	var opened sync.Once
+	openGate := func() {
+		opened.Do(func() {
+			gl.shut.Store(false)
+			close(gl.open)
+		})
+	}
+	c := clustertest.New(t, clustertest.Options{Nodes: 1, Configure: func(_ uint64, cfg *raftnode.Config) {
+		gl.Storage = cfg.Log
+		cfg.Log = gl
+	}})
+	// Registered after the cluster's own cleanup, so run before it: a
+	// stopping node must not wait on a shut gate.
+	t.Cleanup(openGate)
+	c.Elect(1)
+	c.Put("before", "1")
+	s := c.Node(1).Store
+	gl.shut.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// The loop takes the first write and stalls in its Save; the next
+	// ones fill the queue (1,024), and then some: a proposal the loop has
+	// taken out of the queue before stalling leaves room for one more.
+	var waits []func(context.Context) error
+	queued := 0
+	for i := 0; queued < 2000; i++ {
+		wctx, wcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		start := time.Now()
+		wait, err := s.StartPut(wctx, []byte(fmt.Sprintf("k%05d", i)), []byte("v"))
+		wcancel()
+		if errors.Is(err, kv.ErrTimeout) {
+			if d := time.Since(start); d < 150*time.Millisecond {
+				t.Fatalf("write %d: ErrTimeout after %v, before its 200ms context ended", i, d)
+			}
+			if got := s.PendingWrites(); got != queued {
+				t.Fatalf("%d writes waiting after the refused one, want %d (the refused one's waiter left behind?)", got, queued)
+			}
+			openGate()
+			for j, w := range waits {
+				if err := w(ctx); err != nil {
+					t.Fatalf("queued write %d: %v", j, err)
+				}
+			}
+			c.Put("after", "1")
+			if _, err := c.Get(1, fmt.Sprintf("k%05d", i)); !errors.Is(err, engine.ErrNotFound) {
+				t.Fatalf("the write refused with ErrTimeout was applied anyway (get: %v)", err)
+			}
+			if v, err := c.Get(1, fmt.Sprintf("k%05d", i-1)); err != nil || v != "v" {
+				t.Fatalf("the last queued write: %q, %v", v, err)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+		waits = append(waits, wait)
+		queued++
+	}
+	t.Fatalf("%d writes queued behind a stalled loop: the queue never filled", queued)
 }
