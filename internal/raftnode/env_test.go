@@ -345,7 +345,13 @@ func (e *testEnv) addNode(id uint64, peers []uint64) *testNode {
 // leader.
 func startLeader1(t *testing.T) *testEnv {
 	t.Helper()
-	e := newTestEnv(t)
+	return newTestEnv(t).startLeader1()
+}
+
+// startLeader1 starts nodes 1..3 in e (with e's settings) and makes 1
+// their leader.
+func (e *testEnv) startLeader1() *testEnv {
+	e.t.Helper()
 	for id := uint64(1); id <= 3; id++ {
 		e.addNode(id, []uint64{1, 2, 3})
 	}
@@ -353,7 +359,7 @@ func startLeader1(t *testing.T) *testEnv {
 	e.waitIdle(1)
 	e.deliver(0)
 	if !e.nodes[1].n.IsLeader() {
-		t.Fatalf("node 1 did not become leader:\n%s", e.status())
+		e.t.Fatalf("node 1 did not become leader:\n%s", e.status())
 	}
 	return e
 }

@@ -15,16 +15,7 @@ func startHolding(t *testing.T, delay time.Duration, sync bool) *testEnv {
 	e := newTestEnv(t)
 	e.noticeDelay = delay
 	e.sync = sync
-	for id := uint64(1); id <= 3; id++ {
-		e.addNode(id, []uint64{1, 2, 3})
-	}
-	e.nodes[1].n.Campaign()
-	e.waitIdle(1)
-	e.deliver(0)
-	if !e.nodes[1].n.IsLeader() {
-		t.Fatalf("node 1 did not become leader:\n%s", e.status())
-	}
-	return e
+	return e.startLeader1()
 }
 
 // notices returns the lines of log that are appends without entries.
