@@ -297,7 +297,6 @@ type Node struct {
 	// counters.
 	held            []*pb.Message
 	holdTimer       *time.Timer
-	holdArmed       bool
 	noticesSent     atomic.Uint64
 	noticesReplaced atomic.Uint64
 

@@ -49,11 +49,13 @@ func isNotice(m *pb.Message) bool {
 }
 
 // hold keeps notice m for its follower (send has dropped an older one
-// through replaceHeld) and arms the timer that sends what is held.
+// through replaceHeld). The first notice held starts the timer that sends
+// what is held; later ones go out with it, sooner than their own delay.
+// (If replacements emptied the list meanwhile, the timer is started again:
+// a notice never waits longer than the delay.)
 func (n *Node) hold(m *pb.Message) {
 	n.held = append(n.held, m)
-	if !n.holdArmed {
-		n.holdArmed = true
+	if len(n.held) == 1 {
 		n.holdTimer.Reset(n.cfg.CommitNoticeDelay)
 	}
 }
@@ -74,18 +76,16 @@ func (n *Node) replaceHeld(to uint64) {
 	}
 }
 
-// sendHeld sends the notices still held when the timer fires.
+// sendHeld sends the notices still held when the timer fires (none, when
+// replacements emptied the list since it was started).
 func (n *Node) sendHeld() {
-	n.holdArmed = false
 	if len(n.held) == 0 {
 		return
 	}
-	msgs := make([]*pb.Message, len(n.held))
-	copy(msgs, n.held)
+	n.noticesSent.Add(uint64(len(n.held)))
+	n.t.Send(n.held) // the transports keep the messages, not the slice
 	clear(n.held)
 	n.held = n.held[:0]
-	n.noticesSent.Add(uint64(len(msgs)))
-	n.t.Send(msgs)
 }
 
 // CommitNoticeCounts returns how many commit notices this node, as a
