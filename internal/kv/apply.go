@@ -194,6 +194,11 @@ func (a *applier) current(key []byte) (curVersion, error) {
 	if c, ok := a.overlay.get(key); ok {
 		return c, nil
 	}
+	if v, ok := a.s.vc.get(key); ok {
+		c := curVersion{exists: true, ts: v.ts, value: v.value}
+		a.overlay.set(bytes.Clone(key), c)
+		return c, nil
+	}
 	v, err := a.db.Get(key)
 	if errors.Is(err, engine.ErrNotFound) {
 		a.overlay.set(bytes.Clone(key), curVersion{})
@@ -221,6 +226,9 @@ func (a *applier) lastModified(key []byte) (uint64, error) {
 	c, ok := a.overlay.get(key)
 	switch {
 	case !ok:
+		if v, ok := a.s.vc.get(key); ok {
+			return v.ts, nil
+		}
 		return lastModified(a.db, a.db, key)
 	case c.exists:
 		return c.ts, nil

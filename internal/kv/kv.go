@@ -163,6 +163,11 @@ type Options struct {
 	HoldHistory        func() (rev uint64, ok bool)
 	HoldRetention      time.Duration
 	HoldRetentionBytes int64
+
+	// VersionCacheBytes bounds the apply's cache of current versions
+	// (vcache.go): 0 means DefaultVersionCacheBytes, a negative value
+	// turns the cache off.
+	VersionCacheBytes int64
 }
 
 // Store is the state machine of one node.
@@ -188,8 +193,9 @@ type Store struct {
 	coll  *Collector
 	gc    *gcState
 	// ap is the apply state, reused by every Apply (one at a time, from
-	// the raft node's apply goroutine).
+	// the raft node's apply goroutine); vc its cache of current versions.
 	ap applier
+	vc *versionCache
 	// pubMu orders the Collector's horizon against checkpoints: Apply
 	// publishes a new horizon holding it exclusively, Checkpoint holds it
 	// shared, so a checkpoint never holds data collected past the horizon
@@ -276,6 +282,11 @@ func Open(opts Options) (*Store, error) {
 		readWake: make(chan struct{}, 1),
 		stopc:    make(chan struct{}),
 	}
+	vcBytes := opts.VersionCacheBytes
+	if vcBytes == 0 {
+		vcBytes = DefaultVersionCacheBytes
+	}
+	s.vc = newVersionCache(vcBytes)
 	if s.clock == nil {
 		s.clock = NewClock(nil, 0, opts.Logger)
 	}
@@ -475,6 +486,7 @@ func (s *Store) ReplaceDB(swap func(old *engine.DB) (*engine.DB, error)) error {
 		return err
 	}
 	s.db = db
+	s.vc.clear()
 	err = s.loadDB(db)
 	s.dbMu.Unlock()
 	if err != nil {
@@ -857,6 +869,10 @@ func (s *Store) Apply(ents []*pb.Entry) error {
 	defer s.ap.overlay.reset()
 	a := &s.ap
 	a.reset(s, s.db, b)
+	if s.vc.db != s.db {
+		s.vc.clear() // what it holds describes another engine
+		s.vc.db = s.db
+	}
 	type done struct {
 		ids     []uint64
 		ts      uint64
@@ -896,8 +912,10 @@ func (s *Store) Apply(ents []*pb.Entry) error {
 		return err
 	}
 	if err := s.commitApplied(b, last.GetIndex(), last.GetTerm(), a); err != nil {
+		s.vc.clear() // whether the batch is in the engine is unknown
 		return err
 	}
+	s.vc.absorb(&a.overlay)
 	s.rejected.Add(uint64(rejects))
 	var at int64
 	if s.opts.Stages != nil {

@@ -305,7 +305,11 @@ func (r *versionedRun) open() {
 	if err != nil {
 		r.fatalf("open engine: %v", err)
 	}
-	s, err := Open(testStoreOptions(db, r.coll))
+	opts := testStoreOptions(db, r.coll)
+	// A cache of current versions small enough to evict all the time;
+	// the twin runs without one.
+	opts.VersionCacheBytes = 1 << 10
+	s, err := Open(opts)
 	if err != nil {
 		r.fatalf("open store: %v", err)
 	}
@@ -643,6 +647,29 @@ func (r *versionedRun) checkTwin() {
 	}
 }
 
+// checkVersionCache: every version the apply's cache holds is the key's
+// current version in the engine, and the cache keeps to its bound.
+func (r *versionedRun) checkVersionCache() {
+	c := r.s.vc
+	if c.bytes > c.limit {
+		r.fatalf("the version cache holds %d bytes, over its %d-byte bound", c.bytes, c.limit)
+	}
+	var sum int64
+	for k, v := range c.m {
+		sum += entryBytes([]byte(k), v.value)
+		cur, err := getCurrent(r.db, []byte(k))
+		if err != nil {
+			r.fatalf("the version cache holds %q@%d, the engine: %v", k, v.ts, err)
+		}
+		if cur.TS != v.ts || !bytes.Equal(cur.Value, v.value) {
+			r.fatalf("the version cache holds %q = %.12q@%d, the engine %.12q@%d", k, v.value, v.ts, cur.Value, cur.TS)
+		}
+	}
+	if sum != c.bytes {
+		r.fatalf("the version cache counts %d bytes, its entries take %d", c.bytes, sum)
+	}
+}
+
 func (r *versionedRun) step() {
 	switch op := r.rng.IntN(100); {
 	case op < 35:
@@ -667,6 +694,7 @@ func (r *versionedRun) step() {
 		r.open()
 	case op < 88:
 		r.checkTwin()
+		r.checkVersionCache()
 	case op < 94:
 		r.checkChanges()
 	default:
@@ -701,7 +729,9 @@ func TestVersionedModel(t *testing.T) {
 			if r.twinDB, err = engine.Open("/twin", testEngineOptions(r.fs, nil)); err != nil {
 				t.Fatal(err)
 			}
-			if r.twin, err = Open(testStoreOptions(r.twinDB, nil)); err != nil {
+			twinOpts := testStoreOptions(r.twinDB, nil)
+			twinOpts.VersionCacheBytes = -1
+			if r.twin, err = Open(twinOpts); err != nil {
 				t.Fatal(err)
 			}
 			for i := 0; i < steps; i++ {
@@ -709,6 +739,13 @@ func TestVersionedModel(t *testing.T) {
 			}
 			r.checkMeta()
 			r.checkTwin()
+			r.checkVersionCache()
+			if hits, _ := r.s.VersionCacheStats(); hits == 0 {
+				t.Fatalf("seed %d: the apply's cache of current versions was never used", seed)
+			}
+			if hits, misses := r.twin.VersionCacheStats(); hits+misses != 0 {
+				t.Fatalf("seed %d: the twin's cache is off, yet it counted %d hits and %d misses", seed, hits, misses)
+			}
 			// Garbage collection happened, and what it dropped reads as
 			// compacted.
 			if err := r.db.Compact(nil, nil); err != nil {

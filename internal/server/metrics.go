@@ -113,6 +113,7 @@ type scrape struct {
 	dropped            uint64
 	screened           map[raftnode.ScreenReason]uint64
 	rejectedEntries    uint64
+	vcHits, vcMisses   uint64
 	readRounds         uint64
 	stalled            bool
 	stalls             uint64
@@ -203,6 +204,10 @@ func newNodeCollector(s *Server) *nodeCollector {
 	}
 	counter("kayadb_read_index_rounds_total", "ReadIndex rounds run for linearizable reads (concurrent reads share one; a node that is the only voter needs none).",
 		u(func(sc *scrape) uint64 { return sc.readRounds }))
+	counter("kayadb_apply_version_cache_hits_total", "Lookups of a key's current version by the apply (each write's, and a transaction's read-set validation) answered by its cache of current versions, without an engine lookup.",
+		u(func(sc *scrape) uint64 { return sc.vcHits }))
+	counter("kayadb_apply_version_cache_misses_total", "Lookups of a key's current version by the apply that went to the engine (the key was not in the cache of current versions).",
+		u(func(sc *scrape) uint64 { return sc.vcMisses }))
 	counter("kayadb_apply_rejected_entries_total", "Committed raft entries that did not decode or held an invalid command or configuration change, applied as no-ops (on every node alike).",
 		u(func(sc *scrape) uint64 { return sc.rejectedEntries }))
 	gauge("kayadb_raft_stalled", "1 while the raft loop or its apply goroutine waits to retry a step that failed on a full disk (the node still follows the leader, but applies nothing new, and acknowledges nothing new once its apply queue is full or its log cannot be written).",
@@ -362,6 +367,7 @@ func (s *Server) scrapeNode() *scrape {
 	sc.queued, sc.dropped = s.node.ProposalsQueued(), s.node.ProposalsDropped()
 	sc.screened = s.node.ScreenStats()
 	sc.rejectedEntries = s.store.RejectedEntries() + s.node.RejectedConfChanges()
+	sc.vcHits, sc.vcMisses = s.store.VersionCacheStats()
 	sc.stalled = s.node.Stalled() != nil
 	sc.stalls, _ = s.node.StallCounts()
 	sc.pending = s.store.PendingWrites()
