@@ -194,8 +194,8 @@ func (a *applier) current(key []byte) (curVersion, error) {
 	if c, ok := a.overlay.get(key); ok {
 		return c, nil
 	}
-	if v, ok := a.s.vc.get(key); ok {
-		c := curVersion{exists: true, ts: v.ts, value: v.value}
+	if ts, value, ok := a.s.vc.get(key); ok {
+		c := curVersion{exists: true, ts: ts, value: value}
 		a.overlay.set(bytes.Clone(key), c)
 		return c, nil
 	}
@@ -226,8 +226,8 @@ func (a *applier) lastModified(key []byte) (uint64, error) {
 	c, ok := a.overlay.get(key)
 	switch {
 	case !ok:
-		if v, ok := a.s.vc.get(key); ok {
-			return v.ts, nil
+		if ts, _, ok := a.s.vc.get(key); ok {
+			return ts, nil
 		}
 		return lastModified(a.db, a.db, key)
 	case c.exists:

@@ -1,6 +1,8 @@
 package kv
 
 import (
+	"bytes"
+	"hash/maphash"
 	"sync/atomic"
 
 	"github.com/kayadb/kayadb/engine"
@@ -31,37 +33,46 @@ import (
 // Only existing versions are cached: a deleted key's state involves its
 // history (lastModified), which stays with the engine.
 //
-// Values handed out alias the cache's copies, which are never modified: an
-// update stores a new copy, so a value a run read stays valid for as long
-// as anyone holds it.
+// Memory: two generations, each a map from a key's 64-bit hash to its
+// entry and an append-only arena holding the key and value bytes (half of
+// the bound). Entries go into the newer generation; when its arena is
+// full it becomes the older one and the older one is dropped. A lookup
+// that finds its key only in the older generation copies it into the
+// newer, so keys in use survive. Nothing in it holds a pointer, so the
+// garbage collector never scans it, and it allocates only a new arena per
+// generation. A hash that two keys share is told apart by the key bytes
+// kept in the arena (the second key simply replaces the first).
+//
+// Values handed out alias an arena, and arenas are never written over (an
+// update appends a new copy; a dropped generation's arena is left to the
+// garbage collector), so a value a run read stays valid for as long as
+// anyone holds it.
 type versionCache struct {
 	limit int64 // bytes; <= 0 disables the cache
-	bytes int64
-	m     map[string]*cachedVersion
+	gens  [2]cacheGen // gens[0] the newer
+	seed  maphash.Seed
 	db    *engine.DB // the engine the entries describe
 
 	hits, misses atomic.Uint64
 }
 
-type cachedVersion struct {
-	ts    uint64
-	value []byte
+type cacheGen struct {
+	m     map[uint64]cacheEnt
+	arena []byte
 }
 
-// cacheEntryOverhead approximates a map entry's own memory besides its key
-// and value (the map slot, the string and slice headers).
-const cacheEntryOverhead = 64
+type cacheEnt struct {
+	ts         uint64
+	off        uint32
+	klen, vlen uint32
+}
 
 // DefaultVersionCacheBytes is the default bound of the apply's cache of
 // current versions (Options.VersionCacheBytes).
 const DefaultVersionCacheBytes = 64 << 20
 
 func newVersionCache(limit int64) *versionCache {
-	return &versionCache{limit: limit, m: map[string]*cachedVersion{}}
-}
-
-func entryBytes(key, value []byte) int64 {
-	return int64(len(key)+len(value)) + cacheEntryOverhead
+	return &versionCache{limit: limit, seed: maphash.MakeSeed()}
 }
 
 // cacheable reports whether key may be cached: user keys only.
@@ -69,55 +80,96 @@ func cacheable(key []byte) bool {
 	return len(key) > 0 && key[0] != SystemPrefix
 }
 
-// get returns key's cached current version.
-func (c *versionCache) get(key []byte) (cachedVersion, bool) {
-	if c.limit <= 0 || !cacheable(key) {
-		return cachedVersion{}, false
-	}
-	v, ok := c.m[string(key)]
-	if !ok {
-		c.misses.Add(1)
-		return cachedVersion{}, false
-	}
-	c.hits.Add(1)
-	return *v, true
+func (g *cacheGen) key(e cacheEnt) []byte {
+	return g.arena[e.off : e.off+e.klen : e.off+e.klen]
 }
 
-// set records that key's current version is (ts, value); value is copied
-// unless the cache already holds this version.
+func (g *cacheGen) value(e cacheEnt) []byte {
+	v := e.off + e.klen
+	return g.arena[v : v+e.vlen : v+e.vlen]
+}
+
+// find returns key's entry in g.
+func (g *cacheGen) find(h uint64, key []byte) (cacheEnt, bool) {
+	e, ok := g.m[h]
+	if !ok || !bytes.Equal(g.key(e), key) {
+		return cacheEnt{}, false
+	}
+	return e, true
+}
+
+// get returns key's cached current version (the value aliases an arena,
+// which is never written over).
+func (c *versionCache) get(key []byte) (ts uint64, value []byte, ok bool) {
+	if c.limit <= 0 || !cacheable(key) {
+		return 0, nil, false
+	}
+	h := maphash.Bytes(c.seed, key)
+	if e, ok := c.gens[0].find(h, key); ok {
+		c.hits.Add(1)
+		return e.ts, c.gens[0].value(e), true
+	}
+	if e, ok := c.gens[1].find(h, key); ok {
+		c.hits.Add(1)
+		ts, value := e.ts, c.gens[1].value(e)
+		c.put(h, key, ts, value) // still in use: into the newer generation
+		return ts, value, true
+	}
+	c.misses.Add(1)
+	return 0, nil, false
+}
+
+// set records that key's current version is (ts, value).
 func (c *versionCache) set(key []byte, ts uint64, value []byte) {
-	old, ok := c.m[string(key)]
-	if ok && old.ts == ts {
+	h := maphash.Bytes(c.seed, key)
+	if e, ok := c.gens[0].find(h, key); ok && e.ts == ts {
 		return // the same version: a read of the run, or a hit
 	}
-	value = append(make([]byte, 0, len(value)), value...)
-	if ok {
-		// A new copy, not the old one overwritten: someone may still
-		// hold the old value.
-		c.bytes += int64(len(value) - len(old.value))
-		old.ts, old.value = ts, value
+	c.put(h, key, ts, value)
+}
+
+// put appends (key, value) to the newer generation, starting a new one
+// when its arena is full. An entry larger than a quarter of an arena is
+// not cached (and any older version of it is forgotten).
+func (c *versionCache) put(h uint64, key []byte, ts uint64, value []byte) {
+	size := len(key) + len(value)
+	arenaCap := int(c.limit / 2)
+	if size > arenaCap/4 {
+		c.del(key)
 		return
 	}
-	c.bytes += entryBytes(key, value)
-	c.m[string(key)] = &cachedVersion{ts: ts, value: value}
+	g := &c.gens[0]
+	if g.m == nil || len(g.arena)+size > cap(g.arena) {
+		c.gens[1] = c.gens[0]
+		c.gens[0] = cacheGen{m: map[uint64]cacheEnt{}, arena: make([]byte, 0, arenaCap)}
+		g = &c.gens[0]
+	}
+	off := len(g.arena)
+	g.arena = append(append(g.arena, key...), value...)
+	g.m[h] = cacheEnt{ts: ts, off: uint32(off), klen: uint32(len(key)), vlen: uint32(len(value))}
 }
 
 // del forgets key.
 func (c *versionCache) del(key []byte) {
-	if old, ok := c.m[string(key)]; ok {
-		c.bytes -= entryBytes(key, old.value)
-		delete(c.m, string(key))
+	h := maphash.Bytes(c.seed, key)
+	for i := range c.gens {
+		if _, ok := c.gens[i].find(h, key); ok {
+			delete(c.gens[i].m, h)
+		}
 	}
 }
 
 // clear forgets everything.
 func (c *versionCache) clear() {
-	clear(c.m)
-	c.bytes = 0
+	c.gens = [2]cacheGen{}
 }
 
-// absorb takes in what a committed run wrote or read (its overlay), then
-// evicts entries, in the map's random order, down to 7/8 of the limit.
+// bytes returns the arena bytes the cache holds.
+func (c *versionCache) bytes() int64 {
+	return int64(cap(c.gens[0].arena) + cap(c.gens[1].arena))
+}
+
+// absorb takes in what a committed run wrote or read (its overlay).
 func (c *versionCache) absorb(o *overlay) {
 	if c.limit <= 0 {
 		return
@@ -132,17 +184,6 @@ func (c *versionCache) absorb(o *overlay) {
 		} else {
 			c.del(kv.key)
 		}
-	}
-	if c.bytes <= c.limit {
-		return
-	}
-	target := c.limit - c.limit/8
-	for k, v := range c.m {
-		if c.bytes <= target {
-			break
-		}
-		c.bytes -= int64(len(k)+len(v.value)) + cacheEntryOverhead
-		delete(c.m, k)
 	}
 }
 
