@@ -48,7 +48,7 @@ import (
 // garbage collector), so a value a run read stays valid for as long as
 // anyone holds it.
 type versionCache struct {
-	limit int64 // bytes; <= 0 disables the cache
+	limit int64       // bytes; <= 0 disables the cache
 	gens  [2]cacheGen // gens[0] the newer
 	seed  maphash.Seed
 	db    *engine.DB // the engine the entries describe
