@@ -34,8 +34,8 @@ import (
 // history (lastModified), which stays with the engine.
 //
 // Memory: two generations, each a map from a key's 64-bit hash to its
-// entry and an append-only arena holding the key and value bytes (half of
-// the bound). Entries go into the newer generation; when its arena is
+// entry and an append-only arena holding the key and value bytes (growing
+// to half of the bound). Entries go into the newer generation; when its arena is
 // full it becomes the older one and the older one is dropped. A lookup
 // that finds its key only in the older generation copies it into the
 // newer, so keys in use survive. Nothing in it holds a pointer, so the
@@ -68,8 +68,14 @@ type cacheEnt struct {
 }
 
 // DefaultVersionCacheBytes is the default bound of the apply's cache of
-// current versions (Options.VersionCacheBytes).
-const DefaultVersionCacheBytes = 64 << 20
+// current versions (Options.VersionCacheBytes): two generations of 64 MiB,
+// which hold the current versions of about 200,000 keys with 256-byte
+// values between the rewrites of a key (each rewrite appends a copy).
+const DefaultVersionCacheBytes = 128 << 20
+
+// minArena is the first size of a generation's arena, which doubles as it
+// fills, up to half the bound.
+const minArena = 256 << 10
 
 func newVersionCache(limit int64) *versionCache {
 	return &versionCache{limit: limit, seed: maphash.MakeSeed()}
@@ -139,10 +145,20 @@ func (c *versionCache) put(h uint64, key []byte, ts uint64, value []byte) {
 		return
 	}
 	g := &c.gens[0]
-	if g.m == nil || len(g.arena)+size > cap(g.arena) {
-		c.gens[1] = c.gens[0]
-		c.gens[0] = cacheGen{m: map[uint64]cacheEnt{}, arena: make([]byte, 0, arenaCap)}
-		g = &c.gens[0]
+	if g.m == nil {
+		g.m = map[uint64]cacheEnt{}
+	}
+	if len(g.arena)+size > cap(g.arena) {
+		if cap(g.arena) < arenaCap {
+			// Grow: the bytes move to a larger arena at the same
+			// offsets; values handed out keep the old one alive.
+			n := min(max(2*cap(g.arena), minArena, len(g.arena)+size), arenaCap)
+			g.arena = append(make([]byte, 0, n), g.arena...)
+		} else {
+			c.gens[1] = c.gens[0]
+			c.gens[0] = cacheGen{m: map[uint64]cacheEnt{}, arena: make([]byte, 0, arenaCap)}
+			g = &c.gens[0]
+		}
 	}
 	off := len(g.arena)
 	g.arena = append(append(g.arena, key...), value...)

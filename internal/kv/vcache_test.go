@@ -1,6 +1,9 @@
 package kv
 
 import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
 	"testing"
 
 	"github.com/kayadb/kayadb/engine"
@@ -106,5 +109,65 @@ func TestVersionCacheValuesStayValid(t *testing.T) {
 	}
 	if v, err := s.ReadAt([]byte("k"), 0); err != nil || string(v.Value) != "NEWER-VAL" {
 		t.Fatalf("k now: %q %v", v.Value, err)
+	}
+}
+
+// TestVersionCacheGrowsAndRotates drives the cache alone through the
+// growth of its first arena and two rotations: it keeps to its bound, it
+// answers the newest version of every key it still holds, the keys of
+// the last generation are all there, and a value handed out before all
+// that still reads the same.
+func TestVersionCacheGrowsAndRotates(t *testing.T) {
+	const limit = 8 << 20 // generations of 4 MiB: from 256 KiB, four doublings
+	c := newVersionCache(limit)
+	value := func(k, ts int) []byte {
+		v := make([]byte, 300)
+		for i := range v {
+			v[i] = byte(k*31 + ts + i)
+		}
+		return v
+	}
+	key := func(k int) []byte { return fmt.Appendf(nil, "key-%05d", k) }
+	c.set(key(0), 1, value(0, 1))
+	_, first, ok := c.get(key(0))
+	if !ok {
+		t.Fatal("a key just set is not in the cache")
+	}
+	want0 := bytes.Clone(first)
+	newest := map[int]int{}
+	const keys, writes = 5000, 40000 // 12 MB of entries: two rotations
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < writes; i++ {
+		k := 1 + rng.IntN(keys)
+		ts := i + 2
+		c.set(key(k), uint64(ts), value(k, ts))
+		newest[k] = ts
+		if c.bytes() > limit {
+			t.Fatalf("after %d writes the cache holds %d bytes, over its bound of %d", i, c.bytes(), limit)
+		}
+	}
+	if !bytes.Equal(first, want0) {
+		t.Fatal("a value handed out changed when the cache grew and rotated")
+	}
+	if cap(c.gens[0].arena) != limit/2 || c.gens[1].m == nil {
+		t.Fatalf("newer arena of %d bytes and an older generation %v: the cache did not grow to its bound and rotate", cap(c.gens[0].arena), c.gens[1].m != nil)
+	}
+	held := 0
+	for k, ts := range newest {
+		gts, v, ok := c.get(key(k))
+		if !ok {
+			continue
+		}
+		held++
+		if gts != uint64(ts) || !bytes.Equal(v, value(k, ts)) {
+			t.Fatalf("key %d: the cache answers version %d, the newest is %d", k, gts, ts)
+		}
+	}
+	if held < len(c.gens[0].m) || held == 0 {
+		t.Fatalf("the cache answered %d keys, its newer generation alone holds %d", held, len(c.gens[0].m))
+	}
+	c.del(key(7))
+	if _, _, ok := c.get(key(7)); ok {
+		t.Fatal("a deleted key is still in the cache")
 	}
 }
