@@ -1519,6 +1519,21 @@ func (s *Store) ReadAt(key []byte, ts uint64) (Version, error) {
 	if applied := s.appliedTS.Load(); ts > applied {
 		return Version{}, &FutureRevisionError{Revision: ts, Newest: applied}
 	}
+	// Most reads at a past revision find the key unchanged since: a
+	// current version that started at or before ts is the one live at ts,
+	// and a point lookup finds it without the iterator (which merges every
+	// level of the engine). Collection never touches a current version, so
+	// the horizon, checked after the lookup as below, is all that can make
+	// the answer "compacted".
+	if v, err := getCurrent(s.db, key); err == nil && v.TS <= ts {
+		if h := s.horizon.Load(); ts < h {
+			return Version{}, &CompactedError{Revision: ts, Oldest: h}
+		}
+		v.Value = bytes.Clone(v.Value)
+		return v, nil
+	} else if err != nil && !errors.Is(err, engine.ErrNotFound) {
+		return Version{}, err
+	}
 	it, err := s.db.NewIter(&engine.IterOptions{LowerBound: historyKeyPrefix(nil, key), UpperBound: append(bytes.Clone(key), 0)})
 	if err != nil {
 		return Version{}, err
