@@ -34,17 +34,18 @@ import (
 // history (lastModified), which stays with the engine.
 //
 // Memory: two generations, each a map from a key's 64-bit hash to its
-// entry and an append-only arena holding the key and value bytes (growing
-// to half of the bound). Entries go into the newer generation; when its arena is
-// full it becomes the older one and the older one is dropped. A lookup
-// that finds its key only in the older generation copies it into the
-// newer, so keys in use survive. Nothing in it holds a pointer, so the
-// garbage collector never scans it, and it allocates only a new arena per
-// generation. A hash that two keys share is told apart by the key bytes
-// kept in the arena (the second key simply replaces the first).
+// entry and an append-only arena holding the key and value bytes (up to
+// half of the bound, in chunks of 1 MiB allocated as it fills). Entries
+// go into the newer generation; when its arena is full it becomes the
+// older one and the older one is dropped. A lookup that finds its key
+// only in the older generation copies it into the newer, so keys in use
+// survive. The maps hold no pointers, so the garbage collector does not
+// scan them, and the cache allocates nothing but its chunks. A hash that
+// two keys share is told apart by the key bytes kept in the arena (the
+// second key simply replaces the first).
 //
 // Values handed out alias an arena, and arenas are never written over (an
-// update appends a new copy; a dropped generation's arena is left to the
+// update appends a new copy; a dropped generation's chunks are left to the
 // garbage collector), so a value a run read stays valid for as long as
 // anyone holds it.
 type versionCache struct {
@@ -57,13 +58,13 @@ type versionCache struct {
 }
 
 type cacheGen struct {
-	m     map[uint64]cacheEnt
-	arena []byte
+	m      map[uint64]cacheEnt
+	chunks [][]byte // append-only, each of cap chunkSize
 }
 
 type cacheEnt struct {
 	ts         uint64
-	off        uint32
+	chunk, off uint32
 	klen, vlen uint32
 }
 
@@ -73,9 +74,10 @@ type cacheEnt struct {
 // values between the rewrites of a key (each rewrite appends a copy).
 const DefaultVersionCacheBytes = 128 << 20
 
-// minArena is the first size of a generation's arena, which doubles as it
-// fills, up to half the bound.
-const minArena = 256 << 10
+// maxChunk is the size of the chunks of a generation's arena: allocated
+// one at a time as it fills, so that no write pays for zeroing a large
+// arena at once.
+const maxChunk = 1 << 20
 
 func newVersionCache(limit int64) *versionCache {
 	return &versionCache{limit: limit, seed: maphash.MakeSeed()}
@@ -87,13 +89,19 @@ func cacheable(key []byte) bool {
 }
 
 func (g *cacheGen) key(e cacheEnt) []byte {
-	return g.arena[e.off : e.off+e.klen : e.off+e.klen]
+	return g.chunks[e.chunk][e.off : e.off+e.klen : e.off+e.klen]
 }
 
 func (g *cacheGen) value(e cacheEnt) []byte {
 	v := e.off + e.klen
-	return g.arena[v : v+e.vlen : v+e.vlen]
+	return g.chunks[e.chunk][v : v+e.vlen : v+e.vlen]
 }
+
+// chunkSize and genChunks size a generation of a cache bounded by limit:
+// half the bound each, in chunks of up to maxChunk.
+func chunkSize(limit int64) int { return int(min(limit/2, maxChunk)) }
+
+func genChunks(limit int64) int { return int(limit/2) / chunkSize(limit) }
 
 // find returns key's entry in g.
 func (g *cacheGen) find(h uint64, key []byte) (cacheEnt, bool) {
@@ -135,12 +143,12 @@ func (c *versionCache) set(key []byte, ts uint64, value []byte) {
 }
 
 // put appends (key, value) to the newer generation, starting a new one
-// when its arena is full. An entry larger than a quarter of an arena is
+// when its chunks are full. An entry larger than a quarter of a chunk is
 // not cached (and any older version of it is forgotten).
 func (c *versionCache) put(h uint64, key []byte, ts uint64, value []byte) {
 	size := len(key) + len(value)
-	arenaCap := int(c.limit / 2)
-	if size > arenaCap/4 {
+	cs := chunkSize(c.limit)
+	if size > cs/4 {
 		c.del(key)
 		return
 	}
@@ -148,21 +156,18 @@ func (c *versionCache) put(h uint64, key []byte, ts uint64, value []byte) {
 	if g.m == nil {
 		g.m = map[uint64]cacheEnt{}
 	}
-	if len(g.arena)+size > cap(g.arena) {
-		if cap(g.arena) < arenaCap {
-			// Grow: the bytes move to a larger arena at the same
-			// offsets; values handed out keep the old one alive.
-			n := min(max(2*cap(g.arena), minArena, len(g.arena)+size), arenaCap)
-			g.arena = append(make([]byte, 0, n), g.arena...)
-		} else {
+	if n := len(g.chunks); n == 0 || len(g.chunks[n-1])+size > cs {
+		if n == genChunks(c.limit) {
 			c.gens[1] = c.gens[0]
-			c.gens[0] = cacheGen{m: map[uint64]cacheEnt{}, arena: make([]byte, 0, arenaCap)}
+			c.gens[0] = cacheGen{m: map[uint64]cacheEnt{}}
 			g = &c.gens[0]
 		}
+		g.chunks = append(g.chunks, make([]byte, 0, cs))
 	}
-	off := len(g.arena)
-	g.arena = append(append(g.arena, key...), value...)
-	g.m[h] = cacheEnt{ts: ts, off: uint32(off), klen: uint32(len(key)), vlen: uint32(len(value))}
+	last := len(g.chunks) - 1
+	off := len(g.chunks[last])
+	g.chunks[last] = append(append(g.chunks[last], key...), value...)
+	g.m[h] = cacheEnt{ts: ts, chunk: uint32(last), off: uint32(off), klen: uint32(len(key)), vlen: uint32(len(value))}
 }
 
 // del forgets key.
@@ -182,7 +187,13 @@ func (c *versionCache) clear() {
 
 // bytes returns the arena bytes the cache holds.
 func (c *versionCache) bytes() int64 {
-	return int64(cap(c.gens[0].arena) + cap(c.gens[1].arena))
+	n := 0
+	for i := range c.gens {
+		for _, ch := range c.gens[i].chunks {
+			n += cap(ch)
+		}
+	}
+	return int64(n)
 }
 
 // absorb takes in what a committed run wrote or read (its overlay).

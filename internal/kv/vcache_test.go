@@ -113,12 +113,12 @@ func TestVersionCacheValuesStayValid(t *testing.T) {
 }
 
 // TestVersionCacheGrowsAndRotates drives the cache alone through the
-// growth of its first arena and two rotations: it keeps to its bound, it
+// growth of its first generation and two rotations: it keeps to its bound, it
 // answers the newest version of every key it still holds, the keys of
 // the last generation are all there, and a value handed out before all
 // that still reads the same.
 func TestVersionCacheGrowsAndRotates(t *testing.T) {
-	const limit = 8 << 20 // generations of 4 MiB: from 256 KiB, four doublings
+	const limit = 8 << 20 // generations of four 1 MiB chunks
 	c := newVersionCache(limit)
 	value := func(k, ts int) []byte {
 		v := make([]byte, 300)
@@ -149,8 +149,8 @@ func TestVersionCacheGrowsAndRotates(t *testing.T) {
 	if !bytes.Equal(first, want0) {
 		t.Fatal("a value handed out changed when the cache grew and rotated")
 	}
-	if cap(c.gens[0].arena) != limit/2 || c.gens[1].m == nil {
-		t.Fatalf("newer arena of %d bytes and an older generation %v: the cache did not grow to its bound and rotate", cap(c.gens[0].arena), c.gens[1].m != nil)
+	if len(c.gens[1].chunks) != 4 || c.bytes() <= limit/2 {
+		t.Fatalf("an older generation of %d chunks, %d bytes in all: the cache did not grow to its bound and rotate", len(c.gens[1].chunks), c.bytes())
 	}
 	held := 0
 	for k, ts := range newest {
