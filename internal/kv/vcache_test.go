@@ -11,20 +11,29 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 )
 
+// openMemStore opens an engine at /db on fs and a store on it with opts
+// (opts.DB is set); the test's cleanup closes the engine.
+func openMemStore(t *testing.T, fs vfs.FS, opts Options) *Store {
+	t.Helper()
+	db, err := engine.Open("/db", &engine.Options{FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	opts.DB = db
+	s, err := Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // TestVersionCacheFollowsReplaceDB: after a snapshot's engine replaces the
 // store's, the apply moves to history the version that engine holds, not
 // one the cache remembered from the engine it replaced.
 func TestVersionCacheFollowsReplaceDB(t *testing.T) {
 	fs := vfs.NewMem()
-	db, err := engine.Open("/db", &engine.Options{FS: fs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	s, err := Open(Options{NodeID: 1, DB: db})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openMemStore(t, fs, Options{NodeID: 1})
 	if err := s.Apply([]*pb.Entry{putEntry(1, "k", "one"), putEntry(2, "k", "two")}); err != nil {
 		t.Fatal(err)
 	}
@@ -70,23 +79,15 @@ func TestVersionCacheFollowsReplaceDB(t *testing.T) {
 // same run that writes the key: the cache stores a new copy and never
 // writes over one it handed out.
 func TestVersionCacheValuesStayValid(t *testing.T) {
-	db, err := engine.Open("/db", &engine.Options{FS: vfs.NewMem()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
 	const opRead = OpCustomMin + 1
 	var read []byte
-	s, err := Open(Options{NodeID: 1, DB: db, Evaluators: map[byte]Evaluator{
+	s := openMemStore(t, vfs.NewMem(), Options{NodeID: 1, Evaluators: map[byte]Evaluator{
 		opRead: func(tx *ApplyTx, body []byte) ([]byte, error) {
 			v, err := tx.Get(body)
 			read = v.Value
 			return v.Value, err
 		},
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := s.Apply([]*pb.Entry{putEntry(1, "k", "old-value")}); err != nil {
 		t.Fatal(err)
 	}
