@@ -270,7 +270,7 @@ func TestCheckpointCarriesRaftState(t *testing.T) {
 // writes proposed in T or before (their outcome is unknown), not those a
 // later term's leadership proposed; the node's stop fails every one.
 func TestStepDownFailsOnlyEarlierWrites(t *testing.T) {
-	s := openMemStore(t, vfs.NewMem(), Options{NodeID: 1})
+	s := openMemStore(t, vfs.NewMem(), "/db", Options{NodeID: 1})
 	chs := map[uint64]chan Result{}
 	for id, term := range map[uint64]uint64{1: 4, 2: 5, 3: 6} {
 		chs[id] = make(chan Result, 1)

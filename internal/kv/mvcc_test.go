@@ -866,7 +866,7 @@ func TestHLC(t *testing.T) {
 // still applied (a cluster upgraded in place replays its old log), with
 // timestamps that follow the last applied one.
 func TestDecodeVersion1Entries(t *testing.T) {
-	s := openMemStore(t, vfs.NewMem(), Options{NodeID: 1})
+	s := openMemStore(t, vfs.NewMem(), "/db", Options{NodeID: 1})
 	if err := s.Apply([]*pb.Entry{putEntry(1, "k", "one"), putEntry(2, "k", "two")}); err != nil {
 		t.Fatal(err)
 	}

@@ -11,11 +11,11 @@ import (
 	pb "go.etcd.io/raft/v3/raftpb"
 )
 
-// openMemStore opens an engine at /db on fs and a store on it with opts
+// openMemStore opens an engine at dir on fs and a store on it with opts
 // (opts.DB is set); the test's cleanup closes the engine.
-func openMemStore(t *testing.T, fs vfs.FS, opts Options) *Store {
+func openMemStore(t *testing.T, fs vfs.FS, dir string, opts Options) *Store {
 	t.Helper()
-	db, err := engine.Open("/db", &engine.Options{FS: fs})
+	db, err := engine.Open(dir, &engine.Options{FS: fs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +33,7 @@ func openMemStore(t *testing.T, fs vfs.FS, opts Options) *Store {
 // one the cache remembered from the engine it replaced.
 func TestVersionCacheFollowsReplaceDB(t *testing.T) {
 	fs := vfs.NewMem()
-	s := openMemStore(t, fs, Options{NodeID: 1})
+	s := openMemStore(t, fs, "/db", Options{NodeID: 1})
 	if err := s.Apply([]*pb.Entry{putEntry(1, "k", "one"), putEntry(2, "k", "two")}); err != nil {
 		t.Fatal(err)
 	}
@@ -41,14 +41,7 @@ func TestVersionCacheFollowsReplaceDB(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	other, err := engine.Open("/other", &engine.Options{FS: fs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s2, err := Open(Options{NodeID: 2, DB: other})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s2 := openMemStore(t, fs, "/other", Options{NodeID: 2})
 	// The cache of s2 learns k = stale@1.
 	if err := s2.Apply([]*pb.Entry{putEntry(1, "k", "stale")}); err != nil {
 		t.Fatal(err)
@@ -81,7 +74,7 @@ func TestVersionCacheFollowsReplaceDB(t *testing.T) {
 func TestVersionCacheValuesStayValid(t *testing.T) {
 	const opRead = OpCustomMin + 1
 	var read []byte
-	s := openMemStore(t, vfs.NewMem(), Options{NodeID: 1, Evaluators: map[byte]Evaluator{
+	s := openMemStore(t, vfs.NewMem(), "/db", Options{NodeID: 1, Evaluators: map[byte]Evaluator{
 		opRead: func(tx *ApplyTx, body []byte) ([]byte, error) {
 			v, err := tx.Get(body)
 			read = v.Value
