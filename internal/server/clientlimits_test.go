@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -719,6 +720,52 @@ func TestClientLimitFlags(t *testing.T) {
 		errb.Reset()
 		if _, code := ParseFlags(args, env(nil), &errb); code != exitUsage || !strings.Contains(errb.String(), args[0]) {
 			t.Errorf("%v: exit %d, stderr %q", args, code, errb.String())
+		}
+	}
+}
+
+// The apply cache's flag: its default, the environment, 0 (off), and bad
+// values (exit status 4, naming the flag).
+func TestApplyCacheFlag(t *testing.T) {
+	var errb bytes.Buffer
+	if cfg, code := ParseFlags(nil, env(nil), &errb); code != -1 || cfg.ApplyCacheBytes != 128<<20 {
+		t.Fatalf("default: exit %d, %d bytes, %s", code, cfg.ApplyCacheBytes, errb.String())
+	}
+	if cfg, code := ParseFlags(nil, env(map[string]string{"KAYA_APPLY_CACHE_SIZE": "1GiB"}), &errb); code != -1 || cfg.ApplyCacheBytes != 1<<30 {
+		t.Fatalf("from the environment: exit %d, %d bytes", code, cfg.ApplyCacheBytes)
+	}
+	if cfg, code := ParseFlags([]string{"--apply-cache-size", "0"}, env(nil), &errb); code != -1 || cfg.ApplyCacheBytes >= 0 {
+		t.Fatalf("0: exit %d, %d bytes, want the cache off (negative)", code, cfg.ApplyCacheBytes)
+	}
+	for _, v := range []string{"1KiB", "lots", "-5MiB"} {
+		errb.Reset()
+		if _, code := ParseFlags([]string{"--apply-cache-size", v}, env(nil), &errb); code != exitUsage || !strings.Contains(errb.String(), "--apply-cache-size") {
+			t.Errorf("%q: exit %d, stderr %q", v, code, errb.String())
+		}
+	}
+}
+
+// TestApplyCacheSetting: a server's apply uses its cache of current
+// versions by default, and not at all when Config turns it off.
+func TestApplyCacheSetting(t *testing.T) {
+	for _, tc := range []struct {
+		bytes int64
+		used  bool
+	}{{0, true}, {-1, false}} {
+		s, _ := startSecured(t, Config{ApplyCacheBytes: tc.bytes})
+		cl, err := client.New([]string{s.ClientAddr()}, &client.Options{RequestTimeout: 5 * time.Second, MaxRetries: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range []string{"one", "two", "three"} {
+			if err := cl.Put(context.Background(), []byte("k"), []byte(v)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_ = cl.Close()
+		hits, misses := s.store.VersionCacheStats()
+		if tc.used && hits < 2 || !tc.used && hits+misses != 0 {
+			t.Errorf("ApplyCacheBytes %d: %d hits, %d misses after three writes of one key", tc.bytes, hits, misses)
 		}
 	}
 }

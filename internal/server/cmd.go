@@ -137,6 +137,7 @@ type serverFlags struct {
 	maxConns                                          *int
 	clIdle, clFrame                                   *time.Duration
 	replyMem, logLevel, logFormat                     *string
+	applyCache                                        *string
 	showVer                                           *bool
 	clockOff, retention                               *time.Duration
 	readMode                                          *string
@@ -191,6 +192,7 @@ func newServerFlags(stderr io.Writer) *serverFlags {
 	f.maxConns = fs.Int("max-client-connections", defaultMaxClientConnections, "most client connections open at once; one source address may hold a quarter of them (at least 16); more get an ERROR reply and are closed")
 	f.clIdle = fs.Duration("client-idle-timeout", defaultClientIdleTimeout, "close a client connection that sends no request (none in flight) or reads none of its replies for this long (0 disables)")
 	f.clFrame = fs.Duration("client-frame-timeout", defaultClientFrameTimeout, "a client's request frame must arrive whole within this long of its first byte")
+	f.applyCache = fs.String("apply-cache-size", "128MiB", "memory for the apply's cache of the current versions of keys written or read lately, which spares the apply an engine lookup per write and per transaction read (e.g. 128MiB, 1GiB; 0 turns it off)")
 	f.replyMem = fs.String("max-reply-memory", "512MiB", "memory for replies not yet sent to their clients, all connections together (e.g. 512MiB, 2GiB); a request that finds no room within its request timeout is refused")
 	f.clockOff = fs.Duration("max-clock-offset", kv.DefaultMaxClockOffset, "the clock offset between nodes beyond which a commit timestamp ahead of this node's clock is counted and logged (keep the nodes' clocks in sync with NTP)")
 	f.raftLogWrites = fs.String("raft-log-writes", "async", "how a node writes its raft log: async (a storage goroutine fsyncs while raft goes on sending and stepping; nothing is acknowledged, counted towards a quorum or applied before it is durable) or sync (each Ready written and fsynced on the raft loop before the next is taken)")
@@ -292,10 +294,10 @@ func (f *serverFlags) newLogger(stderr io.Writer) (*slog.Logger, error) {
 
 // parsedLimits are the flags' numbers and sizes, checked and converted.
 type parsedLimits struct {
-	snapshotRate, diskReserve, replyBytes int64
-	retentionBytes, cdcBytes              int64
-	txnBytes                              int64
-	isolation                             txn.Isolation
+	snapshotRate, diskReserve, replyBytes, applyCache int64
+	retentionBytes, cdcBytes                          int64
+	txnBytes                                          int64
+	isolation                                         txn.Isolation
 }
 
 // limits checks the node id, the durations, the snapshot settings, the
@@ -341,6 +343,13 @@ func (f *serverFlags) limits() (parsedLimits, error) {
 	l.replyBytes, err = parseBytes(*f.replyMem)
 	if err != nil || l.replyBytes < 1<<20 {
 		return l, fmt.Errorf("--max-reply-memory %q: want a byte count of at least 1MiB (for example 512MiB, 2GiB)", *f.replyMem)
+	}
+	l.applyCache, err = parseBytes(*f.applyCache)
+	if err != nil || (l.applyCache > 0 && l.applyCache < 4<<20) {
+		return l, fmt.Errorf("--apply-cache-size %q: want 0 (off) or a byte count of at least 4MiB (for example 128MiB, 1GiB)", *f.applyCache)
+	}
+	if l.applyCache == 0 {
+		l.applyCache = -1 // off
 	}
 	if *f.raftLogWrites != "async" && *f.raftLogWrites != "sync" {
 		return l, fmt.Errorf("--raft-log-writes %q: want async (the default) or sync", *f.raftLogWrites)
@@ -516,6 +525,7 @@ func (f *serverFlags) config(logger *slog.Logger, l parsedLimits, t parsedTokens
 	cfg.PeerToken = t.peer
 	cfg.ACLFile, cfg.TenantFile, cfg.IdentityFile = *f.aclFile, *f.tenantFile, *f.identityFile
 	cfg.MaxClientConnections, cfg.ClientFrameTimeout, cfg.MaxReplyMemory = *f.maxConns, *f.clFrame, l.replyBytes
+	cfg.ApplyCacheBytes = l.applyCache
 	cfg.ClientIdleTimeout = *f.clIdle
 	cfg.MaxClockOffset, cfg.MVCCRetention, cfg.MVCCRetentionBytes = *f.clockOff, *f.retention, l.retentionBytes
 	cfg.TxnTimeout, cfg.MaxOpenTxns, cfg.MaxTxnBytes, cfg.TxnIsolation = *f.txnTimeout, *f.maxOpenTxns, l.txnBytes, l.isolation

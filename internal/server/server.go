@@ -167,6 +167,11 @@ type Config struct {
 	// on one connection; its reader stops reading past it. Default 8 MiB.
 	MaxConnReplyBytes int64
 
+	// ApplyCacheBytes bounds the apply's cache of current versions
+	// (docs/design/latency.md §14): 0 means kv's default (128 MiB), a
+	// negative value turns it off.
+	ApplyCacheBytes int64
+
 	// Versioned data (kv, docs/design/mvcc-and-transactions.md).
 	// LeaseReads serves linearizable reads on the leader from a lease
 	// instead of a ReadIndex round (--read-mode lease; raftnode.LocalReadIndex
@@ -546,7 +551,7 @@ func (s *Server) openStateMachine(*boot) error {
 		Collector: s.coll, Retention: retention, RetentionBytes: retentionBytes,
 		Evaluators:  evaluators(txn.Evaluators(), feed.Evaluators()),
 		HoldHistory: feed.Hold(func() *kv.Store { return s.store }), HoldRetention: holdRetention, HoldRetentionBytes: holdBytes,
-		Stages: s.stages})
+		Stages: s.stages, VersionCacheBytes: cfg.ApplyCacheBytes})
 	if err != nil {
 		return err
 	}
