@@ -42,7 +42,7 @@ import (
 // survive. The maps hold no pointers, so the garbage collector does not
 // scan them, and the cache allocates nothing but its chunks. A hash that
 // two keys share is told apart by the key bytes kept in the arena (the
-// second key simply replaces the first).
+// second key simply replaces the first, in both generations).
 //
 // Values handed out alias an arena, and arenas are never written over (an
 // update appends a new copy; a dropped generation's chunks are left to the
@@ -163,6 +163,16 @@ func (c *versionCache) put(h uint64, key []byte, ts uint64, value []byte) {
 			g = &c.gens[0]
 		}
 		g.chunks = append(g.chunks, make([]byte, 0, cs))
+	}
+	if e, ok := g.m[h]; ok && !bytes.Equal(g.key(e), key) {
+		// Another key with the same hash loses its place in the newer
+		// generation: an older version of it in the older generation
+		// must not answer for it then.
+		if old := &c.gens[1]; old != g {
+			if _, ok := old.find(h, g.key(e)); ok {
+				delete(old.m, h)
+			}
+		}
 	}
 	last := len(g.chunks) - 1
 	off := len(g.chunks[last])
