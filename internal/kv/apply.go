@@ -194,9 +194,10 @@ func (a *applier) current(key []byte) (curVersion, error) {
 	if c, ok := a.overlay.get(key); ok {
 		return c, nil
 	}
-	if ts, value, ok := a.s.vc.get(key); ok {
+	if k, ts, value, ok := a.s.vc.get(key); ok {
+		// The cache's copy of the key outlives the run: no clone.
 		c := curVersion{exists: true, ts: ts, value: value}
-		a.overlay.set(bytes.Clone(key), c)
+		a.overlay.set(k, c)
 		return c, nil
 	}
 	v, err := a.db.Get(key)
@@ -226,7 +227,7 @@ func (a *applier) lastModified(key []byte) (uint64, error) {
 	c, ok := a.overlay.get(key)
 	switch {
 	case !ok:
-		if ts, _, ok := a.s.vc.get(key); ok {
+		if _, ts, _, ok := a.s.vc.get(key); ok {
 			return ts, nil
 		}
 		return lastModified(a.db, a.db, key)

@@ -486,7 +486,6 @@ func (s *Store) ReplaceDB(swap func(old *engine.DB) (*engine.DB, error)) error {
 		return err
 	}
 	s.db = db
-	s.vc.clear()
 	err = s.loadDB(db)
 	s.dbMu.Unlock()
 	if err != nil {
@@ -870,7 +869,9 @@ func (s *Store) Apply(ents []*pb.Entry) error {
 	a := &s.ap
 	a.reset(s, s.db, b)
 	if s.vc.db != s.db {
-		s.vc.clear() // what it holds describes another engine
+		// A snapshot's engine replaced the one the cache describes
+		// (ReplaceDB), or this is the first run.
+		s.vc.clear()
 		s.vc.db = s.db
 	}
 	type done struct {

@@ -29,7 +29,9 @@ import (
 // cache only after the run's batch has committed, from the run's overlay,
 // which holds exactly what the batch wrote for each key. A run that fails
 // leaves the cache as it was, since its batch is discarded; a commit that
-// reports an error empties it, since the engine's state is then unknown.
+// reports an error empties it, since the engine's state is then unknown;
+// so does the first run on another engine than the one the cache
+// describes (ReplaceDB installed a snapshot's).
 // Only existing versions are cached: a deleted key's state involves its
 // history (lastModified), which stays with the engine.
 //
@@ -112,25 +114,25 @@ func (g *cacheGen) find(h uint64, key []byte) (cacheEnt, bool) {
 	return e, true
 }
 
-// get returns key's cached current version (the value aliases an arena,
-// which is never written over).
-func (c *versionCache) get(key []byte) (ts uint64, value []byte, ok bool) {
+// get returns key's cached current version; the key and value it returns
+// alias an arena, which is never written over.
+func (c *versionCache) get(key []byte) (k []byte, ts uint64, value []byte, ok bool) {
 	if c.limit <= 0 || !cacheable(key) {
-		return 0, nil, false
+		return nil, 0, nil, false
 	}
 	h := maphash.Bytes(c.seed, key)
 	if e, ok := c.gens[0].find(h, key); ok {
 		c.hits.Add(1)
-		return e.ts, c.gens[0].value(e), true
+		return c.gens[0].key(e), e.ts, c.gens[0].value(e), true
 	}
 	if e, ok := c.gens[1].find(h, key); ok {
 		c.hits.Add(1)
-		ts, value := e.ts, c.gens[1].value(e)
+		k, ts, value := c.gens[1].key(e), e.ts, c.gens[1].value(e)
 		c.put(h, key, ts, value) // still in use: into the newer generation
-		return ts, value, true
+		return k, ts, value, true
 	}
 	c.misses.Add(1)
-	return 0, nil, false
+	return nil, 0, nil, false
 }
 
 // set records that key's current version is (ts, value).

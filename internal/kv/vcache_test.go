@@ -124,7 +124,7 @@ func TestVersionCacheGrowsAndRotates(t *testing.T) {
 	}
 	key := func(k int) []byte { return fmt.Appendf(nil, "key-%05d", k) }
 	c.set(key(0), 1, value(0, 1))
-	_, first, ok := c.get(key(0))
+	_, _, first, ok := c.get(key(0))
 	if !ok {
 		t.Fatal("a key just set is not in the cache")
 	}
@@ -149,9 +149,12 @@ func TestVersionCacheGrowsAndRotates(t *testing.T) {
 	}
 	held := 0
 	for k, ts := range newest {
-		gts, v, ok := c.get(key(k))
+		gk, gts, v, ok := c.get(key(k))
 		if !ok {
 			continue
+		}
+		if !bytes.Equal(gk, key(k)) {
+			t.Fatalf("key %d: the cache answers for %q", k, gk)
 		}
 		held++
 		if gts != uint64(ts) || !bytes.Equal(v, value(k, ts)) {
@@ -162,7 +165,7 @@ func TestVersionCacheGrowsAndRotates(t *testing.T) {
 		t.Fatalf("the cache answered %d keys, its newer generation alone holds %d", held, len(c.gens[0].m))
 	}
 	c.del(key(7))
-	if _, _, ok := c.get(key(7)); ok {
+	if _, _, _, ok := c.get(key(7)); ok {
 		t.Fatal("a deleted key is still in the cache")
 	}
 }
@@ -178,11 +181,11 @@ func TestVersionCacheHashCollision(t *testing.T) {
 	c.put(h, a, 1, []byte("a-one"))
 	c.gens[1], c.gens[0] = c.gens[0], cacheGen{} // a rotation: a@1 is in the older generation
 	c.put(h, a, 2, []byte("a-two"))
-	if ts, v, ok := c.get(a); !ok || ts != 2 || string(v) != "a-two" {
+	if _, ts, v, ok := c.get(a); !ok || ts != 2 || string(v) != "a-two" {
 		t.Fatalf("a: %d %q %v, want a-two@2", ts, v, ok)
 	}
 	c.put(h, b, 3, []byte("b-three")) // b takes a's place
-	if ts, v, ok := c.get(a); ok {
+	if _, ts, v, ok := c.get(a); ok {
 		t.Fatalf("a after b took its hash's place: the cache answers %q@%d, an older version", v, ts)
 	}
 	// (b is filed under a's hash, not its own: look it up there.)
