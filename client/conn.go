@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -21,6 +22,10 @@ import (
 // nothing queued and nobody writing writes its call itself (one goroutine
 // hop less for a lone client); otherwise it queues the call, and the writer
 // goroutine writes calls in queue order, flushing when the queue drains.
+// Callers sharing the connection yield once before their flush, so that
+// those whose replies came back together send their next calls with one
+// write(2) (writeInlineAll): a system call per request was a third of a
+// loaded client's CPU, and each one also makes the server read once more.
 //
 // There is no reader goroutine: the callers waiting for replies read them.
 // One of them at a time holds the read token (rtok), reads responses and
@@ -70,6 +75,14 @@ type conn struct {
 	// they were submitted.
 	wmu       sync.Mutex
 	unwritten atomic.Int32
+	// flushOwed (under wmu) is set while a caller that wrote into bw
+	// yields before flushing: bytes written to bw meanwhile are flushed
+	// by it (writeInlineAll). Any flush clears it.
+	flushOwed bool
+	// unflushed counts the calls written into bw since the last flush,
+	// lastBatch those the last flush carried (both under wmu): a caller
+	// yields before flushing also when the last flush carried several.
+	unflushed, lastBatch int
 
 	done       chan struct{} // closed when the connection breaks
 	writerDone chan struct{} // closed when the writer has returned
@@ -362,14 +375,20 @@ func (c *conn) enqueue(calls []*call) error {
 // none was sent (their slots are released); once the calls are in
 // inflight, a failed write breaks the connection and the reader's cleanup
 // finishes them as maybe sent.
+//
+// When other calls of the connection are unfinished, other callers are
+// likely about to write too (their replies came back together): the
+// caller then yields once before it flushes, and the calls written into
+// the buffer meanwhile (flushOwed tells their writers not to flush) leave
+// with the same write(2). A lone caller flushes at once.
 func (c *conn) writeInlineAll(calls []*call) error {
-	defer c.wmu.Unlock()
 	c.mu.Lock()
 	if c.mu.broken {
 		// The reader's cleanup may have run already: the calls must not
 		// reach inflight.
 		err := c.mu.err
 		c.mu.Unlock()
+		c.wmu.Unlock()
 		for range calls {
 			<-c.sem
 		}
@@ -388,13 +407,30 @@ func (c *conn) writeInlineAll(calls []*call) error {
 			break
 		}
 	}
-	if err == nil {
-		err = c.bw.Flush()
+	c.unflushed += len(calls)
+	if err == nil && !c.flushOwed && (len(c.sem) > len(calls) || c.lastBatch > 1) {
+		c.flushOwed = true
+		c.wmu.Unlock()
+		runtime.Gosched()
+		c.wmu.Lock()
+		if c.flushOwed {
+			err = c.flushLocked()
+		}
+	} else if err == nil && !c.flushOwed {
+		err = c.flushLocked()
 	}
+	c.wmu.Unlock()
 	if err != nil {
 		c.fail(fmt.Errorf("kayadb: writing to %s: %w", c.addr, err))
 	}
 	return nil
+}
+
+// flushLocked flushes bw. Called with wmu.
+func (c *conn) flushLocked() error {
+	c.flushOwed = false
+	c.lastBatch, c.unflushed = c.unflushed, 0
+	return c.bw.Flush()
 }
 
 // startPendingLocked counts one more written call and arms the reply
@@ -731,7 +767,7 @@ func (c *conn) writeLoop() {
 				// Calls written before it may still be buffered: they
 				// waited for this one's flush.
 				c.wmu.Lock()
-				err := c.bw.Flush()
+				err := c.flushLocked()
 				c.wmu.Unlock()
 				if err != nil {
 					c.fail(fmt.Errorf("kayadb: writing to %s: %w", c.addr, err))
@@ -748,8 +784,9 @@ func (c *conn) writeLoop() {
 		c.nc.SetWriteDeadline(time.Now().Add(c.timeout))
 		_, err := c.bw.Write(cl.frame)
 		c.unwritten.Add(-1)
+		c.unflushed++
 		if err == nil && len(c.queue) == 0 {
-			err = c.bw.Flush()
+			err = c.flushLocked()
 		}
 		c.wmu.Unlock()
 		if err != nil {

@@ -82,7 +82,9 @@
 // connection (Options.MaxPipeline) and the server answers them in order.
 // The calling goroutines read the replies themselves (one at a time per
 // connection), so a lone caller's request costs no hand-off between
-// goroutines. A connection that fails, that gets no reply for
+// goroutines; callers that share a connection and write at the same
+// moment (their replies came back together) send their requests in one
+// system call. A connection that fails, that gets no reply for
 // RequestTimeout, or that the server closed while it was idle (checked
 // before a request is written on it) is closed and replaced on next use.
 // Close stops every goroutine the client started.
