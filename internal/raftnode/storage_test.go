@@ -218,8 +218,12 @@ func TestAsyncStorageQueueBounded(t *testing.T) {
 func TestProposalsSteppedTogether(t *testing.T) {
 	e := startLeader1(t)
 	n := e.nodes[1].n
-	release := make(chan struct{})
-	n.ctrlc <- func(*raft.RawNode) { <-release }
+	release, busy := make(chan struct{}), make(chan struct{})
+	// The loop must be inside the control function before the proposals
+	// queue: ctrlc is buffered, and a loop that had not taken it yet could
+	// take the first proposal on its own.
+	n.ctrlc <- func(*raft.RawNode) { close(busy); <-release }
+	<-busy
 	var verdicts []<-chan error
 	for _, d := range []string{"a", "b", "c"} {
 		errc, err := n.ProposeAsync(context.Background(), []byte(d))
