@@ -47,14 +47,15 @@ func TestCallersShareAFlush(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Count the writes that reach the socket (before the writer starts).
+	cw := &countingWriter{w: cn.nc}
+	cn.bw = bufio.NewWriterSize(cw, 32<<10)
 	var wg sync.WaitGroup
 	cn.start(&wg)
 	defer func() {
 		cn.fail(errors.New("test over"))
 		wg.Wait()
 	}()
-	cw := &countingWriter{w: cn.nc}
-	cn.bw = bufio.NewWriterSize(cw, 32<<10)
 
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	start := make(chan struct{})
