@@ -56,6 +56,9 @@ type Options struct {
 	// RequestTimeout bounds every call, retries included; a context with
 	// a sooner deadline wins. It also bounds how long a connection may wait
 	// for a reply before it is considered stuck and closed. Default 5s.
+	// The client keeps it without a timer per call: a call waiting for its
+	// reply notices the deadline within a twentieth of RequestTimeout
+	// (between 1 ms and 100 ms); a context's own deadline is kept exactly.
 	RequestTimeout time.Duration
 	// MaxRedirects is how many NOT_LEADER hints a call follows in a row
 	// before it backs off (counting a retry) and starts over. Default 3;
@@ -229,6 +232,7 @@ type Client struct {
 	opts     Options
 	closedCh chan struct{} // closed by Close
 	wg       sync.WaitGroup
+	clock    *deadlineClock // wakes callers waiting for replies to check their deadlines (deadline.go)
 
 	mu struct {
 		sync.Mutex
@@ -272,7 +276,7 @@ func New(endpoints []string, opts *Options) (*Client, error) {
 	if len(endpoints) > maxEndpoints {
 		return nil, fmt.Errorf("%w: %d endpoints, at most %d", ErrInvalidArgument, len(endpoints), maxEndpoints)
 	}
-	c := &Client{opts: o, closedCh: make(chan struct{})}
+	c := &Client{opts: o, closedCh: make(chan struct{}), clock: newDeadlineClock(clockPeriod(o.RequestTimeout))}
 	c.mu.pools = make(map[string]*pool)
 	for _, ep := range endpoints {
 		if err := checkAddr(ep); err != nil {
@@ -325,6 +329,7 @@ func (c *Client) Close() error {
 	}
 	c.mu.closed = true
 	close(c.closedCh)
+	c.clock.close()
 	var conns []*conn
 	for _, p := range c.mu.pools {
 		p.mu.Lock()
@@ -618,13 +623,18 @@ func (c *Client) once(ctx context.Context, addr string, req request) (a answer, 
 }
 
 // withRequestTimeout bounds ctx by Options.RequestTimeout. A ctx that ends
-// within it already is used as it is: a context.WithTimeout starts a
-// runtime timer, a tenth of the client's CPU in a loop of small calls.
+// within it already is used as it is. Otherwise the call runs under a
+// callCtx (deadline.go), which carries the deadline without starting a
+// runtime timer per call: context.WithTimeout was a tenth of the client's
+// CPU in a loop of small calls.
 func (c *Client) withRequestTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= c.opts.RequestTimeout {
+	now := time.Now()
+	dl, ok := ctx.Deadline()
+	if ok && dl.Sub(now) <= c.opts.RequestTimeout {
 		return ctx, func() {}
 	}
-	return context.WithTimeout(ctx, c.opts.RequestTimeout)
+	cc := &callCtx{Context: ctx, deadline: now.Add(c.opts.RequestTimeout), clock: c.clock}
+	return cc, cc.stop
 }
 
 // do runs req with routing, redirects and retries within the deadline.

@@ -1046,7 +1046,7 @@ func TestDiskFullRefusalIsNotAmbiguous(t *testing.T) {
 // client's own per call); a longer or missing deadline is cut down to
 // RequestTimeout.
 func TestRequestTimeoutKeepsAShorterDeadline(t *testing.T) {
-	c := &Client{opts: Options{RequestTimeout: time.Second}}
+	c := &Client{opts: Options{RequestTimeout: time.Second}, clock: newDeadlineClock(clockPeriod(time.Second))}
 	short, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	if got, done := c.withRequestTimeout(short); got != short {
@@ -1069,5 +1069,102 @@ func TestRequestTimeoutKeepsAShorterDeadline(t *testing.T) {
 			t.Errorf("deadline %v (set %v), want within RequestTimeout", time.Until(dl), ok)
 		}
 		done()
+	}
+}
+
+// TestRequestTimeoutWhileOthersAreAnswered: RequestTimeout bounds each
+// call, also when the connection keeps receiving replies for others (which
+// keep its watchdog from firing). Five callers share one connection to a
+// server that answers one request every 250 ms: the first two get their
+// replies, the others must give up at their deadline (600 ms) rather than
+// take a reply after it. One of them is reading the connection when its
+// deadline passes (its read is cut by the socket's read deadline), the
+// others wait for the read token (the client's deadline clock wakes them).
+func TestRequestTimeoutWhileOthersAreAnswered(t *testing.T) {
+	srv := newFakeServer(t)
+	srv.setHandler(func(r *fakeReq) (fakeAction, bool) {
+		if r.op == wire.OpGet {
+			return fakeAction{st: wire.StatusNotFound, delay: 250 * time.Millisecond}, true
+		}
+		return fakeAction{}, false
+	})
+	const rt = 600 * time.Millisecond
+	c := newClient(t, []string{srv.addr}, &Options{ConnsPerEndpoint: 1, RequestTimeout: rt})
+	if _, err := c.Health(ctxT(t, 5*time.Second), ""); err != nil { // dial first
+		t.Fatal(err)
+	}
+	before := timedStarted.Load()
+	type outcome struct {
+		err error
+		el  time.Duration
+	}
+	out := make(chan outcome, 5)
+	for i := range 5 {
+		go func() {
+			start := time.Now()
+			_, err := c.Get(context.Background(), []byte{byte('a' + i)})
+			out <- outcome{err, time.Since(start)}
+		}()
+	}
+	answered, timedOut := 0, 0
+	for range 5 {
+		o := <-out
+		switch {
+		case errors.Is(o.err, ErrNotFound):
+			answered++
+			if o.el > rt+clockPeriod(rt) {
+				t.Errorf("a call was answered after %v, past its deadline %v", o.el, rt)
+			}
+		case errors.Is(o.err, ErrTimeout):
+			timedOut++
+			if o.el < rt-10*time.Millisecond {
+				t.Errorf("a call timed out after %v, before its deadline %v", o.el, rt)
+			}
+		default:
+			t.Errorf("Get: %v after %v", o.err, o.el)
+		}
+	}
+	if answered == 0 || timedOut == 0 {
+		t.Errorf("%d answered and %d timed out; want some of each", answered, timedOut)
+	}
+	if n := timedStarted.Load() - before; n != 0 {
+		t.Errorf("%d calls started a timer of their own", n)
+	}
+}
+
+// TestNoTimerPerCall: calls under RequestTimeout (no deadline of the
+// caller's) never start a runtime timer of their own (deadline.go), from
+// one caller or from many sharing connections. (A dial does: it is bounded
+// by DialTimeout as well; so the connections are made first.)
+func TestNoTimerPerCall(t *testing.T) {
+	srv := newFakeServer(t)
+	c := newClient(t, []string{srv.addr}, &Options{ConnsPerEndpoint: 2})
+	run := func() {
+		for i := range 50 {
+			if err := c.Put(context.Background(), []byte{'k', byte(i)}, []byte("v")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var wg sync.WaitGroup
+		for g := range 16 {
+			wg.Go(func() {
+				for i := range 50 {
+					if _, err := c.Get(context.Background(), []byte{'k', byte(g), byte(i)}); err != nil && !errors.Is(err, ErrNotFound) {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+	}
+	run() // dials both connections
+	if srv.accepted() != 2 {
+		t.Fatalf("%d connections, want 2", srv.accepted())
+	}
+	before := timedStarted.Load()
+	run()
+	if n := timedStarted.Load() - before; n != 0 {
+		t.Errorf("%d of 850 calls started a timer of their own", n)
 	}
 }

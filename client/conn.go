@@ -106,6 +106,11 @@ type conn struct {
 		err      error     // why it broke
 		pending  int       // calls written and not yet answered
 		deadline time.Time // the watchdog's read deadline; zero when nothing is pending
+		// readerDL is the own deadline of the caller reading responses,
+		// when its context is a callCtx (deadline.go); zero otherwise.
+		readerDL time.Time
+		// readDL is the read deadline last set under mu (setReadDeadlineLocked).
+		readDL time.Time
 		// idleSince is when the last pending reply arrived: idleCheck
 		// looks at the socket only after idlePeekAfter.
 		idleSince time.Time
@@ -446,7 +451,23 @@ func (c *conn) startPendingLocked() {
 		// outstanding means the server or the path is stuck. Every
 		// caller waiting on this connection has given up by then.
 		c.mu.deadline = time.Now().Add(c.timeout)
-		c.nc.SetReadDeadline(c.mu.deadline)
+		c.setReadDeadlineLocked(false)
+	}
+}
+
+// setReadDeadlineLocked sets the socket's read deadline to the watchdog's,
+// or to the reading caller's own deadline when that is earlier by more
+// than a tick of the client's deadline clock (the precision the waiting
+// callers get anyway). force sets it even when it seems unchanged: a
+// reader's interrupt moved it outside mu. Called with mu.
+func (c *conn) setReadDeadlineLocked(force bool) {
+	dl := c.mu.deadline
+	if own := c.mu.readerDL; !own.IsZero() && (dl.IsZero() || dl.Sub(own) > clockPeriod(c.timeout)) {
+		dl = own
+	}
+	if force || !dl.Equal(c.mu.readDL) {
+		c.mu.readDL = dl
+		c.nc.SetReadDeadline(dl)
 	}
 }
 
@@ -470,17 +491,35 @@ func (cl *call) wait(ctx context.Context) result {
 // else does; ok is false when ctx ended first.
 func (cl *call) await(ctx context.Context) (r result, ok bool) {
 	c := cl.conn
+	select { // answered already, or the read token is free
+	case r := <-cl.res:
+		return r, true
+	case c.rtok <- struct{}{}:
+		return c.readUntil(ctx, cl)
+	default:
+	}
+	done, cc := waitOn(ctx)
+	var tick <-chan struct{}
+	if cc != nil {
+		// No timer of its own (deadline.go): the client's clock wakes
+		// the wait to check the deadline.
+		tick = cc.clock.enter()
+		defer cc.clock.leave()
+	}
 	for {
 		select {
 		case r := <-cl.res:
 			return r, true
 		case c.rtok <- struct{}{}:
-			if r, ok := c.readUntil(ctx, cl); ok {
-				return r, true
+			return c.readUntil(ctx, cl)
+		case <-done:
+			return result{}, false
+		case <-tick:
+			if cc.expired() {
+				return result{}, false
 			}
-			return result{}, false
-		case <-ctx.Done():
-			return result{}, false
+			tick = cc.clock.enter()
+			cc.clock.leave()
 		}
 	}
 }
@@ -505,17 +544,37 @@ func (c *conn) readUntil(ctx context.Context, cl *call) (r result, ok bool) {
 // fails (its calls are then all finished: true), or ctx ends (false).
 // Called with the read token.
 func (c *conn) readResponses(ctx context.Context, last func(*call) bool) bool {
-	if ctx.Done() != nil {
-		stop := context.AfterFunc(ctx, func() {
+	done, cc := waitOn(ctx)
+	if done != nil {
+		var parent context.Context = ctx
+		if cc != nil {
+			parent = cc.Context
+		}
+		stop := context.AfterFunc(parent, func() {
 			c.interrupted.Store(true)
 			c.nc.SetReadDeadline(time.Unix(1, 0))
 		})
 		defer stop()
 	}
+	// A callCtx has no timer to interrupt the read at its deadline: the
+	// socket's read deadline, the connection's watchdog, is brought
+	// forward to it while this caller reads (setReadDeadlineLocked).
+	if cc != nil {
+		c.mu.Lock()
+		c.mu.readerDL = cc.deadline
+		c.setReadDeadlineLocked(false)
+		c.mu.Unlock()
+		defer func() {
+			c.mu.Lock()
+			c.mu.readerDL = time.Time{}
+			c.setReadDeadlineLocked(false)
+			c.mu.Unlock()
+		}()
+	}
 	for {
 		if c.interrupted.Swap(false) {
 			c.mu.Lock()
-			c.nc.SetReadDeadline(c.mu.deadline)
+			c.setReadDeadlineLocked(true)
 			c.mu.Unlock()
 		}
 		st, p, err := c.readFrame()
@@ -555,7 +614,7 @@ func (c *conn) readResponses(ctx context.Context, last func(*call) bool) bool {
 		} else {
 			c.mu.deadline = time.Now().Add(c.timeout)
 		}
-		c.nc.SetReadDeadline(c.mu.deadline)
+		c.setReadDeadlineLocked(false)
 		c.mu.Unlock()
 		head.finish(result{st: st, payload: p, sent: true})
 		if last(head) {

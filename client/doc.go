@@ -11,7 +11,9 @@
 // A Client is safe for concurrent use; make one per process. Every call
 // takes a context and has a deadline: the context's or
 // Options.RequestTimeout, whichever is sooner; retries and redirects happen
-// within it.
+// within it. (RequestTimeout is kept without a runtime timer per call, to
+// within a twentieth of it, at most 100 ms; pass a context with a deadline
+// where a call must end exactly on time.)
 //
 // # Consistency
 //

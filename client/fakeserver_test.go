@@ -65,6 +65,8 @@ type fakeAction struct {
 	extra      []byte
 	// split writes the answer's first 3 bytes, waits split, then the rest.
 	split time.Duration
+	// delay waits before answering; the answer is then flushed at once.
+	delay time.Duration
 }
 
 func newFakeServer(t testing.TB) *fakeServer {
@@ -168,6 +170,14 @@ func (s *fakeServer) serve(nc net.Conn, id int) {
 			return
 		}
 		resp := wire.AppendResponse(nil, act.st, act.payload)
+		if act.delay > 0 {
+			time.Sleep(act.delay)
+			bw.Write(resp)
+			if bw.Flush() != nil {
+				return
+			}
+			continue
+		}
 		if act.split > 0 {
 			bw.Write(resp[:3])
 			bw.Flush()
