@@ -332,6 +332,7 @@ type Node struct {
 	storageWake    chan struct{} // cap 1: messages were queued
 	storageRetry   chan struct{} // cap 1: retry the Save that stalled
 	awaitStorage   atomic.Bool   // the loop waits for the storage goroutine
+	peersFirst     atomic.Bool   // appends to peers were just queued with the storage goroutine's batch (storageLoop)
 	stTerm, stVote uint64
 	storageWG      sync.WaitGroup
 	// sentLast is the last index of the newest Ready taken (owned by the
@@ -350,6 +351,7 @@ type pendingReady struct {
 	rd           raft.Ready
 	started      bool // soft state published, leader's messages sent
 	leader       bool
+	sentEntries  bool // appends with entries went to peers (storageLoop's peersFirst)
 	snapDone     bool // snapshot installed and recorded
 	saved        bool // entries and hard state persisted
 	followerSent bool // a follower's messages sent, read states handed on
@@ -1347,6 +1349,12 @@ func (n *Node) handleReadyAsync(p *pendingReady) error {
 		p.leader = raft.StateType(n.role.Load()) == raft.StateLeader
 		var peers []*pb.Message
 		peers, p.app, p.applied = n.splitLocal(rd.Messages)
+		for _, m := range peers {
+			if m.GetType() == pb.MsgApp && len(m.GetEntries()) > 0 {
+				p.sentEntries = true
+				break
+			}
+		}
 		n.send(peers)
 		if rd.HardState != nil {
 			// Raft's term, and a commit index a quorum (this node
@@ -1386,6 +1394,9 @@ func (n *Node) handleReadyAsync(p *pendingReady) error {
 					return err
 				}
 			} else {
+				if len(m.GetEntries()) > 0 && p.leader && p.sentEntries {
+					n.peersFirst.Store(true)
+				}
 				n.queueAppend(m)
 			}
 		}

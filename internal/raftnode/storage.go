@@ -2,6 +2,7 @@ package raftnode
 
 import (
 	"fmt"
+	"runtime"
 	"sync"
 
 	"go.etcd.io/raft/v3"
@@ -121,6 +122,14 @@ func (n *Node) storageLoop() {
 		case <-n.storageWake:
 		case <-n.loopExit:
 			return
+		}
+		if n.peersFirst.Swap(false) {
+			// The loop readied the peers' writer goroutines before this
+			// one, which runs first on its P and would hold it through the
+			// fsync while they wait for the other vCPU. The leader's own
+			// write is rarely the one a commit waits for; the followers'
+			// are: let the appends leave first.
+			runtime.Gosched()
 		}
 		for {
 			clear(batch)
