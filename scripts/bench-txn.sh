@@ -15,9 +15,11 @@
 #   etcd: benchmark txn-put --txn-ops 2: one Txn request of two puts over
 #         100,000 keys, 256-byte values (etcd's own transaction benchmark;
 #         it neither reads nor can conflict).
-# Ports: KayaDB 37379-37381 and 37481-37483 (not bench-cluster.sh's, so
-# that the two never measure each other's servers; KAYA_CLIENT_PORT and
-# KAYA_RAFT_PORT move the first of each when those are taken), etcd
+# Ports: KayaDB 27379-27381 and 27481-27483 (not bench-cluster.sh's, so
+# that the two never measure each other's servers, and below Linux's
+# ephemeral range, 32768 and up by default, where a client connection's
+# local port can take a server's port just before it binds; KAYA_CLIENT_PORT
+# and KAYA_RAFT_PORT move the first of each when those are taken), etcd
 # 12379-32380.
 # Clients 1, 64 and 256 (16 connections above 16 clients), then KayaDB's
 # conflict rate with 1% and 50% of the key picks on 100 hot keys (64
@@ -36,8 +38,8 @@ if [ ! -x "$BIN/etcd" ] || [ ! -x "$BIN/benchmark" ] || [ ! -x "$BIN/etcdctl" ];
   [ -x "$anchor" ] || { echo "bench-txn.sh: no etcd binaries in $BIN and no $anchor to build them" >&2; exit 2; }
   "$anchor" >/dev/null
 fi
-CP=${KAYA_CLIENT_PORT:-37379}
-RP=${KAYA_RAFT_PORT:-37481}
+CP=${KAYA_CLIENT_PORT:-27379}
+RP=${KAYA_RAFT_PORT:-27481}
 D="${BENCH_DIR:-$(mktemp -d)}"
 mkdir -p "$D/bin"
 if [ -n "${KAYA_BIN:-}" ]; then   # binaries built elsewhere (an A/B against another commit)
