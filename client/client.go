@@ -852,7 +852,7 @@ func (c *Client) Put(ctx context.Context, key, value []byte) error {
 	if len(value) > wire.MaxValueSize {
 		return fmt.Errorf("%w: value is %d bytes, the limit is %d", ErrInvalidArgument, len(value), wire.MaxValueSize)
 	}
-	a, err := c.do(ctx, request{op: wire.OpPut, inner: wire.AppendPut(nil, key, value), write: true, leaderOnly: true})
+	a, err := c.do(ctx, request{op: wire.OpPut, inner: wire.AppendPut(make([]byte, 0, 8+len(key)+len(value)), key, value), write: true, leaderOnly: true})
 	if err != nil {
 		return err
 	}
@@ -866,6 +866,9 @@ func (c *Client) Put(ctx context.Context, key, value []byte) error {
 // credential and a disk-full node's refusal (ErrDiskFull) are not
 // ambiguous: the write was never proposed.
 func writeOutcome(err error) error {
+	if err == nil {
+		return nil // no ServerError to look for (errors.As would allocate one)
+	}
 	var se *ServerError
 	if errors.As(err, &se) && se.Status == uint16(wire.StatusError) &&
 		se.Message != wire.MsgClientCredential && se.Message != wire.MsgOperatorCredential &&
