@@ -1158,6 +1158,14 @@ func TestNoTimerPerCall(t *testing.T) {
 		}
 		wg.Wait()
 	}
+	// A call without a deadline of its own runs under a callCtx, whose
+	// timer is the one counted below; context.WithTimeout would start one
+	// the count cannot see.
+	ctx, stop := c.withRequestTimeout(context.Background())
+	if _, ok := ctx.(*callCtx); !ok {
+		t.Fatalf("a call runs under %T, want *callCtx", ctx)
+	}
+	stop()
 	run() // dials both connections
 	if srv.accepted() != 2 {
 		t.Fatalf("%d connections, want 2", srv.accepted())

@@ -518,8 +518,7 @@ func (cl *call) await(ctx context.Context) (r result, ok bool) {
 			if cc.expired() {
 				return result{}, false
 			}
-			tick = cc.clock.enter()
-			cc.clock.leave()
+			tick = cc.clock.next()
 		}
 	}
 }

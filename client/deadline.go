@@ -73,7 +73,7 @@ func (c *callCtx) Err() error {
 	if err := c.Context.Err(); err != nil {
 		return err
 	}
-	if !time.Now().Before(c.deadline) {
+	if c.expired() {
 		return context.DeadlineExceeded
 	}
 	return nil
@@ -136,10 +136,16 @@ func newDeadlineClock(period time.Duration) *deadlineClock {
 }
 
 // enter registers a waiter and returns the channel closed at the next
-// tick; the waiter calls leave when it stops waiting, and enter again
-// after each tick it keeps waiting through.
+// tick; the waiter calls next after each tick it keeps waiting through,
+// and leave when it stops waiting.
 func (k *deadlineClock) enter() <-chan struct{} {
 	k.waiters.Add(1)
+	return k.next()
+}
+
+// next returns the channel closed at the next tick, arming the clock if
+// it stopped. Called by a registered waiter.
+func (k *deadlineClock) next() <-chan struct{} {
 	if !k.armed.Load() && k.armed.CompareAndSwap(false, true) {
 		k.timer.Reset(k.period)
 	}

@@ -1394,7 +1394,7 @@ func (n *Node) handleReadyAsync(p *pendingReady) error {
 					return err
 				}
 			} else {
-				if len(m.GetEntries()) > 0 && p.leader && p.sentEntries {
+				if len(m.GetEntries()) > 0 && p.sentEntries { // only a leader sends entries
 					n.peersFirst.Store(true)
 				}
 				n.queueAppend(m)
