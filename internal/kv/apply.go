@@ -168,6 +168,8 @@ type applier struct {
 	keyBuf  []byte
 	valBuf  []byte
 	tx      ApplyTx
+	// decoded holds the run's entries, decoded (Store.Apply).
+	decoded []decodedEntry
 	// The interest filter as of the run's start (Store.SetInterest), and
 	// whether a change of the run matched it.
 	interestGen   uint64

@@ -417,3 +417,88 @@ func TestProposalQueueFullTimesOut(t *testing.T) {
 	}
 	t.Fatalf("%d writes queued behind a stalled loop: the queue never filled", queued)
 }
+
+// TestEarlyAckedWriteIsInLeaderApplied: a put answered at its commit,
+// before its run is applied (kv.Store.StartPutFunc), is seen by what
+// follows its answer: LeaderApplied (a transaction's BEGIN) waits until
+// the put is applied, and a Barrier (a read) too. Without the wait for the
+// commit index, BEGIN took a snapshot without the acknowledged put.
+func TestEarlyAckedWriteIsInLeaderApplied(t *testing.T) {
+	const opGate = kv.OpCustomMin + 2
+	gates := [3]chan struct{}{nil, make(chan struct{}), make(chan struct{})}
+	var opened [3]sync.Once
+	open := func(i int) { opened[i].Do(func() { close(gates[i]) }) }
+	// On a failure, before the cluster stops: its apply goroutine must
+	// not stay held.
+	defer open(1)
+	defer open(2)
+	entered := make(chan byte, 2)
+	gate := func(tx *kv.ApplyTx, body []byte) ([]byte, error) {
+		entered <- body[0]
+		<-gates[body[0]]
+		return nil, nil
+	}
+	c := clustertest.New(t, clustertest.Options{Nodes: 1, StoreOptions: func(id uint64, o *kv.Options) {
+		o.Evaluators = map[byte]kv.Evaluator{opGate: gate}
+	}})
+	c.Elect(1)
+	s, rn := c.Node(1).Store, c.Node(1).Raft
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	before := s.AppliedIndex()
+	proposed := make(chan error, 2)
+	go func() { _, err := s.Propose(ctx, opGate, []byte{1}); proposed <- err }()
+	if b := <-entered; b != 1 {
+		t.Fatalf("gate %d entered first", b)
+	}
+	// The apply goroutine is held in gate 1: the put and gate 2 commit
+	// meanwhile, and are applied as one run once it lets go.
+	acked := make(chan error, 1)
+	if err := s.StartPutFunc(ctx, []byte("k"), []byte("v"), func(err error) { acked <- err }); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _, err := s.Propose(ctx, opGate, []byte{2}); proposed <- err }()
+	for rn.Commit() < before+3 {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(20 * time.Millisecond) // the loop hands both runs on after publishing the commit
+	open(1)
+	select {
+	case err := <-acked:
+		if err != nil {
+			t.Fatalf("put: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the put was not answered")
+	}
+	if b := <-entered; b != 2 {
+		t.Fatalf("gate %d entered second", b)
+	}
+	if _, err := c.Get(1, "k"); !errors.Is(err, engine.ErrNotFound) {
+		t.Fatalf("the put was applied before gate 2 (%v): its answer was not early, the test proves nothing", err)
+	}
+	short, cancelShort := context.WithTimeout(ctx, 100*time.Millisecond)
+	err := s.LeaderApplied(short)
+	cancelShort()
+	if err == nil {
+		t.Fatal("LeaderApplied returned while an acknowledged put was not applied")
+	}
+	short, cancelShort = context.WithTimeout(ctx, 100*time.Millisecond)
+	err = s.Barrier(short)
+	cancelShort()
+	if err == nil {
+		t.Fatal("Barrier returned while an acknowledged put was not applied")
+	}
+	open(2)
+	if err := s.LeaderApplied(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := c.Get(1, "k"); err != nil || v != "v" {
+		t.Fatalf("after LeaderApplied: k = %q, %v", v, err)
+	}
+	for range 2 {
+		if err := <-proposed; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -65,6 +65,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -581,8 +582,10 @@ func (s *Store) StartDelete(ctx context.Context, key []byte) (func(context.Conte
 }
 
 // StartPutFunc is StartPut reporting the outcome to done instead of
-// through a wait function: done(nil) once the write is committed and
-// applied on this node, or done(err) as the wait would have returned it
+// through a wait function: done(nil) once the write is committed (its
+// apply on this node may still be under way: every read that must see it
+// waits for the applied index to reach a commit index taken after done,
+// see ackEarly), or done(err) as the wait would have returned it
 // (ErrTimeout after the request timeout, ErrLeadershipLost, ...). done is
 // called exactly once unless StartPutFunc returns an error, from the
 // goroutine that settles the write: it must be quick and must not block
@@ -592,7 +595,7 @@ func (s *Store) StartPutFunc(ctx context.Context, key, value []byte, done func(e
 	if err := s.admitPut(key, value); err != nil {
 		return err
 	}
-	return s.startFunc(ctx, opPut, key, value, func(r Result) { done(r.err) })
+	return s.startFunc(ctx, opPut, key, value, true, func(r Result) { done(r.err) })
 }
 
 // StartDeleteFunc is StartPutFunc for a deletion.
@@ -600,7 +603,7 @@ func (s *Store) StartDeleteFunc(ctx context.Context, key []byte, done func(error
 	if err := s.admitDelete(key); err != nil {
 		return err
 	}
-	return s.startFunc(ctx, opDelete, key, nil, func(r Result) { done(r.err) })
+	return s.startFunc(ctx, opDelete, key, nil, true, func(r Result) { done(r.err) })
 }
 
 // admitPut checks a put before it is proposed, and counts it.
@@ -672,7 +675,7 @@ func (s *Store) StartProposeFunc(ctx context.Context, op byte, body []byte, done
 	if err := s.checkCommand(op, body); err != nil {
 		return err
 	}
-	return s.startFunc(ctx, op, nil, body, func(r Result) { done(r, r.err) })
+	return s.startFunc(ctx, op, nil, body, false, func(r Result) { done(r, r.err) })
 }
 
 // checkCommand checks a custom command before it is proposed.
@@ -754,8 +757,8 @@ func (s *Store) start(ctx context.Context, op byte, key, value []byte) (func(con
 // error, from the goroutine that settles the write (the apply goroutine,
 // the raft loop, the timeout sweep, a step-down or Stop). It must not
 // block: it runs where every other write's completion waits behind it.
-func (s *Store) startFunc(ctx context.Context, op byte, key, value []byte, done func(Result)) error {
-	w := waiter{fn: done, deadline: time.Now().Add(s.opts.RequestTimeout).UnixNano()}
+func (s *Store) startFunc(ctx context.Context, op byte, key, value []byte, early bool, done func(Result)) error {
+	w := waiter{fn: done, deadline: time.Now().Add(s.opts.RequestTimeout).UnixNano(), early: early}
 	if s.opts.Stages != nil {
 		w.fn = func(r Result) {
 			s.opts.Stages.Since(raftnode.StageWake, r.at)
@@ -876,38 +879,55 @@ func (s *Store) Apply(ents []*pb.Entry) error {
 	}
 	type done struct {
 		ids     []uint64
+		term    uint64
 		ts      uint64
 		results [][]byte
 	}
 	var applied []done
-	var rejected []uint64
+	var rejected, rejectTerms []uint64
 	var rejectErrs []error
 	var rejects int
+	dec := a.decoded[:0]
 	for _, e := range ents {
 		if e.GetIndex() <= s.applied.Load() || len(e.GetData()) == 0 {
 			continue
 		}
-		proposed, cmds, ids, err := s.decodeCommands(e.GetData())
+		d := decodedEntry{e: e}
+		d.proposed, d.cmds, d.ids, d.err = s.decodeCommands(e.GetData())
+		dec = append(dec, d)
+	}
+	a.decoded = dec
+	defer clear(a.decoded)
+	if s.ackEarly(dec) {
+		// Let the replies settled go out before the engine work below:
+		// their writers were readied onto this P.
+		runtime.Gosched()
+	}
+	for i := range dec {
+		d := &dec[i]
+		e := d.e
 		var results [][]byte
-		ts := max(proposed, a.lastTS+1)
+		err := d.err
+		ts := max(d.proposed, a.lastTS+1)
 		if err == nil {
 			var fatal error
-			results, err, fatal = a.applyEntry(cmds, ts, e.GetTerm())
+			results, err, fatal = a.applyEntry(d.cmds, ts, e.GetTerm())
 			if fatal != nil {
 				return fmt.Errorf("entry %d: %w", e.GetIndex(), fatal)
 			}
 		}
 		if err != nil {
 			rejects++
-			rejected = append(rejected, ids...)
-			for range ids {
+			rejected = append(rejected, d.ids...)
+			for range d.ids {
 				rejectErrs = append(rejectErrs, err)
+				rejectTerms = append(rejectTerms, e.GetTerm())
 			}
 			s.log.Error("a committed raft entry is invalid; it is applied as a no-op on every node",
 				"index", e.GetIndex(), "entry_term", e.GetTerm(), "bytes", len(e.GetData()), "err", err)
 			continue
 		}
-		applied = append(applied, done{ids, ts, results})
+		applied = append(applied, done{d.ids, e.GetTerm(), ts, results})
 	}
 	if err := s.gc.flush(a); err != nil {
 		return err
@@ -929,16 +949,76 @@ func (s *Store) Apply(ents []*pb.Entry) error {
 			if d.results != nil {
 				r.Data = d.results[i]
 			}
-			s.completeLocked(id, r)
+			s.completeAppliedLocked(id, d.term, r)
 		}
 	}
 	for i, id := range rejected {
-		s.completeLocked(id, Result{err: fmt.Errorf("%w: %v", ErrRejectedEntry, rejectErrs[i])})
+		s.completeAppliedLocked(id, rejectTerms[i], Result{err: fmt.Errorf("%w: %v", ErrRejectedEntry, rejectErrs[i])})
 	}
 	fs := s.takeFiredLocked()
 	s.mu.Unlock()
 	fire(fs)
 	return nil
+}
+
+// decodedEntry is a committed entry of an apply run, decoded.
+type decodedEntry struct {
+	e        *pb.Entry
+	proposed uint64
+	cmds     []command
+	ids      []uint64
+	err      error
+}
+
+// ackEarly answers, before the run is applied, the writes whose outcome
+// the commit alone decides: an entry that decodes and holds only puts and
+// deletes is applied whatever the state (the apply rejects only what does
+// not decode, or what an Evaluator refuses), so its proposers that asked
+// for it (waiter.early: StartPutFunc, StartDeleteFunc) learn of their
+// success now instead of after the engine batch. Committed means durable
+// on a quorum and applied on every replica, here after a crash too; every
+// read that must see an acknowledged write waits for the applied index to
+// reach a commit index taken after the acknowledgement (Barrier,
+// LeaderApplied), which covers the entry. CockroachDB acknowledges such
+// commands the same way (ackCommittedEntriesBeforeApplication). It
+// reports whether it answered any.
+func (s *Store) ackEarly(dec []decodedEntry) bool {
+	s.mu.Lock()
+	if s.callbacks == 0 {
+		s.mu.Unlock()
+		return false
+	}
+	var at int64
+	if s.opts.Stages != nil {
+		at = raftnode.Now()
+	}
+	acked := false
+	for i := range dec {
+		d := &dec[i]
+		if d.err != nil || !putsAndDeletes(d.cmds) {
+			continue
+		}
+		for _, id := range d.ids {
+			if w, ok := s.waiters[id]; ok && w.early && w.term <= d.e.GetTerm() {
+				s.completeLocked(id, Result{at: at})
+				acked = true
+			}
+		}
+	}
+	fs := s.takeFiredLocked()
+	s.mu.Unlock()
+	fire(fs)
+	return acked
+}
+
+// putsAndDeletes reports whether cmds are all puts and deletes.
+func putsAndDeletes(cmds []command) bool {
+	for i := range cmds {
+		if op := cmds[i].op; op != opPut && op != opDelete {
+			return false
+		}
+	}
+	return true
 }
 
 // RejectedEntries returns how many committed entries this node applied as
@@ -1128,6 +1208,9 @@ type waiter struct {
 	// (deadline, unix nanoseconds), or a step-down or Stop.
 	fn       func(Result)
 	deadline int64
+	// early: the result is wanted at commit, before the apply (ackEarly):
+	// a put or delete whose caller takes only its error.
+	early bool
 }
 
 // fired is a callback waiter's completion, collected under mu and called
@@ -1168,6 +1251,18 @@ func (s *Store) completeLocked(id uint64, r Result) {
 			return
 		}
 		w.ch <- r
+	}
+}
+
+// completeAppliedLocked completes id's waiter with the result of an entry
+// of term applied, unless the waiter was registered in a later term: its
+// id was then handed out again by this node after a restart (ids count up
+// from NodeID<<48 in every incarnation), and the entry is an earlier
+// incarnation's, which this node can no longer lead in the term it led
+// it in. Called with mu.
+func (s *Store) completeAppliedLocked(id, term uint64, r Result) {
+	if w, ok := s.waiters[id]; ok && w.term <= term {
+		s.completeLocked(id, r)
 	}
 }
 
@@ -1266,10 +1361,12 @@ func (s *Store) waitApplied(ctx context.Context, index uint64) error {
 
 // LeaderApplied returns once this node, leading, has applied the first
 // entry of its term, and so every entry an earlier leader committed (and
-// acknowledged); every write this leader acknowledged was applied before
-// its acknowledgement. Without a network round, it does not prove that
-// the node still leads (a deposed leader may not know yet): callers that
-// need that use Barrier, or write through raft in the same term.
+// acknowledged), and everything committed when it was called: every
+// write this leader acknowledged was committed before its acknowledgement
+// (a put or delete may be acknowledged before it is applied, ackEarly).
+// Without a network round, it does not prove that the node still leads
+// (a deposed leader may not know yet): callers that need that use
+// Barrier, or write through raft in the same term.
 func (s *Store) LeaderApplied(ctx context.Context) error {
 	if !s.node.IsLeader() {
 		return ErrNotLeader
@@ -1278,9 +1375,13 @@ func (s *Store) LeaderApplied(ctx context.Context) error {
 	if start == 0 {
 		return ErrNotLeader
 	}
+	idx := max(start, s.node.Commit())
+	if s.applied.Load() >= idx {
+		return nil
+	}
 	ctx, cancel := s.bounded(ctx)
 	defer cancel()
-	return s.waitApplied(ctx, start)
+	return s.waitApplied(ctx, idx)
 }
 
 // Barrier returns once this node has applied everything committed before

@@ -351,3 +351,75 @@ func TestCallbackWaiters(t *testing.T) {
 		t.Fatalf("applied write: %+v, %d callbacks left", res, s.callbacks)
 	}
 }
+
+// TestEarlyAcks: a put or delete whose proposer asked for it (waiter.early)
+// is answered at the start of its run, before the engine has it; a
+// waiter that did not ask, an entry holding a command the apply may still
+// reject, and an entry of an earlier term than the waiter's (its id handed
+// out again after a restart) are not. The last is not completed by the
+// apply either.
+func TestEarlyAcks(t *testing.T) {
+	db, err := engine.Open("/db", &engine.Options{FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	s, err := Open(Options{NodeID: 1, DB: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type seen struct {
+		err     error
+		inDB    bool
+		applied uint64
+	}
+	got := map[uint64][]seen{}
+	add := func(id, term uint64, early bool, key string) {
+		s.waiters[id] = waiter{term: term, early: early, deadline: math.MaxInt64, fn: func(r Result) {
+			_, gerr := LocalGet(db, []byte(key))
+			got[id] = append(got[id], seen{r.err, gerr == nil, s.AppliedIndex()})
+		}}
+		s.callbacks++
+	}
+	at := func(e *pb.Entry, index, term uint64) *pb.Entry {
+		e.Index, e.Term = new(index), new(term)
+		return e
+	}
+	add(1, 1, true, "a")  // a put: answered early
+	add(2, 1, false, "b") // did not ask: answered after the apply
+	add(3, 1, true, "c")  // its entry holds an unknown operation too: rejected
+	add(4, 2, true, "d")  // an earlier term's entry with its id
+	add(5, 1, true, "a")  // a delete of a: answered early
+	ents := []*pb.Entry{
+		at(entry(0, 1, cmd(opPut, 1, "a", "1", true)), 1, 1),
+		at(entry(0, 1, cmd(opPut, 2, "b", "1", true)), 2, 1),
+		at(entry(0, 2, cmd(opPut, 3, "c", "1", true), cmd(9, 8, "k", "", false)), 3, 1),
+		at(entry(0, 1, cmd(opPut, 4, "d", "1", true)), 4, 1),
+		at(entry(0, 1, cmd(opDelete, 5, "a", "", false)), 5, 1),
+	}
+	if err := s.Apply(ents); err != nil {
+		t.Fatal(err)
+	}
+	want := map[uint64]seen{
+		1: {nil, false, 0},
+		2: {nil, true, 5},
+		5: {nil, false, 0},
+	}
+	for id, w := range want {
+		if len(got[id]) != 1 || got[id][0] != w {
+			t.Errorf("waiter %d: %+v, want once %+v", id, got[id], w)
+		}
+	}
+	if len(got[3]) != 1 || !errors.Is(got[3][0].err, ErrRejectedEntry) {
+		t.Errorf("waiter 3 (rejected entry): %+v", got[3])
+	}
+	if len(got[4]) != 0 {
+		t.Errorf("waiter 4 was completed by an earlier term's entry with its id: %+v", got[4])
+	}
+	if _, ok := s.waiters[4]; !ok || s.callbacks != 1 || len(s.waiters) != 1 {
+		t.Errorf("%d waiters, %d callbacks left; want waiter 4 alone", len(s.waiters), s.callbacks)
+	}
+	if v, _ := LocalGet(db, []byte("d")); string(v) != "1" || s.AppliedIndex() != 5 {
+		t.Errorf("d = %q, applied %d: the run was not applied whole", v, s.AppliedIndex())
+	}
+}

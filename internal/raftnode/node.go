@@ -828,6 +828,11 @@ func (n *Node) Status() Status {
 	}
 }
 
+// Commit is the commit index the loop last published: a quorum has the
+// entries up to it on disk. A write acknowledged at its commit has an
+// index at most this.
+func (n *Node) Commit() uint64 { return n.commit.Load() }
+
 // IsLeader reports whether this node believes it leads.
 func (n *Node) IsLeader() bool { return raft.StateType(n.role.Load()) == raft.StateLeader }
 

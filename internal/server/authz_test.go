@@ -382,7 +382,7 @@ func TestPolicyWatchAndFeedFiltered(t *testing.T) {
 	}
 	// From the next revision on, whenever the watch is established (a
 	// late one catches up from the history, filtered the same way).
-	w := tenant.Watch(wctx, nil, client.WithStartRevision(s.store.AppliedTS()+1))
+	w := tenant.Watch(wctx, nil, client.WithStartRevision(settledStore(t, s).AppliedTS()+1))
 	for _, k := range []string{"t2/a", "c/a", "t1/a", "t1/b", "t2/b"} {
 		if err := adm.Put(ctx, []byte(k), []byte("v")); err != nil {
 			t.Fatal(err)

@@ -202,7 +202,7 @@ func TestWatchResumesAcrossLeaderChange(t *testing.T) {
 	if err := cl.Put(ctx, []byte("w/before"), []byte("0")); err != nil {
 		t.Fatal(err)
 	}
-	first := c.node(lead).Store().AppliedTS()
+	first := c.settled(lead).AppliedTS()
 	ch := cl.Watch(ctx, []byte("w/"), client.WithStartRevision(first))
 	var got []client.ChangeEvent
 	recv := func(n int) {
@@ -352,7 +352,7 @@ func TestCompactedStarts(t *testing.T) {
 	if err := cl.Put(ctx, []byte("a"), []byte("1")); err != nil {
 		t.Fatal(err)
 	}
-	hold := s.Store().AppliedTS()
+	hold := settledStore(t, s).AppliedTS()
 	if err := cl.CDCCheckpoint(ctx, "holder", hold); err != nil {
 		t.Fatal(err)
 	}
@@ -415,7 +415,7 @@ func TestTransactionChangesTogether(t *testing.T) {
 	if err := cl.Put(ctx, []byte("t/0"), []byte("before")); err != nil {
 		t.Fatal(err)
 	}
-	start := c.node(lead).Store().AppliedTS()
+	start := c.settled(lead).AppliedTS()
 	ch := cl.Watch(ctx, []byte("t/"), client.WithStartRevision(start+1))
 	rev, err := cl.RunTxn(ctx, func(tx *client.Txn) error {
 		for _, k := range []string{"t/1", "t/2", "t/3"} {

@@ -186,11 +186,43 @@ type nodeState struct {
 // and hold identical data; it returns the common hash and key count.
 func (c *testCluster) waitConverged(ids ...uint64) (string, int) {
 	c.t.Helper()
+	// A put is answered at its commit, before the leader applies it
+	// (kv.ackEarly): nodes that agree may not have reached it yet.
+	for _, id := range ids {
+		if s := c.node(id); s != nil && s.Node().IsLeader() {
+			settledStore(c.t, s)
+		}
+	}
 	st := clustertest.Converge(c.Harness, ids, func(id uint64, s *Server) nodeState {
 		h, n := dataHash(c.t, s)
 		return nodeState{Applied: s.Store().AppliedIndex(), RaftApplied: s.Node().Applied(), Keys: n, Hash: h}
 	})
 	return st.Hash, st.Keys
+}
+
+// settled returns node id's store once it has applied everything
+// committed when called.
+func (c *testCluster) settled(id uint64) *kv.Store {
+	c.t.Helper()
+	return settledStore(c.t, c.node(id))
+}
+
+// settledStore returns s's store once it has applied everything committed
+// when called: a put or delete is answered at its commit, before the
+// leader applies it (kv.ackEarly), so a test that reads the leader's
+// local state after an acknowledged write waits for this first (a client's
+// reads wait for it themselves).
+func settledStore(t testing.TB, s *Server) *kv.Store {
+	t.Helper()
+	commit := s.Node().Commit()
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Store().AppliedIndex() < commit {
+		if time.Now().After(deadline) {
+			t.Fatalf("the node did not apply index %d in 10s (applied %d)", commit, s.Store().AppliedIndex())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return s.Store()
 }
 
 // waitApplied waits until running node id holds k = v (a manual clock is

@@ -30,7 +30,7 @@ func TestHistoryOnEveryNodeAcrossRestartAndSnapshot(t *testing.T) {
 		if st, p, err := cl.put(k, v); err != nil || st != wire.StatusOK {
 			t.Fatalf("put %s: %v %v %q", k, err, st, p)
 		}
-		ver, err := c.node(lead).Store().ReadAt([]byte(k), 0)
+		ver, err := c.settled(lead).ReadAt([]byte(k), 0)
 		if err != nil || string(ver.Value) != v {
 			t.Fatalf("read back %s: %q %v", k, ver.Value, err)
 		}
@@ -41,7 +41,7 @@ func TestHistoryOnEveryNodeAcrossRestartAndSnapshot(t *testing.T) {
 		if st, p, err := cl.do(wire.OpDelete, wire.AppendKey(nil, []byte(k))); err != nil || st != wire.StatusOK {
 			t.Fatalf("delete %s: %v %v %q", k, err, st, p)
 		}
-		revs = append(revs, rev{k, "", c.node(lead).Store().AppliedTS()})
+		revs = append(revs, rev{k, "", c.settled(lead).AppliedTS()})
 	}
 	for i := 0; i < 5; i++ {
 		put("h", fmt.Sprintf("before-%d", i))

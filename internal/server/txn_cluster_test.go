@@ -305,11 +305,11 @@ func TestGetAtScanAt(t *testing.T) {
 	tc := txnConn{t, dial(t, c.addr(1))}
 	store := c.node(1).Store()
 	tc.put("p/a", "1")
-	r1 := store.AppliedTS()
+	r1 := c.settled(1).AppliedTS()
 	tc.put("p/b", "2")
 	tc.put("p/c", "3")
 	tc.put("p/a", "4")
-	r2 := store.AppliedTS()
+	r2 := c.settled(1).AppliedTS()
 	getAt := func(k string, ts uint64) (wire.Status, []byte) {
 		st, p, err := tc.do(wire.OpGetAt, wire.AppendGetAt(nil, ts, []byte(k)))
 		if err != nil {
