@@ -169,13 +169,17 @@ func TestMalformedFrames(t *testing.T) {
 // follows the reads: a write, a read that waits, a half-closed connection.
 func TestPipelinedLocalReadsHeld(t *testing.T) {
 	c := newTestCluster(t, 1)
-	addr := c.addr(c.WaitLeader())
+	lead := c.WaitLeader()
+	addr := c.addr(lead)
 	setup := dial(t, addr)
 	for i := range 5 {
 		if st, _, err := setup.put(fmt.Sprint("k", i), fmt.Sprint("v", i)); err != nil || st != wire.StatusOK {
 			t.Fatalf("put: %v %v", st, err)
 		}
 	}
+	// Reads of the applied state (wire.ReadTSLocal) need not see a put
+	// answered at its commit before it is applied.
+	c.settled(lead)
 	local := func(buf []byte, key string) []byte {
 		return wire.AppendRequest(buf, wire.OpGetAt, wire.AppendGetAt(nil, wire.ReadTSLocal, []byte(key)))
 	}
