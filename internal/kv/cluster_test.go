@@ -461,7 +461,7 @@ func TestEarlyAckedWriteIsInLeaderApplied(t *testing.T) {
 	for rn.Commit() < before+3 {
 		time.Sleep(time.Millisecond)
 	}
-	time.Sleep(20 * time.Millisecond) // the loop hands both runs on after publishing the commit
+	time.Sleep(100 * time.Millisecond) // the loop hands both runs on right after publishing the commit
 	open(1)
 	select {
 	case err := <-acked:
