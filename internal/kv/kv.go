@@ -883,9 +883,12 @@ func (s *Store) Apply(ents []*pb.Entry) error {
 		ts      uint64
 		results [][]byte
 	}
+	type reject struct {
+		id, term uint64
+		err      error
+	}
 	var applied []done
-	var rejected, rejectTerms []uint64
-	var rejectErrs []error
+	var rejected []reject
 	var rejects int
 	dec := a.decoded[:0]
 	for _, e := range ents {
@@ -918,10 +921,8 @@ func (s *Store) Apply(ents []*pb.Entry) error {
 		}
 		if err != nil {
 			rejects++
-			rejected = append(rejected, d.ids...)
-			for range d.ids {
-				rejectErrs = append(rejectErrs, err)
-				rejectTerms = append(rejectTerms, e.GetTerm())
+			for _, id := range d.ids {
+				rejected = append(rejected, reject{id, e.GetTerm(), err})
 			}
 			s.log.Error("a committed raft entry is invalid; it is applied as a no-op on every node",
 				"index", e.GetIndex(), "entry_term", e.GetTerm(), "bytes", len(e.GetData()), "err", err)
@@ -952,8 +953,8 @@ func (s *Store) Apply(ents []*pb.Entry) error {
 			s.completeAppliedLocked(id, d.term, r)
 		}
 	}
-	for i, id := range rejected {
-		s.completeAppliedLocked(id, rejectTerms[i], Result{err: fmt.Errorf("%w: %v", ErrRejectedEntry, rejectErrs[i])})
+	for _, r := range rejected {
+		s.completeAppliedLocked(r.id, r.term, Result{err: fmt.Errorf("%w: %v", ErrRejectedEntry, r.err)})
 	}
 	fs := s.takeFiredLocked()
 	s.mu.Unlock()
@@ -999,8 +1000,7 @@ func (s *Store) ackEarly(dec []decodedEntry) bool {
 			continue
 		}
 		for _, id := range d.ids {
-			if w, ok := s.waiters[id]; ok && w.early && w.term <= d.e.GetTerm() {
-				s.completeLocked(id, Result{at: at})
+			if w, ok := s.waiters[id]; ok && w.early && s.completeAppliedLocked(id, d.e.GetTerm(), Result{at: at}) {
 				acked = true
 			}
 		}
@@ -1259,11 +1259,13 @@ func (s *Store) completeLocked(id uint64, r Result) {
 // id was then handed out again by this node after a restart (ids count up
 // from NodeID<<48 in every incarnation), and the entry is an earlier
 // incarnation's, which this node can no longer lead in the term it led
-// it in. Called with mu.
-func (s *Store) completeAppliedLocked(id, term uint64, r Result) {
+// it in. It reports whether it completed one. Called with mu.
+func (s *Store) completeAppliedLocked(id, term uint64, r Result) bool {
 	if w, ok := s.waiters[id]; ok && w.term <= term {
 		s.completeLocked(id, r)
+		return true
 	}
+	return false
 }
 
 // takeFiredLocked returns the completions collected so far and empties

@@ -359,15 +359,8 @@ func TestCallbackWaiters(t *testing.T) {
 // out again after a restart) are not. The last is not completed by the
 // apply either.
 func TestEarlyAcks(t *testing.T) {
-	db, err := engine.Open("/db", &engine.Options{FS: vfs.NewMem()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	s, err := Open(Options{NodeID: 1, DB: db})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := openMemStore(t, vfs.NewMem(), "/db", Options{NodeID: 1})
+	db := s.db
 	type seen struct {
 		err     error
 		inDB    bool

@@ -656,8 +656,8 @@ func (n *Node) TryProposeOrRefuse(data []byte, refused func(error)) bool {
 		if n.parked.Load() && n.sole.Load() {
 			// This proposal woke the only voter's loop, which writes and
 			// fsyncs it itself. Readied onto this P, the loop would run
-			// only once the proposer (usually a connection's reader) has read its
-			// socket again and parked; let it go first. Not with peers:
+			// only once the proposer (usually a connection's reader) has
+			// read its socket again and parked; let it go first. Not with peers:
 			// there, the proposals of many connections that gather while
 			// the loop waits make one Ready, and a yield per proposal
 			// split them (0.78x puts from 64 clients on three nodes).
