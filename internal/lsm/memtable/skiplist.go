@@ -1,7 +1,8 @@
 // Package memtable implements the in-memory write buffer of the LSM engine:
 // a skiplist whose nodes, keys and values all live in one fixed-size arena,
 // so that inserting a key costs no heap allocation and the whole table is
-// freed at once when it has been flushed.
+// freed at once when it has been flushed. A hash index of each user key's
+// newest node (index.go) serves point reads without the skiplist descent.
 //
 // Concurrency: one writer at a time (the engine's commit pipeline serializes
 // inserts) and any number of concurrent readers and iterators without locks.
@@ -74,6 +75,7 @@ type Table struct {
 	height atomic.Uint32 // current max tower height, >= 1
 	count  atomic.Uint64
 	rnd    uint64 // xorshift state, writer only
+	ix     *pointIndex
 }
 
 // headSize is the arena space taken by the nil offset and the head node.
@@ -94,6 +96,7 @@ func New(capacity int) *Table {
 		buf:   make([]byte, limit+maxNodeHeaderSize+align),
 		limit: uint32(limit),
 		rnd:   0x9E3779B97F4A7C15,
+		ix:    newPointIndex(capacity),
 	}
 	adviseHugePages(t.buf)
 	// Offset 0 is the nil node: start allocation at align.
@@ -118,6 +121,7 @@ func (t *Table) Reset(poison bool) {
 	t.used.Store(align)
 	t.count.Store(0)
 	t.height.Store(1)
+	t.ix.reset()
 	head, _ := t.alloc(maxHeight, 0, 0)
 	n := t.node(head)
 	n.trailer, n.keySize, n.valueSize = 0, 0, 0
@@ -209,6 +213,7 @@ func (t *Table) compare(off uint32, userKey []byte, trailer uint64) int {
 // Add inserts an entry. It must not be called concurrently with another Add.
 func (t *Table) Add(key base.InternalKey, value []byte) error {
 	var prev, next [maxHeight]uint32
+	hash, first := t.ix.touch(key.UserKey)
 	listHeight := int(t.height.Load())
 	x := t.head
 	for level := listHeight - 1; level >= 0; level-- {
@@ -230,6 +235,7 @@ func (t *Table) Add(key base.InternalKey, value []byte) error {
 	if !ok {
 		return ErrFull
 	}
+	slot, tagged := t.ix.prepare(t, key.UserKey, key.Trailer, hash, first)
 	n := t.node(off)
 	n.trailer = key.Trailer
 	n.keySize = uint32(len(key.UserKey))
@@ -251,6 +257,9 @@ func (t *Table) Add(key base.InternalKey, value []byte) error {
 	}
 	if next[0] != 0 {
 		t.node(next[0]).prev.Store(off)
+	}
+	if slot >= 0 {
+		t.ix.publish(slot, tagged, off)
 	}
 	if h > listHeight {
 		t.height.Store(uint32(h))
@@ -315,7 +324,23 @@ func (t *Table) last() uint32 {
 // Get returns the newest entry for userKey whose sequence number is <=
 // readSeq. The value aliases the arena.
 func (t *Table) Get(userKey []byte, readSeq base.SeqNum) (value []byte, kind base.Kind, found bool) {
-	off := t.seekGE(userKey, base.MakeTrailer(readSeq, base.KindMax))
+	target := base.MakeTrailer(readSeq, base.KindMax)
+	if off := t.ix.find(t, userKey); off != 0 {
+		// The key's newest node; older versions follow it at level 0.
+		for {
+			n := t.node(off)
+			if n.trailer <= target {
+				return t.value(n, off), base.TrailerKind(n.trailer), true
+			}
+			off = n.next[0].Load()
+			if off == 0 || !bytes.Equal(t.key(t.node(off), off), userKey) {
+				return nil, 0, false
+			}
+		}
+	} else if !t.ix.incomplete.Load() {
+		return nil, 0, false
+	}
+	off := t.seekGE(userKey, target)
 	if off == 0 {
 		return nil, 0, false
 	}
