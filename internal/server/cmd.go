@@ -569,7 +569,32 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	log := cfg.Logger
+	// Signals are taken from before the node opens: a SIGTERM or SIGINT
+	// while it replays its logs (which can take a while) stops it cleanly
+	// once it is open, instead of killing it halfway. A second one exits
+	// at once.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	early := make(chan os.Signal, 1)
+	opened := make(chan struct{})
+	go func() {
+		select {
+		case sig := <-sigs:
+			log.Info("stop requested while the node is opening; it stops cleanly once open (send the signal again to exit at once)", "signal", sig.String())
+			early <- sig
+		case <-opened:
+			return
+		}
+		select {
+		case sig := <-sigs:
+			log.Error("second stop request while the node is opening: exiting at once", "signal", sig.String())
+			os.Exit(exitError)
+		case <-opened:
+		}
+	}()
 	srv, err := New(cfg)
+	close(opened)
 	if err != nil {
 		fmt.Fprintf(stderr, "error: %v\n", err)
 		if errors.Is(err, errs.ErrLocked) {
@@ -589,9 +614,6 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "kayadb-server node %d: clients on %s, raft on %s, metrics %s, data in %s\n", cfg.NodeID, srv.ClientAddr(), cfg.RaftAddr, metrics, cfg.DataDir)
 
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -613,6 +635,9 @@ wait:
 				log.Info("SIGHUP: nothing to reload (no TLS, ACL, tenant, identity or encryption keyring file configured)")
 			}
 		case sig := <-sigs:
+			log.Info("shutting down", "signal", sig.String())
+			break wait
+		case sig := <-early:
 			log.Info("shutting down", "signal", sig.String())
 			break wait
 		case <-srv.Done():
