@@ -3,6 +3,7 @@ package memtable
 import (
 	"bytes"
 	"hash/maphash"
+	"math"
 	"sync/atomic"
 	"unsafe"
 )
@@ -79,58 +80,57 @@ func (ix *pointIndex) reset() {
 	ix.incomplete.Store(false)
 }
 
-// find returns the offset of key's newest node, or 0 when the index holds
-// no slot for it.
-func (ix *pointIndex) find(t *Table, key []byte) uint32 {
-	h := maphash.Bytes(ix.seed, key)
+// probe looks for key, whose hash is h, from its first slot, whose
+// content is first: it returns the slot that holds key with its content,
+// or the empty slot where the probe ended with content 0.
+func (ix *pointIndex) probe(t *Table, key []byte, h, first uint64) (slot, content uint64) {
 	tag := h >> 32
+	s := first
 	for i := h; ; i++ {
-		s := atomic.LoadUint64(&ix.slots[i&ix.mask])
+		slot = i & ix.mask
+		if i != h {
+			s = atomic.LoadUint64(&ix.slots[slot])
+		}
 		if s == 0 {
-			return 0
+			return slot, 0
 		}
 		if s>>32 == tag {
-			off := uint32(s)
-			if n := t.node(off); bytes.Equal(t.key(n, off), key) {
-				return off
+			if off := uint32(s); bytes.Equal(t.key(t.node(off), off), key) {
+				return slot, s
 			}
 		}
 	}
 }
 
-// prepare is called by the writer before it links node off of key (whose
-// trailer is trailer): it returns the slot to point at off once the node
-// is linked (publish), or -1 when the key is left out of the index, in
-// which case the index is already marked incomplete.
-// h and first are touch's results for key.
-func (ix *pointIndex) prepare(t *Table, key []byte, trailer, h, first uint64) (slot int, val uint64) {
-	tag := h >> 32
-	for i := h; ; i++ {
-		j := i & ix.mask
-		s := first
-		if i != h {
-			s = ix.slots[j] // only the writer writes: no atomic load needed
+// find returns the offset of key's newest node, or 0 when the index holds
+// no slot for it.
+func (ix *pointIndex) find(t *Table, key []byte) uint32 {
+	h := maphash.Bytes(ix.seed, key)
+	_, s := ix.probe(t, key, h, atomic.LoadUint64(&ix.slots[h&ix.mask]))
+	return uint32(s)
+}
+
+// prepare is called by the writer before it links a node of key whose
+// trailer is trailer; h and first are touch's results for key. It returns
+// the slot to point at the node once it is linked (publish) and the tag
+// to store with it, or slot -1 when the slot stays as it is: it names a
+// newer version of key already (an older one inserted late), or the index
+// is full and key is left out, in which case the index is now marked
+// incomplete.
+func (ix *pointIndex) prepare(t *Table, key []byte, trailer, h, first uint64) (slot int, tagged uint64) {
+	j, s := ix.probe(t, key, h, first)
+	if s != 0 {
+		if t.node(uint32(s)).trailer > trailer {
+			return -1, 0
 		}
-		if s == 0 {
-			if 2*(ix.used+1) > len(ix.slots) {
-				ix.incomplete.Store(true)
-				return -1, 0
-			}
-			ix.used++
-			return int(j), tag << 32
-		}
-		if s>>32 == tag {
-			off := uint32(s)
-			if n := t.node(off); bytes.Equal(t.key(n, off), key) {
-				if n.trailer > trailer {
-					// The slot names a newer version already (an older one
-					// inserted late): it stays.
-					return -1, 0
-				}
-				return int(j), tag << 32
-			}
-		}
+		return int(j), h &^ math.MaxUint32
 	}
+	if 2*(ix.used+1) > len(ix.slots) {
+		ix.incomplete.Store(true)
+		return -1, 0
+	}
+	ix.used++
+	return int(j), h &^ math.MaxUint32
 }
 
 // touch hashes key for prepare and loads its first slot, so that the
